@@ -1,0 +1,66 @@
+"""Typed errors: every user mistake maps to one class with a one-line message.
+
+The CLI prints ``str(err)`` and exits with ``err.exit_code``; the widgets show it as a
+napari notification. Anything that is not a ``PathomicsError`` is a bug and may show a
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class PathomicsError(Exception):
+    """Base class of all errors caused by the user's input, not by a bug."""
+
+    exit_code: int = 1
+
+
+class SlideError(PathomicsError):
+    """A slide cannot be opened or read (missing, corrupt, not a pyramid TIFF...)."""
+
+    exit_code = 3
+
+
+class MissingMppError(SlideError):
+    """The slide does not record its pixel size and none was given."""
+
+    exit_code = 4
+
+
+class RegionError(SlideError):
+    """A requested region lies outside the slide or failed to decode."""
+
+
+class AnnotationError(PathomicsError):
+    """A GeoJSON/ROI file is malformed, empty or lies off the slide."""
+
+    exit_code = 5
+
+
+class TilingError(PathomicsError):
+    """Tiling parameters are invalid or no tile fits the ROI and tissue."""
+
+    exit_code = 6
+
+
+class BundleError(PathomicsError):
+    """A model/signature bundle is malformed, tampered with or unsafe."""
+
+    exit_code = 7
+
+
+class SignatureError(PathomicsError):
+    """Signature fitting or scoring got unusable data or a bundle without a signature."""
+
+    exit_code = 8
+
+
+class CohortError(PathomicsError):
+    """A cohort table is malformed (missing columns, bad times, unknown slides...)."""
+
+    exit_code = 9
+
+
+class CancelledError(PathomicsError):
+    """The user cancelled a long-running job."""
+
+    exit_code = 130
