@@ -1,0 +1,1 @@
+"""napari dock widgets, reader, writer and sample data: the only package that imports napari/Qt."""

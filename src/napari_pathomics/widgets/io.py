@@ -1,0 +1,105 @@
+"""napari reader, writer and sample data for slides and QuPath GeoJSON ROIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..annotations import read_geojson, write_geojson
+from ..errors import PathomicsError
+from ..layers import annotations_to_shapes, geometry_transform, shapes_to_annotations
+from ..resources import SAMPLE_SLIDE
+from ..slide import is_slide_path
+from . import session
+
+
+def _current_viewer() -> Any:
+    import napari
+
+    return napari.current_viewer()
+
+
+def _read_slide(path: str | list[str]) -> list[tuple[Any, dict, str]]:
+    paths = [path] if isinstance(path, str) else list(path)
+    session.install(_current_viewer())
+    out: list[tuple[Any, dict, str]] = []
+    for p in paths:
+        try:
+            out.extend(session.open_slide_layers(p))
+        except PathomicsError as exc:
+            session.report(exc, f"cannot open {Path(p).name}")
+            raise
+    return out
+
+
+def _read_geojson(path: str | list[str]) -> list[tuple[Any, dict, str]]:
+    """ROIs onto the current slide when one is open (µm), else in level-0 px."""
+    paths = [path] if isinstance(path, str) else list(path)
+    viewer = _current_viewer()
+    slide_layer = session.active_slide_layer(viewer) if viewer is not None else None
+    slide = session.slide_of(slide_layer)
+    out = []
+    for p in paths:
+        try:
+            res = read_geojson(p, bounds=slide.dimensions if slide else None)
+        except PathomicsError as exc:
+            session.report(exc, f"cannot import {Path(p).name}")
+            raise
+        for w in res.warnings:
+            session.show_warning(f"{Path(p).name}: {w}")
+        if slide is not None:
+            data, kwargs, kind = session.roi_layer_data(slide, res.annotations)
+            kwargs["name"] = Path(p).stem
+            kwargs["metadata"]["pathomics_role"] = "rois_import"
+        else:
+            data, kwargs = annotations_to_shapes(res.annotations)
+            kwargs.update(name=Path(p).stem, face_color="transparent", edge_width=3)
+            kind = "shapes"
+        out.append((data, kwargs, kind))
+    return out
+
+
+def get_reader(path: str | list[str]) -> Callable[..., list] | None:
+    first = path if isinstance(path, str) else (path[0] if path else "")
+    if str(first).lower().endswith(".geojson"):
+        return _read_geojson
+    if is_slide_path(first):
+        return _read_slide
+    return None
+
+
+def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) -> list[str]:
+    """Write a Shapes layer as QuPath GeoJSON in level-0 px.
+
+    Our ROI layers hold level-0 corner coordinates already; a Shapes layer the user made by
+    hand on a slide is converted from its own data coordinates through world µm.
+    """
+    meta = attributes.get("metadata") or {}
+    shape_types = list(attributes.get("shape_type") or ["polygon"] * len(data))
+    scale = np.asarray(attributes.get("scale", (1.0, 1.0)), dtype=float)[-2:]
+    translate = np.asarray(attributes.get("translate", (0.0, 0.0)), dtype=float)[-2:]
+    verts = [np.asarray(d, dtype=float)[:, -2:] for d in data]
+    if meta.get("pathomics_role") not in ("rois", "rois_import"):
+        mpp = meta.get("pathomics_mpp")
+        viewer = _current_viewer()
+        slide = session.slide_of(session.active_slide_layer(viewer)) if viewer is not None else None
+        if slide is not None and slide.has_mpp:
+            my, mx = slide.mpp[1], slide.mpp[0]
+            # data → world µm → level-0 corner coordinates
+            verts = [np.column_stack([(v[:, 0] * scale[0] + translate[0]) / my + 0.5,
+                                      (v[:, 1] * scale[1] + translate[1]) / mx + 0.5]) for v in verts]
+        elif mpp:
+            verts = [v * scale / float(mpp) + 0.5 for v in verts]
+    anns = shapes_to_annotations(verts, shape_types, attributes.get("properties"),
+                                 edge_colors=attributes.get("edge_color"),
+                                 originals=meta.get("pathomics_annotations"))
+    write_geojson(anns, path)
+    return [path]
+
+
+def sample_slide() -> list[tuple[Any, dict, str]]:
+    """The bundled real H&E slide (CMU-1-Small-Region, CC0), with its saved ROIs."""
+    session.install(_current_viewer())
+    return session.open_slide_layers(SAMPLE_SLIDE)

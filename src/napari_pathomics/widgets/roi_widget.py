@@ -1,0 +1,224 @@
+"""The "ROIs, tissue and tiles" dock: QuPath GeoJSON in/out, tissue detection, tiling preview."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from napari.layers import Labels, Shapes
+from qtpy.QtWidgets import (
+    QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+    QVBoxLayout, QWidget,
+)
+
+from ..annotations import Annotation, read_geojson, write_geojson
+from ..errors import PathomicsError
+from ..layers import tile_grid_overlay, tissue_layer
+from ..slide import Slide
+from ..tiling import DEFAULT_MIN_TISSUE, DEFAULT_MPP, DEFAULT_TILE_UM, TileGrid, plan_tiles
+from ..tissue import TissueMask, detect_tissue
+from . import session
+
+
+def _spin(value: float, lo: float, hi: float, step: float, suffix: str, decimals: int = 3) -> QDoubleSpinBox:
+    s = QDoubleSpinBox()
+    s.setDecimals(decimals)
+    s.setRange(lo, hi)
+    s.setSingleStep(step)
+    s.setValue(value)
+    s.setSuffix(suffix)
+    return s
+
+
+def tissue_layer_of(viewer: napari.Viewer, slide: Slide) -> Labels | None:
+    for ly in viewer.layers:
+        if isinstance(ly, Labels) and ly.metadata.get("pathomics_role") == "tissue" and \
+                ly.metadata.get("pathomics_slide_path") == str(slide.path):
+            return ly
+    return None
+
+
+def current_tissue(viewer: napari.Viewer, slide: Slide) -> TissueMask | None:
+    """The user's (possibly brush-edited) tissue layer, or None to detect afresh."""
+    ly = tissue_layer_of(viewer, slide)
+    if ly is None:
+        return None
+    return TissueMask.from_labels(ly.data, ly.metadata["pathomics_downsample"])
+
+
+def current_rois(viewer: napari.Viewer, slide: Slide) -> list[Annotation]:
+    ly = session.roi_layer_of(viewer, slide)
+    return session.layer_annotations(ly) if ly is not None else []
+
+
+class RoiTilesWidget(QWidget):
+    """Draw/import ROIs, detect tissue, and preview the tiles a run will read."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        session.install(napari_viewer)
+        self.last_grid: TileGrid | None = None
+        layout = QVBoxLayout(self)
+
+        rois = QGroupBox("Tumour ROIs (QuPath GeoJSON, level-0 px)")
+        rl = QVBoxLayout(rois)
+        row = QHBoxLayout()
+        draw = QPushButton("Draw")
+        draw.setToolTip("Select the slide's ROI layer in polygon mode (rectangle, ellipse, "
+                        "freehand: use the layer controls)")
+        draw.clicked.connect(self.start_drawing)
+        imp = QPushButton("Import…")
+        imp.clicked.connect(self._import_dialog)
+        exp = QPushButton("Export…")
+        exp.clicked.connect(self._export_dialog)
+        for b in (draw, imp, exp):
+            row.addWidget(b)
+        rl.addLayout(row)
+        self.roi_status = QLabel("ROIs autosave beside the slide on every change.")
+        self.roi_status.setWordWrap(True)
+        rl.addWidget(self.roi_status)
+        layout.addWidget(rois)
+
+        tissue = QGroupBox("Tissue")
+        tl = QVBoxLayout(tissue)
+        det = QPushButton("Detect tissue")
+        det.clicked.connect(self.detect_tissue)
+        tl.addWidget(det)
+        self.tissue_status = QLabel("Editable Labels layer: paint 1 = tissue, 0 = glass.")
+        self.tissue_status.setWordWrap(True)
+        tl.addWidget(self.tissue_status)
+        layout.addWidget(tissue)
+
+        tiles = QGroupBox("Tiles")
+        form = QFormLayout(tiles)
+        self.tile_um = _spin(DEFAULT_TILE_UM, 8.0, 4096.0, 8.0, " µm", 1)
+        self.mpp = _spin(DEFAULT_MPP, 0.05, 64.0, 0.05, " µm/px", 3)
+        self.min_tissue = _spin(DEFAULT_MIN_TISSUE, 0.0, 1.0, 0.05, "", 2)
+        form.addRow("tile size", self.tile_um)
+        form.addRow("read at", self.mpp)
+        form.addRow("min ROI ∩ tissue", self.min_tissue)
+        prev = QPushButton("Preview tiles")
+        prev.clicked.connect(self.preview_tiles)
+        form.addRow(prev)
+        self.tile_count = QLabel("—")
+        form.addRow("tiles", self.tile_count)
+        layout.addWidget(tiles)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ helpers
+    def _slide(self) -> Slide | None:
+        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        if slide is None:
+            session.show_warning("open a slide first (File ▸ Open, or the Slide widget)")
+        return slide
+
+    def roi_layer(self, slide: Slide) -> Shapes:
+        ly = session.roi_layer_of(self.viewer, slide)
+        if ly is None:
+            ly = self.viewer._add_layer_from_data(*session.roi_layer_data(slide, []))[0]
+        return ly
+
+    # ------------------------------------------------------------------ ROIs
+    def start_drawing(self) -> None:
+        slide = self._slide()
+        if slide is None:
+            return
+        ly = self.roi_layer(slide)
+        self.viewer.layers.selection.active = ly
+        ly.mode = "add_polygon"
+
+    def _import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import ROIs", "", "GeoJSON (*.geojson *.json)")
+        if path:
+            self.import_rois(path)
+
+    def import_rois(self, path: str | Path) -> int:
+        """Add the ROIs of a GeoJSON file to the slide's ROI layer; nothing drawn is replaced."""
+        slide = self._slide()
+        if slide is None:
+            return 0
+        try:
+            res = read_geojson(path, bounds=slide.dimensions)
+        except PathomicsError as exc:
+            session.report(exc, "import failed")
+            return 0
+        for w in res.warnings:
+            session.show_warning(f"{Path(path).name}: {w}")
+        ly = self.roi_layer(slide)
+        merged = session.layer_annotations(ly) + res.annotations
+        data, kwargs, _ = session.roi_layer_data(slide, merged)
+        ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
+        ly.data = []
+        if data:
+            ly.add(data, shape_type=kwargs["shape_type"], edge_color=kwargs["edge_color"],
+                   face_color="transparent", edge_width=3)
+            ly.properties = kwargs["properties"]
+        session.autosave_now(ly)
+        self.roi_status.setText(f"{len(res.annotations)} ROI(s) imported from {Path(path).name}")
+        return len(res.annotations)
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export ROIs", "", "GeoJSON (*.geojson)")
+        if path:
+            self.export_rois(path)
+
+    def export_rois(self, path: str | Path) -> int:
+        slide = self._slide()
+        if slide is None:
+            return 0
+        ly = session.roi_layer_of(self.viewer, slide)
+        anns = session.layer_annotations(ly) if ly is not None else []
+        try:
+            write_geojson(anns, path)
+        except OSError as exc:
+            session.report(exc, "export failed")
+            return 0
+        self.roi_status.setText(f"{len(anns)} ROI(s) exported to {Path(path).name}")
+        return len(anns)
+
+    # ------------------------------------------------------------------ tissue and tiles
+    def detect_tissue(self) -> Labels | None:
+        slide = self._slide()
+        if slide is None:
+            return None
+        try:
+            mask = detect_tissue(slide)
+        except PathomicsError as exc:
+            session.report(exc, "tissue detection failed")
+            return None
+        old = tissue_layer_of(self.viewer, slide)
+        if old is not None:
+            self.viewer.layers.remove(old)
+        data, kwargs, _ = tissue_layer(slide, mask.mask, mask.downsample)
+        kwargs["metadata"]["pathomics_slide_path"] = str(slide.path)
+        ly = self.viewer.add_labels(data, **kwargs)
+        self.tissue_status.setText(f"tissue covers {100 * mask.fraction:.1f} % of the slide")
+        return ly
+
+    def plan(self, slide: Slide) -> TileGrid:
+        """Exactly what ``pathomics tiles`` computes, with the user's ROIs and tissue edits."""
+        rois = current_rois(self.viewer, slide)
+        return plan_tiles(slide, rois or None, tissue=current_tissue(self.viewer, slide),
+                          tile_um=self.tile_um.value(), mpp=self.mpp.value(),
+                          min_tissue=self.min_tissue.value())
+
+    def preview_tiles(self) -> TileGrid | None:
+        slide = self._slide()
+        if slide is None:
+            return None
+        try:
+            grid = self.plan(slide)
+        except PathomicsError as exc:
+            session.report(exc, "tiling failed")
+            self.tile_count.setText("—")
+            return None
+        for ly in [ly for ly in self.viewer.layers if ly.metadata.get("pathomics_role") == "tile_grid"
+                   and ly.metadata.get("pathomics_slide_path") == str(slide.path)]:
+            self.viewer.layers.remove(ly)
+        data, kwargs, _ = tile_grid_overlay(slide, grid)
+        kwargs["metadata"]["pathomics_slide_path"] = str(slide.path)
+        self.viewer.add_image(data, **kwargs)
+        self.tile_count.setText(f"{len(grid)} tiles of {grid.tile_um:g} µm ({grid.tile_px} px)")
+        self.last_grid = grid
+        return grid
