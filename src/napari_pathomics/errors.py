@@ -64,3 +64,15 @@ class CancelledError(PathomicsError):
     """The user cancelled a long-running job."""
 
     exit_code = 130
+
+
+class InferenceError(PathomicsError):
+    """Inference cannot run as asked (device not available, grid planned for other params...)."""
+
+    exit_code = 10
+
+
+class ResultsError(PathomicsError):
+    """A saved results file is unreadable, of another format, or for another slide/bundle/grid."""
+
+    exit_code = 11
