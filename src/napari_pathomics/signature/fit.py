@@ -1,0 +1,269 @@
+"""The signature pipeline: per-patient table -> frozen, evaluated :class:`Signature`.
+
+correlation filter -> univariate Cox screen -> LASSO-Cox (penalty by k-fold CV concordance)
+-> risk cutoff (maximally selected log-rank, permutation p) -> evaluation (nested k-fold CV
+C-index with the whole pipeline refitted per fold, time-dependent AUC, HR with 95 % CI,
+Kaplan–Meier per group) -> JSON. Everything is seeded, so the same table and settings give
+the same numbers.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SignatureError
+from .cox import (
+    DEFAULT_PENALIZERS,
+    FrozenCox,
+    concordance,
+    correlation_filter,
+    fit_lasso_cox,
+    stratified_folds,
+    univariate_screen,
+)
+from .cutoff import find_cutoff
+from .evaluate import hazard_ratio, km_by_group, time_dependent_auc
+from .features import FeatureSpec
+from .model import SCHEMA_VERSION, SIGNATURE_KIND, Signature
+
+TIME_UNITS = {"days": 1.0, "months": 365.25 / 12, "years": 365.25}
+MIN_EVENTS = 10
+
+
+def validate_survival(
+    table: pd.DataFrame, duration_col: str, event_col: str, features: Sequence[str], min_events: int = MIN_EVENTS
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Check a per-patient table and return (features, time, event); SignatureError if unusable."""
+    missing = [c for c in [duration_col, event_col, *features] if c not in table.columns]
+    if missing:
+        raise SignatureError(f"missing columns: {missing} (have {list(table.columns)[:30]})")
+    if not features:
+        raise SignatureError("no feature columns given")
+    try:
+        t = pd.to_numeric(table[duration_col], errors="raise").to_numpy(float)
+        e = pd.to_numeric(table[event_col], errors="raise").to_numpy(float)
+    except (ValueError, TypeError) as exc:
+        raise SignatureError(f"time/event columns must be numeric: {exc}") from exc
+    if np.isnan(t).any():
+        raise SignatureError(f"time column {duration_col!r} has {int(np.isnan(t).sum())} missing values")
+    if np.isnan(e).any():
+        raise SignatureError(f"event column {event_col!r} has {int(np.isnan(e).sum())} missing values")
+    if (t < 0).any():
+        raise SignatureError(f"time column {duration_col!r} has {int((t < 0).sum())} negative times")
+    if not np.isin(e, (0.0, 1.0)).all():
+        raise SignatureError(f"event column {event_col!r} must be 0/1 (found {sorted(set(e.tolist()))[:5]})")
+    if e.sum() < min_events:
+        raise SignatureError(f"only {int(e.sum())} events; at least {min_events} are needed to fit a signature")
+    X = table[list(features)]
+    nonnum = [c for c in features if not pd.api.types.is_numeric_dtype(X[c])]
+    if nonnum:
+        raise SignatureError(f"feature columns are not numeric: {nonnum}")
+    bad = [c for c in features if not np.isfinite(X[c].to_numpy(float)).all()]
+    if bad:
+        raise SignatureError(f"feature columns with NaN or inf: {bad}")
+    return X.astype(float).reset_index(drop=True), t, e.astype(int)
+
+
+@dataclass
+class SignatureFitter:
+    """Fit a prognostic signature from a per-patient table, lifelines-style (``fit`` then use).
+
+    ``horizons`` are in the table's time unit. After :meth:`fit`, ``signature_`` holds the
+    frozen :class:`Signature` and ``summary_`` a short dict of the headline figures.
+    """
+
+    corr_threshold: float = 0.8
+    screen_p: float = 0.1
+    screen_top_k: int = 3
+    penalizers: Sequence[float] = DEFAULT_PENALIZERS
+    folds: int = 5
+    seed: int = 0
+    min_group: float = 0.2
+    n_permutations: int = 1000
+    horizons: Sequence[float] = (365.0, 1095.0, 1825.0)
+    time_unit: str = "days"
+    cross_validate: bool = True
+    min_events: int = MIN_EVENTS
+    signature_: Signature | None = field(default=None, init=False, repr=False)
+
+    def settings(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("signature_", None)
+        d["penalizers"] = [float(p) for p in self.penalizers]
+        d["horizons"] = [float(h) for h in self.horizons]
+        return d
+
+    # --------------------------------------------------------------- core
+    def _fit_core(
+        self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray, allow_null: bool = False
+    ) -> tuple[FrozenCox, Any, dict[str, Any]]:
+        """The selection + LASSO-Cox part, run on the full data and inside every CV fold."""
+        kept, dropped = correlation_filter(X, self.corr_threshold)
+        if not kept:
+            raise SignatureError("no usable (non-constant) feature columns")
+        mean = X[kept].mean()
+        scale = X[kept].std(ddof=0).replace(0.0, 1.0)
+        Z = (X[kept] - mean) / scale
+        screened, table = univariate_screen(Z, t, e, self.screen_p, self.screen_top_k)
+        frozen, cph, lasso_log = fit_lasso_cox(
+            X[screened], t, e, self.penalizers, self.folds, self.seed, allow_null=allow_null
+        )
+        log = {
+            "correlation_filter": {"threshold": self.corr_threshold, "kept": kept, "dropped": dropped},
+            "univariate": {
+                "p_threshold": self.screen_p,
+                "top_k_fallback": self.screen_top_k,
+                "table": {c: {k: float(v) for k, v in r.items()} for c, r in table.to_dict("index").items()},
+                "selected": screened,
+            },
+            "lasso": lasso_log,
+        }
+        return frozen, cph, log
+
+    def cross_validate_pipeline(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray) -> dict[str, Any]:
+        """Nested k-fold CV: every fold refits selection, LASSO (own inner CV) and cutoff."""
+        fid = stratified_folds(e, self.folds, self.seed + 1)
+        cs, aucs, high_oof = [], [], np.zeros(len(t), bool)
+        for k in range(self.folds):
+            tr, te = fid != k, fid == k
+            frozen, _, _ = self._fit_core(X[tr].reset_index(drop=True), t[tr], e[tr], allow_null=True)
+            r_tr, r_te = frozen.risk(X[tr]), frozen.risk(X[te])
+            cs.append(concordance(t[te], r_te, e[te]))
+            aucs.append(time_dependent_auc(t[te], e[te], r_te, self.horizons))
+            if np.ptp(r_tr) > 0:
+                cut = find_cutoff(r_tr, t[tr], e[tr], self.min_group, n_permutations=0, seed=self.seed)
+                high_oof[te] = r_te > cut.cutoff
+        td = {}
+        for h in self.horizons:
+            vals = [a[float(h)] for a in aucs if a[float(h)] is not None]
+            td[str(int(h) if float(h).is_integer() else h)] = float(np.mean(vals)) if vals else None
+        try:
+            hr = hazard_ratio(high_oof, t, e)
+        except SignatureError:
+            hr = None
+        return {
+            "c_index_mean": float(np.mean(cs)),
+            "c_index_sd": float(np.std(cs, ddof=1)) if len(cs) > 1 else 0.0,
+            "c_index_per_fold": [float(c) for c in cs],
+            "td_auc_mean": td,
+            "hazard_ratio_out_of_fold": hr,
+            "folds": self.folds,
+            "fold_seed": self.seed + 1,
+            "note": "whole pipeline (filter, screen, LASSO with inner CV, cutoff) refitted in each fold; "
+            "out-of-fold groups use the cutoff chosen on the training folds",
+        }
+
+    # ---------------------------------------------------------------- fit
+    def fit(
+        self,
+        table: pd.DataFrame,
+        duration_col: str,
+        event_col: str,
+        features: Sequence[str],
+        feature_spec: FeatureSpec | None = None,
+        id_col: str | None = None,
+        name: str = "pathomics-signature",
+        description: str = "",
+        provenance: dict[str, Any] | None = None,
+    ) -> Signature:
+        """Fit, evaluate and freeze the signature; returns it (also as ``signature_``)."""
+        if self.time_unit not in TIME_UNITS:
+            raise SignatureError(f"unknown time unit {self.time_unit!r}; choose one of {list(TIME_UNITS)}")
+        if self.folds < 2:
+            raise SignatureError("need at least 2 folds")
+        t0 = _time.perf_counter()
+        X, t, e = validate_survival(table, duration_col, event_col, features, self.min_events)
+        if len(t) < 4 * self.folds:
+            raise SignatureError(f"only {len(t)} patients; too few for {self.folds}-fold CV")
+        frozen, cph, log = self._fit_core(X, t, e)
+        risk = frozen.risk(X)
+        cut = find_cutoff(risk, t, e, self.min_group, self.n_permutations, self.seed)
+        high = risk > cut.cutoff
+        hr = hazard_ratio(high, t, e)
+        grid = np.linspace(0.0, float(np.quantile(t, 0.95)), 41)
+        km = km_by_group(t, e, high, grid)
+        cv = self.cross_validate_pipeline(X, t, e) if self.cross_validate else None
+        spec = feature_spec or FeatureSpec(classes=["_"], tme_stats=[], mil=False, source="table")
+        sig_json: dict[str, Any] = {
+            "kind": SIGNATURE_KIND,
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "description": description,
+            "time_unit": self.time_unit,
+            "horizons": [float(h) for h in self.horizons],
+            "features": list(frozen.covariates),
+            "feature_spec": spec.to_json() if feature_spec is not None else None,
+            "cox": frozen.to_json(),
+            "cutoff": cut.to_json(),
+            "patch_risk_weights": patch_risk_weights(frozen),
+            "reference": {
+                "n": int(len(t)),
+                "n_events": int(e.sum()),
+                "risk_sorted": np.sort(risk).tolist(),
+                "km": km,
+            },
+            "metrics": {
+                "apparent_c_index": concordance(t, risk, e),
+                "cv": cv,
+                "td_auc_apparent": {str(int(h) if float(h).is_integer() else h): v for h, v in time_dependent_auc(t, e, risk, self.horizons).items()},
+                "hazard_ratio_high_vs_low": hr,
+                "hazard_ratio_note": "apparent: cutoff chosen on the same patients (optimistic); "
+                "see metrics.cv.hazard_ratio_out_of_fold for the honest estimate",
+            },
+            "selection": log,
+            "training": {
+                "settings": self.settings(),
+                "duration_col": duration_col,
+                "event_col": event_col,
+                "id_col": id_col,
+                "input_features": list(features),
+                "versions": _versions(),
+                **(provenance or {}),
+            },
+        }
+        sig_json["training"]["fit_seconds"] = round(_time.perf_counter() - t0, 2)
+        self.signature_ = Signature.from_json(sig_json)
+        return self.signature_
+
+
+def patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
+    """Per-class weights turning a tile's class probabilities into the signature's risk.
+
+    For each selected ``tme_mean_<CLS>`` covariate, ``w_CLS = beta / scale``; with
+    ``offset = -sum_c w_c * (mean_c + scale_c * cox_centre_c)`` a tile's
+    ``sum_c w_c p_c + offset`` is the linear predictor a patient would get if all its tiles
+    looked like this one (exact for mean-probability features of a single slide). The engine's
+    per-patch risk and the Grad-CAM "risk activation map" use these as class-target weights,
+    so the map highlights what drives *this* signature. Other covariates contribute nothing.
+    """
+    w: dict[str, float] = {}
+    offset = 0.0
+    for c, b, m, s, cm in zip(frozen.covariates, frozen.beta, frozen.mean, frozen.scale, frozen.cox_mean):
+        if c.startswith("tme_mean_"):
+            cls = c[len("tme_mean_"):]
+            w[cls] = float(b / s)
+            offset -= float(b / s * (m + s * cm))
+    return {
+        "weights": w,
+        "offset": offset,
+        "feature": "tme_mean",
+        "definition": "tile risk = sum_c weights[c] * p_c + offset (log-hazard scale); "
+        "weights[c] = beta_c / scale_c of covariate tme_mean_<c>",
+    }
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("napari-pathomics", "lifelines", "numpy", "pandas", "scipy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out

@@ -1,0 +1,224 @@
+"""The frozen :class:`Signature`: everything needed to score a patient, rebuilt from JSON.
+
+No pickle and no lifelines at score time: the Cox model is arrays (see
+:class:`~napari_pathomics.signature.cox.FrozenCox`), the cutoff a number, the reference
+cohort sorted risks and Kaplan–Meier curves.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import SignatureError
+from .cox import FrozenCox
+from .evaluate import percentile
+from .features import FeatureSpec
+
+SIGNATURE_KIND = "pathomics-signature"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SignatureScore:
+    """One patient's score against a signature (all plain floats; JSON via ``to_json``)."""
+
+    risk: float
+    percentile: float
+    group: str
+    cutoff: float
+    survival_at: dict[str, float]
+    curve_times: list[float]
+    curve_survival: list[float]
+    time_unit: str
+    features: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "risk": self.risk,
+            "percentile": self.percentile,
+            "group": self.group,
+            "cutoff": self.cutoff,
+            "survival_at": dict(self.survival_at),
+            "curve": {"times": list(self.curve_times), "survival": list(self.curve_survival)},
+            "time_unit": self.time_unit,
+            "features": dict(self.features),
+        }
+
+
+def _horizon_key(h: float) -> str:
+    return str(int(h)) if float(h).is_integer() else str(h)
+
+
+class Signature:
+    """A trained prognostic signature. Build with :meth:`from_json`; score with :meth:`score`."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        if not isinstance(data, Mapping):
+            raise SignatureError("a signature must be a JSON object")
+        if data.get("kind") != SIGNATURE_KIND:
+            raise SignatureError(f"not a pathomics signature (kind={data.get('kind')!r})")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise SignatureError(
+                f"unsupported signature schema_version {data.get('schema_version')!r} (expected {SCHEMA_VERSION})"
+            )
+        self._data = copy.deepcopy(dict(data))
+        try:
+            self.cox = FrozenCox.from_json(self._data["cox"])
+            self._cutoff = float(self._data["cutoff"]["cutoff"])
+            self._ref = np.asarray(self._data["reference"]["risk_sorted"], float)
+            self.horizons = [float(h) for h in self._data.get("horizons", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SignatureError(f"malformed signature: missing or bad {exc}") from exc
+        if list(self._data.get("features", self.cox.covariates)) != self.cox.covariates:
+            raise SignatureError("malformed signature: 'features' differ from the Cox covariates")
+        spec = self._data.get("feature_spec")
+        self._spec = FeatureSpec.from_json(spec) if spec else None
+
+    # --------------------------------------------------------------- I/O
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any] | str | Path) -> "Signature":
+        """From a dict, a path to a ``signature.json`` or a bundle folder containing one."""
+        if isinstance(obj, (str, Path)):
+            path = Path(obj)
+            if path.is_dir():
+                path = path / "signature.json"
+            if not path.exists():
+                raise SignatureError(f"no signature at {path}")
+            try:
+                obj = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise SignatureError(f"{path} is not valid JSON: {exc}") from exc
+        return cls(obj)
+
+    def to_json(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temp file, then rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True, allow_nan=False))
+        tmp.replace(path)
+        return path
+
+    # ------------------------------------------------------------ access
+    @property
+    def features(self) -> list[str]:
+        """Names of the features the score needs (the Cox covariates)."""
+        return list(self.cox.covariates)
+
+    @property
+    def feature_spec(self) -> FeatureSpec | None:
+        """How to compute the features from tile results (``None`` for table-only signatures)."""
+        return self._spec
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        return dict(zip(self.cox.covariates, map(float, self.cox.beta)))
+
+    @property
+    def cutoff(self) -> dict[str, Any]:
+        return dict(self._data["cutoff"])
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return copy.deepcopy(self._data.get("metrics", {}))
+
+    @property
+    def reference_km(self) -> dict[str, Any]:
+        """Reference cohort's Kaplan–Meier curves per group: grid, survival, CI, at-risk."""
+        return copy.deepcopy(self._data["reference"]["km"])
+
+    @property
+    def reference_risks(self) -> np.ndarray:
+        return self._ref.copy()
+
+    @property
+    def patch_risk_weights(self) -> dict[str, float]:
+        """Per-class weights of a tile's probabilities in the signature's risk (may be empty)."""
+        return dict((self._data.get("patch_risk_weights") or {}).get("weights", {}))
+
+    @property
+    def time_unit(self) -> str:
+        return str(self._data.get("time_unit", "days"))
+
+    @property
+    def name(self) -> str:
+        return str(self._data.get("name", ""))
+
+    def summary(self) -> dict[str, Any]:
+        """Headline figures (for CLI output and the bundle manifest)."""
+        m = self._data.get("metrics", {})
+        cv = m.get("cv") or {}
+        hr = m.get("hazard_ratio_high_vs_low") or {}
+        return {
+            "name": self.name,
+            "covariates": self.coefficients,
+            "penalizer": self.cox.penalizer,
+            "apparent_c_index": m.get("apparent_c_index"),
+            "cv_c_index": cv.get("c_index_mean"),
+            "cv_c_index_sd": cv.get("c_index_sd"),
+            "cv_hazard_ratio": cv.get("hazard_ratio_out_of_fold"),
+            "hazard_ratio": {k: hr.get(k) for k in ("hr", "ci_lower", "ci_upper", "p")},
+            "cutoff": self._cutoff,
+            "cutoff_p_value": self._data["cutoff"].get("p_value"),
+            "cutoff_method": self._data["cutoff"].get("method"),
+            "n": self._data["reference"].get("n"),
+            "n_events": self._data["reference"].get("n_events"),
+            "time_unit": self.time_unit,
+        }
+
+    # ------------------------------------------------------------ scoring
+    def risk(self, features: Mapping[str, float]) -> float:
+        """Linear predictor (log partial hazard) of one patient."""
+        vals = {}
+        for c in self.features:
+            if c not in features:
+                missing = [f for f in self.features if f not in features]
+                raise SignatureError(f"missing features for signature {self.name!r}: {missing}")
+            v = features[c]
+            try:
+                v = float(v)
+            except (TypeError, ValueError) as exc:
+                raise SignatureError(f"feature {c!r} is not a number: {v!r}") from exc
+            if not math.isfinite(v):
+                raise SignatureError(f"feature {c!r} is NaN or infinite")
+            vals[c] = v
+        return float(self.cox.risk(vals)[0])
+
+    def survival(self, risk: float, times: Any) -> np.ndarray:
+        """S(t | risk) at ``times`` (in the signature's time unit)."""
+        return self.cox.survival(risk, times)[:, 0]
+
+    def score(self, features: Mapping[str, float]) -> SignatureScore:
+        """Risk, percentile in the reference cohort, group, survival at horizons and curve."""
+        r = self.risk(features)
+        grid = np.asarray(self._data["reference"]["km"]["grid"], float)
+        s_h = self.survival(r, self.horizons) if self.horizons else np.array([])
+        return SignatureScore(
+            risk=r,
+            percentile=percentile(r, self._ref),
+            group="high" if r > self._cutoff else "low",
+            cutoff=self._cutoff,
+            survival_at={_horizon_key(h): float(s) for h, s in zip(self.horizons, s_h)},
+            curve_times=grid.tolist(),
+            curve_survival=self.survival(r, grid).tolist(),
+            time_unit=self.time_unit,
+            features={c: float(features[c]) for c in self.features},
+        )
+
+    def score_tiles(self, patient: Any) -> SignatureScore:
+        """Compute features from tile results with the stored spec, then :meth:`score`."""
+        if self._spec is None:
+            raise SignatureError("this signature has no feature spec; pass features to score()")
+        return self.score(self._spec.transform(patient))
+
+    def __repr__(self) -> str:
+        return f"Signature(name={self.name!r}, features={self.features}, cutoff={self._cutoff:.4g})"
