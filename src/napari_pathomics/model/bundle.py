@@ -155,7 +155,7 @@ def _safetensors_problem(path: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # zip extraction
 def _cache_root() -> Path:
-    env = os.environ.get("NAPARI_PATHOMICS_CACHE")
+    env = os.environ.get("PATHOMICS_CACHE_DIR")
     if env:
         return Path(env) / "bundles"
     try:
