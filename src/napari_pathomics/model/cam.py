@@ -133,8 +133,8 @@ class GradCamRunner:
         self._cls = _raw_gradcam_class()
         self.last_logits: "torch.Tensor | None" = None
 
-    def __call__(self, x: "torch.Tensor", targets: list[Any]) -> np.ndarray:
-        import cv2
+    def raw(self, x: "torch.Tensor", targets: list[Any]) -> np.ndarray:
+        """Raw Grad-CAM (B, h, w) at the target layer's resolution (not scaled per tile)."""
         import torch
 
         for p in self.model.parameters():  # no weight gradients: only the activation's
@@ -149,8 +149,15 @@ class GradCamRunner:
         finally:
             cam.activations_and_grads.release()
             handle.remove()
+        return raw.astype(np.float32)
+
+    def __call__(self, x: "torch.Tensor", targets: list[Any]) -> np.ndarray:
+        """Grad-CAM maps resized to (B, k, k) per tile."""
+        import cv2
+
+        raw = self.raw(x, targets)
         k = self.out_size
         out = np.empty((raw.shape[0], k, k), dtype=np.float32)
-        for i, m in enumerate(raw.astype(np.float32)):
+        for i, m in enumerate(raw):
             out[i] = cv2.resize(m, (k, k), interpolation=cv2.INTER_AREA if m.shape[0] > k else cv2.INTER_LINEAR)
         return out
