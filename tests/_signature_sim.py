@@ -7,11 +7,12 @@ import pandas as pd
 
 
 def simulate_cox(n: int, beta: np.ndarray, seed: int, n_noise: int = 2, censor_rate: float = 0.02) -> tuple[pd.DataFrame, np.ndarray]:
-    """Weibull-free exponential Cox data; returns the table and the true linear predictor."""
+    """Exponential-baseline Cox data; returns the table and the true linear predictor."""
     rng = np.random.default_rng(seed)
     p = len(beta)
     X = rng.normal(size=(n, p + n_noise))
-    X[:, 1] += 0.3 * X[:, 0]  # mild correlation, as real features have
+    if X.shape[1] > 1:
+        X[:, 1] += 0.3 * X[:, 0]  # mild correlation, as real features have
     lp = X[:, :p] @ beta
     t_event = rng.exponential(1.0 / (0.01 * np.exp(lp)))
     t_cens = rng.exponential(1.0 / censor_rate, size=n)

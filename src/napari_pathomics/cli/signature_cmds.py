@@ -48,6 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--penalizers", default=None, help="comma-separated LASSO penalties to cross-validate")
     p.add_argument("--no-cv", action="store_true", help="skip the nested CV evaluation (faster, less honest)")
     p.add_argument("--name", default=None, help="signature name (default: table stem)")
+    p.add_argument("--description", default="", help="free text stored in the signature (cohort, intended use)")
     p.add_argument("--bundle", type=Path, default=None, help="bundle folder to attach signature.json to")
     p.add_argument("--out", type=Path, default=None, help="also write the signature JSON here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -161,6 +162,7 @@ def build_signature(args: argparse.Namespace) -> int:
         feature_spec=spec,
         id_col=args.id,
         name=args.name or args.table.stem,
+        description=args.description,
         provenance={"table": args.table.name},
     )
     written: list[str] = []
