@@ -113,8 +113,9 @@ def _estimate_from_od(
     # Two stain vectors too close to each other → unmixing is ill-conditioned.
     if abs(float(he[:, 0] @ he[:, 1])) > 0.999:
         return None
-    conc = np.linalg.lstsq(he, od[::stride].astype(np.float64).T, rcond=None)[0]  # (2, n)
-    max_c = np.percentile(conc, 99, axis=1)
+    pinv = np.linalg.pinv(he).astype(np.float32)  # (2, 3); least-squares unmixing
+    conc = sub @ pinv.T  # (n, 2)
+    max_c = np.percentile(conc, 99, axis=0).astype(np.float64)
     if not (np.all(np.isfinite(he)) and np.all(np.isfinite(max_c))) or np.any(max_c <= 1e-6):
         return None
     return StainEstimate(stain_matrix=he, max_concentrations=max_c)

@@ -219,7 +219,10 @@ def _extract_zip(path: Path) -> Path:
         root, files = _zip_plan(zf, label)
         dest = _cache_root() / sha256_file(path)[:24]
         if (dest / MANIFEST_NAME).is_file():
-            return dest
+            # Reuse the cached copy only if its manifest is still the zip's (hashes then pin the rest).
+            if (dest / MANIFEST_NAME).read_bytes() == zf.read(root + MANIFEST_NAME):
+                return dest
+            shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
