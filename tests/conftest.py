@@ -34,6 +34,6 @@ def he_image() -> np.ndarray:
 
 @pytest.fixture
 def pyramid_svs(tmp_path: Path, he_image: np.ndarray) -> Path:
-    """A 4096 × 3072 JPEG-tiled Aperio SVS at 0.25 µm/px with 3 stored levels + label."""
+    """A 4096 × 3072 JPEG-tiled Aperio SVS at 0.25 µm/px with 4 stored levels + label."""
     label = np.full((120, 240, 3), 200, dtype=np.uint8)
     return write_slide(tmp_path / "synthetic.svs", he_image, mpp=0.25, fmt="svs", label=label)

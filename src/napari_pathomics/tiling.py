@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import cv2
 import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
 
@@ -95,19 +94,25 @@ class TileGrid:
 
 
 def rasterize(area: Polygon | MultiPolygon, shape: tuple[int, int], downsample: float) -> np.ndarray:
-    """Fill a level-0 polygon (holes cut out) into a mask whose pixel covers ``downsample`` px."""
-    mask = np.zeros(shape, dtype=np.uint8)
-    polys = area.geoms if isinstance(area, MultiPolygon) else [area]
+    """Mask px (r, c) is set when its centre ((c + ½)·d, (r + ½)·d) lies inside ``area``.
 
-    def pts(ring: Iterable) -> np.ndarray:  # pixel-centre sampling: px c covers [c·d, (c+1)·d)
-        xy = np.asarray(ring.coords, dtype=np.float64) / downsample - 0.5
-        return np.round(xy * 16).astype(np.int32)  # 4 bits of sub-pixel precision
+    Exact centre sampling (holes cut out) so tile coverage does not depend on how a polygon
+    edge is drawn; only the ROI's bounding box is tested.
+    """
+    import shapely
 
-    for poly in polys:
-        cv2.fillPoly(mask, [pts(poly.exterior)], 1, lineType=cv2.LINE_8, shift=4)
-        for hole in poly.interiors:
-            cv2.fillPoly(mask, [pts(hole)], 0, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
+    mask = np.zeros(shape, dtype=bool)
+    minx, miny, maxx, maxy = area.bounds
+    c0, c1 = max(0, int(np.floor(minx / downsample - 0.5))), min(shape[1], int(np.ceil(maxx / downsample)))
+    r0, r1 = max(0, int(np.floor(miny / downsample - 0.5))), min(shape[0], int(np.ceil(maxy / downsample)))
+    if c1 <= c0 or r1 <= r0:
+        return mask
+    xs = (np.arange(c0, c1) + 0.5) * downsample
+    ys = (np.arange(r0, r1) + 0.5) * downsample
+    gx, gy = np.meshgrid(xs, ys)
+    shapely.prepare(area)
+    mask[r0:r1, c0:c1] = shapely.contains_xy(area, gx, gy)
+    return mask
 
 
 def _cell_fractions(mask: np.ndarray, d: float, s: float, n_rows: int, n_cols: int) -> np.ndarray:
@@ -127,8 +132,11 @@ def _cell_fractions(mask: np.ndarray, d: float, s: float, n_rows: int, n_cols: i
     x0, x1 = rx[None, :-1], rx[None, 1:]
     inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
     total = (y1 - y0) * (x1 - x0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(total > 0, inside / np.maximum(total, 1), 0.0)
+    frac = inside / np.maximum(total, 1)
+    if (total == 0).any():  # cells smaller than a mask px take the value under their centre
+        cy = np.clip(((np.arange(n_rows) + 0.5) * s / d).astype(np.int64), 0, h - 1)
+        cx = np.clip(((np.arange(n_cols) + 0.5) * s / d).astype(np.int64), 0, w - 1)
+        frac = np.where(total > 0, frac, mask[cy[:, None], cx[None, :]])
     return frac
 
 

@@ -92,7 +92,7 @@ class RoiTilesWidget(QWidget):
 
         tiles = QGroupBox("Tiles")
         form = QFormLayout(tiles)
-        self.tile_um = _spin(DEFAULT_TILE_UM, 8.0, 4096.0, 8.0, " µm", 1)
+        self.tile_um = _spin(DEFAULT_TILE_UM, 1.0, 4096.0, 8.0, " µm", 1)
         self.mpp = _spin(DEFAULT_MPP, 0.05, 64.0, 0.05, " µm/px", 3)
         self.min_tissue = _spin(DEFAULT_MIN_TISSUE, 0.0, 1.0, 0.05, "", 2)
         form.addRow("tile size", self.tile_um)

@@ -15,7 +15,7 @@ from typing import Any
 
 import napari
 from napari.layers import Image, Layer, Shapes
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 
 from ..annotations import Annotation
 from ..errors import PathomicsError
@@ -174,5 +174,4 @@ def open_slide_layers(path: str | Path, mpp: float | None = None) -> list[tuple[
 def add_slide(viewer: napari.Viewer, path: str | Path, mpp: float | None = None) -> Image:
     install(viewer)
     added = [viewer._add_layer_from_data(*t)[0] for t in open_slide_layers(path, mpp)]
-    show_info(f"opened {Path(path).name}")
     return added[0]

@@ -1,0 +1,170 @@
+"""The real napari viewer (under Xvfb) with the real reader, widgets and files."""
+
+import json
+
+import numpy as np
+import pytest
+from napari.layers import Image, Shapes
+
+from napari_pathomics.cli import main
+from napari_pathomics.roi_store import sidecar_path
+from napari_pathomics.synthetic import write_slide
+from napari_pathomics.widgets import session
+from napari_pathomics.widgets.io import get_reader
+from napari_pathomics.widgets.roi_widget import RoiTilesWidget
+from napari_pathomics.widgets.slide_widget import SlideWidget
+
+pytestmark = pytest.mark.viewer
+
+MPP = 0.5
+
+
+@pytest.fixture
+def marked_slide(tmp_path):
+    """White slide with a black square over level-0 px x 2000..2099, y 1000..1099."""
+    img = np.full((3000, 4000, 3), 255, dtype=np.uint8)
+    img[1000:1100, 2000:2100] = 0
+    return write_slide(tmp_path / "marked.svs", img, mpp=MPP, fmt="svs", compression="none")
+
+
+def test_reader_gives_lazy_multiscale_in_microns(make_napari_viewer, pyramid_svs):
+    viewer = make_napari_viewer()
+    reader = get_reader(str(pyramid_svs))
+    assert reader is not None and get_reader("x.png") is None
+    layers = [viewer._add_layer_from_data(*t)[0] for t in reader(str(pyramid_svs))]
+    img, rois = layers
+    assert isinstance(img, Image) and img.multiscale and img.rgb
+    assert len(img.data) >= 4 and all(hasattr(lv, "dask") for lv in img.data)
+    np.testing.assert_allclose(img.scale, (0.25, 0.25))
+    assert tuple(str(u) for u in img.units) == ("micrometer", "micrometer")
+    assert isinstance(rois, Shapes) and rois.metadata["pathomics_role"] == "rois"
+
+
+def test_screenshot_shows_the_slide(make_napari_viewer, sample_slide_path):
+    viewer = make_napari_viewer(show=True)
+    session.add_slide(viewer, sample_slide_path)
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    # real H&E fills a good part of the canvas: bright glass with pink/purple tissue, never black
+    painted = shot.sum(-1) > 0
+    assert painted.mean() > 0.3
+    assert shot[painted].mean() > 150
+    pinkish = (shot[..., 0] > shot[..., 1] + 20) & (shot[..., 2] > shot[..., 1] + 5)
+    assert pinkish[painted].mean() > 0.02
+
+
+def test_roi_drawn_in_world_microns_exports_level0_pixels(make_napari_viewer, marked_slide, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    img = session.add_slide(viewer, marked_slide)
+    rois = session.roi_layer_of(viewer, session.slide_of(img))
+    # the pathologist outlines the black square: its pixel edges in world µm
+    y0, y1 = (1000 - 0.5) * MPP, (1100 - 0.5) * MPP
+    x0, x1 = (2000 - 0.5) * MPP, (2100 - 0.5) * MPP
+    world = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])
+    rois.add_polygons([np.array([rois.world_to_data(p) for p in world])])
+    out = tmp_path / "rois.geojson"
+    widget = RoiTilesWidget(viewer)
+    assert widget.export_rois(out) == 1
+    coords = np.array(json.loads(out.read_text())["features"][0]["geometry"]["coordinates"][0])
+    assert np.abs(coords[:, 0].min() - 2000) <= 0.5 and np.abs(coords[:, 0].max() - 2100) <= 0.5
+    assert np.abs(coords[:, 1].min() - 1000) <= 0.5 and np.abs(coords[:, 1].max() - 1100) <= 0.5
+    # what the slide shows under the polygon, at level 0 and at a coarse level
+    centre = np.array([(y0 + y1) / 2, (x0 + x1) / 2])
+    outside = centre + np.array([0.0, 80 * MPP])
+    for zoom_level in (0, img.level_shapes.shape[0] - 1):
+        viewer.camera.center = tuple(centre)
+        viewer.camera.zoom = 4.0 if zoom_level == 0 else 0.02
+        viewer.window._qt_viewer.canvas.on_draw(None) if hasattr(viewer.window._qt_viewer, "canvas") else None
+        level = img.data_level
+        assert (level == 0) == (zoom_level == 0)
+        ds = img.downsample_factors[level][0]
+        data = np.asarray(img.data[level])
+        cy, cx = (centre / MPP / ds).round().astype(int)
+        oy, ox = (outside / MPP / ds).round().astype(int)
+        assert data[cy, cx].max() < 60 and data[oy, ox].min() > 200
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot[..., :3].min() < 100  # the marked square is visible
+
+
+def test_roi_autosave_and_reopen(make_napari_viewer, pyramid_svs):
+    viewer = make_napari_viewer()
+    img = session.add_slide(viewer, pyramid_svs)
+    slide = session.slide_of(img)
+    rois = session.roi_layer_of(viewer, slide)
+    rois.add_rectangles(np.array([[100.0, 100.0], [100.0, 900.0], [700.0, 900.0], [700.0, 100.0]]))
+    rois.add_ellipses(np.array([[1500.0, 1500.0], [1500.0, 2500.0], [2000.0, 2500.0], [2000.0, 1500.0]]))
+    saved = json.loads(sidecar_path(pyramid_svs).read_text())
+    assert len(saved["features"]) == 2
+    rois.selected_data = {0}
+    rois.remove_selected()
+    assert len(json.loads(sidecar_path(pyramid_svs).read_text())["features"]) == 1
+    viewer.layers.clear()
+    img2 = session.add_slide(viewer, pyramid_svs)
+    back = session.roi_layer_of(viewer, session.slide_of(img2))
+    assert len(back.data) == 1
+    xs = back.data[0][:, 1]
+    assert xs.min() == pytest.approx(1500, abs=2) and xs.max() == pytest.approx(2500, abs=2)
+
+
+def test_widget_tiles_equal_cli(make_napari_viewer, pyramid_svs, tmp_path, capsys):
+    roi = tmp_path / "roi.geojson"
+    roi.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [[[200, 300], [3500, 250], [3300, 2900], [400, 2700], [200, 300]]]},
+        "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}}]}))
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, pyramid_svs)
+    w = RoiTilesWidget(viewer)
+    assert w.import_rois(roi) == 1
+    grid = w.preview_tiles()
+    assert grid is not None and len(grid) > 0
+    capsys.readouterr()
+    assert main(["tiles", str(pyramid_svs), "--roi", str(roi), "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["tile_count"] == len(grid)
+    assert cli["origins"] == grid.origins.tolist()
+    overlay = [ly for ly in viewer.layers if ly.metadata.get("pathomics_role") == "tile_grid"]
+    assert len(overlay) == 1
+
+
+def test_many_tiles_are_one_overlay_layer(make_napari_viewer, pyramid_svs):
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, pyramid_svs)
+    w = RoiTilesWidget(viewer)
+    w.tile_um.setValue(5.0)
+    w.mpp.setValue(0.25)
+    w.min_tissue.setValue(0.0)
+    tissue = w.detect_tissue()
+    tissue.data[:] = 1  # the pathologist paints everything as tissue
+    grid = w.preview_tiles()
+    assert len(grid) >= 20_000
+    overlay = [ly for ly in viewer.layers if ly.metadata.get("pathomics_role") == "tile_grid"]
+    assert len(overlay) == 1 and overlay[0].data.ndim == 3
+    assert str(len(grid)) in w.tile_count.text()
+
+
+def test_slide_widget_facts_and_missing_mpp(make_napari_viewer, tmp_path, he_image):
+    p = write_slide(tmp_path / "nompp.tif", he_image[:1024, :1024], mpp=None, fmt="tiff", min_size=256)
+    viewer = make_napari_viewer()
+    w = SlideWidget(viewer)
+    w.open_path(p)
+    img = session.active_slide_layer(viewer)
+    assert img is not None and "unknown" in w.fields["µm/px"].text()
+    assert "pixel size" in w.mpp_note.text()
+    w.mpp_spin.setValue(0.5)
+    w._apply_mpp()
+    np.testing.assert_allclose(img.scale, (0.5, 0.5))
+    assert "0.5000" in w.fields["µm/px"].text()
+    rois = session.roi_layer_of(viewer, session.slide_of(img))
+    np.testing.assert_allclose(rois.scale, (0.5, 0.5))
+
+
+def test_bad_slide_in_viewer_is_a_notification(make_napari_viewer, tmp_path, pyramid_svs):
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, pyramid_svs)
+    rois = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
+    rois.add_rectangles(np.array([[10.0, 10.0], [10.0, 90.0], [90.0, 90.0], [90.0, 10.0]]))
+    bad = tmp_path / "bad.svs"
+    bad.write_bytes(b"garbage" * 100)
+    w = SlideWidget(viewer)
+    w.open_path(bad)  # must not raise
+    assert len(rois.data) == 1 and len(viewer.layers) == 2
