@@ -56,13 +56,13 @@ def test_score_tiles_uses_stored_spec(tme_signature: Signature) -> None:
     b = tme_signature.score(tme_signature.feature_spec.transform([slide]))
     assert a.risk == b.risk
     w = tme_signature.patch_risk_weights
+    assert set(w) == {c.split("_")[-1] for c in tme_signature.features}
     # a slide made of one repeated tile: risk == sum_c w_c p_c + offset
-    if set(w) == {c.split("_")[-1] for c in tme_signature.features}:
-        tile = np.array([0.6, 0.3, 0.1])
-        one = SlideTiles(np.tile(tile, (5, 1)), ("STR", "TUM", "LYM"))
-        off = tme_signature.to_json()["patch_risk_weights"]["offset"]
-        lin = sum(w[c] * tile[i] for i, c in enumerate(["STR", "TUM", "LYM"]) if c in w) + off
-        assert tme_signature.score_tiles(one).risk == pytest.approx(lin, abs=1e-9)
+    tile = np.array([0.6, 0.3, 0.1])
+    one = SlideTiles(np.tile(tile, (5, 1)), ("STR", "TUM", "LYM"))
+    off = tme_signature.to_json()["patch_risk"]["offset"]
+    lin = sum(w[c] * tile[i] for i, c in enumerate(["STR", "TUM", "LYM"]) if c in w) + off
+    assert tme_signature.score_tiles(one).risk == pytest.approx(lin, abs=1e-9)
 
 
 def test_signature_errors(tme_signature: Signature) -> None:

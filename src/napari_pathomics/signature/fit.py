@@ -200,7 +200,8 @@ class SignatureFitter:
             "feature_spec": spec.to_json() if feature_spec is not None else None,
             "cox": frozen.to_json(),
             "cutoff": cut.to_json(),
-            "patch_risk_weights": patch_risk_weights(frozen),
+            "patch_risk_weights": patch_risk_weights(frozen)["weights"],
+            "patch_risk": {k: v for k, v in patch_risk_weights(frozen).items() if k != "weights"},
             "reference": {
                 "n": int(len(t)),
                 "n_events": int(e.sum()),
@@ -240,6 +241,9 @@ def patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
     looked like this one (exact for mean-probability features of a single slide). The engine's
     per-patch risk and the Grad-CAM "risk activation map" use these as class-target weights,
     so the map highlights what drives *this* signature. Other covariates contribute nothing.
+    The signature JSON stores ``weights`` flat as ``patch_risk_weights: {class: w}`` (what
+    ``napari_pathomics.results.patch_risk_weights`` reads; unnamed classes weigh 0) and the
+    rest under ``patch_risk``.
     """
     w: dict[str, float] = {}
     offset = 0.0

@@ -143,7 +143,7 @@ class Signature:
     @property
     def patch_risk_weights(self) -> dict[str, float]:
         """Per-class weights of a tile's probabilities in the signature's risk (may be empty)."""
-        return dict((self._data.get("patch_risk_weights") or {}).get("weights", {}))
+        return {str(k): float(v) for k, v in (self._data.get("patch_risk_weights") or {}).items()}
 
     @property
     def time_unit(self) -> str:
