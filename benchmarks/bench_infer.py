@@ -1,0 +1,261 @@
+"""Inference benchmark: tiles/s of the engine end to end vs its parts, and Grad-CAM cost.
+
+Setup (issue 3): a generated 32768² JPEG-tiled SVS at 0.25 µm/px (cached under /tmp), tiles
+of 112 µm read at 0.5 µm/px (224 px), timm ``resnet18`` with random weights in a real bundle,
+batch 32, all cores of this process; then the same for the bundled model if it exists.
+
+Prints, per model: model alone (fp32 / bf16, img/s), reading + Macenko alone (tiles/s, one
+thread), the CPU-work bound ``cores / (model core-s + decode core-s)``, the engine end to end in
+several settings (sequential vs prefetch thread, fp32 vs bf16), and Grad-CAM (risk activation
+map) seconds per tile vs a forward. Run: ``python benchmarks/bench_infer.py [--tiles 1500]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH_DIR = Path(os.environ.get("PATHOMICS_BENCH_DIR", "/tmp/pathomics-bench"))
+SLIDE = BENCH_DIR / "bench32k.svs"
+
+
+def ensure_slide() -> Path:
+    """Generate the 32k² benchmark slide once (about 2 minutes, 1 GB of JPEG)."""
+    if SLIDE.is_file():
+        return SLIDE
+    from napari_pathomics.synthetic import synthetic_he, write_slide
+
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    tmp = BENCH_DIR / ".bench32k.tmp.svs"
+    write_slide(tmp, synthetic_he(32768, 32768), mpp=0.25)
+    os.replace(tmp, SLIDE)
+    print(f"generated {SLIDE} in {time.perf_counter() - t:.0f} s", flush=True)
+    return SLIDE
+
+
+def resnet18_bundle() -> "object":
+    import timm
+    import torch
+
+    from napari_pathomics.model.bundle import Bundle, write_bundle
+    from napari_pathomics.stain import MacenkoNormalizer
+
+    out = BENCH_DIR / "resnet18-bundle"
+    if not (out / "manifest.json").is_file():
+        torch.manual_seed(0)
+        model = timm.create_model("resnet18", pretrained=False, num_classes=9)
+        classes = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
+        man = {"name": "bench-resnet18-random", "version": "0", "files": {}, "model": {
+            "architecture": "resnet18", "weights": "model.safetensors", "num_classes": 9,
+            "classes": [{"name": c, "color": f"#{(37 * i) % 256:02x}{(91 * i) % 256:02x}{(53 * i) % 256:02x}"}
+                        for i, c in enumerate(classes)],
+            "high_risk_classes": ["STR", "TUM"], "input_size": 224, "tile_um": 112.0, "mpp": 0.5,
+            "normalization": {"macenko": MacenkoNormalizer.from_reference_file().to_dict(),
+                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+            "gradcam_target_layer": "layer4"}}
+        write_bundle(out, man, model.state_dict())
+    return Bundle.load(out)
+
+
+def subset_grid(grid, n: int):
+    """An evenly spread subset of ``n`` tiles (same lattice), so runs finish in minutes."""
+    from napari_pathomics.tiling import TileGrid
+
+    if len(grid) <= n:
+        return grid
+    pick = np.linspace(0, len(grid) - 1, n).round().astype(int)
+    return TileGrid(cols=grid.cols[pick], rows=grid.rows[pick], tile_size_l0=grid.tile_size_l0,
+                    tile_um=grid.tile_um, mpp=grid.mpp, slide_width=grid.slide_width,
+                    slide_height=grid.slide_height, coverage=grid.coverage[pick], params=dict(grid.params))
+
+
+def bench_model(engine, x, reps: int = 4) -> dict:
+    """Model alone on one preprocessed batch: img/s fp32 and with the autocast dtype."""
+    import torch
+
+    from napari_pathomics.model.device import autocast
+
+    out = {}
+    model = engine.model
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        with torch.inference_mode(), autocast(engine.device, dtype):
+            model(x)
+            t = time.perf_counter()
+            for _ in range(reps):
+                model(x)
+            dt = (time.perf_counter() - t) / reps
+        out[name] = x.shape[0] / dt
+    return out
+
+
+def bench_cam(engine, x, reps: int = 2) -> dict:
+    """Grad-CAM (risk target) seconds per tile vs a forward (fp32 and bf16)."""
+    import torch
+
+    from napari_pathomics.model.device import autocast
+
+    engine.cam_tensor(x, "risk")
+    t = time.perf_counter()
+    for _ in range(reps):
+        engine.cam_tensor(x, "risk")
+    cam_s = (time.perf_counter() - t) / reps / x.shape[0]
+    fw = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        with torch.inference_mode(), autocast(engine.device, dtype):
+            engine.model(x)
+            t = time.perf_counter()
+            for _ in range(reps):
+                engine.model(x)
+            fw[name] = (time.perf_counter() - t) / reps / x.shape[0]
+    return {"cam_s_per_tile": cam_s, "forward_fp32_s_per_tile": fw["fp32"], "forward_bf16_s_per_tile": fw["bf16"],
+            "cam_over_fp32_forward": cam_s / fw["fp32"], "cam_over_bf16_forward": cam_s / fw["bf16"]}
+
+
+def bench_prepare(engine, slide, grid, n_batches: int, normalize: bool = True) -> float:
+    """Reading (+ background check + Macenko + z-score) alone on one thread: tiles/s."""
+    import torch
+
+    from napari_pathomics.model.engine import _ThreadSlides
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    saved = engine.bundle._normalizer, engine.bundle.manifest["model"]["normalization"].get("macenko")
+    if not normalize:
+        engine.bundle.manifest["model"]["normalization"]["macenko"] = None
+    try:
+        slides = _ThreadSlides(slide)
+        origins = grid.origins
+        idx = np.arange(len(grid))
+        n = 0
+        t = time.perf_counter()
+        for b in range(n_batches):
+            sel = idx[b * 32:(b + 1) * 32]
+            if sel.size == 0:
+                break
+            engine._prepare(slides, grid, sel, origins)
+            n += sel.size
+        dt = time.perf_counter() - t
+        slides.close()
+    finally:
+        engine.bundle.manifest["model"]["normalization"]["macenko"] = saved[1]
+        torch.set_num_threads(prev)
+    return n / dt
+
+
+def bench_end_to_end(bundle, slide, grid, **kw) -> dict:
+    from napari_pathomics.model.engine import Engine
+
+    eng = Engine(bundle, batch_size=32, **kw)
+    t = time.perf_counter()
+    res = eng.run_all(slide, grid, use_cache=False)
+    wall = time.perf_counter() - t
+    s = eng.stats
+    return {"tiles_per_s": s["tiles"] / s["loop_s"], "model_tiles_per_s": s["model_tiles"] / s["loop_s"],
+            "wall_s": wall, "amp": eng.amp.name, "wait_s": s["wait_s"], "model_s": s["model_s"],
+            "read_s": s["read_s"], "counts": res.counts()}
+
+
+def run_for(bundle, slide, full_grid, args, label: str) -> dict:
+    import torch
+
+    from napari_pathomics.model.engine import Engine, _ThreadSlides
+    from napari_pathomics.model.preprocess import preprocess_batch
+
+    grid = subset_grid(full_grid, args.tiles)
+    cores = len(os.sched_getaffinity(0))
+    level = slide.best_level(grid.tile_size_l0 / grid.tile_px)
+    print(f"\n== {label}: {bundle.architecture}, {len(grid)} of {len(full_grid)} tiles, "
+          f"{grid.tile_px} px at {grid.mpp} µm/px read from level {level} "
+          f"(downsample {slide.level_downsamples[level]:g}), batch 32, {cores} cores", flush=True)
+    eng = Engine(bundle, batch_size=32, amp="fp32")
+    torch.set_num_threads(cores)
+    slides = _ThreadSlides(slide)
+    tiles = np.stack([slides.get().read_tile(tuple(map(int, o)), grid.tile_size_l0, grid.tile_px)
+                      for o in grid.origins[:32]])
+    slides.close()
+    x = preprocess_batch(tiles, bundle)
+    out: dict = {"label": label, "architecture": bundle.architecture, "tiles": len(grid), "read_level": level,
+                 "cores": cores}
+    out["model_img_per_s"] = bench_model(eng, x)
+    print(f"model alone          fp32 {out['model_img_per_s']['fp32']:6.1f} img/s   "
+          f"bf16 {out['model_img_per_s']['bf16']:6.1f} img/s", flush=True)
+    nb = max(4, min(20, len(grid) // 32))
+    out["prepare_tiles_per_s_1thread"] = bench_prepare(eng, slide, grid, nb, normalize=True)
+    out["read_only_tiles_per_s_1thread"] = bench_prepare(eng, slide, grid, nb, normalize=False)
+    print(f"read+Macenko+zscore  {out['prepare_tiles_per_s_1thread']:6.1f} tiles/s (1 thread); "
+          f"read+zscore only {out['read_only_tiles_per_s_1thread']:6.1f}", flush=True)
+    for amp in ("fp32", "bf16"):
+        model_cs = cores / out["model_img_per_s"][amp]
+        decode_cs = 1 / out["prepare_tiles_per_s_1thread"]
+        out[f"bound_{amp}"] = cores / (model_cs + decode_cs)
+    print(f"CPU-work bound       fp32 {out['bound_fp32']:6.1f} tiles/s   bf16 {out['bound_bf16']:6.1f} tiles/s",
+          flush=True)
+    configs = [
+        ("bf16 prefetch(1 worker)", dict(amp="bf16", workers=1, prefetch=2)),
+        ("bf16 sequential", dict(amp="bf16", prefetch=0)),
+        ("fp32 prefetch(1 worker)", dict(amp="fp32", workers=1, prefetch=2)),
+        ("bf16 prefetch(2 workers)", dict(amp="bf16", workers=2, prefetch=3)),
+        ("auto (engine default)", dict()),
+    ]
+    if args.quick:
+        configs = configs[:2]
+    out["end_to_end"] = {}
+    for name, kw in configs:
+        r = bench_end_to_end(bundle, slide, grid, **kw)
+        out["end_to_end"][name] = r
+        ref = out["bound_bf16"] if r["amp"] != "fp32" else out["bound_fp32"]
+        print(f"engine {name:<24} {r['tiles_per_s']:6.1f} tiles/s ({r['tiles_per_s'] / ref:.2f}× bound, "
+              f"amp {r['amp']}, waited {r['wait_s']:.1f} s for tiles, {r['counts']})", flush=True)
+    out["gradcam"] = bench_cam(eng, x)
+    g = out["gradcam"]
+    print(f"Grad-CAM (RAM)       {g['cam_s_per_tile'] * 1e3:6.1f} ms/tile = {g['cam_over_fp32_forward']:.2f}× fp32 "
+          f"forward, {g['cam_over_bf16_forward']:.2f}× bf16 forward", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiles", type=int, default=1500, help="tiles per end-to-end run (default 1500)")
+    p.add_argument("--quick", action="store_true", help="fewer end-to-end configurations")
+    p.add_argument("--skip-default", action="store_true", help="do not benchmark the bundled model")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+
+    from napari_pathomics.model.bundle import Bundle
+    from napari_pathomics.model.engine import plan_for_bundle
+    from napari_pathomics.resources import DEFAULT_BUNDLE
+    from napari_pathomics.slide import open_slide
+
+    path = ensure_slide()
+    load = os.getloadavg()
+    print(f"slide {path} ({path.stat().st_size / 1e6:.0f} MB); load average before: "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    results = []
+    with open_slide(path) as slide:
+        bundles = [("resnet18 (random weights)", resnet18_bundle())]
+        if not args.skip_default and (DEFAULT_BUNDLE / "manifest.json").is_file():
+            bundles.append(("bundled model", Bundle.load(DEFAULT_BUNDLE)))
+        grids: dict = {}
+        for label, bundle in bundles:
+            key = (bundle.tile_um, bundle.mpp)
+            if key not in grids:
+                t = time.perf_counter()
+                grids[key] = plan_for_bundle(slide, bundle)
+                print(f"planned {len(grids[key])} tiles in {time.perf_counter() - t:.1f} s", flush=True)
+            results.append(run_for(bundle, slide, grids[key], args, label))
+    load = os.getloadavg()
+    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
