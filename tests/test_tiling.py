@@ -59,3 +59,13 @@ def test_rasterize_holes():
 def test_bad_tiling_params(pyramid_svs, kw):
     with open_slide(pyramid_svs) as s, pytest.raises(TilingError):
         plan_tiles(s, None, tissue=False, **kw)
+
+
+def test_tissue_filling_the_slide_survives_a_saturated_mark(tmp_path):
+    from napari_pathomics.synthetic import synthetic_he, write_slide
+
+    img = synthetic_he(1024, 1536, seed=2, tissue_fraction=1.0)
+    img[320:384, 448:512] = (0, 0, 255)  # a pen mark
+    p = write_slide(tmp_path / "full.svs", img, mpp=0.5, min_size=128)
+    with open_slide(p) as s:
+        assert detect_tissue(s).fraction > 0.9

@@ -20,6 +20,8 @@ from .slide import Slide
 TISSUE_MPP = 8.0
 #: Used when the slide has no µm/px: the mask's level-0 px per mask px.
 FALLBACK_DOWNSAMPLE = 16.0
+#: Eosin-stained stroma has HSV saturation ≳ 0.2; glass, dust and blur stay below ~0.08.
+MAX_SATURATION_THRESHOLD = 0.15
 
 
 @dataclass
@@ -96,7 +98,9 @@ def tissue_from_rgb(
     valid = val > 0.15  # pen marks, shadows and scanner borders are near-black
     if sat[valid].size == 0 or np.ptp(sat[valid]) < 1e-3:
         return np.zeros(rgb.shape[:2], dtype=bool)
-    thr = max(min_saturation, float(threshold_otsu(sat[valid])))
+    # Otsu separates glass from stain; when tissue fills the view it splits the stain itself
+    # (e.g. at a saturated pen mark), so the threshold is capped at a level all H&E exceeds.
+    thr = min(max(min_saturation, float(threshold_otsu(sat[valid]))), MAX_SATURATION_THRESHOLD)
     mask = (sat > thr) & valid
     radius = 1
     mask = morphology.closing(mask, morphology.disk(radius))

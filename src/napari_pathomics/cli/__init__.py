@@ -16,7 +16,9 @@ from typing import Any, Sequence
 from ..errors import PathomicsError
 
 #: Modules under ``napari_pathomics.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("slide_cmds", "model_cmds", "infer_cmds", "signature_cmds", "cohort_cmds")
+COMMAND_MODULES: tuple[str, ...] = (
+    "slide_cmds", "model_cmds", "infer_cmds", "signature_cmds", "cohort_cmds", "app_cmds",
+)
 
 
 def print_json(obj: Any) -> None:

@@ -1,0 +1,231 @@
+"""The "Analyze" dock: run a model bundle over ROI ∩ tissue off the UI thread, with progress/cancel.
+
+Layers fill in as batches finish; cached results of the same slide × bundle × grid show at
+once and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import napari
+from napari.qt.threading import thread_worker
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from ..errors import PathomicsError
+from ..model.bundle import Bundle
+from ..resources import DEFAULT_BUNDLE
+from ..results import TileResults
+from ..slide import Slide
+from . import session
+from .result_layers import describe_at, show_results
+from .roi_widget import current_rois, current_tissue
+
+_BUNDLES: dict[str, Bundle] = {}
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Bundles are verified (hashes) once per session and path."""
+    key = str(Path(path).resolve())
+    if key not in _BUNDLES:
+        _BUNDLES[key] = Bundle.load(path)
+    return _BUNDLES[key]
+
+
+class AnalyzeWidget(QWidget):
+    """Run the patch model; show tissue classes, patch risk, Grad-CAM and the RAM as layers."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        session.install(napari_viewer)
+        self.results: dict[str, TileResults] = {}  # slide path -> results
+        self.worker: Any = None
+        self.cancel_event = threading.Event()
+        self._last_draw = 0.0
+        layout = QVBoxLayout(self)
+
+        box = QGroupBox("Model bundle")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        self.bundle_path = QLineEdit(str(DEFAULT_BUNDLE))
+        browse = QPushButton("…")
+        browse.setMaximumWidth(32)
+        browse.clicked.connect(self._browse)
+        row.addWidget(self.bundle_path)
+        row.addWidget(browse)
+        form.addRow("bundle", row)
+        self.bundle_info = QLabel("")
+        self.bundle_info.setWordWrap(True)
+        form.addRow(self.bundle_info)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        form.addRow("device", self.device)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 512)
+        self.batch.setValue(32)
+        form.addRow("batch size", self.batch)
+        layout.addWidget(box)
+
+        cams = QGroupBox("Activation maps")
+        cl = QFormLayout(cams)
+        self.ram = QCheckBox("risk activation map (RAM)")
+        self.ram.setChecked(True)
+        cl.addRow(self.ram)
+        self.cam_on = QCheckBox("Grad-CAM for class")
+        self.cam_class = QComboBox()
+        cl.addRow(self.cam_on, self.cam_class)
+        layout.addWidget(cams)
+
+        run_row = QHBoxLayout()
+        self.run_btn = QPushButton("Run")
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        run_row.addWidget(self.run_btn)
+        run_row.addWidget(self.cancel_btn)
+        layout.addLayout(run_row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        layout.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        layout.addWidget(self.legend)
+        self.hover = QLabel("")
+        self.hover.setWordWrap(True)
+        layout.addWidget(self.hover)
+        layout.addStretch(1)
+
+        self.bundle_path.editingFinished.connect(self._refresh_bundle)
+        self._refresh_bundle()
+        napari_viewer.mouse_move_callbacks.append(self._on_mouse_move)
+
+    # ------------------------------------------------------------------ bundle
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Model bundle folder", str(DEFAULT_BUNDLE.parent))
+        if path:
+            self.bundle_path.setText(path)
+            self._refresh_bundle()
+
+    def bundle(self) -> Bundle | None:
+        try:
+            return load_bundle(self.bundle_path.text())
+        except PathomicsError as exc:
+            session.report(exc, "bundle refused")
+            return None
+
+    def _refresh_bundle(self) -> None:
+        b = self.bundle()
+        self.cam_class.clear()
+        if b is None:
+            self.bundle_info.setText("⚠ bundle not usable")
+            return
+        self.cam_class.addItems(b.class_names)
+        if "TUM" in b.class_names:
+            self.cam_class.setCurrentText("TUM")
+        self.bundle_info.setText(f"{b.name}: {b.manifest['model']['architecture']}, {len(b.class_names)} classes, "
+                                 f"{b.tile_um:g} µm tiles at {b.mpp:g} µm/px")
+        self.legend.setText("  ".join(f"<span style='color:{c}'>■</span> {n}"
+                                      for n, c in zip(b.class_names, b.class_colors)))
+
+    def cam_names(self) -> tuple[str, ...]:
+        names = []
+        if self.ram.isChecked():
+            names.append("risk")
+        if self.cam_on.isChecked() and self.cam_class.currentText():
+            names.append(self.cam_class.currentText())
+        return tuple(names)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Any:
+        """Start the analysis of the active slide; returns the worker (tests wait on it)."""
+        if self.worker is not None:
+            session.show_warning("an analysis is already running")
+            return None
+        layer = session.active_slide_layer(self.viewer)
+        slide = session.slide_of(layer)
+        if slide is None:
+            session.show_warning("open a slide first")
+            return None
+        bundle = self.bundle()
+        if bundle is None:
+            return None
+        try:
+            from ..model.engine import Engine, plan_for_bundle
+
+            rois = current_rois(self.viewer, slide)
+            grid = plan_for_bundle(slide, bundle, rois or None, tissue=current_tissue(self.viewer, slide))
+            if len(grid) == 0:
+                session.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
+                return None
+            engine = Engine(bundle, device=self.device.currentText(), batch_size=self.batch.value())
+        except PathomicsError as exc:
+            session.report(exc, "cannot start the analysis")
+            return None
+        self.cancel_event = threading.Event()
+        cams = self.cam_names()
+        self.status.setText(f"{len(grid)} tiles · {'RAM + ' if 'risk' in cams else ''}{engine.device}")
+
+        @thread_worker
+        def work() -> Iterator[Any]:
+            for update in engine.run(slide, grid, cancel=self.cancel_event, cams=cams):
+                yield update, engine.results
+
+        worker = work()
+        worker.yielded.connect(lambda payload: self._on_update(slide, *payload))
+        worker.errored.connect(lambda exc: session.report(exc, "analysis failed"))
+        worker.finished.connect(lambda: self._on_finished(slide, engine))
+        self.worker = worker
+        self.run_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+        self.status.setText("cancelling after the current batch…")
+
+    def _on_update(self, slide: Slide, update: Any, results: TileResults) -> None:
+        self.results[str(slide.path)] = results
+        self.progress.setValue(int(100 * update.fraction))
+        now = time.monotonic()
+        if update.done == update.total or now - self._last_draw > 0.5 or update.from_cache:
+            show_results(self.viewer, slide, results)
+            self._last_draw = now
+        self.status.setText(f"{update.done}/{update.total} tiles" + (" (from cache)" if update.from_cache else ""))
+
+    def _on_finished(self, slide: Slide, engine: Any) -> None:
+        self.worker = None
+        self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        res = engine.results
+        if res is None:
+            return
+        self.results[str(slide.path)] = res
+        show_results(self.viewer, slide, res)
+        c = res.counts()
+        state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
+        self.status.setText(f"{state}: " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
+
+    # ------------------------------------------------------------------ hover
+    def _on_mouse_move(self, viewer: napari.Viewer, event: Any) -> None:
+        slide = session.slide_of(session.active_slide_layer(viewer))
+        if slide is None or not slide.has_mpp:
+            return
+        res = self.results.get(str(slide.path))
+        if res is None:
+            return
+        text = describe_at(res, slide, tuple(viewer.cursor.position[-2:]))
+        self.hover.setText(text)
+        if text:
+            viewer.status = text
