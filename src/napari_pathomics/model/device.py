@@ -92,6 +92,21 @@ def autocast(device: Any, dtype: Any) -> ContextManager:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _cpu_bf16_native() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run natively (about 2× fp32 for convnets here)."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except RuntimeError:  # pragma: no cover
+            pass
+    return False
+
+
 def _cpu_bf16_supported() -> bool:
     import torch
 
@@ -102,11 +117,14 @@ def _cpu_bf16_supported() -> bool:
 
 
 def choose_amp(model: Any, device: Any, input_size: int, amp: str = "auto", arch: str = "",
-               probe_batch: int = 8) -> AmpChoice:
+               probe_batch: int = 4) -> AmpChoice:
     """Pick the autocast dtype: ``amp`` is ``auto``, ``fp32``/``off``, ``bf16`` or ``fp16``.
 
     ``auto`` probes once: fp32 vs candidate on a fixed random batch (agreement within
-    ``AMP_PROB_TOL``), and on the CPU also timing (bf16 must be faster to be worth it).
+    ``AMP_PROB_TOL``). On a CPU with native bf16 (AVX512-BF16/AMX) agreement is enough; where
+    oneDNN would emulate bf16 the probe also times both and keeps bf16 only if it is faster.
+    (Timing is not used on native-bf16 CPUs: on a shared, loaded machine it is too noisy to
+    trust and wrongly picked fp32.)
     """
     import torch
 
@@ -135,12 +153,13 @@ def choose_amp(model: Any, device: Any, input_size: int, amp: str = "auto", arch
         cand = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:  # mps
         cand = torch.float16
-    choice = _probe(model, device, input_size, cand, probe_batch)
+    timed = device.type == "cpu" and not _cpu_bf16_native()
+    choice = _probe(model, device, input_size, cand, probe_batch, timed)
     _AMP_CACHE[key] = choice
     return choice
 
 
-def _probe(model: Any, device: Any, input_size: int, cand: Any, batch: int) -> AmpChoice:
+def _probe(model: Any, device: Any, input_size: int, cand: Any, batch: int, timed: bool) -> AmpChoice:
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -160,11 +179,14 @@ def _probe(model: Any, device: Any, input_size: int, cand: Any, batch: int) -> A
                 best = min(best, time.perf_counter() - t)
         return out, best
 
+    reps = 2 if timed else 1
     try:
-        run(None, 1)
-        p32, t32 = run(None, 2)
-        run(cand, 1)
-        pc, tc = run(cand, 2)
+        if timed:
+            run(None, 1)
+        p32, t32 = run(None, reps)
+        if timed:
+            run(cand, 1)
+        pc, tc = run(cand, reps)
     except RuntimeError as exc:  # an op without a reduced-precision kernel
         return AmpChoice(None, f"{cand} failed in probe ({str(exc).splitlines()[0][:120]})")
     diff = float((p32 - pc).abs().max())
@@ -172,6 +194,8 @@ def _probe(model: Any, device: Any, input_size: int, cand: Any, batch: int) -> A
     name = str(cand).replace("torch.", "")
     if not diff <= AMP_PROB_TOL:
         return AmpChoice(None, f"{name} disagrees with fp32 (max |Δp| {diff:.3g})", diff, speed)
-    if device.type == "cpu" and speed is not None and speed < 1.05:
+    if timed and speed is not None and speed < 1.05:
         return AmpChoice(None, f"{name} not faster than fp32 here ({speed:.2f}x)", diff, speed)
+    if not timed:
+        return AmpChoice(cand, f"{name} autocast (native on this {device.type}): max |Δp| {diff:.2g} vs fp32", diff)
     return AmpChoice(cand, f"{name} autocast: max |Δp| {diff:.2g} vs fp32, {speed:.2f}x faster", diff, speed)
