@@ -60,16 +60,15 @@ def _infer(args: argparse.Namespace) -> int:
             bar = tqdm(total=len(grid), unit="tile", desc=Path(args.slide).name, file=sys.stderr,
                        dynamic_ncols=True, disable=None)
         t_run = time.perf_counter()
+        updates = engine.run(slide, grid, use_cache=not args.no_cache, cams=tuple(args.cam or ()), cancel=cancel)
         try:
-            for upd in engine.run(slide, grid, use_cache=not args.no_cache, cams=tuple(args.cam or ()),
-                                  cancel=cancel):
+            for upd in updates:
                 if bar is not None:
                     bar.n = upd.done
                     bar.refresh()
-        except KeyboardInterrupt:
+        finally:  # Ctrl+C: stop reading, flush the cache (a rerun resumes)
             cancel.set()
-            raise
-        finally:
+            updates.close()
             if bar is not None:
                 bar.close()
         run_s = time.perf_counter() - t_run

@@ -326,6 +326,7 @@ class Engine:
                 nxt += 1
 
         last_flush = time.perf_counter()
+        flush_cost = 0.0
         t_loop = time.perf_counter()
         try:
             for _ in range(self.prefetch):
@@ -345,8 +346,11 @@ class Engine:
                 stats["batches"] += 1
                 upd = self._update(res, prep.idx, prep.idx[prep.failed], prep.idx[prep.background],
                                    cam_names, t_start, cams=upd_cams)
-                if time.perf_counter() - last_flush >= self.flush_seconds:
+                # flush every flush_seconds, but never spend more than ~5 % of the run writing
+                if time.perf_counter() - last_flush >= max(self.flush_seconds, 20 * flush_cost):
+                    tf = time.perf_counter()
                     self.flush()
+                    flush_cost = time.perf_counter() - tf
                     last_flush = time.perf_counter()
                 yield upd
         finally:
