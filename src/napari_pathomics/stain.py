@@ -37,6 +37,8 @@ _MAX_ESTIMATE_PIXELS: int = 16384
 #: Fewer tissue pixels than this (absolute, and as a fraction) → no estimate.
 _MIN_TISSUE_PIXELS: int = 200
 _MIN_TISSUE_FRACTION: float = 0.02
+#: Tiles normalised together (bounded temporary memory, cache friendly).
+_CHUNK: int = 8
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,19 @@ class MacenkoNormalizer:
         fallback = np.ones(b, dtype=bool)
         if b == 0 or h * w == 0:
             return (out[0] if single else out), (fallback[0] if single else fallback)
-        od = self._lut[batch.reshape(b, -1, 3)]  # (B, N, 3) float32
+        # Chunks of a few tiles keep the float32 OD arrays in cache (faster than one huge array).
+        for s0 in range(0, b, _CHUNK):
+            s1 = min(b, s0 + _CHUNK)
+            fallback[s0:s1] = self._normalize_chunk(batch[s0:s1], out[s0:s1])
+        return (out[0] if single else out), (fallback[0] if single else fallback)
+
+    __call__ = normalize
+
+    def _normalize_chunk(self, batch: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Normalise (b, H, W, 3) into ``out`` (a view); return the (b,) fallback flags."""
+        b, h, w, _ = batch.shape
+        fallback = np.ones(b, dtype=bool)
+        od = self._lut[batch.reshape(b, -1, 3)]  # (b, N, 3) float32
         inv = np.zeros((b, 2, 3), dtype=np.float32)
         scale = np.zeros((b, 2), dtype=np.float32)
         for i in range(b):
@@ -230,18 +244,15 @@ class MacenkoNormalizer:
             scale[i] = (self.max_concentrations / est.max_concentrations).astype(np.float32)
         ok = np.flatnonzero(~fallback)
         if ok.size:
-            # Unmix, rescale and recompose with the reference stains in one (B, N, 3) → (B, N, 3) map:
+            # Unmix, rescale and recompose with the reference stains as one 3x3 map per tile:
             # od_norm = od @ (inv^T * scale) @ HE_ref^T
             ref_t = self.stain_matrix.T.astype(np.float32)  # (2, 3)
-            m = np.einsum("bkc,bk,kd->bcd", inv[ok], scale[ok], ref_t)  # (B', 3, 3)
+            m = np.einsum("bkc,bk,kd->bcd", inv[ok], scale[ok], ref_t)  # (b', 3, 3)
             od_n = np.matmul(od[ok], m)
             np.negative(od_n, out=od_n)
             np.exp(od_n, out=od_n)
             od_n *= self.io
             np.clip(od_n, 0.0, 255.0, out=od_n)
-            res = od_n.reshape(ok.size, h, w, 3)
-            np.rint(res, out=res)
-            out[ok] = res.astype(np.uint8)
-        return (out[0] if single else out), (fallback[0] if single else fallback)
-
-    __call__ = normalize
+            np.rint(od_n, out=od_n)
+            out[ok] = od_n.reshape(ok.size, h, w, 3).astype(np.uint8)
+        return fallback
