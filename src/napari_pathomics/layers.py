@@ -176,14 +176,18 @@ def shapes_to_annotations(
     for rid, idxs in by_id.items():
         orig = originals[rid]
         parts = orig.geometry.geoms if isinstance(orig.geometry, MultiPolygon) else [orig.geometry]
-        if len(parts) == len(idxs) and all(
-            shape_types[i] == "polygon"
-            and len(data[i]) == len(np.asarray(p.exterior.coords)) - 1
-            and np.allclose(np.asarray(data[i])[:, ::-1], np.asarray(p.exterior.coords)[:-1], atol=1e-6)
-            for i, p in zip(idxs, parts)
-        ):
+        matched: list[int] = []
+        for part in parts:
+            ext = np.asarray(part.exterior.coords)[:-1]
+            hit = next((i for i in idxs if i not in matched and shape_types[i] == "polygon"
+                        and len(data[i]) == len(ext)
+                        and np.allclose(np.asarray(data[i])[:, ::-1], ext, atol=1e-6)), None)
+            if hit is None:
+                break
+            matched.append(hit)
+        if len(matched) == len(parts):  # unedited: give the original back, holes and all
             out.append(orig)
-            used.update(idxs)
+            used.update(matched)
     for i, (verts, stype) in enumerate(zip(data, shape_types)):
         if i in used:
             continue
@@ -198,6 +202,8 @@ def shapes_to_annotations(
                 continue
             poly = fixed
         color = _parse_hex(edge_colors[i]) if edge_colors is not None and len(edge_colors) > i else DEFAULT_COLOR
+        # a shape that inherited an imported ROI's id (napari copies the current properties to
+        # new shapes) or an edited part becomes a new ROI with its own id
         rid = roi_ids[i] if isinstance(roi_ids[i], str) and roi_ids[i] not in originals else None
         ann = Annotation(geometry=poly, classification=str(classes[i] or DEFAULT_CLASS), color=color)
         if rid:

@@ -145,18 +145,24 @@ class RoiTilesWidget(QWidget):
             return 0
         for w in res.warnings:
             session.show_warning(f"{Path(path).name}: {w}")
-        ly = self.roi_layer(slide)
-        merged = session.layer_annotations(ly) + res.annotations
-        data, kwargs, _ = session.roi_layer_data(slide, merged)
-        ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
-        ly.data = []
-        if data:
-            ly.add(data, shape_type=kwargs["shape_type"], edge_color=kwargs["edge_color"],
-                   face_color="transparent", edge_width=3)
-            ly.properties = kwargs["properties"]
-        session.autosave_now(ly)
+        self.add_annotations(slide, res.annotations)
         self.roi_status.setText(f"{len(res.annotations)} ROI(s) imported from {Path(path).name}")
         return len(res.annotations)
+
+    def add_annotations(self, slide: Slide, annotations: list[Annotation]) -> Shapes:
+        """Append ROIs to the slide's ROI layer (drawn ones stay) and autosave."""
+        ly = self.roi_layer(slide)
+        merged = session.layer_annotations(ly) + list(annotations)
+        data, kwargs, _ = session.roi_layer_data(slide, merged)
+        ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
+        with ly.events.data.blocker():
+            ly.data = []
+            if data:
+                ly.add(data, shape_type=kwargs["shape_type"], edge_color=kwargs["edge_color"],
+                       face_color="transparent", edge_width=3)
+        ly.properties = kwargs["properties"]
+        session.autosave_now(ly)
+        return ly
 
     def _export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export ROIs", "", "GeoJSON (*.geojson)")

@@ -8,6 +8,7 @@ each change whether or not a dock is open.
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
 from pathlib import Path
@@ -160,8 +161,19 @@ def install(viewer: napari.Viewer | None) -> None:
             _attach_autosave(ly)
 
 
+#: napari's dask chunk cache defaults to 25 % of RAM; panning a slide should not take 6 GB.
+VIEW_CACHE_MB = int(os.environ.get("PATHOMICS_VIEW_CACHE_MB", "768"))
+
+
+def bound_view_cache() -> None:
+    from napari.utils import resize_dask_cache
+
+    resize_dask_cache(nbytes=VIEW_CACHE_MB * 2**20)
+
+
 def open_slide_layers(path: str | Path, mpp: float | None = None) -> list[tuple[Any, dict, str]]:
     """The layers a slide opens as: the multiscale image and its (autosaved) ROI layer."""
+    bound_view_cache()
     slide = open_slide(path, mpp=mpp)
     img = slide_layer(slide)
     img[1]["metadata"]["pathomics_slide"] = slide

@@ -1,0 +1,227 @@
+"""The "Score" dock: a patient's prognostic risk from the bundle's signature, with its context.
+
+Runs inference where results are missing (cached results make it instant), then shows the risk
+score, its percentile in the reference cohort, the risk group by the frozen cutoff, predicted
+survival at the horizons, the survival curve over the reference Kaplan–Meier curves, and the
+tissue composition; exports an HTML + JSON case report.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import napari
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from napari.qt.threading import thread_worker
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+    QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+from ..errors import PathomicsError, SignatureError
+from ..resources import DEFAULT_BUNDLE
+from . import session
+from .analyze_widget import load_bundle
+from .result_layers import show_results
+from .roi_widget import current_rois
+
+GROUP_COLORS = {"high": "#c0392b", "low": "#1e8449"}
+
+
+class ScoreWidget(QWidget):
+    """Select a patient's slides, press Score, read the risk in context, export a report."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        session.install(napari_viewer)
+        self.patient_score: Any = None
+        self.worker: Any = None
+        self.cancel_event = threading.Event()
+        layout = QVBoxLayout(self)
+
+        box = QGroupBox("Patient")
+        form = QFormLayout(box)
+        self.bundle_path = QLineEdit(str(DEFAULT_BUNDLE))
+        form.addRow("bundle", self.bundle_path)
+        self.patient_id = QLineEdit("")
+        self.patient_id.setPlaceholderText("patient ID (default: first slide's name)")
+        form.addRow("patient", self.patient_id)
+        self.slides = QListWidget()
+        self.slides.setMaximumHeight(90)
+        form.addRow("slides", self.slides)
+        layout.addWidget(box)
+
+        row = QHBoxLayout()
+        self.score_btn = QPushButton("Score")
+        self.score_btn.clicked.connect(self.score)
+        self.export_btn = QPushButton("Export report…")
+        self.export_btn.setEnabled(False)
+        self.export_btn.clicked.connect(self._export_dialog)
+        row.addWidget(self.score_btn)
+        row.addWidget(self.export_btn)
+        layout.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        layout.addWidget(self.progress)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+
+        res = QGroupBox("Risk")
+        rf = QFormLayout(res)
+        self.out: dict[str, QLabel] = {}
+        for key in ("risk score", "percentile", "risk group", "survival"):
+            lab = QLabel("—")
+            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            lab.setWordWrap(True)
+            self.out[key] = lab
+            rf.addRow(key, lab)
+        self.disclaimer = QLabel("")
+        self.disclaimer.setWordWrap(True)
+        rf.addRow(self.disclaimer)
+        layout.addWidget(res)
+        self.plots = QVBoxLayout()
+        layout.addLayout(self.plots)
+        layout.addStretch(1)
+
+        napari_viewer.layers.events.inserted.connect(self.refresh_slides)
+        napari_viewer.layers.events.removed.connect(self.refresh_slides)
+        self.refresh_slides()
+
+    # ------------------------------------------------------------------ slides
+    def refresh_slides(self, event: object = None) -> None:
+        checked = {self.slides.item(i).data(Qt.ItemDataRole.UserRole)
+                   for i in range(self.slides.count())
+                   if self.slides.item(i).checkState() == Qt.CheckState.Checked}
+        self.slides.clear()
+        for ly in session.slide_layers(self.viewer):
+            path = str(session.slide_of(ly).path)
+            item = QListWidgetItem(Path(path).name)
+            item.setData(Qt.ItemDataRole.UserRole, path)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if (path in checked or not checked) else Qt.CheckState.Unchecked)
+            self.slides.addItem(item)
+
+    def selected_slides(self) -> list[Any]:
+        wanted = {self.slides.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.slides.count())
+                  if self.slides.item(i).checkState() == Qt.CheckState.Checked}
+        return [session.slide_of(ly) for ly in session.slide_layers(self.viewer)
+                if str(session.slide_of(ly).path) in wanted]
+
+    # ------------------------------------------------------------------ scoring
+    def score(self) -> Any:
+        """Score the checked slides as one patient; returns the worker (tests wait on it)."""
+        if self.worker is not None:
+            return None
+        slides = self.selected_slides()
+        if not slides:
+            session.show_warning("open and tick at least one slide")
+            return None
+        try:
+            bundle = load_bundle(self.bundle_path.text())
+            if bundle.signature_path is None:
+                raise SignatureError(f"bundle {bundle.name} has no signature: it can classify tiles but not score")
+        except PathomicsError as exc:
+            session.report(exc, "cannot score")
+            return None
+        rois = [current_rois(self.viewer, s) or None for s in slides]
+        patient = self.patient_id.text().strip() or None
+        self.cancel_event = threading.Event()
+
+        @thread_worker
+        def work() -> Any:
+            from ..scoring import score_patient
+
+            return score_patient(slides, bundle, patient_id=patient, rois=rois, cancel=self.cancel_event,
+                                 progress=lambda msg, frac: None)
+
+        worker = work()
+        worker.returned.connect(lambda ps: self._show(ps, bundle))
+        worker.errored.connect(lambda exc: session.report(exc, "scoring failed"))
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.score_btn.setEnabled(False)
+        self.status.setText(f"scoring {len(slides)} slide(s)… (inference runs where results are missing)")
+        self.progress.setRange(0, 0)
+        worker.start()
+        return worker
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.score_btn.setEnabled(True)
+        self.progress.setRange(0, 100)
+
+    def _show(self, ps: Any, bundle: Any) -> None:
+        self.patient_score = ps
+        self.progress.setValue(100)
+        sc = ps.score
+        self.out["risk score"].setText(f"{sc.risk:+.3f}")
+        self.out["percentile"].setText(f"{sc.percentile:.0f}th of the reference cohort")
+        color = GROUP_COLORS.get(sc.group, "#333")
+        self.out["risk group"].setText(f"<b style='color:{color}'>{sc.group.upper()}</b> "
+                                       f"(cutoff {bundle_signature(bundle).cutoff:+.3f})")
+        self.out["survival"].setText(" · ".join(f"{k}: {100 * v:.0f} %" for k, v in survival_items(sc)))
+        self.disclaimer.setText("Research use only: a signature derived from colorectal cancer, not a clinical test.")
+        self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored")
+        self.export_btn.setEnabled(True)
+        self._draw_plots(ps, bundle)
+        for slide, res in zip(self.selected_slides(), getattr(ps, "results", []) or []):
+            if res is not None:
+                show_results(self.viewer, slide, res)
+
+    def _draw_plots(self, ps: Any, bundle: Any) -> None:
+        from ..signature.plots import composition_figure, survival_figure
+
+        while self.plots.count():
+            item = self.plots.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        for fig in (survival_figure(bundle_signature(bundle), ps.score), composition_figure(ps)):
+            canvas = FigureCanvasQTAgg(fig)
+            canvas.setMinimumHeight(220)
+            self.plots.addWidget(canvas)
+
+    # ------------------------------------------------------------------ report
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export case report", "", "HTML report (*.html)")
+        if path:
+            self.export_report(path)
+
+    def export_report(self, html_path: str | Path) -> tuple[Path, Path] | None:
+        """Write the HTML report and its JSON twin (same name, .json)."""
+        if self.patient_score is None:
+            session.show_warning("score a patient first")
+            return None
+        from ..signature.report import write_report_html, write_report_json
+
+        html_path = Path(html_path)
+        json_path = html_path.with_suffix(".json")
+        try:
+            bundle = load_bundle(self.bundle_path.text())
+            write_report_html(self.patient_score, html_path, signature=bundle_signature(bundle))
+            write_report_json(self.patient_score, json_path)
+        except (PathomicsError, OSError) as exc:
+            session.report(exc, "report export failed")
+            return None
+        self.status.setText(f"report written: {html_path.name} and {json_path.name}")
+        return html_path, json_path
+
+
+def bundle_signature(bundle: Any) -> Any:
+    from ..signature import Signature
+
+    return Signature.from_json(bundle.signature_path)
+
+
+def survival_items(score: Any) -> list[tuple[str, float]]:
+    """(label, probability) of predicted survival at the signature's horizons, in years."""
+    per_year = {"days": 365.25, "months": 12.0, "years": 1.0}.get(getattr(score, "time_unit", "days"), 1.0)
+    items = []
+    for key, val in dict(score.survival_at).items():
+        years = float(key) / per_year
+        items.append((f"{years:g} y", float(val)))
+    return items
