@@ -15,7 +15,7 @@ from _engine_helpers import CLASSES, make_bundle, small_slide
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import InferenceError
 from napari_pathomics.model.device import AMP_PROB_TOL, choose_amp
-from napari_pathomics.model.engine import Engine, plan_for_bundle, tissue_fraction
+from napari_pathomics.model.engine import Engine, plan_for_bundle, read_tiles, tissue_fraction
 from napari_pathomics.results import BACKGROUND, DONE, FAILED, PENDING, TileResults, read_csv
 from napari_pathomics.slide import open_slide
 from napari_pathomics.tiling import plan_tiles
@@ -190,3 +190,20 @@ def test_cli_infer_writes_outputs(bundle, slide_path, tmp_path, capsys):
     rc = cli_main(["infer", str(tmp_path / "missing.svs"), "--bundle", str(bundle.path)])
     assert rc != 0
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("slide_mpp", [0.25, 0.3])
+def test_strip_reads_equal_read_tile(bundle, tmp_path, slide_mpp):
+    """The batched strip reader returns exactly what Slide.read_tile returns (level 1 at 0.25 µm/px,
+    level 0 + resize at 0.3 µm/px with a non-integer tile size)."""
+    path = small_slide(tmp_path / "s.svs", h=700, w=1300, mpp=slide_mpp)
+    with open_slide(path) as slide:
+        grid = plan_tiles(slide, tissue=False, tile_um=bundle.tile_um, mpp=bundle.mpp)
+        idx = np.r_[0:len(grid):1][np.arange(len(grid)) % 7 != 3]  # gaps split the runs
+        o = grid.origins[idx]
+        out = np.zeros((len(idx), grid.tile_px, grid.tile_px, 3), np.uint8)
+        failed = np.zeros(len(idx), bool)
+        read_tiles(slide, grid.tile_size_l0, grid.tile_px, o, out, failed, [])
+        ref = np.stack([slide.read_tile(tuple(map(int, xy)), grid.tile_size_l0, grid.tile_px) for xy in o])
+    assert not failed.any()
+    np.testing.assert_array_equal(out, ref)

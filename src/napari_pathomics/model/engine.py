@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import cv2
 import numpy as np
 
 from ..errors import InferenceError, ResultsError
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..tiling import TileGrid
     from .bundle import Bundle
 
-__all__ = ["Engine", "BatchUpdate", "plan_for_bundle", "tissue_fraction", "DEFAULT_CAM_SIZE"]
+__all__ = ["Engine", "BatchUpdate", "plan_for_bundle", "read_tiles", "tissue_fraction", "DEFAULT_CAM_SIZE"]
 
 #: Mosaic px per tile side of stitched CAMs (one mosaic px = tile_size_l0 / k level-0 px).
 DEFAULT_CAM_SIZE = 16
@@ -63,6 +64,57 @@ def tissue_fraction(tiles: np.ndarray, stride: int = 4) -> np.ndarray:
     mn = sub.min(axis=-1)
     stained = ((mx - mn) > _SAT_MIN * mx) & (mx > 40) & (mn < 235)
     return stained.reshape(stained.shape[0], -1).mean(axis=1)
+
+
+def _error_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def read_tiles(slide: "Slide", size_l0: float, out_px: int, origins: np.ndarray, out: np.ndarray,
+               failed: np.ndarray, errors: list[str], max_run: int = 16) -> None:
+    """Fill ``out[j]`` with ``slide.read_tile(origins[j], size_l0, out_px)``, pixel for pixel, faster.
+
+    Tiles of one lattice row that follow each other are read as one strip: a 224 px tile of a
+    256 px-tiled file touches ~3.5 file tiles on its own but ~1.9 inside a strip, so JPEG
+    decoding drops by about half. A strip that fails to decode is retried tile by tile, so only
+    the tiles over the broken region are marked ``failed`` (with the error in ``errors``).
+    """
+    n = len(origins)
+    if n == 0:
+        return
+    level = slide.best_level(size_l0 / out_px)
+    ds = slide.levels_info[level].downsample
+    side = max(1, int(round(size_l0 / ds)))
+    interp = cv2.INTER_AREA if side > out_px else cv2.INTER_LINEAR
+    ox = origins[:, 0].astype(np.int64)
+    oy = origins[:, 1].astype(np.int64)
+    xs = np.floor(ox / ds).astype(np.int64)  # read_region's own rounding
+    step = side + 2  # neighbours on the lattice start ≤ side + 1 px apart at this level
+    start = 0
+    while start < n:
+        end = start + 1
+        while (end < n and end - start < max_run and oy[end] == oy[start]
+               and 0 < xs[end] - xs[end - 1] <= step):
+            end += 1
+        width = int(xs[end - 1] - xs[start] + side)
+        strip = None
+        if end - start > 1:
+            try:
+                strip = slide.read_region((int(ox[start]), int(oy[start])), level, (width, side))
+            except Exception:  # noqa: BLE001 - retried tile by tile below
+                strip = None
+        for j in range(start, end):
+            try:
+                if strip is None:
+                    out[j] = slide.read_tile((int(ox[j]), int(oy[j])), size_l0, out_px)
+                    continue
+                a = int(xs[j] - xs[start])
+                region = strip[:, a:a + side]
+                out[j] = region if side == out_px else cv2.resize(region, (out_px, out_px), interpolation=interp)
+            except Exception as exc:  # noqa: BLE001 - RegionError or any decoder error
+                failed[j] = True
+                errors.append(_error_line(exc))
+        start = end
 
 
 def plan_for_bundle(slide: "Slide", bundle: "Bundle", annotations: "list[Annotation] | None" = None,
@@ -259,12 +311,7 @@ class Engine:
         tiles = np.empty((n, px, px, 3), dtype=np.uint8)
         failed = np.zeros(n, dtype=bool)
         errors: list[str] = []
-        for j, i in enumerate(idx):
-            try:
-                tiles[j] = slide.read_tile((int(origins[i, 0]), int(origins[i, 1])), grid.tile_size_l0, px)
-            except Exception as exc:  # noqa: BLE001 - RegionError or any decoder error
-                failed[j] = True
-                errors.append(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        read_tiles(slide, grid.tile_size_l0, px, origins[idx], tiles, failed, errors)
         background = np.zeros(n, dtype=bool)
         if self.min_tile_tissue > 0 and n:
             background = (tissue_fraction(tiles) < self.min_tile_tissue) & ~failed
