@@ -83,11 +83,12 @@ _RUN_LOCK = threading.Lock()
 LOAD_COUNT = {"bundles": 0}
 
 
-def get_engine(opts: ScoreOptions) -> Any:
-    """This process's Engine for ``opts`` (built on first use, then reused for every slide)."""
+def get_engine(opts: ScoreOptions) -> tuple[Any, bool]:
+    """This process's Engine for ``opts`` and whether it was reused (built once per process)."""
     key = (opts.bundle, opts.bundle_id, opts.device, opts.amp, opts.batch_size, opts.num_threads)
     with _ENGINE_LOCK:
         eng = _ENGINES.get(key)
+        reused = eng is not None
         if eng is None:
             from ..model.bundle import Bundle
             from ..model.engine import Engine
@@ -100,7 +101,7 @@ def get_engine(opts: ScoreOptions) -> Any:
             eng = Engine(bundle, device=opts.device, batch_size=opts.batch_size, amp=opts.amp,
                          num_threads=opts.num_threads, workers=1, prefetch=2, flush_seconds=30.0)
             _ENGINES[key] = eng
-        return eng
+        return eng, reused
 
 
 def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -200,7 +201,7 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
     from ..slide import open_slide
 
     t_wait = time.perf_counter() - t0
-    engine = get_engine(o)
+    engine, reused = get_engine(o)
     t_engine = time.perf_counter() - t0 - t_wait
     d = slide_dir(out, row["key"])
     d.mkdir(parents=True, exist_ok=True)
@@ -240,7 +241,7 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
         "slide_fingerprint": fp, "results_sha256": _sha256(d / RESULTS_NAME),
         "bundle_id": o.bundle_id, "grid_key": grid.key(), "tiles": len(res), "counts": counts,
         "result_key": o.result_key(_roi_hash(row.get("roi_path"))), "risk_source": risk_source,
-        "outputs": outputs, "engine": {"amp": o.amp, "device": o.device, "num_threads": o.num_threads,
+        "outputs": outputs, "engine_reused": reused, "engine": {"amp": o.amp, "device": o.device, "num_threads": o.num_threads,
                                        "batch_size": o.batch_size},
         "timings": {"lock_wait_s": round(t_wait, 4), "engine_load_s": round(t_engine, 4),
                     "plan_s": round(t_plan, 4), "run_s": round(t_run, 4), "risk_head_s": round(t_head, 4),

@@ -1,0 +1,100 @@
+"""score-cohort on a real LocalCluster(n_workers=2, processes=True): equality with a direct engine
+run, one model load per worker, resume, and a corrupt slide that fails alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_pathomics.cohort.batch import RESULTS_NAME, score_cohort, slide_dir
+from napari_pathomics.cohort.generator import CohortSpec, make_cohort
+from napari_pathomics.cohort.table import read_cohort
+from napari_pathomics.results import TileResults
+
+from _cohort_helpers import tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("batch")
+    make_cohort(root / "cohort", CohortSpec(patients=3, seed=5, tiles_per_side=5))
+    bundle = tiny_bundle(root / "bundle")
+    out = root / "out"
+    rec = score_cohort(read_cohort(root / "cohort" / "cohort.csv"), out, bundle=bundle.path, workers=2,
+                       threads_per_worker=1, amp="fp32", progress=False)
+    return {"root": root, "bundle": bundle, "out": out, "rec": rec}
+
+
+def test_distributed_equals_direct_engine_bit_for_bit(setup: dict) -> None:
+    from napari_pathomics.model.engine import Engine, plan_for_bundle
+    from napari_pathomics.slide import open_slide
+
+    rec = setup["rec"]
+    assert rec["summary"]["done"] == 3 and rec["summary"]["failed"] == 0
+    assert rec["cluster"]["kind"] == "LocalCluster" and rec["cluster"]["workers"] == 2
+    assert len({s["worker"] for s in rec["slides"]}) >= 1
+    # one model per worker: every slide after a worker's first one reuses its engine
+    by_worker: dict[str, list[bool]] = {}
+    for s in rec["slides"]:
+        by_worker.setdefault(s["worker"], []).append(s["engine_reused"])
+    assert all(sorted(v) == [False] + [True] * (len(v) - 1) for v in by_worker.values())
+    engine = Engine(setup["bundle"], device="cpu", amp="fp32", num_threads=1, workers=1)
+    table = read_cohort(setup["root"] / "cohort" / "cohort.csv")
+    for row in table.rows:
+        with open_slide(row.slide_path) as slide:
+            direct = engine.run_all(slide, plan_for_bundle(slide, setup["bundle"]), use_cache=False)
+        dist = TileResults.load(slide_dir(setup["out"], row.key) / RESULTS_NAME)
+        assert np.array_equal(dist.cols, direct.cols) and np.array_equal(dist.rows, direct.rows)
+        assert np.array_equal(dist.status, direct.status)
+        assert np.array_equal(dist.probs, direct.probs, equal_nan=True)
+        assert np.array_equal(dist.risk, direct.risk, equal_nan=True)
+    pt = (setup["out"] / "patients.csv").read_text().splitlines()
+    assert pt[0].startswith("patient_id,") and len(pt) == 4
+    run = json.loads((setup["out"] / "run.json").read_text())
+    assert run["bundle"]["id"] == setup["bundle"].bundle_id and run["versions"]["distributed"]
+
+
+def test_resume_skips_complete_and_redoes_torn(setup: dict) -> None:
+    out = setup["out"]
+    table = read_cohort(setup["root"] / "cohort" / "cohort.csv")
+    keys = [r.key for r in table.rows]
+    before = {k: (slide_dir(out, k) / RESULTS_NAME).stat().st_mtime_ns for k in keys}
+    # a half-written result (truncated npz) is never complete; a missing done marker neither
+    p = slide_dir(out, keys[0]) / RESULTS_NAME
+    p.write_bytes(p.read_bytes()[:100])
+    (slide_dir(out, keys[1]) / "done.json").unlink()
+    rec = score_cohort(table, out, bundle=setup["bundle"].path, workers=0, threads_per_worker=1, amp="fp32",
+                       progress=False)
+    st = {s["key"]: s["status"] for s in rec["slides"]}
+    assert st == {keys[0]: "done", keys[1]: "done", keys[2]: "skipped"}
+    assert (slide_dir(out, keys[2]) / RESULTS_NAME).stat().st_mtime_ns == before[keys[2]]
+    assert TileResults.load(p).complete
+    rec2 = score_cohort(table, out, bundle=setup["bundle"].path, workers=0, threads_per_worker=1, amp="fp32",
+                        progress=False)
+    assert rec2["summary"]["skipped"] == 3 and rec2["summary"]["done"] == 0
+
+
+def test_corrupt_slide_is_reported_and_others_finish(setup: dict, tmp_path: Path) -> None:
+    from napari_pathomics.cli import main
+
+    src = setup["root"] / "cohort"
+    shutil.copytree(src / "slides", tmp_path / "slides")
+    (tmp_path / "slides" / "P0002.svs").write_bytes(b"II*\x00" + b"\x00garbage" * 100)
+    (tmp_path / "cohort.csv").write_text((src / "cohort.csv").read_text())
+    code = main(["score-cohort", str(tmp_path / "cohort.csv"), "--out", str(tmp_path / "out"), "--bundle",
+                 str(setup["bundle"].path), "--workers", "0", "--amp", "fp32", "--quiet"])
+    assert code == 1
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    st = {s["patient_id"]: s for s in run["slides"]}
+    assert st["P0002"]["status"] == "failed" and st["P0002"]["error"]
+    assert "\n" not in st["P0002"]["error"]
+    assert st["P0001"]["status"] == st["P0003"]["status"] == "done"
+    assert run["summary"] == {"slides": 3, "done": 2, "skipped": 0, "failed": 1, "pending": 0}
+    import pandas as pd
+
+    pt = pd.read_csv(tmp_path / "out" / "patients.csv").set_index("patient_id")
+    assert pt.loc["P0002", "status"] == "failed" and pt.loc["P0001", "status"] == "ok"
