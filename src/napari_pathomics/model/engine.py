@@ -19,6 +19,7 @@ results). Design points, each measured on a 2-core CPU:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -159,6 +160,9 @@ class _Prepared:
     errors: list[str]
 
 
+_NICED = threading.local()
+
+
 class _ThreadSlides:
     """One slide handle per worker thread (tiffslide/zarr stores are not shared across threads)."""
 
@@ -195,7 +199,7 @@ class Engine:
     def __init__(self, bundle: "Bundle", device: str = "auto", batch_size: int = 32, amp: str = "auto",
                  num_threads: int | None = None, *, workers: int = 1, prefetch: int = 2,
                  cam_size: int = DEFAULT_CAM_SIZE, min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
-                 flush_seconds: float = 10.0) -> None:
+                 flush_seconds: float = 10.0, reader_nice: int = 0) -> None:
         if batch_size < 1:
             raise InferenceError(f"batch size must be ≥ 1, got {batch_size}")
         self.bundle = bundle
@@ -208,6 +212,7 @@ class Engine:
         self.cam_size = int(cam_size)
         self.min_tile_tissue = float(min_tile_tissue)
         self.flush_seconds = float(flush_seconds)
+        self.reader_nice = int(reader_nice)
         self.weights = patch_risk_weights(bundle)
         self.results: TileResults | None = None
         self.cache_file: Path | None = None
@@ -305,6 +310,12 @@ class Engine:
         from .preprocess import preprocess_batch
 
         t0 = time.perf_counter()
+        if self.reader_nice and not getattr(_NICED, "done", False):
+            _NICED.done = True
+            try:  # Linux: threads are tasks, so this lowers only the reader thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.reader_nice)
+            except (AttributeError, OSError):
+                pass
         slide = slides.get()
         px = grid.tile_px
         n = idx.size
