@@ -349,7 +349,6 @@ class Engine:
         t_start = time.perf_counter()
         res = self.open_results(slide, grid, cache_dir, use_cache)
         self.results = res
-        total = len(res)
         for name in cam_names:
             res.ensure_cam(name, self.cam_size)
 
@@ -365,7 +364,7 @@ class Engine:
         stats = {"read_s": 0.0, "model_s": 0.0, "cam_s": 0.0, "wait_s": 0.0, "tiles": 0.0, "model_tiles": 0.0,
                  "failed": 0.0, "background": 0.0, "stain_fallback": 0.0, "batches": 0.0}
         self.stats = stats
-        if todo.size == 0:
+        if todo.size == 0 or (cancel is not None and cancel.is_set()):
             stats["total_s"] = time.perf_counter() - t_start
             return
         configure_threads(self.num_threads)
