@@ -23,8 +23,9 @@ def _make_cohort(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
+        oc = summary["oracle_c_index"]
         print(f"{summary['patients']} patients ({summary['events']} events, oracle C-index "
-              f"{summary['oracle_c_index']:.3f}) -> {summary['cohort_csv']}, {summary['outcomes_csv']}")
+              f"{'n/a' if oc is None else f'{oc:.3f}'}) -> {summary['cohort_csv']}, {summary['outcomes_csv']}")
     return 0
 
 

@@ -284,7 +284,7 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
     summary = {
         "out": str(out), "patients": spec.patients, "events": int(e.sum()),
         "event_rate": float(e.mean()), "median_time_months": float(np.median(t)),
-        "oracle_c_index": oracle_c_index(t, e, lp) if e.sum() > 0 and spec.patients > 1 else None,
+        "oracle_c_index": _finite_or_none(oracle_c_index(t, e, lp)) if e.sum() > 0 and spec.patients > 1 else None,
         "log_hazard_sd": float(lp.std()),
         "cohort_csv": str(out / "cohort.csv"), "outcomes_csv": str(out / "outcomes.csv"),
     }
@@ -297,8 +297,15 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
     return summary
 
 
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def oracle_c_index(time: np.ndarray, event: np.ndarray, log_hazard: np.ndarray) -> float:
     """Harrell's C of the true log-hazard (higher hazard -> shorter time): the best achievable."""
     from lifelines.utils import concordance_index
 
-    return float(concordance_index(time, -np.asarray(log_hazard), event))
+    try:
+        return float(concordance_index(time, -np.asarray(log_hazard), event))
+    except ZeroDivisionError:  # no comparable pair (tiny cohorts)
+        return float("nan")
