@@ -110,3 +110,16 @@ def test_marked_tile_maps_back_to_its_level0_origin(bundle, tmp_path):
         assert abs(c0 * s - x0) <= 0.5 and abs(r0 * s - y0) <= 0.5  # origins are rounded lattice points
         assert rr.size == k * k
     assert np.nanmax(res.cam_mosaic("risk")) >= 0
+
+
+def test_bf16_cam_close_to_fp32(bundle):
+    """The engine runs the CAM forward under its bf16 autocast: maps stay close to fp32's."""
+    model = bundle.create_model()
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    targets = make_targets(RISK_CAM, 4, bundle.class_names, patch_risk_weights(bundle))
+    a = GradCamRunner(model, "layer4", out_size=8).raw(x, targets)
+    b = GradCamRunner(model, "layer4", out_size=8, autocast_dtype=torch.bfloat16).raw(x, targets)
+    assert a.shape == b.shape and b.dtype == np.float32
+    scale = np.abs(a).max()
+    assert scale > 0 and np.abs(a - b).max() < 0.1 * scale
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98

@@ -12,9 +12,10 @@ pytorch-grad-cam does by default) so tiles compare with each other in a stitched
 each is resized to ``k × k`` px per tile and stitched on the tile lattice.
 
 Speed: Grad-CAM needs autograd (never inside ``inference_mode``) but only *downstream* of the
-target layer. A forward hook turns the target layer's output into a fresh leaf, so the forward
-up to it builds no graph and the backward stops there; parameters are frozen, so no weight
-gradients are computed. The whole CAM costs little more than one fp32 forward.
+target layer. A forward hook turns the target layer's output into a fresh fp32 leaf, so the
+forward up to it builds no graph (and may run under the engine's bf16 autocast) and the
+backward stops there; parameters are frozen, so no weight gradients are computed. The whole
+CAM costs little more than one forward.
 
 This module imports torch lazily: ``stitch_tiles`` is used by numpy-only code.
 """
@@ -124,10 +125,14 @@ def _leaf_hook(module: Any, inputs: Any, output: Any) -> Any:
 class GradCamRunner:
     """Grad-CAM maps (B, k, k) for a batch of model inputs and one target per tile."""
 
-    def __init__(self, model: "torch.nn.Module", target_layer: str, out_size: int = 16) -> None:
+    def __init__(self, model: "torch.nn.Module", target_layer: str, out_size: int = 16,
+                 autocast_dtype: "torch.dtype | None" = None) -> None:
         from .bundle import resolve_layer
 
         self.model = model
+        #: Reduced precision for the forward up to the target layer (the leaf is cast back to
+        #: fp32, so activations and gradients handed to Grad-CAM are fp32).
+        self.autocast_dtype = autocast_dtype
         self.layer = resolve_layer(model, target_layer)
         self.out_size = int(out_size)
         self._cls = _raw_gradcam_class()
@@ -142,8 +147,11 @@ class GradCamRunner:
                 p.requires_grad_(False)
         handle = self.layer.register_forward_hook(_leaf_hook)  # before the CAM's own hooks
         cam = self._cls(self.model, [self.layer])
+        from .device import autocast
+
+        device = next(self.model.parameters()).device
         try:
-            with torch.inference_mode(False), torch.enable_grad():
+            with torch.inference_mode(False), torch.enable_grad(), autocast(device, self.autocast_dtype):
                 raw = cam(input_tensor=x.clone() if x.is_inference() else x, targets=targets)
             self.last_logits = cam.outputs.detach()
         finally:

@@ -256,7 +256,8 @@ class Engine:
     def cam_tensor(self, x: "torch.Tensor", name: str) -> np.ndarray:
         """Grad-CAM maps (B, k, k) for CAM ``name`` ('risk' or a class) of a preprocessed batch."""
         if self._cam is None:
-            self._cam = GradCamRunner(self.model, self.bundle.gradcam_target_layer, self.cam_size)
+            self._cam = GradCamRunner(self.model, self.bundle.gradcam_target_layer, self.cam_size,
+                                      autocast_dtype=self.amp.dtype)
         targets = make_targets(name, x.shape[0], self.bundle.class_names, self.weights)
         return self._cam(x.to(self.device), targets)
 
