@@ -119,3 +119,9 @@ def test_autosave_beside_slide_or_user_folder(tmp_path, monkeypatch):
         assert load_saved_rois(slide2).annotations == []
     finally:
         ro.chmod(0o755)
+
+
+def test_sample_slide_rois_never_written_into_the_package():
+    from napari_pathomics.resources import SAMPLE_SLIDE
+
+    assert autosave_path(SAMPLE_SLIDE).parent != SAMPLE_SLIDE.parent

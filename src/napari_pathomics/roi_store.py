@@ -46,10 +46,17 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
+def _is_packaged(path: Path) -> bool:
+    """The bundled sample slide: never write into the installed package."""
+    from .resources import DATA_DIR
+
+    return DATA_DIR.resolve() in path.resolve().parents
+
+
 def autosave_path(slide_path: str | Path) -> Path:
     """The sidecar beside the slide when its folder is writable, else the user-data fallback."""
     side = sidecar_path(slide_path)
-    return side if _writable(side.parent) else fallback_path(slide_path)
+    return side if _writable(side.parent) and not _is_packaged(side) else fallback_path(slide_path)
 
 
 def saved_rois_path(slide_path: str | Path) -> Path | None:

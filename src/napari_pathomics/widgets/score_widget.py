@@ -140,7 +140,7 @@ class ScoreWidget(QWidget):
                                  progress=lambda msg, frac: None)
 
         worker = work()
-        worker.returned.connect(lambda ps: self._show(ps, bundle))
+        worker.returned.connect(lambda ps: self._show_safely(ps, bundle))
         worker.errored.connect(lambda exc: session.report(exc, "scoring failed"))
         worker.finished.connect(self._finished)
         self.worker = worker
@@ -155,6 +155,13 @@ class ScoreWidget(QWidget):
         self.score_btn.setEnabled(True)
         self.progress.setRange(0, 100)
 
+    def _show_safely(self, ps: Any, bundle: Any) -> None:
+        """An exception in a Qt slot would abort napari: report it instead."""
+        try:
+            self._show(ps, bundle)
+        except Exception as exc:  # noqa: BLE001
+            session.report(exc, "cannot display the score")
+
     def _show(self, ps: Any, bundle: Any) -> None:
         self.patient_score = ps
         self.progress.setValue(100)
@@ -163,7 +170,7 @@ class ScoreWidget(QWidget):
         self.out["percentile"].setText(f"{sc.percentile:.0f}th of the reference cohort")
         color = GROUP_COLORS.get(sc.group, "#333")
         self.out["risk group"].setText(f"<b style='color:{color}'>{sc.group.upper()}</b> "
-                                       f"(cutoff {bundle_signature(bundle).cutoff:+.3f})")
+                                       f"(frozen cutoff {sc.cutoff:+.3f})")
         self.out["survival"].setText(" · ".join(f"{k}: {100 * v:.0f} %" for k, v in survival_items(sc)))
         self.disclaimer.setText("Research use only: a signature derived from colorectal cancer, not a clinical test.")
         self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored")
@@ -223,5 +230,6 @@ def survival_items(score: Any) -> list[tuple[str, float]]:
     items = []
     for key, val in dict(score.survival_at).items():
         years = float(key) / per_year
-        items.append((f"{years:g} y", float(val)))
+        label = f"{round(years):d} y" if abs(years - round(years)) < 0.05 else f"{years:.1f} y"
+        items.append((label, float(val)))
     return items
