@@ -168,3 +168,36 @@ def test_bad_slide_in_viewer_is_a_notification(make_napari_viewer, tmp_path, pyr
     w = SlideWidget(viewer)
     w.open_path(bad)  # must not raise
     assert len(rois.data) == 1 and len(viewer.layers) == 2
+
+
+def test_npe2_open_sample_open_and_save(make_napari_viewer, pyramid_svs, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-pathomics", "cmu1-small-region")
+    assert viewer.layers[0].multiscale and viewer.layers[0].data[0].shape == (2967, 2220, 3)
+    viewer.layers.clear()
+    layers = viewer.open(str(pyramid_svs), plugin="napari-pathomics")
+    img, rois = layers
+    rois.add_polygons([np.array([[100.0, 200.0], [100.0, 600.0], [500.0, 400.0]])])
+    out = tmp_path / "saved.geojson"
+    rois.save(str(out), plugin="napari-pathomics")
+    feats = json.loads(out.read_text())["features"]
+    assert len(feats) == 1 and feats[0]["properties"]["objectType"] == "annotation"
+    xs = [p[0] for p in feats[0]["geometry"]["coordinates"][0]]
+    assert min(xs) == pytest.approx(200) and max(xs) == pytest.approx(600)
+    # dropping the GeoJSON back onto the slide adds an ROI layer with the same geometry
+    back = viewer.open(str(out), plugin="napari-pathomics")[0]
+    np.testing.assert_allclose(back.data[0], rois.data[0])
+
+
+def test_plain_shapes_layer_in_microns_saves_as_level0(make_napari_viewer, marked_slide, tmp_path):
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, marked_slide)
+    y0, x0 = (1000 - 0.5) * MPP, (2000 - 0.5) * MPP
+    y1, x1 = (1100 - 0.5) * MPP, (2100 - 0.5) * MPP
+    plain = viewer.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])], shape_type="rectangle",
+                              units=("um", "um"))
+    out = tmp_path / "plain.geojson"
+    plain.save(str(out), plugin="napari-pathomics")
+    ring = np.array(json.loads(out.read_text())["features"][0]["geometry"]["coordinates"][0])
+    assert ring[:, 0].min() == pytest.approx(2000) and ring[:, 0].max() == pytest.approx(2100)
+    assert ring[:, 1].min() == pytest.approx(1000) and ring[:, 1].max() == pytest.approx(1100)

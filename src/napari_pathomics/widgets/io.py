@@ -9,7 +9,7 @@ import numpy as np
 
 from ..annotations import read_geojson, write_geojson
 from ..errors import PathomicsError
-from ..layers import annotations_to_shapes, geometry_transform, shapes_to_annotations
+from ..layers import annotations_to_shapes, shapes_to_annotations, world_to_level0
 from ..resources import SAMPLE_SLIDE
 from ..slide import is_slide_path
 from . import session
@@ -73,25 +73,20 @@ def get_reader(path: str | list[str]) -> Callable[..., list] | None:
 def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) -> list[str]:
     """Write a Shapes layer as QuPath GeoJSON in level-0 px.
 
-    Our ROI layers hold level-0 corner coordinates already; a Shapes layer the user made by
-    hand on a slide is converted from its own data coordinates through world µm.
+    Our ROI layers hold level-0 corner coordinates already; any other Shapes layer drawn over
+    an open slide is converted from its data coordinates through world µm.
     """
     meta = attributes.get("metadata") or {}
     shape_types = list(attributes.get("shape_type") or ["polygon"] * len(data))
-    scale = np.asarray(attributes.get("scale", (1.0, 1.0)), dtype=float)[-2:]
-    translate = np.asarray(attributes.get("translate", (0.0, 0.0)), dtype=float)[-2:]
     verts = [np.asarray(d, dtype=float)[:, -2:] for d in data]
     if meta.get("pathomics_role") not in ("rois", "rois_import"):
-        mpp = meta.get("pathomics_mpp")
         viewer = _current_viewer()
         slide = session.slide_of(session.active_slide_layer(viewer)) if viewer is not None else None
         if slide is not None and slide.has_mpp:
-            my, mx = slide.mpp[1], slide.mpp[0]
-            # data → world µm → level-0 corner coordinates
-            verts = [np.column_stack([(v[:, 0] * scale[0] + translate[0]) / my + 0.5,
-                                      (v[:, 1] * scale[1] + translate[1]) / mx + 0.5]) for v in verts]
-        elif mpp:
-            verts = [v * scale / float(mpp) + 0.5 for v in verts]
+            scale = np.asarray(attributes.get("scale", (1.0, 1.0)), dtype=float)[-2:]
+            translate = np.asarray(attributes.get("translate", (0.0, 0.0)), dtype=float)[-2:]
+            world = [v * scale + translate for v in verts]
+            verts = [world_to_level0(slide, w)[:, ::-1] for w in world]  # back to (y, x) order
     anns = shapes_to_annotations(verts, shape_types, attributes.get("properties"),
                                  edge_colors=attributes.get("edge_color"),
                                  originals=meta.get("pathomics_annotations"))
