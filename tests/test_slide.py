@@ -89,3 +89,12 @@ def test_truncated_and_missing(tmp_path, pyramid_svs):
         open_slide(cut)
     with pytest.raises(SlideError, match="not found"):
         open_slide(tmp_path / "nope.svs")
+
+
+def test_overview_and_thumbnail_use_lazy_levels(sample_slide_path):
+    with open_slide(sample_slide_path) as s:
+        th = s.thumbnail(512)
+        assert max(th.shape[:2]) == 512 and th.dtype == np.uint8
+        ov = s.overview(4.0)
+        assert ov.shape == (742, 555, 3)
+        assert s.best_level(4.0, stored_only=False) == 2 and s.best_level(4.0) == 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,6 @@ class Slide:
 
     def __init__(self, path: str | Path, mpp: float | tuple[float, float] | None = None) -> None:
         self.path = Path(path).expanduser()
-        self._lock = threading.Lock()
         self._ts = self._open_tiffslide(self.path)
         props = self._ts.properties
         self.properties: dict[str, Any] = dict(props)
@@ -221,17 +219,20 @@ class Slide:
             raise SlideError(f"{self.path.name} has no associated image {name!r}") from None
         return np.asarray(img.convert("RGB"))
 
+    def overview(self, downsample: float) -> np.ndarray:
+        """The whole slide at ``downsample`` (level-0 px per output px), read from the closest
+        finer level, synthesized ones included, so even single-level slides stay cheap."""
+        self.levels  # noqa: B018 - builds synthesized levels
+        best = self.best_level(downsample, stored_only=False)
+        arr = np.asarray(self.levels[best])
+        h, w = int(np.ceil(self.height / downsample)), int(np.ceil(self.width / downsample))
+        if arr.shape[:2] == (h, w):
+            return arr
+        return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)
+
     def thumbnail(self, max_side: int = 1024) -> np.ndarray:
-        """A small overview from the coarsest level that is at least ``max_side`` (or the coarsest)."""
-        ds = max(self.width, self.height) / max_side
-        lvl = self.best_level(ds)
-        arr = np.asarray(self.levels[lvl])
-        h, w = arr.shape[:2]
-        f = max_side / max(h, w)
-        if f < 1:
-            arr = cv2.resize(arr, (max(1, round(w * f)), max(1, round(h * f))),
-                             interpolation=cv2.INTER_AREA)
-        return arr
+        """A small RGB overview whose longer side is ``max_side`` px (or the slide's, if smaller)."""
+        return self.overview(max(1.0, max(self.width, self.height) / max_side))
 
     def info(self) -> dict[str, Any]:
         """The facts a pathologist checks first; the keys of ``pathomics info --json``."""
@@ -281,11 +282,12 @@ class Slide:
             self.levels_info = infos
         return self._levels
 
-    def best_level(self, downsample: float) -> int:
-        """Finest stored level whose downsample is ≤ ``downsample`` (a 1 % tolerance)."""
+    def best_level(self, downsample: float, stored_only: bool = True) -> int:
+        """Coarsest level whose downsample is ≤ ``downsample`` (1 % tolerance): the cheapest read
+        that still has the resolution asked for."""
         best = 0
         for i, lv in enumerate(self.levels_info):
-            if lv.stored and lv.downsample <= downsample * 1.01:
+            if (lv.stored or not stored_only) and lv.downsample <= downsample * 1.01:
                 best = i
         return best
 

@@ -63,18 +63,6 @@ def mask_downsample(slide: Slide) -> float:
     return FALLBACK_DOWNSAMPLE
 
 
-def _overview(slide: Slide, downsample: float) -> np.ndarray:
-    """The slide at ``downsample`` read from the closest lazy level (stored or synthesized)."""
-    levels = slide.levels
-    best = 0
-    for i, info in enumerate(slide.levels_info):
-        if info.downsample <= downsample * 1.01:
-            best = i
-    arr = np.asarray(levels[best])
-    h, w = int(np.ceil(slide.height / downsample)), int(np.ceil(slide.width / downsample))
-    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)
-
-
 def detect_tissue(
     slide: Slide,
     downsample: float | None = None,
@@ -83,7 +71,7 @@ def detect_tissue(
 ) -> TissueMask:
     """Detect tissue from an overview; returns an empty mask for an all-glass slide."""
     d = downsample or mask_downsample(slide)
-    rgb = _overview(slide, d)
+    rgb = slide.overview(d)
     return TissueMask(tissue_from_rgb(rgb, d * (slide.mpp[0] if slide.has_mpp else 1.0),
                                       min_saturation, min_object_um2), d)
 
