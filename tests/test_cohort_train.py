@@ -26,7 +26,7 @@ def test_risk_head_separates_and_needs_both_labels() -> None:
     rng = np.random.default_rng(0)
     good = [rng.normal(0, 1, (20, 8)) for _ in range(5)]
     poor = [rng.normal(0, 1, (20, 8)) + np.eye(8)[0] * 2 for _ in range(5)]
-    head = fit_risk_head(good + poor, np.array([0] * 5 + [1] * 5))
+    head = fit_risk_head(good + poor, np.array([0] * 5 + [1] * 5), l2=0.01)
     assert head.predict(np.concatenate(poor)).mean() > head.predict(np.concatenate(good)).mean() + 0.3
     with pytest.raises(CohortError, match="both poor and good"):
         fit_risk_head(good, np.zeros(5, int))

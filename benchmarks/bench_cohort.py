@@ -1,0 +1,155 @@
+"""Cohort-scale benchmark: signature accuracy on a semi-synthetic cohort, and score-cohort speed.
+
+Part A (accuracy): generate virtual patients (real NCT-CRC-HE tiles, known hazard), run
+``train-signature`` with the default bundle, and compare on the held-out patients the signature's
+C-index with the oracle C-index (the true log-hazard's) and the mean true hazard of the high- and
+low-risk groups. Goals: |C − C_oracle| ≤ 0.05 with ≥ 60 held-out patients; high group has the
+higher mean true hazard.
+
+Part B (speed): ``score-cohort`` on 8 generated slides with the default bundle: the engine called
+directly in this process (one model, 2 torch threads) vs a LocalCluster with 1 worker × 2 threads
+and 2 workers × 1 thread. Per-slide overhead of the distributed path = (distributed wall −
+direct wall) / direct wall, reported with and without the cluster start-up. Goal < 10 %.
+
+    .venv/bin/python benchmarks/bench_cohort.py [--workdir DIR] [--skip-train] [--skip-score]
+
+Embeddings are cached in WORKDIR/emb, so re-running Part A costs only the fitting. Prints the
+figures and writes WORKDIR/bench_cohort.json. The load average is printed: on a shared machine
+timings vary with what others run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+
+def part_a(work: Path, patients: int, k: int, test_fraction: float, seed: int) -> dict:
+    from napari_pathomics.cohort.generator import CohortSpec, make_cohort
+    from napari_pathomics.cohort.train_signature import TrainSettings, train_signature
+
+    cdir = work / f"cohort-{patients}-{k}-{seed}"
+    t0 = time.perf_counter()
+    if not (cdir / "outcomes.csv").is_file():
+        make_cohort(cdir, CohortSpec(patients=patients, seed=seed, tiles_per_side=k))
+    t_gen = time.perf_counter() - t0
+    s = TrainSettings(outcomes=str(cdir / "outcomes.csv"), oracle_col="true_log_hazard", test_fraction=test_fraction,
+                      permutations=200, cache_dir=str(work / "emb"), seed=0)
+    t0 = time.perf_counter()
+    rep = train_signature(cdir / "cohort.csv", work / "trained-bundle", settings=s, progress=True)
+    t_train = time.perf_counter() - t0
+    te = rep["evaluation"]["test"]
+    out = {
+        "patients": patients, "tiles_per_side": k, "held_out": te["n"], "held_out_events": te["events"],
+        "c_index": te["c_index"], "oracle_c_index": te["oracle_c_index"],
+        "c_gap": te["oracle_c_index"] - te["c_index"],
+        "corr_risk_true_log_hazard": te.get("corr_risk_vs_true_log_hazard"),
+        "mean_true_hazard_high": te.get("mean_true_hazard_high"), "mean_true_hazard_low": te.get("mean_true_hazard_low"),
+        "n_high": te.get("n_high"), "hr_high_vs_low": (te.get("hazard_ratio_high_vs_low") or {}).get("hr"),
+        "train_c_index": rep["evaluation"]["train"]["c_index"], "covariates": rep["signature"]["covariates"],
+        "generate_s": round(t_gen, 1), "train_signature_s": round(t_train, 1), "timings": rep["timings"],
+    }
+    out["pass_c_within_0_05"] = bool(out["c_gap"] <= 0.05 and te["n"] >= 60)
+    hi, lo = out["mean_true_hazard_high"], out["mean_true_hazard_low"]
+    out["pass_high_group_higher_hazard"] = bool(hi is not None and lo is not None and hi > lo)
+    return out
+
+
+def _direct(table, bundle, amp: str, threads: int) -> dict:
+    """The engine called directly: one Engine, each slide opened, planned and run (no outputs)."""
+    from napari_pathomics.model.engine import Engine, plan_for_bundle
+    from napari_pathomics.slide import open_slide
+
+    t0 = time.perf_counter()
+    engine = Engine(bundle, device="cpu", amp=amp, num_threads=threads)
+    per = []
+    tiles = 0
+    for row in table.rows:
+        ts = time.perf_counter()
+        with open_slide(row.slide_path) as slide:
+            res = engine.run_all(slide, plan_for_bundle(slide, bundle), use_cache=False)
+        tiles += len(res)
+        per.append(time.perf_counter() - ts)
+    return {"wall_s": time.perf_counter() - t0, "per_slide_s": per, "tiles": tiles}
+
+
+def part_b(work: Path, n_slides: int, k: int) -> dict:
+    from napari_pathomics.cohort.batch import resolve_amp, score_cohort
+    from napari_pathomics.cohort.generator import CohortSpec, make_cohort
+    from napari_pathomics.cohort.table import read_cohort
+    from napari_pathomics.model.bundle import Bundle
+    from napari_pathomics.resources import DEFAULT_BUNDLE
+
+    cdir = work / f"score-{n_slides}-{k}"
+    if not (cdir / "cohort.csv").is_file():
+        make_cohort(cdir, CohortSpec(patients=n_slides, seed=99, tiles_per_side=k))
+    table = read_cohort(cdir / "cohort.csv")
+    bundle = Bundle.load(DEFAULT_BUNDLE)
+    amp, why = resolve_amp(bundle, "cpu", "auto")
+    out: dict = {"slides": n_slides, "tiles_per_side": k, "amp": amp, "amp_reason": why}
+    out["direct_engine_2threads"] = _direct(table, bundle, amp, 2)
+    for name, w, t in (("in_process_1x2", 0, 2), ("dask_1_worker_x2", 1, 2), ("dask_2_workers_x1", 2, 1)):
+        d = work / f"out-{name}"
+        shutil.rmtree(d, ignore_errors=True)
+        t0 = time.perf_counter()
+        rec = score_cohort(table, d, bundle=DEFAULT_BUNDLE, workers=w, threads_per_worker=t, amp=amp, progress=False)
+        wall = time.perf_counter() - t0
+        assert rec["summary"]["done"] == n_slides, rec["summary"]
+        tasks = [s["task_s"] for s in rec["slides"]]
+        out[name] = {"wall_s": wall, "cluster_start_s": rec["timings"].get("cluster_start_s", 0.0),
+                     "scoring_s": rec["timings"]["scoring_s"], "patient_table_s": rec["timings"]["patient_table_s"],
+                     "sum_task_s": sum(tasks), "engine_loads": sum(1 for s in rec["slides"] if not s["engine_reused"])}
+    direct = out["direct_engine_2threads"]["wall_s"]
+    d1 = out["dask_1_worker_x2"]
+    out["overhead_1worker_total"] = (d1["wall_s"] - direct) / direct
+    out["overhead_1worker_excl_cluster_start"] = (d1["wall_s"] - d1["cluster_start_s"] - direct) / direct
+    out["overhead_per_slide_s"] = (d1["wall_s"] - d1["cluster_start_s"] - direct) / n_slides
+    out["speedup_2w_vs_1w"] = d1["wall_s"] / out["dask_2_workers_x1"]["wall_s"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("bench-cohort-work"))
+    ap.add_argument("--patients", type=int, default=140)
+    ap.add_argument("--tiles-per-side", type=int, default=7)
+    ap.add_argument("--test-fraction", type=float, default=0.45)
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--score-slides", type=int, default=8)
+    ap.add_argument("--score-tiles-per-side", type=int, default=10)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-score", action="store_true")
+    a = ap.parse_args()
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    res: dict = {"loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}
+    if not a.skip_train:
+        res["accuracy"] = part_a(a.workdir, a.patients, a.tiles_per_side, a.test_fraction, a.seed)
+        acc = res["accuracy"]
+        print(f"[A] held-out {acc['held_out']} patients ({acc['held_out_events']} events): C-index "
+              f"{acc['c_index']:.3f} vs oracle {acc['oracle_c_index']:.3f} (gap {acc['c_gap']:+.3f}, goal ≤ 0.05: "
+              f"{'PASS' if acc['pass_c_within_0_05'] else 'FAIL'}); mean true hazard high {acc['mean_true_hazard_high']:.2f}"
+              f" vs low {acc['mean_true_hazard_low']:.2f} ({'PASS' if acc['pass_high_group_higher_hazard'] else 'FAIL'}); "
+              f"corr(risk, true log-hazard) {acc['corr_risk_true_log_hazard']:.2f}; train-signature {acc['train_signature_s']} s",
+              flush=True)
+    if not a.skip_score:
+        res["speed"] = sp = part_b(a.workdir, a.score_slides, a.score_tiles_per_side)
+        print(f"[B] {sp['slides']} slides × {sp['tiles_per_side']}² tiles, amp {sp['amp']}:")
+        print(f"    direct engine (1 process, 2 threads): {sp['direct_engine_2threads']['wall_s']:.1f} s")
+        for n in ("in_process_1x2", "dask_1_worker_x2", "dask_2_workers_x1"):
+            r = sp[n]
+            print(f"    {n:20s} wall {r['wall_s']:.1f} s (cluster start {r['cluster_start_s']:.1f} s, "
+                  f"scoring {r['scoring_s']:.1f} s, model loads {r['engine_loads']})")
+        print(f"    overhead of the distributed path (1 worker) vs direct: {100 * sp['overhead_1worker_total']:+.1f} % "
+              f"total, {100 * sp['overhead_1worker_excl_cluster_start']:+.1f} % excluding cluster start "
+              f"({sp['overhead_per_slide_s']:+.2f} s/slide); 2 workers vs 1: {sp['speedup_2w_vs_1w']:.2f}×")
+    res["loadavg_end"] = os.getloadavg()
+    print(f"load average start {res['loadavg_start']}, end {res['loadavg_end']} on {res['cpus']} CPUs")
+    (a.workdir / "bench_cohort.json").write_text(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
