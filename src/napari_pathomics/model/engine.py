@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import InferenceError, ResultsError
 from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults, cache_path, patch_risk, patch_risk_weights
 from .cam import GradCamRunner, make_targets, validate_cam_names
-from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device
+from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -199,7 +199,7 @@ class Engine:
     def __init__(self, bundle: "Bundle", device: str = "auto", batch_size: int = 32, amp: str = "auto",
                  num_threads: int | None = None, *, workers: int = 1, prefetch: int = 2,
                  cam_size: int = DEFAULT_CAM_SIZE, min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
-                 flush_seconds: float = 10.0, reader_nice: int = 0) -> None:
+                 flush_seconds: float = 10.0, reader_nice: int = 0, tune_malloc: bool = True) -> None:
         if batch_size < 1:
             raise InferenceError(f"batch size must be ≥ 1, got {batch_size}")
         self.bundle = bundle
@@ -213,6 +213,7 @@ class Engine:
         self.min_tile_tissue = float(min_tile_tissue)
         self.flush_seconds = float(flush_seconds)
         self.reader_nice = int(reader_nice)
+        self.tune_malloc = bool(tune_malloc)
         self.weights = patch_risk_weights(bundle)
         self.results: TileResults | None = None
         self.cache_file: Path | None = None
@@ -369,6 +370,8 @@ class Engine:
             stats["total_s"] = time.perf_counter() - t_start
             return
         configure_threads(self.num_threads)
+        if self.tune_malloc and self.device.type == "cpu":
+            tune_allocator()
         _ = self.amp  # probe once, before timing batches
         origins = res.origins
         batches = [todo[i:i + self.batch_size] for i in range(0, todo.size, self.batch_size)]
