@@ -135,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle-col", default=None, help="column with a known true log-hazard (synthetic cohorts)")
     p.add_argument("--permutations", type=int, default=1000, help="permutations of the cutoff p-value")
     p.add_argument("--cv", action="store_true", help="also run the nested CV of the signature fitter (slower)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default OUT/../.pathomics-emb-cache)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: the results cache folder's sibling embeddings/, i.e. $PATHOMICS_CACHE_DIR/embeddings)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--amp", default="auto")

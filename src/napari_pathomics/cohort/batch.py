@@ -104,6 +104,19 @@ def get_engine(opts: ScoreOptions) -> tuple[Any, bool]:
         return eng, reused
 
 
+def warm_worker(opts: dict[str, Any]) -> dict[str, Any]:
+    """Load this worker's model before any slide (one per worker; separates start-up from scoring)."""
+    t0 = time.perf_counter()
+    try:
+        with _RUN_LOCK:
+            eng, reused = get_engine(ScoreOptions(**opts))
+            _ = eng.model, eng.amp
+        return {"worker": _worker_name(), "pid": os.getpid(), "load_s": round(time.perf_counter() - t0, 3),
+                "reused": reused, "error": None}
+    except Exception as exc:  # noqa: BLE001 - the slides will report it one by one
+        return {"worker": _worker_name(), "pid": os.getpid(), "error": _one_line(exc)}
+
+
 def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of size + first/last MiB: the same fingerprint as ``Slide.file_hash``."""
     path = Path(path)
@@ -330,7 +343,8 @@ def score_cohort(
     b = Bundle.load(bundle or DEFAULT_BUNDLE)
     amp_name, amp_reason = resolve_amp(b, device, amp)
     n_workers, threads = default_parallelism(len(table), workers, threads_per_worker)
-    opts = ScoreOptions(bundle=str(b.source if Path(str(b.source)).exists() else b.path), bundle_id=b.bundle_id,
+    src = Path(str(b.source))
+    opts = ScoreOptions(bundle=str(src.resolve() if src.exists() else b.path), bundle_id=b.bundle_id,
                         device=device, batch_size=batch_size, amp=amp_name, num_threads=threads,
                         min_tissue=min_tissue, no_tissue=no_tissue, geojson=geojson,
                         cache_dir=str(out / "cache"), risk_head=_has_risk_head(b))
@@ -408,8 +422,13 @@ def _run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: 
         if n_workers == 0 and scheduler is None:
             record["cluster"] = {"kind": "in-process", "workers": 0, "torch_threads": threads}
             record["timings"]["cluster_start_s"] = 0.0
+            tw = time.perf_counter()
+            record["warmup"] = [warm_worker(od)]
+            record["timings"]["warmup_s"] = round(time.perf_counter() - tw, 3)
+            ts = time.perf_counter()
             for r in rows:
                 done(score_slide(r, od, str(out)))
+            record["timings"]["slides_s"] = round(time.perf_counter() - ts, 3)
             return
         from distributed import Client, LocalCluster, as_completed
 
@@ -428,10 +447,23 @@ def _run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: 
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)
+            client.wait_for_workers(n_workers, timeout="120s")
             record["cluster"] = {"kind": "LocalCluster", "workers": n_workers, "threads_per_worker": 1,
                                  "torch_threads": threads, "processes": True}
         record["timings"]["cluster_start_s"] = round(time.perf_counter() - t0, 3)
         try:
+            # load the model once on every worker present now (late joiners load on first slide)
+            tw = time.perf_counter()
+            warm = [client.submit(warm_worker, od, workers=[a], allow_other_workers=False, pure=False,
+                                  key=f"warm-{i}-{a}") for i, a in enumerate(client.scheduler_info()["workers"])]
+            record["warmup"] = []
+            for f in warm:
+                try:
+                    record["warmup"].append(f.result())
+                except Exception as exc:  # noqa: BLE001
+                    record["warmup"].append({"error": _one_line(exc)})
+            record["timings"]["warmup_s"] = round(time.perf_counter() - tw, 3)
+            ts = time.perf_counter()
             futs = {client.submit(score_slide, r, od, str(out), key=f"score-slide-{r['key']}", pure=False,
                                   retries=0): r for r in rows}
             for fut in as_completed(futs):
@@ -441,6 +473,7 @@ def _run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: 
                 except Exception as exc:  # noqa: BLE001 - a killed worker etc.: record, go on
                     rec = {**r, "status": "failed", "error": _one_line(exc), "worker": None}
                 done(rec)
+            record["timings"]["slides_s"] = round(time.perf_counter() - ts, 3)
         finally:
             client.close()
             if cluster is not None:
