@@ -39,12 +39,15 @@ def test_batch_size_does_not_change_results(bundle, slide_path):
     with open_slide(slide_path) as slide:
         grid = _grid(slide, bundle)
         a = Engine(bundle, batch_size=7, amp="fp32").run_all(slide, grid, use_cache=False)
-        b = Engine(bundle, batch_size=32, amp="fp32", prefetch=0).run_all(slide, grid, use_cache=False)
+        b = Engine(bundle, batch_size=32, amp="fp32", prefetch=0, workers=2).run_all(slide, grid, use_cache=False)
+        c = Engine(bundle, batch_size=5, amp="fp32", prefetch=0).run_all(slide, grid, use_cache=False)
     assert a.complete and b.complete
     np.testing.assert_array_equal(a.status, b.status)
     assert (a.status == DONE).sum() > 30 and (a.status == BACKGROUND).sum() > 0
     done = a.status == DONE
     np.testing.assert_allclose(a.probs[done], b.probs[done], atol=1e-4)
+    np.testing.assert_allclose(c.probs[done], b.probs[done], atol=1e-4)
+    np.testing.assert_array_equal(c.status, b.status)
     np.testing.assert_array_equal(a.pred, b.pred)
     np.testing.assert_allclose(a.probs[done].sum(axis=1), 1.0, atol=1e-5)
     assert np.all(np.isnan(a.probs[~done]))

@@ -160,6 +160,24 @@ class _Prepared:
     errors: list[str]
 
 
+def _merge(parts: list[_Prepared]) -> _Prepared:
+    """One prepared batch from consecutive parts prepared in parallel (order kept)."""
+    if len(parts) == 1:
+        return parts[0]
+    import torch
+
+    xs = [p.x for p in parts if p.x is not None]
+    x = None
+    if xs:
+        x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
+    return _Prepared(
+        idx=np.concatenate([p.idx for p in parts]), x=x,
+        keep=np.concatenate([p.keep for p in parts]), failed=np.concatenate([p.failed for p in parts]),
+        background=np.concatenate([p.background for p in parts]),
+        fallback=np.concatenate([p.fallback for p in parts]),
+        seconds=sum(p.seconds for p in parts), errors=[e for p in parts for e in p.errors])
+
+
 _NICED = threading.local()
 
 
@@ -376,13 +394,14 @@ class Engine:
         origins = res.origins
         batches = [todo[i:i + self.batch_size] for i in range(0, todo.size, self.batch_size)]
         slides = _ThreadSlides(slide)
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pathomics-read") if self.prefetch else None
+        use_pool = self.prefetch > 0 or self.workers > 1
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pathomics-read") if use_pool else None
         pending: deque[Future] = deque()
         nxt = 0
 
         def submit() -> None:
             nonlocal nxt
-            if pool is not None and nxt < len(batches):
+            if pool is not None and self.prefetch and nxt < len(batches):
                 pending.append(pool.submit(self._prepare, slides, grid, batches[nxt], origins))
                 nxt += 1
 
@@ -396,9 +415,13 @@ class Engine:
                 if cancel is not None and cancel.is_set():
                     break
                 t0 = time.perf_counter()
-                if pool is not None:
+                if self.prefetch:
                     prep = pending.popleft().result()
                     submit()
+                elif pool is not None:  # phased: all workers prepare this batch, then the model runs
+                    prep = _merge([f.result() for f in [
+                        pool.submit(self._prepare, slides, grid, part, origins)
+                        for part in np.array_split(batches[b], self.workers) if part.size]])
                 else:
                     prep = self._prepare(slides, grid, batches[b], origins)
                 stats["wait_s"] += time.perf_counter() - t0
