@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import BundleError
 from .schema import SUPPORTED_SCHEMA_VERSIONS, schema_problems
 
@@ -72,24 +73,6 @@ def _content_bytes(content: bytes | str | Mapping | list) -> bytes:
     if isinstance(content, (Mapping, list)):
         return (json.dumps(content, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
     raise BundleError(f"cannot write content of type {type(content).__name__} into a bundle")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write temp file in the same folder then rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; bundles are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _unsafe_name_reason(name: str) -> str | None:
@@ -598,12 +581,12 @@ def write_bundle(
             raise BundleError("model.weights must name a .safetensors file to write tensors")
         data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         _check_writable_name(weights)
-        _atomic_write(out / weights, data)
+        atomic_write_bytes(out / weights, data)
         files[weights] = hashlib.sha256(data).hexdigest()
     for name, content in (extra_files or {}).items():
         _check_writable_name(name)
         data = _content_bytes(content)
-        _atomic_write(out / name, data)
+        atomic_write_bytes(out / name, data)
         files[name] = hashlib.sha256(data).hexdigest()
     # Files listed but not written now must already be there; refresh their hashes.
     for name in list(files):
@@ -646,7 +629,7 @@ def attach_file(
     probs = _manifest_problems(man)
     if probs:
         raise BundleError(f"attach_file {filename}: {probs[0]}")
-    _atomic_write(folder / filename, data)
+    atomic_write_bytes(folder / filename, data)
     _finish_manifest(folder, man)
 
 
@@ -665,4 +648,4 @@ def _finish_manifest(folder: Path, man: dict) -> None:
     if probs:
         raise BundleError(f"cannot write bundle {folder}: {probs[0]}")
     data = (json.dumps(man, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
-    _atomic_write(folder / MANIFEST_NAME, data)
+    atomic_write_bytes(folder / MANIFEST_NAME, data)
