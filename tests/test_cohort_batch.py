@@ -98,3 +98,18 @@ def test_corrupt_slide_is_reported_and_others_finish(setup: dict, tmp_path: Path
 
     pt = pd.read_csv(tmp_path / "out" / "patients.csv").set_index("patient_id")
     assert pt.loc["P0002", "status"] == "failed" and pt.loc["P0001", "status"] == "ok"
+
+
+def test_existing_scheduler_address(setup: dict, tmp_path: Path) -> None:
+    """``--scheduler ADDRESS`` path: an already running cluster (here in-process threads)."""
+    from distributed import LocalCluster
+
+    table = read_cohort(setup["root"] / "cohort" / "cohort.csv")
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        rec = score_cohort(table, tmp_path / "o", bundle=setup["bundle"].path, scheduler=cluster.scheduler_address,
+                           threads_per_worker=1, amp="fp32", progress=False)
+    assert rec["cluster"]["kind"] == "external" and rec["summary"]["done"] == 3
+    for row in table.rows:
+        a = TileResults.load(slide_dir(tmp_path / "o", row.key) / RESULTS_NAME)
+        b = TileResults.load(slide_dir(setup["out"], row.key) / RESULTS_NAME)
+        assert np.array_equal(a.probs, b.probs, equal_nan=True)
