@@ -9,7 +9,8 @@ Design
   error, so one bad slide does not stop the others.
 * **One model per worker process.** Engines are cached in a module-level dict keyed by bundle
   path × bundle id × device × precision × batch × threads, so a worker loads the bundle once and
-  reuses it for every slide it gets. A process-wide lock runs one slide at a time per worker
+  reuses it for every slide it gets; a warm-up task pinned to each worker loads it before the
+  first slide (start-up and scoring are timed apart in ``run.json``). A process-wide lock runs one slide at a time per worker
   process (an Engine holds per-run state; external workers may have several dask threads), and
   intra-slide parallelism comes from torch threads (``threads_per_worker``) plus the engine's
   reader thread. The default local cluster is ``LocalCluster(processes=True)`` with one dask
@@ -18,6 +19,12 @@ Design
   probes there) and passed to every worker, so all slides of a run use the same dtype; with the
   same bundle, device, precision and torch thread count the distributed results equal a direct
   ``Engine.run_all`` bit for bit (tested).
+* **Cost.** Measured on 2 shared cores (``benchmarks/bench_cohort.py``): a warm worker spends
+  ~20–25 % more CPU per slide than the same engine called in the main thread of one process.
+  Dask's own scheduling is milliseconds per slide; the gap is the model step itself running in a
+  worker's executor thread (a plain non-main thread already costs ~7 %) next to the worker's
+  event loop. :func:`worker_config` removes the nanny's ``MALLOC_TRIM_THRESHOLD_`` and
+  ``OMP_NUM_THREADS=1``, which cost more on top.
 * **Resume.** A slide's folder ``slides/<key>/`` holds ``results.npz`` (+ ``.json``),
   ``tiles.csv``, ``tiles.geojson`` and, written last and atomically, ``done.json`` with the
   sha256 of ``results.npz``, the bundle id, the slide fingerprint and an options key. A slide is
