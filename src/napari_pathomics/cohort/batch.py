@@ -72,11 +72,10 @@ class ScoreOptions:
     no_tissue: bool = False
     geojson: bool = True
     cache_dir: str | None = None  # the engine's per-slide resume cache
-    risk_head: bool = False  # replace the engine's class-weighted risk by the bundle's risk head
 
     def result_key(self, roi_hash: str | None) -> str:
-        """What makes a slide result reusable: same bundle, tiling and risk definition."""
-        blob = json.dumps([self.bundle_id, self.min_tissue, self.no_tissue, roi_hash, self.risk_head,
+        """What makes a slide result reusable: same bundle (hence risk definition), tiling, device."""
+        blob = json.dumps([self.bundle_id, self.min_tissue, self.no_tissue, roi_hash,
                            self.device, self.amp], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -240,17 +239,8 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
         t_run = time.perf_counter() - tr
         if not res.complete:
             raise CohortError("the engine stopped before every tile had a result")
-        risk_source = "engine (class-weighted patch risk)"
-        t_head = 0.0
-        if o.risk_head:
-            th = time.perf_counter()
-            from .tiles import apply_risk_head
-
-            apply_risk_head(res, slide, engine)
-            risk_source = "bundle risk head on backbone features"
-            t_head = time.perf_counter() - th
     tw = time.perf_counter()
-    res.meta["risk_source"] = risk_source
+    risk_source = res.meta.get("risk_source", "class_weights")  # the engine applies a risk head
     outputs = [RESULTS_NAME, "results.json", "tiles.csv"]
     res.save(d / RESULTS_NAME)
     res.to_csv(d / "tiles.csv")
@@ -266,7 +256,7 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
         "outputs": outputs, "engine_reused": reused, "engine": {"amp": o.amp, "device": o.device, "num_threads": o.num_threads,
                                        "batch_size": o.batch_size},
         "timings": {"lock_wait_s": round(t_wait, 4), "engine_load_s": round(t_engine, 4),
-                    "plan_s": round(t_plan, 4), "run_s": round(t_run, 4), "risk_head_s": round(t_head, 4),
+                    "plan_s": round(t_plan, 4), "run_s": round(t_run, 4),
                     "write_s": 0.0, **{f"engine_{k}": v for k, v in stats.items()}},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -313,10 +303,6 @@ def default_parallelism(n_slides: int, workers: int | None, threads: int | None)
     return max(0, min(workers, max(1, n_slides))), max(1, threads)
 
 
-def _has_risk_head(bundle: Any) -> bool:
-    return isinstance(bundle.manifest.get("risk_head"), dict)
-
-
 def score_cohort(
     table: CohortTable,
     out: str | Path,
@@ -356,7 +342,7 @@ def score_cohort(
     opts = ScoreOptions(bundle=str(src.resolve() if src.exists() else b.path), bundle_id=b.bundle_id,
                         device=device, batch_size=batch_size, amp=amp_name, num_threads=threads,
                         min_tissue=min_tissue, no_tissue=no_tissue, geojson=geojson,
-                        cache_dir=str(out / "cache"), risk_head=_has_risk_head(b))
+                        cache_dir=str(out / "cache"))
     records: dict[str, dict[str, Any]] = {}
     todo: list[CohortRow] = []
     for row in table.rows:

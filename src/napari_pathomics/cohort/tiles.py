@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..errors import BundleError, CohortError
+from ..errors import CohortError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model.bundle import Bundle
-    from ..results import TileResults
     from ..slide import Slide
 
-RISK_HEAD_FILE = "risk_head.safetensors"
 EMB_FORMAT = 1
 
 
@@ -161,77 +159,3 @@ def extract_slide(engine: Any, slide_path: str | Path, roi_path: str | Path | No
     if cache is not None:
         atomic_write_bytes(cache, se.to_bytes(meta))
     return se
-
-
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class RiskHead:
-    """Logistic patch-risk head on standardised backbone embeddings."""
-
-    weight: np.ndarray  # (D,)
-    bias: float
-    mean: np.ndarray  # (D,)
-    scale: np.ndarray  # (D,)
-
-    def predict(self, emb: np.ndarray) -> np.ndarray:
-        """Patch risk in [0, 1] (probability of the 'poor' label) per tile."""
-        z = (np.asarray(emb, dtype=np.float64) - self.mean) / self.scale
-        return (1.0 / (1.0 + np.exp(-(z @ self.weight + self.bias)))).astype(np.float32)
-
-    def tensors(self) -> dict[str, Any]:
-        import torch
-
-        return {"weight": torch.tensor(self.weight, dtype=torch.float64),
-                "bias": torch.tensor([self.bias], dtype=torch.float64),
-                "mean": torch.tensor(self.mean, dtype=torch.float64),
-                "scale": torch.tensor(self.scale, dtype=torch.float64)}
-
-    def to_safetensors(self) -> bytes:
-        from safetensors.torch import save
-
-        return save(self.tensors())
-
-
-def load_risk_head(bundle: "Bundle") -> RiskHead | None:
-    """The bundle's risk head (None if it declares none); BundleError if declared but unusable."""
-    spec = bundle.manifest.get("risk_head")
-    if not isinstance(spec, dict):
-        return None
-    name = spec.get("weights", RISK_HEAD_FILE)
-    if name not in bundle.file_hashes:
-        raise BundleError(f"risk_head.weights {name!r} is not listed in the bundle's files")
-    from safetensors.numpy import load_file
-
-    try:
-        t = load_file(str(bundle.path / name))
-        head = RiskHead(t["weight"].astype(np.float64), float(t["bias"].reshape(-1)[0]),
-                        t["mean"].astype(np.float64), t["scale"].astype(np.float64))
-    except (OSError, KeyError, ValueError) as exc:
-        raise BundleError(f"{name}: unreadable risk head ({exc})") from None
-    if not (head.weight.shape == head.mean.shape == head.scale.shape) or head.weight.ndim != 1:
-        raise BundleError(f"{name}: risk head arrays have inconsistent shapes")
-    return head
-
-
-def apply_risk_head(res: "TileResults", slide: "Slide", engine: Any) -> None:
-    """Replace the engine's per-tile risk of done tiles by the bundle's risk head (second pass)."""
-    from ..model.preprocess import preprocess_batch
-    from ..results import DONE
-
-    head = load_risk_head(engine.bundle)
-    if head is None:
-        raise BundleError("the bundle declares no risk head")
-    done = np.flatnonzero(res.status == DONE)
-    bs = engine.batch_size
-    from ..tiling import TileGrid
-
-    grid = TileGrid(cols=res.cols, rows=res.rows, tile_size_l0=res.tile_size_l0, tile_um=engine.bundle.tile_um,
-                    mpp=engine.bundle.mpp, slide_width=slide.width, slide_height=slide.height,
-                    coverage=np.ones(len(res), dtype=np.float32))
-    for s in range(0, done.size, bs):
-        idx = done[s:s + bs]
-        tiles, failed = _read_batch(slide, grid, idx)
-        if failed.any():
-            raise CohortError(f"{slide.path.name}: tiles failed to decode in the risk-head pass")
-        emb, _ = embed_batch(engine, preprocess_batch(tiles, engine.bundle))
-        res.risk[idx] = head.predict(emb)

@@ -41,7 +41,8 @@ import numpy as np
 
 from ..errors import CohortError, PathomicsError, SignatureError
 from .table import CohortTable, read_cohort
-from .tiles import RISK_HEAD_FILE, RiskHead, SlideEmbeddings, backbone_key, extract_slide
+from ..model.risk_head import RISK_HEAD_FILE, RiskHead
+from .tiles import SlideEmbeddings, backbone_key, extract_slide
 
 MONTH_IN = {"months": 1.0, "days": 365.25 / 12.0, "years": 1.0 / 12.0}
 

@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import InferenceError, ResultsError
 from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults, cache_path, patch_risk, patch_risk_weights
 from .cam import GradCamRunner, make_targets, validate_cam_names
+from .risk_head import load_risk_head
 from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -233,6 +234,7 @@ class Engine:
         self.reader_nice = int(reader_nice)
         self.tune_malloc = bool(tune_malloc)
         self.weights = patch_risk_weights(bundle)
+        self.risk_head = load_risk_head(bundle)  # None: risk = class-weighted probabilities
         self.results: TileResults | None = None
         self.cache_file: Path | None = None
         self.stats: dict[str, float] = {}
@@ -266,11 +268,29 @@ class Engine:
 
     def predict_tensor(self, x: "torch.Tensor") -> np.ndarray:
         """Class probabilities (B, C) float32 for a preprocessed batch (the fast path)."""
+        return self.predict_with_risk(x)[0]
+
+    def predict_with_risk(self, x: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (B, C) and patch risk (B,) of a batch in one forward pass.
+
+        With a bundle risk head the pooled backbone features feed both the classifier and the
+        head; otherwise the risk is the class-weighted probability (``results.patch_risk``).
+        """
         import torch
 
         with torch.inference_mode(), autocast(self.device, self.amp.dtype):
-            logits = self.model(x.to(self.device, non_blocking=True))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            xd = x.to(self.device, non_blocking=True)
+            if self.risk_head is None:
+                logits, pre = self.model(xd), None
+            else:
+                feats = self.model.forward_features(xd)
+                pre = self.model.forward_head(feats, pre_logits=True)
+                logits = self.model.forward_head(feats)
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        if pre is None:
+            return probs, patch_risk(probs, self.weights)
+        emb = pre.float().reshape(pre.shape[0], -1).cpu().numpy()
+        return probs, self.risk_head.predict(emb)
 
     def cam_tensor(self, x: "torch.Tensor", name: str) -> np.ndarray:
         """Grad-CAM maps (B, k, k) for CAM ``name`` ('risk' or a class) of a preprocessed batch."""
@@ -299,7 +319,8 @@ class Engine:
         return {"slide": str(slide.path), "slide_hash": slide_hash, "bundle_id": self.bundle.bundle_id,
                 "bundle_name": self.bundle.name, "grid_key": grid.key(), "tile_um": grid.tile_um,
                 "mpp": grid.mpp, "tile_px": grid.tile_px, "slide_mpp": list(slide.mpp),
-                "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size}
+                "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size,
+                "risk_source": "risk_head" if self.risk_head is not None else "class_weights"}
 
     def open_results(self, slide: "Slide", grid: "TileGrid", cache_dir: str | Path | None = None,
                      use_cache: bool = True) -> TileResults:
@@ -455,10 +476,10 @@ class Engine:
         out_cams: dict[str, np.ndarray] = {}
         if prep.x is not None:
             t = time.perf_counter()
-            probs = self.predict_tensor(prep.x)
+            probs, risk = self.predict_with_risk(prep.x)
             stats["model_s"] += time.perf_counter() - t
             res.probs[kept] = probs
-            res.risk[kept] = patch_risk(probs, self.weights)
+            res.risk[kept] = risk
             res.status[kept] = DONE
             res.stain_fallback[kept] = prep.fallback[prep.keep]
             stats["model_tiles"] += kept.size
