@@ -83,8 +83,11 @@ def univariate_screen(
     rows = []
     for c in Z.columns:
         d = pd.DataFrame({"x": Z[c].to_numpy(), "T": time, "E": event})
-        m = _fit_quiet(_cph(), d, "T", "E")
-        s = m.summary.loc["x"]
+        try:
+            s = _fit_quiet(_cph(), d, "T", "E").summary.loc["x"]
+        except Exception:  # noqa: BLE001 - lifelines ConvergenceError & co.: the column cannot be screened
+            rows.append({"feature": c, "coef": float("nan"), "hr": float("nan"), "p": 1.0})
+            continue
         rows.append({"feature": c, "coef": float(s["coef"]), "hr": float(s["exp(coef)"]), "p": float(s["p"])})
     table = pd.DataFrame(rows).set_index("feature")
     keep = table.index[table["p"] < p_threshold].tolist()

@@ -68,7 +68,7 @@ def hazard_ratio(group_high: np.ndarray, time: np.ndarray, event: np.ndarray) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = CoxPHFitter().fit(d, "T", "E").summary.loc["high"]
-    return {
+    out = {
         "hr": float(s["exp(coef)"]),
         "ci_lower": float(s["exp(coef) lower 95%"]),
         "ci_upper": float(s["exp(coef) upper 95%"]),
@@ -76,6 +76,8 @@ def hazard_ratio(group_high: np.ndarray, time: np.ndarray, event: np.ndarray) ->
         "log_hr": float(s["coef"]),
         "se": float(s["se(coef)"]),
     }
+    # small cohorts can give an unbounded CI: JSON (and bundles) need null, not inf
+    return {k: (v if np.isfinite(v) else None) for k, v in out.items()}  # type: ignore[misc]
 
 
 def km_by_group(

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import SignatureError
 from .cox import FrozenCox
 from .evaluate import percentile
@@ -102,11 +103,7 @@ class Signature:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self._data, indent=1, sort_keys=True, allow_nan=False))
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, json.dumps(self._data, indent=1, sort_keys=True, allow_nan=False))
 
     # ------------------------------------------------------------ access
     @property
