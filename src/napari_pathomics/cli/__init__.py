@@ -17,7 +17,7 @@ from ..errors import PathomicsError
 
 #: Modules under ``napari_pathomics.cli`` that contribute subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
-    "slide_cmds", "model_cmds", "infer_cmds", "signature_cmds", "cohort_cmds", "app_cmds",
+    "slide_cmds", "model_cmds", "infer_cmds", "signature_cmds", "score_cmds", "cohort_cmds", "app_cmds",
 )
 
 

@@ -167,7 +167,9 @@ class ScoreWidget(QWidget):
         self.progress.setValue(100)
         sc = ps.score
         self.out["risk score"].setText(f"{sc.risk:+.3f}")
-        self.out["percentile"].setText(f"{sc.percentile:.0f}th of the reference cohort")
+        from ..scoring import ordinal
+
+        self.out["percentile"].setText(f"{ordinal(sc.percentile)} of the reference cohort")
         color = GROUP_COLORS.get(sc.group, "#333")
         self.out["risk group"].setText(f"<b style='color:{color}'>{sc.group.upper()}</b> "
                                        f"(frozen cutoff {sc.cutoff:+.3f})")
