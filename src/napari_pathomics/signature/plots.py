@@ -86,7 +86,7 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     tab.set_xlabel(f"time ({unit}); numbers at risk in the reference cohort", fontsize=9)
     for side in ("top", "right", "left"):
         tab.spines[side].set_visible(False)
-    tab.tick_params(axis="y", length=0)
+    tab.tick_params(axis="y", length=0, pad=16)
     return fig
 
 
