@@ -79,8 +79,37 @@ class Slide:
         self.levels_info: list[LevelInfo] = list(stored)
         self._levels: list[da.Array] | None = None
         self._closed = False
+        try:
+            self._check_pyramid()
+        except SlideError:
+            self.close()
+            raise
+
+    def _check_pyramid(self) -> None:
+        """Refuse files whose declared geometry or codec cannot be what they hold.
+
+        Level sizes must shrink by one factor in x and y (a patched/lying size breaks that), and
+        the first and last tile of every level must decode (catches truncated files, unknown
+        codecs and sizes far beyond the tile data) — two tile decodes per level, milliseconds.
+        """
+        name = self.path.name
         if self.width <= 0 or self.height <= 0:
-            raise SlideError(f"{self.path.name}: the slide reports an empty level 0")
+            raise SlideError(f"{name}: the slide reports an empty level 0")
+        for i, lv in enumerate(self.levels_info[1:], start=1):
+            dx, dy = self.width / lv.width, self.height / lv.height
+            # integer halvings round each side separately: allow a pixel of slack
+            tol = max(0.02, 2.0 / min(lv.width, lv.height))
+            if abs(dx - dy) / max(dx, dy) > tol:
+                raise SlideError(f"{name}: level {i} is {lv.width}x{lv.height} px but level 0 is "
+                                 f"{self.width}x{self.height}: the pyramid's sizes are inconsistent")
+        for i, lv in enumerate(self.levels_info):
+            arr = self._stored_arrays[i]
+            for y, x in ((0, 0), (lv.height - 1, lv.width - 1)):
+                try:
+                    np.asarray(arr[y:y + 1, x:x + 1])
+                except Exception as exc:  # noqa: BLE001 - codec/IO errors of every kind
+                    raise SlideError(f"{name}: level {i} cannot be decoded at ({x}, {y}) "
+                                     f"(truncated file, unsupported compression or wrong size): {exc}") from exc
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -255,13 +284,16 @@ class Slide:
     def file_hash(self, chunk: int = 1 << 20) -> str:
         """A fast content fingerprint: sha256 of size + first/last MiB (for caches and reports)."""
         h = hashlib.sha256()
-        size = self.path.stat().st_size
-        h.update(str(size).encode())
-        with open(self.path, "rb") as fh:
-            h.update(fh.read(chunk))
-            if size > chunk:
-                fh.seek(max(chunk, size - chunk))
+        try:
+            size = self.path.stat().st_size
+            h.update(str(size).encode())
+            with open(self.path, "rb") as fh:
                 h.update(fh.read(chunk))
+                if size > chunk:
+                    fh.seek(max(chunk, size - chunk))
+                    h.update(fh.read(chunk))
+        except OSError as exc:
+            raise SlideError(f"{self.path.name} can no longer be read (moved or deleted?): {exc}") from exc
         return h.hexdigest()
 
     # ------------------------------------------------------------------ pixels
@@ -270,9 +302,12 @@ class Slide:
         """Every level as a lazy (y, x, 3) uint8 dask array, synthesized levels appended."""
         if self._levels is None:
             levels = []
-            for arr in self._stored_arrays:
+            st = self.path.stat()
+            for i, arr in enumerate(self._stored_arrays):
                 chunks = (min(VIEW_CHUNK, arr.shape[0]), min(VIEW_CHUNK, arr.shape[1]), arr.shape[2])
-                levels.append(da.from_zarr(arr, chunks=chunks)[..., :3])
+                name = f"pathomics-{hashlib.sha1(f'{self.path}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()}-{i}"
+                levels.append(da.from_array(_SafeLevel(arr, self.path.name, i), chunks=chunks, name=name,
+                                            asarray=True, fancy=False, lock=False)[..., :3])
             infos = list(self.levels_info[: len(levels)])
             while max(levels[-1].shape[:2]) > PYRAMID_MIN_SIDE and min(levels[-1].shape[:2]) >= 4:
                 levels.append(_halve_lazily(levels[-1]))
@@ -338,6 +373,38 @@ class Slide:
         """A tile ``tile_um`` µm wide at ``mpp`` µm/px (the physical-units form of ``read_tile``)."""
         out_px = int(round(tile_um / mpp))
         return self.read_tile(origin, tile_um / self.mpp[0], out_px)
+
+
+class _SafeLevel:
+    """A stored level for viewing: a chunk that fails to decode shows as grey, not a crash.
+
+    napari reads chunks while rendering, where an exception would break the canvas; the engine
+    reads through ``Slide.read_region`` instead, which reports failures per tile.
+    """
+
+    def __init__(self, arr: Any, name: str, level: int) -> None:
+        self._arr = arr
+        self.shape = tuple(arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        self.ndim = len(self.shape)
+        self._name = name
+        self._level = level
+        self.failures = 0
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._arr[key])
+        except Exception as exc:  # noqa: BLE001 - decoder errors of every kind
+            self.failures += 1
+            if self.failures == 1:
+                import warnings
+
+                warnings.warn(f"{self._name}: level {self._level} has undecodable tiles ({exc}); "
+                              "they are shown grey", RuntimeWarning, stacklevel=2)
+            shape = tuple(len(range(*k.indices(n))) if isinstance(k, slice) else 1
+                          for k, n in zip(key if isinstance(key, tuple) else (key,), self.shape))
+            shape = shape + self.shape[len(shape):]
+            return np.full(shape, 128, dtype=self.dtype)
 
 
 _OME_UNITS_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    # tifffile logs "invalid page offset" & co. for damaged files; our typed error says it once
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
