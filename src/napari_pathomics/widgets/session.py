@@ -139,6 +139,17 @@ def _attach_autosave(layer: Shapes) -> None:
     layer.events.data.connect(on_data)
 
 
+def _on_removed(event: Any) -> None:
+    """Close a slide's file when its last image layer leaves the viewer (no leaked handles)."""
+    slide = slide_of(event.value)
+    if slide is None:
+        return
+    source = getattr(event, "source", None)
+    remaining = list(source) if source is not None else []
+    if not any(slide_of(ly) is slide for ly in remaining):
+        slide.close()
+
+
 def _on_inserted(event: Any) -> None:
     layer = event.value
     if isinstance(layer, Shapes) and layer.metadata.get(ROLE) == "rois":
@@ -155,6 +166,7 @@ def install(viewer: napari.Viewer | None) -> None:
     ref = _INSTALLED.get(id(viewer))
     if ref is None or ref() is not viewer:
         viewer.layers.events.inserted.connect(_on_inserted)
+        viewer.layers.events.removed.connect(_on_removed)
         _INSTALLED[id(viewer)] = weakref.ref(viewer)
     for ly in viewer.layers:
         if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == "rois":
