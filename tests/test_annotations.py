@@ -125,3 +125,27 @@ def test_sample_slide_rois_never_written_into_the_package():
     from napari_pathomics.resources import SAMPLE_SLIDE
 
     assert autosave_path(SAMPLE_SLIDE).parent != SAMPLE_SLIDE.parent
+
+
+def test_unknown_geometry_types_are_skipped_with_a_warning(tmp_path):
+    p = tmp_path / "mixed.geojson"
+    feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [5, 5]]}, "properties": {}},
+             {"type": "Feature", "geometry": {"type": "Hexagon", "coordinates": []}, "properties": {}},
+             {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]},
+              "properties": {"objectType": "annotation"}}]
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    res = read_geojson(p)
+    assert len(res.annotations) == 1
+    assert any("LineString" in w for w in res.warnings) and any("Hexagon" in w for w in res.warnings)
+
+
+def test_hundred_thousand_features(tmp_path):
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 90_000, size=(100_000, 2))
+    feats = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + 40, y], [x + 40, y + 40],
+                                                                                  [x, y + 40], [x, y]]]},
+              "properties": {"objectType": "annotation"}} for x, y in xy.tolist()]
+    p = tmp_path / "big.geojson"
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    res = read_geojson(p, bounds=(100_000, 100_000))
+    assert len(res.annotations) == 100_000 and not res.warnings
