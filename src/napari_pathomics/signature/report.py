@@ -79,7 +79,7 @@ def slide_overview_png(slide: "Slide", results: "TileResults | None", rois: Sequ
 
     thumb = np.asarray(slide.thumbnail(max_side=max_side))
     W, H = float(slide.width), float(slide.height)
-    panels = ["slide + ROIs"]
+    panels = ["slide + ROIs" if rois else "slide (all tissue)"]
     if results is not None and len(results):
         panels += ["tissue classes", "patch risk"]
     aspect = H / W if W else 1.0
