@@ -65,11 +65,14 @@ class ReadResult:
 
 def _color(value: Any) -> tuple[int, int, int]:
     """QuPath writes colours as [r, g, b] or a packed signed int; accept both."""
-    if isinstance(value, (list, tuple)) and len(value) >= 3:
-        return tuple(int(max(0, min(255, c))) for c in value[:3])  # type: ignore[return-value]
-    if isinstance(value, int):
-        v = value & 0xFFFFFF
-        return (v >> 16) & 255, (v >> 8) & 255, v & 255
+    try:
+        if isinstance(value, (list, tuple)) and len(value) >= 3:
+            return tuple(int(max(0, min(255, c))) for c in value[:3])  # type: ignore[return-value]
+        if isinstance(value, int):
+            v = value & 0xFFFFFF
+            return (v >> 16) & 255, (v >> 8) & 255, v & 255
+    except (TypeError, ValueError, OverflowError):  # e.g. ["red", "x", "y"] or NaN: not a colour
+        pass
     return DEFAULT_COLOR
 
 
@@ -131,7 +134,8 @@ def parse_geojson(
             continue  # detections/tiles are results, not ROIs
         gtype = feat["geometry"].get("type")
         try:
-            geom = shape(feat["geometry"])
+            with np.errstate(invalid="ignore"):  # NaN coordinates are reported below, not as a numpy warning
+                geom = shape(feat["geometry"])
         except Exception as exc:  # noqa: BLE001 - shapely raises several kinds
             warnings.append(f"{label}: unreadable {gtype} geometry ({exc}), skipped")
             continue
@@ -181,7 +185,7 @@ def read_geojson(
     """Read a QuPath GeoJSON file (FeatureCollection, Feature or list of features)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a BOM (Windows editors add one)
     except FileNotFoundError:
         raise AnnotationError(f"ROI file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -190,6 +194,8 @@ def read_geojson(
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path.name} is not usable GeoJSON (JSON nested too deeply)") from None
     return parse_geojson(doc, bounds=bounds, source=path.name, allow_empty=allow_empty)
 
 
