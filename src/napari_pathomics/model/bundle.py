@@ -267,6 +267,8 @@ def _read_manifest(folder: Path) -> tuple[dict, bytes]:
         raise BundleError(f"{MANIFEST_NAME}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"{MANIFEST_NAME}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise BundleError(f"{MANIFEST_NAME}: JSON nested too deeply") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST_NAME}: top level must be a JSON object")
     return manifest, raw
