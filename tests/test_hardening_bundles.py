@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from napari_pathomics.errors import BundleError
-from napari_pathomics.model.bundle import Bundle, sha256_file
+from napari_pathomics.model.bundle import Bundle, sha256_file, validate_bundle
 
 from _cohort_helpers import tiny_bundle
 
@@ -222,3 +222,15 @@ def test_not_a_zip_not_a_folder(tmp_path: Path) -> None:
     junk.write_bytes(os.urandom(4096))
     _refused(junk, "not a bundle folder, a manifest.json or a zip", tmp_path)
     _refused(tmp_path / "nowhere", "bundle not found", tmp_path)
+
+
+@pytest.mark.parametrize("depth", [990, 100_000])
+def test_deeply_nested_manifest_is_a_bundle_error(bundle: Path, tmp_path: Path, depth: int) -> None:
+    """json.loads raised a bare RecursionError on these (found by probing, fixed in bundle.py)."""
+    man = _manifest(bundle)
+    text = json.dumps(man)[:-1] + ', "provenance": ' + "[" * depth + "]" * depth + "}"
+    (bundle / "manifest.json").write_text(text)
+    with pytest.raises(BundleError) as info:
+        Bundle.load(bundle)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 5000
+    assert validate_bundle(bundle) and "Traceback" not in "".join(validate_bundle(bundle))
