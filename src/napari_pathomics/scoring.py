@@ -186,6 +186,27 @@ def _sha256_full(path: Path) -> str | None:
     return h.hexdigest()
 
 
+_ENGINES: dict[tuple[str, str, str, int], Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine(bundle: "Bundle", device: str, batch_size: int) -> Any:
+    """One engine (one model in memory) per bundle and settings, reused across patients.
+
+    Building the model per call made a long scoring session grow by a model's worth of
+    allocator churn per patient; only the most recent engine is kept.
+    """
+    from .model.engine import Engine
+
+    key = (bundle.bundle_id, str(Path(bundle.path).resolve()), device, int(batch_size))
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            _ENGINES.clear()
+            eng = _ENGINES[key] = Engine(bundle, device=device, batch_size=batch_size)
+        return eng
+
+
 def ordinal(n: float) -> str:
     """'83rd', '11th', '2nd': percentiles read as a pathologist says them."""
     k = int(round(n))
@@ -283,7 +304,7 @@ def score_patient(
                                             {"slide": str(slide.path), "bundle_id": bundle.bundle_id})
                 else:
                     if engine is None:
-                        engine = Engine(bundle, device=device, batch_size=batch_size)
+                        engine = _engine(bundle, device, batch_size)
                     report(f"{name}: inference on {len(grid)} tiles", base)
                     computed = False
                     for upd in engine.run(slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel):
