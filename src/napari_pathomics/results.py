@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -290,7 +291,8 @@ class TileResults:
                 )
         except ResultsError:
             raise
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, EOFError, RecursionError,
+                zipfile.BadZipFile) as exc:  # torn/empty files (BadZipFile, EOFError) and odd metadata
             raise ResultsError(f"{path.name}: not a readable results file ({exc})") from None
         n = len(res)
         if res.probs.shape != (n, len(res.class_names)) or res.status.shape != (n,) or res.origins.shape != (n, 2):
