@@ -95,6 +95,10 @@ class Slide:
         name = self.path.name
         if self.width <= 0 or self.height <= 0:
             raise SlideError(f"{name}: the slide reports an empty level 0")
+        shape = tuple(self._stored_arrays[0].shape)
+        if len(shape) != 3 or shape[2] not in (3, 4):  # greyscale/multiplex: the viewer and engine need RGB
+            ch = shape[2] if len(shape) == 3 else 1
+            raise SlideError(f"{name}: {ch} channel(s) per pixel; only RGB brightfield slides are supported")
         for i, lv in enumerate(self.levels_info[1:], start=1):
             dx, dy = self.width / lv.width, self.height / lv.height
             # integer halvings round each side separately: allow a pixel of slack
