@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,8 @@ def extract_slide(engine: Any, slide_path: str | Path, roi_path: str | Path | No
                     se, m = SlideEmbeddings.load(cache)
                     if all(m.get(k) == v for k, v in meta.items()):
                         return se
-                except (OSError, ValueError, KeyError):
+                except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, RecursionError,
+                        zipfile.BadZipFile):  # a torn/empty cache file is recomputed, not fatal
                     pass
         keep_cols, keep_rows, probs_l, emb_l = [], [], [], []
         n_failed = 0
