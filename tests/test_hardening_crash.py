@@ -125,3 +125,23 @@ def test_orphan_temp_files_are_bounded(tmp_path: Path) -> None:
     # at most one orphan per killed process, all hidden temp files of this target
     assert len(orphans) <= kills
     assert all(p.name.startswith(".report.html.") and p.name.endswith(".tmp") for p in orphans)
+
+
+def test_train_signature_recomputes_over_a_torn_embedding_cache(tmp_path: Path) -> None:
+    """Same class of bug in cohort/tiles.py: a torn ``*.emb.npz`` raised BadZipFile/EOFError out of
+    ``extract_slide`` (train-signature then died with a traceback) instead of being recomputed."""
+    from napari_pathomics.cohort.tiles import extract_slide
+    from napari_pathomics.model.engine import Engine
+
+    from _cohort_helpers import tiny_bundle
+    from _engine_helpers import small_slide
+
+    engine = Engine(tiny_bundle(tmp_path / "b"), device="cpu", amp="fp32", num_threads=1)
+    slide = small_slide(tmp_path / "s.svs")
+    cache = tmp_path / "emb"
+    first = extract_slide(engine, slide, None, cache, no_tissue=True)
+    (cache_file,) = cache.glob("*.emb.npz")
+    for torn in (b"", cache_file.read_bytes()[:300]):
+        cache_file.write_bytes(torn)
+        again = extract_slide(engine, slide, None, cache, no_tissue=True)
+        assert np.array_equal(again.emb, first.emb) and np.array_equal(again.probs, first.probs)
