@@ -37,13 +37,17 @@ def bench_scoring(slides: list[Path]) -> None:
 
     os.environ["PATHOMICS_CACHE_DIR"] = str(BENCH_DIR / f"load-cache-{time.time_ns()}")
     bundle = Bundle.load(DEFAULT_BUNDLE)
-    rss = []
+    import resource
+
+    rss, peak = [], []
     t = time.perf_counter()
     for p in slides:
         score_patient([p], bundle, device="cpu")
         rss.append(current_rss_mb())
+        peak.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
     dt = time.perf_counter() - t
     print(f"scored {len(slides)} slides in {dt:.1f} s; RSS MiB after each: {', '.join(f'{r:.0f}' for r in rss)}")
+    print(f"peak RSS MiB after each: {', '.join(f'{r:.0f}' for r in peak)}")
     print(f"RSS growth from slide 2 to slide {len(slides)}: {rss[-1] - rss[1]:+.0f} MiB")
 
 
