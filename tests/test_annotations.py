@@ -149,3 +149,11 @@ def test_hundred_thousand_features(tmp_path):
     p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     res = read_geojson(p, bounds=(100_000, 100_000))
     assert len(res.annotations) == 100_000 and not res.warnings
+
+
+def test_nan_properties_are_written_as_null(tmp_path):
+    ann = Annotation(box(0, 0, 10, 10), properties={"measurements": {"area": float("nan")}, "score": float("inf")})
+    out = write_geojson([ann], tmp_path / "n.geojson")
+    doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    props = doc["features"][0]["properties"]
+    assert props["measurements"]["area"] is None and props["score"] is None

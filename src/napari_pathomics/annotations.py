@@ -203,9 +203,20 @@ def to_geojson(annotations: Iterable[Annotation]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": [a.to_feature() for a in annotations]}
 
 
+def _strict(obj: Any) -> Any:
+    """NaN/inf in imported properties become null: JSON has no NaN and QuPath rejects it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_geojson(annotations: Iterable[Annotation], path: str | Path) -> Path:
     """Write QuPath GeoJSON atomically (an interrupted save keeps the previous file)."""
-    return atomic_write_text(path, json.dumps(to_geojson(annotations), indent=1))
+    return atomic_write_text(path, json.dumps(_strict(to_geojson(annotations)), indent=1, allow_nan=False))
 
 
 def union_area(annotations: Iterable[Annotation]) -> Area | None:
