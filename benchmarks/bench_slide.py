@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from common import big_slide, current_rss_mb, median_time  # noqa: E402
+from common import big_slide, current_rss_mb  # noqa: E402
 
 
 def reads_per_second(read, n: int, w: int, h: int, seed: int = 0) -> float:

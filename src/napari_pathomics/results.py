@@ -24,6 +24,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .errors import BundleError, ResultsError
+from .provenance import json_default, strict_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model.bundle import Bundle
@@ -255,7 +256,7 @@ class TileResults:
         arrays: dict[str, np.ndarray] = {
             "cols": self.cols, "rows": self.rows, "origins": self.origins, "probs": self.probs,
             "risk": self.risk, "status": self.status, "stain_fallback": self.stain_fallback,
-            "meta_json": np.array(json.dumps(self._meta_doc(), allow_nan=False, default=_json_default)),
+            "meta_json": np.array(json.dumps(self._meta_doc(), allow_nan=False, default=json_default)),
         }
         for name, arr in self.cams.items():
             arrays[f"cam__{name}"] = arr
@@ -267,7 +268,7 @@ class TileResults:
         """Write ``path`` (.npz) atomically, then a ``.json`` sidecar with the metadata."""
         path = Path(path)
         atomic_write_bytes(path, self.to_npz_bytes())
-        atomic_write_json(path.with_suffix(".json"), _jsonable(self._meta_doc()))
+        atomic_write_json(path.with_suffix(".json"), strict_json(self._meta_doc()))
         return path
 
     @classmethod
@@ -391,17 +392,3 @@ def _hex_to_rgb(color: str) -> list[int]:
         return [128, 128, 128]
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_json_default, allow_nan=False))

@@ -13,9 +13,6 @@ then scored with :meth:`Signature.score` — the same two calls a researcher wou
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as md
-import math
-import platform
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from .errors import CancelledError, SignatureError
+from .provenance import strict_json, versions
 from .results import BACKGROUND, DONE, FAILED, PENDING, TileResults
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,17 +135,6 @@ class PatientScore:
 
 
 # ---------------------------------------------------------------------------------------------
-def versions() -> dict[str, str]:
-    """Package versions that determine the numbers (read from metadata; torch is not imported)."""
-    out = {"python": platform.python_version()}
-    for pkg in ("napari-pathomics", "torch", "timm", "numpy", "tiffslide", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def load_signature(bundle: "Bundle") -> "Signature":
     """The bundle's signature, or a SignatureError that says the bundle cannot score."""
     from .signature.model import Signature
@@ -364,22 +351,10 @@ def score_patient(
         slides=summaries,
         bundle={"name": bundle.name, "version": bundle.version, "id": bundle.bundle_id,
                 "path": str(bundle.source), "file_hashes": bundle.file_hashes},
-        signature=_jsonable(sig.summary()),
+        signature=strict_json(sig.summary()),
         versions=versions(), started=started, finished=_now(),
         duration_s=round(time.perf_counter() - t0, 3), warnings=warnings,
         results=res_list, rois=[r or None for r in roi_list], slide_objects=slide_objs,
     )
 
 
-def _jsonable(obj: Any) -> Any:
-    """Replace NaN/inf by None so the report JSON stays strict."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -14,6 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from ..errors import PathomicsError
+from ..provenance import json_default
 
 #: Modules under ``napari_pathomics.cli`` that contribute subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -23,19 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 def print_json(obj: Any) -> None:
     """Print JSON the same way in every command (sorted keys, no NaN)."""
-    print(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_json_default))
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    print(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default))
 
 
 def build_parser() -> argparse.ArgumentParser:

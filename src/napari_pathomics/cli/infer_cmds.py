@@ -17,19 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json
+from ..provenance import versions
 from .slide_cmds import add_slide_mpp_option
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("napari-pathomics", "torch", "timm", "grad-cam", "tiffslide", "tifffile", "numpy", "opencv-python-headless"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -84,7 +73,7 @@ def _infer(args: argparse.Namespace) -> int:
             "command": "pathomics infer",
             "argv": sys.argv[1:],
             "args": {k: v for k, v in vars(args).items() if k != "handler"},
-            "versions": _versions(),
+            "versions": versions(),
             "platform": platform.platform(),
             "slide": {"path": str(slide.path), "hash": res.meta.get("slide_hash"), "width": slide.width,
                       "height": slide.height, "mpp": list(slide.mpp)},

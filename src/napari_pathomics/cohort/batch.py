@@ -47,10 +47,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import CohortError, PathomicsError
+from ..provenance import versions
 from .table import CohortRow, CohortTable
 
 RUN_KIND = "pathomics-score-cohort"
@@ -267,18 +267,6 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
 
 # ---------------------------------------------------------------------------------------------
 # client side
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("napari-pathomics", "torch", "timm", "dask", "distributed", "tiffslide", "numpy", "lifelines"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def resolve_amp(bundle: Any, device: str, amp: str) -> tuple[str, str]:
     """Concrete precision for the whole run ('auto' is probed once here, on the client)."""
     a = amp.lower()

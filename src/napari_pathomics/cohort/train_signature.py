@@ -40,8 +40,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import CohortError, PathomicsError, SignatureError
-from .table import CohortTable, read_cohort
 from ..model.risk_head import RISK_HEAD_FILE, RiskHead
+from ..provenance import strict_json as jsonable
+from ..provenance import versions
+from .table import CohortTable, read_cohort
 from .tiles import SlideEmbeddings, backbone_key, extract_slide
 
 MONTH_IN = {"months": 1.0, "days": 365.25 / 12.0, "years": 1.0 / 12.0}
@@ -194,21 +196,6 @@ def fit_risk_head(embs: list[np.ndarray], labels: np.ndarray, l2: float = 1.0) -
     return RiskHead(res.x[:d].copy(), float(res.x[d]), mean, scale)
 
 
-def jsonable(obj: Any) -> Any:
-    """Plain JSON: numpy scalars to Python, non-finite floats to None (JSON has no inf/NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def usable_features(X: Any, time_: np.ndarray, event: np.ndarray, min_share: float = 0.1,
                     min_patients: int = 5) -> tuple[list[str], dict[str, str]]:
     """Columns worth screening: not constant, not rare, and a univariate Cox fit converges.
@@ -273,7 +260,6 @@ def train_signature(
     from ..signature.evaluate import hazard_ratio, time_dependent_auc
     from ..signature.features import FeatureSpec
     from ..signature.fit import SignatureFitter
-    from .batch import versions
 
     s = settings or TrainSettings()
     s.validate()

@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import hashlib
-import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import PathomicsError
+from ..provenance import versions
 from .augment import AugmentConfig, augment_batch
 
 __all__ = [
@@ -430,29 +429,6 @@ def _cv_kfold(tiles, labels, classes, cfg, log) -> dict:
     return rep
 
 
-def _versions() -> dict:
-    import timm
-    import torch
-
-    v = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-    }
-    try:
-        import safetensors
-
-        v["safetensors"] = safetensors.__version__
-    except Exception:  # pragma: no cover
-        pass
-    from .. import __version__
-
-    v["napari_pathomics"] = __version__
-    return v
-
-
 def _round_floats(obj: Any, nd: int = 6) -> Any:
     if isinstance(obj, float):
         return round(obj, nd) if np.isfinite(obj) else None
@@ -540,7 +516,7 @@ def train_patch_model(
         "created": created,
         "argv": list(argv) if argv is not None else None,
         "config": cfg.to_dict(),
-        "versions": _versions(),
+        "versions": versions(),
         "seed": cfg.seed,
         "classes": ds.classes,
         "data": {

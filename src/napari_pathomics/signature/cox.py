@@ -270,7 +270,6 @@ def fit_lasso_cox(
     pen = float(penalizers[best])
     full = _fit_quiet(_cph(pen, 1.0), d, "_T", "_E")
     nz = [c for c in Z.columns if abs(full.params_[c]) > ZERO_TOL]
-    log_null = not nz
     if not nz:
         if not allow_null:
             raise SignatureError(

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SignatureError
+from ..provenance import versions
 from .cox import (
     DEFAULT_PENALIZERS,
     FrozenCox,
@@ -223,7 +224,7 @@ class SignatureFitter:
                 "event_col": event_col,
                 "id_col": id_col,
                 "input_features": list(features),
-                "versions": _versions(),
+                "versions": versions(),
                 **(provenance or {}),
             },
         }
@@ -261,13 +262,3 @@ def patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("napari-pathomics", "lifelines", "numpy", "pandas", "scipy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
