@@ -20,11 +20,11 @@ Design
   same bundle, device, precision and torch thread count the distributed results equal a direct
   ``Engine.run_all`` bit for bit (tested).
 * **Cost.** Measured on 2 shared cores (``benchmarks/bench_cohort.py``): a warm worker spends
-  ~20–25 % more CPU per slide than the same engine called in the main thread of one process.
-  Dask's own scheduling is milliseconds per slide; the gap is the model step itself running in a
-  worker's executor thread (a plain non-main thread already costs ~7 %) next to the worker's
-  event loop. :func:`worker_config` removes the nanny's ``MALLOC_TRIM_THRESHOLD_`` and
-  ``OMP_NUM_THREADS=1``, which cost more on top.
+  ~20–25 % more CPU per slide than the same engine called in the main thread of one process
+  until the cause was found: executor threads get their own glibc arenas, whose 64 MiB heaps
+  cannot hold a batch's tensors, so each batch was fresh mmaps. :func:`worker_config` sets
+  ``MALLOC_ARENA_MAX=1`` and removes the nanny's ``MALLOC_TRIM_THRESHOLD_`` and
+  ``OMP_NUM_THREADS=1``; figures in ``benchmarks/bench_cohort.py``.
 * **Resume.** A slide's folder ``slides/<key>/`` holds ``results.npz`` (+ ``.json``),
   ``tiles.csv``, ``tiles.geojson`` and, written last and atomically, ``done.json`` with the
   sha256 of ``results.npz``, the bundle id, the slide fingerprint and an options key. A slide is
@@ -387,9 +387,17 @@ def worker_config(threads: int) -> dict[str, Any]:
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    # Tasks run in executor threads, which glibc gives their own arenas; an arena heap holds at
+    # most 64 MiB, so every batch's larger tensors were fresh mmaps (40x the page faults, +25 %
+    # CPU measured). One arena puts worker threads on the main heap, as a direct run is.
+    env["MALLOC_ARENA_MAX"] = 1
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[k] = int(threads)
-    return {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False}
+    # The worker's event loop wakes 50x/s for its tick and 10x/s for the memory monitor; each
+    # wake takes the GIL from the reader thread. Slides are long tasks: slower ticks suffice.
+    return {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False,
+            "distributed.admin.tick.interval": "500ms", "distributed.admin.tick.limit": "60s",
+            "distributed.worker.memory.monitor-interval": "1s", "distributed.admin.system-monitor.interval": "2s"}
 
 
 def _run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: str | None, n_workers: int,

@@ -17,3 +17,14 @@ def _keep_triton_out() -> None:
 
 
 _keep_triton_out()
+
+
+def _share_main_heap() -> None:
+    """Inference runs in napari worker threads: give them the main malloc arena (see
+    ``model.device.tune_allocator``) before those threads exist."""
+    from ..model.device import tune_allocator
+
+    tune_allocator()
+
+
+_share_main_heap()
