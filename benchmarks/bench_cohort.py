@@ -152,7 +152,8 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.45)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--score-slides", type=int, default=8)
-    ap.add_argument("--score-tiles-per-side", type=int, default=10)
+    ap.add_argument("--score-tiles-per-side", type=int, default=20,
+                    help="tiles per slide side for the scoring part (20: ~340 tissue tiles, still small for a WSI)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each scoring path (best kept)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-score", action="store_true")
