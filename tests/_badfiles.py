@@ -11,6 +11,17 @@ import tifffile
 from napari_pathomics.synthetic import synthetic_he, write_slide
 
 
+def json_paths(obj, prefix=()):
+    """Every key/index path inside a JSON document (for mutation tests)."""
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from json_paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from json_paths(v, prefix + (i,))
+
+
 def _patch_tag(data: bytes, src: Path, tag: str, value: int, page: int = 0) -> bytes:
     with tifffile.TiffFile(src) as t:
         tg = t.pages[page].tags[tag]

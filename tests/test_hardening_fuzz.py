@@ -22,6 +22,8 @@ from napari_pathomics.annotations import parse_geojson, to_geojson
 from napari_pathomics.errors import (AnnotationError, BundleError, CohortError, PathomicsError, ResultsError,
                                      SignatureError)
 
+from _badfiles import json_paths
+
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -38,20 +40,10 @@ VALID_FEATURE = {"type": "Feature", "id": "a",
                                 "classification": {"name": "Tumor", "color": [200, 0, 0]}}}
 
 
-def _paths(obj, prefix=()):
-    yield prefix
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _paths(v, prefix + (i,))
-
-
 def _mutate(data, doc):
     doc = copy.deepcopy(doc)
     for _ in range(data.draw(st.integers(1, 3))):
-        paths = [p for p in _paths(doc) if p]
+        paths = [p for p in json_paths(doc) if p]
         if not paths:
             break
         path = data.draw(st.sampled_from(paths))

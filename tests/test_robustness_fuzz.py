@@ -18,6 +18,8 @@ from napari_pathomics.synthetic import synthetic_he, write_slide
 from napari_pathomics.tiling import plan_tiles
 from napari_pathomics.tissue import detect_tissue
 
+from _badfiles import json_paths
+
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 coord = st.floats(0, 5000, allow_nan=False, allow_infinity=False)
@@ -73,16 +75,6 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st
                            max_leaves=6)
 
 
-def _paths(obj, prefix=()):
-    yield prefix
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _paths(v, prefix + (i,))
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_mutated_manifest_is_loaded_or_refused_with_bundle_error(tiny_bundle, tmp_path_factory, data):
@@ -92,7 +84,7 @@ def test_mutated_manifest_is_loaded_or_refused_with_bundle_error(tiny_bundle, tm
     shutil.copytree(tiny_bundle.path, folder)
     man = json.loads((folder / "manifest.json").read_text())
     mutated = copy.deepcopy(man)
-    paths = [p for p in _paths(mutated) if p]
+    paths = [p for p in json_paths(mutated) if p]
     path = data.draw(st.sampled_from(paths))
     parent = mutated
     for k in path[:-1]:

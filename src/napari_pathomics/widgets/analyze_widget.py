@@ -15,7 +15,7 @@ import napari
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import (
     QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from ..errors import PathomicsError
@@ -24,6 +24,7 @@ from ..resources import DEFAULT_BUNDLE
 from ..results import TileResults
 from ..slide import Slide
 from . import session
+from .controls import action_row
 from .result_layers import describe_at, show_results
 from .roi_widget import current_rois, current_tissue
 
@@ -83,21 +84,8 @@ class AnalyzeWidget(QWidget):
         cl.addRow(self.cam_on, self.cam_class)
         layout.addWidget(cams)
 
-        run_row = QHBoxLayout()
-        self.run_btn = QPushButton("Run")
-        self.run_btn.clicked.connect(self.run)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.cancel_btn.clicked.connect(self.cancel)
-        run_row.addWidget(self.run_btn)
-        run_row.addWidget(self.cancel_btn)
-        layout.addLayout(run_row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
+        self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
+            layout, ("Run", self.run), ("Cancel", self.cancel))
         self.legend = QLabel("")
         self.legend.setWordWrap(True)
         layout.addWidget(self.legend)

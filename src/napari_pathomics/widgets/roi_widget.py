@@ -7,7 +7,7 @@ from pathlib import Path
 import napari
 from napari.layers import Labels, Shapes
 from qtpy.QtWidgets import (
-    QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
+    QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
     QVBoxLayout, QWidget,
 )
 
@@ -18,16 +18,7 @@ from ..slide import Slide
 from ..tiling import DEFAULT_MIN_TISSUE, DEFAULT_MPP, DEFAULT_TILE_UM, TileGrid, plan_tiles
 from ..tissue import TissueMask, detect_tissue
 from . import session
-
-
-def _spin(value: float, lo: float, hi: float, step: float, suffix: str, decimals: int = 3) -> QDoubleSpinBox:
-    s = QDoubleSpinBox()
-    s.setDecimals(decimals)
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    s.setValue(value)
-    s.setSuffix(suffix)
-    return s
+from .controls import spin
 
 
 def tissue_layer_of(viewer: napari.Viewer, slide: Slide) -> Labels | None:
@@ -92,9 +83,9 @@ class RoiTilesWidget(QWidget):
 
         tiles = QGroupBox("Tiles")
         form = QFormLayout(tiles)
-        self.tile_um = _spin(DEFAULT_TILE_UM, 1.0, 4096.0, 8.0, " µm", 1)
-        self.mpp = _spin(DEFAULT_MPP, 0.05, 64.0, 0.05, " µm/px", 3)
-        self.min_tissue = _spin(DEFAULT_MIN_TISSUE, 0.0, 1.0, 0.05, "", 2)
+        self.tile_um = spin(DEFAULT_TILE_UM, 1.0, 4096.0, 8.0, " µm", 1)
+        self.mpp = spin(DEFAULT_MPP, 0.05, 64.0, 0.05, " µm/px", 3)
+        self.min_tissue = spin(DEFAULT_MIN_TISSUE, 0.0, 1.0, 0.05, "", 2)
         form.addRow("tile size", self.tile_um)
         form.addRow("read at", self.mpp)
         form.addRow("min ROI ∩ tissue", self.min_tissue)

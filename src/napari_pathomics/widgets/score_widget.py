@@ -17,13 +17,14 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QFileDialog, QFormLayout, QGroupBox, QLabel, QLineEdit, QListWidget,
+    QListWidgetItem, QVBoxLayout, QWidget,
 )
 
 from ..errors import PathomicsError, SignatureError
 from ..resources import DEFAULT_BUNDLE
 from . import session
+from .controls import action_row
 from .analyze_widget import load_bundle
 from .result_layers import show_results
 from .roi_widget import current_rois
@@ -55,21 +56,8 @@ class ScoreWidget(QWidget):
         form.addRow("slides", self.slides)
         layout.addWidget(box)
 
-        row = QHBoxLayout()
-        self.score_btn = QPushButton("Score")
-        self.score_btn.clicked.connect(self.score)
-        self.export_btn = QPushButton("Export report…")
-        self.export_btn.setEnabled(False)
-        self.export_btn.clicked.connect(self._export_dialog)
-        row.addWidget(self.score_btn)
-        row.addWidget(self.export_btn)
-        layout.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        layout.addWidget(self.progress)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
+        self.score_btn, self.export_btn, self.progress, self.status = action_row(
+            layout, ("Score", self.score), ("Export report…", self._export_dialog))
 
         res = QGroupBox("Risk")
         rf = QFormLayout(res)
