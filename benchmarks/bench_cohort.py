@@ -30,7 +30,7 @@ from pathlib import Path
 
 def part_a(work: Path, patients: int, k: int, test_fraction: float, seed: int) -> dict:
     from napari_pathomics.cohort.generator import CohortSpec, make_cohort
-    from napari_pathomics.cohort.train_signature import TrainSettings, train_signature
+    from napari_pathomics.training.signature import TrainSettings, train_signature
 
     cdir = work / f"cohort-{patients}-{k}-{seed}"
     t0 = time.perf_counter()
@@ -61,13 +61,14 @@ def part_a(work: Path, patients: int, k: int, test_fraction: float, seed: int) -
 
 def _direct(table, bundle, amp: str, threads: int) -> dict:
     """The engine called directly: one Engine, each slide opened, planned and run (no outputs)."""
-    from napari_pathomics.model.engine import Engine, plan_for_bundle
-    from napari_pathomics.slide import open_slide
+    from napari_pathomics.inference.engine import Engine
+    from napari_pathomics.wsi.tiling import plan_for_bundle
+    from napari_pathomics.wsi.slide import open_slide
 
     t0 = time.perf_counter()
     c0 = time.process_time()
     engine = Engine(bundle, device="cpu", amp=amp, num_threads=threads)
-    _ = engine.model, engine.amp  # warm, as score-cohort warms each worker
+    _ = engine.net, engine.amp  # warm, as score-cohort warms each worker
     t_warm = time.perf_counter() - t0
     t1 = time.perf_counter()
     c1 = time.process_time()
@@ -88,7 +89,7 @@ def part_b(work: Path, n_slides: int, k: int, repeats: int = 2) -> dict:
     from napari_pathomics.cohort.batch import resolve_amp, score_cohort
     from napari_pathomics.cohort.generator import CohortSpec, make_cohort
     from napari_pathomics.cohort.table import read_cohort
-    from napari_pathomics.model.bundle import Bundle
+    from napari_pathomics.bundle import Bundle
     from napari_pathomics.resources import DEFAULT_BUNDLE
 
     cdir = work / f"score-{n_slides}-{k}"

@@ -29,7 +29,7 @@ def ensure_slide() -> Path:
     """Generate the 32k² benchmark slide once (about 2 minutes, 1 GB of JPEG)."""
     if SLIDE.is_file():
         return SLIDE
-    from napari_pathomics.synthetic import synthetic_he, write_slide
+    from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -44,8 +44,8 @@ def resnet18_bundle() -> "object":
     import timm
     import torch
 
-    from napari_pathomics.model.bundle import Bundle, write_bundle
-    from napari_pathomics.stain import MacenkoNormalizer
+    from napari_pathomics.bundle import Bundle, write_bundle
+    from napari_pathomics.inference.stain import MacenkoNormalizer
 
     out = BENCH_DIR / "resnet18-bundle"
     if not (out / "manifest.json").is_file():
@@ -66,7 +66,7 @@ def resnet18_bundle() -> "object":
 
 def subset_grid(grid, n: int):
     """An evenly spread subset of ``n`` tiles (same lattice), so runs finish in minutes."""
-    from napari_pathomics.tiling import TileGrid
+    from napari_pathomics.wsi.tiling import TileGrid
 
     if len(grid) <= n:
         return grid
@@ -78,7 +78,7 @@ def subset_grid(grid, n: int):
 
 def bench_model(engine, xs, amp: str) -> float:
     """Model alone, as the engine calls it (``predict_tensor``), on preprocessed batches: img/s."""
-    from napari_pathomics.model.device import choose_amp
+    from napari_pathomics.inference.device import choose_amp
 
     engine._amp = choose_amp(engine.model, engine.device, engine.bundle.input_size, amp)
     engine.predict_tensor(xs[0])
@@ -90,7 +90,7 @@ def bench_model(engine, xs, amp: str) -> float:
 
 def bench_cam(engine, x) -> dict:
     """Grad-CAM (risk target) and a forward, alternated on one batch: seconds per tile."""
-    from napari_pathomics.model.device import choose_amp
+    from napari_pathomics.inference.device import choose_amp
 
     engine._amp = choose_amp(engine.model, engine.device, engine.bundle.input_size, "bf16")
     engine._cam = None
@@ -109,15 +109,15 @@ def bench_prepare(engine, slide, grid, n_batches: int, normalize: bool = True) -
     """Reading (+ background check + Macenko + z-score) alone on one thread: tiles/s."""
     import torch
 
-    from napari_pathomics.model.engine import _ThreadSlides
+    from napari_pathomics.inference.reader import ThreadSlides
 
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
-    saved = engine.bundle._normalizer, engine.bundle.manifest["model"]["normalization"].get("macenko")
+    saved = engine.bundle.manifest["model"]["normalization"].get("macenko")
     if not normalize:
         engine.bundle.manifest["model"]["normalization"]["macenko"] = None
     try:
-        slides = _ThreadSlides(slide)
+        slides = ThreadSlides(slide)
         origins = grid.origins
         idx = np.arange(len(grid))
         n = 0
@@ -131,7 +131,7 @@ def bench_prepare(engine, slide, grid, n_batches: int, normalize: bool = True) -
         dt = time.perf_counter() - t
         slides.close()
     finally:
-        engine.bundle.manifest["model"]["normalization"]["macenko"] = saved[1]
+        engine.bundle.manifest["model"]["normalization"]["macenko"] = saved
         torch.set_num_threads(prev)
     return n / dt
 
@@ -146,13 +146,16 @@ def bench_read_tile(slide, grid, n: int) -> float:
 
 
 def bench_end_to_end(bundle, slide, grid, **kw) -> dict:
-    from napari_pathomics.model.engine import Engine
+    from napari_pathomics.inference.engine import Engine
 
     eng = Engine(bundle, batch_size=32, **kw)
     t = time.perf_counter()
-    res = eng.run_all(slide, grid, use_cache=False)
+    run = eng.run(slide, grid, use_cache=False)
+    for _ in run:
+        pass
+    res = run.results
     wall = time.perf_counter() - t
-    s = eng.stats
+    s = run.stats
     return {"tiles_per_s": s["tiles"] / s["loop_s"], "model_tiles_per_s": s["model_tiles"] / s["loop_s"],
             "wall_s": wall, "amp": eng.amp.name, "wait_s": s["wait_s"], "model_s": s["model_s"],
             "read_s": s["read_s"], "counts": res.counts()}
@@ -167,9 +170,10 @@ def run_for(bundle, slide, full_grid, args, label: str) -> dict:
     """
     import torch
 
-    from napari_pathomics.model.device import tune_allocator
-    from napari_pathomics.model.engine import Engine, _ThreadSlides
-    from napari_pathomics.model.preprocess import preprocess_batch
+    from napari_pathomics.inference.device import tune_allocator
+    from napari_pathomics.inference.engine import Engine
+    from napari_pathomics.inference.reader import ThreadSlides
+    from napari_pathomics.inference.preprocess import preprocess_batch
 
     tune_allocator()  # what the engine does on CPU runs; parts measured under the same allocator
     grid = subset_grid(full_grid, args.tiles)
@@ -181,7 +185,7 @@ def run_for(bundle, slide, full_grid, args, label: str) -> dict:
           flush=True)
     eng = Engine(bundle, batch_size=32, amp="fp32")
     torch.set_num_threads(cores)
-    slides = _ThreadSlides(slide)
+    slides = ThreadSlides(slide)
     xs = []
     for b in range(3):
         tiles = np.stack([slides.get().read_tile(tuple(map(int, o)), grid.tile_size_l0, grid.tile_px)
@@ -248,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
-    from napari_pathomics.model.bundle import Bundle
-    from napari_pathomics.model.engine import plan_for_bundle
+    from napari_pathomics.bundle import Bundle
+    from napari_pathomics.wsi.tiling import plan_for_bundle
     from napari_pathomics.resources import DEFAULT_BUNDLE
-    from napari_pathomics.slide import open_slide
+    from napari_pathomics.wsi.slide import open_slide
 
     path = ensure_slide()
     load = os.getloadavg()

@@ -17,7 +17,7 @@ from common import BENCH_DIR, current_rss_mb  # noqa: E402
 
 
 def make_slides(n: int) -> list[Path]:
-    from napari_pathomics.synthetic import synthetic_he, write_slide
+    from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
     folder = BENCH_DIR / "load"
     folder.mkdir(parents=True, exist_ok=True)
@@ -31,7 +31,7 @@ def make_slides(n: int) -> list[Path]:
 
 
 def bench_scoring(slides: list[Path]) -> None:
-    from napari_pathomics.model.bundle import Bundle
+    from napari_pathomics.bundle import Bundle
     from napari_pathomics.resources import DEFAULT_BUNDLE
     from napari_pathomics.scoring import score_patient
 

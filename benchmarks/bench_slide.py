@@ -27,7 +27,7 @@ def reads_per_second(read, n: int, w: int, h: int, seed: int = 0) -> float:
 def bench_reads(path) -> None:
     import tiffslide
 
-    from napari_pathomics.slide import open_slide
+    from napari_pathomics.wsi.slide import open_slide
 
     ts = tiffslide.TiffSlide(path)
     s = open_slide(path)

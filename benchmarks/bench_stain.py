@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from napari_pathomics import resources
-from napari_pathomics.stain import MacenkoNormalizer
+from napari_pathomics.inference.stain import MacenkoNormalizer
 
 
 def main() -> None:

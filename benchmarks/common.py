@@ -14,7 +14,7 @@ BENCH_DIR = Path(os.environ.get("PATHOMICS_BENCH_DIR", "/tmp/pathomics-bench"))
 
 def big_slide(side: int = 32768, mpp: float = 0.25) -> Path:
     """A JPEG-tiled pyramidal SVS of ``side``² px at ``mpp`` (generated once, then reused)."""
-    from napari_pathomics.synthetic import synthetic_he, write_slide
+    from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
     path = BENCH_DIR / f"synthetic-{side}-{mpp}.svs"
     if not path.exists():

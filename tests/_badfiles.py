@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_pathomics.synthetic import synthetic_he, write_slide
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
 
 def json_paths(obj, prefix=()):

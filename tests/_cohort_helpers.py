@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_pathomics.model.bundle import Bundle, write_bundle
-from napari_pathomics.stain import MacenkoNormalizer
+from napari_pathomics.bundle import Bundle, write_bundle
+from napari_pathomics.inference.stain import MacenkoNormalizer
 
 CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 COLORS = ["#ffd27f", "#ffffff", "#a0522d", "#1f3fbf", "#87ceeb", "#b22222", "#2e8b57", "#ff69b4", "#800080"]

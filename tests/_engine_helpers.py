@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_pathomics.model.bundle import Bundle, write_bundle
-from napari_pathomics.stain import MacenkoNormalizer
-from napari_pathomics.synthetic import synthetic_he, write_slide
+from napari_pathomics.bundle import Bundle, write_bundle
+from napari_pathomics.inference.stain import MacenkoNormalizer
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
 CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 COLORS = ["#ffd27f", "#ffffff", "#a0522d", "#1f3fbf", "#87ceeb", "#b22222", "#2e8b57", "#ff69b4", "#800080"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_pathomics.resources import SAMPLE_SLIDE
-from napari_pathomics.synthetic import synthetic_he, write_slide
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
 
 @pytest.fixture(autouse=True)

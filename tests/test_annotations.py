@@ -5,9 +5,9 @@ import pytest
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from napari_pathomics.annotations import Annotation, read_geojson, write_geojson
+from napari_pathomics.wsi.annotations import Annotation, read_geojson, write_geojson
 from napari_pathomics.errors import AnnotationError
-from napari_pathomics.roi_store import autosave_path, load_saved_rois, save_rois, sidecar_path
+from napari_pathomics.wsi.roi_store import autosave_path, load_saved_rois, save_rois, sidecar_path
 
 QUPATH = {
     "type": "FeatureCollection",

@@ -15,7 +15,12 @@ import torch
 
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import BundleError
-from napari_pathomics.model.bundle import Bundle, attach_file, sha256_file, validate_bundle, write_bundle
+from napari_pathomics.bundle import Bundle, attach_file, validate_bundle, write_bundle
+from napari_pathomics.inference.backbones import build_model
+from napari_pathomics.inference.checks import runtime_problems
+from napari_pathomics.inference.preprocess import bundle_normalizer
+from napari_pathomics.provenance import sha256_file
+from napari_pathomics.results.risk import class_risk_weights
 
 ARCH = "test_efficientnet"  # a tiny timm model keeps these tests fast
 
@@ -81,13 +86,13 @@ def test_round_trip(tiny) -> None:
     assert b.gradcam_target_layer == "bn2" and b.signature_path is None
     assert set(b.file_hashes) == {"model.safetensors", "run_record.json"}
     assert b.file_hashes["model.safetensors"] == sha256_file(folder / "model.safetensors")
-    np.testing.assert_array_equal(b.risk_weights(), [1, 1, 0])
+    np.testing.assert_array_equal(class_risk_weights(b), [1, 1, 0])
     assert len(b.bundle_id) == 16
-    assert b.normalizer() is not None and b.normalizer() is b.normalizer()
+    assert bundle_normalizer(b) is not None and bundle_normalizer(b) is bundle_normalizer(b)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(b.create_model()(x), model(x))
-    assert validate_bundle(folder, deep=True) == []
+        torch.testing.assert_close(build_model(b)(x), model(x))
+    assert validate_bundle(folder) == [] and runtime_problems(b) == []
 
 
 def test_tampered_weights_refused(tiny) -> None:
@@ -192,7 +197,7 @@ def test_wrong_architecture_weights_refused(tiny) -> None:
     _rewrite_manifest(folder, lambda m: m["model"].update(architecture="test_resnet"))
     b = Bundle.load(folder)  # hashes fine; the mismatch appears when building the model
     with pytest.raises(BundleError, match="weights do not fit test_resnet"):
-        b.create_model()
+        build_model(b)
 
 
 def _zip_folder(folder: Path, dest: Path, prefix: str = "bundle/") -> Path:

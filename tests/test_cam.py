@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from _engine_helpers import make_bundle, textured_he
-from napari_pathomics.model.cam import RISK_CAM, GradCamRunner, RiskTarget, make_targets, stitch_tiles
-from napari_pathomics.model.engine import Engine, plan_for_bundle
-from napari_pathomics.results import DONE, mosaic_scale_translate, patch_risk, patch_risk_weights
-from napari_pathomics.slide import open_slide
-from napari_pathomics.synthetic import write_slide
+from napari_pathomics.inference.backbones import build_model
+from napari_pathomics.inference.cam import RISK_CAM, GradCamRunner, RiskTarget, make_targets
+from napari_pathomics.inference.engine import Engine
+from napari_pathomics.layers import grid_transform
+from napari_pathomics.results import DONE, patch_risk, patch_risk_weights
+from napari_pathomics.wsi.tiling import plan_for_bundle, stitch_tiles
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.synthetic import write_slide
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +42,12 @@ def test_fast_gradcam_equals_plain_pytorch_grad_cam(bundle):
     from pytorch_grad_cam.utils.image import scale_cam_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model = bundle.create_model()
+    model = build_model(bundle).module
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     w = patch_risk_weights(bundle)
     for name in (RISK_CAM, "TUM"):
         targets = make_targets(name, 3, bundle.class_names, w)
-        ref_model = bundle.create_model()  # untouched parameters (requires_grad=True)
+        ref_model = build_model(bundle).module  # untouched parameters (requires_grad=True)
         with GradCAM(model=ref_model, target_layers=[ref_model.layer4]) as plain:
             ref = plain(input_tensor=x, targets=targets)
         raw = GradCamRunner(model, bundle.gradcam_target_layer, out_size=8).raw(x, targets)
@@ -99,7 +102,8 @@ def test_marked_tile_maps_back_to_its_level0_origin(bundle, tmp_path):
         assert mosaic.shape == (grid.n_rows * k, grid.n_cols * k)
         rr, cc = np.nonzero(np.isfinite(mosaic))
         # mosaic px → level-0 px: (index + 1/2)·s/k is the px centre; the block spans the tile
-        (sy, sx), (ty, tx) = mosaic_scale_translate(res.tile_size_l0, k, mpp)
+        t = grid_transform(slide, res.tile_size_l0 / k)
+        (sy, sx), (ty, tx) = t["scale"], t["translate"]
         left_um = tx + cc.min() * sx - sx / 2  # world (µm) edge of the first lit mosaic px
         right_um = tx + cc.max() * sx + sx / 2
         top_um = ty + rr.min() * sy - sy / 2
@@ -114,7 +118,7 @@ def test_marked_tile_maps_back_to_its_level0_origin(bundle, tmp_path):
 
 def test_bf16_cam_close_to_fp32(bundle):
     """The engine runs the CAM forward under its bf16 autocast: maps stay close to fp32's."""
-    model = bundle.create_model()
+    model = build_model(bundle).module
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     targets = make_targets(RISK_CAM, 4, bundle.class_names, patch_risk_weights(bundle))
     a = GradCamRunner(model, "layer4", out_size=8).raw(x, targets)

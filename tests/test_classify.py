@@ -11,9 +11,14 @@ import torch
 
 from napari_pathomics import resources
 from napari_pathomics.cli import main as cli_main
-from napari_pathomics.model.bundle import Bundle, validate_bundle
-from napari_pathomics.model.classify import classify_arrays, classify_files, list_images, read_image
-from napari_pathomics.model.preprocess import preprocess_batch
+from napari_pathomics.bundle import Bundle, validate_bundle
+from napari_pathomics.inference.backbones import build_model
+from napari_pathomics.inference.classify import classify_arrays, classify_files
+from napari_pathomics.inference.preprocess import bundle_normalizer
+from napari_pathomics.results.risk import class_risk_weights
+from napari_pathomics.wsi.images import list_images
+from napari_pathomics.wsi.images import read_rgb as read_image
+from napari_pathomics.inference.preprocess import preprocess_batch
 
 NCT = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
@@ -25,8 +30,8 @@ def bundle() -> Bundle:
 
 
 @pytest.fixture(scope="module")
-def model(bundle: Bundle) -> torch.nn.Module:
-    return bundle.create_model()
+def model(bundle: Bundle):
+    return build_model(bundle)
 
 
 def test_default_bundle_is_valid(bundle: Bundle) -> None:
@@ -34,14 +39,14 @@ def test_default_bundle_is_valid(bundle: Bundle) -> None:
     assert bundle.class_names == NCT
     assert bundle.manifest["model"]["architecture"] == "efficientnet_lite0"
     assert len(set(bundle.class_colors)) == 9
-    np.testing.assert_array_equal(bundle.risk_weights(), [0, 0, 1, 0, 0, 0, 0, 1, 1])
-    assert bundle.normalizer() is not None
+    np.testing.assert_array_equal(class_risk_weights(bundle), [0, 0, 1, 0, 0, 0, 0, 1, 1])
+    assert bundle_normalizer(bundle) is not None
     for key in ("cv_loo_linear_probe", "cv_source", "train"):
         assert key in bundle.metrics
     assert "run_record.json" in bundle.file_hashes
 
 
-def test_default_bundle_reproduces_training_predictions(bundle: Bundle, model: torch.nn.Module) -> None:
+def test_default_bundle_reproduces_training_predictions(bundle: Bundle, model) -> None:
     files = list_images(resources.NCT_TILES_DIR)
     assert len(files) == 41
     probs = classify_arrays([read_image(f) for f in files], bundle, model=model)
@@ -68,7 +73,7 @@ def test_preprocess_batch_contract(bundle: Bundle) -> None:
     assert preprocess_batch(big, bundle).shape == (2, 3, 224, 224)
 
 
-def test_any_size_tile_classified_like_original(bundle: Bundle, model: torch.nn.Module) -> None:
+def test_any_size_tile_classified_like_original(bundle: Bundle, model) -> None:
     img = read_image(sorted((resources.NCT_TILES_DIR / "LYM").iterdir())[0])
     big = np.repeat(np.repeat(img, 2, axis=0), 2, axis=1)  # 448 px of the same 112 µm
     p = classify_arrays([img, big], bundle, model=model)

@@ -38,7 +38,7 @@ def test_errors_are_one_line(tmp_path):
 
 
 def test_missing_mpp_cli(tmp_path):
-    from napari_pathomics.synthetic import synthetic_he, write_slide
+    from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
     p = write_slide(tmp_path / "nompp.tif", synthetic_he(600, 900), mpp=None, fmt="tiff", min_size=256)
     r = subprocess.run([sys.executable, "-m", "napari_pathomics.cli", "tiles", str(p)],

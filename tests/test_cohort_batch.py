@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_pathomics.cohort.batch import RESULTS_NAME, score_cohort, slide_dir
+from napari_pathomics.cohort.batch import score_cohort
+from napari_pathomics.cohort.task import RESULTS_NAME, slide_dir
 from napari_pathomics.cohort.generator import CohortSpec, make_cohort
 from napari_pathomics.cohort.table import read_cohort
 from napari_pathomics.results import TileResults
@@ -30,8 +31,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_distributed_equals_direct_engine_bit_for_bit(setup: dict) -> None:
-    from napari_pathomics.model.engine import Engine, plan_for_bundle
-    from napari_pathomics.slide import open_slide
+    from napari_pathomics.inference.engine import Engine
+    from napari_pathomics.wsi.tiling import plan_for_bundle
+    from napari_pathomics.wsi.slide import open_slide
 
     rec = setup["rec"]
     assert rec["summary"]["done"] == 3 and rec["summary"]["failed"] == 0

@@ -15,7 +15,7 @@ from napari_pathomics.cohort.generator import (
 )
 from napari_pathomics.cohort.table import read_cohort
 from napari_pathomics.errors import CohortError
-from napari_pathomics.slide import open_slide
+from napari_pathomics.wsi.slide import open_slide
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from napari_pathomics.cohort.generator import CohortSpec, make_cohort
-from napari_pathomics.cohort.train_signature import TrainSettings, fit_risk_head, train_signature, weak_labels
+from napari_pathomics.training.signature import TrainSettings, fit_risk_head, train_signature, weak_labels
 from napari_pathomics.errors import CohortError
-from napari_pathomics.model.bundle import Bundle
+from napari_pathomics.bundle import Bundle
 
 from _cohort_helpers import tiny_bundle
 

@@ -14,11 +14,14 @@ import tifffile
 from _engine_helpers import CLASSES, make_bundle, small_slide
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import InferenceError
-from napari_pathomics.model.device import AMP_PROB_TOL, choose_amp
-from napari_pathomics.model.engine import Engine, plan_for_bundle, read_tiles, tissue_fraction
+from napari_pathomics.inference.device import AMP_PROB_TOL, choose_amp
+from napari_pathomics.inference.engine import Engine
+from napari_pathomics.inference.reader import read_tiles
+from napari_pathomics.wsi.tiling import plan_for_bundle
+from napari_pathomics.wsi.tissue import tissue_fraction
 from napari_pathomics.results import BACKGROUND, DONE, FAILED, PENDING, TileResults, read_csv
-from napari_pathomics.slide import open_slide
-from napari_pathomics.tiling import plan_tiles
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.tiling import plan_tiles
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +84,14 @@ def test_cancel_stops_within_one_batch_cache_consistent_and_resumes(bundle, slid
         cancel = threading.Event()
         eng = Engine(bundle, batch_size=10, amp="fp32", flush_seconds=1e9)
         updates = []
-        for upd in eng.run(slide, grid, cache_dir=cache, cancel=cancel):
+        run = eng.run(slide, grid, cache_dir=cache, cancel=cancel)
+        for upd in run:
             updates.append(upd)
             cancel.set()  # the user presses Cancel while the first batch is shown
         assert len(updates) == 1 and not updates[0].from_cache
         assert updates[0].done == 10 and updates[0].total == len(grid)
 
-        on_disk = TileResults.load(eng.cache_file)
+        on_disk = TileResults.load(run.cache_file)
         assert np.count_nonzero(on_disk.status != PENDING) == 10
         finished = on_disk.status != PENDING
         assert np.all(np.isfinite(on_disk.probs[on_disk.status == DONE]))
@@ -96,22 +100,24 @@ def test_cancel_stops_within_one_batch_cache_consistent_and_resumes(bundle, slid
 
         eng2 = Engine(bundle, batch_size=10, amp="fp32")
         seen = []
-        ups = list(eng2.run(slide, grid, cache_dir=cache))
+        run2 = eng2.run(slide, grid, cache_dir=cache)
+        ups = list(run2)
         assert ups[0].from_cache and set(ups[0].indices) == set(np.flatnonzero(finished))
         for u in ups[1:]:
             seen.extend(u.indices.tolist())
         assert len(seen) == len(set(seen)) == len(grid) - 10
         assert not set(seen) & set(np.flatnonzero(finished))
-        res = eng2.results
+        res = run2.results
         assert res.complete
         np.testing.assert_array_equal(res.status, ref.status)
         np.testing.assert_allclose(res.probs[res.status == DONE], ref.probs[ref.status == DONE], atol=1e-5)
 
         # reopening shows everything from the cache, nothing recomputed
         eng3 = Engine(bundle, amp="fp32")
-        ups3 = list(eng3.run(slide, grid, cache_dir=cache))
+        run3 = eng3.run(slide, grid, cache_dir=cache)
+        ups3 = list(run3)
         assert len(ups3) == 1 and ups3[0].from_cache and ups3[0].done == len(grid)
-        assert eng3.stats["tiles"] == 0
+        assert run3.stats["tiles"] == 0
 
 
 def test_consumer_stopping_early_flushes_cache(bundle, slide_path, tmp_path):
@@ -122,7 +128,7 @@ def test_consumer_stopping_early_flushes_cache(bundle, slide_path, tmp_path):
         next(gen)
         next(gen)
         gen.close()  # e.g. the napari worker quit
-    on_disk = TileResults.load(eng.cache_file)
+    on_disk = TileResults.load(gen.cache_file)
     assert np.count_nonzero(on_disk.status != PENDING) == 32
 
 

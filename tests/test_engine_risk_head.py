@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from napari_pathomics.cohort.tiles import embed_batch
-from napari_pathomics.model.bundle import Bundle, attach_file
-from napari_pathomics.model.engine import Engine, plan_for_bundle
-from napari_pathomics.model.preprocess import preprocess_batch
-from napari_pathomics.model.risk_head import RISK_HEAD_FILE, RiskHead, load_risk_head
+from napari_pathomics.bundle import Bundle, attach_file
+from napari_pathomics.inference.engine import Engine
+from napari_pathomics.wsi.tiling import plan_for_bundle
+from napari_pathomics.inference.preprocess import preprocess_batch
+from napari_pathomics.inference.risk_head import RISK_HEAD_FILE, RiskHead, load_risk_head
 from napari_pathomics.results import DONE
-from napari_pathomics.slide import open_slide
+from napari_pathomics.wsi.slide import open_slide
 
 from _engine_helpers import make_bundle, small_slide
 
@@ -29,7 +29,8 @@ def test_engine_uses_the_bundle_risk_head(tmp_path):
     assert res.meta["risk_source"] == "risk_head"
     done = np.flatnonzero(res.status == DONE)[:8]
     tiles = np.stack([slide.read_tile(tuple(res.origins[i]), grid.tile_size_l0, grid.tile_px) for i in done])
-    emb, probs = embed_batch(engine, preprocess_batch(tiles, bundle))
+    pred = engine.predict(preprocess_batch(tiles, bundle))
+    emb, probs = pred.emb, pred.probs
     np.testing.assert_allclose(res.probs[done], probs, atol=1e-5)
     np.testing.assert_allclose(res.risk[done], head.predict(emb), atol=1e-5)
     # and not the class-weighted risk a bundle without a head gets

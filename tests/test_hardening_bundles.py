@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from napari_pathomics.errors import BundleError
-from napari_pathomics.model.bundle import Bundle, sha256_file, validate_bundle
+from napari_pathomics.bundle import Bundle, validate_bundle
+from napari_pathomics.provenance import sha256_file
 
 from _cohort_helpers import tiny_bundle
 

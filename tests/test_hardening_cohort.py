@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from napari_pathomics.cohort.table import read_cohort
-from napari_pathomics.cohort.train_signature import TrainSettings, read_outcomes
+from napari_pathomics.training.signature import TrainSettings, read_outcomes
 from napari_pathomics.errors import CohortError, SignatureError
 
 CLI = [sys.executable, "-m", "napari_pathomics.cli"]
@@ -167,7 +167,7 @@ def test_build_signature_cli_refuses_bad_table(tmp_path: Path, name: str) -> Non
 def test_score_cohort_killed_then_resumed(tmp_path: Path) -> None:
     """SIGKILL the CLI after its first slide is complete; the rerun skips what was finished,
     redoes the rest, and no slide folder is left marked done with a torn result."""
-    from napari_pathomics.cohort.batch import DONE_NAME, RESULTS_NAME, slide_dir
+    from napari_pathomics.cohort.task import DONE_NAME, RESULTS_NAME, slide_dir
     from napari_pathomics.results import TileResults
 
     from _cohort_helpers import tiny_bundle

@@ -31,7 +31,7 @@ import pytest
 
 from napari_pathomics.errors import ResultsError
 from napari_pathomics.results import TileResults
-from napari_pathomics.tiling import TileGrid
+from napari_pathomics.wsi.tiling import TileGrid
 
 
 def _results(n: int = 500) -> TileResults:
@@ -73,8 +73,9 @@ def test_torn_or_hostile_results_file_is_a_results_error(tmp_path: Path, name: s
 
 
 def test_engine_recomputes_over_a_torn_cache_file(tmp_path: Path) -> None:
-    from napari_pathomics.model.engine import Engine, plan_for_bundle
-    from napari_pathomics.slide import open_slide
+    from napari_pathomics.inference.engine import Engine
+    from napari_pathomics.wsi.tiling import plan_for_bundle
+    from napari_pathomics.wsi.slide import open_slide
 
     from _cohort_helpers import tiny_bundle
     from _engine_helpers import small_slide
@@ -85,8 +86,11 @@ def test_engine_recomputes_over_a_torn_cache_file(tmp_path: Path) -> None:
     engine = Engine(bundle, device="cpu", amp="fp32", num_threads=1, workers=1)
     with open_slide(slide_path) as slide:
         grid = plan_for_bundle(slide, bundle, tissue=False)
-        first = engine.run_all(slide, grid, cache_dir=cache)
-        cache_file = engine.cache_file
+        run = engine.run(slide, grid, cache_dir=cache)
+        first = run.results
+        for _ in run:
+            pass
+        cache_file = run.cache_file
         assert cache_file is not None and cache_file.is_file()
         for torn in (b"", cache_file.read_bytes()[:200]):  # as a crash of a non-atomic copy leaves it
             cache_file.write_bytes(torn)
@@ -128,10 +132,9 @@ def test_orphan_temp_files_are_bounded(tmp_path: Path) -> None:
 
 
 def test_train_signature_recomputes_over_a_torn_embedding_cache(tmp_path: Path) -> None:
-    """Same class of bug in cohort/tiles.py: a torn ``*.emb.npz`` raised BadZipFile/EOFError out of
-    ``extract_slide`` (train-signature then died with a traceback) instead of being recomputed."""
-    from napari_pathomics.cohort.tiles import extract_slide
-    from napari_pathomics.model.engine import Engine
+    """A torn embedding cache is recomputed by ``extract_slide``, never a traceback out of train-signature."""
+    from napari_pathomics.inference.embed import extract_slide
+    from napari_pathomics.inference.engine import Engine
 
     from _cohort_helpers import tiny_bundle
     from _engine_helpers import small_slide
@@ -140,7 +143,7 @@ def test_train_signature_recomputes_over_a_torn_embedding_cache(tmp_path: Path) 
     slide = small_slide(tmp_path / "s.svs")
     cache = tmp_path / "emb"
     first = extract_slide(engine, slide, None, cache, no_tissue=True)
-    (cache_file,) = cache.glob("*.emb.npz")
+    (cache_file,) = cache.glob("*.npz")
     for torn in (b"", cache_file.read_bytes()[:300]):
         cache_file.write_bytes(torn)
         again = extract_slide(engine, slide, None, cache, no_tissue=True)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_pathomics.annotations import parse_geojson, to_geojson
+from napari_pathomics.wsi.annotations import parse_geojson, to_geojson
 from napari_pathomics.errors import (AnnotationError, BundleError, CohortError, PathomicsError, ResultsError,
                                      SignatureError)
 
@@ -93,7 +93,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_manifest_byte_mutations_only_bundle_error(bundle_dir: Path, tmp_path_factory, data) -> None:
     import shutil
 
-    from napari_pathomics.model.bundle import Bundle
+    from napari_pathomics.bundle import Bundle
 
     folder = tmp_path_factory.mktemp("m") / "b"
     shutil.copytree(bundle_dir, folder)
@@ -122,7 +122,7 @@ def test_manifest_byte_mutations_only_bundle_error(bundle_dir: Path, tmp_path_fa
 @pytest.fixture(scope="module")
 def results_bytes() -> bytes:
     from napari_pathomics.results import TileResults
-    from napari_pathomics.tiling import TileGrid
+    from napari_pathomics.wsi.tiling import TileGrid
 
     n = 40
     grid = TileGrid(cols=np.arange(n) % 8, rows=np.arange(n) // 8, tile_size_l0=448.0, tile_um=112.0, mpp=0.5,
@@ -180,7 +180,7 @@ def test_cohort_csv_only_cohort_error(tmp_path_factory, text: str) -> None:
 def signature_doc() -> dict:
     from napari_pathomics.resources import DEFAULT_BUNDLE
 
-    from napari_pathomics.model.bundle import Bundle
+    from napari_pathomics.bundle import Bundle
 
     b = Bundle.load(DEFAULT_BUNDLE)
     if b.signature_path is None:

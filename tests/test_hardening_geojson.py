@@ -22,7 +22,7 @@ import pytest
 import shapely
 from shapely.geometry import Polygon
 
-from napari_pathomics.annotations import DEFAULT_COLOR, read_geojson, write_geojson
+from napari_pathomics.wsi.annotations import DEFAULT_COLOR, read_geojson, write_geojson
 from napari_pathomics.errors import AnnotationError
 
 CLI = [sys.executable, "-m", "napari_pathomics.cli"]

@@ -22,8 +22,8 @@ import pytest
 import tifffile
 
 from napari_pathomics.errors import SlideError
-from napari_pathomics.slide import open_slide
-from napari_pathomics.synthetic import synthetic_he, write_slide
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
 from _badfiles import make_corpus
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_pathomics.roi_store import sidecar_path
+from napari_pathomics.wsi.roi_store import sidecar_path
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.roi_widget import RoiTilesWidget
 from napari_pathomics.widgets.slide_widget import SlideWidget

@@ -1,7 +1,7 @@
 import numpy as np
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from napari_pathomics.annotations import Annotation
+from napari_pathomics.wsi.annotations import Annotation
 from napari_pathomics.layers import annotations_to_shapes, shapes_to_annotations
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from napari_pathomics.annotations import Annotation
+from napari_pathomics.wsi.annotations import Annotation
 from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.scoring import load_signature, score_patient
-from napari_pathomics.signature.report import (
+from napari_pathomics.scoring.report import (
     render_report_html, slide_overview_png, write_report_html, write_report_json,
 )
-from napari_pathomics.slide import open_slide
+from napari_pathomics.wsi.slide import open_slide
 
 from _engine_helpers import make_bundle, small_slide
 

@@ -13,7 +13,7 @@ from napari_pathomics.results import (
     BACKGROUND, DONE, FAILED, TileResults, cache_path, cache_root, mosaic_scale_translate, patch_risk,
     patch_risk_weights, read_csv,
 )
-from napari_pathomics.tiling import TileGrid
+from napari_pathomics.wsi.tiling import TileGrid
 
 
 def _results(n_rows: int = 3, n_cols: int = 4, s: float = 106.5) -> TileResults:

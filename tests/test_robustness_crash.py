@@ -16,8 +16,8 @@ WRITERS = {
     # what the child writes, alternating two versions forever
     "rois": """
 from shapely.geometry import box
-from napari_pathomics.annotations import Annotation
-from napari_pathomics.roi_store import save_rois
+from napari_pathomics.wsi.annotations import Annotation
+from napari_pathomics.wsi.roi_store import save_rois
 slide = Path(sys.argv[1])
 versions = [[Annotation(box(i, i, i + 50 + v, i + 50), id=f"{v}-{i}") for i in range(4000)] for v in (0, 1)]
 k = 0
@@ -27,7 +27,7 @@ while True:
     "results": """
 import numpy as np
 from napari_pathomics.results import TileResults
-from napari_pathomics.tiling import TileGrid
+from napari_pathomics.wsi.tiling import TileGrid
 n = 60000
 grid = TileGrid(cols=np.arange(n) % 300, rows=np.arange(n) // 300, tile_size_l0=448.0, tile_um=112.0, mpp=0.5,
                 slide_width=300 * 448, slide_height=200 * 448, coverage=np.ones(n, np.float32))

@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Polygon
 
-from napari_pathomics.annotations import Annotation, read_geojson, write_geojson
+from napari_pathomics.wsi.annotations import Annotation, read_geojson, write_geojson
 from napari_pathomics.errors import BundleError
-from napari_pathomics.model.bundle import Bundle
-from napari_pathomics.slide import open_slide
-from napari_pathomics.synthetic import synthetic_he, write_slide
-from napari_pathomics.tiling import plan_tiles
-from napari_pathomics.tissue import detect_tissue
+from napari_pathomics.bundle import Bundle
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
+from napari_pathomics.wsi.tiling import plan_tiles
+from napari_pathomics.wsi.tissue import detect_tissue
 
 from _badfiles import json_paths
 

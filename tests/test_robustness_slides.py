@@ -10,7 +10,7 @@ import pytest
 import tiffslide
 
 from napari_pathomics.errors import MissingMppError, SlideError
-from napari_pathomics.slide import open_slide
+from napari_pathomics.wsi.slide import open_slide
 
 from _badfiles import make_corpus
 

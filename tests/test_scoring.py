@@ -7,11 +7,11 @@ import sys
 import pytest
 from shapely.geometry import box
 
-from napari_pathomics.annotations import Annotation
+from napari_pathomics.wsi.annotations import Annotation
 from napari_pathomics.errors import SignatureError
 from napari_pathomics.resources import DEFAULT_BUNDLE
-from napari_pathomics.scoring import load_signature, score_patient, slide_tiles_from_results
-from napari_pathomics.signature.report import render_report_html, write_report_json
+from napari_pathomics.scoring import load_signature, score_patient, slide_tiles
+from napari_pathomics.scoring.report import render_report_html, write_report_json
 
 from _engine_helpers import make_bundle, small_slide
 
@@ -28,7 +28,7 @@ def test_score_is_reproducible_and_equals_the_signature_by_hand(tmp_path, sig_bu
     again = score_patient([a, b], sig_bundle, patient_id="P1", device="cpu")
     assert again.score.risk == first.score.risk and again.slides[0].from_cache
     sig = load_signature(sig_bundle)
-    tiles = [slide_tiles_from_results(r) for r in first.results]
+    tiles = [slide_tiles(r) for r in first.results]
     by_hand = sig.score(sig.feature_spec.transform(tiles))
     assert by_hand.risk == pytest.approx(first.score.risk, abs=1e-12)
     assert by_hand.group == first.score.group

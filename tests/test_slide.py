@@ -6,8 +6,8 @@ import pytest
 import tiffslide
 
 from napari_pathomics.errors import MissingMppError, RegionError, SlideError
-from napari_pathomics.slide import open_slide
-from napari_pathomics.synthetic import synthetic_he, write_slide
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
 
 def test_real_svs_metadata_and_lazy_pyramid(sample_slide_path):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from napari_pathomics import resources
-from napari_pathomics.stain import MacenkoNormalizer, estimate_stain
+from napari_pathomics.inference.stain import MacenkoNormalizer, estimate_stain
 
 
 def _tile(cls: str, i: int = 0) -> np.ndarray:

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon, box
 
-from napari_pathomics.annotations import Annotation
+from napari_pathomics.wsi.annotations import Annotation
 from napari_pathomics.errors import TilingError
-from napari_pathomics.slide import open_slide
-from napari_pathomics.tiling import plan_tiles, rasterize
-from napari_pathomics.tissue import TissueMask, detect_tissue
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.tiling import plan_tiles, rasterize
+from napari_pathomics.wsi.tissue import TissueMask, detect_tissue
 
 
 def test_tiles_inside_roi_and_slide(pyramid_svs):
@@ -61,7 +61,7 @@ def test_bad_tiling_params(pyramid_svs, kw):
 
 
 def test_tissue_filling_the_slide_survives_a_saturated_mark(tmp_path):
-    from napari_pathomics.synthetic import synthetic_he, write_slide
+    from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
     img = synthetic_he(1024, 1536, seed=2, tissue_fraction=1.0)
     img[320:384, 448:512] = (0, 0, 255)  # a pen mark

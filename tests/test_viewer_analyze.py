@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from napari_pathomics.synthetic import write_slide
+from napari_pathomics.wsi.synthetic import write_slide
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
-from napari_pathomics.widgets.result_layers import describe_at, find_layer
+from napari_pathomics.layers import tile_readout
+from napari_pathomics.widgets.result_layers import find_layer
 
 from _engine_helpers import make_bundle, textured_he
 
@@ -63,7 +64,7 @@ def test_run_fills_aligned_layers(make_napari_viewer, qtbot, tmp_path, marked_ti
     k = res.cam_size("risk")
     assert tuple(np.floor(ram_layer.world_to_data(centre_world) / k + 0.5 / k).astype(int)) == (ROW, COL)
     assert cls_layer.data[ROW, COL] == res.pred[i] + 1
-    assert "risk" in describe_at(res, slide, tuple(centre_world))
+    assert "risk" in tile_readout(res, slide, tuple(centre_world))
 
     # screenshots: the lit heatmap cell covers exactly the blue tile, at level 0 and a coarse level
     for zoom in (3.0, 0.3):

@@ -24,9 +24,10 @@ def test_model_loads_after_the_gl_canvas_exists(make_napari_viewer):
     make_napari_viewer()  # ensures the Xvfb display for the child too
     code = ("import napari_pathomics.widgets.analyze_widget, napari;"
             "v = napari.Viewer(show=False);"
-            "from napari_pathomics.model.bundle import Bundle;"
+            "from napari_pathomics.bundle import Bundle;"
             "from napari_pathomics.resources import DEFAULT_BUNDLE;"
-            "Bundle.load(DEFAULT_BUNDLE).create_model(); print('ok'); v.close()")
+            "from napari_pathomics.inference.backbones import build_model;"
+            "build_model(Bundle.load(DEFAULT_BUNDLE)); print('ok'); v.close()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ok" in r.stdout

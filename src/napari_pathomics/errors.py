@@ -76,3 +76,15 @@ class ResultsError(PathomicsError):
     """A saved results file is unreadable, of another format, or for another slide/bundle/grid."""
 
     exit_code = 11
+
+
+class TrainingError(PathomicsError):
+    """Training data or arguments are unusable (empty folder, one class, unreadable image...)."""
+
+    exit_code = 12
+
+
+class PretrainedWeightsError(PathomicsError):
+    """The optional ImageNet weights package is missing or does not match the architecture."""
+
+    exit_code = 13

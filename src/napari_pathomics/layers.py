@@ -1,7 +1,8 @@
-"""Core results → napari layer data tuples, with the scale/translate that keeps them aligned.
+"""Core objects → napari layer data tuples, with the one transform that keeps them aligned.
 
 Qt-free: returns ``(data, kwargs, layer_type)`` tuples that napari's ``Viewer._add_layer_from_data``
-or ``add_<type>(data, **kwargs)`` accept. Conventions (DESIGN.md decision 1):
+or ``add_<type>(data, **kwargs)`` accept; colormaps are plain dicts napari turns into its own
+objects. Conventions (docs/architecture.md, "Coordinates"):
 
 * The slide image: level-0 pixel ``i`` is centred on world ``i·mpp`` µm (napari's convention).
 * Geometry (ROIs, tiles) is in level-0 *corner* coordinates as GeoJSON/QuPath use them, so pixel
@@ -16,13 +17,40 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon
 
-from .annotations import DEFAULT_CLASS, DEFAULT_COLOR, Annotation, ellipse_polygon
-from .slide import Slide
+from .colors import hex_to_rgba, napari_color, rgb_to_hex
+from .inference.cam import RISK_CAM
+from .results import DONE, TileResults
+from .wsi.annotations import DEFAULT_CLASS, DEFAULT_COLOR, Annotation, ellipse_polygon
+from .wsi.slide import Slide
 
 UNITS = ("um", "um")
 LayerTuple = tuple[Any, dict[str, Any], str]
+
+#: Layer metadata keys: what a layer shows, and of which slide.
+ROLE = "pathomics_role"
+SLIDE_PATH = "pathomics_slide_path"
+CELL_L0 = "pathomics_cell_l0"
+#: Roles of the layers the plugin makes.
+ROLE_SLIDE, ROLE_ROIS, ROLE_ROIS_IMPORT, ROLE_TISSUE, ROLE_TILE_GRID = "slide", "rois", "rois_import", "tissue", "tile_grid"
+ROLE_CLASS_MAP, ROLE_RISK_MAP = "class_map", "risk_map"
+
+
+def cam_role(name: str) -> str:
+    """Role of the layer of CAM ``name`` ('risk' is the risk activation map)."""
+    return f"cam:{name}"
+
+
+#: Values below 0 (no tile) are transparent; 0..1 runs through an inferno-like ramp.
+HEAT_COLORMAP: dict[str, Any] = {
+    "name": "pathomics_heat",
+    "colors": [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.12, 0.05, 0.35, 0.85], [0.45, 0.10, 0.45, 0.9],
+               [0.78, 0.22, 0.33, 0.9], [0.97, 0.55, 0.15, 0.9], [0.99, 0.95, 0.45, 0.95]],
+    "controls": [0.0, 0.0099, 0.0101, 0.25, 0.5, 0.75, 1.0],
+}
+HEAT_LIMITS = (-0.01, 1.0)
 
 
 def slide_scale(slide: Slide) -> tuple[float, float]:
@@ -48,7 +76,7 @@ def slide_layer(slide: Slide, name: str | None = None) -> LayerTuple:
             "scale": slide_scale(slide),
             "units": slide_units(slide),
             "contrast_limits": (0, 255),
-            "metadata": {"pathomics_slide_path": str(slide.path), "pathomics_role": "slide"},
+            "metadata": {SLIDE_PATH: str(slide.path), ROLE: ROLE_SLIDE},
         },
         "image",
     )
@@ -77,31 +105,11 @@ def world_to_level0(slide: Slide, yx_um: np.ndarray) -> np.ndarray:
     return np.column_stack([yx[:, 1] / sx + 0.5, yx[:, 0] / sy + 0.5])
 
 
-def level0_to_world(slide: Slide, xy: np.ndarray) -> np.ndarray:
-    """Level-0 corner coordinates (x, y) → world (y, x) µm."""
-    sy, sx = slide_scale(slide)
-    xy = np.asarray(xy, dtype=np.float64)
-    return np.column_stack([(xy[:, 1] - 0.5) * sy, (xy[:, 0] - 0.5) * sx])
-
-
 def tissue_layer(slide: Slide, mask: np.ndarray, downsample: float) -> LayerTuple:
     kwargs = grid_transform(slide, downsample)
-    kwargs.update(name="Tissue", opacity=0.35, metadata={"pathomics_role": "tissue",
+    kwargs.update(name="Tissue", opacity=0.35, metadata={ROLE: ROLE_TISSUE, SLIDE_PATH: str(slide.path),
                                                          "pathomics_downsample": downsample})
     return mask.astype(np.uint8), kwargs, "labels"
-
-
-def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
-def _parse_hex(color: Any) -> tuple[int, int, int]:
-    arr = np.asarray(color, dtype=float).ravel()
-    if arr.size >= 3:
-        if arr.max() <= 1.0:
-            arr = arr * 255
-        return tuple(int(round(v)) for v in arr[:3])  # type: ignore[return-value]
-    return DEFAULT_COLOR
 
 
 def annotations_to_shapes(annotations: list[Annotation]) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -122,7 +130,7 @@ def annotations_to_shapes(annotations: list[Annotation]) -> tuple[list[np.ndarra
             data.append(ext[:, ::-1].copy())
             ids.append(ann.id)
             classes.append(ann.classification)
-            colors.append(_hex(ann.color))
+            colors.append(rgb_to_hex(ann.color))
     kwargs = {
         "shape_type": ["polygon"] * len(data),
         "properties": {"roi_id": np.array(ids, dtype=object), "classification": np.array(classes, dtype=object)},
@@ -195,13 +203,11 @@ def shapes_to_annotations(
         if poly is None or poly.area <= 0:
             continue
         if not poly.is_valid:
-            from shapely import make_valid
-
             fixed = make_valid(poly)
             if not isinstance(fixed, (Polygon, MultiPolygon)):
                 continue
             poly = fixed
-        color = _parse_hex(edge_colors[i]) if edge_colors is not None and len(edge_colors) > i else DEFAULT_COLOR
+        color = napari_color(edge_colors[i], DEFAULT_COLOR) if edge_colors is not None and len(edge_colors) > i else DEFAULT_COLOR
         # a shape that inherited an imported ROI's id (napari copies the current properties to
         # new shapes) or an edited part becomes a new ROI with its own id
         rid = roi_ids[i] if isinstance(roi_ids[i], str) and roi_ids[i] not in originals else None
@@ -231,5 +237,71 @@ def tile_grid_overlay(slide: Slide, grid: Any, max_side: int = 4096) -> LayerTup
     rgba[pattern == 1] = (0, 200, 255, 40)
     kwargs = grid_transform(slide, grid.tile_size_l0 / k)
     kwargs.update(name="Tile grid", rgb=True, metadata={
-        "pathomics_role": "tile_grid", "tile_count": len(grid), "pathomics_cell_l0": grid.tile_size_l0 / k})
+        ROLE: ROLE_TILE_GRID, SLIDE_PATH: str(slide.path), "tile_count": len(grid), CELL_L0: grid.tile_size_l0 / k})
     return rgba, kwargs, "image"
+
+
+# ---------------------------------------------------------------------------------------------
+# result layers
+def _result_meta(slide: Slide, role: str, cell_l0: float) -> dict[str, Any]:
+    return {ROLE: role, SLIDE_PATH: str(slide.path), CELL_L0: cell_l0}
+
+
+def class_colormap(results: TileResults, alpha: float = 0.55) -> dict[Any, Any]:
+    """Label → RGBA of the class map (label 0 and unknown labels transparent)."""
+    colors: dict[Any, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    for i, col in enumerate(results.class_colors):
+        colors[i + 1] = hex_to_rgba(col, alpha)
+    return colors
+
+
+def class_map_layer(slide: Slide, results: TileResults) -> LayerTuple:
+    """The tissue-class map: one labelled cell per tile (label = class index + 1, 0 = no result)."""
+    data = (results.class_map() + 1).astype(np.int32)
+    kwargs = grid_transform(slide, results.tile_size_l0)
+    kwargs.update(name="Tissue classes", colormap=class_colormap(results),
+                  features={"index": np.arange(len(results.class_names) + 1),
+                            "class": ["none"] + list(results.class_names)},
+                  metadata=_result_meta(slide, ROLE_CLASS_MAP, results.tile_size_l0))
+    return data, kwargs, "labels"
+
+
+def risk_map_layer(slide: Slide, results: TileResults) -> LayerTuple:
+    """The patch-risk heatmap: one cell per tile, below-zero (no tile) transparent."""
+    data = np.nan_to_num(results.risk_map(), nan=-1.0)
+    kwargs = grid_transform(slide, results.tile_size_l0)
+    kwargs.update(name="Patch risk", colormap=HEAT_COLORMAP, contrast_limits=HEAT_LIMITS, opacity=0.6,
+                  blending="translucent", visible=True,
+                  metadata=_result_meta(slide, ROLE_RISK_MAP, results.tile_size_l0))
+    return data, kwargs, "image"
+
+
+def cam_layer(slide: Slide, results: TileResults, name: str) -> LayerTuple:
+    """The stitched Grad-CAM mosaic of CAM ``name`` (k × k px per tile)."""
+    k = results.cam_size(name)
+    data = np.nan_to_num(results.cam_mosaic(name), nan=-1.0).astype(np.float32)
+    kwargs = grid_transform(slide, results.tile_size_l0 / k)
+    kwargs.update(name="Risk activation map" if name == RISK_CAM else f"Grad-CAM {name}", colormap=HEAT_COLORMAP,
+                  contrast_limits=HEAT_LIMITS, opacity=0.6, blending="translucent",
+                  metadata=_result_meta(slide, cam_role(name), results.tile_size_l0 / k))
+    return data, kwargs, "image"
+
+
+def result_layers(slide: Slide, results: TileResults) -> list[LayerTuple]:
+    """Every layer of a result: class map, risk heatmap, then one per CAM."""
+    return [class_map_layer(slide, results), risk_map_layer(slide, results),
+            *(cam_layer(slide, results, name) for name in results.cams)]
+
+
+def tile_readout(results: TileResults, slide: Slide, world_yx: tuple[float, float]) -> str:
+    """Status-bar text for the tile under a world (y, x) µm position ('' when none)."""
+    xy = world_to_level0(slide, np.asarray([world_yx], dtype=np.float64))[0]
+    i = results.tile_at(float(xy[0]), float(xy[1]))
+    if i is None:
+        return ""
+    d = results.describe_tile(i)
+    if results.status[i] != DONE:
+        return f"tile ({d['x']}, {d['y']}): {d['status']}"
+    probs = sorted(d["probs"].items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{n} {p:.2f}" for n, p in probs[:4])
+    return f"tile ({d['x']}, {d['y']}): {d['class']} · risk {d['risk']:.2f} · {top}"

@@ -1,13 +1,17 @@
 """What every record written by the project says about how it was made, as strict JSON.
 
-Run records, reports, bundles and cohort runs all list the same package versions, and all turn
+Run records, reports, bundles and cohort runs all list the same package versions, identify
+files the same way (a fast fingerprint for caches, a full sha256 for provenance), and turn
 numpy values, paths and non-finite floats into plain JSON (NaN/inf become null: JSON has none).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,3 +67,58 @@ def strict_json(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's whole content, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+#: Files up to this size get a full sha256 in reports (besides the fast fingerprint).
+FULL_SHA256_MAX_BYTES = 1 << 30
+FINGERPRINT_METHOD = "sha256(size + first MiB + last MiB)"
+
+
+def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
+    """A fast content fingerprint for cache keys: sha256 of the size and the first/last MiB."""
+    path = Path(path)
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > chunk:
+            fh.seek(max(chunk, size - chunk))
+            h.update(fh.read(chunk))
+    return h.hexdigest()
+
+
+def sha256_if_small(path: str | Path) -> str | None:
+    """The full sha256 of files up to ``FULL_SHA256_MAX_BYTES`` (None for larger ones)."""
+    return None if Path(path).stat().st_size > FULL_SHA256_MAX_BYTES else sha256_file(path)
+
+
+def now_iso() -> str:
+    """Local time with its UTC offset, to the second, ISO 8601 (what every record stamps)."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def run_record(command: str, argv: Sequence[str] | None = None, args: dict[str, Any] | None = None,
+               **fields: Any) -> dict[str, Any]:
+    """The fields every run record starts with: command, arguments, versions, platform, time."""
+    rec: dict[str, Any] = {"command": command, "argv": list(argv) if argv is not None else None,
+                           "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in (args or {}).items()
+                                    if not callable(v)},
+                           "versions": versions(), "platform": platform.platform(), "created": now_iso()}
+    rec.update(fields)
+    return rec
+
+
+def bundle_record(bundle: Any) -> dict[str, Any]:
+    """How a record names the bundle it used: name, version, id, path and every file's sha256."""
+    return {"name": bundle.name, "version": bundle.version, "id": bundle.bundle_id,
+            "path": str(bundle.source), "file_hashes": bundle.file_hashes}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
 from pathlib import Path
+
+from platformdirs import user_cache_path
 
 _ROOT = Path(str(files(__package__)))
 
@@ -14,3 +17,12 @@ STAIN_REFERENCE: Path = DATA_DIR / "stain" / "Ref.png"
 TCGA_COHORT_CSV: Path = DATA_DIR / "cohorts" / "tcga-crc-tme" / "TCGA_MEASUREMENTS.csv"
 BUNDLES_DIR: Path = _ROOT / "bundles"
 DEFAULT_BUNDLE: Path = BUNDLES_DIR / "default"
+
+
+def cache_dir(kind: str) -> Path:
+    """The user cache folder for ``kind`` (results, bundles, embeddings): ``$PATHOMICS_CACHE_DIR/kind``
+    when set (tests, shared workstations), else the platform's user cache folder."""
+    env = os.environ.get("PATHOMICS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / kind
+    return user_cache_path("napari-pathomics") / kind

@@ -1,30 +1,24 @@
 """The ``pathomics`` command line: one entry point, subcommands registered per area.
 
 Each ``cli/<area>.py`` module exposes ``register(subparsers)``; handlers return an exit code.
-User errors (``PathomicsError``) become one line on stderr and a non-zero exit, never a
-traceback.
+Handlers import the stage they drive when they run, so a quick command such as ``pathomics
+info`` does not load torch, dask or matplotlib. User errors (``PathomicsError``) become one line
+on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
+import logging
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import PathomicsError
-from ..provenance import json_default
+from . import app, cohort, infer, model, score, signature, slide
 
-#: Modules under ``napari_pathomics.cli`` that contribute subcommands, in help order.
-COMMAND_MODULES: tuple[str, ...] = (
-    "slide_cmds", "model_cmds", "infer_cmds", "signature_cmds", "score_cmds", "cohort_cmds", "app_cmds",
-)
-
-
-def print_json(obj: Any) -> None:
-    """Print JSON the same way in every command (sorted keys, no NaN)."""
-    print(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default))
+#: Modules that contribute subcommands, in help order.
+COMMAND_MODULES = (slide, model, infer, signature, score, cohort, app)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,25 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pathomics",
         description="Whole-slide H&E pathomics: slides, tiles, inference, signatures.",
     )
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:  # an area not built yet
-            if exc.name == f"{__name__}.{name}":
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import logging
-
     # tifffile logs "invalid page offset" & co. for damaged files; our typed error says it once
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     parser = build_parser()

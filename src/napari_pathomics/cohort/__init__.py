@@ -1,10 +1,6 @@
-"""Cohort scale: semi-synthetic virtual patients, cohort tables, batch scoring on dask, and
-training a seed-study signature from slides and outcomes. Qt-free; the CLI is ``cli/cohort_cmds``.
+"""Many patients: cohort tables, virtual patients, and ``score-cohort`` on dask.distributed.
 
-Submodules are imported lazily (torch and dask are heavy); import what you use, e.g.
-``from napari_pathomics.cohort.generator import make_cohort``.
+``cohort.batch.score_cohort`` runs the per-slide task (``cohort.task``) on a cluster
+(``cohort.cluster``) and writes ``patients.csv`` through ``scoring`` (``cohort.patients``).
+dask loads only when a cluster starts.
 """
-
-from __future__ import annotations
-
-__all__ = ["generator", "table", "batch", "train_signature", "tiles"]

@@ -23,21 +23,31 @@ true_<CLS>...``; time in months) and ``cohort.json`` (all parameters, for proven
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import CohortError
+from ..resources import NCT_TILES_DIR
+from ..signature import concordance
+from ..units import DEFAULT_MPP, DEFAULT_TILE_PX
+from ..wsi.images import IMAGE_SUFFIXES, ImageError, read_rgb
+from ..wsi.synthetic import write_slide
 
 CLASSES: tuple[str, ...] = ("ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM")
 TISSUE_CLASSES: tuple[str, ...] = tuple(c for c in CLASSES if c != "BACK")
-TILE_PX = 224
-MPP = 0.5
+TILE_PX = DEFAULT_TILE_PX
+MPP = DEFAULT_MPP
 #: log-hazard per unit tissue fraction (a patient with 30 % more stroma has exp(0.3·4) ≈ 3.3× hazard)
 DEFAULT_HAZARD: dict[str, float] = {"STR": 4.0, "DEB": 3.0, "TUM": 1.0, "LYM": -4.0, "NORM": -1.0}
 #: Dirichlet base shares of the tissue classes (scaled by ``concentration``)
@@ -83,21 +93,17 @@ class CohortSpec:
 # source tiles
 def load_source_tiles(tiles_dir: str | Path | None = None, classes: Sequence[str] = CLASSES) -> dict[str, list[np.ndarray]]:
     """RGB uint8 tiles per class from a folder-per-class directory, resized to 224 px."""
-    import cv2
-
-    from ..resources import NCT_TILES_DIR
-
     root = Path(tiles_dir) if tiles_dir else NCT_TILES_DIR
     out: dict[str, list[np.ndarray]] = {}
     for c in classes:
         folder = root / c
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg"))
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         tiles = []
         for p in files:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
+            try:
+                img = read_rgb(p)
+            except ImageError:
                 continue
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
             if img.shape[:2] != (TILE_PX, TILE_PX):
                 img = cv2.resize(img, (TILE_PX, TILE_PX), interpolation=cv2.INTER_AREA)
             tiles.append(img)
@@ -110,8 +116,6 @@ def load_source_tiles(tiles_dir: str | Path | None = None, classes: Sequence[str
 def augment_tile(tile: np.ndarray, rng: np.random.Generator, crop_scale: tuple[float, float] = (0.8, 1.0),
                  color_jitter: float = 0.04) -> np.ndarray:
     """Random crop (rescaled back to 224 px), k·90° rotation, flip and per-channel gain."""
-    import cv2
-
     h = tile.shape[0]
     s = int(round(h * rng.uniform(*crop_scale)))
     y0, x0 = (int(rng.integers(0, h - s + 1)) for _ in range(2))
@@ -150,8 +154,6 @@ class VirtualPatient:
 
 def _layout(rng: np.random.Generator, k: int, fractions: np.ndarray, back_margin: float) -> np.ndarray:
     """Cell labels: ragged glass margin, then tissue classes in contiguous regions of a smooth field."""
-    import cv2
-
     labels = np.full((k, k), -1, dtype=np.int64)
     border = np.zeros((k, k), dtype=bool)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
@@ -222,8 +224,6 @@ def render_patient(labels: np.ndarray, tiles: Mapping[str, list[np.ndarray]], rn
 def write_patient_slide(path: str | Path, patient: VirtualPatient, tiles: Mapping[str, list[np.ndarray]],
                         spec: CohortSpec, index: int) -> Path:
     """Render and write one patient's SVS (pixels seeded independently of the outcome draw)."""
-    from ..synthetic import write_slide
-
     rng = np.random.default_rng([spec.seed, index, 1])
     img = render_patient(patient.labels, tiles, rng, spec)
     return write_slide(path, img, mpp=MPP, fmt="svs", tile=256)
@@ -231,8 +231,6 @@ def write_patient_slide(path: str | Path, patient: VirtualPatient, tiles: Mappin
 
 # ---------------------------------------------------------------------------------------------
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    import io
-
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
@@ -259,10 +257,6 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
     it = range(spec.patients)
     bar = None
     if progress:
-        import sys
-
-        from tqdm import tqdm
-
         bar = tqdm(total=spec.patients, unit="patient", desc="make-cohort", file=sys.stderr, disable=None)
     cohort_rows, outcome_rows = [], []
     for i in it:
@@ -303,9 +297,7 @@ def _finite_or_none(x: float) -> float | None:
 
 def oracle_c_index(time: np.ndarray, event: np.ndarray, log_hazard: np.ndarray) -> float:
     """Harrell's C of the true log-hazard (higher hazard -> shorter time): the best achievable."""
-    from lifelines.utils import concordance_index
-
     try:
-        return float(concordance_index(time, -np.asarray(log_hazard), event))
+        return concordance(time, log_hazard, event)
     except ZeroDivisionError:  # no comparable pair (tiny cohorts)
         return float("nan")

@@ -14,6 +14,7 @@ with ``exists=False`` so that ``score-cohort --allow-missing`` reports them as f
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -89,8 +90,6 @@ def _resolve(base: Path, text: str) -> Path:
 
 def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable:
     """Read and validate a cohort CSV (or TSV by extension); CohortError on the first problem."""
-    import csv
-
     path = Path(path)
     if not path.is_file():
         raise CohortError(f"no such cohort table: {path}")

@@ -9,14 +9,12 @@ Typical use::
 and for training, :class:`SignatureFitter` on a per-patient table.
 """
 
-from __future__ import annotations
-
 from .cox import FrozenCox
 from .cutoff import CutoffResult, find_cutoff
 from .evaluate import concordance, hazard_ratio, km_by_group, percentile, time_dependent_auc
 from .features import FeatureSpec, SlideTiles, combine_slides, slide_tme, tcga_feature_spec
-from .fit import SignatureFitter, patch_risk_weights, validate_survival
-from .model import SCHEMA_VERSION, SIGNATURE_KIND, Signature, SignatureScore
+from .fit import SignatureFitter, cox_patch_risk_weights, validate_survival
+from .model import SCHEMA_VERSION, SIGNATURE_KIND, SURVIVAL_MODELS, Signature, SignatureScore, SurvivalModel
 
 __all__ = [
     "CutoffResult",
@@ -27,13 +25,15 @@ __all__ = [
     "Signature",
     "SignatureFitter",
     "SignatureScore",
+    "SURVIVAL_MODELS",
+    "SurvivalModel",
     "SlideTiles",
     "combine_slides",
     "concordance",
     "find_cutoff",
     "hazard_ratio",
     "km_by_group",
-    "patch_risk_weights",
+    "cox_patch_risk_weights",
     "percentile",
     "slide_tme",
     "tcga_feature_spec",

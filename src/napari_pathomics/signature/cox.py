@@ -10,8 +10,9 @@ baseline cumulative hazard exactly as ``predict_survival_function(X, times=...)`
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,14 @@ DEFAULT_PENALIZERS: tuple[float, ...] = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0
 
 
 def _cph(penalizer: float = 0.0, l1_ratio: float = 0.0) -> Any:
-    from lifelines import CoxPHFitter
+    from lifelines import CoxPHFitter  # heavy: autograd, scipy
 
     return CoxPHFitter(penalizer=penalizer, l1_ratio=l1_ratio)
 
 
 def _fit_quiet(cph: Any, df: pd.DataFrame, duration_col: str, event_col: str) -> Any:
     """Fit a lifelines model, turning convergence failures into SignatureError."""
-    from lifelines.exceptions import ConvergenceError
+    from lifelines.exceptions import ConvergenceError  # heavy
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -76,16 +77,26 @@ def correlation_filter(X: pd.DataFrame, threshold: float = 0.8) -> tuple[list[st
     return [c for c, a in zip(cols, alive) if a], dropped
 
 
+def _univariate_fit(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> pd.Series:
+    """lifelines' summary row of a one-covariate Cox model; SignatureError if it does not fit."""
+    d = pd.DataFrame({"x": x, "T": time, "E": event})
+    try:
+        return _fit_quiet(_cph(), d, "T", "E").summary.loc["x"]
+    except SignatureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - lifelines raises several kinds on divergence
+        raise SignatureError(f"univariate Cox does not fit: {exc}") from exc
+
+
 def univariate_screen(
     Z: pd.DataFrame, time: np.ndarray, event: np.ndarray, p_threshold: float = 0.1, top_k: int = 3
 ) -> tuple[list[str], pd.DataFrame]:
     """Univariate Cox per column; keep p < threshold, or the ``top_k`` smallest p if fewer pass."""
     rows = []
     for c in Z.columns:
-        d = pd.DataFrame({"x": Z[c].to_numpy(), "T": time, "E": event})
         try:
-            s = _fit_quiet(_cph(), d, "T", "E").summary.loc["x"]
-        except Exception:  # noqa: BLE001 - lifelines ConvergenceError & co.: the column cannot be screened
+            s = _univariate_fit(Z[c].to_numpy(), time, event)
+        except SignatureError:  # the column cannot be screened
             rows.append({"feature": c, "coef": float("nan"), "hr": float("nan"), "p": 1.0})
             continue
         rows.append({"feature": c, "coef": float(s["coef"]), "hr": float(s["exp(coef)"]), "p": float(s["p"])})
@@ -96,9 +107,38 @@ def univariate_screen(
     return [c for c in Z.columns if c in keep], table
 
 
+def screenable_features(X: pd.DataFrame, time: np.ndarray, event: np.ndarray, min_share: float = 0.1,
+                        min_patients: int = 5) -> tuple[list[str], dict[str, str]]:
+    """Columns worth screening: not constant, not rare, and a univariate Cox fit converges.
+
+    Sparse columns (e.g. MIL histogram bins that a handful of patients populate) make Newton's
+    steps diverge; dropping them before :func:`univariate_screen` keeps the fit stable.
+    """
+    need = max(min_patients, int(np.ceil(min_share * len(X))))
+    keep: list[str] = []
+    dropped: dict[str, str] = {}
+    for c in X.columns:
+        v = X[c].to_numpy(float)
+        if np.nanstd(v) <= 0:
+            dropped[c] = "constant"
+            continue
+        if int(np.sum(v != np.median(v))) < need:
+            dropped[c] = f"fewer than {need} patients differ from the median"
+            continue
+        try:
+            _univariate_fit((v - v.mean()) / v.std(), time, event)
+        except SignatureError:
+            dropped[c] = "univariate Cox does not converge"
+            continue
+        keep.append(c)
+    if not keep:
+        raise SignatureError("no usable feature: every column is constant, rare or makes Cox diverge")
+    return keep, dropped
+
+
 def concordance(time: np.ndarray, risk: np.ndarray, event: np.ndarray) -> float:
     """Harrell's C where a higher risk means shorter survival."""
-    from lifelines.utils import concordance_index
+    from lifelines.utils import concordance_index  # heavy
 
     return float(concordance_index(time, -np.asarray(risk, float), event))
 
@@ -171,11 +211,6 @@ class FrozenCox:
         """Log partial hazard, identical to lifelines' ``predict_log_partial_hazard``."""
         Z = (self._matrix(X) - self.mean) / self.scale
         return (Z - self.cox_mean) @ self.beta
-
-    def baseline_survival_at(self, times: Sequence[float] | np.ndarray) -> np.ndarray:
-        """S0(t) by linear interpolation of H0, as lifelines does for explicit times."""
-        h = np.interp(np.asarray(times, float), self.baseline_times, self.baseline_cumhaz)
-        return np.exp(-h)
 
     def survival(self, risk: np.ndarray | float, times: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
         """S(t | x) = exp(-H0(t) · exp(risk)); rows = times, columns = subjects (lifelines layout)."""

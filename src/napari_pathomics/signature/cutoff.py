@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 
 from ..errors import SignatureError
 
@@ -166,8 +166,6 @@ def find_cutoff(
         mx = _score_stats(a[perms], n_high).max(axis=1)
         exceed += int(np.sum(mx >= obs * (1 - 1e-12)))
     p_perm = (1 + exceed) / (1 + n_permutations)
-    from scipy.stats import chi2
-
     high = risk > cands[best]
     classic = float(logrank_statistics(high[None, :].astype(float), time, event)[0])
     return CutoffResult(

@@ -7,7 +7,8 @@ the fitting pipeline, the report and tests alike.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ __all__ = ["concordance", "time_dependent_auc", "hazard_ratio", "km_by_group", "
 
 def _censoring_survival(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> np.ndarray:
     """G(t-) : Kaplan–Meier of the censoring distribution just before ``at``."""
-    from lifelines import KaplanMeierFitter
+    from lifelines import KaplanMeierFitter  # heavy
 
     km = KaplanMeierFitter().fit(time, 1 - event)
     sf = km.survival_function_.iloc[:, 0]
@@ -59,7 +60,7 @@ def time_dependent_auc(
 
 def hazard_ratio(group_high: np.ndarray, time: np.ndarray, event: np.ndarray) -> dict[str, float]:
     """HR of high vs low from a Cox model on the group indicator, with 95 % Wald CI and p."""
-    from lifelines import CoxPHFitter
+    from lifelines import CoxPHFitter  # heavy: autograd, scipy
 
     g = np.asarray(group_high).astype(int)
     if g.min() == g.max():
@@ -84,7 +85,7 @@ def km_by_group(
     time: np.ndarray, event: np.ndarray, group_high: np.ndarray, grid: Sequence[float]
 ) -> dict[str, Any]:
     """Kaplan–Meier survival (with 95 % CI) and numbers at risk per group on a time grid."""
-    from lifelines import KaplanMeierFitter
+    from lifelines import KaplanMeierFitter  # heavy
 
     time = np.asarray(time, float)
     event = np.asarray(event, int)

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import SignatureError
 
@@ -278,8 +280,6 @@ class FeatureSpec:
 
     def transform_many(self, patients: Mapping[str, Any]) -> "Any":
         """Feature table (pandas DataFrame, one row per patient id)."""
-        import pandas as pd
-
         rows = {pid: self.transform(p) for pid, p in patients.items()}
         return pd.DataFrame.from_dict(rows, orient="index")[self.feature_names]
 

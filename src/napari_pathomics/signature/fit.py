@@ -10,14 +10,16 @@ the same numbers.
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import SignatureError
 from ..provenance import versions
+from ..units import DAYS_PER_UNIT
 from .cox import (
     DEFAULT_PENALIZERS,
     FrozenCox,
@@ -32,7 +34,6 @@ from .evaluate import hazard_ratio, km_by_group, time_dependent_auc
 from .features import FeatureSpec
 from .model import SCHEMA_VERSION, SIGNATURE_KIND, Signature
 
-TIME_UNITS = {"days": 1.0, "months": 365.25 / 12, "years": 365.25}
 MIN_EVENTS = 10
 
 
@@ -173,8 +174,8 @@ class SignatureFitter:
         provenance: dict[str, Any] | None = None,
     ) -> Signature:
         """Fit, evaluate and freeze the signature; returns it (also as ``signature_``)."""
-        if self.time_unit not in TIME_UNITS:
-            raise SignatureError(f"unknown time unit {self.time_unit!r}; choose one of {list(TIME_UNITS)}")
+        if self.time_unit not in DAYS_PER_UNIT:
+            raise SignatureError(f"unknown time unit {self.time_unit!r}; choose one of {list(DAYS_PER_UNIT)}")
         if self.folds < 2:
             raise SignatureError("need at least 2 folds")
         t0 = _time.perf_counter()
@@ -201,8 +202,8 @@ class SignatureFitter:
             "feature_spec": spec.to_json() if feature_spec is not None else None,
             "cox": frozen.to_json(),
             "cutoff": cut.to_json(),
-            "patch_risk_weights": patch_risk_weights(frozen)["weights"],
-            "patch_risk": {k: v for k, v in patch_risk_weights(frozen).items() if k != "weights"},
+            "patch_risk_weights": cox_patch_risk_weights(frozen)["weights"],
+            "patch_risk": {k: v for k, v in cox_patch_risk_weights(frozen).items() if k != "weights"},
             "reference": {
                 "n": int(len(t)),
                 "n_events": int(e.sum()),
@@ -233,7 +234,7 @@ class SignatureFitter:
         return self.signature_
 
 
-def patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
+def cox_patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
     """Per-class weights turning a tile's class probabilities into the signature's risk.
 
     For each selected ``tme_mean_<CLS>`` covariate, ``w_CLS = beta / scale``; with
@@ -243,7 +244,7 @@ def patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
     per-patch risk and the Grad-CAM "risk activation map" use these as class-target weights,
     so the map highlights what drives *this* signature. Other covariates contribute nothing.
     The signature JSON stores ``weights`` flat as ``patch_risk_weights: {class: w}`` (what
-    ``napari_pathomics.results.patch_risk_weights`` reads; unnamed classes weigh 0) and the
+    ``results.patch_risk_weights`` reads; unnamed classes weigh 0) and the
     rest under ``patch_risk``.
     """
     w: dict[str, float] = {}

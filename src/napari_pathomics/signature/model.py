@@ -1,8 +1,9 @@
 """The frozen :class:`Signature`: everything needed to score a patient, rebuilt from JSON.
 
-No pickle and no lifelines at score time: the Cox model is arrays (see
-:class:`~napari_pathomics.signature.cox.FrozenCox`), the cutoff a number, the reference
-cohort sorted risks and Kaplan–Meier curves.
+No pickle and no lifelines at score time: the survival model is arrays behind the small
+:class:`SurvivalModel` protocol (:class:`~napari_pathomics.signature.cox.FrozenCox` is the one
+implementation today), the cutoff a number, the reference cohort sorted risks and Kaplan–Meier
+curves.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +26,28 @@ from .features import FeatureSpec
 
 SIGNATURE_KIND = "pathomics-signature"
 SCHEMA_VERSION = 1
+
+
+class SurvivalModel(Protocol):
+    """What a signature needs of its fitted model: covariates and their weights, a risk, survival curves."""
+
+    covariates: list[str]
+    beta: np.ndarray  # one coefficient per covariate (on the model's own scale)
+    penalizer: float
+
+    def risk(self, X: Any) -> np.ndarray:
+        """Linear predictor (log relative hazard) per subject."""
+        ...
+
+    def survival(self, risk: np.ndarray | float, times: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+        """S(t | risk): rows = times, columns = subjects."""
+        ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+#: Survival-model kinds a signature may carry, by the key its JSON stores them under.
+SURVIVAL_MODELS: dict[str, Callable[[Mapping[str, Any]], SurvivalModel]] = {"cox": FrozenCox.from_json}
 
 
 @dataclass(frozen=True)
@@ -70,8 +94,11 @@ class Signature:
                 f"unsupported signature schema_version {data.get('schema_version')!r} (expected {SCHEMA_VERSION})"
             )
         self._data = copy.deepcopy(dict(data))
+        kind = str(self._data.get("survival_model", "cox"))
+        if kind not in SURVIVAL_MODELS:
+            raise SignatureError(f"unknown survival model {kind!r} (known: {', '.join(SURVIVAL_MODELS)})")
         try:
-            self.cox = FrozenCox.from_json(self._data["cox"])
+            self.cox: SurvivalModel = SURVIVAL_MODELS[kind](self._data[kind])
             self._cutoff = float(self._data["cutoff"]["cutoff"])
             self._ref = np.asarray(self._data["reference"]["risk_sorted"], float)
             self.horizons = [float(h) for h in self._data.get("horizons", [])]
@@ -93,9 +120,13 @@ class Signature:
             if not path.exists():
                 raise SignatureError(f"no signature at {path}")
             try:
-                obj = json.loads(path.read_text())
+                obj = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SignatureError(f"cannot read {path}: {exc}") from None
             except json.JSONDecodeError as exc:
                 raise SignatureError(f"{path} is not valid JSON: {exc}") from exc
+            except RecursionError:
+                raise SignatureError(f"{path}: JSON nested too deeply") from None
         return cls(obj)
 
     def to_json(self) -> dict[str, Any]:
@@ -140,7 +171,13 @@ class Signature:
     @property
     def patch_risk_weights(self) -> dict[str, float]:
         """Per-class weights of a tile's probabilities in the signature's risk (may be empty)."""
-        return {str(k): float(v) for k, v in (self._data.get("patch_risk_weights") or {}).items()}
+        spec = self._data.get("patch_risk_weights") or {}
+        if not isinstance(spec, Mapping):
+            raise SignatureError("patch_risk_weights must map class names to numbers")
+        try:
+            return {str(k): float(v) for k, v in spec.items()}
+        except (TypeError, ValueError):
+            raise SignatureError("patch_risk_weights must map class names to numbers") from None
 
     @property
     def time_unit(self) -> str:

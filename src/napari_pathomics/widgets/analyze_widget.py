@@ -8,35 +8,39 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import napari
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
+from ..bundle import Bundle
 from ..errors import PathomicsError
-from ..model.bundle import Bundle
+from ..inference.engine import InferenceRun
+from ..layers import tile_readout
 from ..resources import DEFAULT_BUNDLE
 from ..results import TileResults
-from ..slide import Slide
+from ..scoring.engines import load_bundle, shared_engine
+from ..wsi.slide import Slide
+from ..wsi.tiling import plan_for_bundle
 from . import session
 from .controls import action_row
-from .result_layers import describe_at, show_results
+from .result_layers import show_results
 from .roi_widget import current_rois, current_tissue
-
-_BUNDLES: dict[str, Bundle] = {}
-
-
-def load_bundle(path: str | Path) -> Bundle:
-    """Bundles are verified (hashes) once per session and path."""
-    key = str(Path(path).resolve())
-    if key not in _BUNDLES:
-        _BUNDLES[key] = Bundle.load(path)
-    return _BUNDLES[key]
 
 
 class AnalyzeWidget(QWidget):
@@ -149,30 +153,32 @@ class AnalyzeWidget(QWidget):
         if bundle is None:
             return None
         try:
-            from ..model.engine import Engine, plan_for_bundle
-
             rois = current_rois(self.viewer, slide)
             grid = plan_for_bundle(slide, bundle, rois or None, tissue=current_tissue(self.viewer, slide))
             if len(grid) == 0:
                 session.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
                 return None
-            engine = Engine(bundle, device=self.device.currentText(), batch_size=self.batch.value())
+            # built here, in the UI thread, so the worker thread joins the tuned heap (see Engine)
+            engine, _ = shared_engine(bundle, device=self.device.currentText(), batch_size=self.batch.value())
         except PathomicsError as exc:
             session.report(exc, "cannot start the analysis")
             return None
-        self.cancel_event = threading.Event()
         cams = self.cam_names()
+        cancel = self.cancel_event = threading.Event()
         self.status.setText(f"{len(grid)} tiles · {'RAM + ' if 'risk' in cams else ''}{engine.device}")
+        runs: list[InferenceRun] = []
 
         @thread_worker
         def work() -> Iterator[Any]:
-            for update in engine.run(slide, grid, cancel=self.cancel_event, cams=cams):
-                yield update, engine.results
+            run = engine.run(slide, grid, cancel=cancel, cams=cams)  # reads the cache: off the UI thread
+            runs.append(run)
+            for update in run:
+                yield update, run.results
 
         worker = work()
         worker.yielded.connect(lambda payload: self._on_update(slide, *payload))
         worker.errored.connect(lambda exc: session.report(exc, "analysis failed"))
-        worker.finished.connect(lambda: self._on_finished(slide, engine))
+        worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None))
         self.worker = worker
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -192,13 +198,13 @@ class AnalyzeWidget(QWidget):
             self._last_draw = now
         self.status.setText(f"{update.done}/{update.total} tiles" + (" (from cache)" if update.from_cache else ""))
 
-    def _on_finished(self, slide: Slide, engine: Any) -> None:
+    def _on_finished(self, slide: Slide, run: InferenceRun | None) -> None:
         self.worker = None
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
-        res = engine.results
-        if res is None:
+        if run is None:
             return
+        res = run.results
         self.results[str(slide.path)] = res
         show_results(self.viewer, slide, res)
         c = res.counts()
@@ -213,7 +219,7 @@ class AnalyzeWidget(QWidget):
         res = self.results.get(str(slide.path))
         if res is None:
             return
-        text = describe_at(res, slide, tuple(viewer.cursor.position[-2:]))
+        text = tile_readout(res, slide, tuple(viewer.cursor.position[-2:]))
         self.hover.setText(text)
         if text:
             viewer.status = text

@@ -8,10 +8,10 @@ import napari
 import numpy as np
 from shapely.geometry import box
 
-from ..annotations import Annotation
 from ..errors import PathomicsError
 from ..resources import SAMPLE_SLIDE
-from ..tissue import detect_tissue
+from ..wsi.annotations import Annotation
+from ..wsi.tissue import detect_tissue
 from . import session
 from .analyze_widget import AnalyzeWidget
 from .roi_widget import RoiTilesWidget, current_rois

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import napari
 import numpy as np
 
-from ..annotations import read_geojson, write_geojson
 from ..errors import PathomicsError
-from ..layers import annotations_to_shapes, shapes_to_annotations, world_to_level0
+from ..layers import ROLE, ROLE_ROIS, ROLE_ROIS_IMPORT, annotations_to_shapes, shapes_to_annotations, world_to_level0
 from ..resources import SAMPLE_SLIDE
-from ..slide import is_slide_path
+from ..wsi.annotations import read_geojson, write_geojson
+from ..wsi.slide import is_slide_path
 from . import session
 
 
 def _current_viewer() -> Any:
-    import napari
-
     return napari.current_viewer()
 
 
@@ -52,7 +52,7 @@ def _read_geojson(path: str | list[str]) -> list[tuple[Any, dict, str]]:
         if slide is not None:
             data, kwargs, kind = session.roi_layer_data(slide, res.annotations)
             kwargs["name"] = Path(p).stem
-            kwargs["metadata"]["pathomics_role"] = "rois_import"
+            kwargs["metadata"][ROLE] = ROLE_ROIS_IMPORT
         else:
             data, kwargs = annotations_to_shapes(res.annotations)
             kwargs.update(name=Path(p).stem, face_color="transparent", edge_width=3)
@@ -79,7 +79,7 @@ def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) ->
     meta = attributes.get("metadata") or {}
     shape_types = list(attributes.get("shape_type") or ["polygon"] * len(data))
     verts = [np.asarray(d, dtype=float)[:, -2:] for d in data]
-    if meta.get("pathomics_role") not in ("rois", "rois_import"):
+    if meta.get(ROLE) not in (ROLE_ROIS, ROLE_ROIS_IMPORT):
         viewer = _current_viewer()
         slide = session.slide_of(session.active_slide_layer(viewer)) if viewer is not None else None
         if slide is not None and slide.has_mpp:

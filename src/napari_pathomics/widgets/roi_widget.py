@@ -7,24 +7,31 @@ from pathlib import Path
 import napari
 from napari.layers import Labels, Shapes
 from qtpy.QtWidgets import (
-    QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-    QVBoxLayout, QWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
-from ..annotations import Annotation, read_geojson, write_geojson
 from ..errors import PathomicsError
-from ..layers import tile_grid_overlay, tissue_layer
-from ..slide import Slide
-from ..tiling import DEFAULT_MIN_TISSUE, DEFAULT_MPP, DEFAULT_TILE_UM, TileGrid, plan_tiles
-from ..tissue import TissueMask, detect_tissue
+from ..layers import ROLE, ROLE_TILE_GRID, ROLE_TISSUE, SLIDE_PATH, tile_grid_overlay, tissue_layer
+from ..units import DEFAULT_MPP, DEFAULT_TILE_UM
+from ..wsi.annotations import Annotation, read_geojson, write_geojson
+from ..wsi.slide import Slide
+from ..wsi.tiling import DEFAULT_MIN_TISSUE, TileGrid, plan_tiles
+from ..wsi.tissue import TissueMask, detect_tissue
 from . import session
 from .controls import spin
 
 
 def tissue_layer_of(viewer: napari.Viewer, slide: Slide) -> Labels | None:
     for ly in viewer.layers:
-        if isinstance(ly, Labels) and ly.metadata.get("pathomics_role") == "tissue" and \
-                ly.metadata.get("pathomics_slide_path") == str(slide.path):
+        if isinstance(ly, Labels) and ly.metadata.get(ROLE) == ROLE_TISSUE and \
+                ly.metadata.get(SLIDE_PATH) == str(slide.path):
             return ly
     return None
 
@@ -188,7 +195,6 @@ class RoiTilesWidget(QWidget):
         if old is not None:
             self.viewer.layers.remove(old)
         data, kwargs, _ = tissue_layer(slide, mask.mask, mask.downsample)
-        kwargs["metadata"]["pathomics_slide_path"] = str(slide.path)
         ly = self.viewer.add_labels(data, **kwargs)
         self.tissue_status.setText(f"tissue covers {100 * mask.fraction:.1f} % of the slide")
         return ly
@@ -210,11 +216,10 @@ class RoiTilesWidget(QWidget):
             session.report(exc, "tiling failed")
             self.tile_count.setText("—")
             return None
-        for ly in [ly for ly in self.viewer.layers if ly.metadata.get("pathomics_role") == "tile_grid"
-                   and ly.metadata.get("pathomics_slide_path") == str(slide.path)]:
+        for ly in [ly for ly in self.viewer.layers if ly.metadata.get(ROLE) == ROLE_TILE_GRID
+                   and ly.metadata.get(SLIDE_PATH) == str(slide.path)]:
             self.viewer.layers.remove(ly)
         data, kwargs, _ = tile_grid_overlay(slide, grid)
-        kwargs["metadata"]["pathomics_slide_path"] = str(slide.path)
         self.viewer.add_image(data, **kwargs)
         self.tile_count.setText(f"{len(grid)} tiles of {grid.tile_um:g} µm ({grid.tile_px} px)")
         self.last_grid = grid

@@ -17,19 +17,28 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QFileDialog, QFormLayout, QGroupBox, QLabel, QLineEdit, QListWidget,
-    QListWidgetItem, QVBoxLayout, QWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
-from ..errors import PathomicsError, SignatureError
+from ..errors import PathomicsError
 from ..resources import DEFAULT_BUNDLE
+from ..scoring import DISCLAIMER, load_signature, ordinal, score_patient
+from ..scoring.engines import load_bundle, shared_engine
+from ..scoring.plots import GROUP_COLORS, composition_figure, survival_figure
+from ..scoring.report import write_report_html, write_report_json
+from ..units import years_short
 from . import session
 from .controls import action_row
-from .analyze_widget import load_bundle
 from .result_layers import show_results
 from .roi_widget import current_rois
-
-GROUP_COLORS = {"high": "#c0392b", "low": "#1e8449"}
 
 
 class ScoreWidget(QWidget):
@@ -40,6 +49,7 @@ class ScoreWidget(QWidget):
         self.viewer = napari_viewer
         session.install(napari_viewer)
         self.patient_score: Any = None
+        self.signature: Any = None
         self.worker: Any = None
         self.cancel_event = threading.Event()
         layout = QVBoxLayout(self)
@@ -111,8 +121,8 @@ class ScoreWidget(QWidget):
             return None
         try:
             bundle = load_bundle(self.bundle_path.text())
-            if bundle.signature_path is None:
-                raise SignatureError(f"bundle {bundle.name} has no signature: it can classify tiles but not score")
+            signature = load_signature(bundle)
+            shared_engine(bundle)  # built in the UI thread, so the worker joins the tuned heap (see Engine)
         except PathomicsError as exc:
             session.report(exc, "cannot score")
             return None
@@ -122,13 +132,11 @@ class ScoreWidget(QWidget):
 
         @thread_worker
         def work() -> Any:
-            from ..scoring import score_patient
-
             return score_patient(slides, bundle, patient_id=patient, rois=rois, cancel=self.cancel_event,
                                  progress=lambda msg, frac: None)
 
         worker = work()
-        worker.returned.connect(lambda ps: self._show_safely(ps, bundle))
+        worker.returned.connect(lambda ps: self._show_safely(ps, signature))
         worker.errored.connect(lambda exc: session.report(exc, "scoring failed"))
         worker.finished.connect(self._finished)
         self.worker = worker
@@ -143,41 +151,39 @@ class ScoreWidget(QWidget):
         self.score_btn.setEnabled(True)
         self.progress.setRange(0, 100)
 
-    def _show_safely(self, ps: Any, bundle: Any) -> None:
+    def _show_safely(self, ps: Any, signature: Any) -> None:
         """An exception in a Qt slot would abort napari: report it instead."""
         try:
-            self._show(ps, bundle)
+            self._show(ps, signature)
         except Exception as exc:  # noqa: BLE001
             session.report(exc, "cannot display the score")
 
-    def _show(self, ps: Any, bundle: Any) -> None:
+    def _show(self, ps: Any, signature: Any) -> None:
         self.patient_score = ps
+        self.signature = signature
         self.progress.setValue(100)
         sc = ps.score
         self.out["risk score"].setText(f"{sc.risk:+.3f}")
-        from ..scoring import ordinal
-
         self.out["percentile"].setText(f"{ordinal(sc.percentile)} of the reference cohort")
         color = GROUP_COLORS.get(sc.group, "#333")
         self.out["risk group"].setText(f"<b style='color:{color}'>{sc.group.upper()}</b> "
                                        f"(frozen cutoff {sc.cutoff:+.3f})")
-        self.out["survival"].setText(" · ".join(f"{k}: {100 * v:.0f} %" for k, v in survival_items(sc)))
-        self.disclaimer.setText("Research use only: a signature derived from colorectal cancer, not a clinical test.")
+        self.out["survival"].setText(" · ".join(f"{years_short(float(k), sc.time_unit)}: {100 * v:.0f} %"
+                                                for k, v in sc.survival_at.items()))
+        self.disclaimer.setText(DISCLAIMER)
         self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored")
         self.export_btn.setEnabled(True)
-        self._draw_plots(ps, bundle)
+        self._draw_plots(ps, signature)
         for slide, res in zip(self.selected_slides(), getattr(ps, "results", []) or []):
             if res is not None:
                 show_results(self.viewer, slide, res)
 
-    def _draw_plots(self, ps: Any, bundle: Any) -> None:
-        from ..signature.plots import composition_figure, survival_figure
-
+    def _draw_plots(self, ps: Any, signature: Any) -> None:
         while self.plots.count():
             item = self.plots.takeAt(0)
             if item.widget():
                 item.widget().deleteLater()
-        for fig in (survival_figure(bundle_signature(bundle), ps.score), composition_figure(ps)):
+        for fig in (survival_figure(signature, ps.score), composition_figure(ps)):
             canvas = FigureCanvasQTAgg(fig)
             canvas.setMinimumHeight(220)
             self.plots.addWidget(canvas)
@@ -193,33 +199,13 @@ class ScoreWidget(QWidget):
         if self.patient_score is None:
             session.show_warning("score a patient first")
             return None
-        from ..signature.report import write_report_html, write_report_json
-
         html_path = Path(html_path)
         json_path = html_path.with_suffix(".json")
         try:
-            bundle = load_bundle(self.bundle_path.text())
-            write_report_html(self.patient_score, html_path, signature=bundle_signature(bundle))
+            write_report_html(self.patient_score, html_path, signature=self.signature)
             write_report_json(self.patient_score, json_path)
         except (PathomicsError, OSError) as exc:
             session.report(exc, "report export failed")
             return None
         self.status.setText(f"report written: {html_path.name} and {json_path.name}")
         return html_path, json_path
-
-
-def bundle_signature(bundle: Any) -> Any:
-    from ..signature import Signature
-
-    return Signature.from_json(bundle.signature_path)
-
-
-def survival_items(score: Any) -> list[tuple[str, float]]:
-    """(label, probability) of predicted survival at the signature's horizons, in years."""
-    per_year = {"days": 365.25, "months": 12.0, "years": 1.0}.get(getattr(score, "time_unit", "days"), 1.0)
-    items = []
-    for key, val in dict(score.survival_at).items():
-        years = float(key) / per_year
-        label = f"{round(years):d} y" if abs(years - round(years)) < 0.05 else f"{years:.1f} y"
-        items.append((label, float(val)))
-    return items

@@ -16,15 +16,23 @@ from typing import Any
 
 import napari
 from napari.layers import Image, Layer, Shapes
+from napari.utils import resize_dask_cache
 from napari.utils.notifications import show_error, show_warning
 
-from ..annotations import Annotation
 from ..errors import PathomicsError
-from ..layers import annotations_to_shapes, geometry_transform, shapes_to_annotations, slide_layer
-from ..roi_store import load_saved_rois, save_rois, saved_rois_path
-from ..slide import Slide, open_slide
+from ..layers import (
+    ROLE,
+    ROLE_ROIS,
+    SLIDE_PATH,
+    annotations_to_shapes,
+    geometry_transform,
+    shapes_to_annotations,
+    slide_layer,
+)
+from ..wsi.annotations import Annotation
+from ..wsi.roi_store import load_saved_rois, save_rois, saved_rois_path
+from ..wsi.slide import Slide, open_slide
 
-ROLE = "pathomics_role"
 ROI_LAYER_SUFFIX = " ROIs"
 
 
@@ -54,7 +62,7 @@ def active_slide_layer(viewer: napari.Viewer) -> Image | None:
     if active is not None:
         if slide_of(active) is not None and isinstance(active, Image):
             return active
-        path = active.metadata.get("pathomics_slide_path")
+        path = active.metadata.get(SLIDE_PATH)
         for ly in slide_layers(viewer):
             if path and str(slide_of(ly).path) == path:  # type: ignore[union-attr]
                 return ly
@@ -64,8 +72,8 @@ def active_slide_layer(viewer: napari.Viewer) -> Image | None:
 
 def roi_layer_of(viewer: napari.Viewer, slide: Slide) -> Shapes | None:
     for ly in viewer.layers:
-        if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == "rois" and \
-                ly.metadata.get("pathomics_slide_path") == str(slide.path):
+        if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == ROLE_ROIS and \
+                ly.metadata.get(SLIDE_PATH) == str(slide.path):
             return ly
     return None
 
@@ -99,7 +107,7 @@ def roi_layer_data(slide: Slide, annotations: list[Annotation] | None = None) ->
     kwargs["name"] = slide.path.name + ROI_LAYER_SUFFIX
     kwargs["face_color"] = "transparent"
     kwargs["edge_width"] = 3
-    kwargs["metadata"].update({ROLE: "rois", "pathomics_slide_path": str(slide.path)})
+    kwargs["metadata"].update({ROLE: ROLE_ROIS, SLIDE_PATH: str(slide.path)})
     if not data:
         kwargs.pop("shape_type")
         kwargs["properties"] = {"roi_id": [], "classification": []}
@@ -116,7 +124,7 @@ def layer_annotations(layer: Shapes) -> list[Annotation]:
 
 
 def autosave_now(layer: Shapes) -> Path | None:
-    path = layer.metadata.get("pathomics_slide_path")
+    path = layer.metadata.get(SLIDE_PATH)
     if not path:
         return None
     try:
@@ -152,7 +160,7 @@ def _on_removed(event: Any) -> None:
 
 def _on_inserted(event: Any) -> None:
     layer = event.value
-    if isinstance(layer, Shapes) and layer.metadata.get(ROLE) == "rois":
+    if isinstance(layer, Shapes) and layer.metadata.get(ROLE) == ROLE_ROIS:
         _attach_autosave(layer)
 
 
@@ -169,7 +177,7 @@ def install(viewer: napari.Viewer | None) -> None:
         viewer.layers.events.removed.connect(_on_removed)
         _INSTALLED[id(viewer)] = weakref.ref(viewer)
     for ly in viewer.layers:
-        if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == "rois":
+        if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == ROLE_ROIS:
             _attach_autosave(ly)
 
 
@@ -178,8 +186,6 @@ VIEW_CACHE_MB = int(os.environ.get("PATHOMICS_VIEW_CACHE_MB", "768"))
 
 
 def bound_view_cache() -> None:
-    from napari.utils import resize_dask_cache
-
     resize_dask_cache(nbytes=VIEW_CACHE_MB * 2**20)
 
 

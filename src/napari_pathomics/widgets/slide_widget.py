@@ -9,13 +9,30 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
-    QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton,
-    QVBoxLayout, QWidget,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..errors import PathomicsError
-from ..layers import geometry_transform, grid_transform, slide_scale, slide_units
-from ..slide import SLIDE_EXTENSIONS
+from ..layers import (
+    CELL_L0,
+    ROLE,
+    ROLE_ROIS,
+    ROLE_ROIS_IMPORT,
+    SLIDE_PATH,
+    geometry_transform,
+    grid_transform,
+    slide_scale,
+    slide_units,
+)
+from ..wsi.slide import SLIDE_EXTENSIONS, Slide
 from . import session
 
 
@@ -105,7 +122,7 @@ class SlideWidget(QWidget):
         self.apply_slide_units(slide)
         self.refresh()
 
-    def apply_slide_units(self, slide) -> None:  # noqa: ANN001 - Slide
+    def apply_slide_units(self, slide: Slide) -> None:
         """Re-place every layer of this slide in µm after the pixel size changed."""
         path = str(slide.path)
         for ly in self.viewer.layers:
@@ -113,11 +130,11 @@ class SlideWidget(QWidget):
             if session.slide_of(ly) is slide:
                 ly.scale = slide_scale(slide)
                 ly.units = slide_units(slide)
-            elif meta.get("pathomics_slide_path") == path:
-                if meta.get("pathomics_role") in ("rois", "rois_import"):
+            elif meta.get(SLIDE_PATH) == path:
+                if meta.get(ROLE) in (ROLE_ROIS, ROLE_ROIS_IMPORT):
                     t = geometry_transform(slide)
                 else:
-                    cell = meta.get("pathomics_cell_l0") or meta.get("pathomics_downsample")
+                    cell = meta.get(CELL_L0) or meta.get("pathomics_downsample")
                     if not cell:
                         continue
                     t = grid_transform(slide, float(cell))

@@ -1,0 +1,194 @@
+"""What makes a bundle's files safe to touch: names, pickles, safetensors headers, zips.
+
+Nothing here opens a pickle or imports torch: pickled checkpoints are recognised by name and
+magic bytes, safetensors files by their JSON header, and zips are extracted with path-traversal,
+symlink and zip-bomb guards into a cache keyed by the zip's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import struct
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from ..errors import BundleError
+from ..provenance import sha256_file
+from ..resources import cache_dir
+
+MANIFEST_NAME = "manifest.json"
+#: Zip limits (zip-bomb guards): entries, total uncompressed bytes, compression ratio.
+_ZIP_MAX_ENTRIES = 10_000
+_ZIP_MAX_TOTAL = 4 * 1024**3
+_ZIP_MAX_RATIO = 200.0
+_ZIP_RATIO_MIN_SIZE = 1024 * 1024
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why a bundle-relative file name is unsafe (None if fine)."""
+    if not isinstance(name, str) or not name:
+        return "empty name"
+    if "\\" in name or ":" in name or "\x00" in name:
+        return "backslash, colon or NUL in name"
+    if name.startswith("/"):
+        return "absolute path"
+    parts = PurePosixPath(name).parts
+    if any(p in ("..", ".") for p in parts):
+        return "'..' or '.' path component"
+    return None
+
+
+def sniff_pickle(path: Path) -> str | None:
+    """Describe the file if it looks like a pickle / torch checkpoint, without unpickling it."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return f"pickle data (protocol {head[1]})"
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if any(n.endswith("data.pkl") or n.endswith(".pkl") for n in zf.namelist()):
+                    return "a torch zip checkpoint containing pickled data (data.pkl)"
+        except zipfile.BadZipFile:
+            pass
+        return "a zip archive"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Check the safetensors header (8-byte length + JSON) without loading tensors."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            return "too short to be safetensors"
+        (n,) = struct.unpack("<Q", raw)
+        if n == 0 or n > min(size - 8, 100 * 1024 * 1024):
+            return f"bad safetensors header length {n} for a {size}-byte file"
+        header = fh.read(n)
+    try:
+        meta = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "safetensors header is not JSON"
+    if not isinstance(meta, dict):
+        return "safetensors header is not a JSON object"
+    end = 0
+    for key, info in meta.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            return f"safetensors entry {key!r} lacks dtype/shape/data_offsets"
+        end = max(end, int(info["data_offsets"][1]))
+    if 8 + n + end > size:
+        return f"safetensors data ends at byte {8 + n + end} but the file has {size}"
+    return None
+
+
+def _zip_plan(zf: zipfile.ZipFile, label: str) -> tuple[str, list[zipfile.ZipInfo]]:
+    """Validate every entry of a bundle zip; return (root prefix, file entries)."""
+    infos = zf.infolist()
+    if len(infos) > _ZIP_MAX_ENTRIES:
+        raise BundleError(f"{label}: {len(infos)} entries (limit {_ZIP_MAX_ENTRIES})")
+    total = 0
+    files: list[zipfile.ZipInfo] = []
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        why = unsafe_name_reason(name.rstrip("/")) if name.rstrip("/") else "empty name"
+        if why or (len(name) > 1 and name[1] == ":"):
+            raise BundleError(f"{label}: refusing entry {name!r} ({why or 'drive letter'})")
+        mode = (info.external_attr >> 16) & 0xFFFF
+        if stat.S_ISLNK(mode):
+            raise BundleError(f"{label}: refusing symlink entry {name!r}")
+        if info.is_dir():
+            continue
+        if name in seen:
+            raise BundleError(f"{label}: duplicate entry {name!r}")
+        seen.add(name)
+        total += info.file_size
+        if total > _ZIP_MAX_TOTAL:
+            raise BundleError(f"{label}: uncompressed size exceeds {_ZIP_MAX_TOTAL} bytes (zip bomb?)")
+        if info.file_size > _ZIP_RATIO_MIN_SIZE and info.file_size > _ZIP_MAX_RATIO * max(info.compress_size, 1):
+            raise BundleError(
+                f"{label}: entry {name!r} expands {info.file_size / max(info.compress_size, 1):.0f}x "
+                f"(limit {_ZIP_MAX_RATIO:.0f}x, zip bomb?)"
+            )
+        files.append(info)
+    names = [i.filename for i in files]
+    if MANIFEST_NAME in names:
+        root = ""
+    else:
+        tops = {n.split("/", 1)[0] for n in names}
+        if len(tops) == 1 and f"{next(iter(tops))}/{MANIFEST_NAME}" in names:
+            root = next(iter(tops)) + "/"
+        else:
+            raise BundleError(f"{label}: no {MANIFEST_NAME} at the zip root or in a single top folder")
+    return root, files
+
+
+def _extract_zip(path: Path) -> Path:
+    """Safely extract a bundle zip into the cache (keyed by the zip's sha256) and return the folder."""
+    label = path.name
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{label}: not a readable zip file ({exc})") from None
+    with zf:
+        root, files = _zip_plan(zf, label)
+        dest = cache_dir("bundles") / sha256_file(path)[:24]
+        if (dest / MANIFEST_NAME).is_file():
+            # Reuse the cached copy only if its manifest is still the zip's (hashes then pin the rest).
+            if (dest / MANIFEST_NAME).read_bytes() == zf.read(root + MANIFEST_NAME):
+                return dest
+            shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+        try:
+            written = 0
+            for info in files:
+                entry_written = 0
+                rel = info.filename[len(root):] if info.filename.startswith(root) else None
+                if not rel:
+                    continue
+                target = (tmp / rel).resolve()
+                if not target.is_relative_to(tmp.resolve()):
+                    raise BundleError(f"{label}: entry {info.filename!r} escapes the bundle folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        written += len(block)
+                        entry_written += len(block)
+                        # Headers can lie about sizes: count what is actually inflated.
+                        if written > _ZIP_MAX_TOTAL or entry_written > info.file_size:
+                            raise BundleError(f"{label}: inflated data exceeds its declared size (zip bomb?)")
+                        dst.write(block)
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another process extracted it first
+                if not (dest / MANIFEST_NAME).is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest
+
+
+def resolve_folder(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BundleError(f"bundle not found: {p}")
+    if p.is_file():
+        if p.name == MANIFEST_NAME:
+            return p.parent
+        if zipfile.is_zipfile(p):
+            return _extract_zip(p)
+        raise BundleError(f"{p}: not a bundle folder, a {MANIFEST_NAME} or a zip")
+    return p
+
+

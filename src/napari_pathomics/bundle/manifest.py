@@ -1,0 +1,257 @@
+"""A bundle's manifest and files, checked: the read-only ``Bundle`` view and its validation.
+
+A bundle is a folder (or zip of one) with a JSON manifest validated against a versioned schema
+and a sha256 for every listed file. Loading never unpickles, imports or executes anything from
+the bundle, and every failure is a :class:`~napari_pathomics.errors.BundleError` whose one-line
+message names the file and what is wrong. Turning a bundle into a running model is
+``inference``'s job; this module knows only the file format.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+
+from ..errors import BundleError
+from ..provenance import sha256_file
+from .archive import (
+    MANIFEST_NAME,
+    PICKLE_SUFFIXES,
+    resolve_folder,
+    safetensors_problem,
+    sniff_pickle,
+    unsafe_name_reason,
+)
+from .schema import SUPPORTED_SCHEMA_VERSIONS, schema_problems
+
+__all__ = ["Bundle", "validate_bundle", "read_manifest", "manifest_problems", "file_problems", "MANIFEST_NAME"]
+
+_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+def read_manifest(folder: Path) -> tuple[dict, bytes]:
+    mpath = folder / MANIFEST_NAME
+    if not mpath.is_file():
+        raise BundleError(f"{folder}: no {MANIFEST_NAME}")
+    if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise BundleError(f"{MANIFEST_NAME}: larger than {_MAX_MANIFEST_BYTES} bytes")
+    raw = mpath.read_bytes()
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BundleError(f"{MANIFEST_NAME}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{MANIFEST_NAME}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise BundleError(f"{MANIFEST_NAME}: JSON nested too deeply") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST_NAME}: top level must be a JSON object")
+    return manifest, raw
+
+
+def _semantic_problems(manifest: dict) -> list[str]:
+    """Consistency checks that a JSON schema cannot express."""
+    probs: list[str] = []
+    model = manifest.get("model", {})
+    classes = model.get("classes", [])
+    names = [c.get("name") for c in classes if isinstance(c, dict)]
+    if isinstance(model.get("num_classes"), int) and len(classes) != model["num_classes"]:
+        probs.append(f"model.num_classes is {model['num_classes']} but model.classes lists {len(classes)}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        probs.append(f"model.classes: duplicate class names {dupes}")
+    unknown = [c for c in model.get("high_risk_classes", []) if c not in names]
+    if unknown:
+        probs.append(f"model.high_risk_classes names unknown classes {unknown} (classes: {names})")
+    files = manifest.get("files", {})
+    for name in files:
+        why = unsafe_name_reason(name)
+        if why:
+            probs.append(f"files: unsafe file name {name!r} ({why})")
+        elif name == MANIFEST_NAME:
+            probs.append(f"files: {MANIFEST_NAME} must not list itself")
+    weights = model.get("weights")
+    if isinstance(weights, str):
+        if weights not in files:
+            probs.append(f"model.weights {weights!r} is not listed in files")
+        if weights.lower().endswith(PICKLE_SUFFIXES):
+            probs.append(f"model.weights {weights!r}: pickled checkpoints are refused; convert to .safetensors")
+    for name in files:
+        if name.lower().endswith(PICKLE_SUFFIXES):
+            probs.append(f"files: {name!r} looks like a pickled file; bundles carry only safetensors/JSON")
+    sig = manifest.get("signature")
+    if isinstance(sig, str) and sig not in files:
+        probs.append(f"signature {sig!r} is not listed in files")
+    return probs
+
+
+def file_problems(folder: Path, manifest: dict) -> list[str]:
+    """Existence, containment, sha256 and pickle checks of every listed file."""
+    probs: list[str] = []
+    root = folder.resolve()
+    weights = manifest.get("model", {}).get("weights")
+    for name, expected in manifest.get("files", {}).items():
+        if unsafe_name_reason(name):
+            continue  # already reported
+        p = folder / name
+        if p.is_symlink():
+            probs.append(f"{name}: symlinks are refused in bundles")
+            continue
+        if not p.resolve().is_relative_to(root):
+            probs.append(f"{name}: resolves outside the bundle folder")
+            continue
+        if not p.is_file():
+            probs.append(f"{name}: listed in files but missing")
+            continue
+        pick = sniff_pickle(p)
+        if pick and (name == weights or pick != "a zip archive"):
+            probs.append(f"{name}: refused, file is {pick} (bundles must not carry pickles)")
+            continue
+        actual = sha256_file(p)
+        if isinstance(expected, str) and actual != expected.lower():
+            probs.append(f"{name}: sha256 mismatch, manifest {expected[:12]}… file {actual[:12]}…")
+            continue
+        if name == weights:
+            why = safetensors_problem(p)
+            if why:
+                probs.append(f"{name}: not valid safetensors ({why})")
+    return probs
+
+
+def manifest_problems(manifest: dict) -> list[str]:
+    version = manifest.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        return [
+            f"{MANIFEST_NAME}: unsupported schema_version {version!r}; "
+            f"supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)}"
+        ]
+    probs = schema_problems(manifest, version)
+    if probs:
+        return probs
+    return _semantic_problems(manifest)
+
+
+def validate_bundle(path: str | Path) -> list[str]:
+    """Every problem of a bundle's files and manifest (empty list = the format is valid).
+
+    Building the model and loading its weights is the runtime's job
+    (``inference.backbones.check_runnable``); ``pathomics validate-bundle`` runs both.
+    """
+    try:
+        folder = resolve_folder(path)
+        manifest, _ = read_manifest(folder)
+    except BundleError as exc:
+        return [str(exc)]
+    return manifest_problems(manifest) or file_problems(folder, manifest)
+
+
+class Bundle:
+    """A validated model bundle on disk (read-only view of its manifest and files)."""
+
+    def __init__(self, path: Path, manifest: dict, manifest_bytes: bytes, source: Path | None = None) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.source = source or path
+        self._manifest_bytes = manifest_bytes
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Bundle":
+        """Load and fully check a bundle folder or zip; raise BundleError on any problem."""
+        src = Path(path).expanduser()
+        folder = resolve_folder(src)
+        manifest, raw = read_manifest(folder)
+        probs = manifest_problems(manifest) or file_problems(folder, manifest)
+        if probs:
+            more = f" (+{len(probs) - 1} more problems)" if len(probs) > 1 else ""
+            raise BundleError(f"invalid bundle {src}: {probs[0]}{more}")
+        return cls(folder.resolve(), manifest, raw, src)
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.name!r}, id={self.bundle_id}, path={str(self.path)!r})"
+
+    # ---- manifest views ---------------------------------------------------------------------
+    @property
+    def _model(self) -> dict:
+        return self.manifest["model"]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def architecture(self) -> str:
+        return str(self._model["architecture"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self._model["classes"]]
+
+    @property
+    def class_colors(self) -> list[str]:
+        return [c["color"] for c in self._model["classes"]]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._model["num_classes"])
+
+    @property
+    def high_risk_classes(self) -> list[str]:
+        return list(self._model.get("high_risk_classes", []))
+
+    @property
+    def input_size(self) -> int:
+        return int(self._model["input_size"])
+
+    @property
+    def tile_um(self) -> float:
+        return float(self._model["tile_um"])
+
+    @property
+    def mpp(self) -> float:
+        return float(self._model["mpp"])
+
+    @property
+    def mean(self) -> list[float]:
+        return [float(v) for v in self._model["normalization"]["mean"]]
+
+    @property
+    def std(self) -> list[float]:
+        return [float(v) for v in self._model["normalization"]["std"]]
+
+    @property
+    def macenko(self) -> dict | None:
+        m = self._model["normalization"].get("macenko")
+        return copy.deepcopy(m) if m else None
+
+    @property
+    def gradcam_target_layer(self) -> str:
+        return str(self._model["gradcam_target_layer"])
+
+    @property
+    def metrics(self) -> dict:
+        return dict(self.manifest.get("metrics", {}))
+
+    @cached_property
+    def bundle_id(self) -> str:
+        """Short content id: sha256 of the manifest bytes (which pin every file's sha256)."""
+        return hashlib.sha256(self._manifest_bytes).hexdigest()[:16]
+
+    @property
+    def file_hashes(self) -> dict[str, str]:
+        return dict(self.manifest["files"])
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self._model["weights"]
+
+    @property
+    def signature_path(self) -> Path | None:
+        sig = self.manifest.get("signature")
+        return self.path / sig if sig else None

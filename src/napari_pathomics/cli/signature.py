@@ -1,0 +1,236 @@
+"""``pathomics build-signature``: fit a prognostic signature from a per-patient table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import SignatureError
+from .common import print_json
+
+DEFAULT_HORIZONS = {"days": "365,1095,1825", "months": "12,36,60", "years": "1,3,5"}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "build-signature",
+        help="fit a LASSO-Cox signature (+ cutoff, CV metrics) from a per-patient table",
+        description=(
+            "Fit correlation filter -> univariate Cox -> LASSO-Cox (CV-chosen penalty) -> "
+            "maximally selected log-rank cutoff, evaluate by nested k-fold CV, and write the "
+            "frozen signature JSON into a bundle and/or a file."
+        ),
+    )
+    p.add_argument("table", type=Path, help="per-patient CSV/TSV with features, time and event")
+    p.add_argument("--time", required=True, help="column with follow-up time")
+    p.add_argument("--event", required=True, help="column with the event indicator (1 = event, 0 = censored)")
+    p.add_argument("--id", default=None, help="patient id column (must be unique)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--features", default=None, help="comma-separated feature columns")
+    g.add_argument("--feature-prefix", default=None, help="use every column starting with one of these comma-separated prefixes")
+    g.add_argument(
+        "--tme-classes",
+        default=None,
+        help="comma-separated tissue classes whose columns (named CLS or tme_<stat>_CLS) are TME composition features",
+    )
+    p.add_argument("--tme-stat", choices=("mean", "frac"), default="mean", help="what --tme-classes columns hold (default: mean probability)")
+    p.add_argument("--tme-combine", choices=("max", "mean", "weighted"), default="max", help="how the table combined slides per patient (default: max)")
+    p.add_argument("--feature-spec", type=Path, default=None, help="feature-spec JSON describing how the features were computed from tiles")
+    p.add_argument("--time-unit", choices=("days", "months", "years"), default="days")
+    p.add_argument("--horizons", default=None, help="comma-separated survival horizons in the time unit (default 1, 3, 5 years)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-group", type=float, default=0.2, help="minimum share of patients per risk group (default 0.2)")
+    p.add_argument("--permutations", type=int, default=1000, help="permutations for the cutoff p-value")
+    p.add_argument("--corr-threshold", type=float, default=0.8)
+    p.add_argument("--screen-p", type=float, default=0.1)
+    p.add_argument("--screen-top-k", type=int, default=3)
+    p.add_argument("--penalizers", default=None, help="comma-separated LASSO penalties to cross-validate")
+    p.add_argument("--no-cv", action="store_true", help="skip the nested CV evaluation (faster, less honest)")
+    p.add_argument("--name", default=None, help="signature name (default: table stem)")
+    p.add_argument("--description", default="", help="free text stored in the signature (cohort, intended use)")
+    p.add_argument("--bundle", type=Path, default=None, help="bundle folder to attach signature.json to")
+    p.add_argument("--out", type=Path, default=None, help="also write the signature JSON here")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=build_signature)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise SignatureError(f"--{what} must be comma-separated numbers, got {text!r}") from exc
+    if not vals:
+        raise SignatureError(f"--{what} is empty")
+    return vals
+
+
+def read_table(path: Path) -> Any:
+    """Read a CSV (or TSV by extension) with clear errors."""
+    import pandas as pd
+
+    if not path.exists():
+        raise SignatureError(f"no such table: {path}")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        table = pd.read_csv(path, sep=sep)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    if table.empty:
+        raise SignatureError(f"{path} has no rows")
+    return table
+
+
+def select_features(table: Any, args: argparse.Namespace) -> tuple[Any, list[str], Any]:
+    """Resolve the feature columns (renaming TME class columns) and the feature spec."""
+    from ..signature.features import FeatureSpec
+
+    spec = FeatureSpec.from_json(args.feature_spec) if args.feature_spec else None
+    reserved = {args.time, args.event, args.id}
+    if args.tme_classes:
+        classes = [c.strip() for c in args.tme_classes.split(",") if c.strip()]
+        rename, feats = {}, []
+        for c in classes:
+            name = f"tme_{args.tme_stat}_{c}"
+            if name in table.columns:
+                feats.append(name)
+            elif c in table.columns:
+                rename[c] = name
+                feats.append(name)
+            else:
+                raise SignatureError(f"missing column for class {c!r} (looked for {c!r} and {name!r})")
+        table = table.rename(columns=rename)
+        if spec is None:
+            spec = FeatureSpec(classes=classes, tme_stats=[args.tme_stat], combine=args.tme_combine, mil=False, source="table")
+    elif args.features:
+        feats = [c.strip() for c in args.features.split(",") if c.strip()]
+    elif args.feature_prefix:
+        prefixes = tuple(x.strip() for x in args.feature_prefix.split(",") if x.strip())
+        feats = [c for c in table.columns if c.startswith(prefixes) and c not in reserved]
+        if not feats:
+            raise SignatureError(f"no columns start with {list(prefixes)}")
+    elif spec is not None:
+        feats = [c for c in spec.feature_names if c in table.columns]
+    else:
+        raise SignatureError("say which columns are features: --features, --feature-prefix or --tme-classes")
+    if spec is not None:
+        unknown = [c for c in feats if c not in spec.feature_names]
+        if unknown:
+            raise SignatureError(f"features not produced by the feature spec: {unknown[:5]}")
+    return table, feats, spec
+
+
+def build_signature(args: argparse.Namespace) -> int:
+    from ..signature.cox import DEFAULT_PENALIZERS
+    from ..signature.fit import SignatureFitter
+
+    if args.bundle is None and args.out is None:
+        raise SignatureError("nowhere to write the signature: give --bundle and/or --out")
+    if args.bundle is not None and not (args.bundle / "manifest.json").exists():
+        raise SignatureError(f"{args.bundle} is not a bundle folder (no manifest.json)")
+    table = read_table(args.table)
+    if args.id is not None:
+        if args.id not in table.columns:
+            raise SignatureError(f"missing id column {args.id!r}")
+        dup = table[args.id][table[args.id].duplicated()].tolist()
+        if dup:
+            raise SignatureError(f"duplicate patient ids, e.g. {dup[:3]}; one row per patient is required")
+    table, feats, spec = select_features(table, args)
+    horizons = _floats(args.horizons or DEFAULT_HORIZONS[args.time_unit], "horizons")
+    penalizers = _floats(args.penalizers, "penalizers") if args.penalizers else list(DEFAULT_PENALIZERS)
+    if not 2 <= args.folds <= 20:
+        raise SignatureError("--folds must be between 2 and 20")
+    fitter = SignatureFitter(
+        corr_threshold=args.corr_threshold,
+        screen_p=args.screen_p,
+        screen_top_k=args.screen_top_k,
+        penalizers=penalizers,
+        folds=args.folds,
+        seed=args.seed,
+        min_group=args.min_group,
+        n_permutations=args.permutations,
+        horizons=horizons,
+        time_unit=args.time_unit,
+        cross_validate=not args.no_cv,
+    )
+    sig = fitter.fit(
+        table,
+        args.time,
+        args.event,
+        feats,
+        feature_spec=spec,
+        id_col=args.id,
+        name=args.name or args.table.stem,
+        description=args.description,
+        provenance={"table": args.table.name},
+    )
+    written: list[str] = []
+    if args.out is not None:
+        sig.save(args.out)
+        written.append(str(args.out))
+    if args.bundle is not None:
+        attach_to_bundle(sig, args.bundle)
+        written.append(str(args.bundle / "signature.json"))
+    summary = sig.summary()
+    summary["written"] = written
+    if args.json:
+        print_json(summary)
+    else:
+        _print_human(summary)
+    return 0
+
+
+def manifest_summary(sig: Any) -> dict[str, Any]:
+    """The short figures the bundle manifest carries next to the signature file."""
+    s = sig.summary()
+    m = sig.metrics
+    return {
+        "name": s["name"],
+        "covariates": list(s["covariates"]),
+        "n": s["n"],
+        "n_events": s["n_events"],
+        "apparent_c_index": s["apparent_c_index"],
+        "cv_c_index": s["cv_c_index"],
+        "cv_c_index_sd": s["cv_c_index_sd"],
+        "cv_folds": (m.get("cv") or {}).get("folds"),
+        "hazard_ratio_apparent": s["hazard_ratio"],
+        "hazard_ratio_out_of_fold": s["cv_hazard_ratio"],
+        "cutoff": s["cutoff"],
+        "cutoff_p_value": s["cutoff_p_value"],
+        "cutoff_method": s["cutoff_method"],
+        "time_unit": s["time_unit"],
+    }
+
+
+def attach_to_bundle(sig: Any, bundle_dir: Path) -> None:
+    """Write ``signature.json`` into a bundle through the bundle module (hash + manifest)."""
+    from ..bundle import attach_file
+
+    attach_file(
+        bundle_dir,
+        "signature.json",
+        sig.to_json(),
+        manifest_key="signature",
+        manifest_updates={"signature_summary": manifest_summary(sig)},
+    )
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def _print_human(s: dict[str, Any]) -> None:
+    print(f"signature {s['name']!r}: {s['n']} patients, {s['n_events']} events")
+    print(f"  penalizer {s['penalizer']:g}; covariates (standardised coefficients):")
+    for c, b in s["covariates"].items():
+        print(f"    {c:<28} {b:+.4f}")
+    print(f"  C-index apparent {_fmt(s['apparent_c_index'])}, cross-validated {_fmt(s['cv_c_index'])} ± {_fmt(s['cv_c_index_sd'])}")
+    hr = s["hazard_ratio"]
+    print(f"  HR high vs low (apparent) {_fmt(hr['hr'], 2)} [{_fmt(hr['ci_lower'], 2)}, {_fmt(hr['ci_upper'], 2)}], p={hr['p']:.2g}")
+    cv = s.get("cv_hazard_ratio")
+    if cv:
+        print(f"  HR high vs low (out-of-fold) {_fmt(cv['hr'], 2)} [{_fmt(cv['ci_lower'], 2)}, {_fmt(cv['ci_upper'], 2)}], p={cv['p']:.2g}")
+    print(f"  cutoff {s['cutoff']:.4f} (high if risk > cutoff), selection p={s['cutoff_p_value']:.3g} ({s['cutoff_method']})")
+    for w in s.get("written", []):
+        print(f"  wrote {w}")

@@ -1,0 +1,115 @@
+"""Bundle → a running network: the one seam where an architecture is built and taken apart.
+
+Every consumer of a model (the engine, Grad-CAM, the training embedding pass, loose-tile
+classification) goes through :class:`PatchModel`: ``features(x)`` are the pooled embeddings
+before the classifier, ``logits(features)`` the class scores, so one forward pass gives both.
+timm models fit as they are; another family plugs in by subclassing ``PatchModel`` and adding
+it to ``FAMILIES``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..bundle import Bundle
+from ..errors import BundleError
+from ..provenance import sha256_file
+
+__all__ = ["PatchModel", "FAMILIES", "build_model", "resolve_layer", "keep_triton_out"]
+
+
+def keep_triton_out() -> None:
+    """Keep torch from importing triton in a process that shows a napari (OpenGL) canvas.
+
+    triton's bundled LLVM and the LLVM of Mesa's GL drivers crash each other; the viewer never
+    compiles kernels, so torch simply sees no triton there. CLI and dask processes are untouched.
+    """
+    gui = any(m in sys.modules for m in ("vispy", "napari._vispy", "qtpy"))
+    if gui and "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]  # ImportError on `import triton`
+
+
+class PatchModel:
+    """A patch classifier split where embeddings live: ``logits(features(x))`` is the forward.
+
+    ``module`` is the whole ``torch.nn.Module`` (Grad-CAM hooks its layers and calls it).
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def features(self, x: Any) -> Any:
+        """Pooled embeddings (B, D) before the classifier (timm's ``pre_logits``)."""
+        m = self.module
+        return m.forward_head(m.forward_features(x), pre_logits=True)
+
+    def logits(self, features: Any) -> Any:
+        """Class scores (B, C) from :meth:`features`."""
+        return self.module.get_classifier()(features)
+
+    def __call__(self, x: Any) -> Any:
+        return self.logits(self.features(x))
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.module.num_features)
+
+
+#: Architecture families by name prefix; timm builds everything else.
+FAMILIES: dict[str, type[PatchModel]] = {}
+
+
+def resolve_layer(module: Any, dotted: str) -> Any:
+    """The submodule at a dotted attribute path (Grad-CAM target); BundleError if absent."""
+    obj = module
+    for part in dotted.split("."):
+        if part.isdigit() and hasattr(obj, "__getitem__"):
+            try:
+                obj = obj[int(part)]
+                continue
+            except (IndexError, TypeError):
+                pass
+        if not hasattr(obj, part):
+            raise BundleError(f"model.gradcam_target_layer {dotted!r}: no attribute {part!r} in the model")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _create_timm(bundle: Bundle) -> Any:
+    import timm  # heavy: torch and timm load only when a model is built
+
+    try:
+        return timm.create_model(bundle.architecture, pretrained=False, num_classes=bundle.num_classes)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise BundleError(f"model.architecture {bundle.architecture!r}: timm cannot build it ({exc})") from None
+
+
+def build_model(bundle: Bundle, device: str | Any = "cpu") -> PatchModel:
+    """Build the bundle's architecture and load its safetensors weights strictly (eval mode)."""
+    keep_triton_out()
+    from safetensors import SafetensorError  # heavy (with safetensors.torch below)
+    from safetensors.torch import load_file  # heavy: torch
+
+    module = _create_timm(bundle)
+    # Re-check the weights file right before reading it (it could have changed since load).
+    name = bundle.manifest["model"]["weights"]
+    actual = sha256_file(bundle.weights_path)
+    if actual != bundle.file_hashes[name]:
+        raise BundleError(f"{name}: sha256 changed since the bundle was loaded ({actual[:12]}…)")
+    try:
+        state = load_file(str(bundle.weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{name}: cannot read safetensors ({exc})") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise BundleError(
+            f"{name}: weights do not fit {bundle.architecture} with {bundle.num_classes} classes "
+            f"({' '.join(s.strip() for s in first[:3])[:300]})"
+        ) from None
+    resolve_layer(module, bundle.gradcam_target_layer)
+    module.eval()
+    family = next((cls for prefix, cls in FAMILIES.items() if bundle.architecture.startswith(prefix)), PatchModel)
+    return family(module.to(device))

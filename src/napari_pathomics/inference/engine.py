@@ -1,0 +1,470 @@
+"""Run a model bundle over a TileGrid: read, drop background, normalise, batch, infer, cache.
+
+An :class:`Engine` is long-lived: it holds one bundle's model on a device (built once) and its
+precision. Each :meth:`Engine.run` returns an :class:`InferenceRun`, the per-slide state: an
+iterator of :class:`BatchUpdate` (one per batch, plus one first update replaying cached
+results) that the napari worker, the CLI progress bar and tests all consume alike, and the
+run's results, statistics and cache file. Design points:
+
+* Reading + Macenko run in a small thread pool that prepares the next batches while the model
+  runs (JPEG decoding, cv2 and numpy release the GIL); each reader thread has its own handle on
+  the slide file, so nothing is shared with the viewer's dask reads.
+* The model runs under ``inference_mode`` in channels_last, with bf16/fp16 autocast only where
+  :func:`~napari_pathomics.inference.device.choose_amp` found it correct and faster.
+* One forward pass gives the embeddings, the class probabilities and the patch risk (the
+  bundle's risk head, or ``results.patch_risk`` of the probabilities).
+* A region that fails to decode marks its tiles FAILED and the run goes on; tiles that are
+  mostly glass are BACKGROUND (``wsi.tissue``'s per-tile rule) and never reach the model.
+* Results are flushed atomically to a cache keyed by slide fingerprint × bundle id × grid key
+  every few seconds and at the end (also on cancel or when the consumer stops iterating), so a
+  reopened slide shows earlier results at once and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import InferenceError, ResultsError
+from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults, cache_path, patch_risk, patch_risk_weights
+from ..wsi.slide import Slide
+from ..wsi.tiling import TileGrid
+from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, is_background
+from .backbones import PatchModel, build_model
+from .cam import GradCamRunner, make_targets, validate_cam_names
+from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
+from .preprocess import preprocess_batch
+from .reader import ThreadSlides, read_tiles
+from .risk_head import load_risk_head
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["Engine", "InferenceRun", "BatchUpdate", "Prediction", "DEFAULT_CAM_SIZE"]
+
+#: Mosaic px per tile side of stitched CAMs (one mosaic px = tile_size_l0 / k level-0 px).
+DEFAULT_CAM_SIZE = 16
+#: Batches are padded to a multiple of this: every distinct batch size makes oneDNN compile and
+#: cache kernels and workspaces, and each slide's last batch has its own size.
+PAD_BATCH_TO = 8
+
+
+@dataclass
+class Prediction:
+    """What one forward pass gives for a batch of tiles."""
+
+    probs: np.ndarray  # (B, C) float32
+    risk: np.ndarray  # (B,) float32 in [0, 1]
+    emb: np.ndarray  # (B, D) float32 pooled backbone features
+
+
+@dataclass
+class BatchUpdate:
+    """What one step of a run finished: for progress bars and streaming layers."""
+
+    indices: np.ndarray  # (B,) grid indices finished in this step (done, failed or background)
+    probs: np.ndarray  # (B, C) float32, NaN rows for failed/background tiles
+    risk: np.ndarray  # (B,) float32, NaN for failed/background tiles
+    status: np.ndarray  # (B,) int8
+    failed: np.ndarray  # grid indices whose region failed to decode
+    background: np.ndarray  # grid indices dropped as background
+    done: int  # tiles with a final status so far (all runs)
+    total: int  # tiles in the grid
+    cams: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B, k, k); NaN rows if none
+    from_cache: bool = False
+    elapsed: float = 0.0  # seconds since the run started
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+@dataclass
+class _Prepared:
+    idx: np.ndarray
+    x: Any  # torch.Tensor (K, 3, S, S) for the kept tiles, or None
+    keep: np.ndarray  # (B,) bool: sent to the model
+    failed: np.ndarray  # (B,) bool
+    background: np.ndarray  # (B,) bool
+    fallback: np.ndarray  # (B,) bool stain fallback
+    seconds: float
+    errors: list[str]
+
+
+def _merge(parts: list[_Prepared]) -> _Prepared:
+    """One prepared batch from consecutive parts prepared in parallel (order kept)."""
+    if len(parts) == 1:
+        return parts[0]
+    import torch  # heavy
+
+    xs = [p.x for p in parts if p.x is not None]
+    x = None
+    if xs:
+        x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
+    return _Prepared(
+        idx=np.concatenate([p.idx for p in parts]), x=x,
+        keep=np.concatenate([p.keep for p in parts]), failed=np.concatenate([p.failed for p in parts]),
+        background=np.concatenate([p.background for p in parts]),
+        fallback=np.concatenate([p.fallback for p in parts]),
+        seconds=sum(p.seconds for p in parts), errors=[e for p in parts for e in p.errors])
+
+
+_NICED = threading.local()
+
+
+class Engine:
+    """A bundle's model ready to run on slides: ``run`` streams one slide, ``run_all`` finishes it."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", batch_size: int = 32, amp: str = "auto",
+                 num_threads: int | None = None, *, workers: int = 1, prefetch: int = 2,
+                 cam_size: int = DEFAULT_CAM_SIZE, min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
+                 flush_seconds: float = 10.0, reader_nice: int = 0, tune_malloc: bool = True) -> None:
+        if batch_size < 1:
+            raise InferenceError(f"batch size must be ≥ 1, got {batch_size}")
+        self.bundle = bundle
+        self.device = select_device(device)
+        self.batch_size = int(batch_size)
+        self.amp_setting = amp
+        self.num_threads = num_threads
+        self.workers = max(1, int(workers))
+        self.prefetch = max(0, int(prefetch))
+        self.cam_size = int(cam_size)
+        self.min_tile_tissue = float(min_tile_tissue)
+        self.flush_seconds = float(flush_seconds)
+        self.reader_nice = int(reader_nice)
+        self.weights = patch_risk_weights(bundle)
+        self.risk_head = load_risk_head(bundle)  # None: risk = class-weighted probabilities
+        if tune_malloc and self.device.type == "cpu":
+            # before any reader or worker thread of this engine exists (they join the main heap)
+            tune_allocator()
+        self._net: PatchModel | None = None
+        self._amp: AmpChoice | None = None
+        self._cam: GradCamRunner | None = None
+
+    # ---- model ----------------------------------------------------------------------------
+    @property
+    def net(self) -> PatchModel:
+        """The bundle's network on the device, eval, frozen, channels_last (built once)."""
+        if self._net is None:
+            import torch  # heavy
+
+            net = build_model(self.bundle, "cpu")
+            m = net.module
+            for p in m.parameters():
+                p.requires_grad_(False)
+            m = m.to(self.device)
+            if self.device.type in ("cpu", "cuda"):
+                m = m.to(memory_format=torch.channels_last)
+            net.module = m.eval()
+            self._net = net
+        return self._net
+
+    @property
+    def model(self) -> "torch.nn.Module":
+        """The whole ``torch.nn.Module`` (what Grad-CAM hooks)."""
+        return self.net.module
+
+    @property
+    def amp(self) -> AmpChoice:
+        """The precision used (probed once on first use)."""
+        if self._amp is None:
+            self._amp = choose_amp(self.model, self.device, self.bundle.input_size, self.amp_setting,
+                                   arch=f"{self.bundle.bundle_id}")
+        return self._amp
+
+    def predict(self, x: "torch.Tensor") -> Prediction:
+        """Probabilities, patch risk and embeddings of a preprocessed batch in one forward pass."""
+        import torch  # heavy
+
+        n = x.shape[0]
+        pad = -n % PAD_BATCH_TO
+        if pad:  # a slide's last batch: a few shapes only, or oneDNN caches kernels per size
+            x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]).contiguous(memory_format=torch.channels_last)
+        net = self.net
+        with torch.inference_mode(), autocast(self.device, self.amp.dtype):
+            feats = net.features(x.to(self.device, non_blocking=True))
+            logits = net.logits(feats)
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()[:n]
+        emb = feats.float().reshape(feats.shape[0], -1).cpu().numpy()[:n]
+        risk = patch_risk(probs, self.weights) if self.risk_head is None else self.risk_head.predict(emb)
+        return Prediction(probs, risk, emb)
+
+    def predict_tensor(self, x: "torch.Tensor") -> np.ndarray:
+        """Class probabilities (B, C) float32 of a preprocessed batch."""
+        return self.predict(x).probs
+
+    def cam_tensor(self, x: "torch.Tensor", name: str) -> np.ndarray:
+        """Grad-CAM maps (B, k, k) for CAM ``name`` ('risk' or a class) of a preprocessed batch."""
+        if self._cam is None:
+            self._cam = GradCamRunner(self.model, self.bundle.gradcam_target_layer, self.cam_size,
+                                      autocast_dtype=self.amp.dtype)
+        targets = make_targets(name, x.shape[0], self.bundle.class_names, self.weights)
+        return self._cam(x.to(self.device), targets)
+
+    # ---- grid / cache ---------------------------------------------------------------------
+    def check_grid(self, slide: Slide, grid: TileGrid) -> None:
+        """Refuse a grid planned for other tile size / µm/px or another slide (clear message)."""
+        b = self.bundle
+        if not (math.isclose(grid.tile_um, b.tile_um, rel_tol=1e-6) and math.isclose(grid.mpp, b.mpp, rel_tol=1e-6)):
+            raise InferenceError(
+                f"the tile grid was planned for {grid.tile_um:g} µm tiles at {grid.mpp:g} µm/px but bundle "
+                f"{b.name!r} needs {b.tile_um:g} µm at {b.mpp:g} µm/px; re-plan with plan_for_bundle()"
+            )
+        if (grid.slide_width, grid.slide_height) != (slide.width, slide.height):
+            raise InferenceError(
+                f"the tile grid is for a {grid.slide_width}x{grid.slide_height} slide, "
+                f"not {slide.path.name} ({slide.width}x{slide.height})"
+            )
+
+    def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str) -> dict[str, Any]:
+        return {"slide": str(slide.path), "slide_hash": slide_hash, "bundle_id": self.bundle.bundle_id,
+                "bundle_name": self.bundle.name, "grid_key": grid.key(), "tile_um": grid.tile_um,
+                "mpp": grid.mpp, "tile_px": grid.tile_px, "slide_mpp": list(slide.mpp),
+                "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size,
+                "risk_source": "risk_head" if self.risk_head is not None else "class_weights"}
+
+    def open_results(self, slide: Slide, grid: TileGrid, cache_dir: str | Path | None = None,
+                     use_cache: bool = True) -> tuple[TileResults, Path | None]:
+        """Cached results of this slide × bundle × grid if any (else fresh pending ones), and the cache file."""
+        slide_hash = slide.file_hash()
+        meta = self._meta(slide, grid, slide_hash)
+        cache_file = cache_path(slide_hash, self.bundle.bundle_id, grid.key(), cache_dir) if use_cache else None
+        if cache_file is not None and cache_file.is_file():
+            try:
+                res = TileResults.load(cache_file)
+                m = res.meta
+                if (m.get("slide_hash"), m.get("bundle_id"), m.get("grid_key")) == (
+                        slide_hash, self.bundle.bundle_id, grid.key()) and len(res) == len(grid) \
+                        and np.array_equal(res.cols, grid.cols) and np.array_equal(res.rows, grid.rows):
+                    res.meta.update(meta)
+                    return res, cache_file
+            except ResultsError:
+                pass  # unreadable cache: recompute (it will be overwritten)
+        return TileResults.empty(grid, self.bundle.class_names, self.bundle.class_colors, meta), cache_file
+
+    # ---- runs ------------------------------------------------------------------------------
+    def run(self, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None = None, use_cache: bool = True,
+            cancel: threading.Event | None = None, cams: Sequence[str] = (),
+            embeddings: bool = False) -> InferenceRun:
+        """The run of ``grid`` on ``slide``: iterate it for its :class:`BatchUpdate` s.
+
+        The first update replays cached tiles (``from_cache=True``) when there are any. Setting
+        ``cancel`` stops after the batch in progress; the iteration then just ends, with the
+        results partial and the cache flushed. Tiles already done are skipped (resume), except
+        tiles lacking a requested CAM (or an embedding, with ``embeddings``), which are recomputed.
+        """
+        self.check_grid(slide, grid)
+        cam_names = validate_cam_names(cams, self.bundle.class_names)
+        return InferenceRun(self, slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel,
+                            cams=cam_names, embeddings=embeddings)
+
+    def run_all(self, slide: Slide, grid: TileGrid, **kw: Any) -> TileResults:
+        """Run to the end (or until cancelled) and return the results."""
+        run = self.run(slide, grid, **kw)
+        for _ in run:
+            pass
+        return run.results
+
+    def describe(self) -> dict[str, Any]:
+        """Settings actually used (for run records)."""
+        import torch  # heavy
+
+        return {"device": str(self.device), "amp": self.amp.name, "amp_reason": self.amp.reason,
+                "batch_size": self.batch_size, "num_threads": torch.get_num_threads(), "workers": self.workers,
+                "prefetch": self.prefetch, "cam_size": self.cam_size, "min_tile_tissue": self.min_tile_tissue}
+
+    # ---- preparation (reader threads) -----------------------------------------------------
+    def _prepare(self, slides: ThreadSlides, grid: TileGrid, idx: np.ndarray, origins: np.ndarray) -> _Prepared:
+        t0 = time.perf_counter()
+        if self.reader_nice and not getattr(_NICED, "done", False):
+            _NICED.done = True
+            try:  # Linux: threads are tasks, so this lowers only the reader thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.reader_nice)
+            except (AttributeError, OSError):
+                pass
+        slide = slides.get()
+        px = grid.tile_px
+        n = idx.size
+        tiles = np.empty((n, px, px, 3), dtype=np.uint8)
+        failed = np.zeros(n, dtype=bool)
+        errors: list[str] = []
+        read_tiles(slide, grid.tile_size_l0, px, origins[idx], tiles, failed, errors)
+        background = is_background(tiles, self.min_tile_tissue) & ~failed
+        keep = ~failed & ~background
+        fallback = np.zeros(n, dtype=bool)
+        x = None
+        if keep.any():
+            x, fb = preprocess_batch(tiles[keep], self.bundle, return_fallback=True)
+            fallback[keep] = fb
+        return _Prepared(idx, x, keep, failed, background, fallback, time.perf_counter() - t0, errors)
+
+
+class InferenceRun(Iterator[BatchUpdate]):
+    """One slide's run: iterate for updates; ``results``, ``stats`` and ``cache_file`` describe it."""
+
+    def __init__(self, engine: Engine, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None,
+                 use_cache: bool, cancel: threading.Event | None, cams: tuple[str, ...], embeddings: bool) -> None:
+        self.engine = engine
+        self.slide = slide
+        self.grid = grid
+        self.cancel = cancel
+        self.cams = cams
+        self.embeddings = embeddings
+        self.t_start = time.perf_counter()
+        self.results, self.cache_file = engine.open_results(slide, grid, cache_dir, use_cache)
+        for name in cams:
+            self.results.ensure_cam(name, engine.cam_size)
+        self.stats: dict[str, float] = {}
+        self._gen: Generator[BatchUpdate, None, None] | None = None
+
+    def __next__(self) -> BatchUpdate:
+        if self._gen is None:
+            self._gen = self._steps()
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop early (a consumer that breaks off): the results so far are flushed to the cache."""
+        if self._gen is not None:
+            self._gen.close()
+
+    def flush(self) -> None:
+        """Write the current results to the cache atomically (no-op without a cache)."""
+        if self.cache_file is not None:
+            self.results.save(self.cache_file)
+
+    def _todo(self) -> np.ndarray:
+        res = self.results
+        need = res.status == PENDING
+        for name in self.cams:
+            need |= res.missing_cam(name)
+        if self.embeddings:
+            need |= res.missing_emb()
+        return np.flatnonzero(need)
+
+    def _steps(self) -> Generator[BatchUpdate, None, None]:
+        eng, res = self.engine, self.results
+        cached = np.flatnonzero(res.status != PENDING)
+        if cached.size:
+            yield self._update(cached, np.array([], dtype=np.int64), np.array([], dtype=np.int64), from_cache=True)
+        todo = self._todo()
+        stats = {"read_s": 0.0, "model_s": 0.0, "cam_s": 0.0, "wait_s": 0.0, "tiles": 0.0, "model_tiles": 0.0,
+                 "failed": 0.0, "background": 0.0, "stain_fallback": 0.0, "batches": 0.0}
+        self.stats = stats
+        if todo.size == 0 or (self.cancel is not None and self.cancel.is_set()):
+            stats["total_s"] = time.perf_counter() - self.t_start
+            return
+        configure_threads(eng.num_threads)
+        _ = eng.amp  # probe once, before timing batches
+        origins = res.origins
+        batches = [todo[i:i + eng.batch_size] for i in range(0, todo.size, eng.batch_size)]
+        slides = ThreadSlides(self.slide)
+        use_pool = eng.prefetch > 0 or eng.workers > 1
+        pool = ThreadPoolExecutor(max_workers=eng.workers, thread_name_prefix="pathomics-read") if use_pool else None
+        pending: deque[Future] = deque()
+        nxt = 0
+
+        def submit() -> None:
+            nonlocal nxt
+            if pool is not None and eng.prefetch and nxt < len(batches):
+                pending.append(pool.submit(eng._prepare, slides, self.grid, batches[nxt], origins))
+                nxt += 1
+
+        last_flush = time.perf_counter()
+        flush_cost = 0.0
+        t_loop = time.perf_counter()
+        try:
+            for _ in range(eng.prefetch):
+                submit()
+            for b in range(len(batches)):
+                if self.cancel is not None and self.cancel.is_set():
+                    break
+                t0 = time.perf_counter()
+                if eng.prefetch:
+                    prep = pending.popleft().result()
+                    submit()
+                elif pool is not None:  # phased: all workers prepare this batch, then the model runs
+                    prep = _merge([f.result() for f in [
+                        pool.submit(eng._prepare, slides, self.grid, part, origins)
+                        for part in np.array_split(batches[b], eng.workers) if part.size]])
+                else:
+                    prep = eng._prepare(slides, self.grid, batches[b], origins)
+                stats["wait_s"] += time.perf_counter() - t0
+                stats["read_s"] += prep.seconds
+                upd_cams = self._process(prep)
+                stats["batches"] += 1
+                upd = self._update(prep.idx, prep.idx[prep.failed], prep.idx[prep.background], cams=upd_cams)
+                # flush every flush_seconds, but never spend more than ~5 % of the run writing
+                if time.perf_counter() - last_flush >= max(eng.flush_seconds, 20 * flush_cost):
+                    tf = time.perf_counter()
+                    self.flush()
+                    flush_cost = time.perf_counter() - tf
+                    last_flush = time.perf_counter()
+                yield upd
+        finally:
+            for f in pending:
+                f.cancel()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            slides.close()
+            self.flush()
+            stats["loop_s"] = time.perf_counter() - t_loop
+            stats["total_s"] = time.perf_counter() - self.t_start
+
+    def _process(self, prep: _Prepared) -> dict[str, np.ndarray]:
+        """Model (and CAMs) on one prepared batch; writes into the results."""
+        eng, res, stats = self.engine, self.results, self.stats
+        idx = prep.idx
+        kept = idx[prep.keep]
+        if prep.x is not None:
+            t = time.perf_counter()
+            pred = eng.predict(prep.x)
+            stats["model_s"] += time.perf_counter() - t
+            res.probs[kept] = pred.probs
+            res.risk[kept] = pred.risk
+            res.status[kept] = DONE
+            res.stain_fallback[kept] = prep.fallback[prep.keep]
+            if self.embeddings:
+                res.ensure_emb(pred.emb.shape[1])[kept] = pred.emb
+            stats["model_tiles"] += kept.size
+            for name in self.cams:
+                t = time.perf_counter()
+                maps = eng.cam_tensor(prep.x, name)
+                stats["cam_s"] += time.perf_counter() - t
+                res.cams[name][kept] = maps
+        for mask, code in ((prep.failed, FAILED), (prep.background, BACKGROUND)):
+            sel = idx[mask]
+            res.status[sel] = code
+            res.probs[sel] = np.nan
+            res.risk[sel] = np.nan
+            if res.emb is not None:
+                res.emb[sel] = np.nan
+            for name in self.cams:
+                res.cams[name][sel] = np.nan
+        if prep.errors:
+            res.meta.setdefault("errors", [])
+            res.meta["errors"] = (res.meta["errors"] + prep.errors)[-20:]
+        stats["tiles"] += idx.size
+        stats["failed"] += int(prep.failed.sum())
+        stats["background"] += int(prep.background.sum())
+        stats["stain_fallback"] += int(prep.fallback.sum())
+        return {name: res.cams[name][idx] for name in self.cams}
+
+    def _update(self, idx: np.ndarray, failed: np.ndarray, background: np.ndarray,
+                cams: dict[str, np.ndarray] | None = None, from_cache: bool = False) -> BatchUpdate:
+        res = self.results
+        if cams is None:
+            cams = {n: res.cams[n][idx] for n in self.cams}
+        return BatchUpdate(indices=idx, probs=res.probs[idx], risk=res.risk[idx], status=res.status[idx],
+                           failed=failed, background=background, done=res.n_done, total=len(res), cams=cams,
+                           from_cache=from_cache, elapsed=time.perf_counter() - self.t_start)

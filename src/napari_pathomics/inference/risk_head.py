@@ -1,0 +1,63 @@
+"""A bundle's optional patch-risk head: logistic regression on the backbone's pooled features.
+
+Bundles made by ``pathomics train-signature`` declare it in their manifest::
+
+    "risk_head": {"weights": "risk_head.safetensors", "input": "pre_logits", "dim": D,
+                  "definition": "sigmoid(((emb - mean) / scale) · weight + bias)", ...}
+
+The engine evaluates it in the same forward pass as the classifier, so the viewer, ``pathomics
+score`` and ``score-cohort`` all see the same per-patch risk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from safetensors.numpy import load_file, save
+
+from ..bundle import Bundle
+from ..errors import BundleError
+
+RISK_HEAD_FILE = "risk_head.safetensors"
+
+
+@dataclass
+class RiskHead:
+    """Logistic patch-risk head on standardised backbone embeddings."""
+
+    weight: np.ndarray  # (D,)
+    bias: float
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+
+    def predict(self, emb: np.ndarray) -> np.ndarray:
+        """Patch risk in [0, 1] (probability of the 'poor' label) per tile."""
+        z = (np.asarray(emb, dtype=np.float64) - self.mean) / self.scale
+        return (1.0 / (1.0 + np.exp(-(z @ self.weight + self.bias)))).astype(np.float32)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"weight": np.asarray(self.weight, dtype=np.float64), "bias": np.array([self.bias], dtype=np.float64),
+                "mean": np.asarray(self.mean, dtype=np.float64), "scale": np.asarray(self.scale, dtype=np.float64)}
+
+    def to_safetensors(self) -> bytes:
+        return save(self.tensors())
+
+
+def load_risk_head(bundle: Bundle) -> RiskHead | None:
+    """The bundle's risk head (None if it declares none); BundleError if declared but unusable."""
+    spec = bundle.manifest.get("risk_head")
+    if not isinstance(spec, dict):
+        return None
+    name = spec.get("weights", RISK_HEAD_FILE)
+    if name not in bundle.file_hashes:
+        raise BundleError(f"risk_head.weights {name!r} is not listed in the bundle's files")
+    try:
+        t = load_file(str(bundle.path / name))
+        head = RiskHead(t["weight"].astype(np.float64), float(t["bias"].reshape(-1)[0]),
+                        t["mean"].astype(np.float64), t["scale"].astype(np.float64))
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleError(f"{name}: unreadable risk head ({exc})") from None
+    if not (head.weight.shape == head.mean.shape == head.scale.shape) or head.weight.ndim != 1:
+        raise BundleError(f"{name}: risk head arrays have inconsistent shapes")
+    return head

@@ -1,0 +1,333 @@
+"""Score one patient (one or more slides) against a bundle's signature, headless and Qt-free.
+
+The Score dock, ``pathomics score`` and ``score-cohort``'s ``patients.csv`` all go through
+:func:`score_tiles`, so the viewer, the command line and a cohort give the same number for the
+same slides. :func:`score_patient` runs inference only where results are missing; the engine's
+cache (slide fingerprint × bundle id × grid key) makes a second scoring instant and identical.
+
+Features are computed from DONE tiles only (background, failed and pending tiles carry no
+probabilities) with the signature's own frozen :class:`~napari_pathomics.signature.FeatureSpec`,
+then scored with :meth:`Signature.score` — the same two calls a researcher would make by hand.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle
+from ..errors import CancelledError, SignatureError
+from ..provenance import (
+    FINGERPRINT_METHOD,
+    bundle_record,
+    now_iso,
+    sha256_if_small,
+    strict_json,
+    versions,
+)
+from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults
+from ..signature import Signature, SignatureScore, SlideTiles
+from ..wsi.annotations import Annotation, clip_annotations
+from ..wsi.slide import Slide, open_slide
+from ..wsi.tiling import plan_for_bundle
+from .engines import shared_engine
+
+__all__ = ["PatientScore", "SlideSummary", "score_patient", "score_tiles", "load_signature", "slide_tiles",
+           "ordinal", "REPORT_KIND", "DISCLAIMER"]
+
+REPORT_KIND = "pathomics-patient-score"
+REPORT_VERSION = 1
+DISCLAIMER = ("Research use only: the signature was derived from colorectal cancer (TCGA); "
+              "it is not a clinical test and must not guide patient care.")
+
+Progress = Callable[[str, float], None]
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SlideSummary:
+    """What one slide contributed to the score (serialised in the report)."""
+
+    path: str
+    fingerprint: str  # provenance.file_fingerprint (= Slide.file_hash, the cache key)
+    sha256: str | None  # full-content sha256 (None for files above provenance.FULL_SHA256_MAX_BYTES)
+    size_bytes: int
+    width: int
+    height: int
+    mpp: list[float]
+    n_tiles: int
+    n_done: int
+    n_failed: int
+    n_background: int
+    n_pending: int
+    composition: dict[str, float]  # class -> mean probability over this slide's DONE tiles
+    n_rois: int | None
+    used: bool  # False when the slide had no DONE tile and was left out of the features
+    from_cache: bool
+    grid_key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "fingerprint": self.fingerprint,
+            "fingerprint_method": FINGERPRINT_METHOD, "sha256": self.sha256,
+            "size_bytes": self.size_bytes, "width": self.width, "height": self.height, "mpp": self.mpp,
+            "tiles": {"total": self.n_tiles, "done": self.n_done, "failed": self.n_failed,
+                      "background": self.n_background, "pending": self.n_pending},
+            "composition": dict(self.composition), "n_rois": self.n_rois, "used": self.used,
+            "from_cache": self.from_cache, "grid_key": self.grid_key,
+        }
+
+
+@dataclass
+class PatientScore:
+    """One patient's score with everything needed to reproduce and report it."""
+
+    patient_id: str
+    score: SignatureScore
+    features: dict[str, float]
+    composition: dict[str, float]  # class -> mean probability over all DONE tiles of the patient
+    class_names: list[str]
+    class_colors: list[str]
+    slides: list[SlideSummary]
+    bundle: dict[str, Any]  # name, version, id, path, file_hashes
+    signature: dict[str, Any]  # name + headline metrics (Signature.summary())
+    versions: dict[str, str]
+    started: str
+    finished: str
+    duration_s: float
+    warnings: list[str] = field(default_factory=list)
+    # not serialised: what the report needs to draw overviews, and the widget to show layers
+    results: list[TileResults | None] = field(default_factory=list, repr=False, compare=False)
+    rois: list[list[Annotation] | None] = field(default_factory=list, repr=False, compare=False)
+    slide_objects: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def risk(self) -> float:
+        return self.score.risk
+
+    @property
+    def group(self) -> str:
+        return self.score.group
+
+    @property
+    def percentile(self) -> float:
+        return self.score.percentile
+
+    def to_json(self) -> dict[str, Any]:
+        """All numbers as plain JSON (no NaN): what ``--json`` prints and the JSON report holds."""
+        sc = self.score
+        return {
+            "kind": REPORT_KIND, "schema_version": REPORT_VERSION,
+            "patient_id": self.patient_id,
+            "risk": sc.risk, "percentile": sc.percentile, "group": sc.group, "cutoff": sc.cutoff,
+            "survival": dict(sc.survival_at), "time_unit": sc.time_unit,
+            "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
+            "features": dict(self.features), "composition": dict(self.composition),
+            "classes": [{"name": n, "color": c} for n, c in zip(self.class_names, self.class_colors)],
+            "slides": [s.to_json() for s in self.slides],
+            "bundle": dict(self.bundle), "signature": dict(self.signature),
+            "versions": dict(self.versions), "warnings": list(self.warnings),
+            "started": self.started, "finished": self.finished, "duration_s": self.duration_s,
+            "disclaimer": DISCLAIMER,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+def load_signature(bundle: Bundle) -> Signature:
+    """The bundle's signature, checked against its model; SignatureError says why it cannot score."""
+    path = bundle.signature_path
+    if path is None:
+        raise SignatureError(f"bundle {bundle.name!r} has no signature: it can classify tiles but not score a patient")
+    if not Path(path).is_file():
+        raise SignatureError(f"bundle {bundle.name!r} names signature {Path(path).name} but the file is missing")
+    sig = Signature.from_json(path)
+    if sig.feature_spec is None:
+        raise SignatureError(f"signature {sig.name!r} has no feature spec: it cannot be computed from tile results")
+    missing = [c for c in sig.feature_spec.classes if c not in bundle.class_names]
+    if missing:
+        raise SignatureError(f"signature {sig.name!r} needs classes {missing} that model {bundle.name!r} "
+                             f"does not predict (it has {list(bundle.class_names)})")
+    return sig
+
+
+def slide_tiles(res: TileResults, slide_id: str = "", risk: np.ndarray | None = None) -> SlideTiles:
+    """The DONE tiles of one result as :class:`SlideTiles`: what every feature spec consumes.
+
+    ``risk`` replaces the stored patch risk of those tiles (training scores them with a new head).
+    """
+    ok = res.status == DONE
+    r = res.risk[ok] if risk is None else np.asarray(risk)
+    return SlideTiles(probs=res.probs[ok].astype(np.float64), class_names=tuple(res.class_names),
+                      risk=r.astype(np.float64), slide_id=slide_id)
+
+
+def score_tiles(signature: Signature, tiles: Sequence[SlideTiles]) -> tuple[dict[str, float], SignatureScore]:
+    """One patient's features (the signature's frozen spec) and score, from its slides' tiles."""
+    spec = signature.feature_spec
+    if spec is None:
+        raise SignatureError(f"signature {signature.name!r} has no feature spec: it cannot be computed from tiles")
+    features = spec.transform(list(tiles))
+    return {k: float(v) for k, v in features.items()}, signature.score(features)
+
+
+def composition(probs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Mean class probability over tiles (the tissue composition), by class name."""
+    if probs.shape[0] == 0:
+        return {}
+    m = probs.astype(np.float64).mean(axis=0)
+    return {n: float(v) for n, v in zip(names, m)}
+
+
+def ordinal(n: float) -> str:
+    """'83rd', '11th', '2nd': percentiles read as a pathologist says them."""
+    k = int(round(n))
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def _check_len(name: str, items: Sequence[Any] | None, n: int) -> list[Any]:
+    if items is None:
+        return [None] * n
+    items = list(items)
+    if len(items) != n:
+        raise SignatureError(f"{name}: got {len(items)} entries for {n} slide(s); give one per slide, in order")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+def score_patient(
+    slides: Sequence[str | Path | Slide],
+    bundle: Bundle,
+    *,
+    patient_id: str | None = None,
+    rois: Sequence[list[Annotation] | None] | None = None,
+    results: Sequence[TileResults | None] | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    amp: str = "auto",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    slide_mpp: float | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> PatientScore:
+    """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
+
+    ``rois[i]`` restricts slide ``i`` to its ROIs, clipped to the slide (``None``: all detected
+    tissue); ``results[i]``
+    reuses results already computed (e.g. by the Analyze dock) when they are complete and from
+    this bundle. A slide without any classified tile is left out with a warning; if no slide has
+    one, or the bundle has no signature, a :class:`SignatureError` explains why.
+    """
+    t0 = time.perf_counter()
+    started = now_iso()
+    report = progress or (lambda msg, frac: None)
+    slides = list(slides)
+    if not slides:
+        raise SignatureError("no slides to score: give at least one slide of the patient")
+    sig = load_signature(bundle)  # before any inference: a bundle that cannot score fails at once
+    roi_list = _check_len("ROIs", rois, len(slides))
+    given = _check_len("results", results, len(slides))
+    n = len(slides)
+    summaries: list[SlideSummary] = []
+    res_list: list[TileResults | None] = []
+    slide_objs: list[Any] = []
+    warnings: list[str] = []
+
+    for i, item in enumerate(slides):
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("scoring cancelled")
+        own = not isinstance(item, Slide)
+        slide = open_slide(item, mpp=slide_mpp) if own else item
+        try:
+            name = slide.path.name
+            base = i / n
+            report(f"{name}: planning tiles", base)
+            res = given[i]
+            from_cache = False
+            if res is not None and (res.meta.get("bundle_id") not in (None, bundle.bundle_id) or not res.complete):
+                why = "another bundle" if res.meta.get("bundle_id") not in (None, bundle.bundle_id) else "incomplete"
+                warnings.append(f"{name}: the given results were {why}; recomputed with {bundle.name}")
+                res = None
+            grid_key = res.meta.get("grid_key") if res is not None else None
+            if roi_list[i]:
+                clipped = clip_annotations(roi_list[i], slide.dimensions, source=f"ROIs of {name}")
+                roi_list[i] = clipped.annotations
+                warnings.extend(f"{name}: {w}" for w in clipped.warnings)
+            if res is None:
+                slide.mpp  # noqa: B018 - a slide without µm/px fails here with a clear message
+                grid = plan_for_bundle(slide, bundle, roi_list[i] or None)
+                grid_key = grid.key()
+                if len(grid) == 0:
+                    res = TileResults.empty(grid, bundle.class_names, bundle.class_colors,
+                                            {"slide": str(slide.path), "bundle_id": bundle.bundle_id})
+                else:
+                    engine, _ = shared_engine(bundle, device=device, batch_size=batch_size, amp=amp)
+                    report(f"{name}: inference on {len(grid)} tiles", base)
+                    computed = False
+                    run = engine.run(slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel)
+                    for upd in run:
+                        computed = computed or not upd.from_cache
+                        report(f"{name}: {upd.done}/{upd.total} tiles", base + upd.fraction / n)
+                    res = run.results
+                    from_cache = not computed
+                    if not res.complete:
+                        raise CancelledError(f"scoring cancelled during inference on {name} "
+                                             f"({res.n_done}/{len(res)} tiles; a rerun resumes from the cache)")
+            counts = {code: int(np.count_nonzero(res.status == code)) for code in (DONE, FAILED, BACKGROUND, PENDING)}
+            ok = res.status == DONE
+            comp = composition(res.probs[ok], res.class_names)
+            used = counts[DONE] > 0
+            if not used:
+                if len(res) == 0:
+                    why = "no tile lies inside its ROIs and tissue" if roi_list[i] else "no tissue tile was found"
+                else:
+                    why = (f"none of its {len(res)} tiles could be classified "
+                           f"({counts[BACKGROUND]} background, {counts[FAILED]} failed)")
+                warnings.append(f"{name}: {why}; left out of the score")
+            elif counts[FAILED]:
+                warnings.append(f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out")
+            path = Path(slide.path)
+            summaries.append(SlideSummary(
+                path=str(path), fingerprint=slide.file_hash(), sha256=sha256_if_small(path),
+                size_bytes=path.stat().st_size, width=slide.width, height=slide.height,
+                mpp=[float(v) for v in slide.mpp] if slide.has_mpp else [],
+                n_tiles=len(res), n_done=counts[DONE], n_failed=counts[FAILED], n_background=counts[BACKGROUND],
+                n_pending=counts[PENDING], composition=comp,
+                n_rois=len(roi_list[i]) if roi_list[i] else None, used=used, from_cache=from_cache,
+                grid_key=grid_key,
+            ))
+            res_list.append(res)
+            slide_objs.append(None if own else slide)
+        finally:
+            if own:
+                slide.close()
+
+    used_idx = [i for i, s in enumerate(summaries) if s.used]
+    if not used_idx:
+        detail = "; ".join(w for w in warnings if "left out of the score" in w)
+        raise SignatureError(f"cannot score patient: no slide has a classified tile in its ROIs ({detail})")
+    report("computing features", 0.99)
+    tiles = [slide_tiles(res_list[i], Path(summaries[i].path).name) for i in used_idx]  # type: ignore[arg-type]
+    features, sc = score_tiles(sig, tiles)
+    pooled = np.concatenate([t.probs for t in tiles])
+    names = list(tiles[0].class_names)
+    colors = list(res_list[used_idx[0]].class_colors)  # type: ignore[union-attr]
+    pid = patient_id or Path(summaries[0].path).stem
+    report("done", 1.0)
+    return PatientScore(
+        patient_id=pid, score=sc, features=features,
+        composition=composition(pooled, names), class_names=names, class_colors=colors,
+        slides=summaries, bundle=bundle_record(bundle), signature=strict_json(sig.summary()),
+        versions=versions(), started=started, finished=now_iso(),
+        duration_s=round(time.perf_counter() - t0, 3), warnings=warnings,
+        results=res_list, rois=[r or None for r in roi_list], slide_objects=slide_objs,
+    )
+
+

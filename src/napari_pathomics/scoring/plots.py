@@ -1,0 +1,124 @@
+"""Figures of a patient's score: survival in context and tissue composition.
+
+Plain ``matplotlib.figure.Figure`` objects (no pyplot, so no global state and no GUI backend):
+the Score dock wraps them in a Qt canvas, the report renders them to PNG with Agg.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..units import per_year
+
+GROUP_COLORS = {"high": "#c0392b", "low": "#1e8449"}
+PATIENT_COLOR = "#1f3fbf"
+
+
+def _signature_score(score: Any) -> Any:
+    """Accept a PatientScore (``.score``) or a SignatureScore."""
+    return getattr(score, "score", score) if not hasattr(score, "curve_times") else score
+
+
+def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] = (6.4, 4.2),
+                    dpi: int = 100) -> Figure:
+    """The patient's predicted S(t) over the reference cohort's Kaplan–Meier curves per group.
+
+    At-risk counts of each reference group are printed under the axis at the grid's ticks;
+    the signature's horizons are dashed lines with the patient's survival labelled.
+    """
+    sc = _signature_score(score)
+    km = signature.reference_km
+    f = 1.0 / per_year(sc.time_unit)
+    unit = "years" if f != 1.0 or sc.time_unit == "years" else sc.time_unit
+    grid = np.asarray(km["grid"], float) * f
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    gs = fig.add_gridspec(2, 1, height_ratios=[5, 1])
+    ax = fig.add_subplot(gs[0])
+    tab = fig.add_subplot(gs[1], sharex=ax)
+    groups = [g for g in ("low", "high") if g in km]
+    for g in groups:
+        d = km[g]
+        col = GROUP_COLORS.get(g, "#555")
+        ax.step(grid, d["survival"], where="post", color=col, lw=1.6,
+                label=f"reference {g} risk (n={d.get('n', '?')})")
+        if "ci_lower" in d and "ci_upper" in d:
+            ax.fill_between(grid, d["ci_lower"], d["ci_upper"], step="post", color=col, alpha=0.12, lw=0)
+    t = np.asarray(sc.curve_times, float) * f
+    ax.step(t, sc.curve_survival, where="post", color=PATIENT_COLOR, lw=2.4,
+            label=f"this patient ({sc.group} risk)")
+    for key, s in sc.survival_at.items():
+        h = float(key) * f
+        ax.axvline(h, color="#888", ls="--", lw=0.8)
+        ax.plot([h], [s], "o", color=PATIENT_COLOR, ms=5)
+        ax.annotate(f"{100 * s:.0f} %", (h, s), textcoords="offset points", xytext=(4, 6), fontsize=8,
+                    color=PATIENT_COLOR)
+    ax.set_ylim(0, 1.02)
+    if grid.size:
+        ax.set_xlim(0, float(grid[-1]))
+    ax.set_ylabel("overall survival")
+    ax.set_title(f"Predicted survival vs reference cohort ({signature.name})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    ax.tick_params(labelbottom=False)
+    # at-risk table: number of reference patients still at risk at each x tick, per group
+    ticks = [float(x) for x in ax.get_xticks() if grid.size and grid[0] <= x <= grid[-1]]
+    rows = []
+    for g in groups:
+        ar = np.asarray(km[g].get("at_risk", []), float)
+        if ar.size == grid.size and grid.size:
+            idx = np.clip(np.searchsorted(grid, ticks, side="right") - 1, 0, grid.size - 1)
+            rows.append((g, [int(ar[i]) for i in idx]))
+    for k, (g, counts) in enumerate(rows):
+        y = len(rows) - 1 - k
+        for x, c in zip(ticks, counts):
+            tab.text(x, y, str(c), ha="center", va="center", fontsize=8, color=GROUP_COLORS.get(g, "#333"))
+    tab.set_ylim(-0.6, max(len(rows), 1) - 0.4)
+    tab.set_yticks(range(len(rows)), [g for g, _ in reversed(rows)], fontsize=8)
+    tab.set_xticks(ticks)
+    tab.set_xlabel(f"time ({unit}); numbers at risk in the reference cohort", fontsize=9)
+    for side in ("top", "right", "left"):
+        tab.spines[side].set_visible(False)
+    tab.tick_params(axis="y", length=0, pad=16)
+    return fig
+
+
+def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | None = None, *,
+                       figsize: tuple[float, float] = (6.4, 3.0), dpi: int = 100) -> Figure:
+    """Bar chart of the patient's tissue composition (mean class probability) in class colours.
+
+    ``score`` is a PatientScore (its ``composition`` and ``class_colors`` are used) or a plain
+    ``{class: share}`` mapping with ``colors`` given.
+    """
+    comp = dict(getattr(score, "composition", score))
+    names = list(comp)
+    if colors is None:
+        colors = dict(zip(getattr(score, "class_names", []), getattr(score, "class_colors", [])))
+    if not isinstance(colors, Mapping):
+        colors = dict(zip(names, colors))
+    vals = np.array([comp[n] for n in names], float) * 100
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    ax = fig.add_subplot(111)
+    bars = ax.bar(names, vals, color=[colors.get(n, "#999999") for n in names], edgecolor="#333", lw=0.6)
+    for b, v in zip(bars, vals):
+        ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), textcoords="offset points",
+                    xytext=(0, 2), ha="center", fontsize=8)
+    ax.set_ylabel("mean class probability (%)")
+    ax.set_ylim(0, max(10.0, float(vals.max()) * 1.15) if vals.size else 100)
+    ax.set_title("Tissue composition (tiles in ROIs)", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
+    """Render a Figure to PNG bytes with the Agg canvas (works without any display)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
+    return buf.getvalue()

@@ -1,0 +1,121 @@
+"""Where there is stained tissue, not glass: the one tissue rule, at two scales.
+
+* Slide mask: Otsu on the saturation of a ~8 µm/px overview (H&E is saturated, glass and dust
+  are not), excluding near-black pen/shadow pixels, then morphological clean-up. The mask is
+  small (a 100k² slide gives ~6k² at most) and editable as a napari Labels layer.
+* Per tile: the fraction of stained pixels of a tile as read for the model; a tile that passed
+  the mask but is mostly glass at full resolution is background and never reaches the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from skimage import morphology
+from skimage.filters import threshold_otsu
+
+from .slide import Slide
+
+#: Resolution of the tissue mask in µm/px; coarse enough to be instant, fine enough for tiles.
+TISSUE_MPP = 8.0
+#: Used when the slide has no µm/px: the mask's level-0 px per mask px.
+FALLBACK_DOWNSAMPLE = 16.0
+#: Eosin-stained stroma has HSV saturation ≳ 0.2; glass, dust and blur stay below ~0.08.
+MAX_SATURATION_THRESHOLD = 0.15
+#: A tile with less than this fraction of stained pixels is background (glass).
+DEFAULT_MIN_TILE_TISSUE = 0.05
+#: Per-tile rule: a pixel is stained when (max − min) of its RGB exceeds this share of its max.
+TILE_SATURATION_MIN = 0.08
+
+
+@dataclass
+class TissueMask:
+    """A boolean mask where mask pixel (r, c) covers level-0 px [c·d, (c+1)·d) × [r·d, (r+1)·d)."""
+
+    mask: np.ndarray
+    downsample: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape  # type: ignore[return-value]
+
+    @property
+    def fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, downsample: float) -> TissueMask:
+        """Read back a (possibly hand-edited) Labels layer: any non-zero label is tissue."""
+        return cls(np.asarray(labels) > 0, float(downsample))
+
+    @classmethod
+    def full(cls, slide: Slide, downsample: float | None = None) -> TissueMask:
+        """Everything counts as tissue (for ROI-only tiling)."""
+        d = downsample or mask_downsample(slide)
+        h, w = int(np.ceil(slide.height / d)), int(np.ceil(slide.width / d))
+        return cls(np.ones((h, w), dtype=bool), d)
+
+
+def mask_downsample(slide: Slide) -> float:
+    """Level-0 px per mask px for ``TISSUE_MPP`` (or a fixed factor without µm/px)."""
+    if slide.has_mpp:
+        return max(1.0, TISSUE_MPP / slide.mpp[0])
+    return FALLBACK_DOWNSAMPLE
+
+
+def detect_tissue(
+    slide: Slide,
+    downsample: float | None = None,
+    min_saturation: float = 0.05,
+    min_object_um2: float = 20_000.0,
+) -> TissueMask:
+    """Detect tissue from an overview; returns an empty mask for an all-glass slide."""
+    d = downsample or mask_downsample(slide)
+    rgb = slide.overview(d)
+    return TissueMask(tissue_from_rgb(rgb, d * (slide.mpp[0] if slide.has_mpp else 1.0),
+                                      min_saturation, min_object_um2), d)
+
+
+def tissue_from_rgb(
+    rgb: np.ndarray, mpp: float, min_saturation: float = 0.05, min_object_um2: float = 20_000.0
+) -> np.ndarray:
+    """Tissue mask of an RGB overview at ``mpp`` µm/px (pure function, for tests and tiles)."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    sat = hsv[..., 1].astype(np.float32) / 255.0
+    val = hsv[..., 2].astype(np.float32) / 255.0
+    valid = val > 0.15  # pen marks, shadows and scanner borders are near-black
+    if sat[valid].size == 0 or np.ptp(sat[valid]) < 1e-3:
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    # Otsu separates glass from stain; when tissue fills the view it splits the stain itself
+    # (e.g. at a saturated pen mark), so the threshold is capped at a level all H&E exceeds.
+    thr = min(max(min_saturation, float(threshold_otsu(sat[valid]))), MAX_SATURATION_THRESHOLD)
+    mask = (sat > thr) & valid
+    radius = 1
+    mask = morphology.closing(mask, morphology.disk(radius))
+    mask = morphology.opening(mask, morphology.disk(radius))
+    min_px = max(1, int(min_object_um2 / (mpp * mpp)))
+    mask = morphology.remove_small_objects(mask, max_size=min_px)
+    mask = morphology.remove_small_holes(mask, max_size=min_px)
+    return mask
+
+
+def tissue_fraction(tiles: np.ndarray, stride: int = 4) -> np.ndarray:
+    """Fraction of stained pixels per tile (B,) from a strided subsample: the per-tile rule.
+
+    A pixel is stained when its HSV saturation exceeds ``TILE_SATURATION_MIN`` and it is neither
+    near-black (pen, shadow) nor near-white (glass).
+    """
+    sub = np.asarray(tiles)[:, ::stride, ::stride].astype(np.int16)
+    mx = sub.max(axis=-1)
+    mn = sub.min(axis=-1)
+    stained = ((mx - mn) > TILE_SATURATION_MIN * mx) & (mx > 40) & (mn < 235)
+    return stained.reshape(stained.shape[0], -1).mean(axis=1)
+
+
+def is_background(tiles: np.ndarray, min_tissue: float = DEFAULT_MIN_TILE_TISSUE) -> np.ndarray:
+    """(B,) bool: tiles whose stained fraction is below ``min_tissue`` (never sent to the model)."""
+    if min_tissue <= 0 or len(tiles) == 0:
+        return np.zeros(len(tiles), dtype=bool)
+    return tissue_fraction(tiles) < min_tissue

