@@ -47,12 +47,12 @@ def test_train_signature_writes_a_loadable_evaluated_bundle(tmp_path: Path) -> N
     ev = json.loads((tmp_path / "new" / "evaluation.json").read_text())
     assert set(ev["split"]["train"]).isdisjoint(ev["split"]["test"])
     # embeddings were cached: a second run with another seed computes no new ones
-    n_cache = len(list((tmp_path / "emb").glob("*.emb.npz")))
+    n_cache = len(list((tmp_path / "emb").glob("*.npz")))
     assert n_cache == 36
     s.seed = 1
     rep2 = train_signature(tmp_path / "c" / "cohort.csv", tmp_path / "new2", bundle=tmp_path / "new", settings=s,
                            progress=False)
-    assert len(list((tmp_path / "emb").glob("*.emb.npz"))) == n_cache  # same backbone -> same cache
+    assert len(list((tmp_path / "emb").glob("*.npz"))) == n_cache  # same backbone -> same cache
     assert rep2["evaluation"]["split"]["test"] != ev["split"]["test"]
 
 

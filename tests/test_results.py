@@ -10,7 +10,7 @@ import pytest
 from _engine_helpers import CLASSES, COLORS, make_bundle
 from napari_pathomics.errors import BundleError, ResultsError
 from napari_pathomics.results import (
-    BACKGROUND, DONE, FAILED, TileResults, cache_path, cache_root, mosaic_scale_translate, patch_risk,
+    BACKGROUND, DONE, FAILED, TileResults, cache_path, cache_root, patch_risk,
     patch_risk_weights, read_csv,
 )
 from napari_pathomics.wsi.tiling import TileGrid
@@ -129,8 +129,6 @@ def test_maps_and_hover(tmp_path):
     i = res.tile_at(res.origins[7, 0] + 5, res.origins[7, 1] + 5)
     assert i == 7 and res.describe_tile(7)["class"] == CLASSES[res.pred[7]]
     assert res.tile_at(1 * res.tile_size_l0 + 1, 1 * res.tile_size_l0 + 1) is None
-    (sy, sx), (ty, tx) = mosaic_scale_translate(100.0, 4, (0.5, 0.25))
-    assert (sy, sx) == (25 * 0.25, 25 * 0.5) and (ty, tx) == (24 / 2 * 0.25, 24 / 2 * 0.5)
     assert res.cam_mosaic("risk").shape == (12, 16)
 
 

@@ -60,7 +60,8 @@ def test_train_writes_valid_bundle_with_run_record(tile_dir: Path, tmp_path: Pat
     assert loo["n"] == 6 and 0.0 <= loo["accuracy"] <= 1.0
     # The shipped model reproduces the recorded training predictions through the bundle.
     model = build_model(b).module
-    from napari_pathomics.inference.classify import classify_files, list_images
+    from napari_pathomics.inference.classify import classify_files
+    from napari_pathomics.wsi.images import list_images
 
     recs = classify_files(list_images(tile_dir), b)
     assert {Path(r["file"]).parent.name + "/" + Path(r["file"]).name: r["class"] for r in recs} == rec["train_predictions"]

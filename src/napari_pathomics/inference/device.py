@@ -97,7 +97,7 @@ def autocast(device: Any, dtype: Any) -> AbstractContextManager:
 
 
 def _cpu_bf16_native() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively (about 2× fp32 for convnets here)."""
+    """AVX512-BF16 or AMX: bf16 matmuls run natively ."""
     import torch  # heavy
 
     cpu = getattr(torch, "cpu", None)

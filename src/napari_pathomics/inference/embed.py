@@ -2,8 +2,9 @@
 
 It is an engine run that also keeps each tile's pooled backbone features (timm ``pre_logits``),
 so training sees tiles planned, read, background-filtered and preprocessed exactly as inference
-does, and the results cache (slide fingerprint × bundle × grid) makes a re-run of
-``train-signature`` with other horizons or seeds cost no inference.
+does. Its cache is keyed by slide fingerprint × backbone × grid, so a re-run of ``train-signature``
+with other horizons or seeds, or on a bundle it derived (same backbone, new head), costs no
+inference.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def extract_slide(engine: Engine, slide_path: str | Path, roi_path: str | Path |
         grid = plan_for_bundle(slide, engine.bundle, rois, tissue=False if no_tissue else None, min_tissue=min_tissue)
         if len(grid) == 0:
             raise CohortError(f"{Path(slide_path).name}: no tiles in the ROIs/tissue")
-        res = engine.run_all(slide, grid, cache_dir=cache_dir, use_cache=cache_dir is not None, embeddings=True)
+        res = engine.run_all(slide, grid, cache_dir=cache_dir, use_cache=cache_dir is not None, embeddings=True,
+                             cache_id=f"emb{backbone_key(engine.bundle)}")
     if not np.any(res.status == DONE):
         raise CohortError(f"{Path(slide_path).name}: every tile is background or failed to decode")
     return SlideEmbeddings(res)

@@ -227,25 +227,31 @@ class Engine:
                 f"not {slide.path.name} ({slide.width}x{slide.height})"
             )
 
-    def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str) -> dict[str, Any]:
+    def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str, cache_id: str) -> dict[str, Any]:
         return {"slide": str(slide.path), "slide_hash": slide_hash, "bundle_id": self.bundle.bundle_id,
+                "cache_id": cache_id,
                 "bundle_name": self.bundle.name, "grid_key": grid.key(), "tile_um": grid.tile_um,
                 "mpp": grid.mpp, "tile_px": grid.tile_px, "slide_mpp": list(slide.mpp),
                 "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size,
                 "risk_source": "risk_head" if self.risk_head is not None else "class_weights"}
 
     def open_results(self, slide: Slide, grid: TileGrid, cache_dir: str | Path | None = None,
-                     use_cache: bool = True) -> tuple[TileResults, Path | None]:
-        """Cached results of this slide × bundle × grid if any (else fresh pending ones), and the cache file."""
+                     use_cache: bool = True, cache_id: str | None = None) -> tuple[TileResults, Path | None]:
+        """Cached results of this slide × bundle × grid if any (else fresh pending ones), and the cache file.
+
+        ``cache_id`` (default: the bundle id) names what the cached numbers depend on; the
+        embedding pass keys on the backbone alone, so bundles that share it share the cache.
+        """
         slide_hash = slide.file_hash()
-        meta = self._meta(slide, grid, slide_hash)
-        cache_file = cache_path(slide_hash, self.bundle.bundle_id, grid.key(), cache_dir) if use_cache else None
+        cache_id = cache_id or self.bundle.bundle_id
+        meta = self._meta(slide, grid, slide_hash, cache_id)
+        cache_file = cache_path(slide_hash, cache_id, grid.key(), cache_dir) if use_cache else None
         if cache_file is not None and cache_file.is_file():
             try:
                 res = TileResults.load(cache_file)
                 m = res.meta
-                if (m.get("slide_hash"), m.get("bundle_id"), m.get("grid_key")) == (
-                        slide_hash, self.bundle.bundle_id, grid.key()) and len(res) == len(grid) \
+                if (m.get("slide_hash"), m.get("cache_id", m.get("bundle_id")), m.get("grid_key")) == (
+                        slide_hash, cache_id, grid.key()) and len(res) == len(grid) \
                         and np.array_equal(res.cols, grid.cols) and np.array_equal(res.rows, grid.rows):
                     res.meta.update(meta)
                     return res, cache_file
@@ -256,7 +262,7 @@ class Engine:
     # ---- runs ------------------------------------------------------------------------------
     def run(self, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None = None, use_cache: bool = True,
             cancel: threading.Event | None = None, cams: Sequence[str] = (),
-            embeddings: bool = False) -> InferenceRun:
+            embeddings: bool = False, cache_id: str | None = None) -> InferenceRun:
         """The run of ``grid`` on ``slide``: iterate it for its :class:`BatchUpdate` s.
 
         The first update replays cached tiles (``from_cache=True``) when there are any. Setting
@@ -267,7 +273,7 @@ class Engine:
         self.check_grid(slide, grid)
         cam_names = validate_cam_names(cams, self.bundle.class_names)
         return InferenceRun(self, slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel,
-                            cams=cam_names, embeddings=embeddings)
+                            cams=cam_names, embeddings=embeddings, cache_id=cache_id)
 
     def run_all(self, slide: Slide, grid: TileGrid, **kw: Any) -> TileResults:
         """Run to the end (or until cancelled) and return the results."""
@@ -314,7 +320,8 @@ class InferenceRun(Iterator[BatchUpdate]):
     """One slide's run: iterate for updates; ``results``, ``stats`` and ``cache_file`` describe it."""
 
     def __init__(self, engine: Engine, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None,
-                 use_cache: bool, cancel: threading.Event | None, cams: tuple[str, ...], embeddings: bool) -> None:
+                 use_cache: bool, cancel: threading.Event | None, cams: tuple[str, ...], embeddings: bool,
+                 cache_id: str | None = None) -> None:
         self.engine = engine
         self.slide = slide
         self.grid = grid
@@ -322,7 +329,7 @@ class InferenceRun(Iterator[BatchUpdate]):
         self.cams = cams
         self.embeddings = embeddings
         self.t_start = time.perf_counter()
-        self.results, self.cache_file = engine.open_results(slide, grid, cache_dir, use_cache)
+        self.results, self.cache_file = engine.open_results(slide, grid, cache_dir, use_cache, cache_id)
         for name in cams:
             self.results.ensure_cam(name, engine.cam_size)
         self.stats: dict[str, float] = {}

@@ -22,10 +22,10 @@ def read_tiles(slide: Slide, size_l0: float, out_px: int, origins: np.ndarray, o
                failed: np.ndarray, errors: list[str], max_run: int = 16) -> None:
     """Fill ``out[j]`` with ``slide.read_tile(origins[j], size_l0, out_px)``, pixel for pixel, faster.
 
-    Tiles of one lattice row that follow each other are read as one strip: a 224 px tile of a
-    256 px-tiled file touches ~3.5 file tiles on its own but ~1.9 inside a strip, so JPEG
-    decoding drops by about half. A strip that fails to decode is retried tile by tile, so only
-    the tiles over the broken region are marked ``failed`` (with the error in ``errors``).
+    Tiles of one lattice row that follow each other are read as one strip, so a file tile that
+    several neighbouring tiles overlap is JPEG-decoded once, not once per tile. A strip that fails
+    to decode is retried tile by tile, so only the tiles over the broken region are marked
+    ``failed`` (with the error in ``errors``).
     """
     n = len(origins)
     if n == 0:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..errors import BundleError, SignatureError
-from ..signature import Signature
+from ..signature.model import read_patch_risk_weights
 
 __all__ = ["class_risk_weights", "patch_risk_weights", "patch_risk", "risk_range", "weighted_risk"]
 
@@ -36,7 +36,7 @@ def patch_risk_weights(bundle: Bundle) -> np.ndarray:
     path = bundle.signature_path
     if path is not None and path.is_file():
         try:
-            spec = Signature.from_json(path).patch_risk_weights
+            spec = read_patch_risk_weights(path)
         except SignatureError as exc:
             raise BundleError(f"{path.name}: unusable signature ({exc})") from None
         if spec:

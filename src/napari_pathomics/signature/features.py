@@ -13,14 +13,9 @@ Families
          ``"max"``, ``"mean"`` (unweighted over slides) or ``"weighted"`` (weighted by tile
          count, i.e. the pooled-tile value).
 
-         The reference cohort (TCGA CRC, Kather et al. 2019) stores per-class *maxima of
-         mean probabilities over slides*: 179/500 rows sum to 1 within 7e-9 (float32
-         rounding of a mean of softmax vectors; single-slide patients), the other 321 sum to
-         1.01-2.19 with nothing in between, and 33 rows have two classes above 0.5 — which no
-         (weighted) mean of probability vectors can produce, but a per-class maximum can. No
-         value is exactly 0 and none is a fraction with a small denominator, so they are mean
-         probabilities, not argmax fractions. Hence its columns map to ``tme_mean_<CLS>``
-         with ``combine="max"``.
+         The bundled TCGA CRC reference table holds per-class maxima over slides of mean
+         probabilities (docs/architecture.md, "The TCGA table"), so its columns map to
+         ``tme_mean_<CLS>`` with ``combine="max"``.
 
 ``mil``  The seed study's multiple-instance features over the pooled tiles of all slides of
          a patient: the histogram of patch risk probabilities rounded to two decimals

@@ -77,6 +77,41 @@ class SignatureScore:
         }
 
 
+def _read_json(obj: str | Path) -> Any:
+    path = Path(obj)
+    if path.is_dir():
+        path = path / "signature.json"
+    if not path.exists():
+        raise SignatureError(f"no signature at {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"cannot read {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SignatureError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise SignatureError(f"{path}: JSON nested too deeply") from None
+
+
+def _class_weights(data: Any) -> dict[str, float]:
+    spec = (data.get("patch_risk_weights") if isinstance(data, Mapping) else None) or {}
+    if not isinstance(spec, Mapping):
+        raise SignatureError("patch_risk_weights must map class names to numbers")
+    try:
+        return {str(k): float(v) for k, v in spec.items()}
+    except (TypeError, ValueError):
+        raise SignatureError("patch_risk_weights must map class names to numbers") from None
+
+
+def read_patch_risk_weights(path: str | Path) -> dict[str, float]:
+    """Only the per-class patch-risk weights of a signature file (may be empty).
+
+    What inference needs of a bundle's signature: a run can show the patch risk even when the
+    rest of the signature is not usable for scoring.
+    """
+    return _class_weights(_read_json(path))
+
+
 def _horizon_key(h: float) -> str:
     return str(int(h)) if float(h).is_integer() else str(h)
 
@@ -113,21 +148,7 @@ class Signature:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any] | str | Path) -> "Signature":
         """From a dict, a path to a ``signature.json`` or a bundle folder containing one."""
-        if isinstance(obj, (str, Path)):
-            path = Path(obj)
-            if path.is_dir():
-                path = path / "signature.json"
-            if not path.exists():
-                raise SignatureError(f"no signature at {path}")
-            try:
-                obj = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SignatureError(f"cannot read {path}: {exc}") from None
-            except json.JSONDecodeError as exc:
-                raise SignatureError(f"{path} is not valid JSON: {exc}") from exc
-            except RecursionError:
-                raise SignatureError(f"{path}: JSON nested too deeply") from None
-        return cls(obj)
+        return cls(_read_json(obj) if isinstance(obj, (str, Path)) else obj)
 
     def to_json(self) -> dict[str, Any]:
         return copy.deepcopy(self._data)
@@ -171,13 +192,7 @@ class Signature:
     @property
     def patch_risk_weights(self) -> dict[str, float]:
         """Per-class weights of a tile's probabilities in the signature's risk (may be empty)."""
-        spec = self._data.get("patch_risk_weights") or {}
-        if not isinstance(spec, Mapping):
-            raise SignatureError("patch_risk_weights must map class names to numbers")
-        try:
-            return {str(k): float(v) for k, v in spec.items()}
-        except (TypeError, ValueError):
-            raise SignatureError("patch_risk_weights must map class names to numbers") from None
+        return _class_weights(self._data)
 
     @property
     def time_unit(self) -> str:

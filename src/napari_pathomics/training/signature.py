@@ -10,8 +10,8 @@
    patient carries the patient's label; each patient weighs the same in the loss and the two
    labels weigh the same) -> per-patch risk = P(poor). The head is *cross-fitted*: a training
    patient's patch risks come from a head fitted on the other folds, so the Cox stage does not
-   see risks the head has memorised (without it the training C-index is ~0.99 and LASSO keeps
-   dozens of MIL bins that do not generalise). Held-out patients and the shipped head use the
+   see risks the head has memorised (they would make MIL bins look prognostic that do not
+   generalise). Held-out patients and the shipped head use the
    head fitted on all training patients.
 4. Per-patient features with the signature library's :class:`FeatureSpec`: TME composition
    (mean probability and argmax fraction per class, tile-weighted over slides) and the MIL

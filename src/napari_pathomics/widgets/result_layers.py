@@ -10,16 +10,10 @@ from typing import Any
 
 import napari
 
-from ..layers import ROLE, SLIDE_PATH, result_layers
+from ..layers import ROLE, result_layers
 from ..results import TileResults
 from ..wsi.slide import Slide
-
-
-def find_layer(viewer: napari.Viewer, slide: Slide, role: str) -> Any:
-    for ly in viewer.layers:
-        if ly.metadata.get(ROLE) == role and ly.metadata.get(SLIDE_PATH) == str(slide.path):
-            return ly
-    return None
+from .session import find_layer
 
 
 def show_results(viewer: napari.Viewer, slide: Slide, results: TileResults) -> dict[str, Any]:

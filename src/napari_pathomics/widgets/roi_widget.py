@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import PathomicsError
-from ..layers import ROLE, ROLE_TILE_GRID, ROLE_TISSUE, SLIDE_PATH, tile_grid_overlay, tissue_layer
+from ..layers import ROLE_TILE_GRID, ROLE_TISSUE, tile_grid_overlay, tissue_layer
 from ..units import DEFAULT_MPP, DEFAULT_TILE_UM
 from ..wsi.annotations import Annotation, read_geojson, write_geojson
 from ..wsi.slide import Slide
@@ -29,11 +29,7 @@ from .controls import spin
 
 
 def tissue_layer_of(viewer: napari.Viewer, slide: Slide) -> Labels | None:
-    for ly in viewer.layers:
-        if isinstance(ly, Labels) and ly.metadata.get(ROLE) == ROLE_TISSUE and \
-                ly.metadata.get(SLIDE_PATH) == str(slide.path):
-            return ly
-    return None
+    return session.find_layer(viewer, slide, ROLE_TISSUE, Labels)
 
 
 def current_tissue(viewer: napari.Viewer, slide: Slide) -> TissueMask | None:
@@ -216,9 +212,8 @@ class RoiTilesWidget(QWidget):
             session.report(exc, "tiling failed")
             self.tile_count.setText("—")
             return None
-        for ly in [ly for ly in self.viewer.layers if ly.metadata.get(ROLE) == ROLE_TILE_GRID
-                   and ly.metadata.get(SLIDE_PATH) == str(slide.path)]:
-            self.viewer.layers.remove(ly)
+        while (old := session.find_layer(self.viewer, slide, ROLE_TILE_GRID)) is not None:
+            self.viewer.layers.remove(old)
         data, kwargs, _ = tile_grid_overlay(slide, grid)
         self.viewer.add_image(data, **kwargs)
         self.tile_count.setText(f"{len(grid)} tiles of {grid.tile_um:g} µm ({grid.tile_px} px)")

@@ -70,12 +70,16 @@ def active_slide_layer(viewer: napari.Viewer) -> Image | None:
     return layers[-1] if layers else None
 
 
-def roi_layer_of(viewer: napari.Viewer, slide: Slide) -> Shapes | None:
+def find_layer(viewer: napari.Viewer, slide: Slide, role: str, kind: type[Layer] = Layer) -> Any:
+    """The layer of ``slide`` with ``role`` (``layers.ROLE`` metadata), or None."""
     for ly in viewer.layers:
-        if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == ROLE_ROIS and \
-                ly.metadata.get(SLIDE_PATH) == str(slide.path):
+        if isinstance(ly, kind) and ly.metadata.get(ROLE) == role and ly.metadata.get(SLIDE_PATH) == str(slide.path):
             return ly
     return None
+
+
+def roi_layer_of(viewer: napari.Viewer, slide: Slide) -> Shapes | None:
+    return find_layer(viewer, slide, ROLE_ROIS, Shapes)
 
 
 def _quarantine(path: Path) -> Path:
@@ -181,7 +185,7 @@ def install(viewer: napari.Viewer | None) -> None:
             _attach_autosave(ly)
 
 
-#: napari's dask chunk cache defaults to 25 % of RAM; panning a slide should not take 6 GB.
+#: napari's dask chunk cache defaults to a quarter of RAM; panning a slide must not grow without bound.
 VIEW_CACHE_MB = int(os.environ.get("PATHOMICS_VIEW_CACHE_MB", "768"))
 
 
