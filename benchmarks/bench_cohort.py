@@ -62,11 +62,10 @@ def part_a(work: Path, patients: int, k: int, test_fraction: float, seed: int) -
 def _direct(table, bundle, amp: str, threads: int) -> dict:
     """The engine called directly: one Engine, each slide opened, planned and run (no outputs)."""
     from napari_pathomics.inference.engine import Engine
-    from napari_pathomics.wsi.tiling import plan_for_bundle
     from napari_pathomics.wsi.slide import open_slide
+    from napari_pathomics.wsi.tiling import plan_for_bundle
 
     t0 = time.perf_counter()
-    c0 = time.process_time()
     engine = Engine(bundle, device="cpu", amp=amp, num_threads=threads)
     _ = engine.net, engine.amp  # warm, as score-cohort warms each worker
     t_warm = time.perf_counter() - t0
@@ -86,10 +85,10 @@ def _direct(table, bundle, amp: str, threads: int) -> dict:
 
 
 def part_b(work: Path, n_slides: int, k: int, repeats: int = 2) -> dict:
+    from napari_pathomics.bundle import Bundle
     from napari_pathomics.cohort.batch import resolve_amp, score_cohort
     from napari_pathomics.cohort.generator import CohortSpec, make_cohort
     from napari_pathomics.cohort.table import read_cohort
-    from napari_pathomics.bundle import Bundle
     from napari_pathomics.resources import DEFAULT_BUNDLE
 
     cdir = work / f"score-{n_slides}-{k}"
@@ -187,7 +186,7 @@ def main() -> None:
         print(f"    CPU-seconds per slide: direct {sp['cpu_per_slide_direct_s']:.2f} s; overhead in-process "
               f"{100 * sp['cpu_overhead_in_process_1x2']:+.1f} %, dask 1 worker {100 * sp['cpu_overhead_dask_1_worker_x2']:+.1f} %,"
               f" dask 2 workers {100 * sp['cpu_overhead_dask_2_workers_x1']:+.1f} % (robust to others' load)")
-        print(f"    all repeats (slides s): " + ", ".join(f"{n} {sp[n]['all_slides_s']}" for n in
+        print("    all repeats (slides s): " + ", ".join(f"{n} {sp[n]['all_slides_s']}" for n in
               ("direct_engine_2threads", "in_process_1x2", "dask_1_worker_x2", "dask_2_workers_x1")))
     res["loadavg_end"] = os.getloadavg()
     print(f"load average start {res['loadavg_start']}, end {res['loadavg_end']} on {res['cpus']} CPUs")

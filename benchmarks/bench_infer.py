@@ -172,8 +172,8 @@ def run_for(bundle, slide, full_grid, args, label: str) -> dict:
 
     from napari_pathomics.inference.device import tune_allocator
     from napari_pathomics.inference.engine import Engine
-    from napari_pathomics.inference.reader import ThreadSlides
     from napari_pathomics.inference.preprocess import preprocess_batch
+    from napari_pathomics.inference.reader import ThreadSlides
 
     tune_allocator()  # what the engine does on CPU runs; parts measured under the same allocator
     grid = subset_grid(full_grid, args.tiles)
@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from napari_pathomics.bundle import Bundle
-    from napari_pathomics.wsi.tiling import plan_for_bundle
     from napari_pathomics.resources import DEFAULT_BUNDLE
     from napari_pathomics.wsi.slide import open_slide
+    from napari_pathomics.wsi.tiling import plan_for_bundle
 
     path = ensure_slide()
     load = os.getloadavg()

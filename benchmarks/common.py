@@ -6,8 +6,8 @@ import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 BENCH_DIR = Path(os.environ.get("PATHOMICS_BENCH_DIR", "/tmp/pathomics-bench"))
 

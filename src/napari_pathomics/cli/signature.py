@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SignatureError
+from ..units import DEFAULT_HORIZONS
 from .common import print_json
-
-DEFAULT_HORIZONS = {"days": "365,1095,1825", "months": "12,36,60", "years": "1,3,5"}
 
 
 def register(subparsers: Any) -> None:
@@ -137,7 +136,7 @@ def build_signature(args: argparse.Namespace) -> int:
         if dup:
             raise SignatureError(f"duplicate patient ids, e.g. {dup[:3]}; one row per patient is required")
     table, feats, spec = select_features(table, args)
-    horizons = _floats(args.horizons or DEFAULT_HORIZONS[args.time_unit], "horizons")
+    horizons = _floats(args.horizons, "horizons") if args.horizons else [float(h) for h in DEFAULT_HORIZONS[args.time_unit]]
     penalizers = _floats(args.penalizers, "penalizers") if args.penalizers else list(DEFAULT_PENALIZERS)
     if not 2 <= args.folds <= 20:
         raise SignatureError("--folds must be between 2 and 20")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import SignatureError
 from ..provenance import versions
-from ..units import DAYS_PER_UNIT
+from ..units import DAYS_PER_UNIT, DEFAULT_HORIZONS
 from .cox import (
     DEFAULT_PENALIZERS,
     FrozenCox,
@@ -87,7 +87,7 @@ class SignatureFitter:
     seed: int = 0
     min_group: float = 0.2
     n_permutations: int = 1000
-    horizons: Sequence[float] = (365.0, 1095.0, 1825.0)
+    horizons: Sequence[float] = tuple(float(h) for h in DEFAULT_HORIZONS["days"])
     time_unit: str = "days"
     cross_validate: bool = True
     min_events: int = MIN_EVENTS

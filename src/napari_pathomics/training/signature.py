@@ -47,12 +47,11 @@ from ..bundle import Bundle, write_bundle
 from ..cohort.table import CohortTable, read_cohort
 from ..errors import CohortError, PathomicsError, SignatureError
 from ..inference.embed import SlideEmbeddings, backbone_key, extract_slide
-from ..inference.engine import Engine
 from ..inference.risk_head import RISK_HEAD_FILE, RiskHead
 from ..provenance import bundle_record, run_record
 from ..provenance import strict_json as jsonable
 from ..resources import DEFAULT_BUNDLE, cache_dir
-from ..scoring import slide_tiles
+from ..scoring import shared_engine, slide_tiles
 from ..signature import FeatureSpec, SignatureFitter, concordance, hazard_ratio, time_dependent_auc
 from ..signature.cox import screenable_features, stratified_folds
 from ..units import TIME_UNITS, convert_time
@@ -222,7 +221,7 @@ def train_signature(
     ev = np.array([outcomes[p]["event"] for p in pids])
     train_ids, test_ids = split_patients(pids, ev, s.test_fraction, s.seed)
     base = Bundle.load(bundle or DEFAULT_BUNDLE)
-    engine = Engine(base, device=s.device, batch_size=s.batch_size, amp=s.amp, num_threads=s.threads)
+    engine, _ = shared_engine(base, device=s.device, batch_size=s.batch_size, amp=s.amp, num_threads=s.threads)
     emb_cache = Path(s.cache_dir) if s.cache_dir else cache_dir("embeddings")
 
     # 1. embeddings per slide (cached)
