@@ -198,6 +198,11 @@ class Bundle:
         return [c["color"] for c in self._model["classes"]]
 
     @property
+    def model_args(self) -> dict:
+        """Extra timm ``create_model`` arguments of the architecture (e.g. an image size); usually empty."""
+        return copy.deepcopy(self._model.get("model_args") or {})
+
+    @property
     def num_classes(self) -> int:
         return int(self._model["num_classes"])
 

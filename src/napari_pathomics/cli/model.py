@@ -72,6 +72,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(handler=_classify_tiles)
 
+    p = subparsers.add_parser(
+        "import-model",
+        help="turn a timm/Hugging Face or WSInfer model folder into a validated bundle (nothing from it runs)",
+        description="Reads config.json and safetensors weights only; pickled or TorchScript weights are refused "
+        "with the command that converts them on a trusted machine.",
+    )
+    p.add_argument("src", help="model folder: config.json + model.safetensors")
+    p.add_argument("--out", required=True, help="new bundle folder")
+    p.add_argument("--name", default=None, help="bundle name (default: the folder's name)")
+    p.add_argument("--tile-um", type=float, default=None,
+                   help="tile side in µm (WSInfer: patch px × µm/px; timm: input px × --mpp)")
+    p.add_argument("--mpp", type=float, default=None, help=f"µm/px the model reads at (default: the source's, else {DEFAULT_MPP:g})")
+    p.add_argument("--color", action="append", default=[], metavar="CLASS=#RRGGBB", help="a class's colour (repeatable)")
+    p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer (default: the last feature stage)")
+    p.add_argument("--high-risk", default=None, help="comma-separated high-risk classes (default: tumour-like names)")
+    p.add_argument("--macenko", action="store_true", help="Macenko-normalise tiles onto the shipped reference first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_import_model)
+
 
 def _validate_bundle(args: argparse.Namespace) -> int:
     from ..bundle import Bundle, validate_bundle
@@ -144,6 +163,31 @@ def _train_patch(args: argparse.Namespace) -> int:
         args.tile_dir, args.out, cfg, name=args.name, version=args.bundle_version, log=log, argv=sys.argv[1:]
     )
     print(out)
+    return 0
+
+
+def _import_model(args: argparse.Namespace) -> int:
+    from ..inference.importers import ImportOptions, import_model
+
+    colors = {}
+    for item in args.color:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BundleError(f"--color wants CLASS=#RRGGBB, got {item!r}")
+        colors[name] = value
+    opts = ImportOptions(name=args.name, tile_um=args.tile_um, mpp=args.mpp, colors=colors,
+                         gradcam_layer=args.gradcam_layer, macenko=args.macenko,
+                         high_risk=[c.strip() for c in args.high_risk.split(",") if c.strip()] if args.high_risk else None)
+    b = import_model(args.src, args.out, opts)
+    summary = {"bundle": str(b.path), "name": b.name, "bundle_id": b.bundle_id, "architecture": b.architecture,
+               "classes": b.class_names, "input_size": b.input_size, "tile_um": b.tile_um, "mpp": b.mpp,
+               "gradcam_target_layer": b.gradcam_target_layer, "high_risk_classes": b.high_risk_classes}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{args.src} -> bundle {b.path} ({b.architecture}, {len(b.class_names)} classes "
+              f"{', '.join(b.class_names)}; {b.input_size} px = {b.tile_um:g} µm at {b.mpp:g} µm/px; "
+              f"Grad-CAM on {b.gradcam_target_layer})")
     return 0
 
 
