@@ -1,14 +1,14 @@
 """Case report of one scored patient: a JSON record and a self-contained HTML page.
 
-The HTML has inline CSS and every image embedded as base64 PNG, so it can be mailed, archived
-or opened offline and still shows the same thing; it carries no script and no external link.
-Both files are written atomically (temp file, then rename).
+The HTML (a Jinja2 template with autoescaping, ``templates/report.html.j2``) has inline CSS and
+every image embedded as base64 PNG, so it can be mailed, archived or opened offline and still
+shows the same thing. It carries no script, no external link, and a Content-Security-Policy that
+forbids both. Both files are written atomically (temp file, then rename).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -104,26 +106,6 @@ def slide_overview_png(slide: Slide, results: TileResults | None, rois: Sequence
     return figure_png(fig)
 
 
-def _b64_png(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _img(data: bytes | None, alt: str) -> str:
-    if not data:
-        return f"<p class='muted'>({html.escape(alt)}: no image)</p>"
-    return f"<img alt='{html.escape(alt, quote=True)}' src='{_b64_png(data)}'>"
-
-
-def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "—"
-        return f"{v:.{nd}f}"
-    return html.escape(str(v))
-
-
 def _overview_images(score: PatientScore) -> list[bytes | None]:
     """Render each slide's overview from the results kept in the PatientScore."""
     out: list[bytes | None] = []
@@ -168,101 +150,82 @@ img{max-width:100%;height:auto;border:1px solid #eee}code{font-size:12px;word-br
 """
 
 
+def _num(v: Any, nd: int = 3) -> str:
+    """A number to ``nd`` decimals; '—' for anything that is not a finite number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        return "—"
+    return f"{float(v):.{nd}f}"
+
+
+def _signed(v: Any, nd: int = 3) -> str:
+    return f"{float(v):+.{nd}f}" if _num(v) != "—" else "—"
+
+
+def _sig3(v: Any) -> str:
+    return f"{float(v):.3g}" if _num(v) != "—" else "—"
+
+
+def _img(data: bytes | None, alt: str) -> Markup:
+    """An embedded PNG (escaped alt text), or a note that it is missing."""
+    if not data:
+        return Markup("<p class='muted'>({}: no image)</p>").format(alt)
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return Markup("<img alt='{}' src='{}'>").format(alt, src)
+
+
+_ENV = Environment(loader=PackageLoader("napari_pathomics.scoring", "templates"),
+                   autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined)
+_ENV.filters.update(num=_num, signed=_signed, sig3=_sig3)
+_ENV.globals["img"] = _img
+
+
+def _dict_or_empty(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def render_report_html(score: PatientScore, signature: Signature | None = None,
                        slides_images: Sequence[bytes | None] | None = None) -> str:
-    """The report page as one HTML string (see :func:`write_report_html`)."""
+    """The report page as one HTML string (see :func:`write_report_html`).
+
+    Every value reaches the page through the template's autoescaping, and the page's
+    Content-Security-Policy allows no script at all: a hostile bundle or file name cannot run code.
+    """
     sig = signature if signature is not None else _load_signature(score)
     sc = score.score
-    e = html.escape
     imgs = list(slides_images) if slides_images is not None else _overview_images(score)
-    surv_png = figure_png(survival_figure(sig, score))
-    comp_png = figure_png(composition_figure(score))
     cut = sig.cutoff
     summ = sig.summary()
     m = sig.metrics
-    cv = m.get("cv") or {}
-    hr_oof = cv.get("hazard_ratio_out_of_fold") or {}
-    hr_app = m.get("hazard_ratio_high_vs_low") or {}
-    ref_n, ref_events = summ.get("n"), summ.get("n_events")
-    parts: list[str] = []
-    add = parts.append
-    add("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>")
-    add(f"<title>Pathomics case report — {e(score.patient_id)}</title><style>{_CSS}</style></head><body>")
-    add(f"<h1>Pathomics case report</h1><div class='muted'>patient <b>{e(score.patient_id)}</b> · scored "
-        f"{e(score.finished)} · signature <b>{e(sig.name)}</b> · bundle {e(str(score.bundle.get('name')))} "
-        f"(id <code>{e(str(score.bundle.get('id')))}</code>)</div>")
-    add(f"<p class='disclaimer'><b>{e(DISCLAIMER)}</b></p>")
-    if score.warnings:
-        add("<div class='warn'><b>Warnings</b><ul>" + "".join(f"<li>{e(w)}</li>" for w in score.warnings)
-            + "</ul></div>")
-
-    # --- the score
-    add("<h2>Risk score</h2><div class='cards'>")
-    add(f"<div class='card'><div class='k'>risk score (Cox linear predictor)</div><div class='v'>{sc.risk:+.3f}</div></div>")
-    add(f"<div class='card'><div class='k'>percentile in the reference cohort</div><div class='v'>{ordinal(sc.percentile)}</div>"
-        f"<div class='k'>{sc.percentile:.1f} % of {e(str(ref_n))} patients score lower or equal</div></div>")
-    add(f"<div class='card'><div class='k'>risk group</div><div class='v {e(sc.group)}'>{e(sc.group.upper())}</div>"
-        f"<div class='k'>frozen cutoff {sc.cutoff:+.3f}</div></div>")
-    add("</div>")
-    pval = cut.get("p_value")
-    add(f"<p>The group is <b>high</b> if risk &gt; cutoff ({cut.get('cutoff', sc.cutoff):+.4f}). The cutoff was frozen "
-        f"when the signature was built: {e(str(cut.get('method', 'unspecified method')))}"
-        + (f", minimum group share {cut.get('min_group')}" if cut.get("min_group") is not None else "")
-        + (f", selection-adjusted p = {pval:.3g}" if isinstance(pval, (int, float)) else "")
-        + (f" ({cut.get('n_high')} high / {cut.get('n_low')} low in the reference cohort)"
-           if cut.get("n_high") is not None else "") + ".</p>")
-    add("<table><tr><th>predicted overall survival</th>"
-        + "".join(f"<th>{e(years_label(float(k), sc.time_unit))}</th>" for k in sc.survival_at) + "</tr><tr><td>this patient</td>"
-        + "".join(f"<td class='n'>{100 * v:.1f} %</td>" for v in sc.survival_at.values()) + "</tr></table>")
-    add("<h2>Survival in context</h2>" + _img(surv_png, "predicted survival over the reference Kaplan–Meier curves"))
-    add("<h2>Tissue composition</h2>" + _img(comp_png, "tissue composition"))
-    add("<table><tr><th>class</th><th>mean probability</th></tr>" + "".join(
-        f"<tr><td>{e(k)}</td><td class='n'>{100 * v:.1f} %</td></tr>" for k, v in score.composition.items()) + "</table>")
-
-    # --- slides
-    add("<h2>Slides</h2>")
-    for i, s in enumerate(score.slides):
-        add(f"<h3>{e(Path(s.path).name)}{'' if s.used else ' <span class=high>(not used)</span>'}</h3>")
-        add(f"<table><tr><th>tiles</th><th>classified</th><th>background</th><th>failed</th><th>ROIs</th>"
-            f"<th>size (px)</th><th>µm/px</th></tr><tr><td class='n'>{s.n_tiles}</td><td class='n'>{s.n_done}</td>"
-            f"<td class='n'>{s.n_background}</td><td class='n'>{s.n_failed}</td>"
-            f"<td class='n'>{s.n_rois if s.n_rois else 'all tissue'}</td><td class='n'>{s.width} × {s.height}</td>"
-            f"<td class='n'>{', '.join(f'{v:.4g}' for v in s.mpp) or '—'}</td></tr></table>")
-        add(f"<div class='muted'>fingerprint <code>{e(s.fingerprint)}</code>"
-            + (f"<br>sha256 <code>{e(s.sha256)}</code>" if s.sha256 else "") + "</div>")
-        add(_img(imgs[i] if i < len(imgs) else None, f"overview of {Path(s.path).name}"))
-
-    # --- features and signature
-    add("<h2>Signature</h2>")
-    add(f"<p>{e(str(sig.to_json().get('description', '')))}</p>")
-    add("<table><tr><th>feature</th><th>this patient</th><th>coefficient</th></tr>" + "".join(
-        f"<tr><td>{e(k)}</td><td class='n'>{_fmt(score.features.get(k), 4)}</td><td class='n'>{_fmt(b, 4)}</td></tr>"
-        for k, b in sig.coefficients.items()) + "</table>")
-    add("<table><tr><th>metric (reference cohort)</th><th>value</th></tr>")
-    add(f"<tr><td>patients / events</td><td class='n'>{e(str(ref_n))} / {e(str(ref_events))}</td></tr>")
-    if cv:
-        add(f"<tr><td>cross-validated C-index ({e(str(cv.get('folds', '?')))}-fold, whole pipeline refitted)</td>"
-            f"<td class='n'>{_fmt(cv.get('c_index_mean'))} ± {_fmt(cv.get('c_index_sd'))}</td></tr>")
-    if hr_oof:
-        add(f"<tr><td>out-of-fold hazard ratio high vs low (95 % CI, p)</td><td class='n'>{_fmt(hr_oof.get('hr'), 2)} "
-            f"({_fmt(hr_oof.get('ci_lower'), 2)}–{_fmt(hr_oof.get('ci_upper'), 2)}, p = {_fmt(hr_oof.get('p'), 3)})</td></tr>")
-    if m.get("apparent_c_index") is not None:
-        add(f"<tr><td>apparent C-index (optimistic)</td><td class='n'>{_fmt(m.get('apparent_c_index'))}</td></tr>")
-    if hr_app:
-        add(f"<tr><td>apparent hazard ratio high vs low (cutoff chosen on the same patients; optimistic)</td>"
-            f"<td class='n'>{_fmt(hr_app.get('hr'), 2)} ({_fmt(hr_app.get('ci_lower'), 2)}–{_fmt(hr_app.get('ci_upper'), 2)})"
-            f"</td></tr>")
-    add("</table>")
-
-    # --- provenance
-    add("<h2>Provenance</h2><table><tr><th>bundle file</th><th>sha256</th></tr>" + "".join(
-        f"<tr><td>{e(k)}</td><td><code>{e(v)}</code></td></tr>" for k, v in score.bundle.get("file_hashes", {}).items())
-        + "</table>")
-    add("<table><tr><th>package</th><th>version</th></tr>" + "".join(
-        f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in score.versions.items()) + "</table>")
-    add(f"<p class='muted'>started {e(score.started)} · finished {e(score.finished)} · {score.duration_s:.1f} s</p>")
-    add(f"<p class='disclaimer'>{e(DISCLAIMER)}</p></body></html>")
-    return "\n".join(parts)
+    cv = _dict_or_empty(m.get("cv"))
+    slides = []
+    for i, sl in enumerate(score.slides):
+        slides.append({
+            "name": Path(sl.path).name, "used": sl.used, "n_tiles": sl.n_tiles, "n_done": sl.n_done,
+            "n_background": sl.n_background, "n_failed": sl.n_failed,
+            "rois": sl.n_rois if sl.n_rois else "all tissue", "width": sl.width, "height": sl.height,
+            "mpp": ", ".join(f"{v:.4g}" for v in sl.mpp) or "—", "fingerprint": sl.fingerprint,
+            "sha256": sl.sha256, "image": imgs[i] if i < len(imgs) else None,
+        })
+    context = {
+        "css": Markup(_CSS), "patient_id": score.patient_id, "finished": score.finished, "started": score.started,
+        "duration": score.duration_s, "sig_name": sig.name, "bundle_name": str(score.bundle.get("name")),
+        "bundle_id": str(score.bundle.get("id")), "disclaimer": DISCLAIMER, "warnings": list(score.warnings),
+        "risk": sc.risk, "percentile": sc.percentile, "percentile_ordinal": ordinal(sc.percentile),
+        "ref_n": summ.get("n"), "ref_events": summ.get("n_events"), "group": sc.group,
+        "group_class": sc.group if sc.group in ("high", "low") else "", "cutoff": sc.cutoff,
+        "cutoff_exact": cut.get("cutoff", sc.cutoff), "cutoff_method": str(cut.get("method", "unspecified method")),
+        "min_group": cut.get("min_group"), "cutoff_p": cut.get("p_value"),
+        "n_high": cut.get("n_high"), "n_low": cut.get("n_low"),
+        "survival": [(years_label(float(k), sc.time_unit), v) for k, v in sc.survival_at.items()],
+        "survival_png": figure_png(survival_figure(sig, score)), "composition_png": figure_png(composition_figure(score)),
+        "composition": list(score.composition.items()), "slides": slides,
+        "sig_description": str(sig.to_json().get("description", "")),
+        "coefficients": [(k, score.features.get(k), b) for k, b in sig.coefficients.items()],
+        "cv": cv, "hr_oof": _dict_or_empty(cv.get("hazard_ratio_out_of_fold")),
+        "apparent_c": m.get("apparent_c_index"), "hr_app": _dict_or_empty(m.get("hazard_ratio_high_vs_low")),
+        "file_hashes": list(score.bundle.get("file_hashes", {}).items()), "versions": list(score.versions.items()),
+    }
+    return _ENV.get_template("report.html.j2").render(**context)
 
 
 def write_report_html(score: PatientScore, path: str | Path, *, signature: Signature | None = None,

@@ -13,10 +13,13 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from jsonschema import Draft202012Validator
 
 from ..atomic import atomic_write_text
 from ..errors import SignatureError
@@ -77,6 +80,36 @@ class SignatureScore:
         }
 
 
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    res = files("napari_pathomics") / "schemas" / "signature-v1.json"
+    return Draft202012Validator(json.loads(res.read_text(encoding="utf-8")))
+
+
+def _non_finite(obj: Any, path: str = "") -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "<top level>"
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        where = _non_finite(v, f"{path}.{k}" if path else str(k))
+        if where:
+            return where
+    return None
+
+
+def signature_problems(data: Mapping[str, Any]) -> list[str]:
+    """One line per way a signature document breaks its schema (numbers must be finite numbers)."""
+    out = []
+    for err in sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
+        out.append(f"{where}: {msg}")
+    where = _non_finite(data)
+    if where:
+        out.append(f"{where}: NaN or infinite number")
+    return out
+
+
 def _read_json(obj: str | Path) -> Any:
     path = Path(obj)
     if path.is_dir():
@@ -128,6 +161,13 @@ class Signature:
             raise SignatureError(
                 f"unsupported signature schema_version {data.get('schema_version')!r} (expected {SCHEMA_VERSION})"
             )
+        try:
+            problems = signature_problems(data)
+        except RecursionError:
+            problems = ["JSON nested too deeply"]
+        if problems:
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise SignatureError(f"malformed signature: {problems[0]}{more}")
         self._data = copy.deepcopy(dict(data))
         kind = str(self._data.get("survival_model", "cox"))
         if kind not in SURVIVAL_MODELS:
