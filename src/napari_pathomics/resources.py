@@ -6,7 +6,7 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
-from platformdirs import user_cache_path
+from platformdirs import user_cache_path, user_log_path
 
 _ROOT = Path(str(files(__package__)))
 
@@ -26,3 +26,9 @@ def cache_dir(kind: str) -> Path:
     if env:
         return Path(env).expanduser() / kind
     return user_cache_path("napari-pathomics") / kind
+
+
+def log_dir() -> Path:
+    """Where the CLI writes tracebacks of unexpected failures: ``$PATHOMICS_LOG_DIR`` or the user log folder."""
+    env = os.environ.get("PATHOMICS_LOG_DIR")
+    return Path(env).expanduser() if env else user_log_path("napari-pathomics")

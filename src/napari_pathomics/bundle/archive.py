@@ -83,9 +83,34 @@ def safetensors_problem(path: Path) -> str | None:
             continue
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
             return f"safetensors entry {key!r} lacks dtype/shape/data_offsets"
+        why = _entry_problem(info)
+        if why:
+            return f"safetensors entry {key!r}: {why}"
         end = max(end, int(info["data_offsets"][1]))
     if 8 + n + end > size:
         return f"safetensors data ends at byte {8 + n + end} but the file has {size}"
+    return None
+
+
+#: Bytes per element of the safetensors dtypes.
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def _entry_problem(info: dict) -> str | None:
+    """Why one tensor entry of a safetensors header is not what its data can be (None if fine)."""
+    off, shape, dtype = info["data_offsets"], info["shape"], info["dtype"]
+    if not (isinstance(off, list) and len(off) == 2 and all(type(v) is int and v >= 0 for v in off) and off[0] <= off[1]):
+        return f"data_offsets must be two increasing byte offsets, got {off!r}"
+    if not (isinstance(shape, list) and all(type(v) is int and v >= 0 for v in shape)):
+        return f"shape must be a list of sizes, got {shape!r}"
+    if dtype not in _DTYPE_BYTES:
+        return f"unknown dtype {dtype!r}"
+    n = _DTYPE_BYTES[dtype]
+    for v in shape:
+        n *= v
+    if n != off[1] - off[0]:
+        return f"{dtype}{shape} needs {n} bytes but data_offsets span {off[1] - off[0]}"
     return None
 
 
@@ -94,7 +119,7 @@ def _zip_plan(zf: zipfile.ZipFile, label: str) -> tuple[str, list[zipfile.ZipInf
     infos = zf.infolist()
     if len(infos) > _ZIP_MAX_ENTRIES:
         raise BundleError(f"{label}: {len(infos)} entries (limit {_ZIP_MAX_ENTRIES})")
-    total = 0
+    total = packed = 0
     files: list[zipfile.ZipInfo] = []
     seen: set[str] = set()
     for info in infos:
@@ -102,6 +127,8 @@ def _zip_plan(zf: zipfile.ZipFile, label: str) -> tuple[str, list[zipfile.ZipInf
         why = unsafe_name_reason(name.rstrip("/")) if name.rstrip("/") else "empty name"
         if why or (len(name) > 1 and name[1] == ":"):
             raise BundleError(f"{label}: refusing entry {name!r} ({why or 'drive letter'})")
+        if info.flag_bits & 0x1:
+            raise BundleError(f"{label}: entry {name!r} is encrypted; bundles must be plain zips")
         mode = (info.external_attr >> 16) & 0xFFFF
         if stat.S_ISLNK(mode):
             raise BundleError(f"{label}: refusing symlink entry {name!r}")
@@ -119,6 +146,10 @@ def _zip_plan(zf: zipfile.ZipFile, label: str) -> tuple[str, list[zipfile.ZipInf
                 f"(limit {_ZIP_MAX_RATIO:.0f}x, zip bomb?)"
             )
         files.append(info)
+        packed += info.compress_size
+    if total > _ZIP_RATIO_MIN_SIZE and total > _ZIP_MAX_RATIO * max(packed, 1):
+        raise BundleError(f"{label}: expands {total / max(packed, 1):.0f}x in all "
+                          f"(limit {_ZIP_MAX_RATIO:.0f}x, zip bomb?)")
     names = [i.filename for i in files]
     if MANIFEST_NAME in names:
         root = ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from functools import cached_property
 from pathlib import Path
 
@@ -47,15 +48,35 @@ def read_manifest(folder: Path) -> tuple[dict, bytes]:
         raise BundleError(f"{MANIFEST_NAME}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise BundleError(f"{MANIFEST_NAME}: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal too long to convert
+        raise BundleError(f"{MANIFEST_NAME}: unreadable JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST_NAME}: top level must be a JSON object")
     return manifest, raw
+
+
+def _non_finite(obj: object, path: str) -> str | None:
+    """The JSON path of the first NaN or infinite number in ``obj`` (None if there is none)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{path}.{k}")
+        if found:
+            return found
+    return None
 
 
 def _semantic_problems(manifest: dict) -> list[str]:
     """Consistency checks that a JSON schema cannot express."""
     probs: list[str] = []
     model = manifest.get("model", {})
+    where = _non_finite(manifest, "manifest")
+    if where:
+        probs.append(f"{where}: NaN or infinite number")
+    tile_um, mpp = model.get("tile_um"), model.get("mpp")
+    if isinstance(tile_um, (int, float)) and isinstance(mpp, (int, float)) and mpp > 0 and tile_um / mpp > 8192:
+        probs.append(f"model.tile_um / model.mpp = {tile_um / mpp:.0f} px per tile side (limit 8192)")
     classes = model.get("classes", [])
     names = [c.get("name") for c in classes if isinstance(c, dict)]
     if isinstance(model.get("num_classes"), int) and len(classes) != model["num_classes"]:
@@ -128,10 +149,10 @@ def manifest_problems(manifest: dict) -> list[str]:
             f"{MANIFEST_NAME}: unsupported schema_version {version!r}; "
             f"supported: {', '.join(SUPPORTED_SCHEMA_VERSIONS)}"
         ]
-    probs = schema_problems(manifest, version)
-    if probs:
-        return probs
-    return _semantic_problems(manifest)
+    try:
+        return schema_problems(manifest, version) or _semantic_problems(manifest)
+    except RecursionError:
+        return [f"{MANIFEST_NAME}: JSON nested too deeply"]
 
 
 def validate_bundle(path: str | Path) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..units import DEFAULT_TILE_UM
-from .common import args_dict, print_json
+from .common import BATCH, COUNT, FRACTION, POSITIVE, POSITIVE_INT, SEED, THREADS, args_dict, bounded, print_json
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,13 +80,13 @@ def _train_signature(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-cohort", help="generate semi-synthetic virtual patients (real tiles, known hazard)")
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--patients", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiles-per-side", type=int, default=10,
+    p.add_argument("--patients", type=POSITIVE_INT, default=20)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--tiles-per-side", type=bounded(int, 2, 200), default=10,
                    help=f"mosaic size in {DEFAULT_TILE_UM:g} µm tiles (default 10)")
-    p.add_argument("--concentration", type=float, default=0.6,
+    p.add_argument("--concentration", type=POSITIVE, default=0.6,
                    help="Dirichlet concentration of the compositions (lower = more varied; default 0.6)")
-    p.add_argument("--median-months", type=float, default=30.0, help="median survival at the average hazard")
+    p.add_argument("--median-months", type=POSITIVE, default=30.0, help="median survival at the average hazard")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_make_cohort)
@@ -96,14 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (re-running resumes)")
     p.add_argument("--bundle", help="model bundle folder or zip (default: the bundled model)")
     p.add_argument("--scheduler", help="address of an existing dask scheduler, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=COUNT, default=None,
                    help="local worker processes (default: cores / threads-per-worker; 0 = in this process, no dask)")
-    p.add_argument("--threads-per-worker", type=int, default=None,
+    p.add_argument("--threads-per-worker", type=THREADS, default=None,
                    help="torch threads per worker (default: 2, or cores / workers)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=BATCH, default=32)
     p.add_argument("--amp", default="auto", help="auto (probed once for the whole run), fp32, bf16 or fp16")
-    p.add_argument("--min-tissue", type=float, default=None, help="minimum ROI ∩ tissue fraction of a tile")
+    p.add_argument("--min-tissue", type=FRACTION, default=None, help="minimum ROI ∩ tissue fraction of a tile")
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs (or whole slide) without tissue detection")
     p.add_argument("--no-geojson", action="store_true", help="skip the per-slide QuPath GeoJSON export")
     p.add_argument("--allow-missing", action="store_true",
@@ -119,25 +119,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time", required=True, help="follow-up time column")
     p.add_argument("--event", required=True, help="event column (1 = event, 0 = censored)")
     p.add_argument("--outcomes", type=Path, help="CSV with patient_id and the outcome columns (else in the cohort CSV)")
-    p.add_argument("--early", type=float, default=12.0, help="event before this many MONTHS = poor (default 12)")
-    p.add_argument("--late", type=float, default=36.0, help="event-free beyond this many MONTHS = good (default 36)")
+    p.add_argument("--early", type=POSITIVE, default=12.0, help="event before this many MONTHS = poor (default 12)")
+    p.add_argument("--late", type=POSITIVE, default=36.0, help="event-free beyond this many MONTHS = good (default 36)")
     p.add_argument("--time-unit", choices=("days", "months", "years"), default="months",
                    help="unit of the time column (default months)")
     p.add_argument("--bundle", help="base bundle whose backbone is used (default: the bundled model)")
     p.add_argument("--out", type=Path, required=True, help="folder of the new bundle")
-    p.add_argument("--test-fraction", type=float, default=0.3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=bounded(float, 0.0, 0.9, hi_open=True), default=0.3)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--features", default="tme,mil", help="feature families: tme, mil or both (default tme,mil)")
     p.add_argument("--oracle-col", default=None, help="column with a known true log-hazard (synthetic cohorts)")
-    p.add_argument("--permutations", type=int, default=1000, help="permutations of the cutoff p-value")
+    p.add_argument("--permutations", type=COUNT, default=1000, help="permutations of the cutoff p-value")
     p.add_argument("--cv", action="store_true", help="also run the nested CV of the signature fitter (slower)")
     p.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: the results cache folder's sibling embeddings/, i.e. $PATHOMICS_CACHE_DIR/embeddings)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=BATCH, default=32)
     p.add_argument("--amp", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--threads", type=THREADS, default=None, help="torch threads")
     p.add_argument("--no-tissue", action="store_true")
-    p.add_argument("--min-tissue", type=float, default=None)
+    p.add_argument("--min-tissue", type=FRACTION, default=None)
     p.add_argument("--name", default=None, help="signature name")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")

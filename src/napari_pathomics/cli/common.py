@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..provenance import json_default
 
@@ -17,10 +19,50 @@ def print_json(obj: Any) -> None:
 
 def add_slide_mpp_option(parser: argparse.ArgumentParser) -> None:
     """``--slide-mpp``: the pixel size for slides that do not record it (shared by commands)."""
-    parser.add_argument("--slide-mpp", type=float, default=None, metavar="UM_PER_PX",
+    parser.add_argument("--slide-mpp", type=MPP, default=None, metavar="UM_PER_PX",
                         help="level-0 µm/px of the slide when the file does not record it")
 
 
 def args_dict(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed options as plain JSON values (for run records)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "handler"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (and exit code 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def bounded(kind: type, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses ``kind`` and refuses values outside [lo, hi] (or open ends)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '≥'} {lo:g}, got {text}")
+        if hi is not None and (value > hi or (hi_open and value == hi)):
+            raise argparse.ArgumentTypeError(f"must be {'<' if hi_open else '≤'} {hi:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: The option types every command shares.
+POSITIVE_INT = bounded(int, 1)
+COUNT = bounded(int, 0)
+SEED = bounded(int, 0, 2**32 - 1)
+THREADS = bounded(int, 1, 1024)
+BATCH = bounded(int, 1, 4096)
+FRACTION = bounded(float, 0.0, 1.0)
+POSITIVE = bounded(float, 0.0, lo_open=True)
+MPP = bounded(float, 0.01, 100.0)
+TILE_UM = bounded(float, 1.0, 10_000.0)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..atomic import atomic_write_json
 from ..provenance import bundle_record, run_record
 from ..resources import DEFAULT_BUNDLE
-from .common import add_slide_mpp_option, args_dict, print_json
+from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, args_dict, print_json
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -102,12 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", help="model bundle folder or zip (default: the bundled model)")
     p.add_argument("--out", help="output folder (default: <slide>_pathomics)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument("--batch-size", type=int, default=32, help="tiles per batch (default 32)")
+    p.add_argument("--batch-size", type=BATCH, default=32, help="tiles per batch (default 32)")
     p.add_argument("--amp", default="auto", help="precision: auto (probe), fp32, bf16 or fp16 (default auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores of this process)")
+    p.add_argument("--threads", type=THREADS, default=None, help="torch threads (default: all cores of this process)")
     p.add_argument("--cam", action="append", metavar="CLASS|risk",
                    help="also compute a Grad-CAM for a class, or 'risk' for the risk activation map (repeatable)")
-    p.add_argument("--min-tissue", type=float, default=None,
+    p.add_argument("--min-tissue", type=FRACTION, default=None,
                    help="minimum fraction of a tile inside ROI ∩ tissue (default 0.5)")
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs without tissue detection")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the results cache")

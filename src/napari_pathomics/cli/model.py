@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import BundleError
 from ..resources import DEFAULT_BUNDLE
 from ..units import DEFAULT_MPP, DEFAULT_TILE_PX, DEFAULT_TILE_UM
-from .common import print_json
+from .common import BATCH, COUNT, MPP, POSITIVE_INT, SEED, THREADS, TILE_UM, bounded, print_json
 
 __all__ = ["register"]
 
@@ -36,27 +36,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--arch", default="efficientnet_lite0", help="timm architecture (default efficientnet_lite0)")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights instead of ImageNet")
-    p.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (0 = linear probe only)")
-    p.add_argument("--views-per-epoch", type=int, default=2, help="augmented views of each tile per epoch")
-    p.add_argument("--probe-views", type=int, default=6, help="augmented views per tile for the linear probe")
-    p.add_argument("--finetune-blocks", type=int, default=2, help="last stages of the backbone to fine-tune")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=COUNT, default=8, help="fine-tuning epochs (0 = linear probe only)")
+    p.add_argument("--views-per-epoch", type=POSITIVE_INT, default=2, help="augmented views of each tile per epoch")
+    p.add_argument("--probe-views", type=COUNT, default=6, help="augmented views per tile for the linear probe")
+    p.add_argument("--finetune-blocks", type=COUNT, default=2, help="last stages of the backbone to fine-tune")
+    p.add_argument("--batch-size", type=BATCH, default=16)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--cv",
         default="loo,source",
         help="comma-separated cross-validations: loo (linear probe), source (per centre), kfold, none",
     )
-    p.add_argument("--kfold", type=int, default=5, help="folds for --cv kfold")
-    p.add_argument("--tile-um", type=float, default=DEFAULT_TILE_UM, help="tile side in µm")
-    p.add_argument("--mpp", type=float, default=DEFAULT_MPP, help="µm per pixel of the training tiles")
-    p.add_argument("--input-size", type=int, default=DEFAULT_TILE_PX, help="model input side in px")
+    p.add_argument("--kfold", type=bounded(int, 2, 100), default=5, help="folds for --cv kfold")
+    p.add_argument("--tile-um", type=TILE_UM, default=DEFAULT_TILE_UM, help="tile side in µm")
+    p.add_argument("--mpp", type=MPP, default=DEFAULT_MPP, help="µm per pixel of the training tiles")
+    p.add_argument("--input-size", type=bounded(int, 8, 1024), default=DEFAULT_TILE_PX, help="model input side in px")
     p.add_argument("--no-macenko", action="store_true", help="no Macenko stain normalisation")
     p.add_argument("--stain-reference", default=None, help="reference image (default: the shipped Ref.png)")
     p.add_argument("--high-risk", default="DEB,STR,TUM", help="comma-separated high-risk classes")
     p.add_argument("--name", default="pathomics-default")
     p.add_argument("--version", dest="bundle_version", default="1.0.0")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=THREADS, default=2)
     p.set_defaults(handler=_train_patch)
 
     p = subparsers.add_parser(
@@ -68,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="image file or folder (searched recursively)")
     p.add_argument("--bundle", default=None, help="bundle folder or zip (default: the shipped model)")
     p.add_argument("--json", action="store_true", help="print JSON records")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=BATCH, default=32)
+    p.add_argument("--threads", type=THREADS, default=2)
     p.set_defaults(handler=_classify_tiles)
 
     p = subparsers.add_parser(
@@ -81,9 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="model folder: config.json + model.safetensors")
     p.add_argument("--out", required=True, help="new bundle folder")
     p.add_argument("--name", default=None, help="bundle name (default: the folder's name)")
-    p.add_argument("--tile-um", type=float, default=None,
+    p.add_argument("--tile-um", type=TILE_UM, default=None,
                    help="tile side in µm (WSInfer: patch px × µm/px; timm: input px × --mpp)")
-    p.add_argument("--mpp", type=float, default=None, help=f"µm/px the model reads at (default: the source's, else {DEFAULT_MPP:g})")
+    p.add_argument("--mpp", type=MPP, default=None, help=f"µm/px the model reads at (default: the source's, else {DEFAULT_MPP:g})")
     p.add_argument("--color", action="append", default=[], metavar="CLASS=#RRGGBB", help="a class's colour (repeatable)")
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer (default: the last feature stage)")
     p.add_argument("--high-risk", default=None, help="comma-separated high-risk classes (default: tumour-like names)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import SignatureError
 from ..resources import DEFAULT_BUNDLE
 from ..units import years_short
-from .common import add_slide_mpp_option, print_json
+from .common import BATCH, add_slide_mpp_option, print_json
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="QuPath GeoJSON ROIs, one per slide in order (default: all tissue)")
     p.add_argument("--bundle", default=None, help="bundle with a signature (default: the bundled one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=BATCH, default=32)
     p.add_argument("--amp", default="auto", help="auto (probed once), fp32, bf16 or fp16")
     p.add_argument("--json", action="store_true", help="print all numbers as JSON")
     p.add_argument("--report", default=None, metavar="FILE.html", help="write the HTML case report (+ .json)")

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import SignatureError
 from ..units import DEFAULT_HORIZONS
-from .common import print_json
+from .common import COUNT, POSITIVE_INT, SEED, bounded, print_json
 
 
 def register(subparsers: Any) -> None:
@@ -38,13 +38,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--feature-spec", type=Path, default=None, help="feature-spec JSON describing how the features were computed from tiles")
     p.add_argument("--time-unit", choices=("days", "months", "years"), default="days")
     p.add_argument("--horizons", default=None, help="comma-separated survival horizons in the time unit (default 1, 3, 5 years)")
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-group", type=float, default=0.2, help="minimum share of patients per risk group (default 0.2)")
-    p.add_argument("--permutations", type=int, default=1000, help="permutations for the cutoff p-value")
-    p.add_argument("--corr-threshold", type=float, default=0.8)
-    p.add_argument("--screen-p", type=float, default=0.1)
-    p.add_argument("--screen-top-k", type=int, default=3)
+    p.add_argument("--folds", type=bounded(int, 2, 20), default=5)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--min-group", type=bounded(float, 0.0, 0.5, lo_open=True), default=0.2, help="minimum share of patients per risk group (default 0.2)")
+    p.add_argument("--permutations", type=COUNT, default=1000, help="permutations for the cutoff p-value")
+    p.add_argument("--corr-threshold", type=bounded(float, 0.0, 1.0, lo_open=True), default=0.8)
+    p.add_argument("--screen-p", type=bounded(float, 0.0, 1.0, lo_open=True), default=0.1)
+    p.add_argument("--screen-top-k", type=POSITIVE_INT, default=3)
     p.add_argument("--penalizers", default=None, help="comma-separated LASSO penalties to cross-validate")
     p.add_argument("--no-cv", action="store_true", help="skip the nested CV evaluation (faster, less honest)")
     p.add_argument("--name", default=None, help="signature name (default: table stem)")

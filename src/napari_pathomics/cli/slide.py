@@ -8,7 +8,7 @@ from ..units import DEFAULT_MPP, DEFAULT_TILE_UM
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide
 from ..wsi.tiling import DEFAULT_MIN_TISSUE, plan_tiles
-from .common import add_slide_mpp_option, print_json
+from .common import FRACTION, MPP, TILE_UM, add_slide_mpp_option, print_json
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -52,9 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tiles", help="count the tiles inside ROI ∩ tissue (what a run would read)")
     p.add_argument("slide")
     p.add_argument("--roi", help="QuPath GeoJSON with the ROIs (default: all tissue)")
-    p.add_argument("--tile-um", type=float, default=DEFAULT_TILE_UM, help=f"tile side in µm (default {DEFAULT_TILE_UM:g})")
-    p.add_argument("--mpp", type=float, default=DEFAULT_MPP, help=f"read resolution in µm/px (default {DEFAULT_MPP:g})")
-    p.add_argument("--min-tissue", type=float, default=DEFAULT_MIN_TISSUE,
+    p.add_argument("--tile-um", type=TILE_UM, default=DEFAULT_TILE_UM, help=f"tile side in µm (default {DEFAULT_TILE_UM:g})")
+    p.add_argument("--mpp", type=MPP, default=DEFAULT_MPP, help=f"read resolution in µm/px (default {DEFAULT_MPP:g})")
+    p.add_argument("--min-tissue", type=FRACTION, default=DEFAULT_MIN_TISSUE,
                    help="minimum fraction of a tile inside ROI ∩ tissue (default 0.5)")
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs without tissue detection")
     p.add_argument("--json", action="store_true", help="print JSON with tile origins (level-0 px)")

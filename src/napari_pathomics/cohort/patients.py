@@ -17,6 +17,7 @@ from ..errors import PathomicsError
 from ..results import TileResults
 from ..scoring import load_signature, score_tiles, slide_tiles
 from ..signature import FeatureSpec, Signature
+from ..tables import safe_cell
 from .table import CohortTable
 from .task import RESULTS_NAME, one_line, slide_dir
 
@@ -56,7 +57,7 @@ def write_patient_table(out: Path, table: CohortTable, records: dict[str, dict[s
             rows.append(entry)
         except PathomicsError as exc:
             rows.append({**base, "status": "failed", "error": one_line(exc)})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).map(safe_cell)
     atomic_write_text(out / "patients.csv", df.to_csv(index=False))
     return {"path": str(out / "patients.csv"), "patients": len(rows),
             "scored": int(sum(1 for r in rows if "risk" in r)),

@@ -61,18 +61,17 @@ FAMILIES: dict[str, type[PatchModel]] = {}
 
 
 def resolve_layer(module: Any, dotted: str) -> Any:
-    """The submodule at a dotted attribute path (Grad-CAM target); BundleError if absent."""
+    """The submodule at a dotted path of child names (Grad-CAM target); BundleError if it is not one.
+
+    Only registered child modules are followed (``named_children``), so a path can name neither a
+    parameter nor a private or dunder attribute of the model.
+    """
     obj = module
-    for part in dotted.split("."):
-        if part.isdigit() and hasattr(obj, "__getitem__"):
-            try:
-                obj = obj[int(part)]
-                continue
-            except (IndexError, TypeError):
-                pass
-        if not hasattr(obj, part):
-            raise BundleError(f"model.gradcam_target_layer {dotted!r}: no attribute {part!r} in the model")
-        obj = getattr(obj, part)
+    for part in str(dotted).split("."):
+        children = dict(obj.named_children()) if hasattr(obj, "named_children") else {}
+        if part not in children:
+            raise BundleError(f"model.gradcam_target_layer {dotted!r}: {part!r} is not a layer of the model")
+        obj = children[part]
     return obj
 
 
@@ -102,6 +101,9 @@ def build_model(bundle: Bundle, device: str | Any = "cpu") -> PatchModel:
         state = load_file(str(bundle.weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{name}: cannot read safetensors ({exc})") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise BundleError(f"{name}: tensor {key!r} holds NaN or infinite values")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
 from ..bundle import Bundle
@@ -54,10 +55,22 @@ def load_risk_head(bundle: Bundle) -> RiskHead | None:
         raise BundleError(f"risk_head.weights {name!r} is not listed in the bundle's files")
     try:
         t = load_file(str(bundle.path / name))
-        head = RiskHead(t["weight"].astype(np.float64), float(t["bias"].reshape(-1)[0]),
+        bias = t["bias"].reshape(-1)
+        if bias.size != 1:
+            raise BundleError(f"{name}: risk head bias must hold one number, it holds {bias.size}")
+        head = RiskHead(t["weight"].astype(np.float64), float(bias[0]),
                         t["mean"].astype(np.float64), t["scale"].astype(np.float64))
-    except (OSError, KeyError, ValueError) as exc:
-        raise BundleError(f"{name}: unreadable risk head ({exc})") from None
+    except BundleError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, SafetensorError) as exc:
+        raise BundleError(f"{name}: unreadable risk head ({type(exc).__name__}: {exc})") from None
     if not (head.weight.shape == head.mean.shape == head.scale.shape) or head.weight.ndim != 1:
         raise BundleError(f"{name}: risk head arrays have inconsistent shapes")
+    for field_name in ("weight", "mean", "scale"):
+        if not np.all(np.isfinite(getattr(head, field_name))):
+            raise BundleError(f"{name}: risk head {field_name} holds NaN or infinite values")
+    if not np.isfinite(head.bias):
+        raise BundleError(f"{name}: risk head bias is NaN or infinite")
+    if np.any(head.scale <= 0):
+        raise BundleError(f"{name}: risk head scale must be positive")
     return head

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from ..colors import hex_to_rgb
 from ..errors import ResultsError
+from ..tables import csv_text
 from .status import DONE, STATUS_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,21 +21,20 @@ __all__ = ["tiles_csv", "tiles_geojson", "read_csv"]
 
 def tiles_csv(res: TileResults) -> str:
     """One row per tile: x, y, size (level-0 px), status, class, risk, prob_<CLASS>…"""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["x", "y", "size", "col", "row", "status", "class", "risk",
-                *[f"prob_{n}" for n in res.class_names]])
     pred = res.pred
     size = _fmt(res.tile_size_l0)
-    for i in range(len(res)):
-        done = res.status[i] == DONE
-        w.writerow([
-            int(res.origins[i, 0]), int(res.origins[i, 1]), size, int(res.cols[i]), int(res.rows[i]),
-            STATUS_NAMES[int(res.status[i])], res.class_names[pred[i]] if done else "",
-            _fmt(res.risk[i]) if done else "",
-            *([_fmt(p) for p in res.probs[i]] if done else [""] * len(res.class_names)),
-        ])
-    return buf.getvalue()
+    nan_row = [""] * len(res.class_names)
+
+    def rows() -> Any:
+        for i in range(len(res)):
+            done = res.status[i] == DONE
+            yield [int(res.origins[i, 0]), int(res.origins[i, 1]), size, int(res.cols[i]), int(res.rows[i]),
+                   STATUS_NAMES[int(res.status[i])], res.class_names[pred[i]] if done else "",
+                   _fmt(res.risk[i]) if done else "", *([_fmt(p) for p in res.probs[i]] if done else nan_row)]
+
+    return csv_text(["x", "y", "size", "col", "row", "status", "class", "risk",
+                     *[f"prob_{n}" for n in res.class_names]], rows())
+
 
 def tiles_geojson(res: TileResults, include: str = "done") -> dict[str, Any]:
     """QuPath tile detections: square polygons in level-0 px with class and measurements.

@@ -53,6 +53,9 @@ def validate_survival(
         raise SignatureError(f"time/event columns must be numeric: {exc}") from exc
     if np.isnan(t).any():
         raise SignatureError(f"time column {duration_col!r} has {int(np.isnan(t).sum())} missing values")
+    if np.isinf(t).any():
+        raise SignatureError(f"time column {duration_col!r} has {int(np.isinf(t).sum())} infinite values "
+                             f"(row {int(np.flatnonzero(np.isinf(t))[0]) + 1}); give the last follow-up time")
     if np.isnan(e).any():
         raise SignatureError(f"event column {event_col!r} has {int(np.isnan(e).sum())} missing values")
     if (t < 0).any():
