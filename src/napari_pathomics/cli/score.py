@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..errors import SignatureError
 from ..resources import DEFAULT_BUNDLE
@@ -20,13 +19,15 @@ def _score(args: argparse.Namespace) -> int:
 
     from ..bundle import Bundle
     from ..scoring import DISCLAIMER, load_signature, ordinal, score_patient
-    from ..scoring.report import write_report_html, write_report_json
+    from ..scoring.report import report_targets, write_report_html, write_report_json
     from ..wsi.annotations import read_geojson
 
     if args.roi and len(args.roi) != len(args.slides):
         raise SignatureError(f"give one --roi per slide ({len(args.slides)}), in the same order")
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
     signature = load_signature(bundle)
+    inputs = [*args.slides, *(args.roi or []), bundle.source, *bundle.path.iterdir()]
+    html_path, json_path = report_targets(args.report, args.report_json, inputs)
     rois = [read_geojson(r).annotations for r in args.roi] if args.roi else None
 
     bar = None
@@ -45,11 +46,10 @@ def _score(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if args.report:
-        write_report_html(ps, args.report, signature=signature)
-        write_report_json(ps, args.report_json or Path(args.report).with_suffix(".json"))
-    elif args.report_json:
-        write_report_json(ps, args.report_json)
+    if html_path is not None:
+        write_report_html(ps, html_path, signature=signature)
+    if json_path is not None:
+        write_report_json(ps, json_path)
     if args.json:
         print_json(ps.to_json())
         return 0

@@ -22,6 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..bundle import Bundle
 from ..inference.engine import Engine
+from ..outputs import check_output_dir
 from ..provenance import bundle_record, now_iso, run_record
 from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature
@@ -73,8 +74,10 @@ def score_cohort(
     """
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     b = Bundle.load(bundle or DEFAULT_BUNDLE)
+    inputs = [table.path, b.source, *[p for r in table.rows for p in (r.slide_path, r.roi_path)]]
+    check_output_dir(out, [("patients.csv", "CSV table"), ("run.json", "JSON")], inputs)
+    out.mkdir(parents=True, exist_ok=True)
     if b.signature_path is not None:
         load_signature(b)  # a bundle that cannot score patients fails before any slide is read
     amp_name, amp_reason = resolve_amp(b, device, amp)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, atomic_write_set
 from ..errors import CohortError, PathomicsError
 from ..inference.engine import Engine
 from ..provenance import file_fingerprint, now_iso, sha256_file
@@ -186,12 +186,11 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
             raise CohortError("the engine stopped before every tile had a result")
     tw = time.perf_counter()
     risk_source = res.meta.get("risk_source", "class_weights")  # the engine applies a risk head
-    outputs = [RESULTS_NAME, "results.json", "tiles.csv"]
-    res.save(d / RESULTS_NAME)
-    res.to_csv(d / "tiles.csv")
+    files = {**res.files(RESULTS_NAME), "tiles.csv": res.csv_text().encode("utf-8")}
     if o.geojson:
-        res.to_geojson(d / "tiles.geojson")
-        outputs.append("tiles.geojson")
+        files["tiles.geojson"] = (json.dumps(res.geojson(), allow_nan=False) + "\n").encode("utf-8")
+    atomic_write_set(d, files)
+    outputs = list(files)
     counts = res.counts()
     stats = {k: round(float(v), 4) for k, v in run.stats.items()}
     rec = {

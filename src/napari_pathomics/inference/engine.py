@@ -26,6 +26,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -333,6 +334,7 @@ class InferenceRun(Iterator[BatchUpdate]):
         for name in cams:
             self.results.ensure_cam(name, engine.cam_size)
         self.stats: dict[str, float] = {}
+        self.cache_warning: str | None = None
         self._gen: Generator[BatchUpdate, None, None] | None = None
 
     def __next__(self) -> BatchUpdate:
@@ -346,9 +348,20 @@ class InferenceRun(Iterator[BatchUpdate]):
             self._gen.close()
 
     def flush(self) -> None:
-        """Write the current results to the cache atomically (no-op without a cache)."""
-        if self.cache_file is not None:
+        """Write the current results to the cache atomically (no-op without a cache).
+
+        A cache folder that is full or read-only does not stop the run: it goes on uncached, and
+        ``cache_warning`` (also a RuntimeWarning) says so once.
+        """
+        if self.cache_file is None:
+            return
+        try:
             self.results.save(self.cache_file)
+        except OSError as exc:
+            self.cache_warning = (f"results cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
+                                  "this run is not cached and will not resume")
+            warnings.warn(self.cache_warning, RuntimeWarning, stacklevel=2)
+            self.cache_file = None
 
     def _todo(self) -> np.ndarray:
         res = self.results

@@ -20,12 +20,11 @@ import json
 import math
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..bundle import MANIFEST_NAME, Bundle, validate_bundle, write_bundle
+from ..bundle import Bundle, staged_bundle, validate_bundle, write_bundle
 from ..bundle.archive import PICKLE_SUFFIXES, safetensors_problem, sniff_pickle
 from ..errors import BundleError
 from ..provenance import now_iso, sha256_file
@@ -252,9 +251,7 @@ def import_model(src: str | Path, out: str | Path, opts: ImportOptions | None = 
                                          "config_sha256": sha256_file(src / "config.json"),
                                          "weights": weights.name, "weights_sha256": sha256_file(weights)}},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_bundle(out) as tmp:
         shutil.copyfile(weights, tmp / "model.safetensors")
         (tmp / "config.json.source").write_bytes((src / "config.json").read_bytes())
         manifest["files"] = {"model.safetensors": sha256_file(tmp / "model.safetensors"),
@@ -263,12 +260,4 @@ def import_model(src: str | Path, out: str | Path, opts: ImportOptions | None = 
         problems = validate_bundle(tmp) or runtime_problems(Bundle.load(tmp))
         if problems:
             raise BundleError(f"the imported bundle does not run: {problems[0]}")
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not (out / MANIFEST_NAME).is_file():  # pragma: no cover - rename is atomic
-        raise BundleError(f"{out}: bundle not written")
     return Bundle.load(out)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..atomic import atomic_write_set, atomic_write_text
 from ..errors import ResultsError
 from ..provenance import json_default, strict_json
 from ..wsi.tiling import TileGrid, scatter, stitch_tiles
@@ -189,11 +189,15 @@ class TileResults:
         np.savez(buf, **arrays)
         return buf.getvalue()
 
+    def files(self, name: str = "results.npz") -> dict[str, bytes]:
+        """The ``.npz`` and its human-readable ``.json`` sidecar, as bytes (for writing as one set)."""
+        sidecar = json.dumps(strict_json(self._meta_doc()), indent=2, allow_nan=False) + "\n"
+        return {name: self.to_npz_bytes(), str(Path(name).with_suffix(".json")): sidecar.encode("utf-8")}
+
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (.npz) atomically, then a ``.json`` sidecar with the metadata."""
+        """Write ``path`` (.npz) and its ``.json`` sidecar as one set (see ``atomic_write_set``)."""
         path = Path(path)
-        atomic_write_bytes(path, self.to_npz_bytes())
-        atomic_write_json(path.with_suffix(".json"), strict_json(self._meta_doc()))
+        atomic_write_set(path.parent, self.files(path.name))
         return path
 
     @classmethod

@@ -25,6 +25,7 @@ from matplotlib.patches import Patch
 from ..atomic import atomic_write_json, atomic_write_text
 from ..bundle import Bundle
 from ..errors import SignatureError
+from ..outputs import OutputError, check_output
 from ..provenance import now_iso
 from ..results import TileResults
 from ..signature import Signature
@@ -34,7 +35,26 @@ from ..wsi.slide import Slide, open_slide
 from .patient import DISCLAIMER, PatientScore, load_signature, ordinal
 from .plots import composition_figure, figure_png, survival_figure
 
-__all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png"]
+__all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png", "report_targets"]
+
+
+def report_targets(html_path: str | Path | None, json_path: str | Path | None,
+                   inputs: Sequence[str | Path | None] = ()) -> tuple[Path | None, Path | None]:
+    """Where the HTML report and its JSON twin go (the twin defaults to the HTML name with .json).
+
+    Refused in one line before any work: a target that is an input (a slide, an ROI file, the
+    bundle), an existing file of another kind, or an HTML report and JSON twin on the same file.
+    """
+    html_p = Path(html_path) if html_path else None
+    json_p = Path(json_path) if json_path else (html_p.with_suffix(".json") if html_p else None)
+    if html_p is not None and json_p is not None and html_p.expanduser().resolve() == json_p.expanduser().resolve():
+        raise OutputError(f"the HTML report and its JSON twin would both be {html_p}; give the report a .html name "
+                          "or --report-json another file")
+    if html_p is not None:
+        check_output(html_p, "HTML report", inputs)
+    if json_p is not None:
+        check_output(json_p, "JSON", inputs)
+    return html_p, json_p
 
 RISK_CMAP = "RdYlBu_r"
 

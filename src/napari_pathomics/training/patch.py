@@ -28,7 +28,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from ..bundle import write_bundle
+from ..bundle import staged_bundle, write_bundle
 from ..errors import TrainingError
 from ..inference.backbones import PatchModel
 from ..inference.preprocess import resize_batch_uint8, to_tensor
@@ -545,7 +545,9 @@ def train_patch_model(
         },
     }
     state = {k: v for k, v in model.state_dict().items()}
-    out = write_bundle(out_dir, manifest, state, {"run_record.json": _round_floats(record)})
+    with staged_bundle(out_dir) as tmp:
+        write_bundle(tmp, manifest, state, {"run_record.json": _round_floats(record)})
+    out = Path(out_dir)
     log(f"bundle written to {out} in {timings['total_s']:.0f}s")
     return out
 

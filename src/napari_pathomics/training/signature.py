@@ -43,7 +43,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from tqdm import tqdm
 
-from ..bundle import Bundle, write_bundle
+from ..bundle import Bundle, staged_bundle, write_bundle
 from ..cohort.table import CohortTable, read_cohort
 from ..errors import CohortError, PathomicsError, SignatureError
 from ..inference.embed import SlideEmbeddings, backbone_key, extract_slide
@@ -215,6 +215,10 @@ def train_signature(
     s.validate()
     t0 = time.perf_counter()
     table = read_cohort(cohort_csv)
+    base_path = Path(bundle or DEFAULT_BUNDLE).expanduser()
+    for given, what in ((base_path, "the base bundle"), (Path(cohort_csv).parent, "the cohort's folder")):
+        if Path(out).expanduser().resolve() == given.resolve():
+            raise CohortError(f"--out {out} is {what}; write the new bundle to another folder")
     outcomes = read_outcomes(table, s)
     pids = table.patients
     t_m = np.array([convert_time(outcomes[p]["time"], s.time_unit, "months") for p in pids])
@@ -334,16 +338,10 @@ def train_signature(
 
     # the new bundle
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     man = copy.deepcopy(base.manifest)
     old_sig = man.get("signature")
     files = {k: v for k, v in man.get("files", {}).items()
              if k not in (old_sig, RISK_HEAD_FILE, "signature.json", "evaluation.json", "train_record.json")}
-    for fname in files:
-        src, dst = base.path / fname, out / fname
-        if src.resolve() != dst.resolve():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
     man["files"] = files
     man["name"] = name
     man["version"] = f"{base.version}+sig{time.strftime('%Y%m%d')}"
@@ -365,12 +363,16 @@ def train_signature(
                         engine={"amp": engine.amp.name, "device": str(engine.device)})
     man["provenance"] = {**(man.get("provenance") or {}), "train_signature": {
         k: record[k] for k in ("cohort", "base_bundle", "settings")}}
-    write_bundle(out, man, None, {
-        "signature.json": jsonable(sig.to_json()), RISK_HEAD_FILE: head.to_safetensors(),
-        "evaluation.json": evaluation,
-        "train_record.json": jsonable(json.loads(json.dumps(record, default=str))),
-    })
-    Bundle.load(out)  # proves the result is loadable
+    with staged_bundle(out) as tmp:
+        for fname in files:
+            (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(base.path / fname, tmp / fname)
+        write_bundle(tmp, man, None, {
+            "signature.json": jsonable(sig.to_json()), RISK_HEAD_FILE: head.to_safetensors(),
+            "evaluation.json": evaluation,
+            "train_record.json": jsonable(json.loads(json.dumps(record, default=str))),
+        })
+        Bundle.load(tmp)  # proves the result is loadable before it replaces anything
     report = {"name": name, "bundle": str(out), "signature": sig.summary() | {"features": sig.features},
               "evaluation": evaluation, "timings": record["timings"], "n_features_in": len(feat_cols)}
     return jsonable(report)
