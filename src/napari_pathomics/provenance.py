@@ -8,6 +8,7 @@ numpy values, paths and non-finite floats into plain JSON (NaN/inf become null: 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import platform
 from collections.abc import Sequence
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .atomic import atomic_write_json
+from .resources import cache_dir
 
 #: Packages whose versions determine the numbers the project produces.
 PACKAGES: tuple[str, ...] = (
@@ -78,28 +82,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-#: Files up to this size get a full sha256 in reports (besides the fast fingerprint).
-FULL_SHA256_MAX_BYTES = 1 << 30
-FINGERPRINT_METHOD = "sha256(size + first MiB + last MiB)"
+FINGERPRINT_METHOD = "sha256 of the whole file (remembered per device, inode, size and mtime)"
 
 
-def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
-    """A fast content fingerprint for cache keys: sha256 of the size and the first/last MiB."""
+def file_fingerprint(path: str | Path) -> str:
+    """The content fingerprint that caches and reports key on: the full sha256 of the file.
+
+    Any changed byte changes it. Hashing a 5 GB slide takes seconds, so the value is remembered
+    in the user cache, keyed by the file's device, inode, size and modification time: a file
+    rewritten in place gets a new mtime and is hashed again.
+    """
     path = Path(path)
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as fh:
-        h.update(fh.read(chunk))
-        if size > chunk:
-            fh.seek(max(chunk, size - chunk))
-            h.update(fh.read(chunk))
-    return h.hexdigest()
-
-
-def sha256_if_small(path: str | Path) -> str | None:
-    """The full sha256 of files up to ``FULL_SHA256_MAX_BYTES`` (None for larger ones)."""
-    return None if Path(path).stat().st_size > FULL_SHA256_MAX_BYTES else sha256_file(path)
+    st = path.stat()
+    stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    memo = cache_dir("fingerprints") / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
+    try:
+        rec = json.loads(memo.read_text(encoding="utf-8"))
+        if rec.get("stat") == stamp and isinstance(rec.get("sha256"), str):
+            return rec["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = sha256_file(path)
+    try:
+        atomic_write_json(memo, {"path": str(path.resolve()), "stat": stamp, "sha256": digest})
+    except OSError:  # a read-only cache only costs the hash next time
+        pass
+    return digest
 
 
 def now_iso() -> str:

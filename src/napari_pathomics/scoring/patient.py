@@ -27,7 +27,6 @@ from ..provenance import (
     FINGERPRINT_METHOD,
     bundle_record,
     now_iso,
-    sha256_if_small,
     strict_json,
     versions,
 )
@@ -56,7 +55,7 @@ class SlideSummary:
 
     path: str
     fingerprint: str  # provenance.file_fingerprint (= Slide.file_hash, the cache key)
-    sha256: str | None  # full-content sha256 (None for files above provenance.FULL_SHA256_MAX_BYTES)
+    sha256: str | None  # full-content sha256 (the fingerprint; kept under its own key for readers)
     size_bytes: int
     width: int
     height: int
@@ -295,7 +294,7 @@ def score_patient(
                 warnings.append(f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out")
             path = Path(slide.path)
             summaries.append(SlideSummary(
-                path=str(path), fingerprint=slide.file_hash(), sha256=sha256_if_small(path),
+                path=str(path), fingerprint=(fp := slide.file_hash()), sha256=fp,
                 size_bytes=path.stat().st_size, width=slide.width, height=slide.height,
                 mpp=[float(v) for v in slide.mpp] if slide.has_mpp else [],
                 n_tiles=len(res), n_done=counts[DONE], n_failed=counts[FAILED], n_background=counts[BACKGROUND],

@@ -101,16 +101,22 @@ def tissue_from_rgb(
     return mask
 
 
-def tissue_fraction(tiles: np.ndarray, stride: int = 4) -> np.ndarray:
-    """Fraction of stained pixels per tile (B,) from a strided subsample: the per-tile rule.
+def stained_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Bool mask (..., H, W) of stained pixels: the per-pixel rule behind the per-tile one.
 
     A pixel is stained when its HSV saturation exceeds ``TILE_SATURATION_MIN`` and it is neither
     near-black (pen, shadow) nor near-white (glass).
     """
-    sub = np.asarray(tiles)[:, ::stride, ::stride].astype(np.int16)
-    mx = sub.max(axis=-1)
-    mn = sub.min(axis=-1)
-    stained = ((mx - mn) > TILE_SATURATION_MIN * mx) & (mx > 40) & (mn < 235)
+    arr = np.asarray(rgb).astype(np.int16)
+    mx = arr.max(axis=-1)
+    mn = arr.min(axis=-1)
+    return ((mx - mn) > TILE_SATURATION_MIN * mx) & (mx > 40) & (mn < 235)
+
+
+def tissue_fraction(tiles: np.ndarray, stride: int = 4) -> np.ndarray:
+    """Fraction of stained pixels per tile (B,) from a strided subsample: the per-tile rule
+    (``stained_pixels``)."""
+    stained = stained_pixels(np.asarray(tiles)[:, ::stride, ::stride])
     return stained.reshape(stained.shape[0], -1).mean(axis=1)
 
 
