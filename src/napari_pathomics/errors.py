@@ -88,3 +88,9 @@ class PretrainedWeightsError(PathomicsError):
     """The optional ImageNet weights package is missing or does not match the architecture."""
 
     exit_code = 13
+
+
+class NucleiError(PathomicsError):
+    """Nuclei cannot be segmented as asked (not an H&E image, too coarse, no tissue in the ROIs...)."""
+
+    exit_code = 16

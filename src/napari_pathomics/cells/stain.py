@@ -20,7 +20,7 @@ from skimage.color import rgb_from_hed
 
 from ..wsi.stain import DEFAULT_IO, StainEstimate, estimate_stain, od_lut
 
-__all__ = ["RUIFROK_HE", "StainVectors", "haematoxylin", "slide_stain", "MAX_H_ANGLE_DEG"]
+__all__ = ["RUIFROK_HE", "StainVectors", "haematoxylin", "eosin", "slide_stain", "MAX_H_ANGLE_DEG"]
 
 #: Ruifrok & Johnston's H and E optical-density vectors (unit columns), as scikit-image ships them.
 RUIFROK_HE: np.ndarray = (rgb_from_hed[:2] / np.linalg.norm(rgb_from_hed[:2], axis=1, keepdims=True)).T.astype(
@@ -41,6 +41,11 @@ class StainVectors:
     def h_weights(self) -> np.ndarray:
         """(3,) weights giving the haematoxylin concentration from an OD pixel (least squares)."""
         return np.linalg.pinv(self.matrix.astype(np.float64))[0].astype(np.float32)
+
+    @property
+    def e_weights(self) -> np.ndarray:
+        """(3,) weights giving the eosin concentration from an OD pixel (least squares)."""
+        return np.linalg.pinv(self.matrix.astype(np.float64))[1].astype(np.float32)
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "io": self.io, "matrix": [[float(v) for v in r] for r in self.matrix]}
@@ -68,13 +73,21 @@ def slide_stain(samples: np.ndarray) -> StainVectors:
     return StainVectors.from_estimate(estimate_stain(np.ascontiguousarray(flat)))
 
 
-def haematoxylin(rgb: np.ndarray, stain: StainVectors | None = None) -> np.ndarray:
-    """(H, W) float32 haematoxylin concentration of an RGB uint8 image (0 = none)."""
-    stain = stain or StainVectors.ruifrok()
-    lut = od_lut(stain.io)
-    w = stain.h_weights
+def _unmix(rgb: np.ndarray, lut: np.ndarray, w: np.ndarray) -> np.ndarray:
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     out = (lut * w[0])[r]
     out += (lut * w[1])[g]
     out += (lut * w[2])[b]
     return out
+
+
+def haematoxylin(rgb: np.ndarray, stain: StainVectors | None = None) -> np.ndarray:
+    """(H, W) float32 haematoxylin concentration of an RGB uint8 image (0 = none)."""
+    stain = stain or StainVectors.ruifrok()
+    return _unmix(rgb, od_lut(stain.io), stain.h_weights)
+
+
+def eosin(rgb: np.ndarray, stain: StainVectors | None = None) -> np.ndarray:
+    """(H, W) float32 eosin concentration of an RGB uint8 image (0 = none)."""
+    stain = stain or StainVectors.ruifrok()
+    return _unmix(rgb, od_lut(stain.io), stain.e_weights)
