@@ -16,8 +16,8 @@ PACKAGE = Path(napari_pathomics.__file__).parent
 #: Stages from the ground up; a module may import its own stage or one below it, never above.
 STAGES: dict[str, int] = {
     "": 0,  # errors, atomic, provenance, units, colors, resources (the ground floor)
-    "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "inference": 5, "scoring": 6,
-    "cohort": 7, "training": 8, "layers": 9, "widgets": 10, "cli": 11,
+    "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "cells": 5, "inference": 6, "scoring": 7,
+    "cohort": 8, "training": 9, "layers": 10, "widgets": 11, "cli": 12,
 }
 GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "outputs", "__init__"}
 #: Third-party packages slow or optional enough to import only where they are used.
