@@ -1,13 +1,16 @@
-"""Shared fixtures: real files only (the vendored CMU slide and synthetic pyramids)."""
+"""Shared fixtures: real files only (the vendored CMU slide, synthetic pyramids, seeded test bundles)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from napari_pathomics.resources import SAMPLE_SLIDE
+from _bundles import make_bundle
+from napari_pathomics.bundle import Bundle
+from napari_pathomics.resources import DEFAULT_BUNDLE, SAMPLE_SLIDE
 from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
 
 
@@ -37,3 +40,15 @@ def pyramid_svs(tmp_path: Path, he_image: np.ndarray) -> Path:
     """A 4096 × 3072 JPEG-tiled Aperio SVS at 0.25 µm/px with 4 stored levels + label."""
     label = np.full((120, 240, 3), 200, dtype=np.uint8)
     return write_slide(tmp_path / "synthetic.svs", he_image, mpp=0.25, fmt="svs", label=label)
+
+
+@pytest.fixture(scope="session")
+def resnet18_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The default ``make_bundle`` (seeded resnet18, 32 µm tiles); shared read-only, tests copy it to modify."""
+    return make_bundle(tmp_path_factory.mktemp("resnet18") / "b")
+
+
+@pytest.fixture
+def sig_bundle(tmp_path: Path) -> Bundle:
+    """A fresh ``make_bundle`` carrying the default bundle's signature."""
+    return make_bundle(tmp_path / "bundle", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))

@@ -1,8 +1,8 @@
 import numpy as np
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from napari_pathomics.wsi.annotations import Annotation
 from napari_pathomics.layers import annotations_to_shapes, shapes_to_annotations
+from napari_pathomics.wsi.annotations import Annotation
 
 
 def test_unedited_imports_keep_holes_and_new_shapes_get_new_ids():

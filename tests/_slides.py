@@ -1,0 +1,76 @@
+"""Real slides for the tests: small synthetic SVS pyramids and a corpus of broken slides (no files shipped)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
+
+
+def textured_he(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """H&E-like texture everywhere (varied hue so Macenko can estimate most tiles)."""
+    import cv2
+
+    img = synthetic_he(h, w, seed=seed, tissue_fraction=1.0)
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 18, size=(h // 8, w // 8, 3)).astype(np.float32)
+    noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def small_slide(path: Path, h: int = 1024, w: int = 1536, seed: int = 1, mpp: float = 0.25) -> Path:
+    """A real JPEG-tiled SVS pyramid (1024 × 1536 at 0.25 µm/px → 96 tiles of 32 µm)."""
+    return write_slide(path, synthetic_he(h, w, seed=seed), mpp=mpp)
+
+
+def open_fds() -> int:
+    """Open file descriptors of this process (for the handle-leak checks)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _patch_tag(data: bytes, src: Path, tag: str, value: int, page: int = 0) -> bytes:
+    with tifffile.TiffFile(src) as t:
+        tg = t.pages[page].tags[tag]
+        off, dtype = tg.valueoffset, tg.dtype
+    out = bytearray(data)
+    fmt = "<H" if int(dtype) == 3 else "<I"
+    out[off:off + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return bytes(out)
+
+
+def make_corpus(folder: Path) -> dict[str, Path]:
+    """name -> path of every broken (or merely unusual) slide, generated from a valid synthetic SVS."""
+    folder.mkdir(parents=True, exist_ok=True)
+    img = synthetic_he(1024, 1536, seed=7)
+    good = write_slide(folder / "good.svs", img, mpp=0.5, min_size=256)
+    data = good.read_bytes()
+    files: dict[str, bytes] = {
+        "zero.svs": b"",
+        "random.svs": np.random.default_rng(0).bytes(50_000),
+        "trunc-header.svs": data[:64],
+        "trunc-10pct.svs": data[: len(data) // 10],
+        "trunc-50pct.svs": data[: len(data) // 2],
+        "trunc-90pct.svs": data[: len(data) * 9 // 10],
+        "lying-level-size.svs": _patch_tag(data, good, "ImageWidth", 5000),
+        "huge-declared.svs": _patch_tag(data, good, "ImageLength", 4_000_000),
+        "unknown-compression.svs": _patch_tag(data, good, "Compression", 50999),
+    }
+    out = {"good.svs": good}
+    for name, blob in files.items():
+        p = folder / name
+        p.write_bytes(blob)
+        out[name] = p
+    striped = folder / "striped.tif"
+    tifffile.imwrite(striped, img, photometric="rgb", rowsperstrip=64, metadata=None)
+    out["striped.tif"] = striped
+    out["no-mpp.tif"] = write_slide(folder / "no-mpp.tif", img, mpp=None, fmt="tiff", min_size=256)
+    odd = folder / "slides é" / "Ça va.svs"
+    odd.parent.mkdir(exist_ok=True)
+    odd.write_bytes(data)
+    out["odd path"] = odd
+    return out

@@ -1,0 +1,96 @@
+"""Tile planning: tiles inside the ROI and the slide, vertex order irrelevant, tissue restriction,
+holes, bad parameters, and (property-based) TileGrid invariants for random polygons."""
+
+import numpy as np
+import pytest
+import shapely
+from hypothesis import given
+from hypothesis import strategies as st
+from shapely.geometry import Polygon, box
+
+from _fuzz import SETTINGS, polygons
+from napari_pathomics.errors import TilingError
+from napari_pathomics.wsi.annotations import Annotation
+from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
+from napari_pathomics.wsi.tiling import plan_tiles, rasterize
+from napari_pathomics.wsi.tissue import TissueMask, detect_tissue
+
+
+def test_tiles_inside_roi_and_slide(pyramid_svs):
+    with open_slide(pyramid_svs) as s:
+        roi = Annotation(box(500, 400, 2500, 1900))
+        g = plan_tiles(s, [roi], tissue=False, tile_um=112, mpp=0.5, min_tissue=1.0)
+        assert g.tile_size_l0 == pytest.approx(448.0) and g.tile_px == 224
+        o = g.origins
+        # with min_tissue 1.0 every kept tile lies wholly inside the ROI
+        assert (o[:, 0] >= 500 - 16).all() and (o[:, 0] + 448 <= 2500 + 16).all()
+        assert (o[:, 1] >= 400 - 16).all() and (o[:, 1] + 448 <= 1900 + 16).all()
+        # the lattice cells fully inside: x cells 2..4 (896..2240), y cells 1..3 (448..1792)
+        assert len(g) == 9
+        assert len(np.unique(o, axis=0)) == len(o)
+        loose = plan_tiles(s, [roi], tissue=False, tile_um=112, mpp=0.5, min_tissue=0.01)
+        assert len(loose) > len(g)
+        assert (loose.origins[:, 0] + 448 <= s.width).all() and (loose.origins[:, 1] + 448 <= s.height).all()
+
+
+def test_vertex_order_and_start_do_not_matter(pyramid_svs):
+    pts = [(300, 300), (2900, 500), (2600, 2400), (700, 2800), (200, 1500)]
+    with open_slide(pyramid_svs) as s:
+        counts = set()
+        for poly in (pts, pts[::-1], pts[2:] + pts[:2]):
+            g = plan_tiles(s, [Annotation(Polygon(poly))], tissue=False, tile_um=56, mpp=0.5)
+            counts.add((len(g), g.key()))
+        assert len(counts) == 1
+
+
+def test_tissue_restricts_tiles(pyramid_svs):
+    with open_slide(pyramid_svs) as s:
+        tissue = detect_tissue(s)
+        assert 0.3 < tissue.fraction < 0.9  # the synthetic image has ~60 % tissue
+        all_tiles = plan_tiles(s, None, tissue=False, tile_um=112, mpp=0.5)
+        tis_tiles = plan_tiles(s, None, tissue=tissue, tile_um=112, mpp=0.5)
+        assert 0 < len(tis_tiles) < len(all_tiles)
+        empty = TissueMask(np.zeros_like(tissue.mask), tissue.downsample)
+        assert len(plan_tiles(s, None, tissue=empty)) == 0
+
+
+def test_rasterize_holes():
+    poly = Polygon([(0, 0), (100, 0), (100, 100), (0, 100)], [[(25, 25), (75, 25), (75, 75), (25, 75)]])
+    m = rasterize(poly, (20, 20), 5.0)
+    assert m.sum() == 400 - 100
+
+
+@pytest.mark.parametrize("kw", [dict(tile_um=-1), dict(mpp=0), dict(min_tissue=2), dict(tile_um=1e6)])
+def test_bad_tiling_params(pyramid_svs, kw):
+    with open_slide(pyramid_svs) as s, pytest.raises(TilingError):
+        plan_tiles(s, None, tissue=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def fuzz_slide(tmp_path_factory):
+    p = write_slide(tmp_path_factory.mktemp("fz") / "s.svs", synthetic_he(1536, 2048, seed=5), mpp=0.5, min_size=256)
+    s = open_slide(p)
+    return s, detect_tissue(s)
+
+
+@SETTINGS
+@given(polygons(), st.integers(0, 11), st.booleans(), st.sampled_from([0.01, 0.5, 1.0]))
+def test_tile_grid_invariants(fuzz_slide, poly, shift, reverse, min_tissue):
+    slide, tissue = fuzz_slide
+    ring = list(poly.exterior.coords)[:-1]
+    k = shift % len(ring)
+    variants = [ring, ring[k:] + ring[:k]]
+    if reverse:
+        variants.append(ring[::-1])
+    grids = [plan_tiles(slide, [Annotation(Polygon(r, [h.coords for h in poly.interiors]))], tissue=tissue,
+                        tile_um=32, mpp=0.5, min_tissue=min_tissue) for r in variants]
+    g = grids[0]
+    assert all(len(x) == len(g) and np.array_equal(x.origins, g.origins) for x in grids[1:])
+    o = g.origins
+    assert len(np.unique(o, axis=0)) == len(o)
+    assert ((o >= 0) & (o[:, :1] + g.tile_size_l0 <= slide.width + 1) & (o[:, 1:] + g.tile_size_l0 <= slide.height + 1)).all()
+    assert (g.coverage >= min_tissue - 1e-9).all()
+    if len(g):  # every kept tile touches the ROI
+        tiles = shapely.box(o[:, 0], o[:, 1], o[:, 0] + g.tile_size_l0, o[:, 1] + g.tile_size_l0)
+        assert shapely.intersects(tiles, poly).all()
