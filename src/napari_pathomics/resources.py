@@ -15,6 +15,11 @@ SAMPLE_SLIDE: Path = DATA_DIR / "slides" / "CMU-1-Small-Region.svs"
 NCT_TILES_DIR: Path = DATA_DIR / "tiles" / "nct-crc-he"
 STAIN_REFERENCE: Path = DATA_DIR / "stain" / "Ref.png"
 TCGA_COHORT_CSV: Path = DATA_DIR / "cohorts" / "tcga-crc-tme" / "TCGA_MEASUREMENTS.csv"
+#: Real H&E images vendored from PyPI wheels (BSD-3), with the µm/px their SOURCE.txt gives.
+NUCLEI_IMAGES: dict[str, tuple[Path, float]] = {
+    "tiatoolbox-target": (DATA_DIR / "nuclei" / "tiatoolbox" / "target_image.png", 0.25),
+    "stardist-histo": (DATA_DIR / "nuclei" / "stardist" / "histo.jpg", 0.5),
+}
 BUNDLES_DIR: Path = _ROOT / "bundles"
 DEFAULT_BUNDLE: Path = BUNDLES_DIR / "default"
 
