@@ -30,7 +30,7 @@ from ..wsi.tiling import TileGrid, scatter
 from .features import NucleusTable, classify
 from .nuclei import NucleiParams
 
-__all__ = ["NucleiResults", "TILE_FEATURES", "TILE_UNITS", "NUCLEI_FORMAT"]
+__all__ = ["NucleiResults", "TILE_FEATURES", "TILE_UNITS", "NUCLEI_FORMAT", "NUCLEAR_MEASURES"]
 
 NUCLEI_FORMAT = 1
 #: Per-tile nuclear values, in table order, and their units.
@@ -39,6 +39,9 @@ TILE_UNITS: dict[str, str] = {
     "nc_ratio_mean": "", "large_fraction": "", "lymphocyte_fraction": "", "haematoxylin_mean": "OD",
 }
 TILE_FEATURES: tuple[str, ...] = tuple(TILE_UNITS)
+#: The per-tile values a signature's nuclear family uses by default (count is density's numerator).
+NUCLEAR_MEASURES: tuple[str, ...] = ("density_mm2", "area_mean_um2", "nc_ratio_mean", "large_fraction",
+                                     "lymphocyte_fraction", "haematoxylin_mean")
 
 
 def _group_median(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

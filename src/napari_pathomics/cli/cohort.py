@@ -127,7 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder of the new bundle")
     p.add_argument("--test-fraction", type=bounded(float, 0.0, 0.9, hi_open=True), default=0.3)
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--features", default="tme,mil", help="feature families: tme, mil or both (default tme,mil)")
+    p.add_argument("--features", default="tme,mil",
+                   help="feature families: tme, mil and/or nuc (per-patient nuclear features: mean and quantiles "
+                        "of the tiles' nuclear density, area, N:C ratio...; default tme,mil)")
     p.add_argument("--oracle-col", default=None, help="column with a known true log-hazard (synthetic cohorts)")
     p.add_argument("--permutations", type=COUNT, default=1000, help="permutations of the cutoff p-value")
     p.add_argument("--cv", action="store_true", help="also run the nested CV of the signature fitter (slower)")

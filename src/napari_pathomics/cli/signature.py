@@ -35,6 +35,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--tme-stat", choices=("mean", "frac"), default="mean", help="what --tme-classes columns hold (default: mean probability)")
     p.add_argument("--tme-combine", choices=("max", "mean", "weighted"), default="max", help="how the table combined slides per patient (default: max)")
+    p.add_argument("--nuclear-measures", default=None, metavar="M1,M2",
+                   help="per-tile nuclear measures whose patient statistics are columns nuc_<stat>_<measure> "
+                        "(e.g. density_mm2,nc_ratio_mean): they join the features and the frozen spec")
+    p.add_argument("--nuclear-stats", default="mean,q10,q50,q90",
+                   help="statistics of --nuclear-measures in the table (default mean,q10,q50,q90)")
     p.add_argument("--feature-spec", type=Path, default=None, help="feature-spec JSON describing how the features were computed from tiles")
     p.add_argument("--time-unit", choices=("days", "months", "years"), default="days")
     p.add_argument("--horizons", default=None, help="comma-separated survival horizons in the time unit (default 1, 3, 5 years)")
@@ -111,13 +116,37 @@ def select_features(table: Any, args: argparse.Namespace) -> tuple[Any, list[str
             raise SignatureError(f"no columns start with {list(prefixes)}")
     elif spec is not None:
         feats = [c for c in spec.feature_names if c in table.columns]
+    elif getattr(args, "nuclear_measures", None):
+        feats = []
     else:
-        raise SignatureError("say which columns are features: --features, --feature-prefix or --tme-classes")
+        raise SignatureError("say which columns are features: --features, --feature-prefix, --tme-classes "
+                             "or --nuclear-measures")
+    if getattr(args, "nuclear_measures", None):
+        table, feats, spec = _add_nuclear(table, feats, spec, args)
     if spec is not None:
         unknown = [c for c in feats if c not in spec.feature_names]
         if unknown:
             raise SignatureError(f"features not produced by the feature spec: {unknown[:5]}")
     return table, feats, spec
+
+
+def _add_nuclear(table: Any, feats: list[str], spec: Any, args: argparse.Namespace) -> tuple[Any, list[str], Any]:
+    """Declare the table's ``nuc_<stat>_<measure>`` columns as the spec's nuclear family."""
+    from dataclasses import replace
+
+    from ..signature.features import FeatureSpec
+
+    measures = [m.strip() for m in args.nuclear_measures.split(",") if m.strip()]
+    stats = [m.strip() for m in args.nuclear_stats.split(",") if m.strip()]
+    cols = [f"nuc_{s}_{m}" for s in stats for m in measures]
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise SignatureError(f"missing nuclear columns {missing[:4]} (expected nuc_<stat>_<measure>)")
+    if spec is None:
+        spec = FeatureSpec(classes=[], tme_stats=[], mil=False, nuclear=measures, nuclear_stats=stats, source="table")
+    else:
+        spec = replace(spec, nuclear=measures, nuclear_stats=stats)
+    return table, list(dict.fromkeys([*feats, *cols])), spec
 
 
 def build_signature(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from ..atomic import atomic_write_text
 from ..bundle import Bundle
 from ..errors import PathomicsError
 from ..results import TileResults
-from ..scoring import load_signature, score_tiles, slide_tiles
+from ..scoring import load_signature, nuclear_tile_values, score_tiles, slide_tiles
 from ..signature import FeatureSpec, Signature
 from ..tables import safe_cell
 from .table import CohortTable
@@ -43,7 +43,11 @@ def write_patient_table(out: Path, table: CohortTable, records: dict[str, dict[s
             rows.append({**base, "status": "failed", "error": "no slide of this patient could be scored"})
             continue
         try:
-            tiles = [slide_tiles(TileResults.load(slide_dir(out, r.key) / RESULTS_NAME), r.key) for r in ok]
+            tiles = []
+            for r in ok:
+                res = TileResults.load(slide_dir(out, r.key) / RESULTS_NAME)
+                # a signature with nuclear features gets them through the nuclei cache, like ``score``
+                tiles.append(slide_tiles(res, r.key, nuclear=nuclear_tile_values(r.slide_path, res, spec)))
             base["n_tiles"] = int(sum(t.probs.shape[0] for t in tiles))
             entry = {**base, "status": "ok" if len(ok) == len(prow) else f"partial ({len(ok)}/{len(prow)} slides)",
                      "error": ""}

@@ -7,6 +7,7 @@ from .patient import (
            PatientScore,
            SlideSummary,
            load_signature,
+           nuclear_tile_values,
            ordinal,
            score_patient,
            score_tiles,
@@ -14,4 +15,4 @@ from .patient import (
 )
 
 __all__ = ["DISCLAIMER", "PatientScore", "SlideSummary", "load_signature", "ordinal", "score_patient", "score_tiles",
-           "shared_engine", "slide_tiles"]
+           "shared_engine", "slide_tiles", "nuclear_tile_values"]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle
+from ..cells.run import run_nuclei
 from ..errors import CancelledError, SignatureError
 from ..provenance import (
     FINGERPRINT_METHOD,
@@ -31,13 +32,15 @@ from ..provenance import (
     versions,
 )
 from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults
-from ..signature import Signature, SignatureScore, SlideTiles
+from ..signature import FeatureSpec, Signature, SignatureScore, SlideTiles
+from ..units import DEFAULT_MPP
 from ..wsi.annotations import Annotation, clip_annotations
 from ..wsi.slide import Slide, open_slide
-from ..wsi.tiling import plan_for_bundle
+from ..wsi.tiling import TileGrid, plan_for_bundle
 from .engines import shared_engine
 
 __all__ = ["PatientScore", "SlideSummary", "score_patient", "score_tiles", "load_signature", "slide_tiles",
+           "nuclear_tile_values",
            "ordinal", "REPORT_KIND", "DISCLAIMER"]
 
 REPORT_KIND = "pathomics-patient-score"
@@ -155,15 +158,48 @@ def load_signature(bundle: Bundle) -> Signature:
     return sig
 
 
-def slide_tiles(res: TileResults, slide_id: str = "", risk: np.ndarray | None = None) -> SlideTiles:
+def slide_tiles(res: TileResults, slide_id: str = "", risk: np.ndarray | None = None,
+                nuclear: dict[str, np.ndarray] | None = None) -> SlideTiles:
     """The DONE tiles of one result as :class:`SlideTiles`: what every feature spec consumes.
 
-    ``risk`` replaces the stored patch risk of those tiles (training scores them with a new head).
+    ``risk`` replaces the stored patch risk of those tiles (training scores them with a new head);
+    ``nuclear`` holds per-tile nuclear values indexed like ``res`` (see :func:`nuclear_tile_values`).
     """
     ok = res.status == DONE
     r = res.risk[ok] if risk is None else np.asarray(risk)
+    nuc = None if nuclear is None else {k: np.asarray(v, dtype=np.float64)[ok] for k, v in nuclear.items()}
     return SlideTiles(probs=res.probs[ok].astype(np.float64), class_names=tuple(res.class_names),
-                      risk=r.astype(np.float64), slide_id=slide_id)
+                      risk=r.astype(np.float64), slide_id=slide_id, nuclear=nuc)
+
+
+def nuclear_tile_values(slide: Slide | str | Path, res: TileResults, spec: FeatureSpec | None = None,
+                        cancel: threading.Event | None = None, cache_dir: str | Path | None = None,
+                        use_cache: bool = True) -> dict[str, np.ndarray] | None:
+    """Per-tile nuclear values for ``res``'s tiles (None when ``spec`` needs none).
+
+    Nuclei are segmented over exactly the result's tiles (the same lattice), through the nuclei
+    cache, so the viewer, ``score``, ``score-cohort`` and ``train-signature`` get the same values.
+    """
+    if spec is not None and not spec.nuclear:
+        return None
+    own = not isinstance(slide, Slide)
+    s = open_slide(slide) if own else slide
+    try:
+        mpp = s.mpp[0]
+        grid = TileGrid(cols=res.cols, rows=res.rows, tile_size_l0=res.tile_size_l0,
+                        tile_um=float(res.meta.get("tile_um") or res.tile_size_l0 * mpp),
+                        mpp=float(res.meta.get("mpp") or DEFAULT_MPP), slide_width=s.width, slide_height=s.height,
+                        coverage=np.ones(len(res), dtype=np.float32))
+        if len(grid) == 0:
+            return {}
+        run = run_nuclei(s, grid, cancel=cancel, cache_dir=cache_dir, use_cache=use_cache)
+        nres = run.run_all()
+        if not nres.complete:
+            raise CancelledError(f"nuclei of {s.path.name} cancelled ({nres.n_done}/{len(nres)} tiles)")
+        return nres.aligned_to(res.cols, res.rows, res.tile_size_l0)
+    finally:
+        if own:
+            s.close()
 
 
 def score_tiles(signature: Signature, tiles: Sequence[SlideTiles]) -> tuple[dict[str, float], SignatureScore]:
@@ -238,6 +274,7 @@ def score_patient(
     res_list: list[TileResults | None] = []
     slide_objs: list[Any] = []
     warnings: list[str] = []
+    nuclear: dict[int, dict[str, np.ndarray] | None] = {}
 
     for i, item in enumerate(slides):
         if cancel is not None and cancel.is_set():
@@ -304,6 +341,10 @@ def score_patient(
             ))
             res_list.append(res)
             slide_objs.append(None if own else slide)
+            if used and sig.feature_spec is not None and sig.feature_spec.nuclear:
+                report(f"{name}: nuclei on {counts[DONE]} tiles", base + 0.9 / n)
+                nuclear[i] = nuclear_tile_values(slide, res, sig.feature_spec, cancel=cancel, cache_dir=None,
+                                                 use_cache=use_cache)
         finally:
             if own:
                 slide.close()
@@ -313,7 +354,8 @@ def score_patient(
         detail = "; ".join(w for w in warnings if "left out of the score" in w)
         raise SignatureError(f"cannot score patient: no slide has a classified tile in its ROIs ({detail})")
     report("computing features", 0.99)
-    tiles = [slide_tiles(res_list[i], Path(summaries[i].path).name) for i in used_idx]  # type: ignore[arg-type]
+    tiles = [slide_tiles(res_list[i], Path(summaries[i].path).name, nuclear=nuclear.get(i))  # type: ignore[arg-type]
+             for i in used_idx]
     features, sc = score_tiles(sig, tiles)
     pooled = np.concatenate([t.probs for t in tiles])
     names = list(tiles[0].class_names)

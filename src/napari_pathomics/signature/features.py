@@ -26,6 +26,12 @@ Families
          smoothed idf ``log((1 + n) / (1 + df)) + 1`` are learnt by :meth:`FeatureSpec.fit`
          and frozen; tf is the word share in the patient, the tf-idf vector is L2-normalised
          (scikit-learn's TfidfVectorizer defaults, re-implemented so scoring needs no sklearn).
+
+``nuc``  Nuclear features (optional): per-tile nuclear values (``cells``' per-tile table:
+         density, mean nuclear area, mean N:C ratio, …) pooled over the tiles of all slides of
+         a patient, tiles without a value ignored, summarised by their mean and quantiles:
+         ``nuc_<stat>_<measure>`` with stat ``mean``, ``q10``, ``q50``, ``q90``… Nothing is
+         fitted; the measures and statistics are frozen in the spec like the others.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ SPEC_VERSION = 1
 COMBINE_MODES = ("max", "mean", "weighted")
 TME_STATS = ("mean", "frac")
 N_HIST_BINS = 101
+#: Statistics of the nuclear family over a patient's tiles (``qNN`` = the NN-th percentile).
+NUCLEAR_STATS = ("mean", "q10", "q25", "q50", "q75", "q90")
+DEFAULT_NUCLEAR_STATS = ("mean", "q10", "q50", "q90")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class SlideTiles:
     class_names: tuple[str, ...]
     risk: np.ndarray | None = None
     slide_id: str = ""
+    nuclear: Mapping[str, np.ndarray] | None = None  # per-tile nuclear values by measure, NaN = none
 
     @classmethod
     def coerce(cls, obj: Any) -> "SlideTiles":
@@ -70,11 +80,14 @@ class SlideTiles:
             raise SignatureError("slide results need 'probs' and 'class_names'")
         risk = get("risk", None)
         sid = get("slide_id", None) or get("name", None) or ""
+        nuclear = get("nuclear", None)
         return cls(
             probs=np.asarray(probs, dtype=float),
             class_names=tuple(str(c) for c in names),
             risk=None if risk is None else np.asarray(risk, dtype=float).reshape(-1),
             slide_id=str(sid),
+            nuclear=None if nuclear is None else {str(k): np.asarray(v, dtype=float).reshape(-1)
+                                                  for k, v in dict(nuclear).items()},
         )
 
 
@@ -108,6 +121,27 @@ def _check_slide(slide: SlideTiles, classes: Sequence[str], need_risk: bool) -> 
             raise SignatureError(f"{_label(slide)}: tile risk contains NaN or inf")
     idx = [slide.class_names.index(c) for c in classes]
     return p[:, idx]
+
+
+def _check_nuclear(slide: SlideTiles, measures: Sequence[str]) -> None:
+    """The slide carries one value per tile for every nuclear measure the spec needs."""
+    if slide.nuclear is None:
+        raise SignatureError(f"{_label(slide)}: the signature uses nuclear features, but no nuclei were "
+                             "computed for its tiles")
+    missing = [m for m in measures if m not in slide.nuclear]
+    if missing:
+        raise SignatureError(f"{_label(slide)} lacks nuclear measures {missing} (has {sorted(slide.nuclear)})")
+    n = slide.probs.shape[0]
+    bad = [m for m in measures if slide.nuclear[m].shape[0] != n]
+    if bad:
+        raise SignatureError(f"{_label(slide)}: nuclear values of {bad} do not match its {n} tiles")
+
+
+def nuclear_stat(values: np.ndarray, stat: str) -> float:
+    """One statistic of the finite values (``mean`` or ``qNN``, the NN-th percentile, linear)."""
+    if stat == "mean":
+        return float(values.mean())
+    return float(np.percentile(values, float(stat[1:])))
 
 
 def slide_tme(probs: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
@@ -174,11 +208,21 @@ class FeatureSpec:
     vocabulary: list[str] | None = None
     idf: list[float] | None = None
     source: str = "tiles"
+    nuclear: list[str] | None = None  # nuclear measures (per-tile values), None = no nuclear family
+    nuclear_stats: list[str] = field(default_factory=lambda: list(DEFAULT_NUCLEAR_STATS))
 
     def __post_init__(self) -> None:
         self.classes = [str(c) for c in self.classes]
         self.tme_stats = [str(s) for s in self.tme_stats]
-        if not self.classes:
+        if self.nuclear is not None:
+            self.nuclear = [str(m) for m in self.nuclear]
+            self.nuclear_stats = [str(s) for s in self.nuclear_stats]
+            if not self.nuclear or len(set(self.nuclear)) != len(self.nuclear):
+                raise SignatureError(f"nuclear measures must be distinct names, got {self.nuclear}")
+            bad_n = [s for s in self.nuclear_stats if s not in NUCLEAR_STATS]
+            if bad_n or not self.nuclear_stats:
+                raise SignatureError(f"unknown nuclear statistics {bad_n or self.nuclear_stats}; choose from {NUCLEAR_STATS}")
+        if not self.classes and not (self.nuclear and not self.tme_stats and not self.mil):
             raise SignatureError("a feature spec needs at least one class")
         if len(set(self.classes)) != len(self.classes):
             raise SignatureError(f"duplicate classes in feature spec: {self.classes}")
@@ -194,6 +238,10 @@ class FeatureSpec:
         return [f"tme_{s}_{c}" for s in self.tme_stats for c in self.classes]
 
     @property
+    def nuclear_names(self) -> list[str]:
+        return [f"nuc_{s}_{m}" for s in self.nuclear_stats for m in (self.nuclear or [])]
+
+    @property
     def feature_names(self) -> list[str]:
         """All names :meth:`transform` returns, in a stable order."""
         names = list(self.tme_names)
@@ -201,6 +249,7 @@ class FeatureSpec:
             names += [f"mil_hist_p{b:03d}" for b in range(N_HIST_BINS)]
             names += [f"mil_pred_{c}" for c in self.classes]
             names += [f"mil_tfidf_{w}" for w in (self.vocabulary or [])]
+        names += self.nuclear_names
         return names
 
     @property
@@ -271,7 +320,25 @@ class FeatureSpec:
             if norm > 0:
                 v = v / norm
             out.update({f"mil_tfidf_{w}": float(x) for w, x in zip(self.vocabulary or [], v)})
+        if self.nuclear:
+            out.update(self._nuclear_features(slides))
         return out
+
+    def _nuclear_features(self, slides: list[SlideTiles]) -> dict[str, float]:
+        """Mean and quantiles of each nuclear measure over the patient's pooled tiles."""
+        measures = list(self.nuclear or [])
+        for s in slides:
+            _check_nuclear(s, measures)
+        out: dict[str, float] = {}
+        for m in measures:
+            vals = np.concatenate([s.nuclear[m] for s in slides])  # type: ignore[index]
+            vals = vals[np.isfinite(vals)]
+            if vals.size == 0:
+                raise SignatureError(f"{_label(slides[0])}: no tile has a value of nuclear measure {m!r} "
+                                     "(no nuclei were found in its ROIs)")
+            for st in self.nuclear_stats:
+                out[f"nuc_{st}_{m}"] = nuclear_stat(vals, st)
+        return {k: out[k] for k in self.nuclear_names}
 
     def transform_many(self, patients: Mapping[str, Any]) -> "Any":
         """Feature table (pandas DataFrame, one row per patient id)."""
@@ -296,6 +363,9 @@ class FeatureSpec:
                 if self.mil
                 else None
             ),
+            **({"nuclear": {"measures": list(self.nuclear), "stats": list(self.nuclear_stats),
+                            "pooling": "tiles of all slides of the patient; tiles without a value ignored"}}
+               if self.nuclear else {}),
         }
 
     @classmethod
@@ -308,6 +378,7 @@ class FeatureSpec:
             raise SignatureError(f"unsupported feature-spec schema_version {obj.get('schema_version')!r}")
         tme = obj.get("tme") or {"stats": [], "combine": "max"}
         mil = obj.get("mil")
+        nuc = obj.get("nuclear") or None
         tfidf = (mil or {}).get("tfidf") or {}
         return cls(
             classes=list(obj["classes"]),
@@ -317,6 +388,8 @@ class FeatureSpec:
             vocabulary=tfidf.get("vocabulary"),
             idf=tfidf.get("idf"),
             source=str(obj.get("source", "tiles")),
+            nuclear=list(nuc["measures"]) if nuc else None,
+            nuclear_stats=list(nuc.get("stats", DEFAULT_NUCLEAR_STATS)) if nuc else list(DEFAULT_NUCLEAR_STATS),
         )
 
 

@@ -44,6 +44,7 @@ from scipy.optimize import minimize
 from tqdm import tqdm
 
 from ..bundle import Bundle, staged_bundle, write_bundle
+from ..cells.results import NUCLEAR_MEASURES
 from ..cohort.table import CohortTable, read_cohort
 from ..errors import CohortError, PathomicsError, SignatureError
 from ..inference.embed import SlideEmbeddings, backbone_key, extract_slide
@@ -51,10 +52,13 @@ from ..inference.risk_head import RISK_HEAD_FILE, RiskHead
 from ..provenance import bundle_record, run_record
 from ..provenance import strict_json as jsonable
 from ..resources import DEFAULT_BUNDLE, cache_dir
-from ..scoring import shared_engine, slide_tiles
+from ..scoring import nuclear_tile_values, shared_engine, slide_tiles
 from ..signature import FeatureSpec, SignatureFitter, concordance, hazard_ratio, time_dependent_auc
 from ..signature.cox import screenable_features, stratified_folds
 from ..units import TIME_UNITS, convert_time
+
+#: Feature families train-signature can use: TME composition, MIL of patch risk, nuclear features.
+FAMILIES = ("tme", "mil", "nuc")
 
 
 @dataclass
@@ -93,9 +97,9 @@ class TrainSettings:
             raise CohortError(f"need 0 < --early < --late (got {self.early}, {self.late})")
         if not 0.0 <= self.test_fraction < 0.9:
             raise CohortError(f"--test-fraction must be within [0, 0.9), got {self.test_fraction}")
-        bad = [f for f in self.families if f not in ("tme", "mil")]
+        bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families:
-            raise CohortError(f"--features must name tme and/or mil (got {self.families})")
+            raise CohortError(f"--features must name some of {', '.join(FAMILIES)} (got {self.families})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,11 +240,13 @@ def train_signature(
     if progress:
         bar = tqdm(total=len(table), unit="slide", desc="embeddings", file=sys.stderr, disable=None)
     failed: dict[str, str] = {}
+    slide_paths: dict[str, Path] = {}
     for pid in pids:
         for row in by_patient[pid]:
             try:
                 se = extract_slide(engine, row.slide_path, row.roi_path, emb_cache, s.no_tissue, s.min_tissue)
                 embs.setdefault(pid, []).append((row.key, se))
+                slide_paths[row.key] = row.slide_path
             except PathomicsError as exc:
                 failed[row.key] = str(exc)
             if bar is not None:
@@ -248,6 +254,7 @@ def train_signature(
     if bar is not None:
         bar.close()
     t_emb = time.perf_counter() - t_emb
+    timings_extra: dict[str, float] = {}
     lost = [p for p in pids if p not in embs]
     if lost:
         raise CohortError(f"{len(lost)} patient(s) have no usable slide, e.g. {lost[0]!r}: "
@@ -269,11 +276,21 @@ def train_signature(
             for p in train_ids:
                 if fold[p] == k:
                     risk[p] = [hk.predict(se.emb) for _, se in embs[p]]
-    tiles = {p: [slide_tiles(se.results, key, risk=r) for (key, se), r in zip(embs[p], risk[p])] for p in pids}
+    # nuclei on the same tiles (cached per slide), for the nuclear family
+    nuclear: dict[str, dict[str, np.ndarray] | None] = {}
+    if "nuc" in s.families:
+        t_nuc = time.perf_counter()
+        for p in pids:
+            for key, se in embs[p]:
+                nuclear[key] = nuclear_tile_values(slide_paths[key], se.results)
+        timings_extra["nuclei_s"] = round(time.perf_counter() - t_nuc, 2)
+    tiles = {p: [slide_tiles(se.results, key, risk=r, nuclear=nuclear.get(key)) for (key, se), r in zip(embs[p], risk[p])]
+             for p in pids}
 
     # 4. features
     spec = FeatureSpec(classes=list(base.class_names), tme_stats=["mean", "frac"] if "tme" in s.families else [],
-                       combine="weighted", mil="mil" in s.families, source="tiles")
+                       combine="weighted", mil="mil" in s.families, source="tiles",
+                       nuclear=list(NUCLEAR_MEASURES) if "nuc" in s.families else None)
     spec.fit([tiles[p] for p in train_ids])
     X = spec.transform_many(tiles)
     train_t = np.array([outcomes[p]["time"] for p in train_ids])
@@ -359,7 +376,8 @@ def train_signature(
     record = run_record("pathomics train-signature", list(argv or []), settings=asdict(s),
                         cohort=str(table.path), base_bundle={**bundle_record(base), "backbone": backbone_key(base)},
                         failed_slides=failed, dropped_features=dropped,
-                        timings={"embeddings_s": round(t_emb, 2), "total_s": round(time.perf_counter() - t0, 2)},
+                        timings={"embeddings_s": round(t_emb, 2), **timings_extra,
+                                 "total_s": round(time.perf_counter() - t0, 2)},
                         engine={"amp": engine.amp.name, "device": str(engine.device)})
     man["provenance"] = {**(man.get("provenance") or {}), "train_signature": {
         k: record[k] for k in ("cohort", "base_bundle", "settings")}}
