@@ -62,6 +62,7 @@ class NucleiParams:
     max_hole_um2: float = 50.0
     min_threshold: float = 0.15  # haematoxylin concentration below which nothing is a nucleus
     min_contrast: float = 0.03  # haematoxylin share above the local background, at least
+    min_h_contrast: float = 0.15  # a nucleus's haematoxylin above its surroundings, at least (OD)
     min_stain: float = 0.3  # H + E concentration below which the haematoxylin share is damped (glass)
     threshold_bounds: tuple[float, float] = (0.75, 1.5)  # × the reference threshold
     background_um: float = 40.0  # window of the local background (several nuclei across)
@@ -124,6 +125,8 @@ def check_he(rgb: np.ndarray, what: str = "the image") -> None:
     mx, mn = sub.max(axis=-1), sub.min(axis=-1)
     if float(np.mean(mx < 50)) > 0.5:
         raise NucleiError(f"{what} is mostly black: a fluorescence or dark-field image is not H&E brightfield")
+    if float(np.mean(mn > 215)) > 0.97:
+        raise NucleiError(f"{what} is all white: glass, no stained tissue")
     chroma = mx - mn
     if float(np.percentile(chroma, 99)) < 12:
         raise NucleiError(f"{what} has no colour (greyscale?): nuclei need an H&E-stained RGB image")
@@ -401,6 +404,7 @@ def _segment_h(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p:
     # the "peak" is a high quantile, not the maximum, so one dark chromatin clump does not set it
     ch = hs - local_background(hs, stained, mpp, p.background_um)
     peak = _region_quantile(regions[::2, ::2].ravel(), ch[::2, ::2].ravel(), n + 1, p.peak_quantile)
+    ok &= peak >= p.min_h_contrast  # an absolute floor: stain noise in stroma is not a nucleus
     ext_h = ok[regions] & (ch > p.edge_level * peak[regions])
     peak_s = _region_quantile(regions[::2, ::2].ravel(), cs[::2, ::2].ravel(), n + 1, p.peak_quantile)
     ext_s = ok[regions] & (cs > p.share_edge_level * peak_s[regions])

@@ -104,7 +104,7 @@ def _cells_geometry(mask: np.ndarray, s: float) -> Polygon | MultiPolygon | None
         d = np.diff(np.r_[0, row.astype(np.int8), 0])
         starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
         boxes.append(shapely.box(starts * s, r * s, ends * s, (r + 1) * s))
-    geom = shapely.coverage_union_all(np.concatenate([np.atleast_1d(b) for b in boxes])).simplify(0)  # drop collinear vertices
+    geom = shapely.union_all(np.concatenate([np.atleast_1d(b) for b in boxes])).simplify(0)  # drop collinear vertices
     return geom if isinstance(geom, (Polygon, MultiPolygon)) and not geom.is_empty else None
 
 

@@ -38,6 +38,7 @@ from ..scoring.engines import load_bundle, shared_engine
 from ..wsi.slide import Slide
 from ..wsi.tiling import plan_for_bundle
 from . import session
+from .cells_panel import CellsPanel
 from .controls import action_row
 from .result_layers import show_results
 from .roi_widget import current_rois, current_tissue
@@ -96,6 +97,8 @@ class AnalyzeWidget(QWidget):
         self.hover = QLabel("")
         self.hover.setWordWrap(True)
         layout.addWidget(self.hover)
+        self.cells = CellsPanel(napari_viewer, results_of=lambda slide: self.results.get(str(slide.path)))
+        layout.addWidget(self.cells)
         layout.addStretch(1)
 
         self.bundle_path.editingFinished.connect(self._refresh_bundle)
