@@ -59,6 +59,7 @@ class NucleiParams:
 
     smooth_um: float = 0.5
     min_area_um2: float = 8.0
+    min_half_width_um: float = 1.0  # a nucleus is at least 2 µm across at its widest inscribed circle
     max_hole_um2: float = 50.0
     min_threshold: float = 0.15  # haematoxylin concentration below which nothing is a nucleus
     min_contrast: float = 0.03  # haematoxylin share above the local background, at least
@@ -66,6 +67,7 @@ class NucleiParams:
     min_stain: float = 0.3  # H + E concentration below which the haematoxylin share is damped (glass)
     threshold_bounds: tuple[float, float] = (0.75, 1.5)  # × the reference threshold
     background_um: float = 40.0  # window of the local background (several nuclei across)
+    background_quantile: float = 0.3  # the background is this quantile of the window (nuclei are the top)
     low_fraction: float = 0.5  # seeds and regions need a contrast of at least this × the threshold
     background_fraction: float = 0.25  # contrast below this × the threshold is background
     peak_quantile: float = 0.75  # a region's haematoxylin "peak", robust to chromatin clumps
@@ -77,6 +79,8 @@ class NucleiParams:
     seed_radii_um: tuple[float, ...] = (2.5, 3.5, 5.0)  # LoG scales: lymphocyte to large tumour nucleus
     seed_spacing_um: float = 2.0  # seeds closer than this are one
     seed_response: float = 0.3  # a seed's LoG response at least this × the threshold
+    seed_disc_um: float = 1.0  # seeds grow to discs of this radius where the contrast allows
+    edge_band_um: float = 1.5  # the background marker keeps this far from candidate nuclei
     close_um: float = 1.0  # closing radius that bridges gaps in the rim of a vesicular nucleus
     open_um: float = 0.5  # morphological opening radius (detaches thin haematoxylin threads)
     min_marker_um: float = 1.0  # a marker's distance-map depth (nucleus radius) at least this
@@ -304,7 +308,7 @@ def nuclear_contrast(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: flo
     hs = cv2.GaussianBlur(h, (0, 0), sigma) if sigma >= 0.3 else h
     es = cv2.GaussianBlur(e, (0, 0), sigma) if sigma >= 0.3 else e
     share = hs / np.maximum(hs + np.maximum(es, 0.0), p.min_stain)
-    return share - local_background(share, stained, mpp, p.background_um), hs
+    return share - local_background(share, stained, mpp, p.background_um, p.background_quantile), hs
 
 
 def _region_quantile(labels: np.ndarray, values: np.ndarray, n: int, q: float) -> np.ndarray:
@@ -358,7 +362,10 @@ def _grow_regions(cs: np.ndarray, markers: np.ndarray, background: np.ndarray, n
     else:
         cs_s, bg_s, mk_s = cs, background, markers
     grad = cv2.magnitude(cv2.Sobel(cs_s, cv2.CV_32F, 1, 0), cv2.Sobel(cs_s, cv2.CV_32F, 0, 1))
-    regions = watershed(grad, mk_s, mask=~bg_s | (mk_s > 0)).astype(np.int32)
+    # markers are imposed minima: a seed on a textured (high-gradient) pixel must start flooding
+    # with the background, not after the background has flooded its nucleus through the interior
+    grad[mk_s > 0] = 0.0
+    regions = watershed(grad, mk_s).astype(np.int32)  # every pixel goes to a seed or the background
     regions[regions == n + 1] = 0
     if f > 1:
         up = np.zeros(full, dtype=np.int32)
@@ -389,10 +396,20 @@ def _segment_h(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p:
     markers, n = ndi.label(seeds, structure=np.ones((3, 3), dtype=bool))
     if n == 0:
         return np.zeros(h.shape, dtype=np.int32), thr
-    # low contrast is background, except the pale chromatin a nucleus's rim encloses (a small hole)
+    # a seed is a small disc inside its nucleus, not one pixel that texture can wall in
+    r_seed = p.seed_disc_um / mpp
+    if r_seed >= 1.0:
+        grown = cv2.dilate(markers.astype(np.float32), _disk(r_seed)).astype(np.int32)
+        markers = np.where((markers == 0) & (cs > p.low_fraction * thr), grown, markers)
+    # low contrast is background, except the pale chromatin a nucleus's rim encloses (a small hole);
+    # the background marker keeps a band of ``edge_band_um`` from every candidate, so the line
+    # between a nucleus and its surroundings is drawn at the strongest edge within that band
     background = ~remove_small_holes((cs >= p.background_fraction * thr) & stained, max_size=max_hole)
-    markers[background & (markers == 0)] = n + 1
-    regions = _grow_regions(cs, markers, background, n, mpp, p)
+    r_band = p.edge_band_um / mpp
+    marker_bg = cv2.erode(background.astype(np.uint8), _disk(r_band)).astype(bool) if r_band >= 1.0 else background
+    marker_bg |= ~stained  # glass is background right up to the tissue's edge
+    markers[marker_bg & (markers == 0)] = n + 1
+    regions = _grow_regions(cs, markers, marker_bg, n, mpp, p)
     flat = regions.ravel()
     area = np.bincount(flat, minlength=n + 1)
     mean_c = np.bincount(flat, weights=contrast.ravel(), minlength=n + 1) / np.maximum(area, 1)
@@ -402,7 +419,7 @@ def _segment_h(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p:
     # of a blurred edge, for a pale nucleus as for a dark one); its pale centre is a hole, filled below
     # (judged on the haematoxylin itself, which mixes linearly across a blurred edge; the share does not)
     # the "peak" is a high quantile, not the maximum, so one dark chromatin clump does not set it
-    ch = hs - local_background(hs, stained, mpp, p.background_um)
+    ch = hs - local_background(hs, stained, mpp, p.background_um, p.background_quantile)
     peak = _region_quantile(regions[::2, ::2].ravel(), ch[::2, ::2].ravel(), n + 1, p.peak_quantile)
     ok &= peak >= p.min_h_contrast  # an absolute floor: stain noise in stroma is not a nucleus
     ext_h = ok[regions] & (ch > p.edge_level * peak[regions])
@@ -420,11 +437,17 @@ def _segment_h(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p:
     if not fg_b.any():
         return np.zeros(h.shape, dtype=np.int32), thr
     labels = split_touching(fg_b, mpp, p)
-    area = np.bincount(labels.ravel())
-    small = area < min_px
-    small[0] = False
-    if small.any():
-        labels[small[labels]] = 0
+    # fragments smaller than a nucleus, and threads thinner than one (collagen, keratin), are not nuclei
+    n_lab = int(labels.max(initial=0))
+    area = np.bincount(labels.ravel(), minlength=n_lab + 1)
+    dist = cv2.distanceTransform((labels > 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    half_width = np.zeros(n_lab + 1, dtype=np.float64)
+    if n_lab:
+        half_width[1:] = ndi.maximum(dist, labels, index=np.arange(1, n_lab + 1))
+    drop = (area < min_px) | (half_width < p.min_half_width_um / mpp)
+    drop[0] = False
+    if drop.any():
+        labels[drop[labels]] = 0
     return _relabel_sequential(labels), thr
 
 

@@ -5,7 +5,7 @@
   run, or reopening the slide, shows them at once; an interrupted run resumes). Layers: the
   nuclear density and the N:C ratio per tile, with colour bars in their units, and the nucleus
   outlines, drawn only for the visible area and only when zoomed in far enough
-  (``layers.OUTLINE_MAX_VIEW_UM``, at most ``layers.OUTLINE_MAX_SHAPES`` at once). Hovering a
+  (``layers.OUTLINE_MIN_ZOOM``), at most ``layers.OUTLINE_MAX_SHAPES`` at once. Hovering a
   tile shows its nuclear read-out.
 * **Tumour proposal**: from the Analyze results of the slide (``results_of``), the smoothed
   tumour probability thresholded at the user's threshold and minimum area, shown in its own
@@ -32,7 +32,7 @@ from ..cells.run import NucleiRun
 from ..errors import PathomicsError
 from ..layers import (
     OUTLINE_MAX_SHAPES,
-    OUTLINE_MAX_VIEW_UM,
+    OUTLINE_MIN_ZOOM,
     ROLE_NUCLEI_OUTLINES,
     ROLE_TUMOUR_PROPOSAL,
     nuclei_map_layer,
@@ -41,6 +41,7 @@ from ..layers import (
     nuclei_readout,
     proposal_layer,
     shape_to_polygon,
+    world_to_level0,
 )
 from ..results import TileResults
 from ..results.regions import (
@@ -81,7 +82,7 @@ class CellsPanel(QWidget):
         bl = QVBoxLayout(box)
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
             bl, ("Compute nuclei", self.compute), ("Cancel", self.cancel))
-        self.outlines_on = QCheckBox(f"outlines when zoomed in (view ≤ {OUTLINE_MAX_VIEW_UM:g} µm)")
+        self.outlines_on = QCheckBox(f"nucleus outlines when zoomed in (≥ {OUTLINE_MIN_ZOOM:g} screen px/µm)")
         self.outlines_on.setChecked(True)
         self.outlines_on.toggled.connect(lambda _=None: self.refresh_outlines())
         bl.addWidget(self.outlines_on)
@@ -229,14 +230,24 @@ class CellsPanel(QWidget):
             self._timer.start()
 
     def visible_box(self, slide_layer: Any) -> tuple[float, float, float, float] | None:
-        """The level-0 box (x0, y0, x1, y1) the canvas shows of a slide layer, or None."""
-        corners = np.asarray(slide_layer.corner_pixels, dtype=np.float64)
-        if corners.shape != (2, 2) and corners.shape[1] < 2:
+        """The level-0 box (x0, y0, x1, y1) the canvas shows of a slide layer, or None.
+
+        From the camera (centre, zoom) and the canvas size; napari's ``corner_pixels`` cannot say
+        it, since a small level is loaded (and reported) whole whatever the zoom.
+        """
+        slide = session.slide_of(slide_layer)
+        if slide is None:
             return None
-        level = int(getattr(slide_layer, "data_level", 0))
-        ds = float(session.slide_of(slide_layer).level_downsamples[level]) if slide_layer.multiscale else 1.0
-        (y0, x0), (y1, x1) = corners[:, -2:] * ds
-        return float(x0), float(y0), float(x1 + ds), float(y1 + ds)
+        h_px, w_px = _canvas_size(self.viewer)
+        zoom = float(self.viewer.camera.zoom)
+        if not zoom > 0:
+            return None
+        cy, cx = (float(v) for v in self.viewer.camera.center[-2:])
+        half_h, half_w = h_px / zoom / 2, w_px / zoom / 2
+        corners = world_to_level0(slide, np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]]))
+        x0, y0 = np.clip(corners[0], 0, [slide.width, slide.height])
+        x1, y1 = np.clip(corners[1], 0, [slide.width, slide.height])
+        return (float(x0), float(y0), float(x1), float(y1)) if x1 > x0 and y1 > y0 else None
 
     def refresh_outlines(self) -> int:
         """Draw the outlines of the nuclei in view (none when zoomed out); returns how many are drawn."""
@@ -251,10 +262,8 @@ class CellsPanel(QWidget):
         box = self.visible_box(layer)
         data: list[np.ndarray] = []
         colors: list[str] = []
-        if box is not None and self.outlines_on.isChecked():
-            width_um = (box[2] - box[0]) * slide.mpp[0]
-            if width_um <= OUTLINE_MAX_VIEW_UM:
-                data, colors = nuclei_outlines(res, box, OUTLINE_MAX_SHAPES)
+        if box is not None and self.outlines_on.isChecked() and self.viewer.camera.zoom >= OUTLINE_MIN_ZOOM:
+            data, colors = nuclei_outlines(res, box, OUTLINE_MAX_SHAPES)
         with shapes.events.data.blocker():
             shapes.data = []
             if data:
@@ -329,6 +338,15 @@ class CellsPanel(QWidget):
                 self.viewer.layers.remove(ly)
         self.accept_btn.setEnabled(False)
         self.discard_btn.setEnabled(False)
+
+
+def _canvas_size(viewer: napari.Viewer) -> tuple[float, float]:
+    """(height, width) of the viewer's canvas in screen px (napari has no public accessor; 1024² if unknown)."""
+    try:
+        h, w = viewer.window._qt_viewer.canvas.size
+        return float(h), float(w)
+    except (AttributeError, TypeError, ValueError):
+        return 1024.0, 1024.0
 
 
 def _parts(annotations: list[Annotation]) -> list[str]:
