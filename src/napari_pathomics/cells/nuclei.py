@@ -15,7 +15,8 @@ The pipeline, in physical units so one parameter set serves 0.25 and 0.5 µm/px:
    touching fragments are one nucleus when the distance map's saddle on their shared border is
    at least ``merge_ratio`` of the smaller fragment's peak (a wide neck, not a constriction
    between two round bodies). Two touching discs of radius r with centres d apart have a neck
-   ratio ``sqrt(1 − (d / 2r)²)``; the default 0.7 keeps nuclei apart up to d ≈ 1.43 r.
+   ratio ``sqrt(1 − (d / 2r)²)``; the default 0.9 keeps them apart down to d ≈ 0.9 r (the saddle is
+   measured on pixels, about a pixel above the continuous neck).
 
 ``segment_nuclei`` returns instance labels at the input's size (0 = background) plus what the
 features need (haematoxylin, stained pixels). Large images are segmented in overlapping blocks
@@ -85,7 +86,7 @@ class NucleiParams:
     open_um: float = 0.5  # morphological opening radius (detaches thin haematoxylin threads)
     min_marker_um: float = 1.0  # a marker's distance-map depth (nucleus radius) at least this
     marker_smooth_um: float = 0.5
-    merge_ratio: float = 0.85
+    merge_ratio: float = 0.9
     cell_expansion_um: float = 5.0  # QuPath's default cell expansion
     large_quantile: float = 0.9  # "large/atypical": nuclear area above this quantile of the slide
     lymph_max_area_um2: float = 45.0  # lymphocyte-like: small,
