@@ -103,3 +103,36 @@ def test_build_signature_with_nuclear_columns(tmp_path: Path, capsys: pytest.Cap
     rc = main(["build-signature", str(table), "--time", "time", "--event", "event", "--nuclear-measures", "area",
                "--out", str(tmp_path / "x.json")])
     assert rc == SignatureError.exit_code and "missing nuclear columns" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_bundle_with_a_nuclear_signature_scores_a_slide(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Frozen-spec discipline end to end: build-signature → bundle → score_patient recomputes nuclei."""
+    import shutil
+
+    from napari_pathomics.bundle import Bundle
+    from napari_pathomics.resources import SAMPLE_SLIDE
+    from napari_pathomics.scoring import nuclear_tile_values, score_patient
+
+    rng = np.random.default_rng(1)
+    n = 120
+    dens = rng.normal(3000, 800, n)
+    t = rng.exponential(30 * np.exp(-(dens - 3000) / 800))
+    df = pd.DataFrame({"time": np.minimum(t, 60.0), "event": (t <= 60.0).astype(int)})
+    for stat in ("mean", "q10", "q50", "q90"):
+        df[f"nuc_{stat}_density_mm2"] = dens * {"mean": 1.0, "q10": 0.6, "q50": 1.0, "q90": 1.4}[stat] + rng.normal(0, 60, n)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, bundle_dir)
+    rc = main(["build-signature", str(tmp_path / "t.csv"), "--time", "time", "--event", "event",
+               "--nuclear-measures", "density_mm2", "--bundle", str(bundle_dir), "--no-cv", "--permutations", "20"])
+    assert rc == 0, capsys.readouterr().err
+    bundle = Bundle.load(bundle_dir)
+    ps = score_patient([SAMPLE_SLIDE], bundle, device="cpu")
+    assert any(k.startswith("nuc_") for k in ps.features)
+    res = ps.results[0]
+    vals = nuclear_tile_values(SAMPLE_SLIDE, res)  # the same cached nuclei, the same numbers
+    d = vals["density_mm2"][res.status == 1]
+    assert ps.features["nuc_mean_density_mm2"] == pytest.approx(float(np.nanmean(d)))
+    again = score_patient([SAMPLE_SLIDE], bundle, device="cpu")
+    assert again.risk == ps.risk
