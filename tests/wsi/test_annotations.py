@@ -121,7 +121,7 @@ def test_nan_coordinates_refused(tmp_path):
         read_geojson(p)
 
 
-def test_unknown_geometry_types_are_skipped_with_a_warning(tmp_path):
+def test_unknown_geometry_types_are_kept_with_a_warning(tmp_path):
     p = tmp_path / "mixed.geojson"
     feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [5, 5]]}, "properties": {}},
              {"type": "Feature", "geometry": {"type": "Hexagon", "coordinates": []}, "properties": {}},
@@ -178,13 +178,13 @@ REFUSED = {  # name -> (file content, words of the one-line AnnotationError)
     "empty-collection": (json.dumps(_fc()), "contains no features"),
     "only-unknown-geometry": (json.dumps(_fc(_feat([], "Hexagon"))), "unreadable 'Hexagon'"),
     "only-lines": (json.dumps(_fc(_feat([[0, 0], [5, 5]], "LineString"))), "LineString has no area (ROIs must be polygons)"),
-    "null-geometry": (json.dumps(_fc({"type": "Feature", "geometry": None, "properties": {}})), "no geometry, skipped"),
+    "null-geometry": (json.dumps(_fc({"type": "Feature", "geometry": None, "properties": {}})), "no geometry, kept as it is"),
     "nan-coordinates": ('{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
                         '[[[0, 0], [NaN, 0], [5, 5], [0, 0]]]}}', "feature 1 has NaN or infinite coordinates"),
     "infinite-coordinates": ('{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
                              '[[[0, 0], [Infinity, 0], [5, 5], [0, 0]]]}}', "NaN or infinite coordinates"),
     "wholly-off-slide": (json.dumps(_fc(_feat([[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]]))),
-                         "lies entirely off the slide, skipped"),
+                         "lies entirely off the slide"),
     "too-few-points": (json.dumps(_fc(_feat([[[0, 0], [1, 1]]]))), "A linearring requires at least 4 coordinates"),
     "deeply-nested": ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
     "only-detections": (json.dumps(_fc(_feat(SQUARE, objectType="cell"))), "contains no usable ROI"),
@@ -238,13 +238,15 @@ def test_partly_off_slide_is_clipped_and_said(tmp_path: Path) -> None:
     assert res.warnings == ["feature 1: clipped to the slide bounds"]
 
 
-def test_mixed_file_keeps_the_good_roi_and_says_what_was_skipped(tmp_path: Path) -> None:
+def test_mixed_file_keeps_the_good_roi_and_says_what_was_not_used(tmp_path: Path) -> None:
     doc = _fc(_feat(SQUARE), _feat([], "Hexagon"), _feat([[0, 0], [5, 5]], "LineString"),
               {"type": "Feature", "geometry": None, "properties": {}}, _feat(SQUARE, objectType="detection"))
     res = read_geojson(_write(tmp_path, "mixed", json.dumps(doc)), bounds=BOUNDS)
     assert len(res.annotations) == 1 and res.annotations[0].area_px == 90_000
     assert len(res.warnings) == 3
     assert "Hexagon" in res.warnings[0] and "LineString" in res.warnings[1] and "no geometry" in res.warnings[2]
+    # nothing is lost: every feature is in objects, in file order, and writes back as it was
+    assert [o.to_feature() for o in res.objects] == doc["features"]
 
 
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:

@@ -10,9 +10,18 @@ import napari
 import numpy as np
 
 from ..errors import PathomicsError
-from ..layers import ROLE, ROLE_ROIS, ROLE_ROIS_IMPORT, annotations_to_shapes, shapes_to_annotations, world_to_level0
+from ..layers import (
+    ROLE,
+    ROLE_ROIS,
+    ROLE_ROIS_IMPORT,
+    SLIDE_PATH,
+    annotations_to_shapes,
+    shapes_to_annotations,
+    world_to_level0,
+)
+from ..outputs import check_output
 from ..resources import SAMPLE_SLIDE
-from ..wsi.annotations import read_geojson, write_geojson
+from ..wsi.annotations import Annotation, read_geojson, write_geojson
 from ..wsi.slide import is_slide_path
 from . import session
 
@@ -50,14 +59,16 @@ def _read_geojson(path: str | list[str]) -> list[tuple[Any, dict, str]]:
         for w in res.warnings:
             session.show_warning(f"{Path(p).name}: {w}")
         if slide is not None:
-            data, kwargs, kind = session.roi_layer_data(slide, res.annotations)
+            data, kwargs, kind = session.roi_layer_data(slide, res.annotations, res.objects)
             kwargs["name"] = Path(p).stem
             kwargs["metadata"][ROLE] = ROLE_ROIS_IMPORT
+            out.append((data, kwargs, kind))
+            out.extend(t for t in session.object_layers(slide, res.objects) if t[0] is not None and len(t[0]))
         else:
             data, kwargs = annotations_to_shapes(res.annotations)
             kwargs.update(name=Path(p).stem, face_color="transparent", edge_width=3)
-            kind = "shapes"
-        out.append((data, kwargs, kind))
+            kwargs["metadata"]["pathomics_objects"] = list(res.objects)
+            out.append((data, kwargs, "shapes"))
     return out
 
 
@@ -87,10 +98,17 @@ def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) ->
             translate = np.asarray(attributes.get("translate", (0.0, 0.0)), dtype=float)[-2:]
             world = [v * scale + translate for v in verts]
             verts = [world_to_level0(slide, w)[:, ::-1] for w in world]  # back to (y, x) order
+    notes: list[str] = []
     anns = shapes_to_annotations(verts, shape_types, attributes.get("properties"),
                                  edge_colors=attributes.get("edge_color"),
-                                 originals=meta.get("pathomics_annotations"))
-    write_geojson(anns, path)
+                                 originals=meta.get("pathomics_annotations"), notes=notes)
+    now = {a.id: a for a in anns}
+    objects = [o for o in meta.get("pathomics_objects") or [] if not isinstance(o, Annotation) or o.id in now]
+    objects = [now.pop(o.id) if isinstance(o, Annotation) else o for o in objects] + list(now.values())
+    inputs = [ly.metadata.get(SLIDE_PATH) for ly in (_current_viewer().layers if _current_viewer() else [])]
+    write_geojson(objects, check_output(path, "GeoJSON", inputs=[i for i in inputs if i]))
+    for note in notes:
+        session.show_warning(note)
     return [path]
 
 

@@ -19,8 +19,9 @@ from qtpy.QtWidgets import (
 
 from ..errors import PathomicsError
 from ..layers import ROLE_TILE_GRID, ROLE_TISSUE, tile_grid_overlay, tissue_layer
+from ..outputs import check_output
 from ..units import DEFAULT_MPP, DEFAULT_TILE_UM
-from ..wsi.annotations import Annotation, read_geojson, write_geojson
+from ..wsi.annotations import Annotation, GeoObject, read_geojson, write_geojson
 from ..wsi.slide import Slide
 from ..wsi.tiling import DEFAULT_MIN_TISSUE, TileGrid, plan_tiles
 from ..wsi.tissue import TissueMask, detect_tissue
@@ -139,16 +140,20 @@ class RoiTilesWidget(QWidget):
             return 0
         for w in res.warnings:
             session.show_warning(f"{Path(path).name}: {w}")
-        self.add_annotations(slide, res.annotations)
-        self.roi_status.setText(f"{len(res.annotations)} ROI(s) imported from {Path(path).name}")
+        self.add_annotations(slide, res.annotations, others=[o for o in res.objects if o not in res.annotations])
+        others = len(res.objects) - len(res.annotations)
+        self.roi_status.setText(f"{len(res.annotations)} ROI(s) imported from {Path(path).name}"
+                                + (f", {others} other QuPath object(s) kept" if others else ""))
         return len(res.annotations)
 
-    def add_annotations(self, slide: Slide, annotations: list[Annotation]) -> Shapes:
-        """Append ROIs to the slide's ROI layer (drawn ones stay) and autosave."""
+    def add_annotations(self, slide: Slide, annotations: list[Annotation], others: list[GeoObject] = ()) -> Shapes:
+        """Append ROIs (and other QuPath objects) to the slide's (drawn ones stay) and autosave."""
         ly = self.roi_layer(slide)
-        merged = session.layer_annotations(ly) + list(annotations)
-        data, kwargs, _ = session.roi_layer_data(slide, merged)
+        objects = session.layer_objects(ly) + list(annotations) + list(others)
+        merged = [o for o in objects if isinstance(o, Annotation)]
+        data, kwargs, _ = session.roi_layer_data(slide, merged, objects)
         ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
+        ly.metadata["pathomics_objects"] = objects
         with ly.events.data.blocker():
             ly.data = []
             if data:
@@ -156,6 +161,8 @@ class RoiTilesWidget(QWidget):
                        face_color="transparent", edge_width=3)
         ly.properties = kwargs["properties"]
         session.autosave_now(ly)
+        if others:
+            session.show_object_layers(self.viewer, slide, objects)
         return ly
 
     def _export_dialog(self) -> None:
@@ -168,14 +175,16 @@ class RoiTilesWidget(QWidget):
         if slide is None:
             return 0
         ly = session.roi_layer_of(self.viewer, slide)
-        anns = session.layer_annotations(ly) if ly is not None else []
+        objects = session.layer_objects(ly) if ly is not None else []
         try:
-            write_geojson(anns, path)
-        except OSError as exc:
+            write_geojson(objects, check_output(path, "GeoJSON", inputs=[slide.path]))
+        except (OSError, PathomicsError) as exc:
             session.report(exc, "export failed")
             return 0
-        self.roi_status.setText(f"{len(anns)} ROI(s) exported to {Path(path).name}")
-        return len(anns)
+        n = sum(isinstance(o, Annotation) for o in objects)
+        self.roi_status.setText(f"{n} ROI(s) exported to {Path(path).name}"
+                                + (f" with {len(objects) - n} other object(s)" if len(objects) > n else ""))
+        return n
 
     # ------------------------------------------------------------------ tissue and tiles
     def detect_tissue(self) -> Labels | None:

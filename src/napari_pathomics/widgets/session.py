@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from napari.layers import Image, Layer, Shapes
 from napari.utils import resize_dask_cache
 from napari.utils.notifications import show_error, show_warning
@@ -22,14 +24,20 @@ from napari.utils.notifications import show_error, show_warning
 from ..errors import PathomicsError
 from ..layers import (
     ROLE,
+    ROLE_QUPATH_CELLS,
+    ROLE_QUPATH_POINTS,
+    ROLE_ROI_HOLES,
     ROLE_ROIS,
     SLIDE_PATH,
     annotations_to_shapes,
     geometry_transform,
+    qupath_cell_layer,
+    qupath_point_layers,
+    roi_holes_layer,
     shapes_to_annotations,
     slide_layer,
 )
-from ..wsi.annotations import Annotation
+from ..wsi.annotations import Annotation, GeoObject, QuPathObject
 from ..wsi.roi_store import load_saved_rois, save_rois, saved_rois_path
 from ..wsi.slide import Slide, open_slide
 
@@ -89,53 +97,143 @@ def _quarantine(path: Path) -> Path:
     return dest
 
 
-def roi_layer_data(slide: Slide, annotations: list[Annotation] | None = None) -> tuple[Any, dict, str]:
-    """A Shapes layer tuple for a slide's ROIs, filled from its autosave unless given."""
-    notes: list[str] = []
-    if annotations is None:
-        annotations = []
-        try:
-            res = load_saved_rois(slide.path, bounds=slide.dimensions)
-            if res is not None:
-                annotations = res.annotations
-                notes = res.warnings
-        except PathomicsError as exc:
-            bad = saved_rois_path(slide.path)
-            if bad is not None:
-                kept = _quarantine(bad)
-                show_warning(f"saved ROIs of {slide.path.name} were unreadable ({exc}); kept as {kept.name}")
-    for note in notes:
+def saved_objects(slide: Slide) -> list[GeoObject]:
+    """Everything autosaved for this slide (ROIs and other QuPath objects), with its notes shown once.
+
+    An unreadable autosave is moved aside (``.unreadable-<time>``) instead of being overwritten.
+    """
+    try:
+        res = load_saved_rois(slide.path, bounds=slide.dimensions)
+    except PathomicsError as exc:
+        bad = saved_rois_path(slide.path)
+        if bad is not None:
+            kept = _quarantine(bad)
+            show_warning(f"saved ROIs of {slide.path.name} were unreadable ({exc}); kept as {kept.name}")
+        return []
+    if res is None:
+        return []
+    for note in res.warnings:
         show_warning(f"saved ROIs of {slide.path.name}: {note}")
+    return list(res.objects)
+
+
+def roi_layer_data(slide: Slide, annotations: list[Annotation] | None = None,
+                   objects: list[GeoObject] | None = None) -> tuple[Any, dict, str]:
+    """A Shapes layer tuple for a slide's ROIs, filled from its autosave unless given.
+
+    The layer's metadata keeps every object of the slide (``pathomics_objects``), so what the
+    Shapes layer cannot show (points, cells, off-slide annotations) is saved back untouched.
+    """
+    if annotations is None:
+        objects = saved_objects(slide) if objects is None else objects
+        annotations = [o for o in objects if isinstance(o, Annotation)]
+    elif objects is None:
+        objects = list(annotations)
     data, kwargs = annotations_to_shapes(annotations)
     kwargs.update(geometry_transform(slide))
     kwargs["name"] = slide.path.name + ROI_LAYER_SUFFIX
     kwargs["face_color"] = "transparent"
     kwargs["edge_width"] = 3
-    kwargs["metadata"].update({ROLE: ROLE_ROIS, SLIDE_PATH: str(slide.path)})
+    kwargs["text"] = {"string": "{classification}", "size": 10, "color": "white", "visible": False}
+    kwargs["metadata"].update({ROLE: ROLE_ROIS, SLIDE_PATH: str(slide.path), "pathomics_objects": list(objects)})
     if not data:
         kwargs.pop("shape_type")
-        kwargs["properties"] = {"roi_id": [], "classification": []}
+        kwargs["properties"] = {"roi_id": np.array([], dtype=object), "classification": np.array([], dtype=object)}
         kwargs["edge_color"] = "#c80000"
     return data, kwargs, "shapes"
 
 
-def layer_annotations(layer: Shapes) -> list[Annotation]:
-    """The ROIs a Shapes layer holds now, in level-0 px, holes of unedited imports kept."""
+def object_layers(slide: Slide, objects: list[GeoObject]) -> list[tuple[Any, dict, str]]:
+    """The layers that show what the ROI layer cannot: hole rings, QuPath points and cells."""
+    others = [o for o in objects if isinstance(o, QuPathObject)]
+    holes = roi_holes_layer(slide, [o for o in objects if isinstance(o, Annotation)])
+    out = ([holes] if len(holes[0]) else []) + qupath_point_layers(slide, others)
+    cells = qupath_cell_layer(slide, others)
+    if cells is not None:
+        out.append(cells)
+    return out
+
+
+def show_object_layers(viewer: napari.Viewer, slide: Slide, objects: list[GeoObject]) -> None:
+    """Replace the slide's hole, QuPath point and cell layers by ones showing ``objects``."""
+    roles = (ROLE_ROI_HOLES, ROLE_QUPATH_POINTS, ROLE_QUPATH_CELLS)
+    for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) in roles
+               and ly.metadata.get(SLIDE_PATH) == str(slide.path)]:
+        viewer.layers.remove(ly)
+    for t in object_layers(slide, objects):
+        viewer._add_layer_from_data(*t)
+
+
+def layer_annotations(layer: Shapes, notes: list[str] | None = None) -> list[Annotation]:
+    """The ROIs a Shapes layer holds now, in level-0 px: holes, ids and properties survive edits."""
     return shapes_to_annotations(
         list(layer.data), list(layer.shape_type), dict(layer.properties),
-        edge_colors=layer.edge_color, originals=layer.metadata.get("pathomics_annotations"),
+        edge_colors=layer.edge_color, originals=layer.metadata.get("pathomics_annotations"), notes=notes,
     )
+
+
+def layer_objects(layer: Shapes, notes: list[str] | None = None) -> list[GeoObject]:
+    """Every object of the layer's slide: the ROIs as the layer holds them now, in file order, and
+    the other objects untouched (a deleted ROI goes, a new one comes last)."""
+    now = {a.id: a for a in layer_annotations(layer, notes)}
+    out: list[GeoObject] = []
+    for o in layer.metadata.get("pathomics_objects") or []:
+        if isinstance(o, Annotation):
+            if o.id in now:
+                out.append(now.pop(o.id))
+        else:
+            out.append(o)
+    return out + list(now.values())
 
 
 def autosave_now(layer: Shapes) -> Path | None:
     path = layer.metadata.get(SLIDE_PATH)
     if not path:
         return None
+    notes: list[str] = []
     try:
-        return save_rois(path, layer_annotations(layer))
+        objects = layer_objects(layer, notes)
+        saved = save_rois(path, objects)
     except (PathomicsError, OSError) as exc:
         report(exc, "ROI autosave failed")
         return None
+    layer.metadata["pathomics_objects"] = objects
+    layer.metadata["pathomics_annotations"] = {o.id: o for o in objects if isinstance(o, Annotation)}
+    for note in notes:
+        show_warning(note)
+    _refresh_holes(layer, [o for o in objects if isinstance(o, Annotation)])
+    return saved
+
+
+def _refresh_holes(layer: Shapes, annotations: list[Annotation]) -> None:
+    viewer = _VIEWER_OF.get(id(layer))
+    slide_path = layer.metadata.get(SLIDE_PATH)
+    if viewer is None or viewer() is None or not slide_path:
+        return
+    v = viewer()
+    slide = next((slide_of(s) for s in slide_layers(v) if str(slide_of(s).path) == slide_path), None)
+    if slide is None:
+        return
+    data, kwargs, kind = roi_holes_layer(slide, annotations)
+    ly = find_layer(v, slide, ROLE_ROI_HOLES)
+    if ly is not None:
+        ly.data = data
+        if data:
+            ly.shape_type = ["polygon"] * len(data)
+    elif data:
+        v._add_layer_from_data(data, kwargs, kind)
+
+
+def _fresh_ids(layer: Shapes, indices: Any) -> None:
+    """Shapes just drawn are new ROIs: napari copies the selected shape's properties to them."""
+    ids = np.asarray(layer.properties.get("roi_id", []), dtype=object).copy()
+    for i in indices or ():
+        if 0 <= i < len(ids):
+            ids[i] = str(uuid.uuid4())
+    props = dict(layer.properties)
+    props["roi_id"] = ids
+    with layer.events.data.blocker():
+        layer.properties = props
 
 
 def _attach_autosave(layer: Shapes) -> None:
@@ -144,8 +242,10 @@ def _attach_autosave(layer: Shapes) -> None:
     layer.metadata["_pathomics_autosave"] = True
 
     def on_data(event: Any = None) -> None:
-        action = getattr(event, "action", None)
-        if action is None or str(getattr(action, "value", action)) in ("added", "changed", "removed"):
+        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
+        if action == "added":
+            _fresh_ids(layer, getattr(event, "data_indices", ()))
+        if event is None or action in ("added", "changed", "removed", "None", ""):
             autosave_now(layer)
 
     layer.events.data.connect(on_data)
@@ -162,9 +262,17 @@ def _on_removed(event: Any) -> None:
         slide.close()
 
 
+#: The viewer a ROI layer was inserted into (hole rings live in a sibling layer).
+_VIEWER_OF: dict[int, weakref.ref] = {}
+
+
 def _on_inserted(event: Any) -> None:
     layer = event.value
     if isinstance(layer, Shapes) and layer.metadata.get(ROLE) == ROLE_ROIS:
+        source = getattr(event, "source", None)
+        viewer = next((ref() for ref in _INSTALLED.values() if ref() is not None and ref().layers is source), None)
+        if viewer is not None:
+            _VIEWER_OF[id(layer)] = weakref.ref(viewer)
         _attach_autosave(layer)
 
 
@@ -182,6 +290,7 @@ def install(viewer: napari.Viewer | None) -> None:
         _INSTALLED[id(viewer)] = weakref.ref(viewer)
     for ly in viewer.layers:
         if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == ROLE_ROIS:
+            _VIEWER_OF[id(ly)] = weakref.ref(viewer)
             _attach_autosave(ly)
 
 
@@ -202,7 +311,8 @@ def open_slide_layers(path: str | Path, mpp: float | None = None) -> list[tuple[
     if not slide.has_mpp:
         show_warning(f"{slide.path.name} does not record its pixel size: axes are in pixels. "
                      "Set µm/px in the Slide widget.")
-    return [img, roi_layer_data(slide)]
+    objects = saved_objects(slide)
+    return [img, roi_layer_data(slide, objects=objects), *object_layers(slide, objects)]
 
 
 def add_slide(viewer: napari.Viewer, path: str | Path, mpp: float | None = None) -> Image:

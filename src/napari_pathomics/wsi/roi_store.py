@@ -1,21 +1,29 @@
-"""Where a slide's ROIs autosave: beside the slide, or in the user data folder when that is read-only.
+"""Where a slide's QuPath objects autosave: beside the slide, or in the user data folder.
 
-The file is QuPath GeoJSON named ``<slide stem>.rois.geojson`` so a pathologist can find and
-import it in QuPath too. Writes are atomic (see ``atomic.py``).
+The file is QuPath GeoJSON named after the slide's full file name (``A.svs.rois.geojson``), so
+``A.svs`` and ``A.tif`` in one folder keep their own ROIs, and a pathologist can import it into
+QuPath too. It records the slide's name and size, so ROIs saved for another file of the same
+name are said to be so. It holds every object read for the slide, not only the ROIs the layer
+shows (points, cells, off-slide annotations), so an edit never drops what it did not touch.
+Writes are atomic (see ``atomic.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from platformdirs import user_data_path
 
 from ..resources import DATA_DIR
-from .annotations import Annotation, ReadResult, read_geojson, write_geojson
+from .annotations import GeoObject, ReadResult, read_geojson, write_geojson
 
 SUFFIX = ".rois.geojson"
+#: Key of the slide identity recorded in the FeatureCollection (QuPath ignores it).
+IDENTITY_KEY = "pathomics_slide"
 
 
 def user_store_dir() -> Path:
@@ -33,6 +41,13 @@ def _stem(slide_path: Path) -> str:
 
 
 def sidecar_path(slide_path: str | Path) -> Path:
+    """``<folder>/<full slide file name>.rois.geojson``."""
+    p = Path(slide_path).resolve()
+    return p.with_name(p.name + SUFFIX)
+
+
+def legacy_sidecar_path(slide_path: str | Path) -> Path:
+    """Where the first build saved ROIs (``<stem>.rois.geojson``, shared by A.svs and A.tif)."""
     p = Path(slide_path).resolve()
     return p.with_name(_stem(p) + SUFFIX)
 
@@ -40,7 +55,7 @@ def sidecar_path(slide_path: str | Path) -> Path:
 def fallback_path(slide_path: str | Path) -> Path:
     p = Path(slide_path).resolve()
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:12]
-    return user_store_dir() / "rois" / f"{_stem(p)}-{digest}{SUFFIX}"
+    return user_store_dir() / "rois" / f"{p.name}-{digest}{SUFFIX}"
 
 
 def _writable(folder: Path) -> bool:
@@ -58,16 +73,55 @@ def autosave_path(slide_path: str | Path) -> Path:
     return side if _writable(side.parent) and not _is_packaged(side) else fallback_path(slide_path)
 
 
+def _legacy_applies(slide_path: Path) -> bool:
+    """A first-build sidecar is this slide's only if no other slide of that stem shares the folder."""
+    legacy = legacy_sidecar_path(slide_path)
+    if not legacy.is_file():
+        return False
+    stem = _stem(slide_path.resolve())
+    others = [q for q in slide_path.resolve().parent.iterdir()
+              if q.is_file() and q.name != slide_path.name and _stem(q) == stem and not q.name.endswith(".geojson")]
+    return not others
+
+
 def saved_rois_path(slide_path: str | Path) -> Path | None:
-    """The newest saved ROI file for this slide, wherever it was written."""
+    """The newest saved ROI file of this slide, wherever it was written (a first-build one included)."""
+    slide_path = Path(slide_path)
     found = [p for p in (sidecar_path(slide_path), fallback_path(slide_path)) if p.is_file()]
+    if not found and _legacy_applies(slide_path):
+        found = [legacy_sidecar_path(slide_path)]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def save_rois(slide_path: str | Path, annotations: list[Annotation]) -> Path:
-    return write_geojson(annotations, autosave_path(slide_path))
+def _identity(slide_path: Path) -> dict[str, object]:
+    try:
+        size = slide_path.stat().st_size
+    except OSError:
+        size = None
+    return {"name": slide_path.name, "size": size}
+
+
+def save_rois(slide_path: str | Path, objects: Sequence[GeoObject]) -> Path:
+    """Autosave every object of the slide (ROIs and what the ROI layer does not show)."""
+    slide_path = Path(slide_path)
+    return write_geojson(objects, autosave_path(slide_path), extra={IDENTITY_KEY: _identity(slide_path)})
 
 
 def load_saved_rois(slide_path: str | Path, bounds: tuple[float, float] | None = None) -> ReadResult | None:
+    """The saved objects of this slide (None if there are none); a note when they name another file."""
+    slide_path = Path(slide_path)
     path = saved_rois_path(slide_path)
-    return read_geojson(path, bounds=bounds, allow_empty=True) if path else None
+    if path is None:
+        return None
+    res = read_geojson(path, bounds=bounds, allow_empty=True)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8-sig")).get(IDENTITY_KEY)
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    here = _identity(slide_path)
+    if isinstance(saved, dict) and (saved.get("name"), saved.get("size")) != (here["name"], here["size"]):
+        res.warnings.append(f"{path.name} was saved for {saved.get('name')} of {saved.get('size')} bytes; "
+                            f"this file is {here['name']} of {here['size']} bytes: check the ROIs before use")
+    if path == legacy_sidecar_path(slide_path) and path != sidecar_path(slide_path):
+        res.warnings.append(f"ROIs read from {path.name}; they will be saved as {sidecar_path(slide_path).name}")
+    return res
