@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from shapely.geometry import Polygon
 
+from _cli import run_cli
+from _slides import small_slide
 from napari_pathomics.errors import AnnotationError
 from napari_pathomics.wsi.geometry import (
     EXACT_MAX_CROSSINGS,
@@ -17,9 +19,6 @@ from napari_pathomics.wsi.geometry import (
     even_odd_mask,
     repair_area,
 )
-
-from _cli import run_cli
-from _slides import small_slide
 
 
 def _scribble(n: int, seed: int = 0) -> Polygon:

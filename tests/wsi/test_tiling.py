@@ -94,3 +94,47 @@ def test_tile_grid_invariants(fuzz_slide, poly, shift, reverse, min_tissue):
     if len(g):  # every kept tile touches the ROI
         tiles = shapely.box(o[:, 0], o[:, 1], o[:, 0] + g.tile_size_l0, o[:, 1] + g.tile_size_l0)
         assert shapely.intersects(tiles, poly).all()
+
+
+def test_planning_an_roi_window_equals_the_whole_lattice(pyramid_svs):
+    """Only the ROIs' box is computed; the tiles are exactly those of the whole-slide computation."""
+    import math
+
+    from shapely.geometry import Polygon
+
+    from napari_pathomics.wsi.annotations import Annotation
+    from napari_pathomics.wsi.slide import open_slide
+    from napari_pathomics.wsi.tiling import _cell_fractions, plan_tiles, rasterize
+    from napari_pathomics.wsi.tissue import detect_tissue
+
+    rng = np.random.default_rng(4)
+    with open_slide(pyramid_svs) as slide:
+        tissue = detect_tissue(slide)
+        s = 112.0 / slide.mpp[0]
+        n_rows, n_cols = int(math.floor(slide.height / s)), int(math.floor(slide.width / s))
+        for _ in range(5):
+            c = rng.uniform(300, 3500, 2)
+            ang = np.sort(rng.uniform(0, 2 * np.pi, 9))
+            pts = np.c_[c[0] + rng.uniform(200, 900, 9) * np.cos(ang), c[1] + rng.uniform(200, 900, 9) * np.sin(ang)]
+            roi = Annotation(Polygon(pts))
+            grid = plan_tiles(slide, [roi], tissue=tissue, min_tissue=0.3)
+            full = tissue.mask & rasterize(roi.geometry, tissue.mask.shape, tissue.downsample)
+            frac = _cell_fractions(full, tissue.downsample, s, range(n_rows), range(n_cols))
+            rows, cols = np.nonzero(frac >= 0.3)
+            assert np.array_equal(grid.rows, rows) and np.array_equal(grid.cols, cols)
+            np.testing.assert_allclose(grid.coverage, frac[rows, cols], rtol=1e-6)
+
+
+def test_a_slide_claiming_absurd_dimensions_is_refused_at_open(tmp_path):
+    from _slides import _patch_tag, small_slide
+    from napari_pathomics.errors import SlideError
+    from napari_pathomics.wsi.slide import open_slide
+
+    good = small_slide(tmp_path / "good.svs")
+    for side in (1_000_000, 2_000_000_000):
+        p = tmp_path / f"claims-{side}.svs"
+        p.write_bytes(_patch_tag(_patch_tag(good.read_bytes(), good, "ImageWidth", side), good, "ImageLength", side))
+        with pytest.raises(SlideError) as info:
+            open_slide(p)
+        msg = str(info.value)
+        assert "\n" not in msg and "beyond any scanned slide" in msg, msg

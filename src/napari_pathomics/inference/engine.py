@@ -44,6 +44,7 @@ from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, is_background
 from .backbones import PatchModel, build_model
 from .cam import GradCamRunner, make_targets, validate_cam_names
+from .checks import check_forward
 from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
 from .preprocess import preprocess_batch
 from .reader import ThreadSlides, read_tiles
@@ -161,6 +162,7 @@ class Engine:
             import torch  # heavy
 
             net = build_model(self.bundle, "cpu")
+            check_forward(self.bundle, net, self.risk_head)  # a hostile bundle fails here, as a BundleError
             m = net.module
             for p in m.parameters():
                 p.requires_grad_(False)

@@ -38,6 +38,10 @@ SLIDE_EXTENSIONS: tuple[str, ...] = (
 #: inside a chunk are one zarr slice (tiffslide decodes only the tiles it touches).
 VIEW_CHUNK = 1024
 
+#: Largest level 0 accepted: a 75 × 25 mm slide at 0.1 µm/px is 750 000 × 250 000 px.
+MAX_SIDE = 1_000_000
+MAX_PIXELS = 250_000_000_000
+
 #: A synthesized level is added while the coarsest one is longer than this.
 PYRAMID_MIN_SIDE = 1024
 
@@ -121,6 +125,9 @@ class Slide:
         name = self.path.name
         if self.width <= 0 or self.height <= 0:
             raise SlideError(f"{name}: the slide reports an empty level 0")
+        if max(self.width, self.height) > MAX_SIDE or self.width * self.height > MAX_PIXELS:
+            raise SlideError(f"{name}: level 0 claims {self.width} x {self.height} px, beyond any scanned slide "
+                             f"(limit {MAX_SIDE} px a side, {MAX_PIXELS / 1e9:g} Gpx): a corrupt or hostile header")
         shape = tuple(self._stored_arrays[0].shape)
         if len(shape) != 3 or shape[2] not in (3, 4):  # greyscale/multiplex: the viewer and engine need RGB
             ch = shape[2] if len(shape) == 3 else 1
@@ -286,6 +293,20 @@ class Slide:
         if arr.shape[:2] == (h, w):
             return arr
         return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)
+
+    def overview_window(self, rows: tuple[int, int], cols: tuple[int, int], downsample: float) -> np.ndarray:
+        """Overview px ``rows`` × ``cols`` (at ``downsample`` level-0 px each) read from the best stored level."""
+        (r0, r1), (c0, c1) = rows, cols
+        h, w = max(1, r1 - r0), max(1, c1 - c0)
+        level = self.best_level(downsample)
+        ds = self.levels_info[level].downsample
+        x, y = int(c0 * downsample), int(r0 * downsample)
+        side_w = max(1, int(round(w * downsample / ds)))
+        side_h = max(1, int(round(h * downsample / ds)))
+        region = self.read_region((x, y), level, (side_w, side_h))
+        if region.shape[:2] == (h, w):
+            return region
+        return cv2.resize(region, (w, h), interpolation=cv2.INTER_AREA)
 
     def thumbnail(self, max_side: int = 1024) -> np.ndarray:
         """A small RGB overview whose longer side is ``max_side`` px (or the slide's, if smaller)."""

@@ -22,7 +22,7 @@ from ..errors import TilingError
 from ..units import DEFAULT_MPP, DEFAULT_TILE_UM
 from .annotations import Annotation, union_area
 from .slide import Slide
-from .tissue import TissueMask, detect_tissue
+from .tissue import TissueMask, detect_tissue, mask_downsample
 
 __all__ = ["TileGrid", "TileGeometry", "plan_tiles", "plan_for_bundle", "rasterize", "scatter", "stitch_tiles",
            "DEFAULT_TILE_UM", "DEFAULT_MPP", "DEFAULT_MIN_TISSUE"]
@@ -130,49 +130,65 @@ class TileGrid:
         }
 
 
-def rasterize(area: Polygon | MultiPolygon, shape: tuple[int, int], downsample: float) -> np.ndarray:
-    """Mask px (r, c) is set when its centre ((c + ½)·d, (r + ½)·d) lies inside ``area``.
+def rasterize(area: Polygon | MultiPolygon, shape: tuple[int, int], downsample: float,
+              origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Mask px (r, c) is set when its centre lies inside ``area``.
 
-    Exact centre sampling (holes cut out) so tile coverage does not depend on how a polygon
-    edge is drawn; only the ROI's bounding box is tested.
+    Pixel (r, c) of the returned (window) mask is global mask px (origin[0] + r, origin[1] + c),
+    centred on level-0 ((C + ½)·d, (R + ½)·d). Exact centre sampling (holes cut out) so tile
+    coverage does not depend on how a polygon edge is drawn; only the ROI's bounding box is tested.
     """
     mask = np.zeros(shape, dtype=bool)
+    r_off, c_off = origin
     minx, miny, maxx, maxy = area.bounds
-    c0, c1 = max(0, int(np.floor(minx / downsample - 0.5))), min(shape[1], int(np.ceil(maxx / downsample)))
-    r0, r1 = max(0, int(np.floor(miny / downsample - 0.5))), min(shape[0], int(np.ceil(maxy / downsample)))
+    c0 = max(0, int(np.floor(minx / downsample - 0.5)) - c_off)
+    c1 = min(shape[1], int(np.ceil(maxx / downsample)) - c_off)
+    r0 = max(0, int(np.floor(miny / downsample - 0.5)) - r_off)
+    r1 = min(shape[0], int(np.ceil(maxy / downsample)) - r_off)
     if c1 <= c0 or r1 <= r0:
         return mask
-    xs = (np.arange(c0, c1) + 0.5) * downsample
-    ys = (np.arange(r0, r1) + 0.5) * downsample
+    xs = (np.arange(c0, c1) + c_off + 0.5) * downsample
+    ys = (np.arange(r0, r1) + r_off + 0.5) * downsample
     gx, gy = np.meshgrid(xs, ys)
     shapely.prepare(area)
     mask[r0:r1, c0:c1] = shapely.contains_xy(area, gx, gy)
     return mask
 
 
-def _cell_fractions(mask: np.ndarray, d: float, s: float, n_rows: int, n_cols: int) -> np.ndarray:
-    """Fraction of each lattice cell covered by ``mask`` (mask px counted by their centres)."""
+def _mask_px(edge_l0: np.ndarray, d: float) -> np.ndarray:
+    """First mask px whose centre ((m + ½)·d) lies at or after each level-0 edge."""
+    return np.ceil(edge_l0 / d - 0.5).astype(np.int64)
+
+
+def _cell_fractions(mask: np.ndarray, d: float, s: float, rows: range, cols: range,
+                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Fraction of each lattice cell (rows × cols) covered by ``mask`` (mask px counted by their centres).
+
+    ``mask`` is the window of global mask px starting at ``origin``; it must hold every mask px
+    whose centre falls in those cells (see :func:`_window`).
+    """
     h, w = mask.shape
-    integral = np.zeros((h + 1, w + 1), dtype=np.int64)
-    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
-
-    def bounds(n: int, limit: int) -> np.ndarray:
-        # mask px m has its centre at level-0 (m + 0.5)·d; it is inside cell k when that centre
-        # lies in [k·s, (k+1)·s)
-        edges = np.arange(n + 1) * s
-        return np.clip(np.ceil(edges / d - 0.5), 0, limit).astype(np.int64)
-
-    ry, rx = bounds(n_rows, h), bounds(n_cols, w)
+    integral = np.zeros((h + 1, w + 1), dtype=np.int32 if h * w < 2**31 else np.int64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=integral.dtype), axis=1)
+    ry = np.clip(_mask_px(np.arange(rows.start, rows.stop + 1) * s, d) - origin[0], 0, h)
+    rx = np.clip(_mask_px(np.arange(cols.start, cols.stop + 1) * s, d) - origin[1], 0, w)
     y0, y1 = ry[:-1, None], ry[1:, None]
     x0, x1 = rx[None, :-1], rx[None, 1:]
-    inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    inside = (integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]).astype(np.float64)
     total = (y1 - y0) * (x1 - x0)
     frac = inside / np.maximum(total, 1)
     if (total == 0).any():  # cells smaller than a mask px take the value under their centre
-        cy = np.clip(((np.arange(n_rows) + 0.5) * s / d).astype(np.int64), 0, h - 1)
-        cx = np.clip(((np.arange(n_cols) + 0.5) * s / d).astype(np.int64), 0, w - 1)
+        cy = np.clip(((np.arange(rows.start, rows.stop) + 0.5) * s / d).astype(np.int64) - origin[0], 0, h - 1)
+        cx = np.clip(((np.arange(cols.start, cols.stop) + 0.5) * s / d).astype(np.int64) - origin[1], 0, w - 1)
         frac = np.where(total > 0, frac, mask[cy[:, None], cx[None, :]])
     return frac
+
+
+def _window(rows: range, cols: range, s: float, d: float) -> tuple[slice, slice]:
+    """The global mask px that the lattice cells rows × cols cover (by centre)."""
+    r0, r1 = _mask_px(np.array([rows.start * s, rows.stop * s]), d)
+    c0, c1 = _mask_px(np.array([cols.start * s, cols.stop * s]), d)
+    return slice(max(0, int(r0)), max(0, int(r1))), slice(max(0, int(c0)), max(0, int(c1)))
 
 
 def plan_tiles(
@@ -186,7 +202,8 @@ def plan_tiles(
     """The tiles the engine will read; the CLI and the widget both call exactly this.
 
     ``tissue=None`` detects tissue; ``False`` uses the ROIs alone; a ``TissueMask`` (e.g. the
-    user's edited Labels layer) is used as given.
+    user's edited Labels layer) is used as given. Only the lattice cells under the ROIs' bounding
+    box are computed, so planning a few tiles of a huge slide costs memory for those tiles.
     """
     if not (tile_um > 0 and math.isfinite(tile_um)):
         raise TilingError(f"tile size must be a positive number of µm, got {tile_um}")
@@ -201,28 +218,44 @@ def plan_tiles(
     n_cols, n_rows = int(math.floor(slide.width / s)), int(math.floor(slide.height / s))
     if n_cols == 0 or n_rows == 0:
         raise TilingError(f"a {tile_um} µm tile is larger than the slide")
-
-    if tissue is None:
-        tmask = detect_tissue(slide)
-    elif tissue is False:
-        tmask = TissueMask.full(slide)
-    else:
-        tmask = tissue  # type: ignore[assignment]
-    region = tmask.mask
+    area = None
+    rows, cols = range(n_rows), range(n_cols)
     if annotations:
         area = union_area(annotations)
         if area is None:
             raise TilingError("the ROIs have no area")
-        region = region & rasterize(area, region.shape, tmask.downsample)
-    frac = _cell_fractions(region, tmask.downsample, s, n_rows, n_cols)
-    rows, cols = np.nonzero(frac >= max(min_tissue, 1e-9))
+        minx, miny, maxx, maxy = area.bounds
+        rows = range(max(0, int(miny // s)), min(n_rows, int(math.ceil(maxy / s))))
+        cols = range(max(0, int(minx // s)), min(n_cols, int(math.ceil(maxx / s))))
+    params = {"min_tissue": min_tissue, "roi_count": len(annotations or []),
+              "tissue": "detected" if tissue is None else ("none" if tissue is False else "given")}
+    if len(rows) == 0 or len(cols) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return TileGrid(cols=empty, rows=empty.copy(), tile_size_l0=s, tile_um=float(tile_um), mpp=float(mpp),
+                        slide_width=slide.width, slide_height=slide.height, coverage=np.zeros(0, np.float32),
+                        params=params)
+    d = mask_downsample(slide) if not isinstance(tissue, TissueMask) else tissue.downsample
+    win_r, win_c = _window(rows, cols, s, d)
+    if tissue is None:
+        tissue = detect_tissue(slide, within=_l0_box(win_r, win_c, d) if area is not None else None)
+    if tissue is False:
+        region = np.ones((win_r.stop - win_r.start, win_c.stop - win_c.start), dtype=bool)
+    else:
+        region = tissue.window(win_r, win_c)
+    if area is not None:
+        region &= rasterize(area, region.shape, d, origin=(win_r.start, win_c.start))
+    frac = _cell_fractions(region, d, s, rows, cols, origin=(win_r.start, win_c.start))
+    rr, cc = np.nonzero(frac >= max(min_tissue, 1e-9))
     return TileGrid(
-        cols=cols.astype(np.int64), rows=rows.astype(np.int64), tile_size_l0=s,
+        cols=(cc + cols.start).astype(np.int64), rows=(rr + rows.start).astype(np.int64), tile_size_l0=s,
         tile_um=float(tile_um), mpp=float(mpp), slide_width=slide.width, slide_height=slide.height,
-        coverage=frac[rows, cols].astype(np.float32),
-        params={"min_tissue": min_tissue, "roi_count": len(annotations or []),
-                "tissue": "detected" if tissue is None else ("none" if tissue is False else "given")},
+        coverage=frac[rr, cc].astype(np.float32), params=params,
     )
+
+
+def _l0_box(win_r: slice, win_c: slice, d: float) -> tuple[float, float, float, float]:
+    """The level-0 box (x0, y0, x1, y1) that a window of mask px covers."""
+    return win_c.start * d, win_r.start * d, win_c.stop * d, win_r.stop * d
 
 
 def plan_for_bundle(slide: Slide, bundle: TileGeometry, annotations: list[Annotation] | None = None,

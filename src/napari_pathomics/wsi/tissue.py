@@ -32,10 +32,27 @@ TILE_SATURATION_MIN = 0.08
 
 @dataclass
 class TissueMask:
-    """A boolean mask where mask pixel (r, c) covers level-0 px [c·d, (c+1)·d) × [r·d, (r+1)·d)."""
+    """A boolean mask where mask pixel (r, c) covers level-0 px [c·d, (c+1)·d) × [r·d, (r+1)·d).
+
+    ``origin`` (rows, cols) says which mask px ``mask[0, 0]`` is when only a window of a huge
+    slide was detected; outside the window there is no tissue.
+    """
 
     mask: np.ndarray
     downsample: float
+    origin: tuple[int, int] = (0, 0)
+
+    def window(self, rows: slice, cols: slice) -> np.ndarray:
+        """A copy of mask px ``rows`` × ``cols`` (global indices); False outside what is stored."""
+        out = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
+        r0, c0 = self.origin
+        h, w = self.mask.shape
+        sr0, sr1 = max(rows.start, r0), min(rows.stop, r0 + h)
+        sc0, sc1 = max(cols.start, c0), min(cols.stop, c0 + w)
+        if sr1 > sr0 and sc1 > sc0:
+            out[sr0 - rows.start:sr1 - rows.start, sc0 - cols.start:sc1 - cols.start] = \
+                self.mask[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0]
+        return out
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -65,17 +82,33 @@ def mask_downsample(slide: Slide) -> float:
     return FALLBACK_DOWNSAMPLE
 
 
+#: A whole-slide mask larger than this (px) is not built when only the ROIs' box is needed.
+MAX_FULL_MASK_PX = 16_000_000
+
+
 def detect_tissue(
     slide: Slide,
     downsample: float | None = None,
     min_saturation: float = 0.05,
     min_object_um2: float = 20_000.0,
+    within: tuple[float, float, float, float] | None = None,
 ) -> TissueMask:
-    """Detect tissue from an overview; returns an empty mask for an all-glass slide."""
+    """Detect tissue from an overview; returns an empty mask for an all-glass slide.
+
+    ``within`` (level-0 x0, y0, x1, y1): the only part planning needs. On a slide whose whole
+    mask would exceed ``MAX_FULL_MASK_PX`` only that box is read and thresholded, so planning a
+    few tiles of a huge slide reads and holds a few tiles' worth of overview.
+    """
     d = downsample or mask_downsample(slide)
-    rgb = slide.overview(d)
-    return TissueMask(tissue_from_rgb(rgb, d * (slide.mpp[0] if slide.has_mpp else 1.0),
-                                      min_saturation, min_object_um2), d)
+    um = d * (slide.mpp[0] if slide.has_mpp else 1.0)
+    full_h, full_w = int(np.ceil(slide.height / d)), int(np.ceil(slide.width / d))
+    if within is None or full_h * full_w <= MAX_FULL_MASK_PX:
+        return TissueMask(tissue_from_rgb(slide.overview(d), um, min_saturation, min_object_um2), d)
+    x0, y0, x1, y1 = within
+    c0, r0 = max(0, int(x0 // d)), max(0, int(y0 // d))
+    c1, r1 = min(full_w, int(np.ceil(x1 / d))), min(full_h, int(np.ceil(y1 / d)))
+    rgb = slide.overview_window((r0, r1), (c0, c1), d)
+    return TissueMask(tissue_from_rgb(rgb, um, min_saturation, min_object_um2), d, origin=(r0, c0))
 
 
 def tissue_from_rgb(
