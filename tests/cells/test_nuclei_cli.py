@@ -43,6 +43,9 @@ def test_plain_image_writes_16bit_labels_and_table(tmp_path: Path, capsys: pytes
         x, y = float(r["x"]), float(r["y"])
         assert labels[int(y), int(x)] == int(r["id"]) or float(r["solidity"]) < 0.85
     assert json.loads((tmp_path / "histo.nuclei.geojson").read_text(encoding="utf-8"))["features"]
+    rc, out, err = _run(["nuclei", str(path), "--mpp", str(mpp), "--out", str(tmp_path / "r"), "--stain", "ruifrok",
+                         "--json"], capsys)
+    assert rc == 0 and json.loads(out)["stain"] == "ruifrok"
 
 
 def test_plain_image_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,6 +105,7 @@ class NucleiResults:
         """Record tile ``i``'s nuclei (level-0 coordinates) and tissue area; the tile is DONE."""
         table.tile = np.full(len(table), int(i), dtype=np.int64)
         self._pending_tables.append(table)
+        self._pending_count += len(table)
         self.tissue_mm2[i] = tissue_mm2
         self.status[i] = DONE
 
@@ -116,10 +117,17 @@ class NucleiResults:
         if self._pending_tables:
             self.nuclei = NucleusTable.concat([self.nuclei, *self._pending_tables])
             self._pending_tables.clear()
+            self._pending_count = 0
         classify(self.nuclei, self.params)
 
     def __post_init__(self) -> None:
         self._pending_tables: list[NucleusTable] = []
+        self._pending_count = 0
+
+    @property
+    def n_nuclei(self) -> int:
+        """Nuclei found so far, tiles not yet folded into the table included (cheap: no concatenation)."""
+        return len(self.nuclei) + self._pending_count
 
     # ---- per-tile values -------------------------------------------------------------------
     def tile_values(self) -> dict[str, np.ndarray]:

@@ -76,9 +76,9 @@ def nuclei_cache_path(slide_hash: str, key: str, grid_key: str, root: str | Path
     return base / f"{slide_hash[:16]}-{key[:16]}-{grid_key[:16]}.npz"
 
 
-def _params_key(params: NucleiParams, work_mpp: float, margin_um: float) -> str:
-    doc = json.dumps({"params": params.to_json(), "work_mpp": work_mpp, "margin_um": margin_um, "v": 1},
-                     sort_keys=True)
+def _params_key(params: NucleiParams, work_mpp: float, margin_um: float, stain: StainVectors | None = None) -> str:
+    doc = json.dumps({"params": params.to_json(), "work_mpp": work_mpp, "margin_um": margin_um, "v": 1,
+                      **({"stain": stain.to_json()} if stain is not None else {})}, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
@@ -126,7 +126,7 @@ class NucleiRun:
         self.cache_warning: str | None = None
         self._t0 = time.perf_counter()
         slide_hash = slide.file_hash()
-        key = _params_key(self.params, self.work_mpp, self.margin_um)
+        key = _params_key(self.params, self.work_mpp, self.margin_um, stain)
         meta = {"slide": str(slide.path), "slide_hash": slide_hash, "grid_key": grid.key(), "params_key": key,
                 "params": self.params.to_json(), "work_mpp": self.work_mpp, "margin_um": self.margin_um,
                 "slide_mpp": list(slide.mpp), "tile_um": grid.tile_um}
@@ -254,8 +254,7 @@ class NucleiRun:
                 if time.monotonic() - last_flush > self.flush_seconds:
                     self.flush()
                     last_flush = time.monotonic()
-                yield NucleiUpdate(np.array([i]), res.n_done, total,
-                                   len(res.nuclei) + sum(len(t) for t in res._pending_tables), False, self._elapsed())
+                yield NucleiUpdate(np.array([i]), res.n_done, total, res.n_nuclei, False, self._elapsed())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             res.consolidate()

@@ -70,7 +70,7 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                           f"{MAX_IMAGE_MPX} Mpx are segmented in memory: save it as a pyramidal TIFF and run it as a slide")
     check_he(rgb, args.input.name)
     params = NucleiParams()
-    labels, stain, thr = segment_blocks(rgb, args.mpp, params=params)
+    labels, stain, thr = segment_blocks(rgb, args.mpp, params=params, stain=_stain(args))
     n = int(labels.max(initial=0))
     if n > 65535:
         raise NucleiError(f"{n} nuclei do not fit a 16-bit label image; crop {args.input.name} into smaller images")
@@ -119,7 +119,8 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             where = "the ROIs ∩ tissue" if rois else "the slide's tissue"
             raise NucleiError(f"no {args.tile_um:g} µm tile lies in {where} of {slide.path.name}: nothing to segment")
         cancel = threading.Event()
-        run = run_nuclei(slide, grid, work_mpp=args.work_mpp, use_cache=not args.no_cache, cancel=cancel)
+        run = run_nuclei(slide, grid, work_mpp=args.work_mpp, use_cache=not args.no_cache, cancel=cancel,
+                         stain=_stain(args))
         bar = None if args.quiet else tqdm(total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr,
                                            dynamic_ncols=True, disable=None)
         try:
@@ -157,6 +158,13 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return summary
 
 
+def _stain(args: argparse.Namespace) -> Any:
+    """Ruifrok's vectors when asked; None lets the image (or slide) estimate its own."""
+    from ..cells.stain import StainVectors
+
+    return StainVectors.ruifrok() if args.stain == "ruifrok" else None
+
+
 def _median(v: Any) -> float | None:
     import numpy as np
 
@@ -192,6 +200,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--work-mpp", type=bounded(float, 0.1, 2.0), default=0.5,
                    help="resolution a slide is segmented at (default 0.5 µm/px)")
+    p.add_argument("--stain", choices=("auto", "ruifrok"), default="auto",
+                   help="stain vectors: the image's own Macenko estimate when plausible (auto), or Ruifrok's")
     p.add_argument("--tile-um", type=TILE_UM, default=DEFAULT_TILE_UM,
                    help=f"tile side in µm: the patch model's lattice (default {DEFAULT_TILE_UM:g})")
     p.add_argument("--min-tissue", type=FRACTION, default=0.5, help="minimum ROI ∩ tissue fraction of a tile")
