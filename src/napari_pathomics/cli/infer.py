@@ -93,7 +93,8 @@ def _infer(args: argparse.Namespace) -> int:
                          + "\n").encode("utf-8"),
         })
     summary = {"out": str(out), "tiles": len(res), **res.counts(), "tiles_per_s": record["tiles_per_s"],
-               "amp": record["engine"].get("amp"), "bundle": bundle.name}
+               "amp": record["engine"].get("amp"), "bundle": bundle.name,
+               "unreadable_mm2": grid.params.get("unreadable_mm2", 0.0)}
     if args.json:
         print_json(summary)
     else:
@@ -101,6 +102,9 @@ def _infer(args: argparse.Namespace) -> int:
         rate = f", {record['tiles_per_s']:.1f} tiles/s" if record["tiles_per_s"] else " (all from cache)"
         print(f"{len(res)} tiles: {c['done']} classified, {c['background']} background, {c['failed']} failed"
               f"{rate} -> {out}")
+        if summary["unreadable_mm2"] or c["failed"]:
+            print(f"  unreadable: {c['failed']} tiles failed to decode; {summary['unreadable_mm2']:.3g} mm² of the "
+                  "slide's overview could not be decoded")
     return 0
 
 

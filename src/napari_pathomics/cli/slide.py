@@ -39,6 +39,9 @@ def _tiles(args: argparse.Namespace) -> int:
     else:
         print(f"{len(grid)} tiles of {grid.tile_um:g} µm ({grid.tile_px} px at {grid.mpp:g} µm/px, "
               f"{grid.tile_size_l0:.2f} level-0 px)")
+        if grid.params.get("unreadable_mm2"):
+            print(f"  {grid.params['unreadable_mm2']:.3g} mm² of the slide could not be decoded; "
+                  "tiles there are kept and will be reported as failed")
     return 0
 
 

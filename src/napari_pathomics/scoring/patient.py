@@ -73,6 +73,7 @@ class SlideSummary:
     used: bool  # False when the slide had no DONE tile and was left out of the features
     from_cache: bool
     grid_key: str | None = None
+    unreadable_mm2: float = 0.0  # area of the slide that could not be decoded (its tiles failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,7 +83,7 @@ class SlideSummary:
             "tiles": {"total": self.n_tiles, "done": self.n_done, "failed": self.n_failed,
                       "background": self.n_background, "pending": self.n_pending},
             "composition": dict(self.composition), "n_rois": self.n_rois, "used": self.used,
-            "from_cache": self.from_cache, "grid_key": self.grid_key,
+            "from_cache": self.from_cache, "grid_key": self.grid_key, "unreadable_mm2": self.unreadable_mm2,
         }
 
 
@@ -292,6 +293,7 @@ def score_patient(
                 warnings.append(f"{name}: the given results were {why}; recomputed with {bundle.name}")
                 res = None
             grid_key = res.meta.get("grid_key") if res is not None else None
+            unreadable = 0.0
             if roi_list[i]:
                 clipped = clip_annotations(roi_list[i], slide.dimensions, source=f"ROIs of {name}")
                 roi_list[i] = clipped.annotations
@@ -300,6 +302,7 @@ def score_patient(
                 slide.mpp  # noqa: B018 - a slide without µm/px fails here with a clear message
                 grid = plan_for_bundle(slide, bundle, roi_list[i] or None)
                 grid_key = grid.key()
+                unreadable = float(grid.params.get("unreadable_mm2", 0.0))
                 if len(grid) == 0:
                     res = TileResults.empty(grid, bundle.class_names, bundle.class_colors,
                                             {"slide": str(slide.path), "bundle_id": bundle.bundle_id})
@@ -327,8 +330,9 @@ def score_patient(
                     why = (f"none of its {len(res)} tiles could be classified "
                            f"({counts[BACKGROUND]} background, {counts[FAILED]} failed)")
                 warnings.append(f"{name}: {why}; left out of the score")
-            elif counts[FAILED]:
-                warnings.append(f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out")
+            elif counts[FAILED] or unreadable:
+                warnings.append(f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out"
+                                + (f" ({unreadable:.3g} mm² of the slide is unreadable)" if unreadable else ""))
             path = Path(slide.path)
             summaries.append(SlideSummary(
                 path=str(path), fingerprint=(fp := slide.file_hash()), sha256=fp,
@@ -337,7 +341,7 @@ def score_patient(
                 n_tiles=len(res), n_done=counts[DONE], n_failed=counts[FAILED], n_background=counts[BACKGROUND],
                 n_pending=counts[PENDING], composition=comp,
                 n_rois=len(roi_list[i]) if roi_list[i] else None, used=used, from_cache=from_cache,
-                grid_key=grid_key,
+                grid_key=grid_key, unreadable_mm2=unreadable,
             ))
             res_list.append(res)
             slide_objs.append(None if own else slide)

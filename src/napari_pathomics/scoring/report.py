@@ -221,7 +221,7 @@ def render_report_html(score: PatientScore, signature: Signature | None = None,
     for i, sl in enumerate(score.slides):
         slides.append({
             "name": Path(sl.path).name, "used": sl.used, "n_tiles": sl.n_tiles, "n_done": sl.n_done,
-            "n_background": sl.n_background, "n_failed": sl.n_failed,
+            "n_background": sl.n_background, "n_failed": sl.n_failed, "unreadable_mm2": sl.unreadable_mm2,
             "rois": sl.n_rois if sl.n_rois else "all tissue", "width": sl.width, "height": sl.height,
             "mpp": ", ".join(f"{v:.4g}" for v in sl.mpp) or "—", "fingerprint": sl.fingerprint,
             "sha256": sl.sha256, "image": imgs[i] if i < len(imgs) else None,

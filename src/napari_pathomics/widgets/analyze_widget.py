@@ -161,6 +161,9 @@ class AnalyzeWidget(QWidget):
             if len(grid) == 0:
                 session.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
                 return None
+            if grid.params.get("unreadable_mm2"):
+                session.show_warning(f"{slide.path.name}: {grid.params['unreadable_mm2']:.3g} mm² cannot be decoded; "
+                                     "its tiles are attempted and will be reported as failed")
             # built here, in the UI thread, so the worker thread joins the tuned heap (see Engine)
             engine, _ = shared_engine(bundle, device=self.device.currentText(), batch_size=self.batch.value())
         except PathomicsError as exc:

@@ -108,6 +108,7 @@ class Slide:
         self._stored_arrays = arrays
         self.levels_info: list[LevelInfo] = list(stored)
         self._levels: list[da.Array] | None = None
+        self._safe_levels: list[_SafeLevel] = []
         self._closed = False
         try:
             self._check_pyramid()
@@ -344,11 +345,12 @@ class Slide:
         if self._levels is None:
             levels = []
             st = self.path.stat()
-            for i, arr in enumerate(self._stored_arrays):
+            self._safe_levels = [_SafeLevel(arr, self.path.name, i) for i, arr in enumerate(self._stored_arrays)]
+            for i, (arr, safe) in enumerate(zip(self._stored_arrays, self._safe_levels)):
                 chunks = (min(VIEW_CHUNK, arr.shape[0]), min(VIEW_CHUNK, arr.shape[1]), arr.shape[2])
                 name = f"pathomics-{hashlib.sha1(f'{self.path}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()}-{i}"
-                levels.append(da.from_array(_SafeLevel(arr, self.path.name, i), chunks=chunks, name=name,
-                                            asarray=True, fancy=False, lock=False)[..., :3])
+                levels.append(da.from_array(safe, chunks=chunks, name=name, asarray=True, fancy=False,
+                                            lock=False)[..., :3])
             infos = list(self.levels_info[: len(levels)])
             while max(levels[-1].shape[:2]) > PYRAMID_MIN_SIDE and min(levels[-1].shape[:2]) >= 4:
                 levels.append(_halve_lazily(levels[-1]))
@@ -357,6 +359,18 @@ class Slide:
             self._levels = levels
             self.levels_info = infos
         return self._levels
+
+    def unreadable_boxes(self) -> list[tuple[float, float, float, float]]:
+        """Level-0 boxes (x0, y0, x1, y1) of the file tiles that failed to decode so far."""
+        if self._levels is None:
+            return []
+        out = []
+        for lv in self._safe_levels:
+            ds = self.levels_info[lv._level].downsample
+            th, tw = lv.tile
+            out += [(c * tw * ds, r * th * ds, min((c + 1) * tw, lv.shape[1]) * ds, min((r + 1) * th, lv.shape[0]) * ds)
+                    for r, c in sorted(lv.bad)]
+        return out
 
     def best_level(self, downsample: float, stored_only: bool = True) -> int:
         """Coarsest level whose downsample is ≤ ``downsample`` (1 % tolerance): the cheapest read
@@ -417,10 +431,12 @@ class Slide:
 
 
 class _SafeLevel:
-    """A stored level for viewing: a chunk that fails to decode shows as grey, not a crash.
+    """A stored level for viewing: a file tile that fails to decode shows as grey, not a crash.
 
     napari reads chunks while rendering, where an exception would break the canvas; the engine
-    reads through ``Slide.read_region`` instead, which reports failures per tile.
+    reads through ``Slide.read_region`` instead, which reports failures per tile. A view chunk
+    spans several file tiles: when it fails, its file tiles are read one by one and only those
+    that fail are grey, and remembered (``bad``: file-tile (row, col)) so their area is reported.
     """
 
     def __init__(self, arr: Any, name: str, level: int) -> None:
@@ -430,20 +446,38 @@ class _SafeLevel:
         self.ndim = len(self.shape)
         self._name = name
         self._level = level
-        self.failures = 0
+        chunks = getattr(arr, "chunks", None) or self.shape
+        self.tile = (int(chunks[0]), int(chunks[1]))
+        self.bad: set[tuple[int, int]] = set()
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
             return np.asarray(self._arr[key])
-        except Exception as exc:  # noqa: BLE001 - decoder errors of every kind
-            self.failures += 1
-            if self.failures == 1:
-                warnings.warn(f"{self._name}: level {self._level} has undecodable tiles ({exc}); "
-                              "they are shown grey", RuntimeWarning, stacklevel=2)
-            shape = tuple(len(range(*k.indices(n))) if isinstance(k, slice) else 1
-                          for k, n in zip(key if isinstance(key, tuple) else (key,), self.shape))
-            shape = shape + self.shape[len(shape):]
-            return np.full(shape, 128, dtype=self.dtype)
+        except Exception:  # noqa: BLE001 - decoder errors of every kind: retried tile by tile
+            pass
+        keys = key if isinstance(key, tuple) else (key,)
+        ys, xs = (keys[i].indices(self.shape[i]) if i < len(keys) and isinstance(keys[i], slice)
+                  else (0, self.shape[i], 1) for i in (0, 1))
+        rest = keys[2] if len(keys) > 2 else slice(None)
+        out = np.full((len(range(*ys)), len(range(*xs))) + np.empty(self.shape[2:])[rest].shape, 128, self.dtype)
+        th, tw = self.tile
+        first = not self.bad
+        for r in range(ys[0] // th, (ys[1] - 1) // th + 1):
+            for c in range(xs[0] // tw, (xs[1] - 1) // tw + 1):
+                y0, y1 = max(ys[0], r * th), min(ys[1], (r + 1) * th)
+                x0, x1 = max(xs[0], c * tw), min(xs[1], (c + 1) * tw)
+                try:
+                    out[y0 - ys[0]:y1 - ys[0], x0 - xs[0]:x1 - xs[0]] = np.asarray(self._arr[y0:y1, x0:x1])[..., rest]
+                except Exception:  # noqa: BLE001
+                    self.bad.add((r, c))
+        if first and self.bad:
+            warnings.warn(f"{self._name}: level {self._level} has undecodable tiles; they are shown grey and "
+                          "left out of tissue detection", RuntimeWarning, stacklevel=2)
+        return out
+
+    @property
+    def failures(self) -> int:
+        return len(self.bad)
 
 
 _OME_UNITS_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}

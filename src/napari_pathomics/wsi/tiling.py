@@ -241,7 +241,8 @@ def plan_tiles(
     if tissue is False:
         region = np.ones((win_r.stop - win_r.start, win_c.stop - win_c.start), dtype=bool)
     else:
-        region = tissue.window(win_r, win_c)
+        region = tissue.window(win_r, win_c, with_unreadable=True)
+        params["unreadable_mm2"] = round(tissue.unreadable_mm2(slide_mpp), 6)
     if area is not None:
         region &= rasterize(area, region.shape, d, origin=(win_r.start, win_c.start))
     frac = _cell_fractions(region, d, s, rows, cols, origin=(win_r.start, win_c.start))

@@ -41,8 +41,11 @@ class TissueMask:
     mask: np.ndarray
     downsample: float
     origin: tuple[int, int] = (0, 0)
+    #: Mask px whose pixels could not be decoded (None: all were readable); planned as if tissue,
+    #: so the engine tries them and reports them failed instead of dropping them silently.
+    unreadable: np.ndarray | None = None
 
-    def window(self, rows: slice, cols: slice) -> np.ndarray:
+    def window(self, rows: slice, cols: slice, with_unreadable: bool = False) -> np.ndarray:
         """A copy of mask px ``rows`` × ``cols`` (global indices); False outside what is stored."""
         out = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=bool)
         r0, c0 = self.origin
@@ -50,9 +53,17 @@ class TissueMask:
         sr0, sr1 = max(rows.start, r0), min(rows.stop, r0 + h)
         sc0, sc1 = max(cols.start, c0), min(cols.stop, c0 + w)
         if sr1 > sr0 and sc1 > sc0:
-            out[sr0 - rows.start:sr1 - rows.start, sc0 - cols.start:sc1 - cols.start] = \
-                self.mask[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0]
+            src = self.mask[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0]
+            if with_unreadable and self.unreadable is not None:
+                src = src | self.unreadable[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0]
+            out[sr0 - rows.start:sr1 - rows.start, sc0 - cols.start:sc1 - cols.start] = src
         return out
+
+    def unreadable_mm2(self, mpp: float) -> float:
+        """Area of the slide that could not be decoded, in mm² (0 when all was readable)."""
+        if self.unreadable is None:
+            return 0.0
+        return float(self.unreadable.sum()) * (self.downsample * mpp) ** 2 / 1e6
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -103,12 +114,27 @@ def detect_tissue(
     um = d * (slide.mpp[0] if slide.has_mpp else 1.0)
     full_h, full_w = int(np.ceil(slide.height / d)), int(np.ceil(slide.width / d))
     if within is None or full_h * full_w <= MAX_FULL_MASK_PX:
-        return TissueMask(tissue_from_rgb(slide.overview(d), um, min_saturation, min_object_um2), d)
-    x0, y0, x1, y1 = within
-    c0, r0 = max(0, int(x0 // d)), max(0, int(y0 // d))
-    c1, r1 = min(full_w, int(np.ceil(x1 / d))), min(full_h, int(np.ceil(y1 / d)))
-    rgb = slide.overview_window((r0, r1), (c0, c1), d)
-    return TissueMask(tissue_from_rgb(rgb, um, min_saturation, min_object_um2), d, origin=(r0, c0))
+        rgb, origin = slide.overview(d), (0, 0)
+    else:
+        x0, y0, x1, y1 = within
+        c0, r0 = max(0, int(x0 // d)), max(0, int(y0 // d))
+        c1, r1 = min(full_w, int(np.ceil(x1 / d))), min(full_h, int(np.ceil(y1 / d)))
+        rgb, origin = slide.overview_window((r0, r1), (c0, c1), d), (r0, c0)
+    mask = tissue_from_rgb(rgb, um, min_saturation, min_object_um2)
+    return TissueMask(mask, d, origin=origin, unreadable=_unreadable(slide, mask.shape, d, origin))
+
+
+def _unreadable(slide: Slide, shape: tuple[int, int], d: float, origin: tuple[int, int]) -> np.ndarray | None:
+    """Mask px over file tiles that failed to decode while the overview was read (None if none)."""
+    boxes = slide.unreadable_boxes()
+    if not boxes:
+        return None
+    out = np.zeros(shape, dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        r0, r1 = int(y0 // d) - origin[0], int(np.ceil(y1 / d)) - origin[0]
+        c0, c1 = int(x0 // d) - origin[1], int(np.ceil(x1 / d)) - origin[1]
+        out[max(0, r0):max(0, r1), max(0, c0):max(0, c1)] = True
+    return out if out.any() else None
 
 
 def tissue_from_rgb(
