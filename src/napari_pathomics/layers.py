@@ -15,7 +15,7 @@ objects. Conventions (docs/architecture.md, "Coordinates"):
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -23,11 +23,13 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from .cells.results import TILE_UNITS, NucleiResults
 from .colors import hex_to_rgba, napari_color, rgb_to_hex
-from .inference.cam import RISK_CAM
-from .results import DONE, TileResults
+from .results.status import DONE, RISK_CAM
 from .wsi.annotations import DEFAULT_CLASS, DEFAULT_COLOR, Annotation, QuPathObject, ellipse_polygon
 from .wsi.geometry import as_area, repair_area
 from .wsi.slide import Slide
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results.tiles import TileResults
 
 UNITS = ("um", "um")
 LayerTuple = tuple[Any, dict[str, Any], str]

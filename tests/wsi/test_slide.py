@@ -129,7 +129,7 @@ BROKEN = {  # file -> words the one-line message must contain
     "trunc-50pct.svs": "cannot be decoded",
     "trunc-90pct.svs": "cannot be decoded",
     "lying-level-size.svs": "inconsistent",
-    "huge-declared.svs": "inconsistent",
+    "huge-declared.svs": "beyond any scanned slide",
     "unknown-compression.svs": "COMPRESSION",
 }
 

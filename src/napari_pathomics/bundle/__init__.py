@@ -3,9 +3,10 @@
 No torch here: building and running the model is ``inference``'s job.
 """
 
-from .archive import MANIFEST_NAME
-from .manifest import Bundle, validate_bundle
-from .schema import SUPPORTED_SCHEMA_VERSIONS
-from .write import attach_file, staged_bundle, write_bundle
+from ..lazy import lazy_exports
 
-__all__ = ["MANIFEST_NAME", "SUPPORTED_SCHEMA_VERSIONS", "Bundle", "attach_file", "staged_bundle", "validate_bundle", "write_bundle"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "MANIFEST_NAME": "archive", "Bundle": "manifest", "validate_bundle": "manifest",
+    "SUPPORTED_SCHEMA_VERSIONS": "schema", "attach_file": "write", "staged_bundle": "write",
+    "write_bundle": "write",
+})

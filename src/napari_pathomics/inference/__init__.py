@@ -3,7 +3,9 @@
 torch and timm load only when a model is first built, so importing this package stays cheap.
 """
 
-from .backbones import PatchModel, build_model
-from .engine import BatchUpdate, Engine, InferenceRun, Prediction
+from ..lazy import lazy_exports
 
-__all__ = ["BatchUpdate", "Engine", "InferenceRun", "PatchModel", "Prediction", "build_model"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "PatchModel": "backbones", "build_model": "backbones", "BatchUpdate": "engine", "Engine": "engine",
+    "InferenceRun": "engine", "Prediction": "engine",
+})

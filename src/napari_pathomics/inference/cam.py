@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import InferenceError
 from ..results.risk import risk_range, weighted_risk
+from ..results.status import RISK_CAM
 from .backbones import resolve_layer
 from .device import autocast
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RISK_CAM", "RiskTarget", "GradCamRunner", "make_targets", "validate_cam_names"]
 
-#: The CAM name of the risk activation map; any other name is a class name of the bundle.
-RISK_CAM = "risk"
 
 
 class RiskTarget:

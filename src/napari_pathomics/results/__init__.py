@@ -1,12 +1,9 @@
 """Per-tile results: TileResults and its file, the one patch-risk definition, cache, exports."""
 
-from .cache import cache_path, cache_root
-from .export import read_csv, tiles_csv, tiles_geojson
-from .risk import patch_risk, patch_risk_weights
-from .status import BACKGROUND, DONE, FAILED, PENDING, STATUS_NAMES
-from .tiles import TileResults
+from ..lazy import lazy_exports
 
-__all__ = [
-    "BACKGROUND", "DONE", "FAILED", "PENDING", "STATUS_NAMES", "TileResults", "cache_path", "cache_root",
-    "patch_risk", "patch_risk_weights", "read_csv", "tiles_csv", "tiles_geojson",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "cache_path": "cache", "cache_root": "cache", "read_csv": "export", "tiles_csv": "export",
+    "tiles_geojson": "export", "patch_risk": "risk", "patch_risk_weights": "risk", "BACKGROUND": "status",
+    "DONE": "status", "FAILED": "status", "PENDING": "status", "STATUS_NAMES": "status", "TileResults": "tiles",
+})

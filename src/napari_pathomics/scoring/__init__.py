@@ -1,18 +1,10 @@
 """One patient: score_patient and its PatientScore, the one TileResults → features adapter, the
 process's engine cache, and (in ``scoring.report``) the case report and its plots."""
 
-from .engines import shared_engine
-from .patient import (
-           DISCLAIMER,
-           PatientScore,
-           SlideSummary,
-           load_signature,
-           nuclear_tile_values,
-           ordinal,
-           score_patient,
-           score_tiles,
-           slide_tiles,
-)
+from ..lazy import lazy_exports
 
-__all__ = ["DISCLAIMER", "PatientScore", "SlideSummary", "load_signature", "ordinal", "score_patient", "score_tiles",
-           "shared_engine", "slide_tiles", "nuclear_tile_values"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "shared_engine": "engines", "DISCLAIMER": "patient", "PatientScore": "patient", "SlideSummary": "patient",
+    "load_signature": "patient", "nuclear_tile_values": "patient", "ordinal": "patient",
+    "score_patient": "patient", "score_tiles": "patient", "slide_tiles": "patient",
+})

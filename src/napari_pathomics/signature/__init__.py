@@ -9,34 +9,14 @@ Typical use::
 and for training, :class:`SignatureFitter` on a per-patient table.
 """
 
-from .cox import FrozenCox
-from .cutoff import CutoffResult, find_cutoff
-from .evaluate import concordance, hazard_ratio, km_by_group, percentile, time_dependent_auc
-from .features import FeatureSpec, SlideTiles, combine_slides, slide_tme, tcga_feature_spec
-from .fit import SignatureFitter, cox_patch_risk_weights, validate_survival
-from .model import SCHEMA_VERSION, SIGNATURE_KIND, SURVIVAL_MODELS, Signature, SignatureScore, SurvivalModel
+from ..lazy import lazy_exports
 
-__all__ = [
-    "CutoffResult",
-    "FeatureSpec",
-    "FrozenCox",
-    "SCHEMA_VERSION",
-    "SIGNATURE_KIND",
-    "Signature",
-    "SignatureFitter",
-    "SignatureScore",
-    "SURVIVAL_MODELS",
-    "SurvivalModel",
-    "SlideTiles",
-    "combine_slides",
-    "concordance",
-    "find_cutoff",
-    "hazard_ratio",
-    "km_by_group",
-    "cox_patch_risk_weights",
-    "percentile",
-    "slide_tme",
-    "tcga_feature_spec",
-    "time_dependent_auc",
-    "validate_survival",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "FrozenCox": "cox", "CutoffResult": "cutoff", "find_cutoff": "cutoff", "concordance": "evaluate",
+    "hazard_ratio": "evaluate", "km_by_group": "evaluate", "percentile": "evaluate",
+    "time_dependent_auc": "evaluate", "FeatureSpec": "features", "SlideTiles": "features",
+    "combine_slides": "features", "slide_tme": "features", "tcga_feature_spec": "features",
+    "SignatureFitter": "fit", "cox_patch_risk_weights": "fit", "validate_survival": "fit",
+    "SCHEMA_VERSION": "model", "SIGNATURE_KIND": "model", "SURVIVAL_MODELS": "model", "Signature": "model",
+    "SignatureScore": "model", "SurvivalModel": "model",
+})

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2, norm
 
 from ..errors import SignatureError
 
@@ -91,6 +90,8 @@ def candidate_cutoffs(risk: np.ndarray, min_group: float) -> np.ndarray:
 
 def lausen_schumacher_p(statistic: float, min_group: float) -> float:
     """Lausen & Schumacher (1992) approximation of P(max standardised log-rank >= observed)."""
+    from scipy.stats import norm  # heavy: scipy.stats takes seconds to import
+
     z = float(np.sqrt(max(statistic, 0.0)))
     if z <= 0:
         return 1.0
@@ -137,6 +138,8 @@ def find_cutoff(
     cost milliseconds. The classical (hypergeometric) log-rank chi-square of the chosen split
     and its naive p-value are reported too, but only the permutation p-value is honest.
     """
+    from scipy.stats import chi2  # heavy
+
     risk = np.asarray(risk, float)
     time = np.asarray(time, float)
     event = np.asarray(event, int)

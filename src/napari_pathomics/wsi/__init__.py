@@ -3,13 +3,12 @@
 The lowest stage above the shared ground floor: it imports no model, bundle or GUI code.
 """
 
-from .annotations import Annotation, ReadResult, clip_annotations, parse_geojson, read_geojson, write_geojson
-from .slide import SLIDE_EXTENSIONS, Slide, SlideReader, is_slide_path, open_slide
-from .tiling import TileGrid, plan_for_bundle, plan_tiles
-from .tissue import TissueMask, detect_tissue
+from ..lazy import lazy_exports
 
-__all__ = [
-    "SLIDE_EXTENSIONS", "Annotation", "ReadResult", "Slide", "SlideReader", "TileGrid", "TissueMask",
-    "clip_annotations", "detect_tissue", "is_slide_path", "open_slide", "parse_geojson", "plan_for_bundle",
-    "plan_tiles", "read_geojson", "write_geojson",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "Annotation": "annotations", "ReadResult": "annotations", "clip_annotations": "annotations",
+    "parse_geojson": "annotations", "read_geojson": "annotations", "write_geojson": "annotations",
+    "SLIDE_EXTENSIONS": "slide", "Slide": "slide", "SlideReader": "slide", "is_slide_path": "slide",
+    "open_slide": "slide", "TileGrid": "tiling", "plan_for_bundle": "tiling", "plan_tiles": "tiling",
+    "TissueMask": "tissue", "detect_tissue": "tissue",
+})
