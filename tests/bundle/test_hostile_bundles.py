@@ -1,0 +1,106 @@
+"""The hostile-bundle corpus (``_hostile_bundles``, generated per run): each bundle is a one-line
+BundleError wherever a bundle is loaded for a run, and never a traceback.
+
+* loading for a run (``Bundle.load``, then the engine building its model and risk head),
+* ``pathomics validate-bundle`` (it runs the same checks as loading, so it calls none of them valid),
+* ``pathomics infer`` (one stderr line, exit 7, nothing written),
+* the real CLI in a child process for a few of them (no traceback reaches stderr from anywhere).
+
+The Analyze dock's side is in ``tests/widgets/test_viewer_hostile_bundles.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from _cli import assert_one_line, run_cli
+from _hostile_bundles import FOLDER_CASES, make_hostile_corpus
+from _slides import small_slide
+from napari_pathomics.bundle import Bundle, validate_bundle
+from napari_pathomics.cli import main as cli_main
+from napari_pathomics.errors import BundleError
+from napari_pathomics.inference.checks import runtime_problems
+from napari_pathomics.inference.engine import Engine
+
+NAMES = [*FOLDER_CASES, "encrypted-zip", "zero-zip-1000x"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    return make_hostile_corpus(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_slide(tmp_path_factory.mktemp("slide") / "case.svs", h=512, w=512, mpp=0.5)
+
+
+def _one_line_error(exc: BaseException, words: str) -> None:
+    msg = str(exc)
+    assert isinstance(exc, BundleError), repr(exc)
+    assert words in msg and "\n" not in msg and len(msg) < 1000, msg
+
+
+def test_the_base_bundle_is_valid(corpus) -> None:
+    """The corpus derives from a bundle that loads, runs and validates: each hostility is the only fault."""
+    base = next(iter(corpus.values()))[0].parent / "base"
+    b = Bundle.load(base)
+    assert validate_bundle(base) == [] and runtime_problems(b) == []
+    assert cli_main(["validate-bundle", str(base)]) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loading_for_a_run_is_a_bundle_error(corpus, name: str) -> None:
+    path, words = corpus[name]
+    with pytest.raises(Exception) as info:
+        b = Bundle.load(path)
+        Engine(b, device="cpu").net  # noqa: B018 - builds the model, its risk head and one checked forward
+    _one_line_error(info.value, words)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_validate_bundle_calls_none_of_them_valid(corpus, name: str, capsys: pytest.CaptureFixture) -> None:
+    path, words = corpus[name]
+    assert cli_main(["validate-bundle", str(path)]) == BundleError.exit_code
+    out, err = capsys.readouterr()
+    assert "INVALID" in out and words in out and "Traceback" not in out + err, (out, err)
+    assert cli_main(["validate-bundle", str(path), "--json"]) == BundleError.exit_code
+    assert '"valid": false' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_infer_refuses_in_one_line_and_writes_nothing(corpus, slide, tmp_path, name: str,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    path, words = corpus[name]
+    out = tmp_path / "out"
+    code = cli_main(["infer", str(slide), "--bundle", str(path), "--out", str(out), "--device", "cpu",
+                     "--no-tissue", "--quiet"])
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == BundleError.exit_code, err
+    assert len(lines) == 1 and lines[0].startswith("pathomics infer: error: ") and words in lines[0], err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_refused_zip_leaves_nothing_extracted(corpus) -> None:
+    for name in ("encrypted-zip", "zero-zip-1000x"):
+        with pytest.raises(BundleError):
+            Bundle.load(corpus[name][0])
+    cache = Path(os.environ["PATHOMICS_CACHE_DIR"]) / "bundles"
+    left = [p for p in cache.rglob("*")] if cache.exists() else []
+    assert not [p for p in left if p.name.endswith(".bin") or p.name.startswith(".extract-")], left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["risk-head-corrupt", "offsets-int", "encrypted-zip"])
+def test_child_process_cli_one_line(corpus, slide, tmp_path, name: str) -> None:
+    path, words = corpus[name]
+    r = run_cli("infer", slide, "--bundle", path, "--out", tmp_path / "out", "--device", "cpu", "--no-tissue",
+                "--quiet")
+    assert_one_line(r, BundleError.exit_code, words)
+    r = run_cli("validate-bundle", path)
+    assert r.returncode == BundleError.exit_code and "INVALID" in r.stdout and words in r.stdout
+    assert "Traceback" not in r.stderr and not r.stderr.strip(), r.stderr
