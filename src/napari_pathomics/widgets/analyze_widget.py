@@ -174,7 +174,7 @@ class AnalyzeWidget(QWidget):
         self.status.setText(f"{len(grid)} tiles · {'RAM + ' if 'risk' in cams else ''}{engine.device}")
         runs: list[InferenceRun] = []
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Iterator[Any]:
             run = engine.run(slide, grid, cancel=cancel, cams=cams)  # reads the cache: off the UI thread
             runs.append(run)

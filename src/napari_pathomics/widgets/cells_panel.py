@@ -162,7 +162,7 @@ class CellsPanel(QWidget):
         runs: list[NucleiRun] = []
         self.status.setText(f"{len(grid)} tiles…")
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Iterator[Any]:
             run = NucleiRun(slide, grid, cancel=cancel)  # hashes the slide and reads the cache: off the UI thread
             runs.append(run)

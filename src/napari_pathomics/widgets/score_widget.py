@@ -130,7 +130,7 @@ class ScoreWidget(QWidget):
         patient = self.patient_id.text().strip() or None
         self.cancel_event = threading.Event()
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Any:
             return score_patient(slides, bundle, patient_id=patient, rois=rois, cancel=self.cancel_event,
                                  progress=lambda msg, frac: None)
