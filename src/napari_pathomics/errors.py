@@ -94,3 +94,9 @@ class NucleiError(PathomicsError):
     """Nuclei cannot be segmented as asked (not an H&E image, too coarse, no tissue in the ROIs...)."""
 
     exit_code = 16
+
+
+class LabelsError(PathomicsError):
+    """Tile labels cannot be used as asked (none, one class only, unknown classes, another slide, off the slide)."""
+
+    exit_code = 17

@@ -106,6 +106,10 @@ def _semantic_problems(manifest: dict) -> list[str]:
     sig = manifest.get("signature")
     if isinstance(sig, str) and sig not in files:
         probs.append(f"signature {sig!r} is not listed in files")
+    for block in ("head", "risk_head"):
+        spec = manifest.get(block)
+        if isinstance(spec, dict) and isinstance(spec.get("weights"), str) and spec["weights"] not in files:
+            probs.append(f"{block}.weights {spec['weights']!r} is not listed in files")
     return probs
 
 

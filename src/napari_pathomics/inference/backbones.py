@@ -15,6 +15,7 @@ from typing import Any
 from ..bundle import Bundle
 from ..errors import BundleError
 from ..provenance import sha256_file
+from .head import load_class_head
 
 __all__ = ["PatchModel", "FAMILIES", "build_model", "resolve_layer", "keep_triton_out"]
 
@@ -85,6 +86,22 @@ def _create_timm(bundle: Bundle) -> Any:
         raise BundleError(f"model.architecture {bundle.architecture!r}: timm cannot build it ({exc})") from None
 
 
+def _load_head(module: Any, bundle: Bundle) -> None:
+    """An adapted bundle's class head (``head.safetensors``) replaces the classifier of the weights file."""
+    head = load_class_head(bundle)
+    if head is None:
+        return
+    import torch  # heavy
+
+    clf = module.get_classifier() if hasattr(module, "get_classifier") else None
+    if not isinstance(clf, torch.nn.Linear) or tuple(clf.weight.shape) != head.weight.shape or clf.bias is None:
+        have = tuple(clf.weight.shape) if isinstance(clf, torch.nn.Linear) else type(clf).__name__
+        raise BundleError(f"head.safetensors: a {head.weight.shape} head does not fit the model's classifier ({have})")
+    with torch.no_grad():
+        clf.weight.copy_(torch.from_numpy(head.weight))
+        clf.bias.copy_(torch.from_numpy(head.bias))
+
+
 def build_model(bundle: Bundle, device: str | Any = "cpu") -> PatchModel:
     """Build the bundle's architecture and load its safetensors weights strictly (eval mode)."""
     keep_triton_out()
@@ -112,6 +129,7 @@ def build_model(bundle: Bundle, device: str | Any = "cpu") -> PatchModel:
             f"{name}: weights do not fit {bundle.architecture} with {bundle.num_classes} classes "
             f"({' '.join(s.strip() for s in first[:3])[:300]})"
         ) from None
+    _load_head(module, bundle)
     resolve_layer(module, bundle.gradcam_target_layer)
     module.eval()
     family = next((cls for prefix, cls in FAMILIES.items() if bundle.architecture.startswith(prefix)), PatchModel)

@@ -77,7 +77,7 @@ def extract_slide(engine: Engine, slide_path: str | Path, roi_path: str | Path |
         if len(grid) == 0:
             raise CohortError(f"{Path(slide_path).name}: no tiles in the ROIs/tissue")
         res = engine.run_all(slide, grid, cache_dir=cache_dir, use_cache=cache_dir is not None, embeddings=True,
-                             cache_id=f"emb{backbone_key(engine.bundle)}")
+                             cache_id=f"emb{backbone_key(engine.bundle)}", emb_dtype="float32")
     if not np.any(res.status == DONE):
         raise CohortError(f"{Path(slide_path).name}: every tile is background or failed to decode")
     return SlideEmbeddings(res)

@@ -12,7 +12,9 @@ run's results, statistics and cache file. Design points:
 * The model runs under ``inference_mode`` in channels_last, with bf16/fp16 autocast only where
   :func:`~napari_pathomics.inference.device.choose_amp` found it correct and faster.
 * One forward pass gives the embeddings, the class probabilities and the patch risk (the
-  bundle's risk head, or ``results.patch_risk`` of the probabilities).
+  bundle's risk head, or ``results.patch_risk`` of the probabilities). The embeddings are kept
+  with the results (float16) so a new head applies to a whole slide without the backbone; an
+  adapted bundle (``inference.head``) opens on its base bundle's cached embeddings at once.
 * A region that fails to decode marks its tiles FAILED and the run goes on; tiles that are
   mostly glass are BACKGROUND (``wsi.tissue``'s per-tile rule) and never reach the model.
 * Results are flushed atomically to a cache keyed by slide fingerprint × bundle id × grid key
@@ -46,6 +48,7 @@ from .backbones import PatchModel, build_model
 from .cam import GradCamRunner, make_targets, validate_cam_names
 from .checks import check_forward
 from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
+from .head import apply_head, load_class_head
 from .preprocess import preprocess_batch
 from .reader import ThreadSlides, read_tiles
 from .risk_head import load_risk_head
@@ -131,7 +134,8 @@ class Engine:
     def __init__(self, bundle: Bundle, device: str = "auto", batch_size: int = 32, amp: str = "auto",
                  num_threads: int | None = None, *, workers: int = 1, prefetch: int = 2,
                  cam_size: int = DEFAULT_CAM_SIZE, min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
-                 flush_seconds: float = 10.0, reader_nice: int = 0, tune_malloc: bool = True) -> None:
+                 flush_seconds: float = 10.0, reader_nice: int = 0, tune_malloc: bool = True,
+                 keep_embeddings: bool = True) -> None:
         if batch_size < 1:
             raise InferenceError(f"batch size must be ≥ 1, got {batch_size}")
         self.bundle = bundle
@@ -147,6 +151,8 @@ class Engine:
         self.reader_nice = int(reader_nice)
         self.weights = patch_risk_weights(bundle)
         self.risk_head = load_risk_head(bundle)  # None: risk = class-weighted probabilities
+        self.class_head = load_class_head(bundle)  # an adapted bundle's head (None: the weights' own)
+        self.keep_embeddings = bool(keep_embeddings)  # every computed tile's embedding goes into the results
         if tune_malloc and self.device.type == "cpu":
             # before any reader or worker thread of this engine exists (they join the main heap)
             tune_allocator()
@@ -250,33 +256,71 @@ class Engine:
         meta = self._meta(slide, grid, slide_hash, cache_id)
         cache_file = cache_path(slide_hash, cache_id, grid.key(), cache_dir) if use_cache else None
         if cache_file is not None and cache_file.is_file():
-            try:
-                res = TileResults.load(cache_file)
-                m = res.meta
-                if (m.get("slide_hash"), m.get("cache_id", m.get("bundle_id")), m.get("grid_key")) == (
-                        slide_hash, cache_id, grid.key()) and len(res) == len(grid) \
-                        and np.array_equal(res.cols, grid.cols) and np.array_equal(res.rows, grid.rows):
-                    res.meta.update(meta)
-                    return res, cache_file
-            except ResultsError:
-                pass  # unreadable cache: recompute (it will be overwritten)
+            res = self._cached(cache_file, slide_hash, cache_id, grid)
+            if res is not None:
+                res.meta.update(meta)
+                return res, cache_file
+        if cache_file is not None and self.class_head is not None and cache_id == self.bundle.bundle_id:
+            derived = self._derived(slide_hash, grid, cache_dir, meta)
+            if derived is not None:
+                return derived, cache_file
         return TileResults.empty(grid, self.bundle.class_names, self.bundle.class_colors, meta), cache_file
+
+    @staticmethod
+    def _cached(path: Path, slide_hash: str, cache_id: str, grid: TileGrid) -> TileResults | None:
+        """The cached results at ``path`` if they are this slide × ``cache_id`` × grid (None otherwise)."""
+        try:
+            res = TileResults.load(path)
+        except ResultsError:
+            return None  # unreadable cache: recompute (it will be overwritten)
+        m = res.meta
+        if (m.get("slide_hash"), m.get("cache_id", m.get("bundle_id")), m.get("grid_key")) == (
+                slide_hash, cache_id, grid.key()) and len(res) == len(grid) \
+                and np.array_equal(res.cols, grid.cols) and np.array_equal(res.rows, grid.rows):
+            return res
+        return None
+
+    def _derived(self, slide_hash: str, grid: TileGrid, cache_dir: str | Path | None,
+                 meta: dict[str, Any]) -> TileResults | None:
+        """An adapted bundle's results from its base bundle's cached embeddings (no backbone run).
+
+        Tiles the base run classified without keeping an embedding stay pending; CAMs are left
+        for the run to compute with this bundle's head.
+        """
+        if self.class_head is None:
+            return None
+        adapt = self.bundle.manifest.get("adaptation") or {}
+        for base_id in dict.fromkeys(i for i in (adapt.get("root_bundle_id"), adapt.get("base_bundle_id")) if i):
+            path = cache_path(slide_hash, base_id, grid.key(), cache_dir)
+            if not path.is_file():
+                continue
+            base = self._cached(path, slide_hash, base_id, grid)
+            if base is None or base.emb is None or base.emb.shape[1] != self.class_head.dim \
+                    or list(base.class_names) != self.bundle.class_names:
+                continue
+            res = apply_head(base, self.class_head, self.weights, self.risk_head, meta={**meta, "derived_from": base_id})
+            res.class_colors = list(self.bundle.class_colors)
+            return res
+        return None
 
     # ---- runs ------------------------------------------------------------------------------
     def run(self, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None = None, use_cache: bool = True,
             cancel: threading.Event | None = None, cams: Sequence[str] = (),
-            embeddings: bool = False, cache_id: str | None = None) -> InferenceRun:
+            embeddings: bool = False, cache_id: str | None = None, emb_dtype: str = "float16") -> InferenceRun:
         """The run of ``grid`` on ``slide``: iterate it for its :class:`BatchUpdate` s.
 
         The first update replays cached tiles (``from_cache=True``) when there are any. Setting
         ``cancel`` stops after the batch in progress; the iteration then just ends, with the
         results partial and the cache flushed. Tiles already done are skipped (resume), except
         tiles lacking a requested CAM (or an embedding, with ``embeddings``), which are recomputed.
+        Embeddings of computed tiles are kept (as ``emb_dtype``) when ``embeddings`` is set or the
+        engine keeps them (``keep_embeddings``, the default): results cached before embeddings were
+        kept load as they are, and a run with ``embeddings=True`` fills them in on demand.
         """
         self.check_grid(slide, grid)
         cam_names = validate_cam_names(cams, self.bundle.class_names)
         return InferenceRun(self, slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel,
-                            cams=cam_names, embeddings=embeddings, cache_id=cache_id)
+                            cams=cam_names, embeddings=embeddings, cache_id=cache_id, emb_dtype=emb_dtype)
 
     def run_all(self, slide: Slide, grid: TileGrid, **kw: Any) -> TileResults:
         """Run to the end (or until cancelled) and return the results."""
@@ -324,13 +368,14 @@ class InferenceRun(Iterator[BatchUpdate]):
 
     def __init__(self, engine: Engine, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None,
                  use_cache: bool, cancel: threading.Event | None, cams: tuple[str, ...], embeddings: bool,
-                 cache_id: str | None = None) -> None:
+                 cache_id: str | None = None, emb_dtype: str = "float16") -> None:
         self.engine = engine
         self.slide = slide
         self.grid = grid
         self.cancel = cancel
         self.cams = cams
         self.embeddings = embeddings
+        self.emb_dtype = np.dtype(emb_dtype)
         self.t_start = time.perf_counter()
         self.results, self.cache_file = engine.open_results(slide, grid, cache_dir, use_cache, cache_id)
         for name in cams:
@@ -379,6 +424,8 @@ class InferenceRun(Iterator[BatchUpdate]):
         cached = np.flatnonzero(res.status != PENDING)
         if cached.size:
             yield self._update(cached, np.array([], dtype=np.int64), np.array([], dtype=np.int64), from_cache=True)
+        if res.meta.get("derived_from") and self.cache_file is not None and not self.cache_file.is_file():
+            self.flush()  # an adapted bundle's results derived from its base's embeddings: cache them as its own
         todo = self._todo()
         stats = {"read_s": 0.0, "model_s": 0.0, "cam_s": 0.0, "wait_s": 0.0, "tiles": 0.0, "model_tiles": 0.0,
                  "failed": 0.0, "background": 0.0, "stain_fallback": 0.0, "batches": 0.0}
@@ -456,8 +503,8 @@ class InferenceRun(Iterator[BatchUpdate]):
             res.risk[kept] = pred.risk
             res.status[kept] = DONE
             res.stain_fallback[kept] = prep.fallback[prep.keep]
-            if self.embeddings:
-                res.ensure_emb(pred.emb.shape[1])[kept] = pred.emb
+            if self.embeddings or eng.keep_embeddings:
+                res.ensure_emb(pred.emb.shape[1], self.emb_dtype)[kept] = pred.emb
             stats["model_tiles"] += kept.size
             for name in self.cams:
                 t = time.perf_counter()

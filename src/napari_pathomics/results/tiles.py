@@ -34,6 +34,11 @@ __all__ = ["PENDING", "DONE", "FAILED", "BACKGROUND", "STATUS_NAMES", "TileResul
 RESULTS_FORMAT = 1
 
 
+def _emb_array(arr: np.ndarray) -> np.ndarray:
+    """Stored embeddings as read: float16 stays float16 (the results cache), anything else float32."""
+    return arr if arr.dtype == np.float16 else arr.astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class TileResults:
@@ -53,7 +58,7 @@ class TileResults:
     stain_fallback: np.ndarray  # (N,) bool: Macenko could not estimate the stain (tile left as is)
     cams: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, k, k) float32, NaN = none
     meta: dict[str, Any] = field(default_factory=dict)  # slide hash, bundle id, grid key, mpp...
-    emb: np.ndarray | None = None  # (N, D) float32 backbone embeddings, NaN where not done; None = not kept
+    emb: np.ndarray | None = None  # (N, D) float16/float32 backbone embeddings, NaN where none; None = not kept
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -154,11 +159,22 @@ class TileResults:
             return done
         return done & np.isnan(arr[:, 0, 0])
 
-    def ensure_emb(self, dim: int) -> np.ndarray:
-        """The (N, dim) embedding array, created NaN-filled if absent or of another width."""
+    def ensure_emb(self, dim: int, dtype: Any = np.float32) -> np.ndarray:
+        """The (N, dim) embedding array, created NaN-filled (as ``dtype``) if absent or of another width.
+
+        An existing array of the right width keeps its dtype: the results cache keeps embeddings
+        as float16 (half the size; a head applied to them moves probabilities by ~1e-3).
+        """
         if self.emb is None or self.emb.shape != (len(self), dim):
-            self.emb = np.full((len(self), dim), np.nan, dtype=np.float32)
+            self.emb = np.full((len(self), dim), np.nan, dtype=dtype)
         return self.emb
+
+    def embeddings_of(self, indices: np.ndarray) -> np.ndarray:
+        """(K, D) float32 embeddings of tiles ``indices`` (NaN rows where a tile has none)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.emb is None:
+            return np.full((idx.size, 0), np.nan, dtype=np.float32)
+        return self.emb[idx].astype(np.float32)
 
     def missing_emb(self) -> np.ndarray:
         """Bool (N,): done tiles without an embedding."""
@@ -218,7 +234,7 @@ class TileResults:
                     probs=z["probs"].astype(np.float32), risk=z["risk"].astype(np.float32),
                     status=z["status"].astype(np.int8), stain_fallback=z["stain_fallback"].astype(bool),
                     cams=cams, meta=dict(doc.get("meta", {})),
-                    emb=z["emb"].astype(np.float32) if "emb" in z.files else None,
+                    emb=_emb_array(z["emb"]) if "emb" in z.files else None,
                 )
         except ResultsError:
             raise

@@ -1,0 +1,521 @@
+"""Adapt a bundle's tissue classifier to a pathologist's tile labels in seconds, on frozen embeddings.
+
+The backbone stays as it is; only the linear head on its pooled features (timm ``pre_logits``,
+kept with the results) is refitted:
+
+* **The fit.** Multinomial logistic regression on the labelled tiles' embeddings, *regularised
+  toward the bundle's own head*: the new head is ``W0 + ΔW``, ``b0 + Δb`` with the penalty
+  ``λ/2 (‖ΔW·σ‖² + ‖Δb‖²)`` (σ the RMS norm of the centred embeddings, so λ counts in labelled
+  tiles). A handful of labels moves the head only as far as they outweigh λ; many labels move it
+  as far as the data say. Classes without a label keep their base row (their behaviour is the
+  base's). Labels are class-balanced (each labelled class weighs the same in total).
+* **Fast on 2 cores.** ΔW lies in the span of the centred embeddings; it is fitted in their top
+  ``r`` = 256 principal directions (a randomized range finder; exact when there are ≤ 256
+  labels) with a small L-BFGS, so 5 000 labels fit in well under 2 s.
+* **Honest figures.** Accuracy on the labels of the base head (it never saw them) and of the
+  adapted procedure cross-validated (leave-one-tile-out up to 60 labels, else 5-fold, stratified),
+  so "after" is never the accuracy on the labels it was fitted to.
+
+``suggest_tiles`` proposes the next tiles worth labelling (active learning); ``collect_labelled``
+gathers labelled tiles' embeddings from the cached results (running the backbone only on
+labelled tiles without one); ``write_adapted_bundle`` writes the result as a new bundle that keeps
+the base weights file byte for byte and adds ``head.safetensors`` (see ``inference.head``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, staged_bundle, write_bundle
+from ..bundle.archive import MANIFEST_NAME
+from ..errors import BundleError, LabelsError
+from ..inference.checks import runtime_problems
+from ..inference.engine import Engine
+from ..inference.head import HEAD_FILE, ClassHead
+from ..provenance import now_iso, versions
+from ..results import DONE, PENDING, TileResults
+from ..results.labels import TileLabels
+from ..wsi.slide import Slide
+from ..wsi.tiling import TileGrid
+
+__all__ = ["AdaptConfig", "AdaptResult", "LabelledTiles", "fit_head", "adapt_head", "suggest_tiles",
+           "collect_labelled", "grid_of_results", "labels_grid", "changed_tiles", "base_head",
+           "write_adapted_bundle", "describe_counts"]
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How the head is refitted (recorded in the adapted bundle)."""
+
+    strength: float = 2.0  # λ: the pull toward the base head, in labelled tiles' worth
+    subspace: int = 256  # principal directions of the labelled embeddings ΔW may use
+    max_iter: int = 150
+    loo_max: int = 60  # leave-one-tile-out up to this many labels, else k-fold
+    folds: int = 5
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "L2 toward the base head (ΔW scaled by the RMS norm of the centred embeddings)",
+                "lambda": self.strength, "subspace_dim": self.subspace, "class_balanced": True,
+                "classes_without_labels": "keep the base head's row", "optimiser": f"L-BFGS, ≤ {self.max_iter} steps"}
+
+
+@dataclass
+class LabelledTiles:
+    """Embeddings and classes of the labelled tiles of one or more slides."""
+
+    emb: np.ndarray  # (n, D) float32
+    y: np.ndarray  # (n,) int64 class index
+    sets: list[dict[str, Any]] = field(default_factory=list)  # per slide: name, sha256, labels hash, counts
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.y.size)
+
+    @staticmethod
+    def join(parts: Sequence[LabelledTiles]) -> LabelledTiles:
+        dim = next((p.emb.shape[1] for p in parts if len(p)), 0)
+        return LabelledTiles(np.concatenate([p.emb for p in parts]) if parts else np.zeros((0, dim), np.float32),
+                             np.concatenate([p.y for p in parts]) if parts else np.zeros(0, np.int64),
+                             [s for p in parts for s in p.sets], [n for p in parts for n in p.notes])
+
+
+@dataclass
+class AdaptResult:
+    """A refitted head and what it is worth."""
+
+    head: ClassHead
+    base: ClassHead
+    classes: list[str]
+    counts: dict[str, int]
+    accuracy_before: float  # the base head on the labels
+    accuracy_after: float  # the adapted procedure, cross-validated
+    cv_method: str
+    per_class: dict[str, dict[str, float]]
+    fit_s: float
+    cv_s: float
+    config: AdaptConfig
+    n: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n_labels": self.n, "counts": self.counts, "method": self.cv_method,
+                "accuracy_before": round(self.accuracy_before, 6), "accuracy_after": round(self.accuracy_after, 6),
+                "per_class": self.per_class, "fit_s": round(self.fit_s, 4), "cv_s": round(self.cv_s, 4)}
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+def _lbfgs(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, max_iter: int,
+           m: int = 10, tol: float = 1e-7) -> np.ndarray:
+    """Minimise a smooth convex ``f`` (value, gradient) by L-BFGS with a backtracking line search.
+
+    (scipy's L-BFGS-B spends ~35 ms per step in its own bookkeeping at 10 k variables here; this
+    loop costs what the gradient costs.)
+    """
+    x = x0.copy()
+    fx, g = f(x)
+    s_hist: list[np.ndarray] = []
+    y_hist: list[np.ndarray] = []
+    for _ in range(max_iter):
+        q = g.copy()
+        alphas = []
+        for s, yv in zip(reversed(s_hist), reversed(y_hist)):
+            a = float(s @ q) / float(yv @ s)
+            alphas.append(a)
+            q -= a * yv
+        q *= float(s_hist[-1] @ y_hist[-1]) / float(y_hist[-1] @ y_hist[-1]) if s_hist else \
+            1.0 / max(float(np.linalg.norm(g)), 1e-12)
+        for (s, yv), a in zip(zip(s_hist, y_hist), reversed(alphas)):
+            q += s * (a - float(yv @ q) / float(yv @ s))
+        d = -q
+        gd = float(g @ d)
+        if gd >= 0:  # not a descent direction: restart from the gradient
+            s_hist.clear()
+            y_hist.clear()
+            d = -g / max(float(np.linalg.norm(g)), 1e-12)
+            gd = float(g @ d)
+        t = 1.0
+        while True:
+            xn = x + t * d
+            fn, gn = f(xn)
+            if fn <= fx + 1e-4 * t * gd or t < 1e-8:
+                break
+            t *= 0.5
+        s, yv = xn - x, gn - g
+        if float(s @ yv) > 1e-12:
+            s_hist.append(s)
+            y_hist.append(yv)
+            if len(s_hist) > m:
+                s_hist.pop(0)
+                y_hist.pop(0)
+        done = abs(fx - fn) <= tol * max(1.0, abs(fn))
+        x, fx, g = xn, fn, gn
+        if done or float(np.abs(g).max()) < 1e-6:
+            break
+    return x
+
+
+@dataclass
+class _Prepared:
+    """The labelled embeddings in the fit's coordinates (shared by the full fit and the CV folds)."""
+
+    base_logits: np.ndarray  # (n, C) float32
+    z: np.ndarray  # (n, r) float32: centred, projected, scaled
+    basis: np.ndarray  # (D, r) float32 orthonormal
+    mu: np.ndarray  # (D,) float32
+    sigma: float
+    y: np.ndarray
+    free: np.ndarray  # class indices with labels (their rows are refitted)
+
+
+def _prepare(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig) -> _Prepared:
+    x = np.ascontiguousarray(emb, dtype=np.float32)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    n, dim = xc.shape
+    r = min(cfg.subspace, dim)
+    if n <= r:  # the span of the labelled tiles itself (exact)
+        basis, _ = np.linalg.qr(xc.T.astype(np.float64))
+        basis = basis.astype(np.float32)
+    else:  # randomized range finder with one power step: the top principal directions
+        rng = np.random.default_rng(cfg.seed)
+        probe = rng.standard_normal((dim, r)).astype(np.float32)
+        basis, _ = np.linalg.qr(xc.T @ (xc @ probe))
+        basis = basis.astype(np.float32)
+    z = xc @ basis
+    sigma = float(np.sqrt(np.mean(np.sum(z.astype(np.float64) ** 2, axis=1)))) or 1.0
+    z /= sigma
+    return _Prepared(base.logits(x).astype(np.float32), np.ascontiguousarray(z), basis, mu, sigma,
+                     np.asarray(y, dtype=np.int64), np.unique(y))
+
+
+def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None = None) -> np.ndarray:
+    """θ = (V (k, r), Δb (k,)) for the free classes, fitted on tiles ``idx``."""
+    z, y, bl = p.z[idx], p.y[idx], p.base_logits[idx]
+    n, r = z.shape
+    free = p.free
+    k = free.size
+    counts = np.bincount(y, minlength=bl.shape[1]).astype(np.float64)
+    n_cls = max(int(np.count_nonzero(counts)), 1)
+    w = (n / (n_cls * counts[y])).astype(np.float32)
+    lam = float(cfg.strength)
+    rows = np.arange(n)
+
+    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        v = theta[:k * r].reshape(k, r)
+        db = theta[k * r:]
+        logits = bl.copy()
+        logits[:, free] += z @ v.T + db
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        tot = e.sum(axis=1)
+        nll = -float(np.sum(w * (logits[rows, y] - np.log(tot))))
+        grad = e / tot[:, None]
+        grad[rows, y] -= 1.0
+        grad *= w[:, None]
+        gf = grad[:, free]
+        gv = gf.T @ z + lam * v
+        gb = gf.sum(axis=0) + lam * db
+        return nll + 0.5 * lam * float(np.sum(v * v) + np.sum(db * db)), np.concatenate([gv.ravel(), gb])
+
+    start = np.zeros(k * r + k, dtype=np.float32) if x0 is None else x0.astype(np.float32)
+    return _lbfgs(f, start, cfg.max_iter)
+
+
+def _head_of(p: _Prepared, theta: np.ndarray, base: ClassHead) -> ClassHead:
+    k, r = p.free.size, p.z.shape[1]
+    v = theta[:k * r].reshape(k, r)
+    db = theta[k * r:]
+    dw = (v @ p.basis.T) / p.sigma  # (k, D) in embedding coordinates
+    weight = base.weight.copy()
+    bias = base.bias.copy()
+    weight[p.free] += dw
+    bias[p.free] += db - dw @ p.mu
+    return ClassHead(weight.astype(np.float32), bias.astype(np.float32))
+
+
+def _predict(p: _Prepared, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    k, r = p.free.size, p.z.shape[1]
+    logits = p.base_logits[idx].copy()
+    logits[:, p.free] += p.z[idx] @ theta[:k * r].reshape(k, r).T + theta[k * r:]
+    return np.argmax(logits, axis=1)
+
+
+def _check_labels(y: np.ndarray, classes: Sequence[str]) -> None:
+    if y.size == 0:
+        raise LabelsError("no labelled tiles: label some tiles (or import a labels file) first")
+    present = np.unique(y)
+    if present.size < 2:
+        raise LabelsError(f"all {y.size} labels are {classes[int(present[0])]}: label tiles of at least two classes "
+                          "(one class alone would only teach the model to call everything that)")
+
+
+def fit_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig = AdaptConfig()) -> ClassHead:
+    """The base head refitted to labelled embeddings (see the module doc for the penalty)."""
+    y = np.asarray(y, dtype=np.int64)
+    _check_labels(y, [str(i) for i in range(base.num_classes)])
+    p = _prepare(emb, y, base, cfg)
+    return _head_of(p, _fit(p, np.arange(y.size), cfg), base)
+
+
+def _folds(y: np.ndarray, cfg: AdaptConfig) -> tuple[list[np.ndarray], str]:
+    n = y.size
+    if n <= cfg.loo_max:
+        return [np.array([i]) for i in range(n)], "leave-one-tile-out"
+    rng = np.random.default_rng(cfg.seed)
+    fold = np.empty(n, dtype=np.int64)
+    for c in np.unique(y):  # stratified: each class dealt round the folds
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = (np.arange(idx.size) + rng.integers(cfg.folds)) % cfg.folds
+    return [np.flatnonzero(fold == f) for f in range(cfg.folds) if np.any(fold == f)], f"{cfg.folds}-fold (stratified)"
+
+
+def adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequence[str],
+               cfg: AdaptConfig = AdaptConfig(), cross_validate: bool = True) -> AdaptResult:
+    """Refit the head; accuracy on the labels before (base head) and after (cross-validated)."""
+    y = np.asarray(y, dtype=np.int64)
+    _check_labels(y, classes)
+    if emb.shape[0] != y.size or emb.shape[1] != base.dim:
+        raise LabelsError(f"{emb.shape[0]} embeddings of {emb.shape[1]} features for {y.size} labels and a head "
+                          f"of {base.dim} inputs")
+    t0 = time.perf_counter()
+    p = _prepare(emb, y, base, cfg)
+    theta = _fit(p, np.arange(y.size), cfg)
+    head = _head_of(p, theta, base)
+    fit_s = time.perf_counter() - t0
+    before = np.argmax(p.base_logits, axis=1)
+    after = np.full(y.size, -1, dtype=np.int64)
+    method = "none"
+    t1 = time.perf_counter()
+    if cross_validate:
+        folds, method = _folds(y, cfg)
+        for test in folds:
+            train = np.setdiff1d(np.arange(y.size), test, assume_unique=True)
+            if np.unique(y[train]).size < 2:
+                after[test] = before[test]
+                continue
+            after[test] = _predict(p, _fit(p, train, cfg, x0=theta), test)
+    cv_s = time.perf_counter() - t1
+    per_class = {}
+    counts = {}
+    for c in np.unique(y):
+        sel = y == c
+        counts[classes[int(c)]] = int(sel.sum())
+        per_class[classes[int(c)]] = {"n": int(sel.sum()), "before": round(float(np.mean(before[sel] == c)), 6),
+                                      "after": round(float(np.mean(after[sel] == c)), 6) if cross_validate else None}
+    return AdaptResult(head, base, list(classes), counts, float(np.mean(before == y)),
+                       float(np.mean(after == y)) if cross_validate else float("nan"), method, per_class,
+                       fit_s, cv_s, cfg, int(y.size))
+
+
+# ---------------------------------------------------------------------------------------------
+# which tiles, and their embeddings
+def grid_of_results(results: TileResults, slide: Slide) -> TileGrid:
+    """The TileGrid a result was computed on (same key, so the engine reads and writes the same cache)."""
+    m = results.meta
+    grid = TileGrid(cols=results.cols.copy(), rows=results.rows.copy(), tile_size_l0=results.tile_size_l0,
+                    tile_um=float(m.get("tile_um", 0) or 0), mpp=float(m.get("mpp", 0) or 0),
+                    slide_width=slide.width, slide_height=slide.height,
+                    coverage=np.ones(len(results), dtype=np.float32), params={"from": "results"})
+    if m.get("grid_key") and grid.key() != m["grid_key"]:
+        raise LabelsError("these results were computed on another tile grid of the slide; run Analyze again")
+    return grid
+
+
+def labels_grid(slide: Slide, bundle: Bundle, cells: Sequence[tuple[int, int]]) -> TileGrid:
+    """A grid of exactly the labelled tiles (what the engine reads to embed labels it has no result for)."""
+    s = bundle.tile_um / slide.mpp[0]
+    order = sorted(set((int(c), int(r)) for c, r in cells), key=lambda cr: (cr[1], cr[0]))
+    return TileGrid(cols=np.array([c for c, _ in order], dtype=np.int64),
+                    rows=np.array([r for _, r in order], dtype=np.int64), tile_size_l0=s, tile_um=bundle.tile_um,
+                    mpp=bundle.mpp, slide_width=slide.width, slide_height=slide.height,
+                    coverage=np.ones(len(order), dtype=np.float32), params={"labels": True})
+
+
+def _index(results: TileResults) -> dict[tuple[int, int], int]:
+    return {(int(c), int(r)): i for i, (c, r) in enumerate(zip(results.cols, results.rows))}
+
+
+def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: TileResults | None = None, *,
+                     cache_dir: str | Path | None = None, use_cache: bool = True,
+                     cancel: threading.Event | None = None, source: str | None = None) -> LabelledTiles:
+    """The embeddings of a slide's labelled tiles: from ``results`` where they have one, else computed.
+
+    Labels are put on the bundle's lattice first; labels off the slide, on glass (background:
+    never classified) or on tiles that fail to decode are left out with a note; classes the
+    bundle does not have are a LabelsError (nothing is dropped silently).
+    """
+    bundle = engine.bundle
+    classes = bundle.class_names
+    lab = labels.on_lattice(bundle.tile_um / slide.mpp[0])
+    notes: list[str] = []
+    unknown = sorted({t.cls for t in lab if t.cls not in classes})
+    if unknown:
+        raise LabelsError(f"labels of classes the bundle {bundle.name!r} does not have: {', '.join(unknown)} "
+                          f"(its classes: {', '.join(classes)})")
+    off = set(lab.off_slide(slide.width, slide.height))
+    if off:
+        notes.append(f"{slide.path.name}: {len(off)} labelled tiles lie off the slide and are not used")
+    cells = [(t.col, t.row) for t in lab if (t.col, t.row) not in off]
+    emb: dict[tuple[int, int], np.ndarray] = {}
+    background: set[tuple[int, int]] = set()
+    if results is not None:
+        idx = _index(results)
+        for cell in cells:
+            i = idx.get(cell)
+            if i is None:
+                continue
+            if results.status[i] == DONE and results.emb is not None and np.isfinite(results.emb[i, 0]):
+                emb[cell] = results.emb[i].astype(np.float32)
+            elif results.status[i] != PENDING:
+                background.add(cell)
+    todo = [c for c in cells if c not in emb and c not in background]
+    if todo:
+        grid = labels_grid(slide, bundle, todo)
+        res = engine.run_all(slide, grid, cache_dir=cache_dir, use_cache=use_cache, embeddings=True, cancel=cancel)
+        if cancel is not None and cancel.is_set():
+            raise LabelsError("cancelled")
+        for i, cell in enumerate(zip(res.cols.tolist(), res.rows.tolist())):
+            if res.status[i] == DONE and res.emb is not None and np.isfinite(res.emb[i, 0]):
+                emb[cell] = res.emb[i].astype(np.float32)
+            else:
+                background.add(cell)
+    if background:
+        notes.append(f"{slide.path.name}: {len(background)} labelled tiles are glass or unreadable (never classified) "
+                     "and are not used")
+    use = [c for c in cells if c in emb]
+    y = np.array([classes.index(lab.get(*c).cls) for c in use], dtype=np.int64)  # type: ignore[union-attr]
+    x = np.stack([emb[c] for c in use]).astype(np.float32) if use else np.zeros((0, engine.net.feature_dim), np.float32)
+    counts: dict[str, int] = {}
+    for c in y:
+        counts[classes[int(c)]] = counts.get(classes[int(c)], 0) + 1
+    sets = [{"slide": slide.path.name, "slide_sha256": slide.file_hash(), "labels_sha256": lab.sha256(),
+             "source": source, "n": int(y.size), "counts": dict(sorted(counts.items()))}]
+    return LabelledTiles(x, y, sets, notes)
+
+
+def base_head(engine: Engine) -> ClassHead:
+    """The head the engine's model runs (the weights file's classifier, or an adapted bundle's head)."""
+    return ClassHead.from_module(engine.model.get_classifier())
+
+
+def changed_tiles(before: TileResults, after: TileResults) -> int:
+    """Classified tiles whose class differs between two results of one grid."""
+    a, b = before.pred, after.pred
+    ok = (a >= 0) & (b >= 0)
+    return int(np.count_nonzero(a[ok] != b[ok]))
+
+
+# ---------------------------------------------------------------------------------------------
+# active learning
+def suggest_tiles(results: TileResults, labels: TileLabels | None = None, n: int = 20,
+                  spacing: float | None = None) -> np.ndarray:
+    """Result indices of the next tiles worth labelling: uncertain, spread over the slide and the classes.
+
+    Uncertainty is ``1 − (p₁ − p₂)`` (the margin between the two most likely classes). Classes
+    take turns (the class whose most uncertain tile is most uncertain first); a tile closer than
+    ``spacing`` lattice cells to one already chosen or labelled is passed over (default: about
+    half the distance that would spread ``n`` tiles evenly, at least 2).
+    """
+    ok = np.flatnonzero(results.status == DONE)
+    if labels is not None and len(labels):
+        lab = labels.on_lattice(results.tile_size_l0)
+        taken = np.array([(int(c), int(r)) in lab for c, r in zip(results.cols[ok], results.rows[ok])], dtype=bool)
+        ok = ok[~taken]
+    if ok.size == 0 or n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    p = np.sort(results.probs[ok], axis=1)
+    unc = 1.0 - (p[:, -1] - p[:, -2]) if p.shape[1] > 1 else np.zeros(ok.size)
+    pred = np.argmax(results.probs[ok], axis=1)
+    if spacing is None:
+        spacing = max(2.0, 0.5 * math.sqrt(ok.size / max(n, 1)))
+    chosen: list[int] = []
+    pts = [(float(c), float(r)) for c, r in ((lab_t.col, lab_t.row) for lab_t in (
+        labels.on_lattice(results.tile_size_l0) if labels is not None else []))]
+    queues = {int(c): list(np.argsort(-unc[pred == c], kind="stable")) for c in np.unique(pred)}
+    members = {int(c): np.flatnonzero(pred == c) for c in np.unique(pred)}
+    order = sorted(queues, key=lambda c: -unc[members[c][queues[c][0]]])
+    sp2 = spacing * spacing
+    while len(chosen) < n and any(queues.values()):
+        for c in order:
+            q = queues[c]
+            while q:
+                j = int(members[c][q.pop(0)])
+                cc, rr = float(results.cols[ok[j]]), float(results.rows[ok[j]])
+                if all((cc - a) ** 2 + (rr - b) ** 2 >= sp2 for a, b in pts):
+                    chosen.append(int(ok[j]))
+                    pts.append((cc, rr))
+                    break
+            if len(chosen) >= n:
+                break
+        if not any(queues.values()) and len(chosen) < n and spacing > 1:  # too few far apart: relax the spacing
+            return suggest_tiles(results, labels, n, spacing / 2)
+    return np.array(chosen, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# the adapted bundle
+def write_adapted_bundle(base: Bundle, result: AdaptResult, label_sets: Sequence[Mapping[str, Any]], out: str | Path,
+                         name: str | None = None, command: str = "pathomics adapt") -> Bundle:
+    """A new bundle: the base's files byte for byte (weights by hash), ``head.safetensors``, the record.
+
+    The manifest records the base bundle id (and the first non-adapted ancestor's, whose cached
+    embeddings an engine reuses), the label sets' hashes and per-class counts, the CV figures and
+    the regularisation. The bundle is validated like any other (format, model build, forward).
+    """
+    if result.head.num_classes != base.num_classes:
+        raise BundleError(f"the head has {result.head.num_classes} classes but {base.name} has {base.num_classes}")
+    man = copy.deepcopy(base.manifest)
+    base_adapt = man.pop("adaptation", None) or {}
+    old_head = (man.pop("head", None) or {}).get("weights")
+    man["name"] = name or (base.name if base.name.endswith("-adapted") else f"{base.name}-adapted")
+    man["created"] = now_iso()
+    man["version"] = f"{base.version.split('+adapt')[0]}+adapt{time.strftime('%Y%m%d%H%M%S')}"
+    counts = {c: 0 for c in base.class_names}
+    for s in label_sets:
+        for c, v in (s.get("counts") or {}).items():
+            counts[c] = counts.get(c, 0) + int(v)
+    counts = {c: v for c, v in counts.items() if v}
+    man["description"] = (f"{base.name} adapted to {sum(counts.values())} tile labels "
+                          f"({describe_counts(counts)}): new class head on the same backbone")
+    man["head"] = {"weights": HEAD_FILE, "input": "pre_logits", "dim": result.head.dim, "replaces": "classifier",
+                   "definition": "probs = softmax(emb · weight.T + bias); emb = the backbone's pooled features "
+                                 "(timm pre_logits)"}
+    man["adaptation"] = {
+        "base_bundle_id": base.bundle_id, "root_bundle_id": base_adapt.get("root_bundle_id", base.bundle_id),
+        "base_name": base.name, "method": "logistic head refitted on frozen embeddings, regularised toward the base head",
+        "regularisation": result.config.to_json(), "label_sets": [dict(s) for s in label_sets], "counts": counts,
+        "cv": result.to_json(), "created": man["created"],
+    }
+    man.setdefault("metrics", {})["adaptation_cv"] = {
+        "method": result.cv_method, "n": result.n, "accuracy_before": round(result.accuracy_before, 6),
+        "accuracy_after": round(result.accuracy_after, 6),
+        "note": "accuracy on the pathologist's labels: the base head as it was, and the adapted head cross-validated"}
+    man["provenance"] = {"kind": "adapted", "command": command, "versions": versions(), "created": man["created"],
+                         "base": {"name": base.name, "version": base.version, "id": base.bundle_id,
+                                  "provenance": base.manifest.get("provenance")}}
+    keep = [f for f in base.file_hashes if f not in (old_head, HEAD_FILE, MANIFEST_NAME)]
+    man["files"] = {f: base.file_hashes[f] for f in keep}
+    with staged_bundle(out) as tmp:
+        for fname in keep:  # byte for byte: the weights keep their sha256
+            (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(base.path / fname, tmp / fname)
+        write_bundle(tmp, man, extra_files={HEAD_FILE: result.head.to_safetensors()})
+        problems = runtime_problems(Bundle.load(tmp))
+        if problems:
+            raise BundleError(f"the adapted bundle does not run: {problems[0]}")
+    return Bundle.load(out)
