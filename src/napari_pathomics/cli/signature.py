@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SignatureError
+from ..outputs import check_output
 from ..units import DEFAULT_HORIZONS
 from .common import COUNT, POSITIVE_INT, SEED, bounded, print_json
 
@@ -157,6 +158,8 @@ def build_signature(args: argparse.Namespace) -> int:
         raise SignatureError("nowhere to write the signature: give --bundle and/or --out")
     if args.bundle is not None and not (args.bundle / "manifest.json").exists():
         raise SignatureError(f"{args.bundle} is not a bundle folder (no manifest.json)")
+    if args.out is not None:  # never over the table, the spec, the bundle or a file of another kind
+        check_output(args.out, "JSON", [args.table, args.feature_spec, args.bundle])
     table = read_table(args.table)
     if args.id is not None:
         if args.id not in table.columns:

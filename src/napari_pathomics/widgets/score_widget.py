@@ -33,7 +33,7 @@ from ..resources import DEFAULT_BUNDLE
 from ..scoring import DISCLAIMER, load_signature, ordinal, score_patient
 from ..scoring.engines import load_bundle, shared_engine
 from ..scoring.plots import GROUP_COLORS, composition_figure, survival_figure
-from ..scoring.report import write_report_html, write_report_json
+from ..scoring.report import report_targets, write_report_html, write_report_json
 from ..units import years_short
 from . import session
 from .controls import action_row
@@ -199,11 +199,13 @@ class ScoreWidget(QWidget):
         if self.patient_score is None:
             session.show_warning("score a patient first")
             return None
-        html_path = Path(html_path)
-        json_path = html_path.with_suffix(".json")
+        ps = self.patient_score
+        b = Path(ps.bundle["path"]) if ps.bundle.get("path") else None
+        inputs = [s.path for s in ps.slides] + ([b, *b.iterdir()] if b is not None and b.is_dir() else [b])
         try:
-            write_report_html(self.patient_score, html_path, signature=self.signature)
-            write_report_json(self.patient_score, json_path)
+            html_path, json_path = report_targets(html_path, None, inputs)  # never over a slide, ROI file or bundle
+            write_report_html(ps, html_path, signature=self.signature)
+            write_report_json(ps, json_path)
         except (PathomicsError, OSError) as exc:
             session.report(exc, "report export failed")
             return None
