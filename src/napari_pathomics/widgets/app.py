@@ -1,4 +1,8 @@
-"""Build the viewer for ``pathomics view`` and ``pathomics demo`` (docks, sample, default ROI)."""
+"""Build the viewer for ``pathomics view`` and ``pathomics demo`` (docks, sample, default ROI).
+
+``pathomics view`` draws the window and the slide first (``viewer.open_window``) and builds the
+docks (which load the model, signature and plotting code) once the slide is on screen.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import napari
 import numpy as np
 from shapely.geometry import box
 
-from ..errors import PathomicsError
 from ..resources import SAMPLE_SLIDE
 from ..wsi.annotations import Annotation
 from ..wsi.tissue import detect_tissue
@@ -17,14 +20,18 @@ from .analyze_widget import AnalyzeWidget
 from .roi_widget import RoiTilesWidget, current_rois
 from .score_widget import ScoreWidget
 from .slide_widget import SlideWidget
+from .viewer import open_window
+from .window import add_right_docks
+
+DOCK_NAMES = ("Slide", "ROIs, tissue and tiles", "Analyze", "Score")
 
 
 def add_docks(viewer: napari.Viewer) -> dict[str, Any]:
-    docks = {"Slide": SlideWidget(viewer), "ROIs, tissue and tiles": RoiTilesWidget(viewer),
-             "Analyze": AnalyzeWidget(viewer), "Score": ScoreWidget(viewer)}
-    for name, widget in docks.items():
-        viewer.window.add_dock_widget(widget, name=name, area="right", tabify=name != "Slide")
-    return docks
+    """The four docks, tabbed on the right with the Slide tab in front; returns the widgets by name."""
+    widgets = {"Slide": SlideWidget(viewer), "ROIs, tissue and tiles": RoiTilesWidget(viewer),
+               "Analyze": AnalyzeWidget(viewer), "Score": ScoreWidget(viewer)}
+    add_right_docks(viewer, widgets, front="Slide")
+    return widgets
 
 
 def default_roi(slide: Any) -> Annotation:
@@ -40,16 +47,9 @@ def default_roi(slide: Any) -> Annotation:
     return Annotation(box(float(x0), float(y0), float(x1), float(y1)), name="demo ROI")
 
 
-def build_viewer(slides: list[str], demo: bool = False, run: bool = False) -> napari.Viewer | None:
-    viewer = napari.Viewer(title="napari-pathomics")
-    session.install(viewer)
+def finish_viewer(viewer: napari.Viewer, demo: bool = False, run: bool = False) -> dict[str, Any]:
+    """Add the docks; for the demo, a default ROI and (``run``) the analysis, then the score."""
     docks = add_docks(viewer)
-    paths = [str(SAMPLE_SLIDE)] if demo else slides
-    for p in paths:
-        try:
-            session.add_slide(viewer, p)
-        except PathomicsError as exc:
-            session.report(exc, f"cannot open {p}")
     if demo:
         slide = session.slide_of(session.active_slide_layer(viewer))
         if slide is not None and not current_rois(viewer, slide):
@@ -58,4 +58,11 @@ def build_viewer(slides: list[str], demo: bool = False, run: bool = False) -> na
             worker = docks["Analyze"].run()
             if worker is not None:
                 worker.finished.connect(docks["Score"].score)
+    return docks
+
+
+def build_viewer(slides: list[str], demo: bool = False, run: bool = False) -> napari.Viewer:
+    """The whole viewer at once (tests, scripts); ``pathomics view`` builds the docks after the first frame."""
+    viewer = open_window([str(SAMPLE_SLIDE)] if demo else slides)
+    finish_viewer(viewer, demo=demo, run=run)
     return viewer

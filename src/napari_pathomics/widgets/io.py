@@ -31,15 +31,19 @@ def _current_viewer() -> Any:
 
 
 def _read_slide(path: str | list[str]) -> list[tuple[Any, dict, str]]:
+    """Each slide's image now; its ROI and object layers once the image has drawn (a faster first frame)."""
     paths = [path] if isinstance(path, str) else list(path)
-    session.install(_current_viewer())
+    viewer = _current_viewer()
+    session.install(viewer)
     out: list[tuple[Any, dict, str]] = []
     for p in paths:
         try:
-            out.extend(session.open_slide_layers(p))
+            image, *rest = session.open_slide_layers(p)
         except PathomicsError as exc:
             session.report(exc, f"cannot open {Path(p).name}")
             raise
+        out.append(image)
+        out.extend(session.defer_layers(viewer, rest))
     return out
 
 

@@ -19,7 +19,6 @@ import napari
 import numpy as np
 from napari.layers import Image, Layer, Shapes
 from napari.utils import resize_dask_cache
-from napari.utils.notifications import show_error, show_warning
 
 from ..errors import PathomicsError
 from ..layers import (
@@ -40,17 +39,11 @@ from ..layers import (
 from ..wsi.annotations import Annotation, GeoObject, QuPathObject
 from ..wsi.roi_store import load_saved_rois, save_rois, saved_rois_path
 from ..wsi.slide import Slide, open_slide
+from . import notices
+from .notices import report, show_error, show_info, show_warning, withdraw  # noqa: F401 - the docks call them as session.*
+from .window import after_first_frame
 
 ROI_LAYER_SUFFIX = " ROIs"
-
-
-def report(exc: BaseException, what: str = "") -> None:
-    """Show a user error as a notification (never raise into Qt's event loop)."""
-    prefix = f"{what}: " if what else ""
-    if isinstance(exc, PathomicsError):
-        show_error(f"{prefix}{exc}")
-    else:
-        show_error(f"{prefix}unexpected {type(exc).__name__}: {exc}")
 
 
 def slide_of(layer: Layer | None) -> Slide | None:
@@ -87,7 +80,41 @@ def find_layer(viewer: napari.Viewer, slide: Slide, role: str, kind: type[Layer]
 
 
 def roi_layer_of(viewer: napari.Viewer, slide: Slide) -> Shapes | None:
+    flush_deferred(viewer)
     return find_layer(viewer, slide, ROLE_ROIS, Shapes)
+
+
+#: Layers the reader holds back until the slide has drawn (viewer id -> layer tuples).
+_DEFERRED: dict[int, list[tuple[Any, dict, str]]] = {}
+
+
+def defer_layers(viewer: napari.Viewer | None, layers: list[tuple[Any, dict, str]]) -> list[tuple[Any, dict, str]]:
+    """Hold ``layers`` back until the viewer's next frame, so the slide shows before the ROI machinery.
+
+    Returns the layers the caller must add itself: all of them when there is no viewer to wait on.
+    Anything that needs a slide's ROI layer calls ``roi_layer_of``, which adds held-back layers first.
+    """
+    if viewer is None or not layers:
+        return layers
+    key = id(viewer)
+    first = key not in _DEFERRED
+    _DEFERRED.setdefault(key, []).extend(layers)
+    if first:
+        ref = weakref.ref(viewer)
+
+        def flush() -> None:
+            v = ref()
+            if v is not None:
+                flush_deferred(v)
+
+        after_first_frame(viewer, flush, fallback_ms=250)
+    return []
+
+
+def flush_deferred(viewer: napari.Viewer) -> None:
+    """Add the layers ``defer_layers`` held back for this viewer (idempotent)."""
+    for t in _DEFERRED.pop(id(viewer), []):
+        viewer._add_layer_from_data(*t)
 
 
 def _quarantine(path: Path) -> Path:
@@ -279,8 +306,14 @@ def _on_inserted(event: Any) -> None:
 _INSTALLED: dict[int, weakref.ref] = {}
 
 
+def mpp_notice(slide: Slide) -> str:
+    """Key of the notice that a slide lacks its pixel size (withdrawn once it is set)."""
+    return f"mpp:{slide.path}"
+
+
 def install(viewer: napari.Viewer | None) -> None:
     """Attach ROI autosave to this viewer's current and future ROI layers (idempotent)."""
+    notices.install()
     if viewer is None:
         return
     ref = _INSTALLED.get(id(viewer))
@@ -303,19 +336,23 @@ def bound_view_cache() -> None:
 
 
 def open_slide_layers(path: str | Path, mpp: float | None = None) -> list[tuple[Any, dict, str]]:
-    """The layers a slide opens as: the multiscale image and its (autosaved) ROI layer."""
+    """The layers a slide opens as: the multiscale image, its (autosaved) ROI layer and object layers."""
     bound_view_cache()
     slide = open_slide(path, mpp=mpp)
     img = slide_layer(slide)
     img[1]["metadata"]["pathomics_slide"] = slide
     if not slide.has_mpp:
         show_warning(f"{slide.path.name} does not record its pixel size: axes are in pixels. "
-                     "Set µm/px in the Slide widget.")
+                     "Set µm/px in the Slide widget.", key=mpp_notice(slide))
     objects = saved_objects(slide)
     return [img, roi_layer_data(slide, objects=objects), *object_layers(slide, objects)]
 
 
-def add_slide(viewer: napari.Viewer, path: str | Path, mpp: float | None = None) -> Image:
+def add_slide(viewer: napari.Viewer, path: str | Path, mpp: float | None = None, defer: bool = False) -> Image:
+    """Open a slide into the viewer; ``defer``: its ROI and object layers follow the first frame."""
     install(viewer)
-    added = [viewer._add_layer_from_data(*t)[0] for t in open_slide_layers(path, mpp)]
-    return added[0]
+    image, *rest = open_slide_layers(path, mpp)
+    added = viewer._add_layer_from_data(*image)[0]
+    for t in defer_layers(viewer, rest) if defer else rest:
+        viewer._add_layer_from_data(*t)
+    return added

@@ -119,6 +119,7 @@ class SlideWidget(QWidget):
         except PathomicsError as exc:
             session.report(exc)
             return
+        session.withdraw(session.mpp_notice(slide))
         self.apply_slide_units(slide)
         self.refresh()
 

@@ -18,7 +18,6 @@ import shapely
 import shapely.affinity
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
-from skimage import morphology
 
 from ..errors import AnnotationError
 
@@ -122,6 +121,8 @@ def _raster_repair(area: Area) -> Area | None:
     w = int(math.ceil((maxx - minx) * scale)) + 2
     h = int(math.ceil((maxy - miny) * scale)) + 2
     origin = (minx - 1 / scale, miny - 1 / scale)
+    from skimage import morphology  # heavy (~0.5 s): only a scribbled ROI needs it
+
     mask = even_odd_mask(_rings(area), (h, w), scale, origin)
     dust = max(16, int((max(h, w) / 100) ** 2))
     mask = morphology.remove_small_holes(morphology.remove_small_objects(mask, max_size=dust), max_size=dust)

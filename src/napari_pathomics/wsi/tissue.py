@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage import morphology
-from skimage.filters import threshold_otsu
 
 from .slide import Slide
 
@@ -141,6 +139,9 @@ def tissue_from_rgb(
     rgb: np.ndarray, mpp: float, min_saturation: float = 0.05, min_object_um2: float = 20_000.0
 ) -> np.ndarray:
     """Tissue mask of an RGB overview at ``mpp`` µm/px (pure function, for tests and tiles)."""
+    from skimage import morphology  # heavy (~0.5 s): opening a slide needs no tissue detection
+    from skimage.filters import threshold_otsu  # heavy, as above
+
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
     sat = hsv[..., 1].astype(np.float32) / 255.0
     val = hsv[..., 2].astype(np.float32) / 255.0

@@ -1,0 +1,36 @@
+"""Core objects → napari layer data tuples, with the one transform that keeps them aligned.
+
+Qt-free: returns ``(data, kwargs, layer_type)`` tuples that napari's ``Viewer._add_layer_from_data``
+or ``add_<type>(data, **kwargs)`` accept; colormaps are plain dicts napari turns into its own
+objects. Conventions (docs/architecture.md, "Coordinates"):
+
+* The slide image: level-0 pixel ``i`` is centred on world ``i·mpp`` µm (napari's convention).
+* Geometry (ROIs, tiles) is in level-0 *corner* coordinates as GeoJSON/QuPath use them, so pixel
+  ``i`` spans ``[i, i+1)``: a Shapes layer with ``scale = mpp`` and ``translate = −mpp/2`` shows
+  GeoJSON coordinates exactly over the pixels they name.
+* A grid whose cell covers ``s`` level-0 px from origin ``o`` gets ``scale = s·mpp`` and
+  ``translate = (o + (s − 1)/2)·mpp``.
+
+Submodules: ``base`` (roles, transforms, the slide image), ``rois`` (ROIs and QuPath objects),
+``results`` (class map, heatmaps, uncertainty), ``cells`` (nuclei, the tumour proposal). Names load
+lazily, so opening a slide does not import the result or nuclei code.
+"""
+
+from ..lazy import lazy_exports
+
+_BASE = ("UNITS LayerTuple ROLE SLIDE_PATH CELL_L0 ROLE_SLIDE ROLE_ROIS ROLE_ROIS_IMPORT ROLE_TISSUE ROLE_TILE_GRID "
+         "ROLE_CLASS_MAP ROLE_RISK_MAP ROLE_ROI_HOLES ROLE_QUPATH_POINTS ROLE_QUPATH_CELLS cam_role slide_scale "
+         "slide_units slide_layer grid_transform geometry_transform world_to_level0 tissue_layer tile_grid_overlay "
+         "result_meta")
+_ROIS = ("annotations_to_shapes shape_to_polygon shapes_to_annotations POINT_SIZE_UM qupath_point_layers "
+         "qupath_cell_layer roi_holes_layer")
+_RESULTS = ("HEAT_COLORMAP HEAT_LIMITS class_colormap class_map_layer risk_map_layer cam_layer result_layers "
+            "tile_readout")
+_CELLS = ("ROLE_NUCLEI_DENSITY ROLE_NC_RATIO ROLE_NUCLEI_OUTLINES ROLE_TUMOUR_PROPOSAL UNITS_KEY DENSITY_COLORMAP "
+          "NC_COLORMAP OUTLINE_MIN_ZOOM OUTLINE_MAX_SHAPES NUCLEUS_EDGE LYMPHOCYTE_EDGE nuclei_map_layer "
+          "nuclei_outlines nuclei_outline_layer proposal_layer nuclei_readout")
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    name: module for module, names in (("base", _BASE), ("rois", _ROIS), ("results", _RESULTS), ("cells", _CELLS))
+    for name in names.split()
+})
