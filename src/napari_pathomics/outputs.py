@@ -52,6 +52,8 @@ def file_kind(path: str | Path) -> str:
     """The kind of an existing file, by content first, then by name."""
     p = Path(path)
     sniffed = _sniff(p)
+    if sniffed == "zip archive" and p.suffix.lower() == ".npz":
+        return "results file"  # numpy's .npz is a zip: a rerun may replace its own results
     if sniffed is not None:
         return sniffed
     name = p.name.lower()

@@ -22,7 +22,7 @@ from _signature_sim import simulate_cox
 from _slides import small_slide
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import CohortError
-from napari_pathomics.outputs import OutputError
+from napari_pathomics.outputs import OutputError, file_kind
 from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.wsi.annotations import Annotation, write_geojson
 
@@ -107,6 +107,16 @@ def test_infer_out_never_lands_on_an_input(case, capsys, tmp_path) -> None:
     out.mkdir()
     shutil.copy(case["roi"], out / "tiles.geojson")
     _refused([*common, "--roi", out / "tiles.geojson", "--out", out], capsys, out, words="input")
+
+
+def test_a_rerun_may_replace_its_own_outputs(case, tmp_path, capsys) -> None:
+    """results.npz is a zip by content, yet a results file: rerunning into the same --out is fine."""
+    argv = ["infer", str(case["slide"]), "--bundle", str(case["bundle"]), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--quiet"]
+    assert cli_main(argv) == 0 and cli_main(argv) == 0, capsys.readouterr().err
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    assert file_kind(tmp_path / "other.npz") == "results file"
+    assert file_kind(case["root"] / "archive.zip") == "zip archive"
 
 
 # ---- score-cohort, train-signature, build-signature --------------------------------------------
