@@ -100,3 +100,9 @@ class LabelsError(PathomicsError):
     """Tile labels cannot be used as asked (none, one class only, unknown classes, another slide, off the slide)."""
 
     exit_code = 17
+
+
+class ClinicalError(SignatureError):
+    """A clinical covariate, marker or treatment column is unusable (missing, wrong type, one level, too few events, a value outside the frozen encoding)."""
+
+    exit_code = 19

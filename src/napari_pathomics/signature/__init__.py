@@ -19,4 +19,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SignatureFitter": "fit", "cox_patch_risk_weights": "fit", "validate_survival": "fit",
     "SCHEMA_VERSION": "model", "SIGNATURE_KIND": "model", "SURVIVAL_MODELS": "model", "Signature": "model",
     "SignatureScore": "model", "SurvivalModel": "model",
+    "ClinicalSpec": "clinical", "Covariate": "clinical", "parse_clinical": "clinical",
+    "fit_combined": "compare", "bootstrap_delta_c": "compare", "likelihood_ratio_test": "compare",
 })

@@ -16,7 +16,7 @@ import pandas as pd
 from ..errors import SignatureError
 from .cox import concordance
 
-__all__ = ["concordance", "time_dependent_auc", "hazard_ratio", "km_by_group", "percentile"]
+__all__ = ["concordance", "time_dependent_auc", "hazard_ratio", "km_by_group", "km_curve", "percentile"]
 
 
 def _censoring_survival(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -85,26 +85,34 @@ def km_by_group(
     time: np.ndarray, event: np.ndarray, group_high: np.ndarray, grid: Sequence[float]
 ) -> dict[str, Any]:
     """Kaplan–Meier survival (with 95 % CI) and numbers at risk per group on a time grid."""
-    from lifelines import KaplanMeierFitter  # heavy
-
     time = np.asarray(time, float)
     event = np.asarray(event, int)
     g = np.asarray(group_high).astype(bool)
     grid = np.asarray(grid, float)
     out: dict[str, Any] = {"grid": grid.tolist()}
     for name, mask in (("high", g), ("low", ~g)):
-        km = KaplanMeierFitter(label=name).fit(time[mask], event[mask])
-        ci = km.confidence_interval_survival_function_
-        out[name] = {
-            "n": int(mask.sum()),
-            "events": int(event[mask].sum()),
-            "survival": km.survival_function_at_times(grid).to_numpy(float).tolist(),
-            "ci_lower": _step_at(ci.iloc[:, 0], grid),
-            "ci_upper": _step_at(ci.iloc[:, 1], grid),
-            "at_risk": [int((time[mask] >= t).sum()) for t in grid],
-            "median_survival": _finite_or_none(km.median_survival_time_),
-        }
+        out[name] = km_curve(time[mask], event[mask], grid, label=name)
     return out
+
+
+def km_curve(time: np.ndarray, event: np.ndarray, grid: Sequence[float] | np.ndarray, label: str = "") -> dict[str, Any]:
+    """One Kaplan–Meier curve on a time grid: survival, 95 % CI, numbers at risk, median."""
+    from lifelines import KaplanMeierFitter  # heavy
+
+    time = np.asarray(time, float)
+    event = np.asarray(event, int)
+    grid = np.asarray(grid, float)
+    km = KaplanMeierFitter(label=label or "km").fit(time, event)
+    ci = km.confidence_interval_survival_function_
+    return {
+        "n": int(time.size),
+        "events": int(event.sum()),
+        "survival": km.survival_function_at_times(grid).to_numpy(float).tolist(),
+        "ci_lower": _step_at(ci.iloc[:, 0], grid),
+        "ci_upper": _step_at(ci.iloc[:, 1], grid),
+        "at_risk": [int((time >= t).sum()) for t in grid],
+        "median_survival": _finite_or_none(km.median_survival_time_),
+    }
 
 
 def _step_at(series: pd.Series, grid: np.ndarray) -> list[float]:

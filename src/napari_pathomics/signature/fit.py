@@ -20,6 +20,8 @@ import pandas as pd
 from ..errors import SignatureError
 from ..provenance import versions
 from ..units import DAYS_PER_UNIT, DEFAULT_HORIZONS
+from .clinical import ClinicalSpec, Declared, fill_imputed, parse_clinical
+from .compare import adjusted_hazard_ratios, bootstrap_delta_c, fit_combined, fit_plain_cox, likelihood_ratio_test
 from .cox import (
     DEFAULT_PENALIZERS,
     FrozenCox,
@@ -94,6 +96,8 @@ class SignatureFitter:
     time_unit: str = "days"
     cross_validate: bool = True
     min_events: int = MIN_EVENTS
+    cv_repeats: int = 1
+    n_bootstrap: int = 1000
     signature_: Signature | None = field(default=None, init=False, repr=False)
 
     def settings(self) -> dict[str, Any]:
@@ -130,38 +134,127 @@ class SignatureFitter:
         }
         return frozen, cph, log
 
-    def cross_validate_pipeline(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray) -> dict[str, Any]:
-        """Nested k-fold CV: every fold refits selection, LASSO (own inner CV) and cutoff."""
-        fid = stratified_folds(e, self.folds, self.seed + 1)
-        cs, aucs, high_oof = [], [], np.zeros(len(t), bool)
-        for k in range(self.folds):
-            tr, te = fid != k, fid == k
-            frozen, _, _ = self._fit_core(X[tr].reset_index(drop=True), t[tr], e[tr], allow_null=True)
-            r_tr, r_te = frozen.risk(X[tr]), frozen.risk(X[te])
-            cs.append(concordance(t[te], r_te, e[te]))
-            aucs.append(time_dependent_auc(t[te], e[te], r_te, self.horizons))
-            if np.ptp(r_tr) > 0:
-                cut = find_cutoff(r_tr, t[tr], e[tr], self.min_group, n_permutations=0, seed=self.seed)
-                high_oof[te] = r_te > cut.cutoff
-        td = {}
-        for h in self.horizons:
-            vals = [a[float(h)] for a in aucs if a[float(h)] is not None]
-            td[str(int(h) if float(h).is_integer() else h)] = float(np.mean(vals)) if vals else None
+    def cross_validate_pipeline(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray,
+                                C: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Nested k-fold CV: every fold refits selection, LASSO (own inner CV) and cutoff.
+
+        Without clinical columns ``C`` this is the image signature's CV (``metrics.cv``). With
+        them, the same folds also refit the clinical-only Cox and the combined model; the
+        returned dict then describes the combined (shipped) model, and :meth:`evaluate_models`
+        compares all three. Folds are repeated ``cv_repeats`` times with seeds ``seed + 1 + r``.
+        """
+        return self._cv(X, t, e, C)["cv"]
+
+    def _cv(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray, C: pd.DataFrame | None) -> dict[str, Any]:
+        XC = X if C is None else pd.concat([X, C], axis=1)
+        names = ["image"] if C is None else ["image", "clinical", "combined"]
+        final = names[-1]
+        per: dict[str, dict[str, list[Any]]] = {m: {"c": [], "auc": []} for m in names}
+        folds_out: list[dict[str, np.ndarray]] = []
+        high_oof = np.zeros(len(t), bool)
+        high_oof_img = np.zeros(len(t), bool)
+        oof_img = np.zeros(len(t))
+        seeds = [self.seed + 1 + r for r in range(max(1, self.cv_repeats))]
+        for rep, fseed in enumerate(seeds):
+            fid = stratified_folds(e, self.folds, fseed)
+            for k in range(self.folds):
+                tr, te = fid != k, fid == k
+                Xtr = X[tr].reset_index(drop=True)
+                img, _, _ = self._fit_core(Xtr, t[tr], e[tr], allow_null=True)
+                risks = {"image": (img.risk(X[tr]), img.risk(X[te]))}
+                if C is not None:
+                    Ctr = C[tr].reset_index(drop=True)
+                    clin, _ = fit_plain_cox(Ctr, t[tr], e[tr])
+                    risks["clinical"] = (clin.risk(C[tr]), clin.risk(C[te]))
+                    comb, _ = fit_combined(img, Xtr, Ctr, t[tr], e[tr])
+                    risks["combined"] = (comb.risk(XC[tr]), comb.risk(XC[te]))
+                for m in names:
+                    per[m]["c"].append(concordance(t[te], risks[m][1], e[te]))
+                    per[m]["auc"].append(time_dependent_auc(t[te], e[te], risks[m][1], self.horizons))
+                if C is not None:
+                    folds_out.append({"time": t[te], "event": e[te], "combined": risks["combined"][1],
+                                      "clinical": risks["clinical"][1], "image": risks["image"][1]})
+                if rep == 0:
+                    oof_img[te] = risks["image"][1]
+                    for m, target in ((final, high_oof), ("image", high_oof_img)):
+                        r_tr, r_te = risks[m]
+                        if np.ptp(r_tr) > 0:
+                            cut = find_cutoff(r_tr, t[tr], e[tr], self.min_group, n_permutations=0, seed=self.seed)
+                            target[te] = r_te > cut.cutoff
+        models = {m: _model_cv(per[m]["c"], per[m]["auc"], self.horizons) for m in names}
         try:
             hr = hazard_ratio(high_oof, t, e)
         except SignatureError:
             hr = None
-        return {
-            "c_index_mean": float(np.mean(cs)),
-            "c_index_sd": float(np.std(cs, ddof=1)) if len(cs) > 1 else 0.0,
-            "c_index_per_fold": [float(c) for c in cs],
-            "td_auc_mean": td,
+        cv = {
+            "c_index_mean": models[final]["cv_c_index"],
+            "c_index_sd": models[final]["cv_c_index_sd"],
+            "c_index_per_fold": models[final]["c_index_per_fold"],
+            "td_auc_mean": models[final]["td_auc"],
             "hazard_ratio_out_of_fold": hr,
             "folds": self.folds,
             "fold_seed": self.seed + 1,
             "note": "whole pipeline (filter, screen, LASSO with inner CV, cutoff) refitted in each fold; "
             "out-of-fold groups use the cutoff chosen on the training folds",
         }
+        if self.cv_repeats > 1:
+            cv["repeats"] = self.cv_repeats
+            cv["note"] += f"; C-index over {self.folds} folds x {self.cv_repeats} repeats, out-of-fold HR from the first"
+        if C is not None:
+            cv["model"] = "combined"
+        return {"cv": cv, "models": models, "folds": folds_out, "oof_image": oof_img,
+                "high_oof_image": high_oof_img, "high_oof": high_oof, "seeds": seeds}
+
+    def evaluate_models(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray, C: pd.DataFrame | None,
+                        rows: dict[str, Any] | None = None, cv_run: dict[str, Any] | None = None,
+                        clinical_label: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(metrics.cv, evaluation)``: image-only, clinical-only and combined, refitted in every fold.
+
+        ``evaluation.models.<m>.cv_c_index`` (and ``_sd``) are the nested-CV C-indices; with
+        clinical columns also the increment of combined over clinical-only (delta C with a
+        bootstrap CI; a likelihood-ratio test of the out-of-fold pathomics score added to the
+        covariates) and the pathomics score's and group's hazard ratios adjusted for them.
+        """
+        run = cv_run or self._cv(X, t, e, C)
+        inputs = {"image": list(X.columns), "clinical": [] if C is None else list(C.columns)}
+        models = run["models"]
+        models["image"].update(inputs=inputs["image"], description="pathomics (image features) only")
+        evaluation: dict[str, Any] = {
+            "design": {"folds": self.folds, "repeats": max(1, self.cv_repeats), "fold_seeds": run["seeds"],
+                       "note": "nested CV: in every fold the image pipeline (filter, screen, LASSO with inner CV), "
+                               "the clinical Cox and the combined Cox are refitted on the training folds only; "
+                               "sd = standard deviation over all test folds"},
+            "rows": rows or {"total": int(len(t)), "used": int(len(t)), "excluded": {}, "n_excluded": 0},
+            "models": models,
+        }
+        if C is None:
+            return run["cv"], evaluation
+        models["clinical"].update(inputs=inputs["clinical"], description=f"clinical covariates only ({clinical_label})")
+        models["combined"].update(inputs=inputs["image"] + inputs["clinical"],
+                                  description="pathomics score + clinical covariates (Cox)")
+        folds = run["folds"]
+        boot = bootstrap_delta_c([{"time": f["time"], "event": f["event"], "a": f["combined"], "b": f["clinical"]}
+                                  for f in folds], self.n_bootstrap, self.seed, labels=("combined", "clinical"))
+        boot_img = bootstrap_delta_c([{"time": f["time"], "event": f["event"], "a": f["combined"], "b": f["image"]}
+                                      for f in folds], self.n_bootstrap, self.seed, labels=("combined", "image"))
+        oof = run["oof_image"]
+        score = pd.DataFrame({"pathomics_score": oof})
+        lrt = (likelihood_ratio_test(t, e, C, score) if np.ptp(oof) > 0 else
+               {"chi2": 0.0, "df": 1, "p": 1.0, "note": "the image model selected nothing in any fold"})
+        lrt["on"] = "out-of-fold pathomics score (first CV repeat) added to a Cox model of the clinical covariates"
+        evaluation["increment"] = {
+            "combined_minus_clinical": {**boot, "likelihood_ratio_test": lrt},
+            "combined_minus_image": boot_img,
+        }
+        adj = {"source": "out-of-fold pathomics score and group (first CV repeat), multivariable Cox with the "
+                         "clinical covariates on all rows"}
+        if np.ptp(oof) > 0:
+            try:
+                adj.update(adjusted_hazard_ratios(t, e, oof, run["high_oof_image"], C))
+            except SignatureError as exc:
+                adj["error"] = str(exc)
+        evaluation["adjusted_hazard_ratio"] = adj
+        return run["cv"], evaluation
 
     # ---------------------------------------------------------------- fit
     def fit(
@@ -175,24 +268,56 @@ class SignatureFitter:
         name: str = "pathomics-signature",
         description: str = "",
         provenance: dict[str, Any] | None = None,
+        clinical: str | Sequence[Declared] | None = None,
+        clinical_missing: str = "refuse",
+        cancer_type: str = "",
     ) -> Signature:
-        """Fit, evaluate and freeze the signature; returns it (also as ``signature_``)."""
+        """Fit, evaluate and freeze the signature; returns it (also as ``signature_``).
+
+        With ``clinical`` covariates (``"COL:TYPE,..."`` or :class:`Declared` items) the frozen
+        model is the combined one (pathomics score + covariates), fitted on the rows the
+        missing-value rule keeps (recorded in ``clinical.missing`` and ``evaluation.rows``), and
+        the evaluation compares image-only, clinical-only and combined models in the same folds.
+        """
         if self.time_unit not in DAYS_PER_UNIT:
             raise SignatureError(f"unknown time unit {self.time_unit!r}; choose one of {list(DAYS_PER_UNIT)}")
         if self.folds < 2:
             raise SignatureError("need at least 2 folds")
         t0 = _time.perf_counter()
+        declared = parse_clinical(clinical) if isinstance(clinical, str) else list(clinical or [])
+        clin_spec: ClinicalSpec | None = None
+        rows: dict[str, Any] | None = None
+        if declared:
+            clin_spec, used = ClinicalSpec.fit(table, declared, clinical_missing, id_col)
+            if clinical_missing == "impute":
+                table = fill_imputed(table, clin_spec)
+            table = table.loc[used].reset_index(drop=True)
+            rows = dict(clin_spec.rows)
         X, t, e = validate_survival(table, duration_col, event_col, features, self.min_events)
         if len(t) < 4 * self.folds:
             raise SignatureError(f"only {len(t)} patients; too few for {self.folds}-fold CV")
+        C = clin_spec.encode_table(table.reset_index(drop=True), id_col) if clin_spec is not None else None
         frozen, cph, log = self._fit_core(X, t, e)
-        risk = frozen.risk(X)
+        XC = X
+        if C is not None:
+            image_frozen = frozen
+            frozen, log["combined"] = fit_combined(image_frozen, X, C, t, e)
+            XC = pd.concat([X, C], axis=1)
+        risk = frozen.risk(XC)
         cut = find_cutoff(risk, t, e, self.min_group, self.n_permutations, self.seed)
         high = risk > cut.cutoff
         hr = hazard_ratio(high, t, e)
         grid = np.linspace(0.0, float(np.quantile(t, 0.95)), 41)
         km = km_by_group(t, e, high, grid)
-        cv = self.cross_validate_pipeline(X, t, e) if self.cross_validate else None
+        cv, evaluation = (self.evaluate_models(X, t, e, C, rows, clinical_label=clin_spec.describe() if clin_spec else "")
+                          if self.cross_validate else (None, None))
+        if evaluation is not None and C is not None:
+            s_img = image_frozen.risk(X)
+            if np.ptp(s_img) > 0:
+                cut_img = find_cutoff(s_img, t, e, self.min_group, 0, self.seed)
+                evaluation["adjusted_hazard_ratio"]["apparent"] = {
+                    "note": "pathomics score and group of the image model fitted on all rows (optimistic)",
+                    **adjusted_hazard_ratios(t, e, s_img, s_img > cut_img.cutoff, C)}
         spec = feature_spec or FeatureSpec(classes=["_"], tme_stats=[], mil=False, source="table")
         sig_json: dict[str, Any] = {
             "kind": SIGNATURE_KIND,
@@ -204,6 +329,8 @@ class SignatureFitter:
             "features": list(frozen.covariates),
             "feature_spec": spec.to_json() if feature_spec is not None else None,
             "cox": frozen.to_json(),
+            "clinical": clin_spec.to_json() if clin_spec is not None else None,
+            "cancer_type": cancer_type,
             "cutoff": cut.to_json(),
             "patch_risk_weights": cox_patch_risk_weights(frozen)["weights"],
             "patch_risk": {k: v for k, v in cox_patch_risk_weights(frozen).items() if k != "weights"},
@@ -221,6 +348,7 @@ class SignatureFitter:
                 "hazard_ratio_note": "apparent: cutoff chosen on the same patients (optimistic); "
                 "see metrics.cv.hazard_ratio_out_of_fold for the honest estimate",
             },
+            "evaluation": evaluation,
             "selection": log,
             "training": {
                 "settings": self.settings(),
@@ -228,13 +356,28 @@ class SignatureFitter:
                 "event_col": event_col,
                 "id_col": id_col,
                 "input_features": list(features),
+                "clinical": [d.__dict__ | {"levels": list(d.levels)} for d in declared] or None,
+                "clinical_missing": clinical_missing if declared else None,
                 "versions": versions(),
                 **(provenance or {}),
             },
         }
+        for key in ("clinical", "cancer_type", "evaluation"):
+            if not sig_json[key]:
+                sig_json.pop(key)
         sig_json["training"]["fit_seconds"] = round(_time.perf_counter() - t0, 2)
         self.signature_ = Signature.from_json(sig_json)
         return self.signature_
+
+
+def _model_cv(cs: list[float], aucs: list[dict[float, float | None]], horizons: Sequence[float]) -> dict[str, Any]:
+    """Mean and sd of a model's test-fold C-indices, and its mean time-dependent AUC per horizon."""
+    td = {}
+    for h in horizons:
+        vals = [a[float(h)] for a in aucs if a[float(h)] is not None]
+        td[str(int(h) if float(h).is_integer() else h)] = float(np.mean(vals)) if vals else None
+    return {"cv_c_index": float(np.mean(cs)), "cv_c_index_sd": float(np.std(cs, ddof=1)) if len(cs) > 1 else 0.0,
+            "c_index_per_fold": [float(c) for c in cs], "td_auc": td}
 
 
 def cox_patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:

@@ -22,7 +22,8 @@ import numpy as np
 from jsonschema import Draft202012Validator
 
 from ..atomic import atomic_write_text
-from ..errors import SignatureError
+from ..errors import ClinicalError, SignatureError
+from .clinical import ClinicalSpec
 from .cox import FrozenCox
 from .evaluate import percentile
 from .features import FeatureSpec
@@ -183,6 +184,12 @@ class Signature:
             raise SignatureError("malformed signature: 'features' differ from the Cox covariates")
         spec = self._data.get("feature_spec")
         self._spec = FeatureSpec.from_json(spec) if spec else None
+        clin = self._data.get("clinical")
+        self._clinical = ClinicalSpec.from_json(clin) if clin else None
+        if self._clinical is not None:
+            absent = [c for c in self._clinical.columns if c not in self.cox.covariates]
+            if absent:
+                raise SignatureError(f"malformed signature: clinical columns {absent} are not Cox covariates")
 
     # --------------------------------------------------------------- I/O
     @classmethod
@@ -207,6 +214,27 @@ class Signature:
     def feature_spec(self) -> FeatureSpec | None:
         """How to compute the features from tile results (``None`` for table-only signatures)."""
         return self._spec
+
+    @property
+    def clinical(self) -> ClinicalSpec | None:
+        """The frozen clinical covariates (``None`` for a pathomics-only signature)."""
+        return self._clinical
+
+    @property
+    def image_features(self) -> list[str]:
+        """The features computed from tiles (every covariate that is not a clinical column)."""
+        clin = set(self._clinical.columns) if self._clinical is not None else set()
+        return [c for c in self.features if c not in clin]
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The nested-CV comparison (``models.{image,clinical,combined}``...); empty when not run."""
+        return copy.deepcopy(self._data.get("evaluation") or {})
+
+    @property
+    def cancer_type(self) -> str:
+        """The cancer type the signature was derived from ('' when the file does not say)."""
+        return str(self._data.get("cancer_type") or "")
 
     @property
     def coefficients(self) -> dict[str, float]:
@@ -262,7 +290,22 @@ class Signature:
             "n": self._data["reference"].get("n"),
             "n_events": self._data["reference"].get("n_events"),
             "time_unit": self.time_unit,
+            **({"clinical": self._clinical.names} if self._clinical is not None else {}),
+            **({"evaluation": copy.deepcopy(self._data["evaluation"])} if self._data.get("evaluation") else {}),
+            **({"cancer_type": self.cancer_type} if self.cancer_type else {}),
         }
+
+    def _with_clinical(self, features: Mapping[str, float], clinical: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Image features plus the encoded clinical values (ClinicalError names a bad one)."""
+        out = dict(features)
+        if self._clinical is not None:
+            if clinical is None:
+                if all(c in out for c in self._clinical.columns):
+                    return out  # already encoded (e.g. a table row)
+                raise ClinicalError(f"signature {self.name!r} needs clinical values for "
+                                    f"{', '.join(self._clinical.names)}")
+            out.update(self._clinical.encode(clinical))
+        return out
 
     # ------------------------------------------------------------ scoring
     def risk(self, features: Mapping[str, float]) -> float:
@@ -286,8 +329,13 @@ class Signature:
         """S(t | risk) at ``times`` (in the signature's time unit)."""
         return self.cox.survival(risk, times)[:, 0]
 
-    def score(self, features: Mapping[str, float]) -> SignatureScore:
-        """Risk, percentile in the reference cohort, group, survival at horizons and curve."""
+    def score(self, features: Mapping[str, float], clinical: Mapping[str, Any] | None = None) -> SignatureScore:
+        """Risk, percentile in the reference cohort, group, survival at horizons and curve.
+
+        A signature with clinical covariates also needs the patient's raw ``clinical`` values
+        (``{"cleanstage": 3, ...}``), encoded with the frozen encoding.
+        """
+        features = self._with_clinical(features, clinical)
         r = self.risk(features)
         grid = np.asarray(self._data["reference"]["km"]["grid"], float)
         s_h = self.survival(r, self.horizons) if self.horizons else np.array([])
@@ -303,11 +351,11 @@ class Signature:
             features={c: float(features[c]) for c in self.features},
         )
 
-    def score_tiles(self, patient: Any) -> SignatureScore:
+    def score_tiles(self, patient: Any, clinical: Mapping[str, Any] | None = None) -> SignatureScore:
         """Compute features from tile results with the stored spec, then :meth:`score`."""
         if self._spec is None:
             raise SignatureError("this signature has no feature spec; pass features to score()")
-        return self.score(self._spec.transform(patient))
+        return self.score(self._spec.transform(patient), clinical)
 
     def __repr__(self) -> str:
         return f"Signature(name={self.name!r}, features={self.features}, cutoff={self._cutoff:.4g})"
