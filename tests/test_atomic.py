@@ -76,7 +76,7 @@ def _check(kind: str, path: Path) -> None:
 def test_sigkill_mid_save_leaves_old_or_new_file(tmp_path, kind):
     rng = random.Random(kind)
     target = {"rois": tmp_path / "case.svs", "results": tmp_path / "r.npz", "report": tmp_path / "report.html"}[kind]
-    saved = tmp_path / "case.rois.geojson" if kind == "rois" else target
+    saved = tmp_path / "case.svs.rois.geojson" if kind == "rois" else target  # roi_store.sidecar_path
     code = "import sys\nfrom pathlib import Path\n" + WRITERS[kind]
     for _ in range(8):
         child = subprocess.Popen([sys.executable, "-c", code, str(target)])

@@ -57,8 +57,10 @@ def atomic_write_set(folder: str | Path, files: Mapping[str, bytes], keep_previo
     """Write several files that belong together: all or (on a full disk, a crash mid-write) none.
 
     Every file is first written whole to a hidden temp file beside its target; only when all of
-    them are on disk are they renamed into place (renames need no space). With ``keep_previous``
-    the files replaced are kept as ``.<name>.previous``, so the previous set stays recoverable.
+    them are on disk are they renamed into place (renames need no space). Each target is first
+    hard-linked to a backup (it never disappears), so a rename that fails half-way through the
+    set puts the previous files back. With ``keep_previous`` the files replaced stay as
+    ``.<name>.previous``, so the previous set remains recoverable after a crash too.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,26 +80,74 @@ def atomic_write_set(folder: str | Path, files: Mapping[str, bytes], keep_previo
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)
         raise
-    out = []
-    for name, tmp in temps:
-        target = folder / name
-        if keep_previous and target.is_file():
-            os.replace(target, target.with_name(f".{target.name}.previous"))
-        os.replace(tmp, target)
-        out.append(target)
+    out: list[Path] = []
+    backups: dict[Path, Path | None] = {}  # target -> its backup (None: no backup to restore)
+    existed: set[Path] = set()
+    try:
+        for name, tmp in temps:
+            target = folder / name
+            if target.is_file():
+                existed.add(target)
+            backups[target] = _link_backup(target, "previous" if keep_previous else "rollback")
+            os.replace(tmp, target)
+            out.append(target)
+    except BaseException:
+        for target in out:  # undo the renames that were done: the previous set, whole
+            backup = backups[target]
+            try:
+                if backup is not None:
+                    os.replace(backup, target)
+                elif target not in existed:
+                    target.unlink(missing_ok=True)
+            except OSError:
+                pass
+        for target, backup in backups.items():
+            if backup is not None and target not in out and not keep_previous:
+                backup.unlink(missing_ok=True)
+        for _, tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    if not keep_previous:
+        for backup in backups.values():
+            if backup is not None:
+                backup.unlink(missing_ok=True)
     _fsync_dir(folder)
     return out
+
+
+def _link_backup(target: Path, tag: str) -> Path | None:
+    """A hard link ``.<name>.<tag>`` to the current ``target``; None if there is none or links are unsupported."""
+    if not target.is_file():
+        return None
+    backup = target.with_name(f".{target.name}.{tag}")
+    tmp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:  # no hard links on this file system (FAT, some shares): this file cannot be rolled back
+        return None
+    try:
+        os.replace(tmp, backup)
+    finally:
+        tmp.unlink(missing_ok=True)  # left when backup already was this very file (rename does nothing then)
+    return backup
 
 
 def replace_dir(tmp: str | Path, out: str | Path) -> Path:
     """Put a finished folder ``tmp`` at ``out`` in one rename; a previous ``out`` is kept as ``.<out>.previous``."""
     tmp, out = Path(tmp), Path(out)
     backup = out.with_name(f".{out.name}.previous")
-    if out.exists():
+    moved = out.exists()
+    if moved:
         if backup.exists():
             shutil.rmtree(backup)
         os.replace(out, backup)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if moved:  # the previous folder goes back where it was
+            os.replace(backup, out)
+        raise
     _fsync_dir(out.parent)
     return out
 
