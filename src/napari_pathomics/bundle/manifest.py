@@ -223,6 +223,11 @@ class Bundle:
         return [c["color"] for c in self._model["classes"]]
 
     @property
+    def class_descriptions(self) -> dict[str, str]:
+        """Class name → its full name for legends (the name itself where the bundle gives none)."""
+        return {c["name"]: str(c.get("description") or c["name"]) for c in self._model["classes"]}
+
+    @property
     def model_args(self) -> dict:
         """Extra timm ``create_model`` arguments of the architecture (e.g. an image size); usually empty."""
         return copy.deepcopy(self._model.get("model_args") or {})

@@ -24,8 +24,10 @@ _BASE = ("UNITS LayerTuple ROLE SLIDE_PATH CELL_L0 ROLE_SLIDE ROLE_ROIS ROLE_ROI
          "result_meta")
 _ROIS = ("annotations_to_shapes shape_to_polygon shapes_to_annotations POINT_SIZE_UM qupath_point_layers "
          "qupath_cell_layer roi_holes_layer")
-_RESULTS = ("HEAT_COLORMAP HEAT_LIMITS class_colormap class_map_layer risk_map_layer cam_layer result_layers "
-            "tile_readout")
+_RESULTS = ("Display ROLE_UNCERTAINTY ROLE_LOW_CONFIDENCE VIEW_KEY COLORBAR_KEY SCALE_KEY VIEW_CLASSES VIEW_RISK "
+            "VIEW_UNCERTAINTY VIEW_NONE CAM_SCALES view_key views class_colors class_colormap class_map_layer "
+            "top_probability low_confidence_tiles low_confidence_layer class_legend risk_map_layer cam_values "
+            "cam_layer uncertainty_layer result_layers tile_readout")
 _CELLS = ("ROLE_NUCLEI_DENSITY ROLE_NC_RATIO ROLE_NUCLEI_OUTLINES ROLE_TUMOUR_PROPOSAL UNITS_KEY DENSITY_COLORMAP "
           "NC_COLORMAP OUTLINE_MIN_ZOOM OUTLINE_MAX_SHAPES NUCLEUS_EDGE LYMPHOCYTE_EDGE nuclei_map_layer "
           "nuclei_outlines nuclei_outline_layer proposal_layer nuclei_readout")

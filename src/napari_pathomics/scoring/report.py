@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..bundle import Bundle
+from ..colormaps import class_palette, mpl_colormap, robust_limits
 from ..errors import SignatureError
 from ..outputs import OutputError, check_output
 from ..provenance import now_iso
@@ -56,7 +57,6 @@ def report_targets(html_path: str | Path | None, json_path: str | Path | None,
         check_output(json_p, "JSON", inputs)
     return html_p, json_p
 
-RISK_CMAP = "RdYlBu_r"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,16 +107,19 @@ def slide_overview_png(slide: Slide, results: TileResults | None, rois: Sequence
         s = float(results.tile_size_l0)
         ext = (0, results.n_cols * s, results.n_rows * s, 0)
         cmap = results.class_map()
-        lut = np.array([to_rgba(c, alpha=0.6) for c in results.class_colors] + [(0, 0, 0, 0)], dtype=float)
+        colors = class_palette(list(results.class_names), list(results.class_colors))  # as the viewer draws them
+        lut = np.array([to_rgba(c, alpha=0.6) for c in colors] + [(0, 0, 0, 0)], dtype=float)
         rgba = lut[np.where(cmap >= 0, cmap, len(results.class_colors))]
         axes[1].imshow(rgba, extent=ext, interpolation="nearest")
         present = sorted({int(k) for k in np.unique(cmap) if k >= 0})
         if present:
-            handles = [Patch(facecolor=results.class_colors[k], edgecolor="#333", label=results.class_names[k])
+            handles = [Patch(facecolor=colors[k], edgecolor="#333", label=results.class_names[k])
                        for k in present]
             axes[1].legend(handles=handles, fontsize=6, loc="upper right", framealpha=0.8, ncol=1)
-        risk = np.ma.masked_invalid(results.risk_map())
-        im = axes[2].imshow(risk, extent=ext, interpolation="nearest", cmap=RISK_CMAP, vmin=0, vmax=1, alpha=0.7)
+        risk_map = results.risk_map()
+        lo, hi = robust_limits(risk_map)  # the viewer's scale and colours for the same slide
+        im = axes[2].imshow(np.ma.masked_invalid(risk_map), extent=ext, interpolation="nearest",
+                            cmap=mpl_colormap("risk"), vmin=lo, vmax=hi, alpha=0.85)
         cb = fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02)
         cb.ax.tick_params(labelsize=7)
         cb.set_label("patch risk", fontsize=7)

@@ -1,7 +1,8 @@
 """The "Analyze" dock: run a model bundle over ROI ∩ tissue off the UI thread, with progress/cancel.
 
 Layers fill in as batches finish; cached results of the same slide × bundle × grid show at
-once and an interrupted run resumes.
+once and an interrupted run resumes. The "Show" box picks the one map drawn over the slide
+(Alt+1…Alt+6 too), where it starts, how it is rendered, and explains the classes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 
 import napari
 from napari.qt.threading import thread_worker
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -23,15 +26,17 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSlider,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..bundle import Bundle
+from ..colormaps import PALETTES, class_palette
 from ..errors import PathomicsError
 from ..inference.engine import InferenceRun
-from ..layers import tile_readout
+from ..layers import CAM_SCALES, SCALE_KEY, VIEW_KEY, class_legend, views
 from ..resources import DEFAULT_BUNDLE
 from ..results import TileResults
 from ..scoring.engines import load_bundle, shared_engine
@@ -40,7 +45,7 @@ from ..wsi.tiling import plan_for_bundle
 from . import session
 from .cells_panel import CellsPanel
 from .controls import action_row
-from .result_layers import show_results
+from .result_layers import display_of, readout, redraw, select_shown, show_results
 from .roi_widget import current_rois, current_tissue
 
 
@@ -91,8 +96,10 @@ class AnalyzeWidget(QWidget):
 
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
             layout, ("Run", self.run), ("Cancel", self.cancel))
+        layout.addWidget(self._show_box())
         self.legend = QLabel("")
         self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.legend)
         self.hover = QLabel("")
         self.hover.setWordWrap(True)
@@ -130,8 +137,7 @@ class AnalyzeWidget(QWidget):
             self.cam_class.setCurrentText("TUM")
         self.bundle_info.setText(f"{b.name}: {b.manifest['model']['architecture']}, {len(b.class_names)} classes, "
                                  f"{b.tile_um:g} µm tiles at {b.mpp:g} µm/px")
-        self.legend.setText("  ".join(f"<span style='color:{c}'>■</span> {n}"
-                                      for n, c in zip(b.class_names, b.class_colors)))
+        self._update_legend()
 
     def cam_names(self) -> tuple[str, ...]:
         names = []
@@ -200,7 +206,7 @@ class AnalyzeWidget(QWidget):
         self.progress.setValue(int(100 * update.fraction))
         now = time.monotonic()
         if update.done == update.total or now - self._last_draw > 0.5 or update.from_cache:
-            show_results(self.viewer, slide, results)
+            self._show(slide, results)
             self._last_draw = now
         self.status.setText(f"{update.done}/{update.total} tiles" + (" (from cache)" if update.from_cache else ""))
 
@@ -212,7 +218,7 @@ class AnalyzeWidget(QWidget):
             return
         res = run.results
         self.results[str(slide.path)] = res
-        show_results(self.viewer, slide, res)
+        self._show(slide, res)
         c = res.counts()
         state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
         self.status.setText(f"{state}: " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
@@ -222,10 +228,158 @@ class AnalyzeWidget(QWidget):
         slide = session.slide_of(session.active_slide_layer(viewer))
         if slide is None or not slide.has_mpp:
             return
-        res = self.results.get(str(slide.path))
-        if res is None:
-            return
-        text = tile_readout(res, slide, tuple(viewer.cursor.position[-2:]))
+        text = readout(viewer, slide, tuple(viewer.cursor.position[-2:]))
         self.hover.setText(text)
-        if text:
-            viewer.status = text
+
+    # ------------------------------------------------------------------ show
+    def _show_box(self) -> QGroupBox:
+        box = QGroupBox("Show")
+        form = QFormLayout(box)
+        self.view = QComboBox()
+        self.view.setToolTip("the one map drawn over the slide (Alt+1 … Alt+6)")
+        self.view.currentIndexChanged.connect(self._on_view)
+        form.addRow("map", self.view)
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 100)
+        self.threshold.setToolTip("values below this are not drawn (the slide shows through)")
+        self.threshold.valueChanged.connect(self._on_threshold)
+        self.threshold_label = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(self.threshold)
+        row.addWidget(self.threshold_label)
+        form.addRow("from", row)
+        self.smooth = QComboBox()
+        self.smooth.addItems(["nearest (tiles)", "smooth (bilinear)"])
+        self.smooth.currentIndexChanged.connect(self._on_display)
+        form.addRow("rendering", self.smooth)
+        self.cam_scale = QComboBox()
+        self.cam_scale.addItems([f"per {s}" for s in CAM_SCALES])
+        self.cam_scale.setToolTip("per slide: comparable between tiles; per tile: each tile's maximum = 1")
+        self.cam_scale.currentIndexChanged.connect(self._on_display)
+        form.addRow("CAM scale", self.cam_scale)
+        self.palette = QComboBox()
+        self.palette.addItems(list(PALETTES))
+        self.palette.currentIndexChanged.connect(self._on_display)
+        form.addRow("class colours", self.palette)
+        self.low_conf = QDoubleSpinBox()
+        self.low_conf.setRange(0.0, 1.0)
+        self.low_conf.setSingleStep(0.05)
+        self.low_conf.setValue(display_of(self.viewer).low_confidence)
+        self.low_conf.setToolTip("tiles whose top-class probability is below this are hatched on the class map")
+        self.low_conf.valueChanged.connect(self._on_display)
+        form.addRow("hatch below", self.low_conf)
+        for i in range(6):
+            self.viewer.bind_key(f"Alt-{i + 1}", lambda _v, i=i: self._select(i), overwrite=True)
+        return box
+
+    def _views(self) -> list[tuple[str, str]]:
+        res = next(iter(self.results.values()), None)
+        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        res = self.results.get(str(slide.path), res) if slide is not None else res
+        return views(res) if res is not None else []
+
+    def _fill_views(self) -> None:
+        items = self._views()
+        keys = [k for k, _ in items]
+        if keys == [self.view.itemData(i) for i in range(self.view.count())]:
+            return
+        self.view.blockSignals(True)
+        self.view.clear()
+        for key, title in items:
+            self.view.addItem(title, key)
+        shown = display_of(self.viewer).shown
+        self.view.setCurrentIndex(keys.index(shown) if shown in keys else 0)
+        self.view.blockSignals(False)
+
+    def _select(self, index: int) -> None:
+        if 0 <= index < self.view.count():
+            self.view.setCurrentIndex(index)
+
+    def show_view(self, key: str) -> None:
+        """Show the map ``key`` (a ``layers.views`` key) alone over the slide."""
+        i = self.view.findData(key)
+        if i >= 0:
+            self.view.setCurrentIndex(i)
+
+    def _on_view(self, _index: int = 0) -> None:
+        key = self.view.currentData()
+        if key:
+            display_of(self.viewer).shown = key
+            redraw(self.viewer)
+            slide = session.slide_of(session.active_slide_layer(self.viewer))
+            if slide is not None:
+                select_shown(self.viewer, slide)
+            self._sync_threshold()
+
+    def _shown_scale(self) -> dict[str, Any] | None:
+        key = display_of(self.viewer).shown
+        for ly in self.viewer.layers:
+            if ly.metadata.get(VIEW_KEY) == key and SCALE_KEY in ly.metadata:
+                return ly.metadata[SCALE_KEY]
+        return None
+
+    def _sync_threshold(self) -> None:
+        scale = self._shown_scale()
+        self.threshold.setEnabled(scale is not None)
+        if scale is None:
+            self.threshold_label.setText("")
+            return
+        lo, hi = scale["limits"]
+        t = scale["threshold"]
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(int(round(100 * (t - lo) / (hi - lo))) if hi > lo else 0)
+        self.threshold.blockSignals(False)
+        self.threshold_label.setText(f"{t:.3g}")
+
+    def _on_threshold(self, value: int) -> None:
+        scale = self._shown_scale()
+        if scale is None:
+            return
+        lo, hi = scale["limits"]
+        display = display_of(self.viewer)
+        display.thresholds[display.shown] = lo + (hi - lo) * value / 100.0
+        redraw(self.viewer)
+        self.threshold_label.setText(f"{display.thresholds[display.shown]:.3g}")
+
+    def _on_display(self, *_: Any) -> None:
+        display = display_of(self.viewer)
+        display.smooth = self.smooth.currentIndex() == 1
+        display.cam_scale = CAM_SCALES[self.cam_scale.currentIndex()]
+        display.palette = PALETTES[self.palette.currentIndex()]
+        display.low_confidence = float(self.low_conf.value())
+        redraw(self.viewer)
+        self._sync_threshold()
+        self._update_legend()
+
+    def _descriptions(self) -> dict[str, str]:
+        b = self.bundle()
+        return b.class_descriptions if b is not None else {}
+
+    def _show(self, slide: Slide, results: TileResults) -> None:
+        show_results(self.viewer, slide, results, self._descriptions())
+        self._fill_views()
+        self._sync_threshold()
+        self._update_legend(results)
+
+    def _update_legend(self, results: TileResults | None = None) -> None:
+        """Every class with its colour and full name; with results, its share of the classified tiles."""
+        if results is None:
+            slide = session.slide_of(session.active_slide_layer(self.viewer))
+            results = self.results.get(str(slide.path)) if slide is not None else None
+        if results is None:
+            b = self.bundle()
+            if b is None:
+                self.legend.setText("")
+                return
+            colors = class_palette(b.class_names, b.class_colors, display_of(self.viewer).palette)
+            rows = [{"name": n, "title": b.class_descriptions.get(n, n), "color": c, "share": None}
+                    for n, c in zip(b.class_names, colors)]
+        else:
+            rows = class_legend(results, self._descriptions(), display_of(self.viewer))
+        cells = []
+        for r in rows:
+            share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"
+            cells.append(f"<tr><td style='color:{r['color']};font-size:15px'>■</td><td><b>{r['name']}</b></td>"
+                         f"<td>{r['title']}</td><td align='right'>{share}</td></tr>")
+        head = "<i>share of classified tiles</i>" if results is not None else ""
+        self.legend.setText(f"<table cellspacing='2'>{''.join(cells)}</table>{head}")

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -85,7 +86,7 @@ class SlideWidget(QWidget):
         layout.addWidget(self.mpp_note)
 
         self.images_box = QGroupBox("Associated images")
-        self.images_row = QHBoxLayout(self.images_box)
+        self.images_row = QGridLayout(self.images_box)  # two a row: the dock stays narrow
         layout.addWidget(self.images_box)
         layout.addStretch(1)
 
@@ -175,7 +176,7 @@ class SlideWidget(QWidget):
         self.fields["objective"].setText(f"{info['objective_power']:g}×" if info["objective_power"] else "unknown")
         for name in slide.associated_image_names:
             try:
-                pm = _pixmap(slide.associated_image(name))
+                pm = _pixmap(slide.associated_image(name), side=130)
             except PathomicsError:
                 continue
             col = QVBoxLayout()
@@ -185,4 +186,5 @@ class SlideWidget(QWidget):
             col.addWidget(img)
             col.addWidget(QLabel(name))
             holder.setLayout(col)
-            self.images_row.addWidget(holder)
+            n = self.images_row.count()
+            self.images_row.addWidget(holder, n // 2, n % 2)

@@ -15,6 +15,8 @@ from qtpy.QtWidgets import QApplication, QScrollArea, QWidget
 
 #: Right-hand docks take this share of the screen's width, within these bounds (px).
 DOCK_SHARE, DOCK_MIN_PX, DOCK_MAX_PX = 0.2, 330, 400
+#: napari's layer controls and list (left) are kept to this width (px).
+LEFT_DOCK_PX = 300
 #: When the window manager cannot maximise (e.g. a bare X server), the window takes this share of the screen.
 SCREEN_SHARE = 0.95
 
@@ -38,6 +40,10 @@ def fit_to_screen(viewer: napari.Viewer) -> None:
     win.resize(int(w * SCREEN_SHARE), int(h * SCREEN_SHARE))
     win.move(int(w * (1 - SCREEN_SHARE) / 2), int(h * (1 - SCREEN_SHARE) / 2))
     win.showMaximized()
+    qt_viewer = viewer.window._qt_viewer
+    for dock in (getattr(qt_viewer, "dockLayerControls", None), getattr(qt_viewer, "dockLayerList", None)):
+        if dock is not None:
+            dock.setMaximumWidth(LEFT_DOCK_PX)
 
 
 def show_scale_bar(viewer: napari.Viewer) -> None:
@@ -69,6 +75,7 @@ def add_right_docks(viewer: napari.Viewer, widgets: dict[str, QWidget], front: s
     if front in docks:
         docks[front].show()
         docks[front].raise_()
+        viewer.window._qt_window.resizeDocks([docks[front]], [width], Qt.Orientation.Horizontal)
     return docks
 
 

@@ -1,0 +1,134 @@
+"""The colours a pathologist reads maps in, one definition for the viewer and the report.
+
+Continuous maps are perceptual matplotlib colormaps sampled into control points, so napari and
+matplotlib draw the same colours; values below a threshold (and cells without a tile) are
+transparent so the slide shows through. Class palettes are chosen to stand apart from the pinks
+and purples of H&E (eosin, haematoxylin); one is safe for colour-blind readers (Okabe & Ito 2008).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from .colors import hex_to_rgb
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """A continuous map: the matplotlib colormap, the part of it used, and what its values mean."""
+
+    cmap: str
+    title: str
+    units: str
+    start: float = 0.0  # the part of the colormap below this is skipped (too close to H&E or to white)
+
+
+#: Continuous result maps (patch risk, the activation maps, uncertainty).
+MAPS: dict[str, MapSpec] = {
+    "risk": MapSpec("cividis", "patch risk", "0–1, share of high-risk tissue"),
+    "cam": MapSpec("viridis", "activation", "", start=0.12),
+    "uncertainty": MapSpec("YlOrBr", "uncertainty", "1 − top-class probability", start=0.2),
+}
+#: Alpha of the drawn part of a continuous map (the slide stays visible beneath).
+MAP_ALPHA = 0.85
+_SAMPLES = 16
+
+
+@cache
+def ramp(kind: str, n: int = _SAMPLES) -> np.ndarray:
+    """``n`` RGBA colours (floats 0..1) along map ``kind``."""
+    from matplotlib import colormaps  # heavy (~0.3 s): only when a map is drawn
+
+    spec = MAPS[kind]
+    return np.asarray(colormaps[spec.cmap](np.linspace(spec.start, 1.0, n)), dtype=np.float64)
+
+
+def mpl_colormap(kind: str) -> Any:
+    """The matplotlib colormap of ``kind`` (the report draws with it)."""
+    from matplotlib.colors import ListedColormap  # heavy, as above
+
+    return ListedColormap(ramp(kind, 256), name=f"pathomics_{kind}")
+
+
+def napari_colormap(kind: str, fraction: float = 0.0, alpha: float = MAP_ALPHA) -> dict[str, Any]:
+    """A napari colormap dict: transparent up to ``fraction`` of the contrast range, then the ramp.
+
+    The lowest 1 % is always transparent: cells without a tile carry a value below the range.
+    """
+    t = float(np.clip(fraction, 0.01, 0.99))
+    colors = ramp(kind).copy()
+    colors[:, 3] = alpha
+    controls = [0.0, t, *np.linspace(t + 1e-4, 1.0, len(colors))]
+    rgba = [[0, 0, 0, 0], [0, 0, 0, 0], *colors.tolist()]
+    return {"name": f"{MAPS[kind].cmap} from {t:.2f}" + ("" if alpha == MAP_ALPHA else f" α{alpha:.2f}"),
+            "colors": rgba, "controls": controls}
+
+
+def robust_limits(values: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.0,
+                  floor: float | None = None) -> tuple[float, float]:
+    """Contrast limits from the finite values' percentiles (``floor`` pins the lower one, e.g. 0)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (0.0 if floor is None else floor), 1.0
+    lo = float(np.percentile(v, lo_pct)) if floor is None else float(floor)
+    hi = float(np.percentile(v, hi_pct))
+    if hi <= lo:
+        hi = float(v.max()) if v.max() > lo else lo + (abs(lo) * 0.1 or 1.0)
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------
+# class palettes
+#: Colours for the NCT-CRC-HE tissue classes (and their common synonyms), far from H&E's hues.
+CONTRAST_PALETTE: dict[str, str] = {
+    "TUM": "#e6194b", "STR": "#ff9f1c", "LYM": "#00b4d8", "MUS": "#2e7d32", "NORM": "#b5e61d",
+    "ADI": "#ffe119", "DEB": "#6d4c41", "MUC": "#1d3ed6", "BACK": "#000000",
+}
+#: Okabe–Ito colours, assigned so the most read classes get the most distinct ones.
+COLORBLIND_PALETTE: dict[str, str] = {
+    "TUM": "#D55E00", "STR": "#E69F00", "LYM": "#0072B2", "MUS": "#009E73", "NORM": "#56B4E9",
+    "ADI": "#F0E442", "DEB": "#000000", "MUC": "#CC79A7", "BACK": "#999999",
+}
+#: Colours for classes with other names, in order of use.
+_SPARE = {"contrast": ["#e6194b", "#00b4d8", "#ff9f1c", "#2e7d32", "#1d3ed6", "#ffe119", "#6d4c41", "#b5e61d",
+                       "#000000", "#4a148c", "#008080", "#808000"],
+          "colour-blind safe": ["#D55E00", "#0072B2", "#E69F00", "#009E73", "#56B4E9", "#F0E442", "#000000",
+                                "#CC79A7", "#999999"]}
+_SYNONYMS = {"TUMOR": "TUM", "TUMOUR": "TUM", "STROMA": "STR", "LYMPHOCYTES": "LYM", "IMMUNE": "LYM",
+             "MUSCLE": "MUS", "NORMAL": "NORM", "ADIPOSE": "ADI", "FAT": "ADI", "DEBRIS": "DEB", "NECROSIS": "DEB",
+             "MUCUS": "MUC", "BACKGROUND": "BACK"}
+PALETTES = ("contrast", "colour-blind safe", "bundle")
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().upper()
+    return _SYNONYMS.get(key, key)
+
+
+def class_palette(names: list[str], bundle_colors: list[str], scheme: str = "contrast") -> list[str]:
+    """Display colours of the classes ``names`` under ``scheme`` ('bundle': the bundle's own)."""
+    if scheme == "bundle":
+        return list(bundle_colors)
+    table = COLORBLIND_PALETTE if scheme == "colour-blind safe" else CONTRAST_PALETTE
+    out: list[str | None] = [table.get(_canonical(n)) for n in names]
+    spare = [c for c in _SPARE["colour-blind safe" if scheme == "colour-blind safe" else "contrast"] if c not in out]
+    for i, c in enumerate(out):
+        if c is None:
+            out[i] = spare.pop(0) if spare else (bundle_colors[i] if i < len(bundle_colors) else "#808080")
+    return [str(c) for c in out]
+
+
+
+def lab(colors: list[str]) -> np.ndarray:
+    """CIELAB (D65) of '#rrggbb' colours."""
+    rgb = np.asarray([hex_to_rgb(c) for c in colors], dtype=np.float64) / 255.0
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.column_stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])])
