@@ -46,7 +46,7 @@ def _inert(cell: str) -> bool:
 
 
 def test_patients_csv_neutralises_formula_ids_and_keeps_numbers(tmp_path: Path) -> None:
-    src = small_slide(tmp_path / "src.svs", h=512, w=768)
+    src = small_slide(tmp_path / "src.svs")
     ids = [*FORMULAS, "-0.5", "P-007"]
     with open(tmp_path / "cohort.csv", "w", newline="") as fh:
         w = csv.writer(fh)
