@@ -111,3 +111,42 @@ def test_table_errors(tmp_path: Path, cohort: tuple[Path, dict]) -> None:
     assert ok.by_patient() == {"A": ok.rows} and len({r.key for r in ok.rows}) == 2
     t = read_cohort(_write(tmp_path / "miss.csv", f"patient_id,slide_path\nA,{s1}\nB,gone.svs\n"), allow_missing=True)
     assert [r.exists for r in t.rows] == [True, False]
+
+
+def test_planted_marker_and_treatment_leave_the_image_draw_alone() -> None:
+    """Marker/treatment use their own stream: without effects the outcome is the plain cohort's;
+    planted effects change the hazard only of the patients they are planted in."""
+    from napari_pathomics.cohort.generator import mean_log_hazard
+
+    plain = CohortSpec(patients=60, seed=4, tiles_per_side=6)
+    null = CohortSpec(patients=60, seed=4, tiles_per_side=6, marker_hr=1.0, treatment_hr=1.0)
+    planted = CohortSpec(patients=60, seed=4, tiles_per_side=6, marker_hr=3.0, treatment_hr=0.5)
+    lp0 = mean_log_hazard(plain)
+    changed = 0
+    for i in range(60):
+        a, b, c = draw_patient(plain, i), draw_patient(null, i), draw_patient(planted, i)
+        assert a.clinical is None and a.time == b.time and a.event == b.event and a.log_hazard == c.log_hazard
+        assert b.clinical["marker"] == c.clinical["marker"] and b.clinical["treatment"] == c.clinical["treatment"]
+        high = c.log_hazard > lp0
+        assert c.clinical["true_high_risk"] == int(high)
+        expect = c.log_hazard + (np.log(3.0) if (not high and c.clinical["marker"] > 37) else 0.0) \
+            + (np.log(0.5) if (high and c.clinical["treatment"]) else 0.0)
+        assert c.clinical["true_total_log_hazard"] == pytest.approx(expect, abs=1e-5)
+        changed += expect != c.log_hazard
+        if expect == c.log_hazard:
+            assert c.time == b.time
+    assert 10 < changed < 50
+    row = draw_patient(planted, 0).row()
+    assert {"marker", "treatment", "true_high_risk", "true_total_log_hazard"} <= set(row)
+
+
+def test_table_only_cohort_writes_no_slides(tmp_path) -> None:
+    from napari_pathomics.cli import main
+
+    rc = main(["make-cohort", str(tmp_path / "t"), "--patients", "30", "--null-effects", "--table-only", "--quiet"])
+    assert rc == 0
+    assert (tmp_path / "t" / "outcomes.csv").is_file() and not (tmp_path / "t" / "slides").exists()
+    assert not (tmp_path / "t" / "cohort.csv").exists()
+    head = (tmp_path / "t" / "outcomes.csv").read_text().splitlines()[0]
+    assert "marker" in head and "treatment" in head
+    assert main(["make-cohort", str(tmp_path / "u"), "--null-effects", "--marker-hr", "2", "--table-only"]) == 9

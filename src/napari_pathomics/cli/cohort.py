@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import CohortError
 from ..units import DEFAULT_TILE_UM
 from .common import BATCH, COUNT, FRACTION, POSITIVE, POSITIVE_INT, SEED, THREADS, args_dict, bounded, print_json
 
@@ -14,15 +15,27 @@ from .common import BATCH, COUNT, FRACTION, POSITIVE, POSITIVE_INT, SEED, THREAD
 def _make_cohort(args: argparse.Namespace) -> int:
     from ..cohort.generator import CohortSpec, make_cohort  # heavy: cv2, tifffile, the tiles
 
+    marker_hr, treatment_hr = args.marker_hr, args.treatment_hr
+    if args.null_effects:
+        if marker_hr is not None or treatment_hr is not None:
+            raise CohortError("--null-effects plants nothing; it cannot go with --marker-hr or --treatment-hr")
+        marker_hr = treatment_hr = 1.0
     spec = CohortSpec(patients=args.patients, seed=args.seed, tiles_per_side=args.tiles_per_side,
-                      concentration=args.concentration, median_months=args.median_months)
-    summary = make_cohort(args.out_dir, spec, progress=not args.quiet)
+                      concentration=args.concentration, median_months=args.median_months,
+                      marker_hr=marker_hr, treatment_hr=treatment_hr, treatment_share=args.treatment_share)
+    summary = make_cohort(args.out_dir, spec, progress=not args.quiet, table_only=args.table_only)
     if args.json:
         print_json(summary)
     else:
         oc = summary["oracle_c_index"]
+        where = ", ".join(str(p) for p in (summary["cohort_csv"], summary["outcomes_csv"]) if p)
         print(f"{summary['patients']} patients ({summary['events']} events, oracle C-index "
-              f"{'n/a' if oc is None else f'{oc:.3f}'}) -> {summary['cohort_csv']}, {summary['outcomes_csv']}")
+              f"{'n/a' if oc is None else f'{oc:.3f}'}) -> {where}")
+        if "planted" in summary:
+            pl = summary["planted"]
+            print(f"  planted: marker (> {pl['marker_cutoff']:g}) HR {pl['marker_hr_in_low_risk']:g} in the true "
+                  f"low-risk group only, treatment HR {pl['treatment_hr_in_high_risk']:g} in the true high-risk "
+                  f"group only ({pl['true_high_risk']} high-risk patients)")
     return 0
 
 
@@ -87,6 +100,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concentration", type=POSITIVE, default=0.6,
                    help="Dirichlet concentration of the compositions (lower = more varied; default 0.6)")
     p.add_argument("--median-months", type=POSITIVE, default=30.0, help="median survival at the average hazard")
+    p.add_argument("--marker-hr", type=POSITIVE, default=None,
+                   help="plant a marker column (CA19-9-like, 'high' above 37): this hazard ratio in the true "
+                        "low-risk group only (e.g. 2.7)")
+    p.add_argument("--treatment-hr", type=POSITIVE, default=None,
+                   help="plant a treatment column (randomised in the simulation): this hazard ratio of treated vs "
+                        "untreated in the true high-risk group only (e.g. 0.5)")
+    p.add_argument("--null-effects", action="store_true",
+                   help="marker and treatment columns with no effect anywhere (a null cohort)")
+    p.add_argument("--treatment-share", type=bounded(float, 0.0, 1.0, lo_open=True, hi_open=True), default=0.5,
+                   help="share of treated patients (default 0.5)")
+    p.add_argument("--table-only", action="store_true",
+                   help="write only outcomes.csv and cohort.json (no slides): enough for build-signature and analyze-*")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_make_cohort)

@@ -18,6 +18,17 @@ patient (``default_rng([seed, i])``), so patient *i* is the same whatever the co
 Outputs in ``OUT_DIR``: ``slides/<id>.svs``, ``cohort.csv`` (``patient_id, slide_path`` with
 paths relative to the CSV), ``outcomes.csv`` (``patient_id, time, event, true_log_hazard,
 true_<CLS>...``; time in months) and ``cohort.json`` (all parameters, for provenance).
+
+Clinical interplay (optional, ``marker_hr`` / ``treatment_hr``): every patient also gets a
+CA19-9-like marker (log-normal, median ``marker_cutoff`` U/mL, so half are "high") and a
+treatment flag (a coin with probability ``treatment_share``: randomised *in the simulation*,
+which real data never are). The true risk group is the image log-hazard above the cohort-average
+one (that of the Dirichlet-mean composition). A high marker multiplies the hazard by
+``marker_hr`` in the low-risk group only, and treatment multiplies it by ``treatment_hr`` in the
+high-risk group only, as in the seed study. Setting both to 1 gives a null cohort with the same
+columns. These draws use their own random stream, so the image part of patient *i* and, without
+planted effects, its outcome are the same as in a cohort without them. ``table_only`` skips the
+slides (fast: the interplay tests and benchmark need only the per-patient table).
 """
 
 from __future__ import annotations
@@ -74,6 +85,16 @@ class CohortSpec:
     color_jitter: float = 0.04
     jpeg_quality: int = 85
     tiles_dir: str | None = None  # default: the vendored NCT-CRC-HE tiles
+    marker_hr: float | None = None  # HR of a high marker in the true low-risk group (None: no marker column)
+    treatment_hr: float | None = None  # HR of treated vs untreated in the true high-risk group (None: no column)
+    marker_cutoff: float = 37.0  # U/mL: the marker's median, and what "high" means
+    marker_sd: float = 1.0  # SD of log(marker)
+    treatment_share: float = 0.5
+
+    @property
+    def clinical(self) -> bool:
+        """Whether patients carry the marker and treatment columns."""
+        return self.marker_hr is not None or self.treatment_hr is not None
 
     def validate(self) -> None:
         if self.patients < 1:
@@ -87,6 +108,13 @@ class CohortSpec:
             raise CohortError("Dirichlet alpha must be > 0 for every tissue class")
         if self.weibull_shape <= 0 or self.median_months <= 0:
             raise CohortError("Weibull shape and median must be > 0")
+        for what, hr in (("--marker-hr", self.marker_hr), ("--treatment-hr", self.treatment_hr)):
+            if hr is not None and not (math.isfinite(hr) and hr > 0):
+                raise CohortError(f"{what} must be a hazard ratio > 0, got {hr}")
+        if not 0 < self.treatment_share < 1:
+            raise CohortError(f"treatment share must be within (0, 1), got {self.treatment_share}")
+        if self.marker_cutoff <= 0 or self.marker_sd <= 0:
+            raise CohortError("the marker's cutoff and SD must be > 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,15 +168,18 @@ class VirtualPatient:
     patient_id: str
     labels: np.ndarray  # (K, K) class index into CLASSES per lattice cell (row, col)
     composition: dict[str, float]  # realised tissue fractions (BACK excluded), sums to 1
-    log_hazard: float
+    log_hazard: float  # the image part (what a pathomics signature can recover)
     time: float
     event: int
+    clinical: dict[str, Any] | None = None  # marker, treatment, true risk group, total log-hazard
 
     def row(self) -> dict[str, Any]:
         d: dict[str, Any] = {"patient_id": self.patient_id, "time": round(self.time, 4), "event": self.event,
                              "true_log_hazard": round(self.log_hazard, 6)}
         d.update({f"true_{c}": round(self.composition[c], 6) for c in TISSUE_CLASSES})
         d["n_tissue_cells"] = int(np.count_nonzero(self.labels != CLASSES.index("BACK")))
+        if self.clinical is not None:
+            d.update(self.clinical)
         return d
 
 
@@ -178,11 +209,16 @@ def _layout(rng: np.random.Generator, k: int, fractions: np.ndarray, back_margin
     return flat.reshape(k, k)
 
 
-def _weibull_scale(spec: CohortSpec) -> float:
-    """Baseline scale so that a patient at the mean log-hazard (Dirichlet mean) has the target median."""
+def mean_log_hazard(spec: CohortSpec) -> float:
+    """The image log-hazard of the Dirichlet-mean composition: the cohort average, the true risk split."""
     a = np.array([spec.alpha[c] for c in TISSUE_CLASSES], dtype=float)
     mean_frac = a / a.sum()
-    lp0 = float(sum(spec.hazard.get(c, 0.0) * f for c, f in zip(TISSUE_CLASSES, mean_frac)))
+    return float(sum(spec.hazard.get(c, 0.0) * f for c, f in zip(TISSUE_CLASSES, mean_frac)))
+
+
+def _weibull_scale(spec: CohortSpec) -> float:
+    """Baseline scale so that a patient at the mean log-hazard (Dirichlet mean) has the target median."""
+    lp0 = mean_log_hazard(spec)
     # S(t) = exp(-(t/λ)^k · e^lp) = 0.5  ->  λ = median / (ln2 · e^-lp)^(1/k)
     return spec.median_months / (math.log(2.0) * math.exp(-lp0)) ** (1.0 / spec.weibull_shape)
 
@@ -198,12 +234,24 @@ def draw_patient(spec: CohortSpec, index: int) -> VirtualPatient:
     lp = float(sum(spec.hazard.get(c, 0.0) * comp[c] for c in TISSUE_CLASSES))
     lam, k = _weibull_scale(spec), spec.weibull_shape
     u = rng.random()
-    t_event = lam * (-math.log(max(u, 1e-300)) * math.exp(-lp)) ** (1.0 / k)
+    total, clinical = lp, None
+    if spec.clinical:
+        crng = np.random.default_rng([spec.seed, index, 2])  # own stream: the image draw stays the same
+        marker = float(np.exp(math.log(spec.marker_cutoff) + spec.marker_sd * crng.standard_normal()))
+        treated = int(crng.random() < spec.treatment_share)
+        high = lp > mean_log_hazard(spec)
+        if not high and spec.marker_hr is not None and marker > spec.marker_cutoff:
+            total += math.log(spec.marker_hr)
+        if high and spec.treatment_hr is not None and treated:
+            total += math.log(spec.treatment_hr)
+        clinical = {"marker": round(marker, 3), "treatment": treated, "true_high_risk": int(high),
+                    "true_total_log_hazard": round(total, 6)}
+    t_event = lam * (-math.log(max(u, 1e-300)) * math.exp(-total)) ** (1.0 / k)
     t_admin = rng.uniform(*spec.followup_months)
     t_drop = rng.exponential(spec.dropout_months)
     c = min(t_admin, t_drop)
     event = int(t_event <= c)
-    return VirtualPatient(f"P{index + 1:04d}", labels, comp, lp, float(min(t_event, c)), event)
+    return VirtualPatient(f"P{index + 1:04d}", labels, comp, lp, float(min(t_event, c)), event, clinical)
 
 
 def render_patient(labels: np.ndarray, tiles: Mapping[str, list[np.ndarray]], rng: np.random.Generator,
@@ -238,11 +286,18 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def draw_table(spec: CohortSpec) -> list[dict[str, Any]]:
+    """Every patient's ``outcomes.csv`` row, without drawing a pixel (fast)."""
+    spec.validate()
+    return [draw_patient(spec, i).row() for i in range(spec.patients)]
+
+
 def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress: bool = False,
-                **overrides: Any) -> dict[str, Any]:
+                table_only: bool = False, **overrides: Any) -> dict[str, Any]:
     """Generate a virtual cohort in ``out_dir``; returns a summary (paths, event rate, oracle C).
 
-    Existing slides with the same name are overwritten (generation is deterministic).
+    Existing slides with the same name are overwritten (generation is deterministic). With
+    ``table_only`` only ``outcomes.csv`` and ``cohort.json`` are written (no slides, no cohort.csv).
     """
     spec = spec or CohortSpec()
     for k, v in overrides.items():
@@ -251,8 +306,8 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
         setattr(spec, k, v)
     spec.validate()
     out = Path(out_dir)
-    (out / "slides").mkdir(parents=True, exist_ok=True)
-    tiles = load_source_tiles(spec.tiles_dir)
+    (out / "slides" if not table_only else out).mkdir(parents=True, exist_ok=True)
+    tiles = load_source_tiles(spec.tiles_dir) if not table_only else {}
     patients: list[VirtualPatient] = []
     it = range(spec.patients)
     bar = None
@@ -262,7 +317,8 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
     for i in it:
         p = draw_patient(spec, i)
         rel = Path("slides") / f"{p.patient_id}.svs"
-        write_patient_slide(out / rel, p, tiles, spec, i)
+        if not table_only:
+            write_patient_slide(out / rel, p, tiles, spec, i)
         patients.append(p)
         cohort_rows.append({"patient_id": p.patient_id, "slide_path": rel.as_posix()})
         outcome_rows.append(p.row())
@@ -270,7 +326,8 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
             bar.update(1)
     if bar is not None:
         bar.close()
-    _write_csv(out / "cohort.csv", cohort_rows)
+    if not table_only:
+        _write_csv(out / "cohort.csv", cohort_rows)
     _write_csv(out / "outcomes.csv", outcome_rows)
     t = np.array([p.time for p in patients])
     e = np.array([p.event for p in patients])
@@ -280,12 +337,18 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
         "event_rate": float(e.mean()), "median_time_months": float(np.median(t)),
         "oracle_c_index": _finite_or_none(oracle_c_index(t, e, lp)) if e.sum() > 0 and spec.patients > 1 else None,
         "log_hazard_sd": float(lp.std()),
-        "cohort_csv": str(out / "cohort.csv"), "outcomes_csv": str(out / "outcomes.csv"),
+        "cohort_csv": None if table_only else str(out / "cohort.csv"), "outcomes_csv": str(out / "outcomes.csv"),
     }
+    if spec.clinical:
+        summary["planted"] = {"marker_hr_in_low_risk": spec.marker_hr, "treatment_hr_in_high_risk": spec.treatment_hr,
+                              "marker_cutoff": spec.marker_cutoff,
+                              "true_high_risk": int(sum(p.clinical["true_high_risk"] for p in patients if p.clinical))}
     meta = {"kind": "pathomics-virtual-cohort", "version": 1, "spec": asdict(spec), "classes": list(CLASSES),
             "tile_px": TILE_PX, "mpp": MPP, "tile_um": TILE_PX * MPP, "time_unit": "months",
             "weibull_scale_months": _weibull_scale(spec),
-            "hazard_model": "h(t|x) = (k/λ)(t/λ)^(k-1) · exp(Σ_c hazard[c] · fraction_c); fractions over tissue cells",
+            "hazard_model": "h(t|x) = (k/λ)(t/λ)^(k-1) · exp(Σ_c hazard[c] · fraction_c); fractions over tissue cells"
+                            + ("; + log(marker_hr) if marker > marker_cutoff and true log-hazard <= its cohort "
+                               "average, + log(treatment_hr) if treated and above it" if spec.clinical else ""),
             "summary": summary}
     atomic_write_json(out / "cohort.json", json.loads(json.dumps(meta, default=list)))
     return summary
