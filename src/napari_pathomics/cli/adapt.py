@@ -19,6 +19,12 @@ from ..errors import LabelsError
 from ..resources import DEFAULT_BUNDLE
 from .common import BATCH, THREADS, add_slide_mpp_option, bounded, print_json
 
+_POSITIVE = bounded(float, 0.0, 1e6, lo_open=True)
+
+
+def _strength(text: str) -> float | str:
+    return "auto" if text.strip().lower() == "auto" else _POSITIVE(text)
+
 
 def _mapping(items: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -69,7 +75,8 @@ def _adapt(args: argparse.Namespace) -> int:
     data = LabelledTiles.join(parts)
     for note in data.notes:
         print(f"pathomics adapt: warning: {note}", file=sys.stderr)
-    cfg = AdaptConfig(strength=args.strength)
+    cfg = AdaptConfig() if args.strength is None else AdaptConfig(strength=None if args.strength == "auto"
+                                                                  else args.strength)
     result = adapt_head(data.emb, data.y, base_head(engine), bundle.class_names, cfg)
     adapted = write_adapted_bundle(bundle, result, data.sets, out, name=args.name)
     summary = {"bundle": str(out), "bundle_id": adapted.bundle_id, "base_bundle": bundle.name,
@@ -100,8 +107,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder of the adapted bundle")
     p.add_argument("--map", action="append", metavar="NAME=CLASS",
                    help="map a QuPath class name to a bundle class, e.g. 'Tumor=TUM' ('Name=' ignores it; repeatable)")
-    p.add_argument("--strength", type=bounded(float, 0.0, 1e6, lo_open=True), default=2.0,
-                   help="pull toward the base head, in labelled tiles' worth (default 2)")
+    p.add_argument("--strength", type=_strength, default=None, metavar="LAMBDA|auto",
+                   help="pull toward the base head, in labelled tiles' worth (default 0.5); 'auto' chooses it by "
+                        "cross-validation on the labels (trusts clustered labels too much)")
     p.add_argument("--name", default=None, help="name of the adapted bundle (default: <base>-adapted)")
     p.add_argument("--force", action="store_true", help="use labels made on another slide (another sha256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")

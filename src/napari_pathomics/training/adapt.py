@@ -5,8 +5,8 @@ kept with the results) is refitted:
 
 * **The fit.** Multinomial logistic regression on the labelled tiles' embeddings, *regularised
   toward the bundle's own head*: the new head is ``W0 + ΔW``, ``b0 + Δb`` with the penalty
-  ``λ/2 (‖ΔW·σ‖² + ‖Δb‖²)`` (σ the RMS norm of the centred embeddings, so λ counts in labelled
-  tiles). A handful of labels moves the head only as far as they outweigh λ; many labels move it
+  ``λ/2 (‖ΔW·σ/s‖² + ‖Δb/s‖²)`` (σ the RMS norm of the centred embeddings, s the spread of the
+  base head's logits, so λ counts in labelled tiles whatever the head's scale). A handful of labels moves the head only as far as they outweigh λ; many labels move it
   as far as the data say. Classes without a label keep their base row (their behaviour is the
   base's). Labels are class-balanced (each labelled class weighs the same in total).
 * **Fast on 2 cores.** ΔW lies in the span of the centred embeddings; it is fitted in their top
@@ -30,7 +30,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +57,24 @@ __all__ = ["AdaptConfig", "AdaptResult", "LabelledTiles", "fit_head", "adapt_hea
 class AdaptConfig:
     """How the head is refitted (recorded in the adapted bundle)."""
 
-    strength: float = 2.0  # λ: the pull toward the base head, in labelled tiles' worth
+    #: λ, the pull toward the base head in labelled tiles' worth (bench_adapt: 0.3–1 best on a new centre).
+    #: None chooses it by cross-validated log-loss on the labels, which trusts labels of neighbouring,
+    #: alike tiles too much (on bench_adapt it picks 0.03 and does worse on the other slide).
+    strength: float | None = 0.5
+    grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)  # λ tried when it is chosen
+    default_strength: float = 0.5  # λ when it cannot be chosen: too few labels per class, or very many
+    select_min_per_class: int = 3
+    select_max: int = 1500
     subspace: int = 256  # principal directions of the labelled embeddings ΔW may use
-    max_iter: int = 150
+    max_iter: int = 100
     loo_max: int = 60  # leave-one-tile-out up to this many labels, else k-fold
     folds: int = 5
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "L2 toward the base head (ΔW scaled by the RMS norm of the centred embeddings)",
-                "lambda": self.strength, "subspace_dim": self.subspace, "class_balanced": True,
+        return {"kind": "L2 toward the base head (ΔW·x in units of the base logits' spread)",
+                "lambda": self.strength, "lambda_grid": list(self.grid) if self.strength is None else None,
+                "subspace_dim": self.subspace, "class_balanced": True,
                 "classes_without_labels": "keep the base head's row", "optimiser": f"L-BFGS, ≤ {self.max_iter} steps"}
 
 
@@ -106,9 +114,12 @@ class AdaptResult:
     cv_s: float
     config: AdaptConfig
     n: int
+    strength: float = float("nan")  # the λ used
+    strength_how: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"n_labels": self.n, "counts": self.counts, "method": self.cv_method,
+                "lambda": self.strength, "lambda_chosen": self.strength_how,
                 "accuracy_before": round(self.accuracy_before, 6), "accuracy_after": round(self.accuracy_after, 6),
                 "per_class": self.per_class, "fit_s": round(self.fit_s, 4), "cv_s": round(self.cv_s, 4)}
 
@@ -177,7 +188,8 @@ class _Prepared:
     z: np.ndarray  # (n, r) float32: centred, projected, scaled
     basis: np.ndarray  # (D, r) float32 orthonormal
     mu: np.ndarray  # (D,) float32
-    sigma: float
+    sigma: float  # RMS norm of the projected embeddings / the base logits' spread
+    spread: float  # the base logits' spread (mean over tiles of the std over classes)
     y: np.ndarray
     free: np.ndarray  # class indices with labels (their rows are refitted)
 
@@ -197,14 +209,18 @@ def _prepare(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig) 
         basis, _ = np.linalg.qr(xc.T @ (xc @ probe))
         basis = basis.astype(np.float32)
     z = xc @ basis
-    sigma = float(np.sqrt(np.mean(np.sum(z.astype(np.float64) ** 2, axis=1)))) or 1.0
+    base_logits = base.logits(x).astype(np.float32)
+    # ΔW·x in units of the base head's own logit spread, so λ means the same for any head's scale
+    spread = max(float(np.mean(base_logits.std(axis=1))), 1e-3)
+    sigma = (float(np.sqrt(np.mean(np.sum(z.astype(np.float64) ** 2, axis=1)))) or 1.0) / spread
     z /= sigma
-    return _Prepared(base.logits(x).astype(np.float32), np.ascontiguousarray(z), basis, mu, sigma,
-                     np.asarray(y, dtype=np.int64), np.unique(y))
+    return _Prepared(base_logits, np.ascontiguousarray(z), basis, mu, sigma, spread, np.asarray(y, dtype=np.int64),
+                     np.unique(y))
 
 
-def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None = None) -> np.ndarray:
-    """θ = (V (k, r), Δb (k,)) for the free classes, fitted on tiles ``idx``."""
+def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None = None,
+         lam: float | None = None) -> np.ndarray:
+    """θ = (V (k, r), Δb (k,)) for the free classes, fitted on tiles ``idx`` with penalty ``lam``."""
     z, y, bl = p.z[idx], p.y[idx], p.base_logits[idx]
     n, r = z.shape
     free = p.free
@@ -212,14 +228,15 @@ def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None 
     counts = np.bincount(y, minlength=bl.shape[1]).astype(np.float64)
     n_cls = max(int(np.count_nonzero(counts)), 1)
     w = (n / (n_cls * counts[y])).astype(np.float32)
-    lam = float(cfg.strength)
+    lam = float(lam if lam is not None else cfg.strength if cfg.strength is not None else cfg.default_strength)
+    spread = p.spread
     rows = np.arange(n)
 
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
         v = theta[:k * r].reshape(k, r)
         db = theta[k * r:]
         logits = bl.copy()
-        logits[:, free] += z @ v.T + db
+        logits[:, free] += z @ v.T + spread * db
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         tot = e.sum(axis=1)
@@ -229,7 +246,7 @@ def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None 
         grad *= w[:, None]
         gf = grad[:, free]
         gv = gf.T @ z + lam * v
-        gb = gf.sum(axis=0) + lam * db
+        gb = spread * gf.sum(axis=0) + lam * db
         return nll + 0.5 * lam * float(np.sum(v * v) + np.sum(db * db)), np.concatenate([gv.ravel(), gb])
 
     start = np.zeros(k * r + k, dtype=np.float32) if x0 is None else x0.astype(np.float32)
@@ -244,15 +261,46 @@ def _head_of(p: _Prepared, theta: np.ndarray, base: ClassHead) -> ClassHead:
     weight = base.weight.copy()
     bias = base.bias.copy()
     weight[p.free] += dw
-    bias[p.free] += db - dw @ p.mu
+    bias[p.free] += p.spread * db - dw @ p.mu
     return ClassHead(weight.astype(np.float32), bias.astype(np.float32))
 
 
-def _predict(p: _Prepared, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _logits(p: _Prepared, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
     k, r = p.free.size, p.z.shape[1]
-    logits = p.base_logits[idx].copy()
-    logits[:, p.free] += p.z[idx] @ theta[:k * r].reshape(k, r).T + theta[k * r:]
-    return np.argmax(logits, axis=1)
+    logits = p.base_logits[idx].astype(np.float64)
+    logits[:, p.free] += p.z[idx] @ theta[:k * r].reshape(k, r).T + p.spread * theta[k * r:]
+    return logits
+
+
+def _predict(p: _Prepared, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.argmax(_logits(p, theta, idx), axis=1)
+
+
+def _choose_strength(p: _Prepared, cfg: AdaptConfig) -> tuple[float, str]:
+    """λ by 5-fold cross-validated log-loss on the labels (ties go to the larger λ, nearer the base)."""
+    y = p.y
+    if cfg.strength is not None:
+        return float(cfg.strength), "given"
+    counts = np.bincount(y)[np.unique(y)]
+    if counts.min() < cfg.select_min_per_class or y.size > cfg.select_max:
+        why = (f"fewer than {cfg.select_min_per_class} labels in a class" if counts.min() < cfg.select_min_per_class
+               else f"more than {cfg.select_max} labels")
+        return cfg.default_strength, f"default ({why})"
+    folds, _ = _folds(y, replace(cfg, loo_max=0))
+    losses = []
+    warm: dict[int, np.ndarray] = {}
+    for lam in sorted(cfg.grid, reverse=True):  # strong to weak: each fold warm-starts from the last λ
+        nll = 0.0
+        for f, test in enumerate(folds):
+            train = np.setdiff1d(np.arange(y.size), test, assume_unique=True)
+            theta = warm[f] = _fit(p, train, cfg, x0=warm.get(f), lam=lam)
+            z = _logits(p, theta, test)
+            z -= z.max(axis=1, keepdims=True)
+            nll -= float(np.sum(z[np.arange(test.size), y[test]] - np.log(np.exp(z).sum(axis=1))))
+        losses.append((nll / y.size, lam))
+    best = min(loss for loss, _ in losses)
+    lam = max(lam for loss, lam in losses if loss <= best * 1.01 + 1e-9)
+    return lam, f"5-fold CV log-loss over {', '.join(f'{g:g}' for g in cfg.grid)}"
 
 
 def _check_labels(y: np.ndarray, classes: Sequence[str]) -> None:
@@ -269,7 +317,7 @@ def fit_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig =
     y = np.asarray(y, dtype=np.int64)
     _check_labels(y, [str(i) for i in range(base.num_classes)])
     p = _prepare(emb, y, base, cfg)
-    return _head_of(p, _fit(p, np.arange(y.size), cfg), base)
+    return _head_of(p, _fit(p, np.arange(y.size), cfg, lam=_choose_strength(p, cfg)[0]), base)
 
 
 def _folds(y: np.ndarray, cfg: AdaptConfig) -> tuple[list[np.ndarray], str]:
@@ -294,7 +342,8 @@ def adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequenc
                           f"of {base.dim} inputs")
     t0 = time.perf_counter()
     p = _prepare(emb, y, base, cfg)
-    theta = _fit(p, np.arange(y.size), cfg)
+    lam, how = _choose_strength(p, cfg)
+    theta = _fit(p, np.arange(y.size), cfg, lam=lam)
     head = _head_of(p, theta, base)
     fit_s = time.perf_counter() - t0
     before = np.argmax(p.base_logits, axis=1)
@@ -308,7 +357,7 @@ def adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequenc
             if np.unique(y[train]).size < 2:
                 after[test] = before[test]
                 continue
-            after[test] = _predict(p, _fit(p, train, cfg, x0=theta), test)
+            after[test] = _predict(p, _fit(p, train, cfg, x0=theta, lam=lam), test)
     cv_s = time.perf_counter() - t1
     per_class = {}
     counts = {}
@@ -319,7 +368,7 @@ def adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequenc
                                       "after": round(float(np.mean(after[sel] == c)), 6) if cross_validate else None}
     return AdaptResult(head, base, list(classes), counts, float(np.mean(before == y)),
                        float(np.mean(after == y)) if cross_validate else float("nan"), method, per_class,
-                       fit_s, cv_s, cfg, int(y.size))
+                       fit_s, cv_s, cfg, int(y.size), lam, how)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from ..wsi.tiling import plan_for_bundle
 from . import session
 from .cells_panel import CellsPanel
 from .controls import action_row
+from .correct_panel import CorrectPanel
 from .result_layers import display_of, readout, redraw, select_shown, show_results
 from .roi_widget import current_rois, current_tissue
 
@@ -106,6 +107,8 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(self.hover)
         self.cells = CellsPanel(napari_viewer, results_of=lambda slide: self.results.get(str(slide.path)))
         layout.addWidget(self.cells)
+        self.correct = CorrectPanel(napari_viewer, self)  # label tiles, adapt the head, suggest, save
+        layout.addWidget(self.correct)
         layout.addStretch(1)
 
         self.bundle_path.editingFinished.connect(self._refresh_bundle)
