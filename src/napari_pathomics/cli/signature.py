@@ -53,6 +53,23 @@ def register(subparsers: Any) -> None:
     p.add_argument("--screen-top-k", type=POSITIVE_INT, default=3)
     p.add_argument("--penalizers", default=None, help="comma-separated LASSO penalties to cross-validate")
     p.add_argument("--no-cv", action="store_true", help="skip the nested CV evaluation (faster, less honest)")
+    p.add_argument("--cv-repeats", type=bounded(int, 1, 50), default=1,
+                   help="repeat the nested CV with this many fold seeds (default 1)")
+    p.add_argument("--clinical", default=None, metavar="COL:TYPE[,COL:TYPE...]",
+                   help="clinical covariates to combine with the image features, TYPE numeric, ordinal or categorical "
+                        "(e.g. cleanstage:ordinal,years_to_birth:numeric(years),msi_status:categorical); the "
+                        "combined model is fitted and compared with image-only and clinical-only ones")
+    p.add_argument("--clinical-missing", choices=("refuse", "drop", "impute"), default="refuse",
+                   help="rows with a missing clinical value: refuse (default), drop them (counted in the output) or "
+                        "impute the median / mode (recorded)")
+    p.add_argument("--bootstrap", type=bounded(int, 10, 100000), default=1000,
+                   help="bootstrap draws of the CI of the C-index increment (default 1000)")
+    p.add_argument("--cancer-type", default="",
+                   help="the cancer type the cohort is (e.g. 'colorectal adenocarcinoma (TCGA COAD/READ)'): stored in "
+                        "the signature; the Score dock and report warn when a case is of another type")
+    p.add_argument("--slot", choices=("main", "clinical"), default=None,
+                   help="which bundle signature to write: main (signature.json) or clinical (signature_clinical.json, "
+                        "used by the Score dock when clinical values are entered); default: clinical with --clinical")
     p.add_argument("--name", default=None, help="signature name (default: table stem)")
     p.add_argument("--description", default="", help="free text stored in the signature (cohort, intended use)")
     p.add_argument("--bundle", type=Path, default=None, help="bundle folder to attach signature.json to")
@@ -184,6 +201,8 @@ def build_signature(args: argparse.Namespace) -> int:
         horizons=horizons,
         time_unit=args.time_unit,
         cross_validate=not args.no_cv,
+        cv_repeats=args.cv_repeats,
+        n_bootstrap=args.bootstrap,
     )
     sig = fitter.fit(
         table,
@@ -195,14 +214,17 @@ def build_signature(args: argparse.Namespace) -> int:
         name=args.name or args.table.stem,
         description=args.description,
         provenance={"table": args.table.name},
+        clinical=args.clinical,
+        clinical_missing=args.clinical_missing,
+        cancer_type=args.cancer_type,
     )
     written: list[str] = []
     if args.out is not None:
         sig.save(args.out)
         written.append(str(args.out))
     if args.bundle is not None:
-        attach_to_bundle(sig, args.bundle)
-        written.append(str(args.bundle / "signature.json"))
+        slot = args.slot or ("clinical" if args.clinical else "main")
+        written.append(str(args.bundle / attach_to_bundle(sig, args.bundle, slot)))
     summary = sig.summary()
     summary["written"] = written
     if args.json:
@@ -231,20 +253,29 @@ def manifest_summary(sig: Any) -> dict[str, Any]:
         "cutoff_p_value": s["cutoff_p_value"],
         "cutoff_method": s["cutoff_method"],
         "time_unit": s["time_unit"],
+        **({"clinical": s["clinical"]} if s.get("clinical") else {}),
+        **({"models": {m: {k: v.get(k) for k in ("cv_c_index", "cv_c_index_sd")}
+                       for m, v in (s.get("evaluation") or {}).get("models", {}).items()}}
+           if s.get("evaluation") else {}),
+        **({"cancer_type": s["cancer_type"]} if s.get("cancer_type") else {}),
     }
 
 
-def attach_to_bundle(sig: Any, bundle_dir: Path) -> None:
-    """Write ``signature.json`` into a bundle through the bundle module (hash + manifest)."""
+#: Bundle slots of a signature: file name, manifest key of the file, manifest key of its summary.
+SLOTS = {"main": ("signature.json", "signature", "signature_summary"),
+         "clinical": ("signature_clinical.json", "signature_clinical", "signature_clinical_summary")}
+
+
+def attach_to_bundle(sig: Any, bundle_dir: Path, slot: str = "main") -> str:
+    """Write the signature into a bundle slot through the bundle module (hash + manifest); its file name."""
     from ..bundle import attach_file
 
-    attach_file(
-        bundle_dir,
-        "signature.json",
-        sig.to_json(),
-        manifest_key="signature",
-        manifest_updates={"signature_summary": manifest_summary(sig)},
-    )
+    filename, key, summary_key = SLOTS[slot]
+    updates: dict[str, Any] = {summary_key: manifest_summary(sig)}
+    if sig.cancer_type:
+        updates["cancer_type"] = sig.cancer_type
+    attach_file(bundle_dir, filename, sig.to_json(), manifest_key=key, manifest_updates=updates)
+    return filename
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -263,5 +294,30 @@ def _print_human(s: dict[str, Any]) -> None:
     if cv:
         print(f"  HR high vs low (out-of-fold) {_fmt(cv['hr'], 2)} [{_fmt(cv['ci_lower'], 2)}, {_fmt(cv['ci_upper'], 2)}], p={cv['p']:.2g}")
     print(f"  cutoff {s['cutoff']:.4f} (high if risk > cutoff), selection p={s['cutoff_p_value']:.3g} ({s['cutoff_method']})")
+    ev = s.get("evaluation") or {}
+    if ev.get("models"):
+        print_evaluation(ev)
     for w in s.get("written", []):
         print(f"  wrote {w}")
+
+
+def print_evaluation(ev: dict[str, Any]) -> None:
+    """The three models side by side, the increment and the adjusted HR, as a pathologist reads them."""
+    rows = ev.get("rows") or {}
+    if rows.get("n_excluded"):
+        why = ", ".join(f"{k}: {v}" for k, v in (rows.get("excluded") or {}).items())
+        print(f"  rows: {rows['used']} of {rows['total']} used ({rows['n_excluded']} left out: {why})")
+    d = ev.get("design") or {}
+    print(f"  nested CV ({d.get('folds')}-fold x {d.get('repeats')}, every model refitted in each fold):")
+    for m, v in ev["models"].items():
+        td = ", ".join(f"{k}: {_fmt(a)}" for k, a in (v.get("td_auc") or {}).items())
+        print(f"    {m:<9} C {_fmt(v['cv_c_index'])} ± {_fmt(v['cv_c_index_sd'])}   AUC(t) {td}")
+    inc = (ev.get("increment") or {}).get("combined_minus_clinical")
+    if inc:
+        lrt = inc.get("likelihood_ratio_test") or {}
+        print(f"  combined - clinical: delta C {inc['delta_c']:+.3f} [{_fmt(inc['ci_lower'])}, {_fmt(inc['ci_upper'])}] "
+              f"(bootstrap), LRT of the out-of-fold pathomics score p={_fmt(lrt.get('p'))}")
+    adj = (ev.get("adjusted_hazard_ratio") or {}).get("score_per_sd", {}).get("pathomics_score")
+    if adj:
+        print(f"  pathomics score adjusted for the covariates: HR per SD {_fmt(adj['hr'], 2)} "
+              f"[{_fmt(adj['ci_lower'], 2)}, {_fmt(adj['ci_upper'], 2)}], p={_fmt(adj['p'])} (out-of-fold score)")

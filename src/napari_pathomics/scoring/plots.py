@@ -122,3 +122,72 @@ def figure_png(fig: Figure, dpi: int | None = None) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
     return buf.getvalue()
+
+
+LEVEL_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+
+def _hr_text(hr: Mapping[str, Any] | None) -> str:
+    if not hr:
+        return "HR n/a"
+    return f"HR {hr['hr']:.2f} [{hr['ci_lower']:.2f}, {hr['ci_upper']:.2f}], p={hr['p']:.2g}"
+
+
+def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
+                     figsize: tuple[float, float] = (9.6, 4.0), dpi: int = 100) -> Figure:
+    """Kaplan–Meier curves of each marker / treatment level, one panel per pathomics risk group.
+
+    ``result`` is what ``signature.interplay.analyze_interaction`` or ``analyze_benefit`` returns;
+    each panel's title gives the level's hazard ratio in that group, the figure's the interaction p.
+    """
+    f = 1.0 / per_year(time_unit)
+    grid = np.asarray(result["grid"], float) * f
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, g in zip(axes, ("low", "high")):
+        grp = result["groups"][g]
+        for k, level in enumerate(result["levels"]):
+            km = grp["km"].get(level)
+            if km is None:
+                continue
+            col = LEVEL_COLORS[k % len(LEVEL_COLORS)]
+            ax.step(grid, km["survival"], where="post", color=col, lw=1.8,
+                    label=f"{level} (n={km['n']}, {km['events']} events)")
+            ax.fill_between(grid, km["ci_lower"], km["ci_upper"], step="post", color=col, alpha=0.10, lw=0)
+        hrs = [f"{lv}: {_hr_text(h)}" for lv, h in grp["hazard_ratio"].items()]
+        ax.set_title(f"pathomics {g}-risk group (n={grp['n']})\n" + "\n".join(hrs), fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(f"time ({'years' if f != 1.0 else time_unit})")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=7, frameon=False)
+    axes[0].set_ylabel("survival")
+    p = result["interaction"].get("p")
+    what = result.get("marker") or result.get("treatment") or ""
+    fig.suptitle(f"{what} within pathomics risk groups — interaction p = {p:.2g}" if p is not None
+                 else f"{what} within pathomics risk groups", fontsize=10)
+    return fig
+
+
+def forest_figure(rows: Sequence[Mapping[str, Any]], *, dpi: int = 100) -> Figure:
+    """Subgroup forest plot: HR (log scale, 95 % CI) of the pathomics high vs low group per subgroup."""
+    n = len(rows)
+    fig = Figure(figsize=(7.2, 0.9 + 0.28 * n), dpi=dpi, layout="constrained")
+    ax = fig.add_subplot(111)
+    labels = []
+    for i, r in enumerate(rows):
+        y = n - 1 - i
+        labels.append(f"{r['covariate']}: {r['level']}  (n={r['n']}, {r['events']} ev.)"
+                      if r["covariate"] != "all patients" else f"all patients  (n={r['n']}, {r['events']} ev.)")
+        hr = r.get("hazard_ratio")
+        if not hr:
+            ax.text(1.0, y, "not estimable", va="center", ha="center", fontsize=7, color="#888")
+            continue
+        ax.plot([hr["ci_lower"], hr["ci_upper"]], [y, y], color="#333", lw=1.2)
+        ax.plot([hr["hr"]], [y], "s", color="#c0392b" if r["covariate"] == "all patients" else "#1f3fbf", ms=5)
+    ax.axvline(1.0, color="#888", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(range(n), list(reversed(labels)), fontsize=7)
+    ax.set_xlabel("hazard ratio, pathomics high vs low risk (95 % CI, log scale)", fontsize=8)
+    ax.set_title("Subgroups: does the pathomics group separate patients in each?", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig

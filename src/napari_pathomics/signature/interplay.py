@@ -260,10 +260,14 @@ def _effect_by_group(t: np.ndarray, e: np.ndarray, high: np.ndarray, lv: Levels,
         except SignatureError:
             wald = None
     overall = _hr_rows(t, e, lv, allrows)
+    empty = [f"{g}-risk × {lab}" for g, mask in (("low", ~high), ("high", high))
+             for k, lab in enumerate(lv.labels) if int(e[mask & (lv.codes == k)].sum()) == 0]
+    notes = ([f"no event in {', '.join(empty)}: the interaction estimate there is unbounded and its p-value "
+              "unreliable; merge levels or use more patients"] if empty else [])
     return {
         "levels": list(lv.labels), "reference": lv.labels[0], "rule": lv.rule, "grid": grid.tolist(),
         "groups": groups, "overall_hazard_ratio": overall,
-        "interaction": {"p": lrt.get("p"), "likelihood_ratio_test": lrt, "wald": wald,
+        "interaction": {"p": lrt.get("p"), "likelihood_ratio_test": lrt, "wald": wald, "notes": notes,
                         "model": f"Cox: pathomics group + {what} + group x {what}; LRT against the model "
                                  "without the interaction"},
     }
