@@ -20,6 +20,7 @@ import json
 import math
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,21 @@ def _weights(src: Path) -> Path:
     pickled = sorted(p for p in src.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         p = pickled[0]
-        jit = "torchscript" in p.name.lower() or "jit" in p.name.lower()
+        jit = "torchscript" in p.name.lower() or "jit" in p.name.lower() or _is_torchscript(p)
         how = (_CONVERT_JIT if jit else _CONVERT).format(src=p.name)
         kind = "TorchScript" if jit else "pickled"
         raise BundleError(f"{p.name}: {kind} weights are refused (loading them runs code from the file); "
                           f"on a trusted machine, in {src}, convert them with: {how}")
     raise BundleError(f"{src}: no weights (.safetensors) found")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive by its listing (compiled ``code/`` and ``constants.pkl``), nothing unpickled."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in n or n.endswith("constants.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _finite(value: Any, what: str) -> float:
