@@ -89,16 +89,16 @@ CONTRAST_PALETTE: dict[str, str] = {
     "TUM": "#e6194b", "STR": "#ff9f1c", "LYM": "#00b4d8", "MUS": "#2e7d32", "NORM": "#b5e61d",
     "ADI": "#ffe119", "DEB": "#6d4c41", "MUC": "#1d3ed6", "BACK": "#000000",
 }
-#: Okabe–Ito colours, assigned so the most read classes get the most distinct ones.
+#: Okabe–Ito colours (its reddish purple, an H&E hue, replaced by Tol's indigo), the most read classes most distinct.
 COLORBLIND_PALETTE: dict[str, str] = {
     "TUM": "#D55E00", "STR": "#E69F00", "LYM": "#0072B2", "MUS": "#009E73", "NORM": "#56B4E9",
-    "ADI": "#F0E442", "DEB": "#000000", "MUC": "#CC79A7", "BACK": "#999999",
+    "ADI": "#F0E442", "DEB": "#000000", "MUC": "#332288", "BACK": "#999999",
 }
 #: Colours for classes with other names, in order of use.
 _SPARE = {"contrast": ["#e6194b", "#00b4d8", "#ff9f1c", "#2e7d32", "#1d3ed6", "#ffe119", "#6d4c41", "#b5e61d",
                        "#000000", "#4a148c", "#008080", "#808000"],
           "colour-blind safe": ["#D55E00", "#0072B2", "#E69F00", "#009E73", "#56B4E9", "#F0E442", "#000000",
-                                "#CC79A7", "#999999"]}
+                                "#332288", "#999999"]}
 _SYNONYMS = {"TUMOR": "TUM", "TUMOUR": "TUM", "STROMA": "STR", "LYMPHOCYTES": "LYM", "IMMUNE": "LYM",
              "MUSCLE": "MUS", "NORMAL": "NORM", "ADIPOSE": "ADI", "FAT": "ADI", "DEBRIS": "DEB", "NECROSIS": "DEB",
              "MUCUS": "MUC", "BACKGROUND": "BACK"}

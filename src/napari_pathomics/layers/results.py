@@ -121,7 +121,7 @@ def low_confidence_layer(slide: Slide, results: TileResults, display: Display | 
         rgba[mask] = tiled[mask]
     kwargs = grid_transform(slide, results.tile_size_l0 / k)
     kwargs.update(name=f"Low confidence (top class < {display.low_confidence:.2f})", rgb=True,
-                  visible=display.shown == VIEW_CLASSES, opacity=0.7,
+                  visible=display.shown == VIEW_CLASSES, opacity=0.85,
                   metadata={**result_meta(slide, ROLE_LOW_CONFIDENCE, results.tile_size_l0 / k),
                             VIEW_KEY: VIEW_CLASSES, "tiles": idx.tolist(), "threshold": display.low_confidence})
     return rgba, kwargs, "image"
