@@ -51,3 +51,100 @@ def test_ellipse_and_lines():
     out = shapes_to_annotations([rect, rect[:2]], ["ellipse", "line"], {})
     assert len(out) == 1
     assert abs(out[0].geometry.area - np.pi * 100 * 50) / (np.pi * 100 * 50) < 0.01
+
+
+# ---- QuPath points, cells, detections and tiles as layers (issue 10) ---------------------------
+def _qupath_objects():
+    """A QuPath 0.4-style file's objects: points of two classes (one a MultiPoint), a cell, a detection, a tile."""
+    from napari_pathomics.wsi.annotations import parse_geojson
+
+    sq = lambda x0, y0, s: {"type": "Polygon", "coordinates": [[[x0, y0], [x0 + s, y0], [x0 + s, y0 + s],  # noqa: E731
+                                                                  [x0, y0 + s], [x0, y0]]]}
+    feats = [
+        {"type": "Feature", "geometry": sq(100, 100, 300), "properties": {"objectType": "annotation"}},
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[50, 60], [70, 80]]},
+         "properties": {"objectType": "annotation", "name": "count A",
+                        "classification": {"name": "Immune cells", "colorRGB": -6268256}}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [250.0, 260.0]},
+         "properties": {"objectType": "annotation", "name": "calibration",
+                        "classification": {"name": "Other", "color": [0, 200, 0]}}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [300.0, 310.0]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Immune cells", "color": [160, 90, 160]}}},
+        {"type": "Feature", "geometry": sq(300, 300, 30), "nucleusGeometry": sq(310, 310, 10),
+         "properties": {"objectType": "cell", "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},
+                        "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0}}},
+        {"type": "Feature", "geometry": sq(600, 600, 20),
+         "properties": {"objectType": "detection", "classification": {"name": "Stroma", "colorRGB": -6895466},
+                        "measurements": [{"name": "Hematoxylin OD mean", "value": 0.3}]}},
+        {"type": "Feature", "geometry": sq(0, 0, 512),
+         "properties": {"objectType": "tile", "measurements": [{"name": "prob_TUM", "value": 0.9}]}},
+    ]
+    return parse_geojson({"type": "FeatureCollection", "features": feats}, bounds=(1536, 1024))
+
+
+def _slide(tmp_path):
+    from _slides import small_slide
+    from napari_pathomics.wsi.slide import open_slide
+
+    return open_slide(small_slide(tmp_path / "s.svs"))
+
+
+def test_point_annotations_are_one_points_layer_per_class(tmp_path):
+    from napari.layers import Points
+
+    from napari_pathomics.colors import rgb_to_hex
+    from napari_pathomics.layers import ROLE, ROLE_QUPATH_POINTS
+    from napari_pathomics.layers.rois import qupath_point_layers
+
+    res = _qupath_objects()
+    with _slide(tmp_path) as slide:
+        tuples = qupath_point_layers(slide, res.objects)
+    by_class = {kw["metadata"]["classification"]: (data, kw, kind) for data, kw, kind in tuples}
+    assert sorted(by_class) == ["Immune cells", "Other"]
+    data, kw, kind = by_class["Immune cells"]
+    assert kind == "points" and kw["metadata"][ROLE] == ROLE_QUPATH_POINTS
+    # (y, x) level-0 px, a MultiPoint's points each one point, in file order; names and class kept
+    np.testing.assert_array_equal(data, [[60, 50], [80, 70], [310, 300]])
+    assert list(kw["features"]["name"]) == ["count A", "count A", ""]
+    assert set(kw["features"]["classification"]) == {"Immune cells"}
+    assert kw["face_color"] == rgb_to_hex(res.of_kind("point")[0].color)  # the class colour from QuPath
+    other = by_class["Other"]
+    np.testing.assert_array_equal(other[0], [[260, 250]])
+    assert other[1]["face_color"].lower() == "#00c800" and list(other[1]["features"]["name"]) == ["calibration"]
+    layer = Points(data, **kw)  # napari takes the tuple as it is
+    assert len(layer.data) == 3 and list(layer.features["name"]) == ["count A", "count A", ""]
+
+
+def test_cells_detections_and_tiles_are_one_layer_with_measurements(tmp_path):
+    from napari.layers import Points
+
+    from napari_pathomics.layers import ROLE, ROLE_QUPATH_CELLS
+    from napari_pathomics.layers.rois import qupath_cell_layer
+
+    res = _qupath_objects()
+    with _slide(tmp_path) as slide:
+        data, kw, kind = qupath_cell_layer(slide, res.objects)
+    assert kind == "points" and kw["metadata"][ROLE] == ROLE_QUPATH_CELLS
+    assert list(kw["features"]["kind"]) == ["cell", "detection", "tile"]
+    assert list(kw["features"]["classification"]) == ["Tumor: Positive", "Stroma", ""]
+    # measurements in map (0.4+) and list (0.2/0.3) form become numeric feature columns, NaN where absent
+    np.testing.assert_allclose(kw["features"]["Nucleus: Area µm^2"], [25.0, np.nan, np.nan])
+    np.testing.assert_allclose(kw["features"]["Hematoxylin OD mean"], [np.nan, 0.3, np.nan])
+    np.testing.assert_allclose(kw["features"]["prob_TUM"], [np.nan, np.nan, 0.9])
+    # one point per object, inside its outline; the outlines (the nucleus for a cell) are kept for drawing
+    assert data.shape == (3, 2)
+    for (y, x), geom in zip(data, [o.geometry for o in res.of_kind("cell", "detection", "tile")]):
+        from shapely.geometry import Point
+
+        assert geom.contains(Point(x, y))
+    outlines = kw["metadata"]["pathomics_outlines"]
+    assert outlines[0].area == 100 and outlines[1].area == 400
+    layer = Points(data, **kw)
+    assert layer.features.shape[0] == 3
+
+
+def test_no_cells_no_layer(tmp_path):
+    from napari_pathomics.layers.rois import qupath_cell_layer, qupath_point_layers
+
+    with _slide(tmp_path) as slide:
+        assert qupath_cell_layer(slide, []) is None and qupath_point_layers(slide, []) == []

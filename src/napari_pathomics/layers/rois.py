@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +11,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
 from ..colors import napari_color, rgb_to_hex
-from ..wsi.annotations import DEFAULT_CLASS, DEFAULT_COLOR, Annotation, QuPathObject, ellipse_polygon
+from ..wsi.annotations import DEFAULT_CLASS, DEFAULT_COLOR, Annotation, GeoObject, QuPathObject, ellipse_polygon
 from ..wsi.geometry import as_area, repair_area
 from ..wsi.slide import Slide
 from .base import (
@@ -163,11 +164,11 @@ def _object_color(obj: QuPathObject) -> str:
     return rgb_to_hex(obj.color or DEFAULT_COLOR)
 
 
-def qupath_point_layers(slide: Slide, objects: list[QuPathObject]) -> list[LayerTuple]:
+def qupath_point_layers(slide: Slide, objects: Sequence[GeoObject]) -> list[LayerTuple]:
     """One Points layer per class of QuPath point annotations (cell counts, calibration points)."""
     by_class: dict[str, list[QuPathObject]] = {}
     for o in objects:
-        if o.kind == "point" and o.geometry is not None:
+        if isinstance(o, QuPathObject) and o.kind == "point" and o.geometry is not None:
             by_class.setdefault(o.classification or "Unclassified", []).append(o)
     out: list[LayerTuple] = []
     size = POINT_SIZE_UM / (slide_scale(slide)[1] or 1.0)
@@ -182,9 +183,10 @@ def qupath_point_layers(slide: Slide, objects: list[QuPathObject]) -> list[Layer
     return out
 
 
-def qupath_cell_layer(slide: Slide, objects: list[QuPathObject]) -> LayerTuple | None:
+def qupath_cell_layer(slide: Slide, objects: Sequence[GeoObject]) -> LayerTuple | None:
     """QuPath cells, detections and tiles as centroids coloured by class, measurements as features."""
-    objs = [o for o in objects if o.kind in ("cell", "detection", "tile") and o.geometry is not None]
+    objs = [o for o in objects if isinstance(o, QuPathObject) and o.kind in ("cell", "detection", "tile")
+            and o.geometry is not None]
     if not objs:
         return None
     cents = [o.geometry.representative_point() if not o.geometry.is_empty else None for o in objs]
