@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import SignatureError
+from ..errors import ClinicalError, SignatureError
 from ..resources import DEFAULT_BUNDLE
 from ..units import years_short
 from .common import BATCH, add_slide_mpp_option, print_json
@@ -26,6 +26,19 @@ def _score(args: argparse.Namespace) -> int:
         raise SignatureError(f"give one --roi per slide ({len(args.slides)}), in the same order")
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
     signature = load_signature(bundle)
+    values = _clinical_values(args.clinical)
+    combined = None
+    if values:
+        from ..scoring.combined import clinical_fields, load_clinical_signature
+
+        combined = load_clinical_signature(bundle)
+        if combined is None:
+            raise ClinicalError(f"bundle {bundle.name!r} has no combined (clinical) signature; score without --clinical")
+        known = [f["name"] for f in clinical_fields(combined, [signature])]
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            raise ClinicalError(f"--clinical {unknown[0]}: not a covariate of signature {combined.name!r} "
+                                f"(it takes {', '.join(known)})")
     inputs = [*args.slides, *(args.roi or []), bundle.source, *bundle.path.iterdir()]
     html_path, json_path = report_targets(args.report, args.report_json, inputs)
     rois = [read_geojson(r).annotations for r in args.roi] if args.roi else None
@@ -42,28 +55,64 @@ def _score(args: argparse.Namespace) -> int:
 
     try:
         ps = score_patient(args.slides, bundle, patient_id=args.patient, rois=rois, device=args.device,
-                           batch_size=args.batch_size, amp=args.amp, slide_mpp=args.slide_mpp, progress=progress)
+                           batch_size=args.batch_size, amp=args.amp, slide_mpp=args.slide_mpp, progress=progress,
+                           case_type=args.case_type)
     finally:
         if bar is not None:
             bar.close()
+    if combined is not None:
+        from ..scoring.combined import combined_score
+
+        ps.clinical = combined_score(ps, combined, values, signature)
     if html_path is not None:
-        write_report_html(ps, html_path, signature=signature)
+        write_report_html(ps, html_path, signature=signature, combined=combined)
     if json_path is not None:
         write_report_json(ps, json_path)
     if args.json:
         print_json(ps.to_json())
         return 0
     sc = ps.score
+    ctx = ps.context
     print(f"patient {ps.patient_id}: risk {sc.risk:+.3f} ({ordinal(sc.percentile)} percentile), "
-          f"group {sc.group.upper()} (cutoff {sc.cutoff:+.3f})")
+          f"{ctx['group_headline']} (frozen cutoff {sc.cutoff:+.3f})")
+    print(f"  {ctx['area']['text']}")
+    print(f"  group: {ctx['group_text']}")
+    print(f"  signature evidence: {ctx['evidence']['text']}")
     print("  predicted survival: " + ", ".join(f"{years_short(float(h), sc.time_unit)} {100 * p:.0f} %"
                                               for h, p in sc.survival_at.items()))
-    top = sorted(ps.composition.items(), key=lambda kv: -kv[1])[:5]
-    print("  composition: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in top))
-    for w in ps.warnings:
+    comp = ctx["composition"]
+    top = sorted(comp["tissue"].items(), key=lambda kv: -kv[1])[:5]
+    print("  composition: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in top) + f" ({comp['text']})")
+    ct = ctx["cancer_type"]
+    if ct.get("note"):
+        print(f"  cancer type: {ct['note']}")
+    if ps.clinical is not None:
+        c = ps.clinical
+        m = c["models"]
+        print(f"  with clinical values ({', '.join(f'{k}={v}' for k, v in c['values'].items())}): "
+              f"combined risk {c['risk']:+.3f} ({ordinal(c['percentile'])} percentile), {c['group_headline']}")
+        print(f"    validated C-index: pathomics only {m['image']['text']}; combined {m['combined']['text']}; "
+              f"clinical only {m['clinical']['text']}")
+        for pl in c.get("interplay", []):
+            print(f"    {pl['column']} curves: {pl['note']}")
+    for w in [*ps.warnings, *ctx["warnings"]]:
         print(f"  warning: {w}")
     print(f"  {DISCLAIMER}")
     return 0
+
+
+def _clinical_values(items: list[str] | None) -> dict[str, str]:
+    """``--clinical stage=3,age=64`` (repeatable) -> {name: raw text}; ClinicalError names a bad item."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        for part in (p.strip() for p in item.split(",")):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise ClinicalError(f"--clinical {part!r}: expected NAME=VALUE (e.g. stage=3,age=64)")
+            out[name.strip()] = value.strip()
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +128,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print all numbers as JSON")
     p.add_argument("--report", default=None, metavar="FILE.html", help="write the HTML case report (+ .json)")
     p.add_argument("--report-json", default=None, metavar="FILE.json", help="write the JSON report here")
+    p.add_argument("--case-type", default=None, metavar="TEXT",
+                   help="the case's cancer type (e.g. 'colorectal adenocarcinoma'), checked against the signature's; "
+                        "default: the slide metadata's tissue, if it records one")
+    p.add_argument("--clinical", action="append", default=None, metavar="NAME=VALUE[,NAME=VALUE...]",
+                   help="the patient's clinical values (e.g. stage=3,age=64): also score with the bundle's combined "
+                        "signature (signature_clinical.json); a value outside its frozen encoding is refused")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_slide_mpp_option(p)
     p.set_defaults(handler=_score)

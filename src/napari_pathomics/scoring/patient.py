@@ -37,6 +37,7 @@ from ..units import DEFAULT_MPP
 from ..wsi.annotations import Annotation, clip_annotations
 from ..wsi.slide import Slide, open_slide
 from ..wsi.tiling import TileGrid, plan_for_bundle
+from .context import case_context, slide_cancer_type
 from .engines import shared_engine
 
 __all__ = ["PatientScore", "SlideSummary", "score_patient", "score_tiles", "load_signature", "slide_tiles",
@@ -74,6 +75,9 @@ class SlideSummary:
     from_cache: bool
     grid_key: str | None = None
     unreadable_mm2: float = 0.0  # area of the slide that could not be decoded (its tiles failed)
+    tile_um: float | None = None  # side of one tile in µm (scored area = n_done × tile_um²)
+    roi_mm2: float | None = None  # area of the ROIs (clipped to the slide), None when all tissue was scored
+    tissue_metadata: str | None = None  # a tissue / diagnosis the slide's metadata records, if any
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +88,7 @@ class SlideSummary:
                       "background": self.n_background, "pending": self.n_pending},
             "composition": dict(self.composition), "n_rois": self.n_rois, "used": self.used,
             "from_cache": self.from_cache, "grid_key": self.grid_key, "unreadable_mm2": self.unreadable_mm2,
+            "tile_um": self.tile_um, "roi_mm2": self.roi_mm2, "tissue_metadata": self.tissue_metadata,
         }
 
 
@@ -105,6 +110,11 @@ class PatientScore:
     finished: str
     duration_s: float
     warnings: list[str] = field(default_factory=list)
+    #: the score in context (scoring.context.case_context): area scored, validated evidence, the
+    #: group as it may be said, composition without background, cancer-type check
+    context: dict[str, Any] = field(default_factory=dict)
+    #: the combined (pathomics + clinical) score when clinical values were given (scoring.clinical)
+    clinical: dict[str, Any] | None = None
     # not serialised: what the report needs to draw overviews, and the widget to show layers
     results: list[TileResults | None] = field(default_factory=list, repr=False, compare=False)
     rois: list[list[Annotation] | None] = field(default_factory=list, repr=False, compare=False)
@@ -138,6 +148,8 @@ class PatientScore:
             "versions": dict(self.versions), "warnings": list(self.warnings),
             "started": self.started, "finished": self.finished, "duration_s": self.duration_s,
             "disclaimer": DISCLAIMER,
+            "context": dict(self.context),
+            **({"clinical": dict(self.clinical)} if self.clinical is not None else {}),
         }
 
 
@@ -252,13 +264,15 @@ def score_patient(
     slide_mpp: float | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    case_type: str | None = None,
 ) -> PatientScore:
     """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
 
     ``rois[i]`` restricts slide ``i`` to its ROIs, clipped to the slide (``None``: all detected
     tissue); ``results[i]``
     reuses results already computed (e.g. by the Analyze dock) when they are complete and from
-    this bundle. A slide without any classified tile is left out with a warning; if no slide has
+    this bundle. ``case_type`` is the case's cancer type as the user states it (else the slides'
+    metadata is asked), checked against the signature's in ``PatientScore.context``. A slide without any classified tile is left out with a warning; if no slide has
     one, or the bundle has no signature, a :class:`SignatureError` explains why.
     """
     t0 = time.perf_counter()
@@ -334,6 +348,10 @@ def score_patient(
                 warnings.append(f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out"
                                 + (f" ({unreadable:.3g} mm² of the slide is unreadable)" if unreadable else ""))
             path = Path(slide.path)
+            mpp_xy = tuple(float(v) for v in slide.mpp) if slide.has_mpp else None
+            tile_um = res.meta.get("tile_um") or (res.tile_size_l0 * mpp_xy[0] if mpp_xy else None)
+            roi_mm2 = (float(sum(a.geometry.area for a in roi_list[i])) * mpp_xy[0] * mpp_xy[1] / 1e6
+                       if roi_list[i] and mpp_xy else None)
             summaries.append(SlideSummary(
                 path=str(path), fingerprint=(fp := slide.file_hash()), sha256=fp,
                 size_bytes=path.stat().st_size, width=slide.width, height=slide.height,
@@ -342,6 +360,8 @@ def score_patient(
                 n_pending=counts[PENDING], composition=comp,
                 n_rois=len(roi_list[i]) if roi_list[i] else None, used=used, from_cache=from_cache,
                 grid_key=grid_key, unreadable_mm2=unreadable,
+                tile_um=float(tile_um) if tile_um else None, roi_mm2=roi_mm2,
+                tissue_metadata=slide_cancer_type(getattr(slide, "properties", {}) or {}),
             ))
             res_list.append(res)
             slide_objs.append(None if own else slide)
@@ -366,12 +386,15 @@ def score_patient(
     colors = list(res_list[used_idx[0]].class_colors)  # type: ignore[union-attr]
     pid = patient_id or Path(summaries[0].path).stem
     report("done", 1.0)
+    comp_all = composition(pooled, names)
+    ctx = case_context(summaries, comp_all, names, sc.group, sig, bundle.manifest, case_type,
+                       [s.tissue_metadata for s in summaries])
     return PatientScore(
         patient_id=pid, score=sc, features=features,
-        composition=composition(pooled, names), class_names=names, class_colors=colors,
+        composition=comp_all, class_names=names, class_colors=colors,
         slides=summaries, bundle=bundle_record(bundle), signature=strict_json(sig.summary()),
         versions=versions(), started=started, finished=now_iso(),
-        duration_s=round(time.perf_counter() - t0, 3), warnings=warnings,
+        duration_s=round(time.perf_counter() - t0, 3), warnings=warnings, context=ctx,
         results=res_list, rois=[r or None for r in roi_list], slide_objects=slide_objs,
     )
 

@@ -26,7 +26,7 @@ def _signature_score(score: Any) -> Any:
 
 
 def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] = (6.4, 4.2),
-                    dpi: int = 100) -> Figure:
+                    dpi: int = 100, patient_label: str | None = None, title: str | None = None) -> Figure:
     """The patient's predicted S(t) over the reference cohort's Kaplan–Meier curves per group.
 
     At-risk counts of each reference group are printed under the axis at the grid's ticks;
@@ -51,7 +51,7 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
             ax.fill_between(grid, d["ci_lower"], d["ci_upper"], step="post", color=col, alpha=0.12, lw=0)
     t = np.asarray(sc.curve_times, float) * f
     ax.step(t, sc.curve_survival, where="post", color=PATIENT_COLOR, lw=2.4,
-            label=f"this patient ({sc.group} risk)")
+            label=patient_label or f"this patient ({sc.group} risk)")
     for key, s in sc.survival_at.items():
         h = float(key) * f
         ax.axvline(h, color="#888", ls="--", lw=0.8)
@@ -62,7 +62,7 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     if grid.size:
         ax.set_xlim(0, float(grid[-1]))
     ax.set_ylabel("overall survival")
-    ax.set_title(f"Predicted survival vs reference cohort ({signature.name})", fontsize=10)
+    ax.set_title(title or f"Predicted survival vs reference cohort ({signature.name})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, frameon=False)
     ax.tick_params(labelbottom=False)
@@ -89,13 +89,19 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
 
 
 def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | None = None, *,
-                       figsize: tuple[float, float] = (6.4, 3.0), dpi: int = 100) -> Figure:
+                       figsize: tuple[float, float] = (6.4, 3.0), dpi: int = 100, title: str | None = None,
+                       ylabel: str = "mean class probability (%)") -> Figure:
     """Bar chart of the patient's tissue composition (mean class probability) in class colours.
 
-    ``score`` is a PatientScore (its ``composition`` and ``class_colors`` are used) or a plain
-    ``{class: share}`` mapping with ``colors`` given.
+    ``score`` is a PatientScore (its ``composition`` and ``class_colors`` are used; background
+    classes are left out when its ``context`` says which they are) or a plain ``{class: share}``
+    mapping with ``colors`` given.
     """
     comp = dict(getattr(score, "composition", score))
+    ctx = (getattr(score, "context", None) or {}).get("composition") if hasattr(score, "composition") else None
+    if ctx and ctx.get("tissue"):
+        comp = dict(ctx["tissue"])
+        ylabel = "share of tissue (%; background left out)"
     names = list(comp)
     if colors is None:
         colors = dict(zip(getattr(score, "class_names", []), getattr(score, "class_colors", [])))
@@ -108,9 +114,12 @@ def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | N
     for b, v in zip(bars, vals):
         ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), textcoords="offset points",
                     xytext=(0, 2), ha="center", fontsize=8)
-    ax.set_ylabel("mean class probability (%)")
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_ylim(0, max(10.0, float(vals.max()) * 1.15) if vals.size else 100)
-    ax.set_title("Tissue composition (tiles in ROIs)", fontsize=10)
+    if title is None:
+        scope = ((getattr(score, "context", None) or {}).get("area") or {}).get("scope")
+        title = f"Tissue composition ({'tiles in ROIs' if scope == 'ROIs' else scope or 'scored tiles'})"
+    ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
@@ -134,33 +143,48 @@ def _hr_text(hr: Mapping[str, Any] | None) -> str:
 
 
 def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
-                     figsize: tuple[float, float] = (9.6, 4.0), dpi: int = 100) -> Figure:
+                     figsize: tuple[float, float] = (9.6, 4.0), dpi: int = 100,
+                     patient: Mapping[str, Any] | None = None, rows: int = 1) -> Figure:
     """Kaplan–Meier curves of each marker / treatment level, one panel per pathomics risk group.
 
     ``result`` is what ``signature.interplay.analyze_interaction`` or ``analyze_benefit`` returns;
     each panel's title gives the level's hazard ratio in that group, the figure's the interaction p.
+    ``patient`` (``{"group": "low", "level": "marker > 37"}``, from ``scoring.combined``) places a
+    patient: their curve is drawn bold and labelled, the other curves and the other group fade.
+    ``rows=2`` stacks the panels (for a narrow dock).
     """
     f = 1.0 / per_year(time_unit)
     grid = np.asarray(result["grid"], float) * f
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(rows, 3 - rows, sharey=True, squeeze=False).ravel()
+    pg, plevel = (patient or {}).get("group"), (patient or {}).get("level")
     for ax, g in zip(axes, ("low", "high")):
         grp = result["groups"][g]
+        faded = patient is not None and g != pg
         for k, level in enumerate(result["levels"]):
             km = grp["km"].get(level)
             if km is None:
                 continue
             col = LEVEL_COLORS[k % len(LEVEL_COLORS)]
-            ax.step(grid, km["survival"], where="post", color=col, lw=1.8,
-                    label=f"{level} (n={km['n']}, {km['events']} events)")
-            ax.fill_between(grid, km["ci_lower"], km["ci_upper"], step="post", color=col, alpha=0.10, lw=0)
+            mine = patient is not None and g == pg and level == plevel
+            alpha = 0.35 if faded or (patient is not None and plevel is not None and not mine) else 1.0
+            ax.step(grid, km["survival"], where="post", color=col, lw=3.0 if mine else 1.6, alpha=alpha,
+                    label=f"{level} (n={km['n']}, {km['events']} events)" + ("  ← this patient" if mine else ""))
+            ax.fill_between(grid, km["ci_lower"], km["ci_upper"], step="post", color=col,
+                            alpha=0.16 if mine else 0.06, lw=0)
+        if patient is not None and g == pg:
+            for side in ax.spines.values():
+                side.set_color("#1f3fbf")
+                side.set_linewidth(1.6)
         hrs = [f"{lv}: {_hr_text(h)}" for lv, h in grp["hazard_ratio"].items()]
-        ax.set_title(f"pathomics {g}-risk group (n={grp['n']})\n" + "\n".join(hrs), fontsize=8)
+        mark = " — this patient's group" if patient is not None and g == pg else ""
+        ax.set_title(f"pathomics {g}-risk group (n={grp['n']}){mark}\n" + "\n".join(hrs), fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"time ({'years' if f != 1.0 else time_unit})")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=7, frameon=False)
-    axes[0].set_ylabel("survival")
+    for ax in axes[:: 3 - rows]:
+        ax.set_ylabel("survival")
     p = result["interaction"].get("p")
     what = result.get("marker") or result.get("treatment") or ""
     fig.suptitle(f"{what} within pathomics risk groups — interaction p = {p:.2g}" if p is not None

@@ -29,12 +29,14 @@ from ..errors import SignatureError
 from ..outputs import OutputError, check_output
 from ..provenance import now_iso
 from ..results import TileResults
-from ..signature import Signature
+from ..signature import Signature, SignatureScore
 from ..units import years_label
 from ..wsi.annotations import Annotation
 from ..wsi.slide import Slide, open_slide
+from .combined import RESEARCH_ONLY, interplay_docs, load_clinical_signature
+from .context import case_context
 from .patient import DISCLAIMER, PatientScore, load_signature, ordinal
-from .plots import composition_figure, figure_png, survival_figure
+from .plots import composition_figure, figure_png, interplay_figure, survival_figure
 
 __all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png", "report_targets"]
 
@@ -166,7 +168,8 @@ border-radius:4px;font-size:14px}.warn{background:#fdecea;border:1px solid #e573
 border-radius:4px;font-size:13px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}.card{border:1px solid #ddd;border-radius:6px;
 padding:10px 14px;min-width:150px}.card .v{font-size:24px;font-weight:600}.card .k{font-size:12px;color:#666}
-.high{color:#c0392b}.low{color:#1e8449}
+.high{color:#c0392b}.low{color:#1e8449}.neutral{color:#444;font-size:18px}
+.context{background:#f4f6fb;border:1px solid #c5cbe0;padding:6px 12px;border-radius:4px;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 8px;
 text-align:left}th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee}code{font-size:12px;word-break:break-all}
@@ -206,14 +209,61 @@ def _dict_or_empty(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _context(score: PatientScore, sig: Signature) -> dict[str, Any]:
+    if score.context:
+        return score.context
+    return case_context(score.slides, score.composition, score.class_names, score.score.group, sig)
+
+
+def _clinical_section(score: PatientScore, sig: Signature, combined: Signature | None) -> dict[str, Any] | None:
+    """What the report says about the clinical values and the combined model (None without them)."""
+    c = score.clinical
+    if not c:
+        return None
+    if combined is None:
+        try:
+            path = score.bundle.get("path")
+            combined = load_clinical_signature(Bundle.load(path)) if path else None
+        except Exception:  # noqa: BLE001 - the numbers are in the score; only the figures need the signature
+            combined = None
+    units = {}
+    if combined is not None and combined.clinical is not None:
+        units = {cv.name: (cv.unit, cv.allowed(), cv.type) for cv in combined.clinical.covariates}
+    values = [(k, v, *units.get(k, ("", "", ""))) for k, v in (c.get("values") or {}).items()]
+    horizons = list((c.get("survival") or {}).keys())
+    img = c.get("image_only") or {}
+    surv = [(years_label(float(h), c.get("time_unit", "days")), (img.get("survival") or {}).get(h),
+             (c.get("survival") or {}).get(h)) for h in horizons]
+    figs: list[bytes] = []
+    if combined is not None:
+        curve = c.get("survival_curve") or {}
+        sc = SignatureScore(risk=c["risk"], percentile=c["percentile"], group=c["group"], cutoff=c["cutoff"],
+                            survival_at=dict(c.get("survival") or {}), curve_times=list(curve.get("times", [])),
+                            curve_survival=list(curve.get("survival", [])), time_unit=c.get("time_unit", "days"))
+        figs.append(figure_png(survival_figure(combined, sc, patient_label="this patient (pathomics + clinical)",
+                                               title=f"Combined model: predicted survival ({combined.name})")))
+        placements = {(pl.get("column"), pl.get("signature")): pl for pl in c.get("interplay") or []}
+        for s_, doc in interplay_docs(combined, sig):
+            col = doc.get("marker") or doc.get("treatment")
+            pl = placements.get((col, s_.name)) or {}
+            figs.append(figure_png(interplay_figure(doc, s_.time_unit,
+                                                    patient=pl if pl.get("level") else None)))
+    return {"values": values, "c": c, "img": img, "surv": surv, "models": c.get("models") or {},
+            "inc": {"delta_c": None, "ci_lower": None, "ci_upper": None, "lrt_p": None,
+                    **(c.get("increment_over_clinical") or {})}, "figs": figs, "interplay": c.get("interplay") or [],
+            "research": RESEARCH_ONLY}
+
+
 def render_report_html(score: PatientScore, signature: Signature | None = None,
-                       slides_images: Sequence[bytes | None] | None = None) -> str:
+                       slides_images: Sequence[bytes | None] | None = None,
+                       combined: Signature | None = None) -> str:
     """The report page as one HTML string (see :func:`write_report_html`).
 
     Every value reaches the page through the template's autoescaping, and the page's
     Content-Security-Policy allows no script at all: a hostile bundle or file name cannot run code.
     """
     sig = signature if signature is not None else _load_signature(score)
+    ctx = _context(score, sig)
     sc = score.score
     imgs = list(slides_images) if slides_images is not None else _overview_images(score)
     cut = sig.cutoff
@@ -228,6 +278,8 @@ def render_report_html(score: PatientScore, signature: Signature | None = None,
             "rois": sl.n_rois if sl.n_rois else "all tissue", "width": sl.width, "height": sl.height,
             "mpp": ", ".join(f"{v:.4g}" for v in sl.mpp) or "—", "fingerprint": sl.fingerprint,
             "sha256": sl.sha256, "image": imgs[i] if i < len(imgs) else None,
+            "area": (ctx.get("area", {}).get("slides") or [{}] * len(score.slides))[i]
+            if i < len(ctx.get("area", {}).get("slides") or []) else {},
         })
     context = {
         "css": Markup(_CSS), "patient_id": score.patient_id, "finished": score.finished, "started": score.started,
@@ -241,7 +293,10 @@ def render_report_html(score: PatientScore, signature: Signature | None = None,
         "n_high": cut.get("n_high"), "n_low": cut.get("n_low"),
         "survival": [(years_label(float(k), sc.time_unit), v) for k, v in sc.survival_at.items()],
         "survival_png": figure_png(survival_figure(sig, score)), "composition_png": figure_png(composition_figure(score)),
-        "composition": list(score.composition.items()), "slides": slides,
+        "composition": list((ctx.get("composition") or {}).get("tissue", score.composition).items()),
+        "slides": slides, "ctx": ctx, "validated": bool(ctx.get("evidence", {}).get("validated")),
+        "all_warnings": [*score.warnings, *ctx.get("warnings", [])],
+        "clinical": _clinical_section(score, sig, combined),
         "sig_description": str(sig.to_json().get("description", "")),
         "coefficients": [(k, score.features.get(k), b) for k, b in sig.coefficients.items()],
         "cv": cv, "hr_oof": _dict_or_empty(cv.get("hazard_ratio_out_of_fold")),
@@ -252,11 +307,13 @@ def render_report_html(score: PatientScore, signature: Signature | None = None,
 
 
 def write_report_html(score: PatientScore, path: str | Path, *, signature: Signature | None = None,
-                      slides_images: Sequence[bytes | None] | None = None) -> Path:
+                      slides_images: Sequence[bytes | None] | None = None,
+                      combined: Signature | None = None) -> Path:
     """Write the self-contained HTML case report (atomically).
 
     ``signature`` defaults to the one of the bundle recorded in the score; ``slides_images``
     (one PNG per slide, or None) defaults to :func:`slide_overview_png` of each slide with its
-    results and ROIs.
+    results and ROIs. ``combined`` is the bundle's combined signature when the score carries
+    clinical values (default: read from the bundle the score names).
     """
-    return atomic_write_text(path, render_report_html(score, signature, slides_images))
+    return atomic_write_text(path, render_report_html(score, signature, slides_images, combined))
