@@ -131,10 +131,44 @@ def test_a_slide_claiming_absurd_dimensions_is_refused_at_open(tmp_path):
     from napari_pathomics.wsi.slide import open_slide
 
     good = small_slide(tmp_path / "good.svs")
-    for side in (1_000_000, 2_000_000_000):
-        p = tmp_path / f"claims-{side}.svs"
-        p.write_bytes(_patch_tag(_patch_tag(good.read_bytes(), good, "ImageWidth", side), good, "ImageLength", side))
+    for w, h in ((1_000_000, 1_000_000), (2_000_000_000, 2_000_000_000), (2_000_000_000, 1), (1, 2_000_000_000)):
+        p = tmp_path / f"claims-{w}x{h}.svs"
+        p.write_bytes(_patch_tag(_patch_tag(good.read_bytes(), good, "ImageWidth", w), good, "ImageLength", h))
         with pytest.raises(SlideError) as info:
             open_slide(p)
         msg = str(info.value)
         assert "\n" not in msg and "beyond any scanned slide" in msg, msg
+
+
+def test_planning_a_few_tiles_of_a_huge_slide_costs_a_few_tiles_of_memory(tmp_path, capsys):
+    """A 200 000² slide (a 12 500² tissue mask, 470 MB of overview) plans the 4 tiles of a small ROI
+    holding a few MB: only the ROIs' box is read, thresholded and rasterised. It once took 2.9 GB."""
+    import json
+    import tracemalloc
+
+    from _slides import sparse_huge_slide
+    from napari_pathomics.cli import main
+    from napari_pathomics.wsi.annotations import write_geojson
+    from napari_pathomics.wsi.tiling import plan_tiles
+    from napari_pathomics.wsi.tissue import tissue_from_rgb
+
+    path = sparse_huge_slide(tmp_path / "huge.svs")
+    x0 = y0 = 100_352 + 600  # inside the stored H&E patch, 112 µm tiles of 224 px at 0.5 µm/px
+    roi = [Annotation(box(x0, y0, x0 + 448, y0 + 448))]
+    tissue_from_rgb(np.full((64, 64, 3), 200, np.uint8), 8.0)  # its lazy imports are not planning's memory
+    with open_slide(path) as slide:
+        assert slide.dimensions == (200_000, 200_000)
+        tracemalloc.start()
+        try:
+            grid = plan_tiles(slide, roi, min_tissue=0.3)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert len(grid) == 4 and grid.params["unreadable_mm2"] == 0.0
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB to plan 4 tiles"
+    # and through the CLI, with tissue detection, in one answer
+    roi_file = tmp_path / "roi.geojson"
+    write_geojson(roi, roi_file)
+    assert main(["tiles", str(path), "--roi", str(roi_file), "--min-tissue", "0.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tile_count"] == 4 and out["slide_width"] == 200_000, out
