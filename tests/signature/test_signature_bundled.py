@@ -58,3 +58,78 @@ def test_manifest_records_signature(sig: Signature) -> None:
     man = json.loads(man_path.read_text())
     assert man.get("signature") == "signature.json"
     assert man["signature_summary"]["cv_c_index"] == pytest.approx(sig.metrics["cv"]["c_index_mean"])
+
+
+# ------------------------------------------------------------------ the combined (clinical) signature
+CLIN_PATH = DEFAULT_BUNDLE / "signature_clinical.json"
+
+
+@pytest.fixture(scope="module")
+def clin() -> Signature:
+    if not CLIN_PATH.exists():
+        pytest.skip("default bundle has no signature_clinical.json")
+    return Signature.from_json(CLIN_PATH)
+
+
+def test_combined_signature_records_three_models_and_its_rows(clin: Signature) -> None:
+    assert clin.clinical.names == ["cleanstage", "years_to_birth"]
+    assert clin.cancer_type == "colorectal adenocarcinoma"
+    ev = clin.evaluation
+    for m in ("image", "clinical", "combined"):
+        assert 0.5 < ev["models"][m]["cv_c_index"] < 1 and ev["models"][m]["cv_c_index_sd"] > 0
+    assert ev["design"]["folds"] == 5 and ev["design"]["repeats"] == 5
+    assert ev["models"]["clinical"]["cv_c_index"] > ev["models"]["image"]["cv_c_index"]
+    inc = ev["increment"]["combined_minus_clinical"]
+    assert inc["ci_lower"] <= inc["delta_c"] <= inc["ci_upper"] and 0 <= inc["likelihood_ratio_test"]["p"] <= 1
+    rows = ev["rows"]
+    assert rows["total"] == 500 and rows["used"] == 483 and rows["n_excluded"] == 17
+    assert rows["excluded"] == {"missing cleanstage": 16, "missing years_to_birth": 1}
+    assert set(clin.image_features) <= set(Signature.from_json(SIG_PATH).feature_spec.feature_names)
+
+
+def test_combined_signature_recomputes_on_the_tcga_rows_it_used(clin: Signature) -> None:
+    from napari_pathomics.signature import score_combined
+
+    d = pd.read_csv(TCGA_COHORT_CSV)
+    d = d[d["cleanstage"].notna() & d["years_to_birth"].notna()].reset_index(drop=True)
+    feats = d.rename(columns={c: f"tme_mean_{c}" for c in clin.feature_spec.classes})
+    risk = np.array([score_combined(clin, f, {"cleanstage": s, "years_to_birth": a}).risk
+                     for f, s, a in zip(feats[clin.image_features].to_dict("records"), d["cleanstage"],
+                                        d["years_to_birth"])])
+    np.testing.assert_allclose(np.sort(risk), clin.reference_risks, atol=1e-9, rtol=0)
+    t, e = d["days_to_event"].to_numpy(float), d["vital_status"].to_numpy(int)
+    assert concordance(t, risk, e) == pytest.approx(clin.metrics["apparent_c_index"], abs=1e-12)
+    assert clin.to_json()["reference"]["n_events"] == int(e.sum())
+
+
+def test_manifest_records_the_combined_signature(clin: Signature) -> None:
+    man = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
+    assert man["signature_clinical"] == "signature_clinical.json" and man["signature"] == "signature.json"
+    assert man["cancer_type"] == clin.cancer_type
+    summ = man["signature_clinical_summary"]
+    for m in ("image", "clinical", "combined"):
+        assert summ["models"][m]["cv_c_index"] == pytest.approx(clin.evaluation["models"][m]["cv_c_index"])
+    assert summ["clinical"] == ["cleanstage", "years_to_birth"] and summ["n"] == 483
+
+
+@pytest.mark.slow
+def test_combined_signature_refits_from_its_recorded_command(clin: Signature, tmp_path) -> None:
+    """The README's build-signature command (into a copy of the bundle) gives the shipped model."""
+    import shutil
+
+    from napari_pathomics.cli import main
+
+    bundle = tmp_path / "b"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    tr = clin.to_json()["training"]
+    assert main(["build-signature", str(TCGA_COHORT_CSV), "--time", tr["duration_col"], "--event", tr["event_col"],
+                 "--id", tr["id_col"], "--tme-classes", "DEB,MUS,TUM",
+                 "--clinical", "cleanstage:ordinal,years_to_birth:numeric(years)", "--clinical-missing", "drop",
+                 "--cv-repeats", "5", "--seed", "0", "--name", clin.name, "--cancer-type", clin.cancer_type,
+                 "--bundle", str(bundle)]) == 0
+    again = Signature.from_json(bundle / "signature_clinical.json")
+    assert again.features == clin.features
+    np.testing.assert_allclose(again.cox.beta, clin.cox.beta, atol=1e-9)
+    for m in ("image", "clinical", "combined"):
+        assert again.evaluation["models"][m]["cv_c_index"] == pytest.approx(
+            clin.evaluation["models"][m]["cv_c_index"], abs=1e-9)
