@@ -193,3 +193,58 @@ def test_nuclei_outputs_never_land_on_inputs(case, tmp_path, capsys) -> None:
     shutil.copy(case["roi"], out / "copy.nuclei.geojson")
     _refused(["nuclei", case["slide"], "--roi", out / "copy.nuclei.geojson", "--out", out], capsys, tmp_path,
              words="input")
+
+
+# ---- import-model, train-patch, make-cohort, score-cohort --out -------------------------------
+def _hf_folder(folder: Path) -> Path:
+    """A timm-style folder (config only: the guard answers before any weight is read)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 2,
+                                                    "label_names": ["TUM", "STR"]}))
+    return folder
+
+
+@pytest.mark.parametrize("target", ["copy.svs", "copy.geojson", "table.csv", "archive.zip", "bundle"])
+def test_import_model_out_never_lands_on_an_input_or_a_file(case, tmp_path, target: str, capsys) -> None:
+    root = case["root"]
+    src = _hf_folder(tmp_path / "hf")
+    words = "not empty" if target == "bundle" else "not a folder"
+    code = 7 if target == "bundle" else REFUSED  # an existing bundle is refused by the importer itself
+    _refused(["import-model", src, "--out", root / target], capsys, root, code=code, words=words)
+    # nor the source folder or its own config
+    _refused(["import-model", src, "--out", src], capsys, tmp_path, words="input")
+    _refused(["import-model", src, "--out", src / "config.json"], capsys, tmp_path, words="not a folder")
+
+
+@pytest.mark.parametrize("target", ["copy.svs", "table.csv"])
+def test_train_patch_out_is_checked_before_training(case, target: str, capsys) -> None:
+    root = case["root"]
+    _refused(["train-patch", root, "--out", root / target], capsys, root, words="not a folder")
+
+
+def test_make_cohort_never_replaces_a_file_or_another_kind(case, tmp_path, capsys) -> None:
+    root = case["root"]
+    _refused(["make-cohort", root / "copy.svs", "--patients", "2", "--table-only", "--quiet"], capsys, root,
+             words="not a folder")
+    # a folder whose outcomes.csv is a slide, or whose "slides" is a file
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(case["slide"], odd / "outcomes.csv")
+    _refused(["make-cohort", odd, "--patients", "2", "--table-only", "--quiet"], capsys, odd, words="slide")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "slides").write_text("my notes")
+    _refused(["make-cohort", flat, "--patients", "2", "--quiet"], capsys, flat, words="not a folder")
+    # a fresh folder is fine, and a rerun replaces its own tables
+    for _ in range(2):
+        assert cli_main(["make-cohort", str(tmp_path / "new"), "--patients", "2", "--table-only", "--quiet"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("target", ["copy.svs", "table.csv", "archive.zip"])
+def test_score_cohort_out_is_never_a_file(case, tmp_path, target: str, capsys) -> None:
+    slide = shutil.copy(case["slide"], tmp_path / "a.svs")
+    table = _cohort(tmp_path / "c", Path(slide))
+    root = case["root"]
+    _refused(["score-cohort", table, "--out", root / target, "--bundle", case["bundle"], "--workers", "0",
+              "--quiet"], capsys, root, words="not a folder")

@@ -137,7 +137,10 @@ def _validate_bundle(args: argparse.Namespace) -> int:
 
 
 def _train_patch(args: argparse.Namespace) -> int:
+    from ..outputs import check_output_dir
     from ..training.patch import TrainConfig, train_patch_model
+
+    check_output_dir(args.out, [], inputs=[args.tile_dir])  # before any training: the bundle folder can be written
 
     cfg = TrainConfig(
         arch=args.arch,
@@ -168,6 +171,9 @@ def _train_patch(args: argparse.Namespace) -> int:
 
 def _import_model(args: argparse.Namespace) -> int:
     from ..inference.importers import ImportOptions, import_model
+    from ..outputs import check_output_dir
+
+    check_output_dir(args.out, [], inputs=[args.src])  # a file (a slide, the source's config) is no bundle folder
 
     colors = {}
     for item in args.color:

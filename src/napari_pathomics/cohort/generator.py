@@ -49,6 +49,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import CohortError
+from ..outputs import check_output_dir
 from ..resources import NCT_TILES_DIR
 from ..signature import concordance
 from ..units import DEFAULT_MPP, DEFAULT_TILE_PX
@@ -306,6 +307,11 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
         setattr(spec, k, v)
     spec.validate()
     out = Path(out_dir)
+    writes = [("outcomes.csv", "CSV table"), ("cohort.json", "JSON")]
+    if not table_only:
+        writes.append(("cohort.csv", "CSV table"))
+        check_output_dir(out / "slides", [])  # a file named "slides" is not replaced by the folder
+    check_output_dir(out, writes)  # never a file (a slide, a table) as the folder, nor files of other kinds in it
     (out / "slides" if not table_only else out).mkdir(parents=True, exist_ok=True)
     tiles = load_source_tiles(spec.tiles_dir) if not table_only else {}
     patients: list[VirtualPatient] = []
