@@ -172,3 +172,120 @@ def test_analysis_error_through_the_real_cli_is_one_line(virtual, tmp_path) -> N
     pd.read_csv(table).assign(treatment=1).to_csv(p, index=False)
     r = run_cli("analyze-benefit", p, "--signature", sig, "--treatment", "treatment")
     assert_one_line(r, ClinicalError.exit_code, "has one level only ('1')")
+
+
+# ---------------------------------------------------------------------------------------------
+# rows used and why the others were not; bad values at scoring time (a combined signature)
+def test_output_says_rows_used_under_every_missing_rule(tmp_path, capsys) -> None:
+    d = _table()
+    rc, so, se = _build(tmp_path, d, ["--clinical", "stage:ordinal,age:numeric", "--out", str(tmp_path / "a.json")],
+                        capsys)
+    assert rc == 0, se
+    assert "rows: all 200 used (none left out)" in so
+    d.loc[[3, 4, 8], "age"] = np.nan
+    rc, so, se = _build(tmp_path, d, ["--clinical", "stage:ordinal,age:numeric", "--clinical-missing", "impute",
+                                      "--out", str(tmp_path / "b.json")], capsys)
+    assert rc == 0, se
+    med = float(np.nanmedian(d["age"]))
+    assert f"rows: all 200 used (missing values imputed: missing age: 3 filled with {med!r})" in so
+    rc, so, se = _build(tmp_path, d, ["--clinical", "stage:ordinal,age:numeric", "--clinical-missing", "drop",
+                                      "--no-cv", "--json", "--out", str(tmp_path / "c.json")], capsys)
+    assert rc == 0, se
+    doc = json.loads(so)  # no CV: the rows still say what was fitted on
+    assert doc["rows"] == {"total": 200, "used": 197, "excluded": {"missing age": 3}, "n_excluded": 3}
+    assert Signature.from_json(tmp_path / "c.json").to_json()["reference"]["n"] == 197
+    rc, so, se = _build(tmp_path, d, ["--clinical", "stage:ordinal,age:numeric", "--clinical-missing", "drop",
+                                      "--no-cv", "--out", str(tmp_path / "d.json")], capsys)
+    assert rc == 0 and "rows: 197 of 200 used (3 left out: missing age: 3)" in so
+
+
+@pytest.mark.parametrize("mutate, clinical, words", [
+    (lambda d: d.assign(grade=np.where(d.index % 2, "G1", "G2")), "grade:ordinal",
+     "ordinal column 'grade' has text levels (G1, G2); give their order"),
+    (lambda d: d.assign(site=np.where(d.index < 2, "other", "colon")), "site:categorical",
+     "clinical column 'site': level 'other' has only 2 rows (< 5)"),
+    (lambda d: d.assign(stage=d["stage"].astype(object).where(d.index != 7, "IV")), "stage:ordinal(1<2<3<4)",
+     "clinical column 'stage': patient 'P7' holds 'IV', not one of the declared levels (1, 2, 3, 4)"),
+    (lambda d: d.assign(age=d["age"].where(d.index != 9, np.inf)), "age:numeric",
+     "clinical column 'age': patient 'P9' holds inf (not finite)"),
+])
+def test_more_bad_covariates_are_one_line(tmp_path, capsys, mutate, clinical, words) -> None:
+    rc, so, se = _build(tmp_path, mutate(_table()), ["--clinical", clinical, "--out", str(tmp_path / "x.json")], capsys)
+    assert rc == ClinicalError.exit_code, se
+    assert words in se and se.count("\n") == 1 and "Traceback" not in se
+
+
+@pytest.fixture(scope="module")
+def combined_virtual(tmp_path_factory) -> tuple[Path, Path]:
+    """A combined signature (true composition + stage + age) and a planted cohort carrying stage and age."""
+    root = tmp_path_factory.mktemp("combined")
+
+    def with_clinical(d: pd.DataFrame, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        return d.assign(stage=rng.integers(1, 5, len(d)), age=rng.uniform(40, 85, len(d)).round())
+
+    train = with_clinical(pd.DataFrame(draw_table(CohortSpec(patients=300, seed=98, marker_hr=1.0,
+                                                                treatment_hr=1.0))), 0)
+    from napari_pathomics.signature import SignatureFitter
+
+    sig = SignatureFitter(cross_validate=False, n_permutations=0).fit(
+        train, "time", "event", [f"true_{c}" for c in TISSUE_CLASSES], clinical="stage:ordinal,age:numeric(years)")
+    sig.save(root / "combined.json")
+    test = with_clinical(pd.DataFrame(draw_table(CohortSpec(patients=400, seed=3, marker_hr=4.0,
+                                                               treatment_hr=0.33))), 1)
+    test["age"] = test["age"].clip(train["age"].min(), train["age"].max())
+    test.to_csv(root / "test.csv", index=False)
+    return root / "combined.json", root / "test.csv"
+
+
+def test_analysis_with_a_combined_signature_counts_rows_without_clinical_values(combined_virtual, tmp_path,
+                                                                                capsys) -> None:
+    sig, table = combined_virtual
+    d = pd.read_csv(table)
+    d.loc[:5, "stage"] = np.nan
+    d.loc[10:12, "treatment"] = np.nan
+    p = tmp_path / "t.csv"
+    d.to_csv(p, index=False)
+    rc = main(["analyze-benefit", str(p), "--signature", str(sig), "--treatment", "treatment", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert doc["rows"] == {"total": 400, "used": 391, "excluded": {"missing stage": 6, "missing treatment": 3},
+                           "n_excluded": 9}
+    assert doc["n"] == 391
+    rc = main(["analyze-benefit", str(p), "--signature", str(sig), "--treatment", "treatment"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "391 of 400 patients" in out and "left out missing stage: 6, missing treatment: 3" in out
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d.assign(stage=d["stage"].where(d.index != 4, 5)),
+     "row 5: clinical covariate 'stage' = 5 is not one of the signature's levels (1, 2, 3, 4)"),
+    (lambda d: d.assign(stage=d["stage"].where(d.index > 1).where(d.index != 6, 0)),  # rows 1-2 left out first
+     "row 7: clinical covariate 'stage' = 0 is not one of the signature's levels (1, 2, 3, 4)"),
+    (lambda d: d.assign(age=d["age"].where(d.index != 0, 130.0)),
+     "row 1: clinical covariate 'age' = 130 is outside the range the signature was fitted on"),
+    (lambda d: d.assign(age=d["age"].astype(object).where(d.index != 2, "old")),
+     "row 3: clinical covariate 'age' = 'old' is not a number"),
+    (lambda d: d.drop(columns=["age"]), "the signature's clinical covariate 'age' is not a column of the table"),
+])
+def test_scoring_values_outside_the_frozen_encoding_are_one_line(combined_virtual, tmp_path, capsys, mutate,
+                                                                 words) -> None:
+    sig, table = combined_virtual
+    p = tmp_path / "t.csv"
+    mutate(pd.read_csv(table)).to_csv(p, index=False)
+    rc = main(["analyze-interaction", str(p), "--signature", str(sig), "--marker", "marker", "--marker-cutoff", "37"])
+    err = capsys.readouterr().err
+    assert rc == ClinicalError.exit_code and words in err and err.count("\n") == 1, err
+
+
+def test_too_few_events_in_a_treatment_level_is_one_line(virtual, tmp_path, capsys) -> None:
+    sig, table = virtual
+    d = pd.read_csv(table)
+    treated = np.flatnonzero(d["treatment"] == 1)
+    d.loc[treated[7:], "event"] = 0  # at most 7 events among the treated
+    p = tmp_path / "t.csv"
+    d.to_csv(p, index=False)
+    rc = main(["analyze-benefit", str(p), "--signature", str(sig), "--treatment", "treatment", "--id", "patient_id"])
+    err = capsys.readouterr().err
+    assert rc == ClinicalError.exit_code and err.count("\n") == 1
+    assert "treatment column 'treatment': level 'treatment = 1' has only" in err and "(< 10)" in err

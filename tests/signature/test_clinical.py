@@ -270,3 +270,60 @@ def test_declared_objects_work_like_text() -> None:
     a, _ = ClinicalSpec.fit(d, [Declared("stage", "ordinal"), Declared("age", "numeric", "years")])
     b, _ = ClinicalSpec.fit(d, parse_clinical("stage:ordinal,age:numeric(years)"))
     assert a.to_json() == b.to_json()
+
+
+# ------------------------------------------------------------------------------ one patient
+def test_score_combined_gives_risk_parts_and_validated_c(combined) -> None:
+    from napari_pathomics.signature import CombinedScore, score_combined
+
+    sig, d = combined
+    row = d.iloc[0]
+    feats = {f: float(row[f]) for f in ["f0", "f1", "f2"]}  # extra image features are ignored
+    cs = score_combined(sig, feats, {"stage": "3", "age": 64, "unused": "x"})
+    assert isinstance(cs, CombinedScore)
+    direct = sig.score({f: feats[f] for f in sig.image_features}, {"stage": 3, "age": 64})
+    assert cs.risk == pytest.approx(direct.risk) and cs.group == direct.group
+    assert cs.score.percentile == pytest.approx(direct.percentile)
+    assert set(cs.contributions) == {"pathomics", "stage", "age"}
+    assert sum(cs.contributions.values()) == pytest.approx(cs.risk, abs=1e-9)
+    assert cs.values == {"stage": "3", "age": 64} and cs.encoded == {"clin:stage": 3.0, "clin:age": 64.0}
+    ev = sig.evaluation
+    for m in ("image", "clinical", "combined"):
+        assert cs.models[m]["cv_c_index"] == pytest.approx(ev["models"][m]["cv_c_index"])
+    inc = ev["increment"]["combined_minus_clinical"]
+    assert cs.increment["delta_c"] == pytest.approx(inc["delta_c"])
+    assert cs.increment["lrt_p"] == pytest.approx(inc["likelihood_ratio_test"]["p"])
+    assert cs.rows["used"] == len(d) - 2 and cs.rows["excluded"] == {"missing stage": 2}
+    assert "excluded_ids" not in cs.rows
+    doc = json.loads(json.dumps(cs.to_json(), allow_nan=False))
+    assert doc["group"] in ("low", "high") and doc["models"]["combined"]["cv_c_index"] is not None
+    later = score_combined(sig, feats, {"stage": 4, "age": 64})
+    assert later.contributions["stage"] > cs.contributions["stage"]
+    assert later.contributions["pathomics"] == pytest.approx(cs.contributions["pathomics"])
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"stage": 5, "age": 50}, "'stage' = 5 is not one of the signature's levels (1, 2, 3, 4)"),
+    ({"stage": 2, "age": 130}, "'age' = 130 is outside the range the signature was fitted on"),
+    ({"stage": 2, "age": "sixty"}, "'age' = 'sixty' is not a number"),
+    ({"stage": 2}, "missing clinical values for age"),
+    ({"stage": "", "age": 50}, "missing clinical values for stage"),
+])
+def test_score_combined_names_the_column_and_the_value(combined, values: dict, words: str) -> None:
+    from napari_pathomics.signature import score_combined
+
+    sig, d = combined
+    feats = {f: float(d.iloc[0][f]) for f in ["f0", "f1", "f2"]}
+    with pytest.raises(ClinicalError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        score_combined(sig, feats, values)
+
+
+def test_score_combined_refuses_an_image_only_signature_and_missing_features(combined) -> None:
+    from napari_pathomics.signature import score_combined
+
+    sig, d = combined
+    image_only = SignatureFitter(**FAST, cross_validate=False).fit(d, "time", "event", ["f0", "f1", "f2"])
+    with pytest.raises(SignatureError, match="has no clinical covariates"):
+        score_combined(image_only, {"f0": 1.0}, {"stage": 2, "age": 50})
+    with pytest.raises(SignatureError, match="needs image features"):
+        score_combined(sig, {}, {"stage": 2, "age": 50})

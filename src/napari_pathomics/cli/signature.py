@@ -297,16 +297,29 @@ def _print_human(s: dict[str, Any]) -> None:
     ev = s.get("evaluation") or {}
     if ev.get("models"):
         print_evaluation(ev)
+    elif s.get("rows"):
+        print_rows(s["rows"])
     for w in s.get("written", []):
         print(f"  wrote {w}")
 
 
-def print_evaluation(ev: dict[str, Any]) -> None:
-    """The three models side by side, the increment and the adjusted HR, as a pathologist reads them."""
-    rows = ev.get("rows") or {}
+def print_rows(rows: dict[str, Any]) -> None:
+    """How many rows the model was fitted on, and why the others were left out."""
     if rows.get("n_excluded"):
         why = ", ".join(f"{k}: {v}" for k, v in (rows.get("excluded") or {}).items())
         print(f"  rows: {rows['used']} of {rows['total']} used ({rows['n_excluded']} left out: {why})")
+    elif rows.get("imputed"):
+        filled = ", ".join(f"{k}: {n} filled with {rows['imputed'].get(k.removeprefix('missing '))!r}"
+                           for k, n in (rows.get("excluded") or {}).items())
+        print(f"  rows: all {rows['total']} used (missing values imputed: {filled})")
+    elif rows.get("total") is not None:
+        print(f"  rows: all {rows['total']} used (none left out)")
+
+
+def print_evaluation(ev: dict[str, Any]) -> None:
+    """The three models side by side, the increment and the adjusted HR, as a pathologist reads them."""
+    if ev.get("rows") and len(ev["models"]) > 1:
+        print_rows(ev["rows"])
     d = ev.get("design") or {}
     print(f"  nested CV ({d.get('folds')}-fold x {d.get('repeats')}, every model refitted in each fold):")
     for m, v in ev["models"].items():

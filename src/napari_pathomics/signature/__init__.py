@@ -20,5 +20,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "SCHEMA_VERSION": "model", "SIGNATURE_KIND": "model", "SURVIVAL_MODELS": "model", "Signature": "model",
     "SignatureScore": "model", "SurvivalModel": "model",
     "ClinicalSpec": "clinical", "Covariate": "clinical", "parse_clinical": "clinical",
+    "CombinedScore": "combined", "score_combined": "combined", "model_c_indices": "combined",
     "fit_combined": "compare", "bootstrap_delta_c": "compare", "likelihood_ratio_test": "compare",
 })

@@ -54,6 +54,15 @@ def canonical(value: Any) -> str:
         return text
 
 
+def shown(value: Any) -> str:
+    """A raw value as a message quotes it: numpy scalars as plain numbers (``5``, not ``np.int64(5)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return repr(value)
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN, empty text or 'NA'-like text (how tables spell a missing value)."""
     if value is None:
@@ -161,9 +170,9 @@ class Covariate:
             try:
                 v = float(value)
             except (TypeError, ValueError):
-                raise ClinicalError(f"clinical covariate {self.name!r} = {value!r} is not a number") from None
+                raise ClinicalError(f"clinical covariate {self.name!r} = {shown(value)} is not a number") from None
             if not math.isfinite(v):
-                raise ClinicalError(f"clinical covariate {self.name!r} = {value!r} is not a finite number")
+                raise ClinicalError(f"clinical covariate {self.name!r} = {shown(value)} is not a finite number")
             lo, hi = self.range if self.range is not None else (-math.inf, math.inf)
             if not lo <= v <= hi:
                 raise ClinicalError(f"clinical covariate {self.name!r} = {v:g} is outside the range the signature "
@@ -171,7 +180,7 @@ class Covariate:
             return [v]
         key = canonical(value)
         if key not in self.levels:
-            raise ClinicalError(f"clinical covariate {self.name!r} = {value!r} is not one of the signature's levels "
+            raise ClinicalError(f"clinical covariate {self.name!r} = {shown(value)} is not one of the signature's levels "
                                 f"({self.allowed()})")
         if self.type == "ordinal":
             return [float(self.scores[self.levels.index(key)])]
@@ -254,7 +263,7 @@ class ClinicalSpec:
             try:
                 rows.append(self.encode(rec))
             except ClinicalError as exc:
-                who = f"patient {table[id_col].iloc[i]!r}" if id_col and id_col in table.columns else f"row {i + 1}"
+                who = f"patient {shown(table[id_col].iloc[i])}" if id_col and id_col in table.columns else f"row {i + 1}"
                 raise ClinicalError(f"{who}: {exc}") from None
         return pd.DataFrame(rows, columns=self.columns, index=table.index).astype(float)
 
@@ -300,7 +309,7 @@ class ClinicalSpec:
         n = len(table)
 
         def who(i: int) -> str:
-            return f"patient {table[id_col].iloc[i]!r}" if id_col and id_col in table.columns else f"row {i + 1}"
+            return f"patient {shown(table[id_col].iloc[i])}" if id_col and id_col in table.columns else f"row {i + 1}"
 
         miss = {d.name: np.array([is_missing(v) for v in table[d.name].tolist()], bool) for d in declared}
         if missing_rule == "refuse":

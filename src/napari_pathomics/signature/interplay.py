@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ClinicalError, SignatureError
-from .clinical import canonical, is_missing
+from .clinical import canonical, is_missing, shown
 from .compare import cox_table, likelihood_ratio_test
 from .evaluate import hazard_ratio, km_curve
 from .fit import validate_survival
@@ -350,7 +350,8 @@ def cohort_risk(sig: Any, table: pd.DataFrame, time_col: str, event_col: str, ne
         try:
             risk[i] = sig.score(rec, values).risk if values is not None else sig.risk(rec)
         except ClinicalError as exc:
-            who = f"patient {sub[id_col].iloc[i]!r}" if id_col and id_col in sub.columns else f"row {i + 1}"
+            who = (f"patient {shown(sub[id_col].iloc[i])}" if id_col and id_col in sub.columns
+                   else f"row {int(np.flatnonzero(keep)[i]) + 1}")  # the row of the table as given
             raise ClinicalError(f"{who}: {exc}") from None
     cutoff = float(sig.cutoff["cutoff"])
     return {"table": sub, "time": t, "event": e, "risk": risk, "high": risk > cutoff, "cutoff": cutoff,

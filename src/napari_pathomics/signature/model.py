@@ -290,10 +290,16 @@ class Signature:
             "n": self._data["reference"].get("n"),
             "n_events": self._data["reference"].get("n_events"),
             "time_unit": self.time_unit,
-            **({"clinical": self._clinical.names} if self._clinical is not None else {}),
+            **({"clinical": self._clinical.names, "rows": self._rows()} if self._clinical is not None else {}),
             **({"evaluation": copy.deepcopy(self._data["evaluation"])} if self._data.get("evaluation") else {}),
             **({"cancer_type": self.cancer_type} if self.cancer_type else {}),
         }
+
+    def _rows(self) -> dict[str, Any]:
+        """How many training rows were used and why the others were not (clinical signatures)."""
+        rows = dict((self._data.get("evaluation") or {}).get("rows") or (self._clinical.rows if self._clinical else {}))
+        rows.pop("excluded_ids", None)
+        return rows
 
     def _with_clinical(self, features: Mapping[str, float], clinical: Mapping[str, Any] | None) -> dict[str, Any]:
         """Image features plus the encoded clinical values (ClinicalError names a bad one)."""
