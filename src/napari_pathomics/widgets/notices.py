@@ -34,7 +34,12 @@ class _Shown:
 
     def alive(self) -> bool:
         t = self.toast() if self.toast is not None else None
-        return t is not None and t in _toasts()
+        if t is None or t not in _toasts():
+            return False
+        try:
+            return bool(t.isVisible())
+        except RuntimeError:  # its Qt object went with a closed window
+            return False
 
 
 _SHOWN: list[_Shown] = []
@@ -63,7 +68,10 @@ def _dispatch(shown: _Shown) -> None:
 def _close(shown: _Shown) -> None:
     t = shown.toast() if shown.toast is not None else None
     if t is not None:
-        t.close()
+        try:
+            t.close()
+        except RuntimeError:  # already deleted with its window
+            pass
     if shown in _SHOWN:
         _SHOWN.remove(shown)
 
