@@ -21,14 +21,16 @@ from safetensors.numpy import load_file, save
 
 from _bundles import make_bundle
 from napari_pathomics.provenance import sha256_file
+from napari_pathomics.resources import DEFAULT_BUNDLE
 
 RISK_HEAD = "risk_head.safetensors"
 
 
 def base_bundle(folder: Path) -> Path:
-    """The valid bundle every hostile one is derived from (timm ``test_resnet``, 96 features)."""
+    """The valid bundle every hostile one is derived from (timm ``test_resnet``, 96 features), with the
+    shipped signature so that scoring (``pathomics score``, the Score dock) reaches the hostile part too."""
     return make_bundle(folder, arch="test_resnet", input_size=64, tile_um=32.0, mpp=0.5, layer="layer4",
-                       name="hostile-base").path
+                       name="hostile-base", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text())).path
 
 
 def _manifest(folder: Path) -> dict:

@@ -4,6 +4,7 @@ BundleError wherever a bundle is loaded for a run, and never a traceback.
 * loading for a run (``Bundle.load``, then the engine building its model and risk head),
 * ``pathomics validate-bundle`` (it runs the same checks as loading, so it calls none of them valid),
 * ``pathomics infer`` (one stderr line, exit 7, nothing written),
+* ``pathomics score`` (the same, and no report),
 * the real CLI in a child process for a few of them (no traceback reaches stderr from anywhere).
 
 The Analyze dock's side is in ``tests/widgets/test_viewer_hostile_bundles.py``.
@@ -83,6 +84,21 @@ def test_infer_refuses_in_one_line_and_writes_nothing(corpus, slide, tmp_path, n
     assert code == BundleError.exit_code, err
     assert len(lines) == 1 and lines[0].startswith("pathomics infer: error: ") and words in lines[0], err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_refuses_in_one_line_and_writes_no_report(corpus, slide, tmp_path, name: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """``pathomics score`` (the base carries a signature, so scoring reaches the model) and its report."""
+    path, words = corpus[name]
+    report = tmp_path / "case.html"
+    code = cli_main(["score", str(slide), "--bundle", str(path), "--report", str(report), "--device", "cpu",
+                     "--quiet"])
+    _, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == BundleError.exit_code, err
+    assert len(lines) == 1 and lines[0].startswith("pathomics score: error: ") and words in lines[0], err
+    assert not report.exists() and not report.with_suffix(".json").exists()
 
 
 def test_a_refused_zip_leaves_nothing_extracted(corpus) -> None:
