@@ -252,3 +252,107 @@ def test_bad_input_is_a_message_and_nothing_is_lost(make_napari_viewer, qtbot, t
     assert panel.import_labels(tmp_path / "foreign.geojson") == ""
     assert "were made on" in panel.status.text()
     assert panel.labels_of(slide).counts() == {"TUM": 5}
+
+
+def _qupath_file(path: Path, features: list[tuple[dict, str]]) -> Path:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": g, "properties": {"objectType": "annotation",
+                                                          "classification": {"name": n, "color": [200, 0, 0]}}}
+        for g, n in features]}))
+    return path
+
+
+def _square(x0: float, y0: float, x1: float, y1: float) -> dict:
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_box(make_napari_viewer, qtbot,
+                                                                                    two_tissue_slide, bundle, tmp_path):
+    from napari_pathomics.wsi.annotations import read_geojson
+
+    viewer = make_napari_viewer()
+    img = session.add_slide(viewer, two_tissue_slide)
+    slide = session.slide_of(img)
+    dock = AnalyzeWidget(viewer)  # importing needs no analysis: labels live on the bundle's lattice
+    dock.bundle_path.setText(str(bundle.path))
+    dock._refresh_bundle()
+    panel = dock.correct
+    panel.refresh_classes()
+    # a QuPath export of classified polygons (QuPath's own class names) and a point; one polygon off the slide
+    q = _qupath_file(tmp_path / "qupath.geojson", [
+        (_square(TILE, TILE, TILE * 6, TILE * 10), "Tumor"),  # tile centres inside: cols 1-5, rows 1-9
+        (_square(TILE * 9, TILE, TILE * 15, TILE * 10), "Stroma"),  # cols 9-14, rows 1-9
+        ({"type": "Point", "coordinates": [TILE * 7.5, TILE * 11.5]}, "Immune cells"),  # tile (7, 11)
+        (_square(TILE * 40, TILE * 40, TILE * 42, TILE * 42), "Necrosis"),  # off a 16 × 12-tile slide
+    ])
+    text = panel.import_labels(q)
+    lab = panel.labels_of(slide)
+    want = {(c, r): "TUM" for c in range(1, 6) for r in range(1, 10)}
+    want |= {(c, r): "STR" for c in range(9, 15) for r in range(1, 10)}
+    want[(7, 11)] = "LYM"
+    assert {(t.col, t.row): t.cls for t in lab} == want
+    assert "imported 100 labelled tiles" in text and text in panel.status.text()
+    layer = session.find_layer(viewer, slide, ROLE_TILE_LABELS)
+    k = layer.data.shape[0] // N_ROWS
+    assert layer.data[2 * k, 3 * k] == bundle.class_names.index("TUM") + 1  # drawn: the top edge of tile (3, 2)
+    assert saved_labels_path(slide.path) == labels_path(slide.path)  # and autosaved
+    panel.undo()  # the import is one Ctrl+Z
+    assert len(panel.labels_of(slide)) == 0
+    panel.import_labels(q)
+    assert {(t.col, t.row): t.cls for t in panel.labels_of(slide)} == want
+
+    # export: QuPath GeoJSON tile squares with classification; read back by QuPath's rules and by the panel
+    out = panel.export_labels(tmp_path / "export.geojson")
+    doc = json.loads(out.read_text())
+    assert len(doc["features"]) == 100 and doc["pathomics_labels"]["slide"]["sha256"] == slide.file_hash()
+    f = next(f for f in doc["features"] if f["properties"]["pathomics_label"] == {
+        **f["properties"]["pathomics_label"], "col": 7, "row": 11})
+    assert f["properties"]["classification"]["name"] == "LYM" and f["properties"]["objectType"] == "annotation"
+    assert f["geometry"]["coordinates"][0][0] == [7 * TILE, 11 * TILE]
+    assert sorted(a.classification for a in read_geojson(out).annotations).count("TUM") == 45
+    panel.brush.setValue(1)
+    panel.select_class("erase")
+    for t in list(panel.labels_of(slide)):
+        panel.label_cells(slide, [(t.col, t.row)])
+    assert len(panel.labels_of(slide)) == 0
+    panel.import_labels(out)
+    assert {(t.col, t.row): t.cls for t in panel.labels_of(slide)} == want
+
+    # all off the slide: a message, the labels stay
+    off = _qupath_file(tmp_path / "off.geojson", [(_square(TILE * 40, TILE * 40, TILE * 42, TILE * 42), "Tumor")])
+    assert panel.import_labels(off) == ""
+    assert "lie off the slide" in panel.status.text() and len(panel.labels_of(slide)) == 100
+    # another slide's labels: refused with a pointer to the box, accepted with it ticked (with a warning)
+    foreign = json.loads(out.read_text())
+    foreign["pathomics_labels"]["slide"]["sha256"] = "0" * 64
+    for feat in foreign["features"]:
+        feat["properties"]["classification"]["name"] = "MUS"
+    (tmp_path / "foreign.geojson").write_text(json.dumps(foreign))
+    assert panel.import_labels(tmp_path / "foreign.geojson") == ""
+    assert "were made on" in panel.status.text() and "Accept labels made on another slide" in panel.status.text()
+    assert panel.labels_of(slide).counts() == {"LYM": 1, "STR": 54, "TUM": 45}
+    panel.force_other.setChecked(True)
+    assert "imported 100" in panel.import_labels(tmp_path / "foreign.geojson")
+    assert panel.labels_of(slide).counts() == {"MUS": 100}
+
+
+def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer, two_tissue_slide, tmp_path):
+    from napari_pathomics.results.labels import SlideIdentity, TileLabels
+    from napari_pathomics.wsi.slide import open_slide
+
+    with open_slide(two_tissue_slide) as s:
+        lab = TileLabels(float(TILE), SlideIdentity.of(s))
+        lab.set([(1, 1), (2, 2)], "TUM")
+        saved = lab.save(labels_path(s.path))
+    before = saved.read_bytes()
+    viewer = make_napari_viewer()
+    img = session.add_slide(viewer, two_tissue_slide)
+    dock = AnalyzeWidget(viewer)
+    dock.bundle_path.setText(str(tmp_path / "no-such-bundle"))
+    panel = dock.correct
+    panel._classes = []  # as if no bundle had ever been usable
+    panel.current = "TUM"
+    assert panel.label_world(_world(5, 5)) == 0
+    assert "no usable bundle" in panel.status.text()
+    assert saved.read_bytes() == before and saved_labels_path(two_tissue_slide) == saved  # not set aside, not overwritten
+    assert str(session.slide_of(img).path) not in panel.labels

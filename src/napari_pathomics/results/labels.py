@@ -394,9 +394,10 @@ class TileLabels:
                 plan.append((cell, cls, prev))
         if unknown:
             raise LabelsError(
-                f"classes the bundle does not know: {', '.join(f'{k!r} ({v})' for k, v in sorted(unknown.items()))}; "
-                f"bundle classes: {', '.join(classes)}; mapping: {_mapping_text(mapping, classes)} "
-                "(add the names to the mapping, e.g. --map 'Name=CLS')")
+                f"classes the bundle does not know: {', '.join(f'{k!r} ({v})' for k, v in sorted(unknown.items()))} "
+                "(map each to a bundle class, or to nothing to ignore it: --map 'Name=CLS' / 'Name=', or the "
+                f"Correct panel's mapping box); bundle classes: {', '.join(classes)}; "
+                f"mapping: {_mapping_text(mapping, classes)}")
         n_rows, n_cols = self.lattice_shape(*bounds) if bounds is not None else (None, None)
         seen: dict[tuple[int, int], str] = {}
         by = _user() if by is None else by
@@ -422,16 +423,29 @@ class TileLabels:
         """LabelsError if the labels were made on another slide (a warning instead with ``force``)."""
         if self.slide is None or self.slide.same_slide(here):
             return None
+        refuse = ("; refusing them (use --force on the command line, or tick 'Accept labels made on another "
+                  "slide' in the Correct panel, to apply them anyway)")
         msg = (f"labels were made on {self.slide.describe()}, not on {here.describe()}"
-               + ("; used anyway (forced)" if force else "; refusing them (use --force to apply them anyway)"))
+               + ("; used anyway (forced)" if force else refuse))
         if not force:
             raise LabelsError(msg)
         return msg
 
 
 def _mapping_text(mapping: Mapping[str, str], classes: Sequence[str]) -> str:
-    items = [f"{k}→{v or '(ignored)'}" for k, v in mapping.items() if v == IGNORE or v in classes]
-    return ", ".join(items) if items else "(empty)"
+    """The mapping in a line: entries of the user's first, then the default names (one per class)."""
+    usable = {k: v for k, v in mapping.items() if v == IGNORE or v in classes}
+    own = [f"{k}→{v or '(ignored)'}" for k, v in usable.items() if DEFAULT_MAPPING.get(k) != v]
+    defaults = [k for k, v in usable.items() if DEFAULT_MAPPING.get(k) == v]
+    parts = own[:]
+    if defaults:
+        first: dict[str, str] = {}
+        for k in defaults:
+            first.setdefault(usable[k], k)
+        shown = [f"{k}→{v}" for v, k in first.items() if v != IGNORE]
+        more = len(defaults) - len(shown)
+        parts.append("defaults " + ", ".join(shown) + (f" (+{more} more names)" if more > 0 else ""))
+    return "; ".join(parts) if parts else "(empty)"
 
 
 def _own_cell(obj: Annotation | QuPathObject, tile_size_l0: float) -> tuple[int, int] | None:

@@ -24,6 +24,7 @@ the base weights file byte for byte and adds ``head.safetensors`` (see ``inferen
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import shutil
@@ -35,6 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn (grad-cam's dependency)
+    threadpool_limits = None
 
 from ..bundle import Bundle, staged_bundle, write_bundle
 from ..bundle.archive import MANIFEST_NAME
@@ -50,7 +56,20 @@ from ..wsi.tiling import TileGrid
 
 __all__ = ["AdaptConfig", "AdaptResult", "LabelledTiles", "fit_head", "adapt_head", "suggest_tiles",
            "collect_labelled", "grid_of_results", "labels_grid", "changed_tiles", "base_head",
-           "write_adapted_bundle", "describe_counts"]
+           "write_adapted_bundle", "describe_counts", "one_blas_thread"]
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS/LAPACK on one thread for the block (threadpoolctl, when installed; else nothing changes).
+
+    The fit's matrices are small (a few thousand × 1280): one thread does them in tens of ms. With
+    torch loaded and the cores busy, OpenBLAS's own thread pool was measured (bench_adapt, 2 shared
+    cores) to make one 1280 × 256 QR take 5.8 s instead of 0.03 s and a 5 000-label adapt 15 s
+    instead of 0.9 s.
+    """
+    if threadpool_limits is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -316,8 +335,9 @@ def fit_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig =
     """The base head refitted to labelled embeddings (see the module doc for the penalty)."""
     y = np.asarray(y, dtype=np.int64)
     _check_labels(y, [str(i) for i in range(base.num_classes)])
-    p = _prepare(emb, y, base, cfg)
-    return _head_of(p, _fit(p, np.arange(y.size), cfg, lam=_choose_strength(p, cfg)[0]), base)
+    with one_blas_thread():
+        p = _prepare(emb, y, base, cfg)
+        return _head_of(p, _fit(p, np.arange(y.size), cfg, lam=_choose_strength(p, cfg)[0]), base)
 
 
 def _folds(y: np.ndarray, cfg: AdaptConfig) -> tuple[list[np.ndarray], str]:
@@ -340,6 +360,12 @@ def adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequenc
     if emb.shape[0] != y.size or emb.shape[1] != base.dim:
         raise LabelsError(f"{emb.shape[0]} embeddings of {emb.shape[1]} features for {y.size} labels and a head "
                           f"of {base.dim} inputs")
+    with one_blas_thread():
+        return _adapt_head(emb, y, base, classes, cfg, cross_validate)
+
+
+def _adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequence[str], cfg: AdaptConfig,
+                cross_validate: bool) -> AdaptResult:
     t0 = time.perf_counter()
     p = _prepare(emb, y, base, cfg)
     lam, how = _choose_strength(p, cfg)

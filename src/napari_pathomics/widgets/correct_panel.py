@@ -71,6 +71,7 @@ from ..training.adapt import (
     collect_labelled,
     describe_counts,
     grid_of_results,
+    one_blas_thread,
     suggest_tiles,
     write_adapted_bundle,
 )
@@ -193,6 +194,10 @@ class CorrectPanel(QWidget):
         self.mapping.setMaximumHeight(70)
         bl.addWidget(QLabel("class mapping for imports (QuPath name = class):"))
         bl.addWidget(self.mapping)
+        self.force_other = QCheckBox("Accept labels made on another slide (another file fingerprint)")
+        self.force_other.setToolTip("A labels file records the slide it was made on (sha256); one of another slide "
+                                    "is refused unless this is ticked")
+        bl.addWidget(self.force_other)
         self.count = QLabel("")
         self.count.setWordWrap(True)
         bl.addWidget(self.count)
@@ -294,6 +299,13 @@ class CorrectPanel(QWidget):
         """The slide's labels: from its autosave the first time (notes shown), else new and empty."""
         key = str(slide.path)
         lab = self.labels.get(key)
+        if lab is None and not self._classes:
+            self.refresh_classes()
+        if lab is None and not self._classes:
+            # without a bundle's classes the saved labels cannot be read: leave the file alone (an empty set
+            # kept here would autosave over it) and label nothing until a bundle is usable
+            self._fail("no usable bundle: its classes are needed to read and make labels")
+            return TileLabels(self._tile_size(slide), SlideIdentity.of(slide))
         if lab is None:
             try:
                 lab, notes = load_saved_labels(slide, self._tile_size(slide), self._classes)
@@ -389,6 +401,8 @@ class CorrectPanel(QWidget):
     def label_cells(self, slide: Slide, cells: list[tuple[int, int]]) -> int:
         """Label ``cells`` with the picked class (or erase them): redraw, autosave; tiles changed."""
         lab = self.labels_of(slide)
+        if str(slide.path) not in self.labels:  # no usable bundle (labels_of said so): label nothing
+            return 0
         n = lab.set(cells, None if self.current == ERASE else self.current)
         if n:
             self._draw(slide, cells)
@@ -439,16 +453,23 @@ class CorrectPanel(QWidget):
             self._save(slide)
 
     # ------------------------------------------------------------------ import / export
-    def import_labels(self, path: str | Path) -> str:
-        """Label tiles from a labels file or QuPath GeoJSON (one undo step); the summary line."""
+    def import_labels(self, path: str | Path, force: bool | None = None) -> str:
+        """Label tiles from a labels file or QuPath GeoJSON (one undo step); the summary line.
+
+        A file made on another slide is refused unless ``force`` (default: the panel's checkbox);
+        any refusal leaves the labels as they were.
+        """
         slide = self._slide()
         if slide is None:
             return ""
         lab = self.labels_of(slide)
+        if str(slide.path) not in self.labels:
+            return ""
+        force = self.force_other.isChecked() if force is None else bool(force)
         try:
             mapping = _parse_mapping(self.mapping.toPlainText())
             new, notes = read_labels(path, lab.tile_size_l0, self._classes, slide=SlideIdentity.of(slide),
-                                     bounds=(slide.width, slide.height), mapping=mapping)
+                                     bounds=(slide.width, slide.height), mapping=mapping, force=force)
         except PathomicsError as exc:
             session.report(exc, "labels not imported")
             self.status.setText(f"⚠ labels not imported: {exc}")
@@ -567,8 +588,10 @@ class CorrectPanel(QWidget):
             data = LabelledTiles.join(parts)
             yield ("progress", 0.9, f"fitting on {len(data)} labels…")
             result = adapt_head(data.emb, data.y, base_head(engine), engine.bundle.class_names)
-            refreshed = {p: apply_head(b, result.head, engine.weights, engine.risk_head,
-                                       meta={"adapted": True, "adapted_labels": result.n}) for p, b in bases.items()}
+            with one_blas_thread():  # small GEMMs: BLAS's thread pool only fights torch's for the cores
+                refreshed = {p: apply_head(b, result.head, engine.weights, engine.risk_head,
+                                           meta={"adapted": True, "adapted_labels": result.n})
+                             for p, b in bases.items()}
             yield ("done", result, data, bases, refreshed)
 
         worker = work()
