@@ -1,14 +1,19 @@
 """Score dock on the real viewer: same number as the CLI, report export, refusals."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+from qtpy.QtWidgets import QWidget
 
 from _bundles import make_bundle
 from _slides import small_slide
 from napari_pathomics.cli import main
+from napari_pathomics.scoring.combined import load_clinical_signature
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.score_widget import ScoreWidget
+from scoring._combined import add_combined  # tests/scoring: a combined signature fitted with the real API
 
 pytestmark = [pytest.mark.viewer, pytest.mark.slow]
 
@@ -31,7 +36,8 @@ def test_widget_and_cli_give_the_same_score(make_napari_viewer, qtbot, tmp_path,
     _score(qtbot, w)
     ps = w.patient_score
     assert ps is not None and ps.patient_id == "P-001"
-    assert w.out["risk group"].text().lower().count(ps.score.group) == 1
+    assert ps.context["group_headline"] in w.out["risk group"].text()  # 'above the cutoff': the split is not validated
+    assert "HIGH" not in w.out["risk group"].text() and "all tissue" in w.out["area scored"].text()
     assert f"{ps.score.risk:+.3f}" in w.out["risk score"].text()
     assert w.plots.count() == 2  # survival over reference KM, tissue composition
 
@@ -58,3 +64,78 @@ def test_bundle_without_signature_is_refused(make_napari_viewer, tmp_path):
     assert w.score() is None
     assert w.export_report(tmp_path / "r.html") is None
     assert len(viewer.layers) == 2
+
+
+def _screenshot_dir(tmp_path):
+    d = os.environ.get("PATHOMICS_SCREENSHOT_DIR")
+    return Path(d) if d else tmp_path
+
+
+def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, qtbot, tmp_path, sig_bundle):
+    """The dock says what was scored and how well the split is validated, takes clinical values in
+    fields generated from the combined signature's frozen encoding, names a bad value without
+    losing the results, shows both risks side by side and puts them into the report."""
+    bundle = add_combined(sig_bundle)
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, small_slide(tmp_path / "case.svs"))
+    w = ScoreWidget(viewer)
+    w.bundle_path.setText(str(bundle.path))
+    w.load_fields()
+    assert w.clinical_box.isVisibleTo(w)
+    assert list(w.fields) == ["stage", "age", "marker"]  # two covariates, one interplay column
+    assert [w.fields["stage"].itemText(i) for i in range(w.fields["stage"].count())] == ["", "1", "2", "3", "4"]
+    assert w.fields["age"].placeholderText() == "35–85 years"
+    w.set_clinical_values({"stage": "3", "age": "120"})  # out of the fitted range
+    _score(qtbot, w)
+    ps = w.patient_score
+    risk_text = w.out["risk score"].text()
+    assert ps is not None and ps.clinical is None  # the bad value refused, the image-only score shown
+    assert "'age' = 120 is outside the range" in w.clinical_error.text() and "unchanged" in w.clinical_error.text()
+    assert "b00020" in w.fields["age"].styleSheet() and w.fields["stage"].styleSheet() == ""
+    # the context: area, evidence, no shouted group for a split the test signature does not validate
+    assert "all tissue on 1 slide(s)" in w.out["area scored"].text()
+    assert f"{ps.slides[0].n_done} tissue tiles" in w.out["area scored"].text()
+    assert ps.context["group_headline"] in w.out["risk group"].text()
+    assert "not a validated split" in w.out["evidence"].text() and "C-index" in w.out["evidence"].text()
+    assert "HIGH" not in w.out["risk group"].text() and "BACK" in w.out["composition"].text()
+    layers = len(viewer.layers)
+
+    w.set_clinical_values({"age": "sixty"})
+    assert w.apply_clinical() is None and "'age' = 'sixty' is not a number" in w.clinical_error.text()
+    w.set_clinical_values({"stage": "3", "age": "64", "marker": "50"})
+    c = w.apply_clinical()
+    assert c is not None and ps.clinical is c and w.out["risk score"].text() == risk_text
+    assert w.fields["age"].styleSheet() == "" and len(viewer.layers) == layers
+    combined = load_clinical_signature(bundle)
+    cells = [w.compare.itemAt(i).widget().text() for i in range(w.compare.count())]
+    assert f"{c['risk']:+.3f}" in cells and f"{ps.score.risk:+.3f}" in cells
+    assert f"{combined.evaluation['models']['combined']['cv_c_index']:.2f}" in " ".join(cells)
+    assert "marker curves: pathomics" in w.compare_note.text() and "ΔC" in w.compare_note.text()
+    assert w.plots.count() == 3  # combined survival, tissue composition, the marker's interplay curves
+    assert "combined signature" in w.status.text()
+
+    w.case_type.setEditText("skin (e.g. melanoma, carcinoma)")
+    assert w.mismatch.isVisibleTo(w) and "not validated for this case" in w.mismatch.text()
+    w.case_type.setEditText("colorectal adenocarcinoma")
+    assert not w.mismatch.isVisibleTo(w) and "match" in w.out["cancer type"].text()
+
+    # what a pathologist sees at a dock width of ~360 px (looked at by hand; saved for review)
+    assert w.minimumSizeHint().width() <= 330, [(type(c).__name__, getattr(c, 'text', str)()[:40], c.minimumSizeHint().width())
+                                                  for c in w.findChildren(QWidget) if c.minimumSizeHint().width() > 300]
+    w.resize(360, w.heightForWidth(360) if w.hasHeightForWidth() else w.sizeHint().height())
+    qtbot.wait(50)
+    w.resize(360, max(w.height(), w.sizeHint().height()))
+    shot = w.grab()
+    assert shot.save(str(_screenshot_dir(tmp_path) / "score_dock.png")) and shot.width() == 360
+
+    html, js = w.export_report(tmp_path / "report.html")
+    text = html.read_text()
+    assert "Clinical values and the combined model" in text and f"{c['risk']:+.3f}" in text
+    assert "Research use only" in text and "not validated" in text
+    doc = json.loads(js.read_text())
+    assert doc["clinical"]["values"] == {"stage": "3", "age": "64"} and doc["context"]["area"]["scope"] == "all tissue"
+
+    for n in w.fields:  # all empty again: the image-only signature, and the report says nothing clinical
+        w.set_clinical_values({n: ""})
+    assert w.apply_clinical() is None and ps.clinical is None and "pathomics-only" in w.status.text()
+    assert w.plots.count() == 2

@@ -32,6 +32,7 @@ from ..errors import ClinicalError, SignatureError
 from ..signature import Signature
 from ..signature.clinical import canonical, is_missing
 from .context import group_headline, group_wording, model_evidence, validated_evidence
+from .patient import slide_tiles
 
 __all__ = ["load_clinical_signature", "clinical_fields", "clean_values", "combined_score", "interplay_docs",
            "patient_level", "RESEARCH_ONLY"]
@@ -169,8 +170,6 @@ def _image_features(ps: Any, sig: Signature) -> dict[str, float]:
         missing = [f for f in need if f not in have]
         raise SignatureError(f"combined signature {sig.name!r} needs image features {missing} that the image "
                              "signature did not compute (and it has no tile feature spec to compute them)")
-    from .patient import slide_tiles
-
     feats = spec.transform([slide_tiles(r) for r in results])
     return {f: float(feats[f]) for f in need}
 

@@ -64,7 +64,8 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     ax.set_ylabel("overall survival")
     ax.set_title(title or f"Predicted survival vs reference cohort ({signature.name})", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    narrow = fig.get_figwidth() < 5.5
+    ax.legend(loc="lower left", fontsize=7 if narrow else 8, frameon=narrow, framealpha=0.85)
     ax.tick_params(labelbottom=False)
     # at-risk table: number of reference patients still at risk at each x tick, per group
     ticks = [float(x) for x in ax.get_xticks() if grid.size and grid[0] <= x <= grid[-1]]
@@ -81,7 +82,7 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     tab.set_ylim(-0.6, max(len(rows), 1) - 0.4)
     tab.set_yticks(range(len(rows)), [g for g, _ in reversed(rows)], fontsize=8)
     tab.set_xticks(ticks)
-    tab.set_xlabel(f"time ({unit}); numbers at risk in the reference cohort", fontsize=9)
+    tab.set_xlabel(f"time ({unit}){chr(10) if narrow else '; '}numbers at risk in the reference cohort", fontsize=9)
     for side in ("top", "right", "left"):
         tab.spines[side].set_visible(False)
     tab.tick_params(axis="y", length=0, pad=16)
@@ -101,7 +102,7 @@ def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | N
     ctx = (getattr(score, "context", None) or {}).get("composition") if hasattr(score, "composition") else None
     if ctx and ctx.get("tissue"):
         comp = dict(ctx["tissue"])
-        ylabel = "share of tissue (%; background left out)"
+        ylabel = "% of tissue"
     names = list(comp)
     if colors is None:
         colors = dict(zip(getattr(score, "class_names", []), getattr(score, "class_colors", [])))
@@ -177,7 +178,8 @@ def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
                 side.set_color("#1f3fbf")
                 side.set_linewidth(1.6)
         hrs = [f"{lv}: {_hr_text(h)}" for lv, h in grp["hazard_ratio"].items()]
-        mark = " — this patient's group" if patient is not None and g == pg else ""
+        mark = ((" — this patient's group" if rows == 1 else "\nthis patient's group")
+                if patient is not None and g == pg else "")
         ax.set_title(f"pathomics {g}-risk group (n={grp['n']}){mark}\n" + "\n".join(hrs), fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"time ({'years' if f != 1.0 else time_unit})")
@@ -187,7 +189,8 @@ def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
         ax.set_ylabel("survival")
     p = result["interaction"].get("p")
     what = result.get("marker") or result.get("treatment") or ""
-    fig.suptitle(f"{what} within pathomics risk groups — interaction p = {p:.2g}" if p is not None
+    sep = "\n" if rows > 1 else " — "
+    fig.suptitle(f"{what} within pathomics risk groups{sep}interaction p = {p:.2g}" if p is not None
                  else f"{what} within pathomics risk groups", fontsize=10)
     return fig
 
