@@ -56,6 +56,13 @@ from .result_layers import show_results
 from .roi_widget import current_rois
 
 
+def _drop(widget: QWidget) -> None:
+    """Take a widget out now (hidden, unparented) and delete it later: never left drawn at (0, 0)."""
+    widget.hide()
+    widget.setParent(None)
+    widget.deleteLater()
+
+
 class ScoreWidget(QWidget):
     """Select a patient's slides, press Score, read the risk in context, export a report."""
 
@@ -290,7 +297,7 @@ class ScoreWidget(QWidget):
         while self.plots.count():
             item = self.plots.takeAt(0)
             if item.widget():
-                item.widget().deleteLater()
+                _drop(item.widget())
         c = getattr(ps, "clinical", None)
         figs = []
         if c and self.combined is not None:
@@ -435,7 +442,7 @@ class ScoreWidget(QWidget):
         while self.compare.count():
             item = self.compare.takeAt(0)
             if item.widget():
-                item.widget().deleteLater()
+                _drop(item.widget())
         self.compare_note.setText("")
         if not c:
             return
