@@ -8,7 +8,8 @@ cutoff's ``min_group`` / ``n_high`` / ``n_low``, which were inserted as text une
   parsed HTML holds no ``<script>``, no element or attribute from the hostile values, and every
   image is an embedded PNG;
 * the page's Content-Security-Policy forbids scripts, so even an escape slip could not run;
-* where a headless Chromium exists, the opened report keeps its own title.
+* where a headless Chromium exists, the opened report keeps its own title;
+* the cohort analysis page (analyze-benefit/-interaction) shows hostile column and level names as text.
 """
 
 from __future__ import annotations
@@ -160,3 +161,40 @@ def _open_in_chromium(report: Path) -> None:
     titles = [i for i, (t, _) in enumerate(page.tags) if t == "title"]
     assert titles and "PWNED" not in r.stdout.split("</title>")[0].split("<title>")[-1]
     assert not any(t == "script" for t, _ in page.tags)
+
+
+def test_cohort_analysis_page_renders_hostile_column_and_level_names_as_text(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """``analyze-benefit`` / ``analyze-interaction`` pages: the treatment column's name, its levels and
+    the subgroup columns come from the user's table and are shown as inert text."""
+    import pandas as pd
+
+    from napari_pathomics.cohort.generator import TISSUE_CLASSES, CohortSpec, draw_table
+
+    train = pd.DataFrame(draw_table(CohortSpec(patients=200, seed=99, marker_hr=1.0, treatment_hr=1.0)))
+    train.to_csv(tmp_path / "train.csv", index=False)
+    sig = tmp_path / "sig.json"
+    feats = ",".join(f"true_{c}" for c in TISSUE_CLASSES)
+    assert cli_main(["build-signature", str(tmp_path / "train.csv"), "--time", "time", "--event", "event",
+                     "--features", feats, "--no-cv", "--permutations", "0", "--time-unit", "months",
+                     "--out", str(sig)]) == 0
+    test = pd.DataFrame(draw_table(CohortSpec(patients=300, seed=1, marker_hr=4.0, treatment_hr=0.33)))
+    test = test.rename(columns={"treatment": SCRIPT, "true_TUM": BREAK})
+    test[SCRIPT] = test[SCRIPT].map({0: "untreated", 1: IMG})
+    test.to_csv(tmp_path / "test.csv", index=False)
+    capsys.readouterr()
+    rc = cli_main(["analyze-benefit", str(tmp_path / "test.csv"), "--signature", str(sig), "--treatment", SCRIPT,
+                   "--treated", IMG, "--subgroups", BREAK, "--out", str(tmp_path / "b")])
+    assert rc == 0, capsys.readouterr().err
+    page = _parse((tmp_path / "b" / "benefit.html").read_text())
+    names = {t for t, _ in page.tags}
+    assert "script" not in names and "svg" not in names, names
+    for tag, attrs in page.tags:
+        assert not any(k.startswith("on") for k in attrs), (tag, attrs)
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("data:image/png;base64,"), attrs
+    text = "".join(page.text)
+    assert SCRIPT in text and IMG in text and BREAK in text, "the hostile names are shown, as text"
+    csp = [a.get("content", "") for t, a in page.tags
+           if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"]
+    assert len(csp) == 1 and "default-src 'none'" in csp[0] and "script-src" not in csp[0]
