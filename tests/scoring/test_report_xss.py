@@ -37,6 +37,7 @@ from napari_pathomics.wsi.annotations import Annotation
 SCRIPT = '<script>document.title="PWNED"</script>'
 IMG = "<img src=x onerror=document.title='PWNED'>"  # no '/': also a valid file name
 BREAK = '"><svg onload=document.title=1>'
+FRAME = "<iframe srcdoc='<script>parent.document.title=1</script>'></iframe>"  # the user's stated cancer type
 HOSTILE = (SCRIPT, IMG, BREAK)
 
 
@@ -70,6 +71,7 @@ def _hostile_signature() -> dict:
     sig["description"] = IMG + BREAK
     sig["cutoff"]["method"] = SCRIPT + BREAK
     sig["cutoff"]["rule"] = IMG
+    sig["cancer_type"] = BREAK + SCRIPT  # shown beside the case's own cancer type
     sig["feature_spec"]["classes"] = [{"ADI": SCRIPT, "LYM": IMG}.get(c, c) for c in sig["feature_spec"]["classes"]]
     return sig
 
@@ -110,12 +112,14 @@ def _assert_inert(html: str) -> None:
 def test_hostile_strings_are_rendered_as_text(tmp_path: Path, hostile_bundle: Bundle) -> None:
     slide = small_slide(tmp_path / f"{IMG}.svs")
     roi = [Annotation(box(64, 64, 1200, 900), name=SCRIPT, classification=BREAK)]
-    ps = score_patient([slide], hostile_bundle, patient_id=SCRIPT + IMG, rois=[roi], device="cpu")
+    ps = score_patient([slide], hostile_bundle, patient_id=SCRIPT + IMG, rois=[roi], device="cpu", case_type=FRAME)
     sig = load_signature(hostile_bundle)
     out = write_report_html(ps, tmp_path / "case.html", signature=sig)
     html = out.read_text()
     _assert_inert(html)
-    assert f"{IMG}.svs" in "".join(_parse(html).text)  # the file name is shown, inert
+    text = "".join(_parse(html).text)
+    assert f"{IMG}.svs" in text  # the file name is shown, inert
+    assert FRAME in text and BREAK + SCRIPT in text  # the stated and the signature's cancer types too
     _open_in_chromium(out)
 
 
