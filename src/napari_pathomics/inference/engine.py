@@ -24,6 +24,7 @@ run's results, statistics and cache file. Design points:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -56,7 +57,14 @@ from .risk_head import load_risk_head
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Engine", "InferenceRun", "BatchUpdate", "Prediction", "DEFAULT_CAM_SIZE"]
+__all__ = ["Engine", "InferenceRun", "BatchUpdate", "Prediction", "DEFAULT_CAM_SIZE", "TTA_MODES", "tta_views"]
+
+#: Test-time augmentation: the dihedral views of a tile whose pooled features are averaged.
+#: ``none`` (the default: one view), ``flips`` (identity, horizontal, vertical, both = 180°),
+#: ``d4`` (the 8 flips × 90° rotations). The embedding kept is the mean over views, and the
+#: class head is linear, so probabilities = softmax(mean of the views' logits) and a head
+#: applied to cached TTA embeddings (``apply_head``) gives what a TTA forward pass gives.
+TTA_MODES = {"none": 1, "flips": 4, "d4": 8}
 
 #: Mosaic px per tile side of stitched CAMs (one mosaic px = tile_size_l0 / k level-0 px).
 DEFAULT_CAM_SIZE = 16
@@ -135,9 +143,12 @@ class Engine:
                  num_threads: int | None = None, *, workers: int = 1, prefetch: int = 2,
                  cam_size: int = DEFAULT_CAM_SIZE, min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
                  flush_seconds: float = 10.0, reader_nice: int = 0, tune_malloc: bool = True,
-                 keep_embeddings: bool = True) -> None:
+                 keep_embeddings: bool = True, tta: str = "none") -> None:
         if batch_size < 1:
             raise InferenceError(f"batch size must be ≥ 1, got {batch_size}")
+        if tta not in TTA_MODES:
+            raise InferenceError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+        self.tta = tta
         self.bundle = bundle
         self.device = select_device(device)
         self.batch_size = int(batch_size)
@@ -202,7 +213,13 @@ class Engine:
             x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]).contiguous(memory_format=torch.channels_last)
         net = self.net
         with torch.inference_mode(), autocast(self.device, self.amp.dtype):
-            feats = net.features(x.to(self.device, non_blocking=True))
+            xd = x.to(self.device, non_blocking=True)
+            feats = net.features(xd)
+            if self.tta != "none":  # mean pooled features over the dihedral views (see TTA_MODES)
+                total = feats.float()
+                for view in tta_views(xd, self.tta)[1:]:
+                    total = total + net.features(view.contiguous(memory_format=torch.channels_last)).float()
+                feats = (total / TTA_MODES[self.tta]).to(feats.dtype)
             logits = net.logits(feats)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()[:n]
         emb = feats.float().reshape(feats.shape[0], -1).cpu().numpy()[:n]
@@ -236,9 +253,16 @@ class Engine:
                 f"not {slide.path.name} ({slide.width}x{slide.height})"
             )
 
+    def cache_id_of(self, bundle_id: str) -> str:
+        """What a bundle's cached numbers are keyed on under this engine (TTA numbers are others)."""
+        if self.tta == "none":
+            return bundle_id
+        # a digest, not a suffix: cache file names keep the first 16 characters of the id
+        return hashlib.sha256(f"{bundle_id}+tta-{self.tta}".encode()).hexdigest()[:32]
+
     def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str, cache_id: str) -> dict[str, Any]:
         return {"slide": str(slide.path), "slide_hash": slide_hash, "bundle_id": self.bundle.bundle_id,
-                "cache_id": cache_id,
+                "cache_id": cache_id, **({"tta": self.tta} if self.tta != "none" else {}),
                 "bundle_name": self.bundle.name, "grid_key": grid.key(), "tile_um": grid.tile_um,
                 "mpp": grid.mpp, "tile_px": grid.tile_px, "slide_mpp": list(slide.mpp),
                 "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size,
@@ -252,7 +276,7 @@ class Engine:
         embedding pass keys on the backbone alone, so bundles that share it share the cache.
         """
         slide_hash = slide.file_hash()
-        cache_id = cache_id or self.bundle.bundle_id
+        cache_id = self.cache_id_of(cache_id or self.bundle.bundle_id)
         meta = self._meta(slide, grid, slide_hash, cache_id)
         cache_file = cache_path(slide_hash, cache_id, grid.key(), cache_dir) if use_cache else None
         if cache_file is not None and cache_file.is_file():
@@ -260,7 +284,7 @@ class Engine:
             if res is not None:
                 res.meta.update(meta)
                 return res, cache_file
-        if cache_file is not None and self.class_head is not None and cache_id == self.bundle.bundle_id:
+        if cache_file is not None and self.class_head is not None and cache_id == self.cache_id_of(self.bundle.bundle_id):
             derived = self._derived(slide_hash, grid, cache_dir, meta)
             if derived is not None:
                 return derived, cache_file
@@ -290,7 +314,8 @@ class Engine:
         if self.class_head is None:
             return None
         adapt = self.bundle.manifest.get("adaptation") or {}
-        for base_id in dict.fromkeys(i for i in (adapt.get("root_bundle_id"), adapt.get("base_bundle_id")) if i):
+        for base_id in dict.fromkeys(self.cache_id_of(i) for i in (adapt.get("root_bundle_id"),
+                                                                    adapt.get("base_bundle_id")) if i):
             path = cache_path(slide_hash, base_id, grid.key(), cache_dir)
             if not path.is_file():
                 continue
@@ -335,7 +360,8 @@ class Engine:
 
         return {"device": str(self.device), "amp": self.amp.name, "amp_reason": self.amp.reason,
                 "batch_size": self.batch_size, "num_threads": torch.get_num_threads(), "workers": self.workers,
-                "prefetch": self.prefetch, "cam_size": self.cam_size, "min_tile_tissue": self.min_tile_tissue}
+                "prefetch": self.prefetch, "cam_size": self.cam_size, "min_tile_tissue": self.min_tile_tissue,
+                **({"tta": self.tta} if self.tta != "none" else {})}
 
     # ---- preparation (reader threads) -----------------------------------------------------
     def _prepare(self, slides: ThreadSlides, grid: TileGrid, idx: np.ndarray, origins: np.ndarray) -> _Prepared:
@@ -537,3 +563,14 @@ class InferenceRun(Iterator[BatchUpdate]):
         return BatchUpdate(indices=idx, probs=res.probs[idx], risk=res.risk[idx], status=res.status[idx],
                            failed=failed, background=background, done=res.n_done, total=len(res), cams=cams,
                            from_cache=from_cache, elapsed=time.perf_counter() - self.t_start)
+
+
+def tta_views(x: "torch.Tensor", mode: str) -> list["torch.Tensor"]:
+    """The dihedral views of an (N, C, H, W) batch for a TTA mode (the first is ``x`` itself)."""
+    if mode == "none":
+        return [x]
+    views = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
+    if mode == "d4":  # and the four transposed ones: 90° and 270° rotations, the two diagonal mirrors
+        t = x.transpose(-2, -1)
+        views += [t, t.flip(-1), t.flip(-2), t.flip(-2, -1)]
+    return views
