@@ -173,3 +173,48 @@ def test_a_bad_config_is_one_line_and_leaves_no_bundle(tmp_path, hf_model, edit,
         import_model(src, tmp_path / "bundle")
     assert words in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "bundle").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]
+
+
+def test_what_the_source_lacks_is_supplied_by_the_user(hf_model, tmp_path, capsys) -> None:
+    """Tile µm, µm/px, colours, Grad-CAM layer, high-risk classes and Macenko from the command line."""
+    src, _ = hf_model
+    out = tmp_path / "bundle"
+    assert cli_main(["import-model", str(src), "--out", str(out), "--name", "peer model", "--tile-um", "100",
+                     "--mpp", "0.25", "--gradcam-layer", "layer3", "--high-risk", "stroma,normal",
+                     "--color", "stroma=#00ff00", "--color", "normal=#0000FF", "--macenko", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    b = Bundle.load(out)
+    assert summary["gradcam_target_layer"] == b.gradcam_target_layer == "layer3"
+    assert b.name == "peer model" and b.tile_um == pytest.approx(100.0) and b.mpp == 0.25
+    assert b.high_risk_classes == ["stroma", "normal"] and b.macenko is not None
+    assert [c.lower() for c in b.class_colors[1:]] == ["#00ff00", "#0000ff"]
+    assert len(set(b.class_colors)) == 3  # the unnamed class gets a colour of its own
+    assert validate_bundle(out) == [] and runtime_problems(b) == []
+
+
+def test_the_default_gradcam_layer_is_the_last_feature_stage(hf_model, tmp_path) -> None:
+    b = import_model(hf_model[0], tmp_path / "bundle")
+    assert b.gradcam_target_layer == "layer4" and runtime_problems(b) == []
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--gradcam-layer", "fc.weight"], "gradcam"),
+    (["--gradcam-layer", "__class__"], "gradcam"),
+    (["--gradcam-layer", "no_such_layer"], "gradcam"),
+    (["--color", "tumour=red-ish"], "tumour"),
+    (["--color", "tumour"], "CLASS=#RRGGBB"),
+    (["--color", "nosuchclass=#ff0000"], "nosuchclass"),
+    (["--high-risk", "nosuchclass"], "nosuchclass"),
+    (["--tile-um", "-5"], "--tile-um"),
+    (["--tile-um", "100000"], "--tile-um"),
+])
+def test_bad_user_values_are_one_line_and_leave_no_bundle(hf_model, tmp_path, argv, words: str, capsys) -> None:
+    out = tmp_path / "bundle"
+    try:
+        code = cli_main(["import-model", str(hf_model[0]), "--out", str(out), *argv])
+    except SystemExit as exc:  # argparse's range checks
+        code = exc.code
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code not in (0, None) and len(err) == 1 and words in err[0] and "Traceback" not in err[0], (code, err)
+    assert "internal error" not in err[0], err  # a refusal, not a crash caught by the top level
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]

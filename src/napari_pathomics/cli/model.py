@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -180,7 +181,9 @@ def _import_model(args: argparse.Namespace) -> int:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise BundleError(f"--color wants CLASS=#RRGGBB, got {item!r}")
-        colors[name] = value
+        if not re.fullmatch(r"#[0-9A-Fa-f]{6}", value.strip()):
+            raise BundleError(f"--color {name}: {value!r} is not a #RRGGBB colour (e.g. {name}=#D62728)")
+        colors[name] = value.strip()
     opts = ImportOptions(name=args.name, tile_um=args.tile_um, mpp=args.mpp, colors=colors,
                          gradcam_layer=args.gradcam_layer, macenko=args.macenko,
                          high_risk=[c.strip() for c in args.high_risk.split(",") if c.strip()] if args.high_risk else None)
