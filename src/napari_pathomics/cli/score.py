@@ -75,7 +75,7 @@ def _score(args: argparse.Namespace) -> int:
     ctx = ps.context
     print(f"patient {ps.patient_id}: risk {sc.risk:+.3f} ({ordinal(sc.percentile)} percentile), "
           f"{ctx['group_headline']} (frozen cutoff {sc.cutoff:+.3f})")
-    print(f"  {ctx['area']['text']}")
+    print(f"  scored: {ctx['area']['text']}")
     print(f"  group: {ctx['group_text']}")
     print(f"  signature evidence: {ctx['evidence']['text']}")
     print("  predicted survival: " + ", ".join(f"{years_short(float(h), sc.time_unit)} {100 * p:.0f} %"

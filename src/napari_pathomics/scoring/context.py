@@ -234,7 +234,7 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
     roi_areas = [r["roi_mm2"] for r in used if r["n_rois"]]
     roi_total = float(sum(roi_areas)) if roi_areas and all(a is not None for a in roi_areas) else None
     where = f"{n_rois} ROI(s)" if scope == "ROIs" else scope
-    text = (f"scored: {where} on {len(used)} slide(s) — {tiles} tissue tiles, {_fmt_mm2(total)}"
+    text = (f"{where} on {len(used)} slide(s) — {tiles} tissue tiles, {_fmt_mm2(total)}"
             + (f" (ROIs drawn: {_fmt_mm2(roi_total)})" if roi_total is not None else ""))
     return {"scope": scope, "n_slides": len(used), "n_rois": n_rois, "tiles_scored": tiles,
             "tiles_no_tissue": sum(r["tiles_no_tissue"] for r in used),

@@ -201,7 +201,8 @@ def _img(data: bytes | None, alt: str) -> Markup:
 
 _ENV = Environment(loader=PackageLoader("napari_pathomics.scoring", "templates"),
                    autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined)
-_ENV.filters.update(num=_num, signed=_signed, sig3=_sig3)
+_ENV.filters.update(num=_num, signed=_signed, sig3=_sig3,
+                    ordinal=lambda v: ordinal(float(v)) if _num(v) != "—" else "—")
 _ENV.globals["img"] = _img
 
 
@@ -248,7 +249,8 @@ def _clinical_section(score: PatientScore, sig: Signature, combined: Signature |
             pl = placements.get((col, s_.name)) or {}
             figs.append(figure_png(interplay_figure(doc, s_.time_unit,
                                                     patient=pl if pl.get("level") else None)))
-    return {"values": values, "c": c, "img": img, "surv": surv, "models": c.get("models") or {},
+    own = (_context(score, sig).get("evidence") or {}).get("cv_c_index")
+    return {"values": values, "c": c, "img": img, "own_c": own, "surv": surv, "models": c.get("models") or {},
             "inc": {"delta_c": None, "ci_lower": None, "ci_upper": None, "lrt_p": None,
                     **(c.get("increment_over_clinical") or {})}, "figs": figs, "interplay": c.get("interplay") or [],
             "research": RESEARCH_ONLY}

@@ -276,7 +276,7 @@ class ScoreWidget(QWidget):
                                        f"<span style='color:#555'>{said}</span>")  # the HR is in 'evidence'
         self.out["evidence"].setText(("validated: " if ev.get("validated") else "<b>not a validated split</b>: ")
                                      + str(ev.get("text", "—")))
-        self.out["area scored"].setText(str((ctx.get("area") or {}).get("text", "—")).removeprefix("scored: "))
+        self.out["area scored"].setText(str((ctx.get("area") or {}).get("text", "—")))
         self.out["composition"].setText(str((ctx.get("composition") or {}).get("text", "—")))
         ct = ctx.get("cancer_type") or {}
         sig_type = ct.get("signature") or "not recorded"
