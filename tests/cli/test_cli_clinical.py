@@ -289,3 +289,25 @@ def test_too_few_events_in_a_treatment_level_is_one_line(virtual, tmp_path, caps
     err = capsys.readouterr().err
     assert rc == ClinicalError.exit_code and err.count("\n") == 1
     assert "treatment column 'treatment': level 'treatment = 1' has only" in err and "(< 10)" in err
+
+
+def test_too_few_events_after_dropping_rows_says_so(tmp_path, capsys) -> None:
+    d = _table()
+    d["event"] = 0
+    d.loc[:11, "event"] = 1  # 12 events, 4 of them in rows without a stage
+    d.loc[:3, "stage"] = np.nan
+    rc, so, se = _build(tmp_path, d, ["--clinical", "stage:ordinal", "--clinical-missing", "drop",
+                                      "--out", str(tmp_path / "x.json")], capsys)
+    assert rc != 0 and se.count("\n") == 1
+    assert "only 8 events; at least 10 are needed" in se
+    assert "on the 196 of 200 rows left after leaving out 4 without clinical values: missing stage: 4" in se
+
+
+def test_a_categorical_level_without_events_is_named(tmp_path, capsys) -> None:
+    d = _table()
+    d["site"] = np.where(d.index % 4 == 0, "colon", "rectum")
+    d.loc[(d.index % 4 == 0) & (d.index < 40), "site"] = "appendix"
+    d.loc[d["site"] == "appendix", "event"] = 0
+    rc, so, se = _build(tmp_path, d, ["--clinical", "site:categorical", "--out", str(tmp_path / "x.json")], capsys)
+    assert rc == ClinicalError.exit_code and se.count("\n") == 1
+    assert "clinical column 'site': level 'appendix' has no events among its 10 patients" in se

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import SignatureError
+from ..errors import ClinicalError, SignatureError
 from ..provenance import versions
 from ..units import DAYS_PER_UNIT, DEFAULT_HORIZONS
-from .clinical import ClinicalSpec, Declared, fill_imputed, parse_clinical
+from .clinical import ClinicalSpec, Declared, canonical, fill_imputed, parse_clinical
 from .compare import adjusted_hazard_ratios, bootstrap_delta_c, fit_combined, fit_plain_cox, likelihood_ratio_test
 from .cox import (
     DEFAULT_PENALIZERS,
@@ -293,10 +293,19 @@ class SignatureFitter:
                 table = fill_imputed(table, clin_spec)
             table = table.loc[used].reset_index(drop=True)
             rows = dict(clin_spec.rows)
-        X, t, e = validate_survival(table, duration_col, event_col, features, self.min_events)
+        try:
+            X, t, e = validate_survival(table, duration_col, event_col, features, self.min_events)
+        except SignatureError as exc:
+            if rows and rows.get("n_excluded"):
+                why = ", ".join(f"{k}: {v}" for k, v in rows["excluded"].items())
+                raise type(exc)(f"{exc} (on the {rows['used']} of {rows['total']} rows left after leaving out "
+                                f"{rows['n_excluded']} without clinical values: {why})") from None
+            raise
         if len(t) < 4 * self.folds:
             raise SignatureError(f"only {len(t)} patients; too few for {self.folds}-fold CV")
         C = clin_spec.encode_table(table.reset_index(drop=True), id_col) if clin_spec is not None else None
+        if clin_spec is not None:
+            _check_level_events(table, clin_spec, e)
         frozen, cph, log = self._fit_core(X, t, e)
         XC = X
         if C is not None:
@@ -368,6 +377,20 @@ class SignatureFitter:
         sig_json["training"]["fit_seconds"] = round(_time.perf_counter() - t0, 2)
         self.signature_ = Signature.from_json(sig_json)
         return self.signature_
+
+
+def _check_level_events(table: pd.DataFrame, spec: ClinicalSpec, event: np.ndarray) -> None:
+    """A categorical level without any event has an unbounded hazard ratio: refuse it, naming it."""
+    for c in spec.covariates:
+        if c.type != "categorical":
+            continue
+        keys = np.array([canonical(v) for v in table[c.name].tolist()], object)
+        for lv in c.levels:
+            mask = keys == lv
+            if mask.any() and int(event[mask].sum()) == 0:
+                raise ClinicalError(f"clinical column {c.name!r}: level {lv!r} has no events among its "
+                                    f"{int(mask.sum())} patients, so its hazard ratio is unbounded; merge it with "
+                                    "another level")
 
 
 def _model_cv(cs: list[float], aucs: list[dict[float, float | None]], horizons: Sequence[float]) -> dict[str, Any]:
