@@ -174,6 +174,8 @@ def test_combined_score_side_by_side_and_bad_values_named(tmp_path, clin_bundle)
     assert c["models"]["image"]["cv_c_index"] == ev["image"]["cv_c_index"]
     assert c["models"]["combined"]["cv_c_index"] == ev["combined"]["cv_c_index"]
     assert c["encoded"] == {"clin:stage": 3.0, "clin:age": 64.0}
+    assert list(c["contributions"]) == ["pathomics", "stage", "age"]
+    assert sum(c["contributions"].values()) == pytest.approx(c["risk"], abs=1e-9)  # the parts add up to the risk
     [pl] = c["interplay"]
     assert pl["column"] == "marker" and pl["level"] == "marker > 37" and pl["group"] == c["group"]
     assert "Research use only" in c["research_use"]

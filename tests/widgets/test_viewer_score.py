@@ -111,6 +111,7 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     assert f"{c['risk']:+.3f}" in cells and f"{ps.score.risk:+.3f}" in cells
     assert f"{combined.evaluation['models']['combined']['cv_c_index']:.2f}" in " ".join(cells)
     assert "marker curves: pathomics" in w.compare_note.text() and "ΔC" in w.compare_note.text()
+    assert "log-hazard parts (vs the reference mean): pathomics" in w.compare_note.text()
     assert w.plots.count() == 3  # combined survival, tissue composition, the marker's interplay curves
     assert "combined signature" in w.status.text()
 

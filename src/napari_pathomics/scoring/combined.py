@@ -10,10 +10,12 @@ combined models (``evaluation.models.*``). This module, Qt-free and shared by th
 * :func:`load_clinical_signature` - the bundle's combined signature, or None;
 * :func:`clinical_fields` - one input field per covariate (type, unit, allowed values), plus a
   field for each marker / treatment of the interplay analyses the signature carries;
-* :func:`combined_score` - the combined risk, percentile, group and survival from the image
-  features already computed for the patient and the raw clinical values (a value outside the
-  frozen encoding raises :class:`ClinicalError` naming the field and the value), the validated
-  C-indices of both models, and where the patient sits on the interplay curves.
+* :func:`combined_score` - :func:`~napari_pathomics.signature.combined.score_combined` (combined
+  risk, percentile, group, survival and log-hazard parts) from the image features already
+  computed for the patient and the raw clinical values (a value outside the frozen encoding
+  raises :class:`ClinicalError` naming the field and the value), beside the image-only score,
+  with both models' validated C-indices, the group as it may be said, and where the patient
+  sits on the interplay curves.
 
 Interplay analyses (``analyze_interaction`` / ``analyze_benefit`` results) are read from the
 signature's ``interplay`` list when a signature carries them; none are invented.
@@ -31,6 +33,7 @@ from ..bundle import Bundle
 from ..errors import ClinicalError, SignatureError
 from ..signature import Signature
 from ..signature.clinical import canonical, is_missing
+from ..signature.combined import score_combined
 from .context import group_headline, group_wording, model_evidence, validated_evidence
 from .patient import slide_tiles
 
@@ -199,26 +202,21 @@ def combined_score(ps: Any, combined: Signature, values: Mapping[str, Any], imag
     if not any(n in vals for n in clin.names):
         return None
     feats = _image_features(ps, combined)
-    sc = combined.score(feats, {n: vals.get(n) for n in clin.names})  # ClinicalError names a bad value
-    encoded = clin.encode({n: vals[n] for n in clin.names})
-    ev = combined.evaluation
+    cs = score_combined(combined, feats, {n: vals.get(n) for n in clin.names})  # ClinicalError names a bad value
+    sc = cs.score
     models = {m: model_evidence(combined, m) for m in ("image", "clinical", "combined")}
     if models["image"]["cv_c_index"] is None and image is not None:
         e = validated_evidence(image.summary())
         models["image"].update(cv_c_index=e["cv_c_index"], cv_c_index_sd=e["cv_c_index_sd"],
                                text=e["text"].split(";")[0], source="the image-only signature's own CV")
-    inc = (ev.get("increment") or {}).get("combined_minus_clinical") or {}
     out: dict[str, Any] = {
-        "signature": combined.name, "covariates": clin.describe(),
-        "values": {n: vals[n] for n in clin.names}, "encoded": encoded,
+        "signature": combined.name, "covariates": cs.covariates,
+        "values": {n: vals[n] for n in clin.names}, "encoded": dict(cs.encoded),
+        "contributions": dict(cs.contributions), "rows": dict(cs.rows),
         **_side(combined, sc), "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
-        "models": models,
-        "increment_over_clinical": {k: inc.get(k) for k in ("delta_c", "ci_lower", "ci_upper") if k in inc},
+        "models": models, "increment_over_clinical": dict(cs.increment),
         "research_use": RESEARCH_ONLY,
     }
-    lrt = inc.get("likelihood_ratio_test") or {}
-    if lrt.get("p") is not None:
-        out["increment_over_clinical"]["lrt_p"] = lrt["p"]
     if image is not None:
         out["image_only"] = _side(image, ps.score)
     risks = {id(combined): sc.risk}

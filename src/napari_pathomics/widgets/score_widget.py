@@ -483,6 +483,10 @@ class ScoreWidget(QWidget):
         if inc.get("delta_c") is not None:
             note += (f"; combined − clinical ΔC {inc['delta_c']:+.3f} [{inc.get('ci_lower', 0):+.3f}, "
                      f"{inc.get('ci_upper', 0):+.3f}] — what the image adds to the clinical values")
+        parts = c.get("contributions") or {}
+        if parts:
+            note += "<br>log-hazard parts (vs the reference mean): " + " · ".join(
+                f"{k} {v:+.2f}" for k, v in parts.items())
         for pl in c.get("interplay") or []:
             note += f"<br>{pl['column']} curves: {pl['note']}" + (
                 f" (interaction p = {pl['interaction_p']:.2g})" if pl.get("interaction_p") is not None else "")
