@@ -138,9 +138,31 @@ def test_cells_detections_and_tiles_are_one_layer_with_measurements(tmp_path):
 
         assert geom.contains(Point(x, y))
     outlines = kw["metadata"]["pathomics_outlines"]
-    assert outlines[0].area == 100 and outlines[1].area == 400
+    assert [[g.area for g in o] for o in outlines] == [[900, 100], [400], [512 * 512]]  # a cell and its nucleus
     layer = Points(data, **kw)
     assert layer.features.shape[0] == 3
+
+
+def test_outlines_are_those_in_the_box_nearest_first_and_capped(tmp_path):
+    from napari.layers import Shapes
+
+    from napari_pathomics.layers.rois import qupath_cell_layer, qupath_outline_layer, qupath_outlines
+
+    res = _qupath_objects()
+    with _slide(tmp_path) as slide:
+        _, kw, _ = qupath_cell_layer(slide, res.objects)
+        meta = kw["metadata"]
+        # a box around the cell (300..330) only: the cell and its nucleus, (y, x) corner vertices, its colour
+        data, colors = qupath_outlines(meta, (290, 290, 340, 340))
+        assert len(data) == 3 and colors[:2] == ["#c80000", "#c80000"]  # cell, nucleus; the tile (0..512) too
+        assert sorted(len(r) for r in data) == [4, 4, 4]
+        np.testing.assert_array_equal(data[0], [[300, 300], [300, 330], [330, 330], [330, 300]])
+        assert qupath_outlines(meta, (700, 700, 800, 800)) == ([], [])  # nothing there
+        data, _ = qupath_outlines(meta, (0, 0, 1536, 1024), max_shapes=2)
+        assert len(data) == 2
+        d, k, _ = qupath_outline_layer(slide, data, ["#ff0000"] * 2)
+        layer = Shapes(d, **k)
+        assert len(layer.data) == 2
 
 
 def test_no_cells_no_layer(tmp_path):

@@ -103,3 +103,32 @@ def test_qupath_objects_are_shown_kept_and_exported_unchanged(make_napari_viewer
     session.add_slide(viewer, slide_path)
     _check_object_layers(viewer)
     assert len(session.roi_layer_of(viewer, session.slide_of(session.active_slide_layer(viewer))).data) == 0
+
+
+def test_cells_are_outlined_when_zoomed_in_and_only_then(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    from napari_pathomics.layers import OUTLINE_MIN_ZOOM, ROLE_QUPATH_OUTLINES
+
+    slide_path = small_slide(tmp_path / "case.svs", mpp=0.5)
+    src = tmp_path / "qupath.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES}))
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, slide_path)
+    RoiTilesWidget(viewer).import_rois(src)
+    viewer.reset_view()
+    assert viewer.camera.zoom < OUTLINE_MIN_ZOOM
+    assert session.refresh_qupath_outlines(viewer) == 0  # zoomed out: centroids only
+    # zoom onto the cell (level-0 px 300..330 at 0.5 µm/px): outlines follow the camera
+    viewer.camera.center = (315 * 0.5, 315 * 0.5)
+    viewer.camera.zoom = 4 * OUTLINE_MIN_ZOOM
+    qtbot.waitUntil(lambda: bool(_layers(viewer, ROLE_QUPATH_OUTLINES))
+                    and len(_layers(viewer, ROLE_QUPATH_OUTLINES)[0].data) > 0, timeout=5_000)
+    (outlines,) = _layers(viewer, ROLE_QUPATH_OUTLINES)
+    rings = [np.asarray(d) for d in outlines.data]
+    assert any(np.allclose(sorted(map(tuple, r)), sorted([(300, 300), (300, 330), (330, 330), (330, 300)]))
+               for r in rings)  # the cell, in level-0 px like the slide's other geometry
+    assert any(np.allclose(sorted(map(tuple, r)), sorted([(310, 310), (310, 320), (320, 320), (320, 310)]))
+               for r in rings)  # and its nucleus
+    np.testing.assert_allclose(outlines.scale, session.active_slide_layer(viewer).scale[-2:])
+    # zoom out again: the outlines go, the centroids stay
+    viewer.reset_view()
+    qtbot.waitUntil(lambda: len(outlines.data) == 0, timeout=5_000)

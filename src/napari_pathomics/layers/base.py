@@ -20,6 +20,11 @@ CELL_L0 = "pathomics_cell_l0"
 ROLE_SLIDE, ROLE_ROIS, ROLE_ROIS_IMPORT, ROLE_TISSUE, ROLE_TILE_GRID = "slide", "rois", "rois_import", "tissue", "tile_grid"
 ROLE_CLASS_MAP, ROLE_RISK_MAP = "class_map", "risk_map"
 ROLE_ROI_HOLES, ROLE_QUPATH_POINTS, ROLE_QUPATH_CELLS = "roi_holes", "qupath_points", "qupath_cells"
+ROLE_QUPATH_OUTLINES = "qupath_outlines"
+#: Outlines (nuclei, QuPath cells) are drawn only when zoomed in to at least this many screen px per
+#: µm (a 10 µm nucleus is then 15 px across), for the visible area only, and at most this many at once.
+OUTLINE_MIN_ZOOM = 1.5
+OUTLINE_MAX_SHAPES = 4000
 
 
 def cam_role(name: str) -> str:

@@ -10,7 +10,16 @@ from shapely.geometry import MultiPolygon
 from ..cells.results import TILE_UNITS, NucleiResults
 from ..wsi.annotations import Annotation
 from ..wsi.slide import Slide
-from .base import ROLE, SLIDE_PATH, LayerTuple, geometry_transform, grid_transform, result_meta, world_to_level0
+from .base import (
+    OUTLINE_MAX_SHAPES,
+    ROLE,
+    SLIDE_PATH,
+    LayerTuple,
+    geometry_transform,
+    grid_transform,
+    result_meta,
+    world_to_level0,
+)
 
 ROLE_NUCLEI_DENSITY, ROLE_NC_RATIO = "nuclei_density", "nc_ratio"
 ROLE_NUCLEI_OUTLINES, ROLE_TUMOUR_PROPOSAL = "nuclei_outlines", "tumour_proposal"
@@ -28,10 +37,6 @@ NC_COLORMAP: dict[str, Any] = {
                [0.37, 0.79, 0.38, 0.95], [0.99, 0.91, 0.14, 0.95]],
     "controls": [0.0, 0.0099, 0.0101, 0.25, 0.5, 0.75, 1.0],
 }
-#: Outlines are drawn only when zoomed in to at least this many screen px per µm (a 10 µm nucleus
-#: is then 15 px across), for the visible area only, and at most this many at once.
-OUTLINE_MIN_ZOOM = 1.5
-OUTLINE_MAX_SHAPES = 4000
 NUCLEUS_EDGE, LYMPHOCYTE_EDGE = "#00a0ff", "#ffc800"
 
 

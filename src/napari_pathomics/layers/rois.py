@@ -15,8 +15,10 @@ from ..wsi.annotations import DEFAULT_CLASS, DEFAULT_COLOR, Annotation, GeoObjec
 from ..wsi.geometry import as_area, repair_area
 from ..wsi.slide import Slide
 from .base import (
+    OUTLINE_MAX_SHAPES,
     ROLE,
     ROLE_QUPATH_CELLS,
+    ROLE_QUPATH_OUTLINES,
     ROLE_QUPATH_POINTS,
     ROLE_ROI_HOLES,
     SLIDE_PATH,
@@ -196,12 +198,64 @@ def qupath_cell_layer(slide: Slide, objects: Sequence[GeoObject]) -> LayerTuple 
     features: dict[str, Any] = {"kind": [o.kind for o in objs], "classification": [o.classification or "" for o in objs]}
     for k in keys:
         features[k] = np.array([o.measurements.get(k, np.nan) for o in objs], dtype=np.float64)
+    colors = [_object_color(o) for o in objs]
+    # what is drawn when zoomed in: each object's outline, and a cell's nucleus inside it
+    outlines = [[g for g in (o.geometry, o.nucleus) if g is not None and not g.is_empty] for o in objs]
+    bounds = np.asarray([o.geometry.bounds for o in objs], dtype=np.float64).reshape(-1, 4)
     kwargs = geometry_transform(slide)
     kwargs.update(name=f"{slide.path.name} QuPath cells and detections", size=POINT_SIZE_UM / 2 / (slide_scale(slide)[1] or 1.0),
-                  face_color=[_object_color(o) for o in objs], border_width=0, features=features,
-                  metadata={ROLE: ROLE_QUPATH_CELLS, SLIDE_PATH: str(slide.path),
-                            "pathomics_outlines": [o.nucleus or o.geometry for o in objs]})
+                  face_color=colors, border_width=0, features=features,
+                  metadata={ROLE: ROLE_QUPATH_CELLS, SLIDE_PATH: str(slide.path), "pathomics_outlines": outlines,
+                            "pathomics_outline_bounds": bounds, "pathomics_outline_colors": colors})
     return np.asarray([(c.y, c.x) for c in cents], dtype=np.float64).reshape(-1, 2), kwargs, "points"
+
+
+def _rings(geom: Any) -> list[np.ndarray]:
+    """Every ring (exteriors and holes) of a polygonal geometry, as (y, x) vertices without the closing one."""
+    polys = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, Polygon)]
+    return [np.asarray(r.coords, dtype=np.float64)[:-1, ::-1] for p in polys for r in (p.exterior, *p.interiors)
+            if len(r.coords) >= 4]
+
+
+def qupath_outlines(metadata: dict[str, Any], box_l0: tuple[float, float, float, float],
+                    max_shapes: int = OUTLINE_MAX_SHAPES) -> tuple[list[np.ndarray], list[str]]:
+    """Outline rings ((y, x) level-0 corner vertices) and edge colours of a QuPath cell layer's objects
+    overlapping a level-0 box (``metadata``: the cell layer's).
+
+    At most ``max_shapes`` rings, the objects nearest the box centre first, so a view over 10⁵ cells
+    never hands napari 10⁵ polygons.
+    """
+    bounds = np.asarray(metadata.get("pathomics_outline_bounds", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+    outlines = metadata.get("pathomics_outlines") or []
+    colors = metadata.get("pathomics_outline_colors") or []
+    x0, y0, x1, y1 = box_l0
+    hit = np.nonzero((bounds[:, 0] <= x1) & (bounds[:, 2] >= x0) & (bounds[:, 1] <= y1) & (bounds[:, 3] >= y0))[0]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    mid = (bounds[hit, :2] + bounds[hit, 2:]) / 2
+    hit = hit[np.argsort((mid[:, 0] - cx) ** 2 + (mid[:, 1] - cy) ** 2, kind="stable")]
+    data: list[np.ndarray] = []
+    edges: list[str] = []
+    for i in hit:
+        for geom in outlines[i]:
+            for ring in _rings(geom):
+                if len(data) >= max_shapes:
+                    return data, edges
+                data.append(ring)
+                edges.append(colors[i] if i < len(colors) else rgb_to_hex(DEFAULT_COLOR))
+    return data, edges
+
+
+def qupath_outline_layer(slide: Slide, data: list[np.ndarray] | None = None, colors: list[str] | None = None
+                         ) -> LayerTuple:
+    """The (lazily filled) Shapes layer of QuPath cell/detection outlines, in level-0 corner coordinates."""
+    kwargs = geometry_transform(slide)
+    data = data or []
+    kwargs.update(name=f"{slide.path.name} QuPath outlines", edge_width=1.5, face_color="transparent", opacity=0.9,
+                  edge_color=colors or rgb_to_hex(DEFAULT_COLOR),
+                  metadata={ROLE: ROLE_QUPATH_OUTLINES, SLIDE_PATH: str(slide.path)})
+    if data:
+        kwargs["shape_type"] = ["polygon"] * len(data)
+    return data, kwargs, "shapes"
 
 
 def roi_holes_layer(slide: Slide, annotations: list[Annotation]) -> LayerTuple:

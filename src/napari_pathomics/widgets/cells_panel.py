@@ -41,7 +41,6 @@ from ..layers import (
     nuclei_readout,
     proposal_layer,
     shape_to_polygon,
-    world_to_level0,
 )
 from ..results import TileResults
 from ..results.regions import (
@@ -230,24 +229,9 @@ class CellsPanel(QWidget):
             self._timer.start()
 
     def visible_box(self, slide_layer: Any) -> tuple[float, float, float, float] | None:
-        """The level-0 box (x0, y0, x1, y1) the canvas shows of a slide layer, or None.
-
-        From the camera (centre, zoom) and the canvas size; napari's ``corner_pixels`` cannot say
-        it, since a small level is loaded (and reported) whole whatever the zoom.
-        """
+        """The level-0 box (x0, y0, x1, y1) the canvas shows of a slide layer, or None (``session.visible_box``)."""
         slide = session.slide_of(slide_layer)
-        if slide is None:
-            return None
-        h_px, w_px = _canvas_size(self.viewer)
-        zoom = float(self.viewer.camera.zoom)
-        if not zoom > 0:
-            return None
-        cy, cx = (float(v) for v in self.viewer.camera.center[-2:])
-        half_h, half_w = h_px / zoom / 2, w_px / zoom / 2
-        corners = world_to_level0(slide, np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]]))
-        x0, y0 = np.clip(corners[0], 0, [slide.width, slide.height])
-        x1, y1 = np.clip(corners[1], 0, [slide.width, slide.height])
-        return (float(x0), float(y0), float(x1), float(y1)) if x1 > x0 and y1 > y0 else None
+        return session.visible_box(self.viewer, slide) if slide is not None else None
 
     def refresh_outlines(self) -> int:
         """Draw the outlines of the nuclei in view (none when zoomed out); returns how many are drawn."""
@@ -338,15 +322,6 @@ class CellsPanel(QWidget):
                 self.viewer.layers.remove(ly)
         self.accept_btn.setEnabled(False)
         self.discard_btn.setEnabled(False)
-
-
-def _canvas_size(viewer: napari.Viewer) -> tuple[float, float]:
-    """(height, width) of the viewer's canvas in screen px (napari has no public accessor; 1024² if unknown)."""
-    try:
-        h, w = viewer.window._qt_viewer.canvas.size
-        return float(h), float(w)
-    except (AttributeError, TypeError, ValueError):
-        return 1024.0, 1024.0
 
 
 def _parts(annotations: list[Annotation]) -> list[str]:

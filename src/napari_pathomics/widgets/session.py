@@ -19,11 +19,14 @@ import napari
 import numpy as np
 from napari.layers import Image, Layer, Shapes
 from napari.utils import resize_dask_cache
+from qtpy.QtCore import QTimer
 
 from ..errors import PathomicsError
 from ..layers import (
+    OUTLINE_MIN_ZOOM,
     ROLE,
     ROLE_QUPATH_CELLS,
+    ROLE_QUPATH_OUTLINES,
     ROLE_QUPATH_POINTS,
     ROLE_ROI_HOLES,
     ROLE_ROIS,
@@ -31,11 +34,15 @@ from ..layers import (
     annotations_to_shapes,
     geometry_transform,
     qupath_cell_layer,
+    qupath_outline_layer,
+    qupath_outlines,
     qupath_point_layers,
     roi_holes_layer,
     shapes_to_annotations,
     slide_layer,
+    world_to_level0,
 )
+from ..units import DEFAULT_MPP
 from ..wsi.annotations import Annotation, GeoObject, QuPathObject
 from ..wsi.roi_store import load_saved_rois, save_rois, saved_rois_path
 from ..wsi.slide import Slide, open_slide
@@ -182,13 +189,100 @@ def object_layers(slide: Slide, objects: list[GeoObject]) -> list[tuple[Any, dic
 
 
 def show_object_layers(viewer: napari.Viewer, slide: Slide, objects: list[GeoObject]) -> None:
-    """Replace the slide's hole, QuPath point and cell layers by ones showing ``objects``."""
-    roles = (ROLE_ROI_HOLES, ROLE_QUPATH_POINTS, ROLE_QUPATH_CELLS)
+    """Replace the slide's hole, QuPath point, cell and outline layers by ones showing ``objects``."""
+    roles = (ROLE_ROI_HOLES, ROLE_QUPATH_POINTS, ROLE_QUPATH_CELLS, ROLE_QUPATH_OUTLINES)
     for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) in roles
                and ly.metadata.get(SLIDE_PATH) == str(slide.path)]:
         viewer.layers.remove(ly)
     for t in object_layers(slide, objects):
         viewer._add_layer_from_data(*t)
+    refresh_qupath_outlines(viewer)
+
+
+# ---------------------------------------------------------------------------------------------
+def canvas_size(viewer: napari.Viewer) -> tuple[float, float]:
+    """(height, width) of the viewer's canvas in screen px (napari has no public accessor; 1024² if unknown)."""
+    try:
+        h, w = viewer.window._qt_viewer.canvas.size
+        return float(h), float(w)
+    except (AttributeError, TypeError, ValueError):
+        return 1024.0, 1024.0
+
+
+def visible_box(viewer: napari.Viewer, slide: Slide) -> tuple[float, float, float, float] | None:
+    """The level-0 box (x0, y0, x1, y1) of ``slide`` the canvas shows, or None.
+
+    From the camera (centre, zoom) and the canvas size; napari's ``corner_pixels`` cannot say it,
+    since a small level is loaded (and reported) whole whatever the zoom.
+    """
+    h_px, w_px = canvas_size(viewer)
+    zoom = float(viewer.camera.zoom)
+    if not zoom > 0:
+        return None
+    cy, cx = (float(v) for v in viewer.camera.center[-2:])
+    half_h, half_w = h_px / zoom / 2, w_px / zoom / 2
+    corners = world_to_level0(slide, np.array([[cy - half_h, cx - half_w], [cy + half_h, cx + half_w]]))
+    x0, y0 = np.clip(corners[0], 0, [slide.width, slide.height])
+    x1, y1 = np.clip(corners[1], 0, [slide.width, slide.height])
+    return (float(x0), float(y0), float(x1), float(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def zoomed_in(viewer: napari.Viewer, slide: Slide) -> bool:
+    """Whether the view is close enough for outlines (``OUTLINE_MIN_ZOOM`` screen px per µm)."""
+    um_per_world = 1.0 if slide.has_mpp else DEFAULT_MPP  # without µm/px the world is in px: assume a typical one
+    return float(viewer.camera.zoom) / um_per_world >= OUTLINE_MIN_ZOOM
+
+
+def refresh_qupath_outlines(viewer: napari.Viewer) -> int:
+    """Outline the QuPath cells/detections in view when zoomed in (none otherwise); returns how many."""
+    drawn = 0
+    for cells in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == ROLE_QUPATH_CELLS]:
+        slide = next((slide_of(ly) for ly in slide_layers(viewer)
+                      if str(slide_of(ly).path) == cells.metadata.get(SLIDE_PATH)), None)  # type: ignore[union-attr]
+        if slide is None:
+            continue
+        shapes = find_layer(viewer, slide, ROLE_QUPATH_OUTLINES, Shapes)
+        data: list[np.ndarray] = []
+        colors: list[str] = []
+        box = visible_box(viewer, slide) if cells.visible and zoomed_in(viewer, slide) else None
+        if box is not None:
+            data, colors = qupath_outlines(cells.metadata, box)
+        if shapes is None:
+            if not data:
+                continue
+            shapes = viewer._add_layer_from_data(*qupath_outline_layer(slide))[0]
+        with shapes.events.data.blocker():
+            shapes.data = []
+            if data:
+                shapes.add(data, shape_type="polygon", edge_color=colors, face_color="transparent", edge_width=1.5)
+        shapes.refresh()
+        drawn += len(data)
+    return drawn
+
+
+#: Camera changes are followed after this pause (ms), so a pan redraws the outlines once.
+OUTLINE_DELAY_MS = 150
+_OUTLINE_TIMERS: dict[int, QTimer] = {}
+
+
+def _follow_camera(viewer: napari.Viewer) -> None:
+    """Redraw the QuPath outlines shortly after the camera moves (idempotent per viewer)."""
+    if id(viewer) in _OUTLINE_TIMERS:
+        return
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(OUTLINE_DELAY_MS)
+    ref = weakref.ref(viewer)
+
+    def fire() -> None:
+        v = ref()
+        if v is not None and any(ly.metadata.get(ROLE) == ROLE_QUPATH_CELLS for ly in v.layers):
+            refresh_qupath_outlines(v)
+
+    timer.timeout.connect(fire)
+    viewer.camera.events.zoom.connect(lambda e=None: timer.start())
+    viewer.camera.events.center.connect(lambda e=None: timer.start())
+    _OUTLINE_TIMERS[id(viewer)] = timer
 
 
 def layer_annotations(layer: Shapes, notes: list[str] | None = None) -> list[Annotation]:
@@ -321,6 +415,8 @@ def install(viewer: napari.Viewer | None) -> None:
         viewer.layers.events.inserted.connect(_on_inserted)
         viewer.layers.events.removed.connect(_on_removed)
         _INSTALLED[id(viewer)] = weakref.ref(viewer)
+        _OUTLINE_TIMERS.pop(id(viewer), None)  # a new viewer at a recycled id
+        _follow_camera(viewer)
     for ly in viewer.layers:
         if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == ROLE_ROIS:
             _VIEWER_OF[id(ly)] = weakref.ref(viewer)
