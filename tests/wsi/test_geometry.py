@@ -46,10 +46,22 @@ def test_scribbles_are_repaired_in_bounded_memory(n: int) -> None:
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 1024  # MiB
 
 
-def test_a_huge_scribble_is_refused_in_one_line() -> None:
+@pytest.mark.parametrize("n", [RASTER_MAX_VERTICES + 1, 100_000])
+def test_a_huge_scribble_is_refused_in_one_line(n: int) -> None:
+    """100 000 random vertices once took 12.7 GB and ended in ``GEOSException: std::bad_alloc``."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(AnnotationError) as info:
-        repair_area(_scribble(RASTER_MAX_VERTICES + 1))
+        repair_area(_scribble(n))
     assert "cannot be repaired reliably" in str(info.value) and "\n" not in str(info.value)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 1024  # MiB
+
+
+def test_a_long_freehand_outline_with_one_crossing_is_repaired_exactly() -> None:
+    """Freehand ROIs of 10⁵ vertices and a crossing are ordinary: repaired by GEOS, not refused."""
+    t = np.linspace(0, 2 * np.pi, 100_000, endpoint=False)
+    eight = Polygon(np.c_[5000 + 3000 * np.cos(t), 5000 + 2000 * np.sin(2 * t)])
+    fixed, note = repair_area(eight)
+    assert fixed is not None and fixed.is_valid and fixed.geom_type == "MultiPolygon" and "repaired" in note
 
 
 def test_even_odd_mask_cuts_holes() -> None:
