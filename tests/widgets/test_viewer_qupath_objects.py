@@ -132,3 +132,33 @@ def test_cells_are_outlined_when_zoomed_in_and_only_then(make_napari_viewer, qtb
     # zoom out again: the outlines go, the centroids stay
     viewer.reset_view()
     qtbot.waitUntil(lambda: len(outlines.data) == 0, timeout=5_000)
+
+
+def test_the_import_button_reads_and_repairs_in_a_worker(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """A scribbled 3 000-vertex ROI is repaired off the UI thread; a broken file is one notification."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    slide_path = small_slide(tmp_path / "case.svs")
+    pts = np.random.default_rng(0).uniform(50, 1000, (3_000, 2)).tolist()
+    scribble = tmp_path / "scribble.geojson"
+    scribble.write_text(json.dumps({"type": "Feature", "properties": {"objectType": "annotation"},
+                                    "geometry": {"type": "Polygon", "coordinates": [pts + [pts[0]]]}}))
+    broken = tmp_path / "broken.geojson"
+    broken.write_text('{"type": "FeatureCollection", "features": [')
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, slide_path)
+    w = RoiTilesWidget(viewer)
+    start = len(notification_manager.records)
+    assert w.import_rois_in_background(scribble) is not None
+    qtbot.waitUntil(lambda: w.import_worker is None, timeout=120_000)  # (finished may come before a waitSignal)
+    rois = session.roi_layer_of(viewer, session.slide_of(session.active_slide_layer(viewer)))
+    assert len(session.layer_annotations(rois)) >= 1 and "imported from scribble.geojson" in w.roi_status.text()
+    warnings = [str(r.message) for r in notification_manager.records[start:]
+                if r.severity == NotificationSeverity.WARNING]
+    assert any("even-odd" in m for m in warnings), warnings  # the repair is said
+    start = len(notification_manager.records)
+    assert w.import_rois_in_background(broken) is not None
+    qtbot.waitUntil(lambda: w.import_worker is None, timeout=60_000)
+    errors = [str(r.message) for r in notification_manager.records[start:] if r.severity == NotificationSeverity.ERROR]
+    assert len(errors) == 1 and "not valid JSON" in errors[0] and "unexpected" not in errors[0], errors
+    assert "not imported" in w.roi_status.text()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import napari
 from napari.layers import Labels, Shapes
+from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -21,7 +23,7 @@ from ..errors import PathomicsError
 from ..layers import ROLE_TILE_GRID, ROLE_TISSUE, tile_grid_overlay, tissue_layer
 from ..outputs import check_output
 from ..units import DEFAULT_MPP, DEFAULT_TILE_UM
-from ..wsi.annotations import Annotation, GeoObject, read_geojson, write_geojson
+from ..wsi.annotations import Annotation, GeoObject, ReadResult, read_geojson, write_geojson
 from ..wsi.slide import Slide
 from ..wsi.tiling import DEFAULT_MIN_TISSUE, TileGrid, plan_tiles
 from ..wsi.tissue import TissueMask, detect_tissue
@@ -54,6 +56,7 @@ class RoiTilesWidget(QWidget):
         self.viewer = napari_viewer
         session.install(napari_viewer)
         self.last_grid: TileGrid | None = None
+        self.import_worker: Any = None
         layout = QVBoxLayout(self)
 
         rois = QGroupBox("Tumour ROIs (QuPath GeoJSON, level-0 px)")
@@ -126,7 +129,7 @@ class RoiTilesWidget(QWidget):
     def _import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import ROIs", "", "GeoJSON (*.geojson *.json)")
         if path:
-            self.import_rois(path)
+            self.import_rois_in_background(path)
 
     def import_rois(self, path: str | Path) -> int:
         """Add the ROIs of a GeoJSON file to the slide's ROI layer; nothing drawn is replaced."""
@@ -137,6 +140,37 @@ class RoiTilesWidget(QWidget):
             res = read_geojson(path, bounds=slide.dimensions)
         except PathomicsError as exc:
             session.report(exc, "import failed")
+            return 0
+        return self._add_read(slide, path, res)
+
+    def import_rois_in_background(self, path: str | Path) -> Any:
+        """``import_rois`` with the reading and repair in a worker thread (what the Import button does).
+
+        Repairing a scribbled ROI is bounded but can take a second; the viewer stays responsive
+        meanwhile. Returns the worker (tests wait on it), None when no slide is open.
+        """
+        slide = self._slide()
+        if slide is None:
+            return None
+        self.roi_status.setText(f"reading {Path(path).name}…")
+
+        @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
+        def work() -> ReadResult:
+            return read_geojson(path, bounds=slide.dimensions)
+
+        worker = work()
+        worker.returned.connect(lambda res: self._add_read(slide, path, res))
+        worker.errored.connect(lambda exc: (session.report(exc, "import failed"),
+                                            self.roi_status.setText(f"{Path(path).name} not imported")))
+        self.import_worker = worker
+        worker.finished.connect(lambda: setattr(self, "import_worker", None))
+        worker.start()
+        return worker
+
+    def _add_read(self, slide: Slide, path: str | Path, res: ReadResult) -> int:
+        if not any(session.slide_of(ly) is slide for ly in session.slide_layers(self.viewer)):
+            session.show_warning(f"{Path(path).name}: {slide.path.name} was closed before its ROIs were read; "
+                                 "nothing imported")
             return 0
         for w in res.warnings:
             session.show_warning(f"{Path(path).name}: {w}")
