@@ -14,8 +14,10 @@ from _slides import textured_he
 from napari_pathomics.bundle import Bundle, validate_bundle
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import LabelsError
+from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.results import TileResults
 from napari_pathomics.results.labels import SlideIdentity, TileLabels
+from napari_pathomics.scoring import score_patient
 from napari_pathomics.wsi.slide import open_slide
 from napari_pathomics.wsi.synthetic import write_slide
 
@@ -35,7 +37,7 @@ def case(tmp_path_factory) -> dict:
     right[..., 2] += 40
     img[:, 512:] = np.clip(right, 0, 255).astype(np.uint8)
     slide = write_slide(root / "two.svs", img, mpp=MPP, fmt="svs", min_size=128)
-    bundle = make_bundle(root / "bundle")
+    bundle = make_bundle(root / "bundle", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))
     with open_slide(slide) as s:
         ident = SlideIdentity.of(s)
     return {"root": root, "slide": slide, "bundle": bundle, "ident": ident}
@@ -97,6 +99,17 @@ def test_adapt_writes_a_bundle_that_infer_accepts_and_prints_counts_and_cv(case,
     tum, strm = new.class_names.index("TUM"), new.class_names.index("STR")
     assert np.mean([pred[r, c] == tum for c, r in LEFT]) > 0.7 and np.mean([pred[r, c] == strm for c, r in RIGHT]) > 0.7
     assert np.mean(pred[:, :8] == tum) > 0.7 and np.mean(pred[:, 8:] == strm) > 0.7
+    # score and score-cohort take it too, and see the same tile classes
+    capsys.readouterr()
+    assert cli_main(["score", str(case["slide"]), "--bundle", str(b2), "--json"]) == 0
+    ps = score_patient([case["slide"]], new)
+    np.testing.assert_array_equal(ps.results[0].pred, res.pred)
+    assert json.loads(capsys.readouterr().out)["composition"] == pytest.approx(ps.composition)
+    table = case["root"] / "cohort.csv"
+    table.write_text(f"patient_id,slide_path\nP1,{case['slide'].name}\n")
+    assert cli_main(["score-cohort", str(table), "--bundle", str(b2), "--out", str(case["root"] / "cohort"),
+                     "--workers", "0", "--quiet"]) == 0
+    assert (case["root"] / "cohort" / "patients.csv").is_file()
     # the human-readable report: per-class counts and CV before/after, one summary per slide
     capsys.readouterr()
     assert cli_main(_adapt(case, labels, "b2-text")) == 0
