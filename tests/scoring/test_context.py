@@ -119,7 +119,7 @@ def test_scored_area_says_rois_or_all_tissue_tiles_and_mm2() -> None:
     area = scored_area([a])
     assert area["scope"] == "ROIs" and area["tiles_scored"] == 100
     assert area["scored_mm2"] == pytest.approx(100 * 0.112 ** 2)
-    assert "2 ROI(s)" in area["text"] and "100 tissue tiles, 1.25 mm²" in area["text"] and "1.50 mm²" in area["text"]
+    assert "2 ROIs" in area["text"] and "100 tissue tiles, 1.25 mm²" in area["text"] and "1.50 mm²" in area["text"]
     assert scored_area([b])["scope"] == "all tissue"
     assert "some slides" in scored_area([a, b])["scope"]
 
@@ -150,7 +150,7 @@ def test_score_carries_context_for_rois_and_all_tissue(tmp_path, sig_bundle) -> 
     assert "BACK" not in ctx["composition"]["tissue"]
     html = render_report_html(part, sig, slides_images=[None])
     assert "Cancer type mismatch" in html and "skin melanoma" in html
-    assert "not validated" in html and "1 ROI(s)" in html and "background) left out" in html
+    assert "not validated" in html and "1 ROI on" in html and "background) left out" in html
     assert ">HIGH<" not in html and ">LOW<" not in html  # the default signature's split is not validated
 
 
@@ -216,7 +216,7 @@ def test_cli_score_json_adds_context_and_clinical_keys(tmp_path, clin_bundle, ca
     assert doc["clinical"]["values"] == {"stage": "2", "age": "70"} and doc["clinical"]["image_only"]["risk"] == doc["risk"]
     assert main(base) == 0
     out = capsys.readouterr().out
-    assert "scored: all tissue on 1 slide(s)" in out and "not validated" in out
+    assert "scored: all tissue on 1 slide" in out and "not validated" in out
     assert "above the cutoff" in out or "at or below the cutoff" in out
     assert "HIGH" not in out and "LOW" not in out
     assert main([*base, "--clinical", "stage=3,age=130"]) == ClinicalError.exit_code

@@ -206,6 +206,10 @@ def signature_cancer_type(signature: Any = None, manifest: Mapping[str, Any] | N
     return None
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _fmt_mm2(v: float | None) -> str:
     return "—" if v is None else (f"{v:.2f} mm²" if v < 100 else f"{v:.0f} mm²")
 
@@ -219,7 +223,7 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
         tile_um = _num(d.get("tile_um"))
         done = int(tiles.get("done", 0))
         rows.append({"slide": str(d.get("path", "")).replace("\\", "/").rsplit("/", 1)[-1],
-                     "area": f"{d['n_rois']} ROI(s)" if d.get("n_rois") else "all tissue",
+                     "area": _plural(int(d["n_rois"]), "ROI") if d.get("n_rois") else "all tissue",
                      "n_rois": int(d.get("n_rois") or 0), "used": bool(d.get("used", True)),
                      "tiles_scored": done, "tiles_no_tissue": int(tiles.get("background", 0)),
                      "tiles_failed": int(tiles.get("failed", 0)), "tile_um": tile_um,
@@ -233,8 +237,8 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
     total = float(sum(areas)) if areas and all(a is not None for a in areas) else None
     roi_areas = [r["roi_mm2"] for r in used if r["n_rois"]]
     roi_total = float(sum(roi_areas)) if roi_areas and all(a is not None for a in roi_areas) else None
-    where = f"{n_rois} ROI(s)" if scope == "ROIs" else scope
-    text = (f"{where} on {len(used)} slide(s) — {tiles} tissue tiles, {_fmt_mm2(total)}"
+    where = _plural(n_rois, "ROI") if scope == "ROIs" else scope
+    text = (f"{where} on {_plural(len(used), 'slide')} — {_plural(tiles, 'tissue tile')}, {_fmt_mm2(total)}"
             + (f" (ROIs drawn: {_fmt_mm2(roi_total)})" if roi_total is not None else ""))
     return {"scope": scope, "n_slides": len(used), "n_rois": n_rois, "tiles_scored": tiles,
             "tiles_no_tissue": sum(r["tiles_no_tissue"] for r in used),

@@ -82,7 +82,8 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     tab.set_ylim(-0.6, max(len(rows), 1) - 0.4)
     tab.set_yticks(range(len(rows)), [g for g, _ in reversed(rows)], fontsize=8)
     tab.set_xticks(ticks)
-    tab.set_xlabel(f"time ({unit}){chr(10) if narrow else '; '}numbers at risk in the reference cohort", fontsize=9)
+    tab.set_xlabel(f"time ({unit}); numbers at risk in the reference cohort" if not narrow
+                   else f"time ({unit})\nat risk in the reference cohort", fontsize=9 if not narrow else 8)
     for side in ("top", "right", "left"):
         tab.spines[side].set_visible(False)
     tab.tick_params(axis="y", length=0, pad=16)
@@ -121,7 +122,8 @@ def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | N
         scope = ((getattr(score, "context", None) or {}).get("area") or {}).get("scope")
         title = f"Tissue composition ({'tiles in ROIs' if scope == 'ROIs' else scope or 'scored tiles'})"
     ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", labelsize=8)
+    narrow = fig.get_figwidth() < 4.5 and len(names) > 6
+    ax.tick_params(axis="x", labelsize=7 if narrow else 8, labelrotation=45 if narrow else 0)
     ax.grid(axis="y", alpha=0.3)
     return fig
 

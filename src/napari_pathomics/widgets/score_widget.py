@@ -55,6 +55,9 @@ from .controls import action_row
 from .result_layers import show_results
 from .roi_widget import current_rois
 
+#: An alert box readable in napari's dark and light themes (its own background, dark red text).
+_ALERT = "QLabel{background:#fdecea;color:#7a1c1c;border:1px solid #e57373;border-radius:3px;padding:4px}"
+
 
 def _drop(widget: QWidget) -> None:
     """Take a widget out now (hidden, unparented) and delete it later: never left drawn at (0, 0)."""
@@ -114,8 +117,7 @@ class ScoreWidget(QWidget):
             rf.addRow(key, lab)
         self.mismatch = QLabel("")
         self.mismatch.setWordWrap(True)
-        self.mismatch.setStyleSheet("QLabel{background:#fdecea;color:#7a1c1c;border:1px solid #e57373;"
-                                    "border-radius:3px;padding:4px}")
+        self.mismatch.setStyleSheet(_ALERT)
         self.mismatch.setVisible(False)
         rf.addRow(self.mismatch)
         self.disclaimer = QLabel("")
@@ -136,7 +138,8 @@ class ScoreWidget(QWidget):
         cl.addWidget(self.apply_btn)
         self.clinical_error = QLabel("")
         self.clinical_error.setWordWrap(True)
-        self.clinical_error.setStyleSheet("QLabel{color:#b00020}")
+        self.clinical_error.setStyleSheet(_ALERT)
+        self.clinical_error.setVisible(False)
         self.clinical_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         cl.addWidget(self.clinical_error)
         self.compare = QGridLayout()
@@ -149,7 +152,7 @@ class ScoreWidget(QWidget):
         cl.addWidget(self.compare_note)
         research = QLabel(RESEARCH_ONLY)
         research.setWordWrap(True)
-        research.setStyleSheet("QLabel{color:#8a5a00;font-size:11px}")
+        research.setStyleSheet("QLabel{font-size:11px;font-style:italic}")
         cl.addWidget(research)
         self.clinical_box.setVisible(False)
         layout.addWidget(self.clinical_box)
@@ -273,7 +276,7 @@ class ScoreWidget(QWidget):
             head = f"<b>{ctx.get('group_headline', sc.group)}</b>"
         said = re.sub(r" \((?:validated split: )?out-of-fold[^)]*\)", "", str(ctx.get("group_text", "")))
         self.out["risk group"].setText(f"{head} (frozen cutoff {sc.cutoff:+.3f})<br>"
-                                       f"<span style='color:#555'>{said}</span>")  # the HR is in 'evidence'
+                                       f"<i>{said}</i>")  # the HR is in 'evidence'
         self.out["evidence"].setText(("validated: " if ev.get("validated") else "<b>not a validated split</b>: ")
                                      + str(ev.get("text", "—")))
         self.out["area scored"].setText(str((ctx.get("area") or {}).get("text", "—")))
@@ -300,24 +303,25 @@ class ScoreWidget(QWidget):
                 _drop(item.widget())
         c = getattr(ps, "clinical", None)
         figs = []
+        wi = min(4.6, max(3.0, (self.width() - 24) / 100))  # inches at 100 dpi: laid out for the dock's width
         if c and self.combined is not None:
             curve = c.get("survival_curve") or {}
             csc = SignatureScore(risk=c["risk"], percentile=c["percentile"], group=c["group"], cutoff=c["cutoff"],
                                  survival_at=dict(c.get("survival") or {}), curve_times=list(curve.get("times", [])),
                                  curve_survival=list(curve.get("survival", [])), time_unit=c.get("time_unit", "days"))
-            figs.append(survival_figure(self.combined, csc, figsize=(4.6, 3.6),
+            figs.append(survival_figure(self.combined, csc, figsize=(wi, 3.6),
                                         patient_label="this patient (pathomics + clinical)",
-                                        title="Combined model (pathomics + clinical)"))
+                                        title="Combined model"))
         else:
-            figs.append(survival_figure(signature, ps.score, figsize=(4.6, 3.6),
+            figs.append(survival_figure(signature, ps.score, figsize=(wi, 3.6),
                                         patient_label=f"this patient ({(ps.context or {}).get('group_headline', ps.score.group)})",
-                                        title="Predicted survival (pathomics only)"))
-        figs.append(composition_figure(ps, figsize=(4.6, 2.8)))
+                                        title="Pathomics only"))
+        figs.append(composition_figure(ps, figsize=(wi, 2.8)))
         if c:
             places = {(p.get("column"), p.get("signature")): p for p in c.get("interplay") or []}
             for sig, doc in interplay_docs(self.combined, signature):
                 pl = places.get((doc.get("marker") or doc.get("treatment"), sig.name)) or {}
-                figs.append(interplay_figure(doc, sig.time_unit, figsize=(4.6, 6.0), rows=2,
+                figs.append(interplay_figure(doc, sig.time_unit, figsize=(wi, 6.0), rows=2,
                                              patient=pl if pl.get("level") else None))
         for fig in figs:
             canvas = FigureCanvasQTAgg(fig)
@@ -372,7 +376,7 @@ class ScoreWidget(QWidget):
             self.field_specs[f["name"]] = f
             self.clinical_form.addRow(label, w)
         if any(not f["in_score"] for f in self.field_specs.values()):
-            star = QLabel("<span style='color:#666'>* places the patient on the interplay curves; not in the score</span>")
+            star = QLabel("<i>* places the patient on the interplay curves; not in the score</i>")
             star.setWordWrap(True)
             self.clinical_form.addRow(star)
 
@@ -391,9 +395,13 @@ class ScoreWidget(QWidget):
     def _entered(self) -> bool:
         return any(self.clinical_values().values())
 
+    def _alert(self, text: str) -> None:
+        self.clinical_error.setText(text)
+        self.clinical_error.setVisible(bool(text))
+
     def _mark(self, bad: set[str]) -> None:
         for n, w in self.fields.items():
-            w.setStyleSheet("border:1px solid #b00020;" if n in bad else "")
+            w.setStyleSheet("border:2px solid #e53935;" if n in bad else "")
 
     def _bad_fields(self, values: dict[str, str]) -> set[str]:
         bad = set()
@@ -414,7 +422,7 @@ class ScoreWidget(QWidget):
             return None
         values = self.clinical_values()
         if ps is None:
-            self.clinical_error.setText("score the patient first; the values are kept")
+            self._alert("score the patient first; the values are kept")
             return None
         previous = ps.clinical
         try:
@@ -422,14 +430,14 @@ class ScoreWidget(QWidget):
         except (ClinicalError, PathomicsError) as exc:
             bad = self._bad_fields(values) or {n for n in self.fields if f"{n!r}" in str(exc) or f"{n} =" in str(exc)}
             self._mark(bad)
-            self.clinical_error.setText(f"⚠ {exc}. The pathomics-only result above is unchanged.")
+            self._alert(f"⚠ {exc}. The pathomics-only result above is unchanged.")
             ps.clinical = None
             self._show_compare(None)
             if redraw and previous is not None:
                 self._draw_plots(ps, self.signature)
             return None
         self._mark(set())
-        self.clinical_error.setText("" if c is not None else "no clinical values entered: pathomics-only signature")
+        self._alert("")
         ps.clinical = c
         self._show_compare(c)
         if redraw:
@@ -459,7 +467,7 @@ class ScoreWidget(QWidget):
             return f"<b style='color:{GROUP_COLORS.get(side.get('group'), '#333')}'>{h}</b>" if ev.get("validated") \
                 else h
 
-        rows = [("", "<b>pathomics only</b>", "<b>+ clinical</b>"),
+        rows = [("", "<b>pathomics only</b>", "<b>pathomics + clinical</b>"),
                 ("risk", f"{img.get('risk', float('nan')):+.3f}" if img else "—", f"{c['risk']:+.3f}"),
                 ("percentile", ordinal(img["percentile"]) if img else "—", ordinal(c["percentile"])),
                 ("group", head(img) if img else "—", head(c))]
@@ -471,8 +479,11 @@ class ScoreWidget(QWidget):
         for r, row in enumerate(rows):
             for col, text in enumerate(row):
                 lab = QLabel(text)
+                lab.setWordWrap(True)  # a ~320 px dock: cells wrap rather than widen it
                 lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
                 self.compare.addWidget(lab, r, col)
+        self.compare.setColumnStretch(1, 1)
+        self.compare.setColumnStretch(2, 1)
         inc = c.get("increment_over_clinical") or {}
         note = ("* nested CV of the combined signature: both models refitted in the same folds on the same "
                 f"{(self.combined.evaluation.get('rows') or {}).get('used', '')} patients")
