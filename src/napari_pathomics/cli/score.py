@@ -93,6 +93,10 @@ def _score(args: argparse.Namespace) -> int:
               f"combined risk {c['risk']:+.3f} ({ordinal(c['percentile'])} percentile), {c['group_headline']}")
         print(f"    validated C-index: pathomics only {m['image']['text']}; combined {m['combined']['text']}; "
               f"clinical only {m['clinical']['text']}")
+        inc = c.get("increment_over_clinical") or {}
+        if inc.get("delta_c") is not None:
+            print(f"    combined - clinical only: delta C {inc['delta_c']:+.3f} [{inc.get('ci_lower'):+.3f}, "
+                  f"{inc.get('ci_upper'):+.3f}] (what the image adds to the clinical values)")
         for pl in c.get("interplay", []):
             print(f"    {pl['column']} curves: {pl['note']}")
     for w in [*ps.warnings, *ctx["warnings"]]:
