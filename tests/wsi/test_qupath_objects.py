@@ -179,3 +179,55 @@ def test_autosave_keeps_what_the_roi_layer_does_not_show(tmp_path: Path) -> None
     save_rois(slide, kept)
     back = load_saved_rois(slide, bounds=(5000, 5000))
     assert len(back.objects) == 7 and len(back.annotations) == 1
+
+
+_SQ = _poly([[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]])
+#: Features of unusual (still valid) shape that an unedited trip once changed.
+ODD_FEATURES = {
+    "name null": {"type": "Feature", "geometry": _SQ, "properties": {"objectType": "annotation", "name": None}},
+    "integer id": {"type": "Feature", "id": 5, "geometry": _SQ, "properties": {"objectType": "annotation"}},
+    "no properties": {"type": "Feature", "geometry": _SQ},
+    "properties null": {"type": "Feature", "geometry": _SQ, "properties": None},
+    "integer name": {"type": "Feature", "geometry": _SQ, "properties": {"name": 12}},
+    "class without a name": {"type": "Feature", "geometry": _SQ, "properties": {"classification": {"color": [1, 2, 3]}}},
+    "class as a string": {"type": "Feature", "geometry": _SQ, "properties": {"classification": "Tumor"}},
+    "3-D coordinates": {"type": "Feature", "properties": {},
+                        "geometry": _poly([[[0, 0, 1], [100, 0, 1], [100, 100, 1], [0, 0, 1]]])},
+    "bbox and foreign members": {"type": "Feature", "bbox": [0, 0, 100, 100], "geometry": _SQ, "properties": {},
+                                 "foreign": {"x": 1}},
+    "bow-tie (repaired for tiling)": {"type": "Feature", "properties": {"objectType": "annotation"},
+                                      "geometry": _poly([[[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]])},
+    "past the slide's edge (clipped for tiling)": {"type": "Feature", "properties": {"objectType": "annotation"},
+                                                   "geometry": _poly([[[4900, 0], [5100, 0], [5100, 99], [4900, 0]]])},
+}
+
+
+@pytest.mark.parametrize("name", ODD_FEATURES)
+def test_an_unedited_roi_is_written_exactly_as_read(tmp_path: Path, name: str) -> None:
+    feat = ODD_FEATURES[name]
+    src = tmp_path / "in.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+    res = read_geojson(src, bounds=(5000, 5000))
+    assert len(res.annotations) == 1
+    out = write_geojson(res.objects, tmp_path / "out.geojson")
+    assert json.loads(out.read_text())["features"] == [feat]
+
+
+def test_an_edited_roi_keeps_its_id_and_name_types(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from shapely.geometry import box
+
+    feat = {"type": "Feature", "id": 5, "geometry": _SQ,
+            "properties": {"name": 12, "classification": {"color": [1, 2, 3]}, "extra": True}}
+    (roi,) = parse_geojson_features([feat]).annotations
+    out = replace(roi, geometry=box(0, 0, 200, 100)).to_feature()
+    assert out["id"] == 5 and out["properties"] == feat["properties"] and out["geometry"]["type"] == "Polygon"
+    renamed = replace(roi, name="renamed", classification="Stroma").to_feature()
+    assert renamed["properties"]["name"] == "renamed" and renamed["properties"]["classification"]["name"] == "Stroma"
+
+
+def parse_geojson_features(features: list[dict]):
+    from napari_pathomics.wsi.annotations import parse_geojson
+
+    return parse_geojson({"type": "FeatureCollection", "features": copy.deepcopy(features)})

@@ -101,12 +101,20 @@ class Annotation:
     properties: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     source_geometry: BaseGeometry | None = field(default=None, repr=False, compare=False)
+    #: (classification, color, name, id, properties) as read: an ROI still equal to it is unedited.
+    as_read: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def area_px(self) -> float:
         return float(self.geometry.area)
 
+    def _state(self) -> tuple[Any, ...]:
+        return self.classification, self.color, self.name, self.id, self.properties
+
     def to_feature(self) -> dict[str, Any]:
+        if (self.source is not None and self.geometry is self.source_geometry and self.as_read is not None
+                and self._state() == self.as_read):
+            return copy.deepcopy(self.source)  # unedited: the feature exactly as it was read
         src = copy.deepcopy(self.source) if self.source is not None else {"type": "Feature"}
         props = src.get("properties") if isinstance(src.get("properties"), dict) else {}
         props = {**props, **{k: v for k, v in self.properties.items() if k not in ("classification", "name")}}
@@ -114,15 +122,18 @@ class Annotation:
             props["objectType"] = "annotation"
         old_name, old_color = classification_of(props)
         unchanged = (old_name == self.classification and old_color in (None, self.color)) or (
-            old_name is None and (self.classification, self.color) == (DEFAULT_CLASS, DEFAULT_COLOR))
+            old_name is None and self.classification == DEFAULT_CLASS and old_color in (None, self.color)
+            and (old_color is not None or self.color == DEFAULT_COLOR))
         if not unchanged:
             props["classification"] = {"name": self.classification, "color": list(self.color)}
         if self.name:
-            props["name"] = self.name
-        else:
-            props.pop("name", None)
+            if props.get("name") is None or str(props["name"]) != self.name:
+                props["name"] = self.name
+        elif props.get("name") not in (None, ""):  # the name was removed
+            props.pop("name")
         src["properties"] = props
-        if self.source is None or (self.source.get("id") and not _is_type_id(self.source.get("id"))):
+        old_id = self.source.get("id") if self.source is not None else None
+        if self.source is None or (old_id and not _is_type_id(old_id) and str(old_id) != self.id):
             src["id"] = self.id  # an id the file did not have (or QuPath 0.2's type id) is not added
         if self.source is None or self.geometry is not self.source_geometry:
             src["geometry"] = mapping(self.geometry)
@@ -286,6 +297,7 @@ def parse_geojson(
             properties={k: v for k, v in props.items() if k not in ("classification", "name")},
             source=feat, source_geometry=area,
         )
+        ann.as_read = copy.deepcopy(ann._state())
         rois.append(ann)
         objects.append(ann)
         kept += 1
