@@ -283,7 +283,8 @@ class ScoreWidget(QWidget):
         self.out["composition"].setText(str((ctx.get("composition") or {}).get("text", "—")))
         ct = ctx.get("cancer_type") or {}
         sig_type = ct.get("signature") or "not recorded"
-        case = f"{ct['case']} ({ct.get('case_source')})" if ct.get("case") else "not stated"
+        case = (f"{ct['case']} ({ct.get('case_source')})" if ct.get("case") else
+                "<b>not stated</b> (nor in the slide's metadata): choose the case type above to check it")
         self.out["cancer type"].setText(f"signature: {sig_type}; case: {case}"
                                         + (" — match" if ct.get("match") else ""))
         warn = ct.get("warning")
