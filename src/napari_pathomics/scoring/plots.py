@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..colormaps import class_palette
 from ..units import per_year
 
 GROUP_COLORS = {"high": "#c0392b", "low": "#1e8449"}
@@ -105,8 +106,9 @@ def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | N
         comp = dict(ctx["tissue"])
         ylabel = "% of tissue"
     names = list(comp)
-    if colors is None:
-        colors = dict(zip(getattr(score, "class_names", []), getattr(score, "class_colors", [])))
+    if colors is None:  # the viewer's class map colours, not the bundle's (which may be H&E pinks)
+        cls = list(getattr(score, "class_names", []))
+        colors = dict(zip(cls, class_palette(cls, list(getattr(score, "class_colors", [])))))
     if not isinstance(colors, Mapping):
         colors = dict(zip(names, colors))
     vals = np.array([comp[n] for n in names], float) * 100
