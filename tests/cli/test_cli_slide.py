@@ -46,3 +46,24 @@ def test_missing_mpp_cli(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 4 and "--slide-mpp" in r.stderr and "Traceback" not in r.stderr
     assert main(["tiles", str(p), "--slide-mpp", "0.5", "--no-tissue"]) == 0
+
+
+def test_infer_with_nothing_to_analyse_says_so_in_one_line(tmp_path, capsys):
+    """An ROI over glass (or a slide of glass) once gave exit 0 with '0 tiles ... (all from cache)'."""
+    import numpy as np
+
+    from _slides import small_slide
+    from napari_pathomics.errors import TilingError
+
+    glass = write_slide(tmp_path / "glass.svs", np.full((1024, 1536, 3), 243, np.uint8), mpp=0.5)
+    corner = tmp_path / "corner.geojson"
+    corner.write_text(json.dumps({"type": "Polygon", "coordinates": [[[-1e9, -1e9], [10, -1e9], [10, 10],
+                                                                      [-1e9, -1e9]]]}))
+    slide = small_slide(tmp_path / "s.svs")
+    for argv, words in (([glass], "inside its tissue"), ([slide, "--roi", corner], "inside its ROIs and tissue"),
+                        ([slide, "--roi", corner, "--no-tissue"], "inside its ROIs")):
+        out = tmp_path / "out"
+        assert main(["infer", *map(str, argv), "--out", str(out), "--device", "cpu", "--quiet"]) == TilingError.exit_code
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and words in err[0] and "nothing to analyse" in err[0], err
+        assert not out.exists()

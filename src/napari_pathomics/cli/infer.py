@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_set
+from ..errors import TilingError
 from ..outputs import check_output_dir
 from ..provenance import bundle_record, run_record
 from ..resources import DEFAULT_BUNDLE
@@ -44,6 +45,11 @@ def _infer(args: argparse.Namespace) -> int:
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
         grid = plan_for_bundle(slide, bundle, rois, tissue=False if args.no_tissue else None,
                                min_tissue=args.min_tissue)
+        if len(grid) == 0:  # as the Analyze dock and score: an empty plan is said, not "0 tiles (all from cache)"
+            where = "its ROIs and tissue" if rois and not args.no_tissue else ("its ROIs" if rois else "its tissue")
+            raise TilingError(f"no {bundle.tile_um:g} µm tile of {slide.path.name} lies inside {where}: nothing "
+                              "to analyse (widen the ROI" + (", lower --min-tissue or use --no-tissue)"
+                                                             if not args.no_tissue else ")"))
         engine = Engine(bundle, device=args.device, batch_size=args.batch_size, amp=args.amp,
                         num_threads=args.threads)
         t_plan = time.perf_counter() - t0
