@@ -146,12 +146,28 @@ def test_hundred_thousand_features(tmp_path):
     assert len(res.annotations) == 100_000 and not res.warnings
 
 
-def test_nan_properties_are_written_as_null(tmp_path):
-    ann = Annotation(box(0, 0, 10, 10), properties={"measurements": {"area": float("nan")}, "score": float("inf")})
-    out = write_geojson([ann], tmp_path / "n.geojson")
-    doc = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+def test_non_finite_numbers_are_written_as_qupath_writes_them(tmp_path):
+    """QuPath writes a measurement it could not compute as ``NaN`` (Gson's special values) and reads
+    measurements as doubles, failing on ``null``: such values go back as QuPath wrote them."""
+    import math
+
+    ann = Annotation(box(0, 0, 10, 10), properties={"measurements": {"area": float("nan")}, "score": float("inf"),
+                                                     "low": np.float32("-inf"), "n": np.int64(3)})
+    qupath = ('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type": "Point", '
+              '"coordinates": [5, 5]}, "properties": {"objectType": "detection", "measurements": '
+              '[{"name": "Nucleus: DAB OD mean", "value": NaN}, {"name": "Area", "value": 12.5}]}}]}')
+    src = tmp_path / "qupath.geojson"
+    src.write_text(qupath)
+    res = read_geojson(src, allow_empty=True)
+    out = write_geojson([ann, *res.objects], tmp_path / "n.geojson")
+    text = out.read_text()
+    assert "null" not in text and "NaN" in text and "-Infinity" in text
+    doc = json.loads(text)
     props = doc["features"][0]["properties"]
-    assert props["measurements"]["area"] is None and props["score"] is None
+    assert math.isnan(props["measurements"]["area"]) and props["score"] == math.inf and props["low"] == -math.inf
+    assert props["n"] == 3
+    m = doc["features"][1]["properties"]["measurements"]
+    assert math.isnan(m[0]["value"]) and m[1] == {"name": "Area", "value": 12.5}
 
 
 # ---- the full corpus of bad files, with the exact outcome of each ------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -334,9 +335,25 @@ def to_geojson(objects: Iterable[GeoObject], extra: dict[str, Any] | None = None
     return {"type": "FeatureCollection", **(extra or {}), "features": [o.to_feature() for o in objects]}
 
 
+def _qupath_json(obj: Any) -> Any:
+    """``strict_json`` except for non-finite numbers, which stay NaN / ±Infinity as QuPath writes them."""
+    if isinstance(obj, dict):
+        return {str(k): _qupath_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_qupath_json(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+        return float(obj)
+    return strict_json(obj)
+
+
 def write_geojson(objects: Iterable[GeoObject], path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write QuPath GeoJSON atomically (an interrupted save keeps the previous file)."""
-    return atomic_write_text(path, json.dumps(strict_json(to_geojson(objects, extra)), indent=1, allow_nan=False))
+    """Write QuPath GeoJSON atomically (an interrupted save keeps the previous file).
+
+    A non-finite number (a measurement QuPath could not compute) is written as QuPath itself writes
+    it, ``NaN`` / ``Infinity``: QuPath reads measurements as doubles and fails on ``null``, so a
+    file it exported must come back in its own dialect, not as strict JSON.
+    """
+    return atomic_write_text(path, json.dumps(_qupath_json(to_geojson(objects, extra)), indent=1, allow_nan=True))
 
 
 def clip_annotations(annotations: Iterable[Annotation], bounds: tuple[float, float],
