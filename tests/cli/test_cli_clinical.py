@@ -300,7 +300,7 @@ def test_too_few_events_after_dropping_rows_says_so(tmp_path, capsys) -> None:
                                       "--out", str(tmp_path / "x.json")], capsys)
     assert rc != 0 and se.count("\n") == 1
     assert "only 8 events; at least 10 are needed" in se
-    assert "on the 196 of 200 rows left after leaving out 4 without clinical values: missing stage: 4" in se
+    assert "on the 196 of 200 rows left after leaving out 4 (missing stage: 4)" in se
 
 
 def test_a_categorical_level_without_events_is_named(tmp_path, capsys) -> None:

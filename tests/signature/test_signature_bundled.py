@@ -82,8 +82,8 @@ def test_combined_signature_records_three_models_and_its_rows(clin: Signature) -
     inc = ev["increment"]["combined_minus_clinical"]
     assert inc["ci_lower"] <= inc["delta_c"] <= inc["ci_upper"] and 0 <= inc["likelihood_ratio_test"]["p"] <= 1
     rows = ev["rows"]
-    assert rows["total"] == 500 and rows["used"] == 483 and rows["n_excluded"] == 17
-    assert rows["excluded"] == {"missing cleanstage": 16, "missing years_to_birth": 1}
+    assert rows["total"] == 500 and rows["used"] == 465 and rows["n_excluded"] == 35
+    assert rows["excluded"] == {"follow-up <= 0 days": 19, "missing cleanstage": 15, "missing years_to_birth": 1}
     assert set(clin.image_features) <= set(Signature.from_json(SIG_PATH).feature_spec.feature_names)
 
 
@@ -91,7 +91,7 @@ def test_combined_signature_recomputes_on_the_tcga_rows_it_used(clin: Signature)
     from napari_pathomics.signature import score_combined
 
     d = pd.read_csv(TCGA_COHORT_CSV)
-    d = d[d["cleanstage"].notna() & d["years_to_birth"].notna()].reset_index(drop=True)
+    d = d[(d["days_to_event"] > 0) & d["cleanstage"].notna() & d["years_to_birth"].notna()].reset_index(drop=True)
     feats = d.rename(columns={c: f"tme_mean_{c}" for c in clin.feature_spec.classes})
     risk = np.array([score_combined(clin, f, {"cleanstage": s, "years_to_birth": a}).risk
                      for f, s, a in zip(feats[clin.image_features].to_dict("records"), d["cleanstage"],
@@ -109,7 +109,7 @@ def test_manifest_records_the_combined_signature(clin: Signature) -> None:
     summ = man["signature_clinical_summary"]
     for m in ("image", "clinical", "combined"):
         assert summ["models"][m]["cv_c_index"] == pytest.approx(clin.evaluation["models"][m]["cv_c_index"])
-    assert summ["clinical"] == ["cleanstage", "years_to_birth"] and summ["n"] == 483
+    assert summ["clinical"] == ["cleanstage", "years_to_birth"] and summ["n"] == 465
 
 
 @pytest.mark.slow
@@ -125,7 +125,7 @@ def test_combined_signature_refits_from_its_recorded_command(clin: Signature, tm
     assert main(["build-signature", str(TCGA_COHORT_CSV), "--time", tr["duration_col"], "--event", tr["event_col"],
                  "--id", tr["id_col"], "--tme-classes", "DEB,MUS,TUM",
                  "--clinical", "cleanstage:ordinal,years_to_birth:numeric(years)", "--clinical-missing", "drop",
-                 "--cv-repeats", "5", "--seed", "0", "--name", clin.name, "--cancer-type", clin.cancer_type,
+                 "--min-follow-up", "0", "--cv-repeats", "5", "--seed", "0", "--name", clin.name, "--cancer-type", clin.cancer_type,
                  "--bundle", str(bundle)]) == 0
     again = Signature.from_json(bundle / "signature_clinical.json")
     assert again.features == clin.features

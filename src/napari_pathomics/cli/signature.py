@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--clinical-missing", choices=("refuse", "drop", "impute"), default="refuse",
                    help="rows with a missing clinical value: refuse (default), drop them (counted in the output) or "
                         "impute the median / mode (recorded)")
+    p.add_argument("--min-follow-up", type=float, default=None, metavar="T",
+                   help="leave out patients followed up for T or less (in --time-unit; e.g. 0: no follow-up at all), "
+                        "counted in the output")
     p.add_argument("--bootstrap", type=bounded(int, 10, 100000), default=1000,
                    help="bootstrap draws of the CI of the C-index increment (default 1000)")
     p.add_argument("--cancer-type", default="",
@@ -217,6 +220,7 @@ def build_signature(args: argparse.Namespace) -> int:
         clinical=args.clinical,
         clinical_missing=args.clinical_missing,
         cancer_type=args.cancer_type,
+        min_follow_up=args.min_follow_up,
     )
     written: list[str] = []
     if args.out is not None:

@@ -271,6 +271,7 @@ class SignatureFitter:
         clinical: str | Sequence[Declared] | None = None,
         clinical_missing: str = "refuse",
         cancer_type: str = "",
+        min_follow_up: float | None = None,
     ) -> Signature:
         """Fit, evaluate and freeze the signature; returns it (also as ``signature_``).
 
@@ -278,6 +279,9 @@ class SignatureFitter:
         model is the combined one (pathomics score + covariates), fitted on the rows the
         missing-value rule keeps (recorded in ``clinical.missing`` and ``evaluation.rows``), and
         the evaluation compares image-only, clinical-only and combined models in the same folds.
+        ``min_follow_up`` leaves out rows followed up for no longer than it (in ``time_unit``; e.g.
+        0 for patients without any follow-up, whose deaths at time 0 are perioperative), counted
+        in ``evaluation.rows`` like the clinical exclusions.
         """
         if self.time_unit not in DAYS_PER_UNIT:
             raise SignatureError(f"unknown time unit {self.time_unit!r}; choose one of {list(DAYS_PER_UNIT)}")
@@ -287,19 +291,32 @@ class SignatureFitter:
         declared = parse_clinical(clinical) if isinstance(clinical, str) else list(clinical or [])
         clin_spec: ClinicalSpec | None = None
         rows: dict[str, Any] | None = None
+        n_total, short = len(table), 0
+        if min_follow_up is not None:
+            if duration_col not in table.columns:
+                raise SignatureError(f"missing time column {duration_col!r}")
+            dur = pd.to_numeric(table[duration_col], errors="coerce")
+            keep = ~(dur <= float(min_follow_up)).to_numpy()  # a non-numeric time is refused below, not hidden
+            short = int((~keep).sum())
+            table = table.loc[keep].reset_index(drop=True)
         if declared:
             clin_spec, used = ClinicalSpec.fit(table, declared, clinical_missing, id_col)
             if clinical_missing == "impute":
                 table = fill_imputed(table, clin_spec)
             table = table.loc[used].reset_index(drop=True)
             rows = dict(clin_spec.rows)
+        if short:
+            rows = dict(rows or {"total": len(table), "used": len(table), "excluded": {}, "n_excluded": 0})
+            rows["excluded"] = {f"follow-up <= {float(min_follow_up):g} {self.time_unit}": short,
+                                **rows.get("excluded", {})}
+            rows.update(total=n_total, n_excluded=int(rows.get("n_excluded", 0)) + short)
         try:
             X, t, e = validate_survival(table, duration_col, event_col, features, self.min_events)
         except SignatureError as exc:
             if rows and rows.get("n_excluded"):
                 why = ", ".join(f"{k}: {v}" for k, v in rows["excluded"].items())
                 raise type(exc)(f"{exc} (on the {rows['used']} of {rows['total']} rows left after leaving out "
-                                f"{rows['n_excluded']} without clinical values: {why})") from None
+                                f"{rows['n_excluded']} ({why}))") from None
             raise
         if len(t) < 4 * self.folds:
             raise SignatureError(f"only {len(t)} patients; too few for {self.folds}-fold CV")
@@ -367,6 +384,7 @@ class SignatureFitter:
                 "input_features": list(features),
                 "clinical": [d.__dict__ | {"levels": list(d.levels)} for d in declared] or None,
                 "clinical_missing": clinical_missing if declared else None,
+                **({"min_follow_up": float(min_follow_up)} if min_follow_up is not None else {}),
                 "versions": versions(),
                 **(provenance or {}),
             },
