@@ -57,7 +57,7 @@ def part_tcga(repeats: int, bootstrap: int, seed: int) -> dict:
     t0 = time.perf_counter()
     fitter = SignatureFitter(cv_repeats=repeats, n_bootstrap=bootstrap, seed=seed, n_permutations=0)
     sig = fitter.fit(table, "days_to_event", "vital_status", feats, feature_spec=tcga_feature_spec(CLASSES),
-                     id_col="ID", clinical=CLINICAL, clinical_missing="drop")
+                     id_col="ID", clinical=CLINICAL, clinical_missing="drop", min_follow_up=0.0)
     fit_s = time.perf_counter() - t0
     ev = sig.evaluation
     inc = ev["increment"]["combined_minus_clinical"]
@@ -83,7 +83,8 @@ def part_tcga(repeats: int, bootstrap: int, seed: int) -> dict:
         out["bundled_max_abs_diff"] = max(diffs) if diffs else None
 
     # plain Cox references on the same rows and folds (the measurement style)
-    d = table[table["cleanstage"].notna() & table["years_to_birth"].notna()].reset_index(drop=True)
+    d = table[(table["days_to_event"] > 0) & table["cleanstage"].notna()
+              & table["years_to_birth"].notna()].reset_index(drop=True)
     t, e = d["days_to_event"].to_numpy(float), d["vital_status"].to_numpy(int)
     sets = {"stage": ["cleanstage"], "stage+age": ["cleanstage", "years_to_birth"], "features (plain Cox)": feats,
             "stage+age+features (plain Cox)": ["cleanstage", "years_to_birth", *feats]}
