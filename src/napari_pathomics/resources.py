@@ -12,6 +12,8 @@ _ROOT = Path(str(files(__package__)))
 
 DATA_DIR: Path = _ROOT / "data"
 SAMPLE_SLIDE: Path = DATA_DIR / "slides" / "CMU-1-Small-Region.svs"
+#: What the sample is (data/slides/SOURCE.txt): the demo states it, so the score is checked against it.
+SAMPLE_CASE_TYPE = "skin (e.g. melanoma, carcinoma)"
 NCT_TILES_DIR: Path = DATA_DIR / "tiles" / "nct-crc-he"
 STAIN_REFERENCE: Path = DATA_DIR / "stain" / "Ref.png"
 TCGA_COHORT_CSV: Path = DATA_DIR / "cohorts" / "tcga-crc-tme" / "TCGA_MEASUREMENTS.csv"

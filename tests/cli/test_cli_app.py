@@ -97,6 +97,8 @@ def test_demo_shows_the_slide_before_it_loads_the_model(qtbot, monkeypatch: pyte
         for what, draws, images in loads:
             assert draws >= 1 and images == 1, (what, draws, images)  # the slide was drawn first, every time
         assert state["docks"]["Score"].patient_score.score.group in ("high", "low")
+        score = state["docks"]["Score"]  # the sample is skin, the bundled signature colorectal: say so
+        assert not score.mismatch.isHidden() and "colorectal" in score.mismatch.text(), score.mismatch.text()
     finally:
         if state["viewer"] is not None:
             state["viewer"].close()

@@ -12,7 +12,7 @@ import napari
 import numpy as np
 from shapely.geometry import box
 
-from ..resources import SAMPLE_SLIDE
+from ..resources import SAMPLE_CASE_TYPE, SAMPLE_SLIDE
 from ..wsi.annotations import Annotation
 from ..wsi.tissue import detect_tissue
 from . import session
@@ -54,6 +54,7 @@ def finish_viewer(viewer: napari.Viewer, demo: bool = False, run: bool = False) 
         slide = session.slide_of(session.active_slide_layer(viewer))
         if slide is not None and not current_rois(viewer, slide):
             docks["ROIs, tissue and tiles"].add_annotations(slide, [default_roi(slide)])
+        docks["Score"].case_type.setCurrentText(SAMPLE_CASE_TYPE)  # the sample is skin; the signature is not
         if run:
             worker = docks["Analyze"].run()
             if worker is not None:
