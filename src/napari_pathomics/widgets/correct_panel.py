@@ -8,7 +8,9 @@
   comes back when the slide is reopened.
 * **Import** reads the viewer's own labels file or any QuPath GeoJSON of classified polygons or
   points through the editable class-name mapping (saved with the labels); **Export** writes the
-  labels as QuPath GeoJSON tile squares.
+  labels as QuPath GeoJSON tile squares. A file made on another slide (another sha256) is
+  refused unless "Accept labels made on another slide" is ticked; unknown class names are
+  refused with the names and the mapping; any refusal leaves the labels as they were.
 * **Adapt** (off the UI thread) refits the bundle's head on the frozen embeddings of every
   labelled tile of the open slides (``training.adapt``; tiles whose results lack an embedding
   are recomputed once), applies it to the cached embeddings so the class map, uncertainty, patch
