@@ -224,3 +224,11 @@ def test_cli_score_json_adds_context_and_clinical_keys(tmp_path, clin_bundle, ca
     assert "'age' = 130 is outside the range" in err and err.count("\n") == 1
     assert main([*base, "--clinical", "grade=2"]) == ClinicalError.exit_code
     assert "--clinical grade: not a covariate" in capsys.readouterr().err
+
+
+def test_the_research_use_statement_names_the_signatures_own_cancer() -> None:
+    from napari_pathomics.scoring.patient import disclaimer
+
+    assert "derived from pancreatic ductal adenocarcinoma" in disclaimer("pancreatic ductal adenocarcinoma")
+    generic = disclaimer(None)
+    assert "Research use only" in generic and "colorectal" not in generic and "not a clinical test" in generic

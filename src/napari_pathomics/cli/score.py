@@ -18,7 +18,7 @@ def _score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..bundle import Bundle
-    from ..scoring import DISCLAIMER, load_signature, ordinal, score_patient
+    from ..scoring import load_signature, ordinal, score_patient
     from ..scoring.report import report_targets, write_report_html, write_report_json
     from ..wsi.annotations import read_geojson
 
@@ -101,7 +101,7 @@ def _score(args: argparse.Namespace) -> int:
             print(f"    {pl['column']} curves: {pl['note']}")
     for w in [*ps.warnings, *ctx["warnings"]]:
         print(f"  warning: {w}")
-    print(f"  {DISCLAIMER}")
+    print(f"  {ps.disclaimer}")
     return 0
 
 

@@ -42,12 +42,20 @@ from .engines import shared_engine
 
 __all__ = ["PatientScore", "SlideSummary", "score_patient", "score_tiles", "load_signature", "slide_tiles",
            "nuclear_tile_values",
-           "ordinal", "REPORT_KIND", "DISCLAIMER"]
+           "ordinal", "REPORT_KIND", "DISCLAIMER", "disclaimer"]
 
 REPORT_KIND = "pathomics-patient-score"
 REPORT_VERSION = 1
-DISCLAIMER = ("Research use only: the signature was derived from colorectal cancer (TCGA); "
-              "it is not a clinical test and must not guide patient care.")
+
+
+def disclaimer(cancer_type: str | None = None) -> str:
+    """The research-use statement, naming the cancer the signature was derived from where it is recorded."""
+    origin = f"was derived from {cancer_type}" if cancer_type else "was derived from one research cohort"
+    return f"Research use only: the signature {origin}; it is not a clinical test and must not guide patient care."
+
+
+#: The statement for the bundled (TCGA colorectal) signature.
+DISCLAIMER = disclaimer("colorectal cancer (TCGA)")
 
 Progress = Callable[[str, float], None]
 
@@ -121,6 +129,11 @@ class PatientScore:
     slide_objects: list[Any] = field(default_factory=list, repr=False, compare=False)
 
     @property
+    def disclaimer(self) -> str:
+        """The research-use statement for this score's signature."""
+        return disclaimer(((self.context or {}).get("cancer_type") or {}).get("signature"))
+
+    @property
     def risk(self) -> float:
         return self.score.risk
 
@@ -147,7 +160,7 @@ class PatientScore:
             "bundle": dict(self.bundle), "signature": dict(self.signature),
             "versions": dict(self.versions), "warnings": list(self.warnings),
             "started": self.started, "finished": self.finished, "duration_s": self.duration_s,
-            "disclaimer": DISCLAIMER,
+            "disclaimer": self.disclaimer,
             "context": dict(self.context),
             **({"clinical": dict(self.clinical)} if self.clinical is not None else {}),
         }

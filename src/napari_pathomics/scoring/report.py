@@ -35,7 +35,7 @@ from ..wsi.annotations import Annotation
 from ..wsi.slide import Slide, open_slide
 from .combined import RESEARCH_ONLY, interplay_docs, load_clinical_signature
 from .context import case_context
-from .patient import DISCLAIMER, PatientScore, load_signature, ordinal
+from .patient import PatientScore, load_signature, ordinal
 from .plots import composition_figure, figure_png, interplay_figure, survival_figure
 
 __all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png", "report_targets"]
@@ -286,7 +286,7 @@ def render_report_html(score: PatientScore, signature: Signature | None = None,
     context = {
         "css": Markup(_CSS), "patient_id": score.patient_id, "finished": score.finished, "started": score.started,
         "duration": score.duration_s, "sig_name": sig.name, "bundle_name": str(score.bundle.get("name")),
-        "bundle_id": str(score.bundle.get("id")), "disclaimer": DISCLAIMER, "warnings": list(score.warnings),
+        "bundle_id": str(score.bundle.get("id")), "disclaimer": score.disclaimer, "warnings": list(score.warnings),
         "risk": sc.risk, "percentile": sc.percentile, "percentile_ordinal": ordinal(sc.percentile),
         "ref_n": summ.get("n"), "ref_events": summ.get("n_events"), "group": sc.group,
         "group_class": sc.group if sc.group in ("high", "low") else "", "cutoff": sc.cutoff,

@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import ClinicalError, PathomicsError
 from ..resources import DEFAULT_BUNDLE
-from ..scoring import DISCLAIMER, load_signature, ordinal, score_patient
+from ..scoring import load_signature, ordinal, score_patient
 from ..scoring.combined import RESEARCH_ONLY, clinical_fields, combined_score, interplay_docs, load_clinical_signature
 from ..scoring.context import CASE_TYPES, refresh_context
 from ..scoring.engines import load_bundle, shared_engine
@@ -254,7 +254,7 @@ class ScoreWidget(QWidget):
         self.out["survival"].setText(" · ".join(f"{years_short(float(k), sc.time_unit)}: {100 * v:.0f} %"
                                                 for k, v in sc.survival_at.items()))
         self._show_context(ps)
-        self.disclaimer.setText(DISCLAIMER)
+        self.disclaimer.setText(ps.disclaimer)
         self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored")
         self.export_btn.setEnabled(True)
         if self.combined is not None and self._entered():
