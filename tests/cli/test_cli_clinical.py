@@ -311,3 +311,25 @@ def test_a_categorical_level_without_events_is_named(tmp_path, capsys) -> None:
     rc, so, se = _build(tmp_path, d, ["--clinical", "site:categorical", "--out", str(tmp_path / "x.json")], capsys)
     assert rc == ClinicalError.exit_code and se.count("\n") == 1
     assert "clinical column 'site': level 'appendix' has no events among its 10 patients" in se
+
+
+def test_an_analysis_attached_to_a_bundle_places_a_patient_on_its_curves(virtual, tmp_path, capsys) -> None:
+    from napari_pathomics.scoring.combined import interplay_docs, patient_level
+
+    sig, table = virtual
+    bundle = tmp_path / "b"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    shutil.copy(sig, bundle / "signature.json")
+    args = ["analyze-interaction", str(table), "--signature", str(bundle / "signature.json"), "--marker", "marker",
+            "--marker-cutoff", "37", "--attach", str(bundle)]
+    assert main(args) == 0 and main(args) == 0  # attached twice: replaced, not repeated
+    assert "stored in" in capsys.readouterr().out
+    assert validate_bundle(bundle) == []
+    stored = Signature.from_json(bundle / "signature.json")
+    docs = interplay_docs(stored)
+    assert len(docs) == 1 and docs[0][1]["marker"] == "marker" and "excluded_ids" not in docs[0][1]["rows"]
+    assert patient_level(docs[0][1], 50) == "marker > 37" and patient_level(docs[0][1], 10) == "marker ≤ 37"
+    # a signature from elsewhere cannot be stored in a bundle it does not belong to
+    rc = main(["analyze-interaction", str(table), "--signature", str(sig), "--marker", "marker", "--attach", str(bundle)])
+    err = capsys.readouterr().err
+    assert rc == ClinicalError.exit_code and "give --signature as one of that bundle's signature files" in err

@@ -133,3 +133,13 @@ def test_combined_signature_refits_from_its_recorded_command(clin: Signature, tm
     for m in ("image", "clinical", "combined"):
         assert again.evaluation["models"][m]["cv_c_index"] == pytest.approx(
             clin.evaluation["models"][m]["cv_c_index"], abs=1e-9)
+
+
+def test_combined_signature_carries_the_msi_curves_a_patient_is_placed_on(clin: Signature) -> None:
+    from napari_pathomics.scoring.combined import interplay_docs, patient_level
+
+    docs = {d["marker"]: d for _, d in interplay_docs(clin)}
+    msi = docs["msi_status"]
+    assert msi["signature"] == clin.name and msi["cutoff"] == pytest.approx(clin.cutoff["cutoff"])
+    assert set(msi["groups"]) == {"low", "high"} and 0 <= msi["interaction"]["p"] <= 1
+    assert patient_level(msi, "MSI-H") == "MSI-H" and patient_level(msi, "mss") == "MSS"

@@ -30,15 +30,52 @@ def _cutoff(text: str | None) -> float | str | None:
 def _common(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     from .signature import read_table
 
+    if args.attach is not None:  # refused before any work
+        _slot(args.attach, args.signature)
     sig = _signature(args.signature)
     table = read_table(args.cohort)
     subgroups = [c.strip() for c in (args.subgroups or "").split(",") if c.strip()]
     return sig, table, subgroups
 
 
+def _slot(bundle_dir: Path, signature_path: str | None) -> str:
+    """The bundle slot holding the analysed signature; an analysis is stored only with its own signature."""
+    from .signature import SLOTS
+
+    if not (bundle_dir / "manifest.json").is_file():
+        raise ClinicalError(f"--attach {bundle_dir}: not a bundle folder (no manifest.json)")
+    target = Path(signature_path).resolve() if signature_path else None
+    slot = next((name for name, (fname, _, _) in SLOTS.items()
+                 if target is not None and (bundle_dir / fname).resolve() == target), None)
+    if slot is None:
+        raise ClinicalError(f"--attach {bundle_dir}: give --signature as one of that bundle's signature files "
+                            f"({', '.join(f for f, _, _ in SLOTS.values())}) so the analysis is stored with "
+                            "the signature it was computed for")
+    return slot
+
+
+def _attach(result: dict[str, Any], bundle_dir: Path, signature_path: str | None) -> str:
+    """Store the analysis in the bundle's signature (the one analysed), replacing an earlier one of
+    the same column, so the Score dock can place a patient on its curves."""
+    from ..provenance import strict_json
+    from ..signature import Signature
+    from .signature import SLOTS, attach_to_bundle
+
+    slot = _slot(bundle_dir, signature_path)
+    doc = Signature.from_json(bundle_dir / SLOTS[slot][0]).to_json()
+    kind = "marker" if result.get("marker") else "treatment"
+    keep = {k: v for k, v in result.items() if k not in ("written", "attached")}
+    keep["rows"] = {k: v for k, v in (result.get("rows") or {}).items() if k != "excluded_ids"}
+    old = [d for d in doc.get("interplay") or [] if not (isinstance(d, dict) and d.get(kind) == result.get(kind))]
+    doc["interplay"] = [*old, strict_json(keep)]
+    return attach_to_bundle(Signature.from_json(doc), bundle_dir, slot)
+
+
 def _finish(args: argparse.Namespace, result: dict[str, Any], sig: Any) -> int:
     from ..provenance import strict_json
 
+    if args.attach is not None:
+        result["attached"] = str(args.attach / _attach(result, args.attach, args.signature))
     if args.out is not None:
         from ..scoring.cohort_report import write_analysis
 
@@ -66,6 +103,8 @@ def _finish(args: argparse.Namespace, result: dict[str, Any], sig: Any) -> int:
         print(f"  WARNING: {result['warning']}")
     for kind, path in (result.get("written") or {}).items():
         print(f"  wrote {kind}: {path}")
+    if result.get("attached"):
+        print(f"  stored in {result['attached']} (the Score dock places a patient on these curves)")
     print(f"  {result['research_use']}")
     return 0
 
@@ -104,6 +143,9 @@ def _shared(p: argparse.ArgumentParser) -> None:
                    help="fewest events a risk group or a level may have (default 10)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON, the figures and an HTML page")
     p.add_argument("--json", action="store_true", help="print every number as JSON")
+    p.add_argument("--attach", type=Path, default=None, metavar="BUNDLE",
+                   help="store the analysis in BUNDLE's signature given by --signature, so the Score dock places "
+                        "a patient on its curves")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
