@@ -49,6 +49,20 @@ Macenko-normalised against raw inputs, the same jitter: pooled 0.600 vs 0.589 (l
 0.633 vs 0.600 (strong): Macenko ahead by half a tile to a tile and a half, within the noise, and
 ahead NCT→VAL (34 tiles) while behind VAL→NCT (11 tiles). d4 TTA adds about 0.01 with Macenko
 inputs and takes 0.01–0.06 away with raw ones. The shipped model was therefore not retrained.
+
+Part 2 (one random crop/turn of each of the 46 tiles; model time per tile in a batch of 32, fp32,
+after a warm-up)::
+
+    TTA    views  acc (as is)  acc (new centre)  ms/tile
+    none       1        0.957             0.848     10.1
+    flips      4        0.978             0.826     32.1
+    d4         8        0.978             0.848     63.0
+
+TTA costs 3× (flips) and 6× (d4) the model time, fixes one of the 46 tiles as they are, and buys
+nothing under the new-centre shift. On bench_adapt's slides (``--tta d4``; slides run 3× slower):
+base on B 0.838 either way (A 0.786 vs 0.759); after 1 / 3 / 5 labels per class 0.859 / 0.888 /
+0.896 against 0.861 / 0.878 / 0.888 without TTA. That is a point at most, still short of 0.90.
+TTA therefore stays an option (``Engine(tta=...)``) and is off by default.
 """
 
 from __future__ import annotations
