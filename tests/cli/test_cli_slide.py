@@ -67,3 +67,17 @@ def test_infer_with_nothing_to_analyse_says_so_in_one_line(tmp_path, capsys):
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(err) == 1 and words in err[0] and "nothing to analyse" in err[0], err
         assert not out.exists()
+
+
+def test_infer_with_test_time_augmentation_records_it(tmp_path, capsys):
+    from _slides import small_slide
+
+    slide = small_slide(tmp_path / "s.svs")
+    out = tmp_path / "out"
+    assert main(["infer", str(slide), "--out", str(out), "--device", "cpu", "--quiet", "--tta", "flips",
+                 "--no-tissue"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert '"tta": "flips"' in json.dumps(run)
+    plain = tmp_path / "plain"
+    assert main(["infer", str(slide), "--out", str(plain), "--device", "cpu", "--quiet", "--no-tissue"]) == 0
+    assert '"tta": "flips"' not in (plain / "run.json").read_text()

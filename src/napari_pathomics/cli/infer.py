@@ -51,7 +51,7 @@ def _infer(args: argparse.Namespace) -> int:
                               "to analyse (widen the ROI" + (", lower --min-tissue or use --no-tissue)"
                                                              if not args.no_tissue else ")"))
         engine = Engine(bundle, device=args.device, batch_size=args.batch_size, amp=args.amp,
-                        num_threads=args.threads)
+                        num_threads=args.threads, tta=args.tta)
         t_plan = time.perf_counter() - t0
         cancel = threading.Event()
         bar = None
@@ -124,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=BATCH, default=32, help="tiles per batch (default 32)")
     p.add_argument("--amp", default="auto", help="precision: auto (probe), fp32, bf16 or fp16 (default auto)")
     p.add_argument("--threads", type=THREADS, default=None, help="torch threads (default: all cores of this process)")
+    p.add_argument("--tta", choices=("none", "flips", "d4"), default="none",
+                   help="test-time augmentation: features averaged over 4 flipped views (about 3x the model time) or the 8 "
+                        "flips and 90° turns (d4, about 6x); default none")
     p.add_argument("--cam", action="append", metavar="CLASS|risk",
                    help="also compute a Grad-CAM for a class, or 'risk' for the risk activation map (repeatable)")
     p.add_argument("--min-tissue", type=FRACTION, default=None,
