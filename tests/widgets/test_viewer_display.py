@@ -182,7 +182,12 @@ def test_the_hole_of_a_qupath_roi_is_drawn_and_survives_an_edit(make_napari_view
     assert slide is not None
 
 
-def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(qtbot, slide_path, tmp_path):
+def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(qtbot, slide_path, tmp_path,
+                                                                       make_napari_viewer, monkeypatch):
+    import napari
+
+    # the application's own window, made through the fixture so napari's plugin registry is set up and torn down
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: make_napari_viewer(show=True, **kw))
     viewer = build_viewer([str(slide_path)])
     try:
         win = viewer.window._qt_window
@@ -200,7 +205,7 @@ def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(qtbot, s
         corner = shot[int(h * 0.85):, int(w * 0.7):]
         assert (corner.sum(-1) > 700).sum() > 50  # the scale bar's white line and label
     finally:
-        viewer.close()
+        monkeypatch.undo()  # the fixture closes the window
 
 
 def test_problems_shown_together_merge_stale_ones_go_and_library_warnings_are_logged(
