@@ -282,6 +282,26 @@ class Bundle:
     def file_hashes(self) -> dict[str, str]:
         return dict(self.manifest["files"])
 
+    def declared_tensors(self, key: str, default_file: str, what: str) -> tuple[str, dict, dict] | None:
+        """An optional weights block's (file name, block, numpy arrays), e.g. ``head`` or ``risk_head``.
+
+        None when the manifest declares no such block; BundleError (naming ``what``) when it is
+        declared but its file is not among the bundle's hashed files or cannot be read.
+        """
+        from safetensors import SafetensorError  # heavy: only a bundle with a head needs it
+        from safetensors.numpy import load_file  # numpy only: reading a bundle loads no torch
+
+        spec = self.manifest.get(key)
+        if not isinstance(spec, dict):
+            return None
+        name = spec.get("weights", default_file)
+        if name not in self.file_hashes:
+            raise BundleError(f"{key}.weights {name!r} is not listed in the bundle's files")
+        try:
+            return name, spec, load_file(str(self.path / name))
+        except (OSError, ValueError, TypeError, SafetensorError) as exc:
+            raise BundleError(f"{name}: unreadable {what} ({type(exc).__name__}: {exc})") from None
+
     @property
     def weights_path(self) -> Path:
         return self.path / self._model["weights"]

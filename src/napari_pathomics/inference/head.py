@@ -18,8 +18,7 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
 from ..bundle import Bundle
 from ..errors import BundleError
@@ -76,16 +75,13 @@ class ClassHead:
 
 def load_class_head(bundle: Bundle) -> ClassHead | None:
     """The bundle's replacement head (None if it declares none); BundleError if declared but unusable."""
-    spec = bundle.manifest.get("head")
-    if not isinstance(spec, dict):
+    declared = bundle.declared_tensors("head", HEAD_FILE, "class head")
+    if declared is None:
         return None
-    name = spec.get("weights", HEAD_FILE)
-    if name not in bundle.file_hashes:
-        raise BundleError(f"head.weights {name!r} is not listed in the bundle's files")
+    name, spec, t = declared
     try:
-        t = load_file(str(bundle.path / name))
         head = ClassHead(np.asarray(t["weight"], dtype=np.float32), np.asarray(t["bias"], dtype=np.float32).reshape(-1))
-    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise BundleError(f"{name}: unreadable class head ({type(exc).__name__}: {exc})") from None
     if head.weight.ndim != 2 or head.bias.shape != (head.weight.shape[0],):
         raise BundleError(f"{name}: head weight must be (classes, features) and bias (classes,), "

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
 from ..bundle import Bundle
 from ..errors import BundleError
@@ -47,14 +46,11 @@ class RiskHead:
 
 def load_risk_head(bundle: Bundle) -> RiskHead | None:
     """The bundle's risk head (None if it declares none); BundleError if declared but unusable."""
-    spec = bundle.manifest.get("risk_head")
-    if not isinstance(spec, dict):
+    declared = bundle.declared_tensors("risk_head", RISK_HEAD_FILE, "risk head")
+    if declared is None:
         return None
-    name = spec.get("weights", RISK_HEAD_FILE)
-    if name not in bundle.file_hashes:
-        raise BundleError(f"risk_head.weights {name!r} is not listed in the bundle's files")
+    name, _, t = declared
     try:
-        t = load_file(str(bundle.path / name))
         bias = t["bias"].reshape(-1)
         if bias.size != 1:
             raise BundleError(f"{name}: risk head bias must hold one number, it holds {bias.size}")
@@ -62,7 +58,7 @@ def load_risk_head(bundle: Bundle) -> RiskHead | None:
                         t["mean"].astype(np.float64), t["scale"].astype(np.float64))
     except BundleError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, IndexError, SafetensorError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise BundleError(f"{name}: unreadable risk head ({type(exc).__name__}: {exc})") from None
     if not (head.weight.shape == head.mean.shape == head.scale.shape) or head.weight.ndim != 1:
         raise BundleError(f"{name}: risk head arrays have inconsistent shapes")
