@@ -54,15 +54,15 @@ def _slot(bundle_dir: Path, signature_path: str | None) -> str:
     return slot
 
 
-def _attach(result: dict[str, Any], bundle_dir: Path, signature_path: str | None) -> str:
-    """Store the analysis in the bundle's signature (the one analysed), replacing an earlier one of
-    the same column, so the Score dock can place a patient on its curves."""
+def _attach(result: dict[str, Any], bundle_dir: Path, signature_path: str | None, sig: Any) -> str:
+    """Store the analysis in the bundle's signature ``sig`` (the one analysed, read from that bundle's
+    slot), replacing an earlier one of the same column, so the Score dock can place a patient on its curves."""
     from ..provenance import strict_json
     from ..signature import Signature
-    from .signature import SLOTS, attach_to_bundle
+    from .signature import attach_to_bundle
 
     slot = _slot(bundle_dir, signature_path)
-    doc = Signature.from_json(bundle_dir / SLOTS[slot][0]).to_json()
+    doc = sig.to_json()
     kind = "marker" if result.get("marker") else "treatment"
     keep = {k: v for k, v in result.items() if k not in ("written", "attached")}
     keep["rows"] = {k: v for k, v in (result.get("rows") or {}).items() if k != "excluded_ids"}
@@ -75,7 +75,7 @@ def _finish(args: argparse.Namespace, result: dict[str, Any], sig: Any) -> int:
     from ..provenance import strict_json
 
     if args.attach is not None:
-        result["attached"] = str(args.attach / _attach(result, args.attach, args.signature))
+        result["attached"] = str(args.attach / _attach(result, args.attach, args.signature, sig))
     if args.out is not None:
         from ..scoring.cohort_report import write_analysis
 
