@@ -8,17 +8,18 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.color import rgb2lab
 
 from napari_pathomics.colormaps import (
     COLORBLIND_PALETTE,
     CONTRAST_PALETTE,
     class_palette,
-    lab,
     mpl_colormap,
     napari_colormap,
     ramp,
     robust_limits,
 )
+from napari_pathomics.colors import hex_to_rgb
 from napari_pathomics.resources import DATA_DIR
 
 TILES = Path(DATA_DIR) / "tiles" / "nct-crc-he"
@@ -34,7 +35,13 @@ def stained_lab() -> np.ndarray:
     px = np.concatenate([np.asarray(Image.open(f).convert("RGB")).reshape(-1, 3)[::37] for f in files])
     hsv = cv2.cvtColor(px.reshape(-1, 1, 3), cv2.COLOR_RGB2HSV).reshape(-1, 3)
     stained = px[(hsv[:, 1] > 20) & (hsv[:, 2] > 40)]
-    return lab(["#{:02x}{:02x}{:02x}".format(*(int(v) for v in p)) for p in stained])
+    return rgb2lab(stained.reshape(-1, 1, 3) / 255.0).reshape(-1, 3)
+
+
+def lab(colors: list[str]) -> np.ndarray:
+    """CIELAB (D65) of '#rrggbb' colours, by scikit-image."""
+    rgb = np.asarray([hex_to_rgb(c) for c in colors], dtype=np.float64).reshape(-1, 1, 3) / 255.0
+    return rgb2lab(rgb).reshape(-1, 3)
 
 
 def _he_like_share(colour: str, stained: np.ndarray, delta_e: float = 20.0) -> float:

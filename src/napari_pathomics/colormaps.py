@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from .colors import hex_to_rgb
-
 
 @dataclass(frozen=True)
 class MapSpec:
@@ -123,12 +121,3 @@ def class_palette(names: list[str], bundle_colors: list[str], scheme: str = "con
     return [str(c) for c in out]
 
 
-
-def lab(colors: list[str]) -> np.ndarray:
-    """CIELAB (D65) of '#rrggbb' colours."""
-    rgb = np.asarray([hex_to_rgb(c) for c in colors], dtype=np.float64) / 255.0
-    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
-    xyz /= np.array([0.95047, 1.0, 1.08883])
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.column_stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])])
