@@ -14,13 +14,18 @@ from _slides import textured_he
 from napari_pathomics.bundle import Bundle, validate_bundle
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.inference.checks import runtime_problems
+from napari_pathomics.inference.engine import Engine
+from napari_pathomics.inference.subset import cams_run, tiles_in_box
+from napari_pathomics.layers.base import cam_role
 from napari_pathomics.resources import DEFAULT_BUNDLE
-from napari_pathomics.results import TileResults
+from napari_pathomics.results import DONE, TileResults
 from napari_pathomics.results.labels import labels_path, saved_labels_path
 from napari_pathomics.scoring import score_patient
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.correct_panel import ROLE_SUGGESTIONS, ROLE_TILE_LABELS
+from napari_pathomics.widgets.result_layers import display_of
+from napari_pathomics.widgets.score_widget import ScoreWidget
 from napari_pathomics.wsi.synthetic import write_slide
 
 pytestmark = [pytest.mark.viewer, pytest.mark.slow]
@@ -356,3 +361,74 @@ def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer,
     assert "no usable bundle" in panel.status.text()
     assert saved.read_bytes() == before and saved_labels_path(two_tissue_slide) == saved  # not set aside, not overwritten
     assert str(session.slide_of(img).path) not in panel.labels
+
+
+def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napari_viewer, qtbot, two_tissue_slide,
+                                                                      bundle):
+    viewer = make_napari_viewer(show=True)
+    img = session.add_slide(viewer, two_tissue_slide)
+    slide = session.slide_of(img)
+    dock = AnalyzeWidget(viewer)
+    dock.bundle_path.setText(str(bundle.path))
+    dock._refresh_bundle()
+    dock.correct.refresh_classes()
+    dock.ram.setChecked(True)
+    _wait(qtbot, dock.run(), dock)
+    base = dock.results[str(slide.path)]
+    assert "risk" in base.cams and not base.missing_cam("risk").any()
+    score = ScoreWidget(viewer)
+    score.bundle_path.setText(str(bundle.path))
+    _wait(qtbot, score.score(), score)
+    risk_before = score.patient_score.score.risk
+    dock.show_view(cam_role("risk"))
+
+    panel = dock.correct
+    panel.current = "TUM"
+    panel.label_cells(slide, _brushed(LEFT))
+    panel.current = "STR"
+    panel.label_cells(slide, _brushed(RIGHT))
+    viewer.camera.center = _world(3, 4)
+    viewer.camera.zoom = 2.0  # a few tiles in view
+    _wait(qtbot, panel.adapt(), panel)
+    after = dock.results[str(slide.path)]
+    assert after is not base and panel.result is not None
+    qtbot.waitUntil(lambda: panel.cam_worker is None and "recomputed" in panel.status.text(), timeout=180_000)
+
+    # the RAM of the tiles in view is the adapted head's (not the model's), the rest waits for the button
+    box = session.visible_box(viewer, slide)
+    in_view = tiles_in_box(after, box)
+    assert 0 < in_view.size < len(after)
+    have = ~after.missing_cam("risk")
+    assert np.array_equal(np.flatnonzero(have), np.intersect1d(in_view, np.flatnonzero(after.status == DONE)))
+    eng = Engine(bundle, device="cpu").with_class_head(panel.result.head)
+    check = cams_run(eng, slide, after, ("risk",), in_view[:4])
+    for _ in check:
+        pass
+    got = check.results  # the same tiles through a fresh engine carrying the adapted head
+    for j in range(4):
+        i = int(np.flatnonzero((after.cols == got.cols[j]) & (after.rows == got.rows[j]))[0])
+        assert np.allclose(after.cams["risk"][i], got.cams["risk"][j], atol=1e-3)
+    assert not np.allclose(after.cams["risk"][in_view], base.cams["risk"][in_view], atol=1e-3)
+    assert display_of(viewer).shown == cam_role("risk")  # the map the pathologist was looking at comes back
+
+    assert panel.maps_btn.isEnabled() and panel.refresh_maps(whole=True) is not None
+    qtbot.waitUntil(lambda: panel.cam_worker is None, timeout=180_000)
+    assert not after.missing_cam("risk").any()
+
+    # the Score dock rescored by itself with the adapted head, and says so
+    qtbot.waitUntil(lambda: score.worker is None and score.patient_score.bundle.get("class_head") is not None,
+                    timeout=180_000)
+    ps = score.patient_score
+    assert ps.bundle["class_head"]["digest"] == panel.result.head.digest()
+    assert "adapted in the Correct panel" in score.status.text()
+    again = score_patient([two_tissue_slide], bundle, class_head=panel.result.head)
+    assert again.score.risk == pytest.approx(ps.score.risk)
+    assert ps.score.risk != pytest.approx(risk_before)
+
+    # Revert: the model's own map and score again; the labels stay
+    panel.revert()
+    assert dock.results[str(slide.path)] is base
+    qtbot.waitUntil(lambda: score.worker is None and score.patient_score.bundle.get("class_head") is None,
+                    timeout=180_000)
+    assert score.patient_score.score.risk == pytest.approx(risk_before)
+    assert len(panel.labels_of(slide)) == len(_brushed(LEFT) | _brushed(RIGHT))

@@ -15,9 +15,9 @@ from typing import Any
 from ..bundle import Bundle
 from ..errors import BundleError
 from ..provenance import sha256_file
-from .head import load_class_head
+from .head import HEAD_FILE, ClassHead, load_class_head
 
-__all__ = ["PatchModel", "FAMILIES", "build_model", "resolve_layer", "keep_triton_out"]
+__all__ = ["PatchModel", "FAMILIES", "build_model", "resolve_layer", "keep_triton_out", "set_classifier"]
 
 
 def keep_triton_out() -> None:
@@ -89,14 +89,18 @@ def _create_timm(bundle: Bundle) -> Any:
 def _load_head(module: Any, bundle: Bundle) -> None:
     """An adapted bundle's class head (``head.safetensors``) replaces the classifier of the weights file."""
     head = load_class_head(bundle)
-    if head is None:
-        return
+    if head is not None:
+        set_classifier(module, head, HEAD_FILE)
+
+
+def set_classifier(module: Any, head: ClassHead, what: str = "the class head") -> None:
+    """Copy ``head`` into the module's linear classifier (BundleError if its shape does not fit)."""
     import torch  # heavy
 
     clf = module.get_classifier() if hasattr(module, "get_classifier") else None
     if not isinstance(clf, torch.nn.Linear) or tuple(clf.weight.shape) != head.weight.shape or clf.bias is None:
         have = tuple(clf.weight.shape) if isinstance(clf, torch.nn.Linear) else type(clf).__name__
-        raise BundleError(f"head.safetensors: a {head.weight.shape} head does not fit the model's classifier ({have})")
+        raise BundleError(f"{what}: a {head.weight.shape} head does not fit the model's classifier ({have})")
     with torch.no_grad():
         clf.weight.copy_(torch.from_numpy(head.weight))
         clf.bias.copy_(torch.from_numpy(head.bias))

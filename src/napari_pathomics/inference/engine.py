@@ -24,6 +24,7 @@ run's results, statistics and cache file. Design points:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -45,11 +46,11 @@ from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults, cache_path
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, is_background
-from .backbones import PatchModel, build_model
+from .backbones import PatchModel, build_model, set_classifier
 from .cam import GradCamRunner, make_targets, validate_cam_names
 from .checks import check_forward
 from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
-from .head import apply_head, load_class_head
+from .head import ClassHead, apply_head, load_class_head
 from .preprocess import preprocess_batch
 from .reader import ThreadSlides, read_tiles
 from .risk_head import load_risk_head
@@ -163,6 +164,7 @@ class Engine:
         self.weights = patch_risk_weights(bundle)
         self.risk_head = load_risk_head(bundle)  # None: risk = class-weighted probabilities
         self.class_head = load_class_head(bundle)  # an adapted bundle's head (None: the weights' own)
+        self.head_digest: str | None = None  # set for a head given in memory (with_class_head)
         self.keep_embeddings = bool(keep_embeddings)  # every computed tile's embedding goes into the results
         if tune_malloc and self.device.type == "cpu":
             # before any reader or worker thread of this engine exists (they join the main heap)
@@ -202,6 +204,26 @@ class Engine:
             self._amp = choose_amp(self.model, self.device, self.bundle.input_size, self.amp_setting,
                                    arch=f"{self.bundle.bundle_id}")
         return self._amp
+
+    def with_class_head(self, head: ClassHead) -> Engine:
+        """This engine (same backbone, device and settings) with ``head`` as its classifier.
+
+        For a head adapted in the viewer and not saved as a bundle yet: its CAMs and runs need the
+        head in the network. Its numbers are cached under an id of their own (the bundle's and the
+        head's), and its results derive from the bundle's own cached embeddings.
+        """
+        net = self.net
+        if head.num_classes != self.bundle.num_classes or head.dim != net.feature_dim:
+            raise InferenceError(f"a head of {head.num_classes} classes × {head.dim} features does not fit "
+                                 f"{self.bundle.name!r} ({self.bundle.num_classes} × {net.feature_dim})")
+        eng = copy.copy(self)
+        module = copy.deepcopy(net.module)
+        set_classifier(module, head)
+        eng._net = type(net)(module)
+        eng._cam = None
+        eng.class_head = head
+        eng.head_digest = head.digest()
+        return eng
 
     def predict(self, x: "torch.Tensor") -> Prediction:
         """Probabilities, patch risk and embeddings of a preprocessed batch in one forward pass."""
@@ -253,16 +275,19 @@ class Engine:
                 f"not {slide.path.name} ({slide.width}x{slide.height})"
             )
 
-    def cache_id_of(self, bundle_id: str) -> str:
-        """What a bundle's cached numbers are keyed on under this engine (TTA numbers are others)."""
-        if self.tta == "none":
+    def cache_id_of(self, bundle_id: str, *, with_head: bool = True) -> str:
+        """What a bundle's cached numbers are keyed on under this engine (TTA or in-memory head: others)."""
+        tags = ([f"tta-{self.tta}"] if self.tta != "none" else []) + (
+            [f"head-{self.head_digest}"] if self.head_digest and with_head else [])
+        if not tags:
             return bundle_id
         # a digest, not a suffix: cache file names keep the first 16 characters of the id
-        return hashlib.sha256(f"{bundle_id}+tta-{self.tta}".encode()).hexdigest()[:32]
+        return hashlib.sha256(f"{bundle_id}+{'+'.join(tags)}".encode()).hexdigest()[:32]
 
     def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str, cache_id: str) -> dict[str, Any]:
         return {"slide": str(slide.path), "slide_hash": slide_hash, "bundle_id": self.bundle.bundle_id,
                 "cache_id": cache_id, **({"tta": self.tta} if self.tta != "none" else {}),
+                **({"class_head": self.head_digest} if self.head_digest else {}),
                 "bundle_name": self.bundle.name, "grid_key": grid.key(), "tile_um": grid.tile_um,
                 "mpp": grid.mpp, "tile_px": grid.tile_px, "slide_mpp": list(slide.mpp),
                 "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size,
@@ -314,8 +339,9 @@ class Engine:
         if self.class_head is None:
             return None
         adapt = self.bundle.manifest.get("adaptation") or {}
-        for base_id in dict.fromkeys(self.cache_id_of(i) for i in (adapt.get("root_bundle_id"),
-                                                                    adapt.get("base_bundle_id")) if i):
+        own = (self.bundle.bundle_id,) if self.head_digest else ()  # an in-memory head: the bundle's own cache
+        for base_id in dict.fromkeys(self.cache_id_of(i, with_head=False) for i in (
+                *own, adapt.get("root_bundle_id"), adapt.get("base_bundle_id")) if i):
             path = cache_path(slide_hash, base_id, grid.key(), cache_dir)
             if not path.is_file():
                 continue

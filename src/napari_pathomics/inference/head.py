@@ -15,6 +15,7 @@ embeddings kept in the results cache, so a whole slide's class map refreshes wit
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,14 @@ class ClassHead:
 
     def to_safetensors(self) -> bytes:
         return save(self.tensors())
+
+    def digest(self) -> str:
+        """Identity of the head's numbers (what results computed with it are keyed on)."""
+        h = hashlib.sha256()
+        for t in self.tensors().values():
+            h.update(repr(t.shape).encode())
+            h.update(t.tobytes())
+        return h.hexdigest()[:16]
 
     @classmethod
     def from_module(cls, classifier: object) -> ClassHead:

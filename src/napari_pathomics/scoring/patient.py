@@ -24,6 +24,8 @@ import numpy as np
 from ..bundle import Bundle
 from ..cells.run import run_nuclei
 from ..errors import CancelledError, SignatureError
+from ..inference.engine import Engine
+from ..inference.head import ClassHead
 from ..provenance import (
     FINGERPRINT_METHOD,
     bundle_record,
@@ -278,6 +280,7 @@ def score_patient(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     case_type: str | None = None,
+    class_head: ClassHead | None = None,
 ) -> PatientScore:
     """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
 
@@ -285,7 +288,9 @@ def score_patient(
     tissue); ``results[i]``
     reuses results already computed (e.g. by the Analyze dock) when they are complete and from
     this bundle. ``case_type`` is the case's cancer type as the user states it (else the slides'
-    metadata is asked), checked against the signature's in ``PatientScore.context``. A slide without any classified tile is left out with a warning; if no slide has
+    metadata is asked), checked against the signature's in ``PatientScore.context``. ``class_head``
+    replaces the bundle's class head (one adapted in the viewer and not saved yet; recorded in
+    ``PatientScore.bundle``). A slide without any classified tile is left out with a warning; if no slide has
     one, or the bundle has no signature, a :class:`SignatureError` explains why.
     """
     t0 = time.perf_counter()
@@ -303,6 +308,9 @@ def score_patient(
     slide_objs: list[Any] = []
     warnings: list[str] = []
     nuclear: dict[int, dict[str, np.ndarray] | None] = {}
+    head_engine: Engine | None = None
+    if class_head is not None and given and any(r is not None for r in given):
+        raise SignatureError("give either results or a class head, not both: results carry their own head")
 
     for i, item in enumerate(slides):
         if cancel is not None and cancel.is_set():
@@ -335,6 +343,8 @@ def score_patient(
                                             {"slide": str(slide.path), "bundle_id": bundle.bundle_id})
                 else:
                     engine, _ = shared_engine(bundle, device=device, batch_size=batch_size, amp=amp)
+                    if class_head is not None:
+                        engine = head_engine = head_engine or engine.with_class_head(class_head)
                     report(f"{name}: inference on {len(grid)} tiles", base)
                     computed = False
                     run = engine.run(slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel)
@@ -405,7 +415,10 @@ def score_patient(
     return PatientScore(
         patient_id=pid, score=sc, features=features,
         composition=comp_all, class_names=names, class_colors=colors,
-        slides=summaries, bundle=bundle_record(bundle), signature=strict_json(sig.summary()),
+        slides=summaries, signature=strict_json(sig.summary()),
+        bundle={**bundle_record(bundle), **({"class_head": {
+            "digest": class_head.digest(), "note": "adapted in the viewer and not saved as a bundle"}}
+            if class_head is not None else {})},
         versions=versions(), started=started, finished=now_iso(),
         duration_s=round(time.perf_counter() - t0, 3), warnings=warnings, context=ctx,
         results=res_list, rois=[r or None for r in roi_list], slide_objects=slide_objs,

@@ -48,6 +48,7 @@ from ..errors import BundleError, LabelsError
 from ..inference.checks import runtime_problems
 from ..inference.engine import Engine
 from ..inference.head import HEAD_FILE, ClassHead
+from ..inference.subset import cells_grid
 from ..provenance import now_iso, versions
 from ..results import DONE, PENDING, TileResults
 from ..results.labels import TileLabels
@@ -55,7 +56,7 @@ from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 
 __all__ = ["AdaptConfig", "AdaptResult", "LabelledTiles", "fit_head", "adapt_head", "suggest_tiles",
-           "collect_labelled", "grid_of_results", "labels_grid", "changed_tiles", "base_head",
+           "collect_labelled", "grid_of_results", "changed_tiles", "base_head",
            "write_adapted_bundle", "describe_counts", "one_blas_thread"]
 
 
@@ -411,16 +412,6 @@ def grid_of_results(results: TileResults, slide: Slide) -> TileGrid:
     return grid
 
 
-def labels_grid(slide: Slide, bundle: Bundle, cells: Sequence[tuple[int, int]]) -> TileGrid:
-    """A grid of exactly the labelled tiles (what the engine reads to embed labels it has no result for)."""
-    s = bundle.tile_um / slide.mpp[0]
-    order = sorted(set((int(c), int(r)) for c, r in cells), key=lambda cr: (cr[1], cr[0]))
-    return TileGrid(cols=np.array([c for c, _ in order], dtype=np.int64),
-                    rows=np.array([r for _, r in order], dtype=np.int64), tile_size_l0=s, tile_um=bundle.tile_um,
-                    mpp=bundle.mpp, slide_width=slide.width, slide_height=slide.height,
-                    coverage=np.ones(len(order), dtype=np.float32), params={"labels": True})
-
-
 def _index(results: TileResults) -> dict[tuple[int, int], int]:
     return {(int(c), int(r)): i for i, (c, r) in enumerate(zip(results.cols, results.rows))}
 
@@ -460,7 +451,7 @@ def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: 
                 background.add(cell)
     todo = [c for c in cells if c not in emb and c not in background]
     if todo:
-        grid = labels_grid(slide, bundle, todo)
+        grid = cells_grid(slide, bundle, todo)
         res = engine.run_all(slide, grid, cache_dir=cache_dir, use_cache=use_cache, embeddings=True, cancel=cancel)
         if cancel is not None and cancel.is_set():
             raise LabelsError("cancelled")

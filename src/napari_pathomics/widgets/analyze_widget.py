@@ -209,7 +209,7 @@ class AnalyzeWidget(QWidget):
         self.progress.setValue(int(100 * update.fraction))
         now = time.monotonic()
         if update.done == update.total or now - self._last_draw > 0.5 or update.from_cache:
-            self._show(slide, results)
+            self.show_results(slide, results)
             self._last_draw = now
         self.status.setText(f"{update.done}/{update.total} tiles" + (" (from cache)" if update.from_cache else ""))
 
@@ -221,7 +221,7 @@ class AnalyzeWidget(QWidget):
             return
         res = run.results
         self.results[str(slide.path)] = res
-        self._show(slide, res)
+        self.show_results(slide, res)
         c = res.counts()
         state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
         self.status.setText(f"{state}: " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
@@ -358,7 +358,8 @@ class AnalyzeWidget(QWidget):
         b = self.bundle()
         return b.class_descriptions if b is not None else {}
 
-    def _show(self, slide: Slide, results: TileResults) -> None:
+    def show_results(self, slide: Slide, results: TileResults) -> None:
+        """Draw a slide's results and bring the map selector, threshold and legend up to date."""
         show_results(self.viewer, slide, results, self._descriptions())
         self._fill_views()
         self._sync_threshold()

@@ -15,7 +15,10 @@
   labelled tile of the open slides (``training.adapt``; tiles whose results lack an embedding
   are recomputed once), applies it to the cached embeddings so the class map, uncertainty, patch
   risk and this slide's score refresh at once, and says the cross-validated accuracy on the
-  labels before and after and how many tiles changed class.
+  labels before and after and how many tiles changed class. The Grad-CAM / RAM maps are then
+  recomputed with the adapted head for the tiles in view (a button does the whole slide), and
+  a score on show in the Score dock is redone with the adapted head until it is saved or
+  reverted. **Revert** goes back to the model's own maps; the labels stay.
 * **Suggest** proposes the next tiles worth labelling (uncertain, spread over the slide and the
   classes) as a points layer; Previous/Next pan the view to each.
 * **Save adapted model** writes the adapted head as a new bundle and makes it the dock's bundle.
@@ -50,8 +53,10 @@ from qtpy.QtWidgets import (
 from ..bundle import Bundle
 from ..colors import hex_to_rgba
 from ..errors import LabelsError, PathomicsError
+from ..inference.engine import Engine
 from ..inference.head import apply_head
-from ..layers import ROLE, SLIDE_PATH, geometry_transform, grid_transform, world_to_level0
+from ..inference.subset import cams_missing, cams_run, merge_cams, tiles_in_box
+from ..layers import ROLE, SLIDE_PATH, geometry_transform, grid_transform, views, world_to_level0
 from ..results import TileResults
 from ..results.labels import (
     DEFAULT_MAPPING,
@@ -79,7 +84,7 @@ from ..training.adapt import (
 )
 from ..wsi.slide import Slide, open_slide
 from . import session
-from .result_layers import show_results
+from .result_layers import display_of, show_results
 
 __all__ = ["CorrectPanel", "ROLE_TILE_LABELS", "ROLE_SUGGESTIONS"]
 
@@ -156,7 +161,10 @@ class CorrectPanel(QWidget):
         self.suggested: np.ndarray = np.zeros(0, dtype=np.int64)
         self.suggest_pos = -1
         self.worker: Any = None
+        self.cam_worker: Any = None
         self.cancel_event = threading.Event()
+        self.head_engine: Engine | None = None  # the dock's engine with the adapted head (for CAMs)
+        self.adapted_for: str | None = None  # bundle id the adapted head belongs to
         self.current = ""  # picked class, or ERASE
         self._classes: list[str] = []
         self._colors: list[str] = []
@@ -209,9 +217,20 @@ class CorrectPanel(QWidget):
         self.save_btn = QPushButton("Save adapted model…")
         self.save_btn.clicked.connect(self._save_dialog)
         self.save_btn.setEnabled(False)
+        self.revert_btn = QPushButton("Revert")
+        self.revert_btn.setToolTip("back to the model's own class map (the labels stay)")
+        self.revert_btn.clicked.connect(self.revert)
+        self.revert_btn.setEnabled(False)
         row.addWidget(self.adapt_btn)
+        row.addWidget(self.revert_btn)
         row.addWidget(self.save_btn)
         bl.addLayout(row)
+        self.maps_btn = QPushButton("Activation maps for the whole slide")
+        self.maps_btn.setToolTip("after Adapt, Grad-CAM / RAM are recomputed with the adapted head for the tiles "
+                                 "in view; this computes them for every tile")
+        self.maps_btn.clicked.connect(lambda: self.refresh_maps(whole=True))
+        self.maps_btn.setEnabled(False)
+        bl.addWidget(self.maps_btn)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         bl.addWidget(self.progress)
@@ -594,7 +613,7 @@ class CorrectPanel(QWidget):
                 refreshed = {p: apply_head(b, result.head, engine.weights, engine.risk_head,
                                            meta={"adapted": True, "adapted_labels": result.n})
                              for p, b in bases.items()}
-            yield ("done", result, data, bases, refreshed)
+            yield ("done", result, data, bases, refreshed, engine.with_class_head(result.head))
 
         worker = work()
         worker.yielded.connect(self._on_yield)
@@ -621,10 +640,11 @@ class CorrectPanel(QWidget):
             self.progress.setValue(int(100 * payload[1]))
             self.status.setText(payload[2])
             return
-        _, result, data, bases, refreshed = payload
-        self.result, self.label_sets = result, data.sets
+        _, result, data, bases, refreshed, head_engine = payload
+        self.result, self.label_sets, self.head_engine = result, data.sets, head_engine
         slide = self._slide(warn=False)
         bundle = self._bundle()
+        shown = display_of(self.viewer).shown  # an activation map shown comes back once recomputed
         changed = 0
         score = ""
         for s in (session.slide_of(ly) for ly in session.slide_layers(self.viewer)):
@@ -635,19 +655,110 @@ class CorrectPanel(QWidget):
             new = refreshed[p]
             self.adapted_results[p] = new
             self.host.results[p] = new
-            show_results(self.viewer, s, new)
+            self._display(s, new)
             if slide is not None and p == str(slide.path):
                 changed = changed_tiles(bases[p], new)
                 score = self._score_change(bundle, bases[p], new)
             self._draw(s)
         self.progress.setValue(100)
         self.save_btn.setEnabled(True)
+        self.revert_btn.setEnabled(True)
         for note in data.notes:
             session.show_warning(note)
         self.status.setText(
             f"adapted on {result.n} labels ({describe_counts(result.counts)}): accuracy on the labels "
             f"{result.accuracy_before:.2f} (model) → {result.accuracy_after:.2f} (adapted, {result.cv_method}); "
             f"{changed} tiles of this slide changed class{score}; fitted in {result.fit_s:.2f} s")
+        if bundle is not None:
+            self.adapted_for = bundle.bundle_id
+            session.set_adapted_head(self.viewer, bundle.bundle_id, result.head)  # the Score dock rescores
+        self.maps_btn.setEnabled(bool(slide is not None and self._cam_names(str(slide.path))))
+        self.refresh_maps(whole=False, show=shown)
+
+    # ------------------------------------------------------------------ activation maps, revert
+    def _display(self, slide: Slide, results: TileResults) -> None:
+        """Through the Analyze dock when there is one (its map selector and legend follow)."""
+        if hasattr(self.host, "show_results"):
+            self.host.show_results(slide, results)
+        else:
+            show_results(self.viewer, slide, results)
+
+    def _cam_names(self, path: str) -> tuple[str, ...]:
+        """The CAMs the model's results of a slide had, and those the Analyze dock asks for."""
+        base = self.base_results.get(path)
+        wanted = list(base.cams) if base is not None else []
+        if hasattr(self.host, "cam_names"):
+            wanted += [n for n in self.host.cam_names() if n not in wanted]
+        return tuple(wanted)
+
+    def refresh_maps(self, whole: bool = False, show: str | None = None) -> Any:
+        """Recompute the CAMs with the adapted head: tiles in view (``whole``: every tile); returns the worker."""
+        slide = self._slide(warn=False)
+        if slide is None or self.head_engine is None or self.cam_worker is not None:
+            return None
+        path = str(slide.path)
+        res = self.adapted_results.get(path)
+        names = self._cam_names(path)
+        if res is None or not names:
+            return None
+        box = None if whole else session.visible_box(self.viewer, slide)
+        idx = cams_missing(res, names, None if box is None else tiles_in_box(res, box))
+        if idx.size == 0:
+            return None
+        engine, cancel = self.head_engine, self.cancel_event
+
+        @thread_worker(ignore_errors=True)  # errored is reported below
+        def work() -> Iterator[Any]:
+            run = cams_run(engine, slide, res, names, idx, cancel=cancel)
+            for upd in run:
+                yield ("progress", upd.fraction, f"activation maps with the adapted head: {upd.done}/{upd.total} tiles")
+            yield ("done", run.results)
+
+        def on_yield(payload: tuple) -> None:
+            if payload[0] == "progress":
+                self.progress.setValue(int(100 * payload[1]))
+                self.status.setText(payload[2])
+                return
+            n = merge_cams(res, payload[1])
+            if self.host.results.get(path) is res:  # not replaced by a new run or a revert meanwhile
+                self._display(slide, res)
+                if show is not None and show != display_of(self.viewer).shown and hasattr(self.host, "show_view"):
+                    if show in [k for k, _ in views(res)]:
+                        self.host.show_view(show)
+            self.progress.setValue(100)
+            self.status.setText(f"{', '.join(names)} recomputed with the adapted head for {n} tiles"
+                                + ("" if whole else " in view (the button below does the whole slide)"))
+
+        def finished() -> None:
+            self.cam_worker = None
+
+        worker = work()
+        worker.yielded.connect(on_yield)
+        worker.errored.connect(lambda exc: self._fail(str(exc), exc))
+        worker.finished.connect(finished)
+        self.cam_worker = worker
+        worker.start()
+        return worker
+
+    def revert(self) -> None:
+        """Back to the model's own results on every slide Adapt changed; the labels stay."""
+        for s in (session.slide_of(ly) for ly in session.slide_layers(self.viewer)):
+            if s is None:
+                continue
+            p = str(s.path)
+            new = self.adapted_results.pop(p, None)
+            if new is not None and self.host.results.get(p) is new and p in self.base_results:
+                self.host.results[p] = self.base_results[p]
+                self._display(s, self.base_results[p])
+                self._draw(s)
+        self.result, self.head_engine = None, None
+        if self.adapted_for is not None:
+            session.set_adapted_head(self.viewer, self.adapted_for, None)
+            self.adapted_for = None
+        self.save_btn.setEnabled(False)
+        self.revert_btn.setEnabled(False)
+        self.maps_btn.setEnabled(False)
+        self.status.setText("reverted to the model's own class map; the labels are kept")
 
     @staticmethod
     def _score_change(bundle: Bundle | None, before: TileResults, after: TileResults) -> str:

@@ -170,6 +170,7 @@ class ScoreWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self.refresh_slides)
         napari_viewer.layers.events.removed.connect(self.refresh_slides)
         self.refresh_slides()
+        session.on_adapted_head(napari_viewer, self._on_adapted_head)
 
     # ------------------------------------------------------------------ slides
     def refresh_slides(self, event: object = None) -> None:
@@ -213,11 +214,12 @@ class ScoreWidget(QWidget):
         patient = self.patient_id.text().strip() or None
         case_type = self.case_type.currentText().strip() or None
         self.cancel_event = threading.Event()
+        head = session.adapted_head(self.viewer, bundle.bundle_id)  # the Correct panel's, until saved or reverted
 
         @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Any:
             return score_patient(slides, bundle, patient_id=patient, rois=rois, cancel=self.cancel_event,
-                                 progress=lambda msg, frac: None, case_type=case_type)
+                                 progress=lambda msg, frac: None, case_type=case_type, class_head=head)
 
         worker = work()
         worker.returned.connect(lambda ps: self._show_safely(ps, signature))
@@ -229,6 +231,17 @@ class ScoreWidget(QWidget):
         self.progress.setRange(0, 0)
         worker.start()
         return worker
+
+    def _on_adapted_head(self, bundle_id: str) -> None:
+        """The Correct panel adapted (or reverted) this bundle's head: a score on show is redone with it."""
+        if self.patient_score is None or self.worker is not None:
+            return
+        try:
+            if load_bundle(self.bundle_path.text()).bundle_id != bundle_id:
+                return
+        except PathomicsError:
+            return
+        self.score()
 
     def _finished(self) -> None:
         self.worker = None
@@ -255,7 +268,10 @@ class ScoreWidget(QWidget):
                                                 for k, v in sc.survival_at.items()))
         self._show_context(ps)
         self.disclaimer.setText(ps.disclaimer)
-        self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored")
+        adapted = (ps.bundle or {}).get("class_head")
+        self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored"
+                            + (" with the tissue classifier adapted in the Correct panel (not saved; "
+                               f"head {adapted['digest']})" if adapted else ""))
         self.export_btn.setEnabled(True)
         if self.combined is not None and self._entered():
             self.apply_clinical(redraw=False)

@@ -452,3 +452,41 @@ def add_slide(viewer: napari.Viewer, path: str | Path, mpp: float | None = None,
     for t in defer_layers(viewer, rest) if defer else rest:
         viewer._add_layer_from_data(*t)
     return added
+
+
+# ---------------------------------------------------------------------------------------------
+# a head adapted in the Correct panel and not saved yet, shared with the Score dock
+#: viewer id -> (the viewer, {bundle id: head}, listeners called with the bundle id)
+_ADAPTED: dict[int, tuple[weakref.ref, dict[str, Any], list[weakref.WeakMethod]]] = {}
+
+
+def _adapted_of(viewer: napari.Viewer) -> tuple[dict[str, Any], list[weakref.WeakMethod]]:
+    entry = _ADAPTED.get(id(viewer))
+    if entry is None or entry[0]() is not viewer:  # none yet, or a new viewer at a recycled id
+        entry = _ADAPTED[id(viewer)] = (weakref.ref(viewer), {}, [])
+    return entry[1], entry[2]
+
+
+def set_adapted_head(viewer: napari.Viewer, bundle_id: str, head: Any | None) -> None:
+    """The head the Correct panel adapted for ``bundle_id`` (None: back to the bundle's own); listeners hear it."""
+    heads, listeners = _adapted_of(viewer)
+    if head is None:
+        heads.pop(bundle_id, None)
+    else:
+        heads[bundle_id] = head
+    for ref in list(listeners):
+        fn = ref()
+        if fn is None:
+            listeners.remove(ref)
+        else:
+            fn(bundle_id)
+
+
+def adapted_head(viewer: napari.Viewer, bundle_id: str) -> Any | None:
+    """The unsaved head adapted for ``bundle_id`` in this viewer, if any."""
+    return _adapted_of(viewer)[0].get(bundle_id)
+
+
+def on_adapted_head(viewer: napari.Viewer, method: Any) -> None:
+    """Call the bound ``method(bundle_id)`` whenever an adapted head is set or dropped (held weakly)."""
+    _adapted_of(viewer)[1].append(weakref.WeakMethod(method))
