@@ -67,3 +67,20 @@ def test_off_by_default_and_cached_apart(bundle, tmp_path: Path) -> None:
         assert len(list(cache.rglob("*.npz"))) == 2  # two cache files: neither run reads the other's numbers
         again = plain.run_all(slide, grid, cache_dir=cache)
         np.testing.assert_array_equal(again.probs, r0.probs)
+
+
+def test_score_takes_tta_and_records_it(tmp_path: Path, capsys) -> None:
+    import json
+
+    from napari_pathomics.cli import main as cli_main
+    from napari_pathomics.resources import DEFAULT_BUNDLE
+
+    b = make_bundle(tmp_path / "sig", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))
+    slide_path = small_slide(tmp_path / "s.svs", h=512, w=512, mpp=0.5)
+    out = {}
+    for tta in ("none", "flips"):
+        assert cli_main(["score", str(slide_path), "--bundle", str(b.path), "--amp", "fp32", "--tta", tta,
+                         "--json"]) == 0
+        out[tta] = json.loads(capsys.readouterr().out)
+    assert "tta" not in out["none"]["bundle"] and out["flips"]["bundle"]["tta"] == "flips"
+    assert out["flips"]["risk"] != pytest.approx(out["none"]["risk"], abs=1e-6)

@@ -17,6 +17,14 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default))
 
 
+def add_tta_option(parser: argparse.ArgumentParser) -> None:
+    """``--tta``: the engine's test-time augmentation (``inference.engine.TTA_MODES``; not imported here, to keep
+    the command line's start light)."""
+    parser.add_argument("--tta", choices=("none", "flips", "d4"), default="none",
+                        help="test-time augmentation: features averaged over 4 flipped views (about 3x the model "
+                             "time) or the 8 flips and 90° turns (d4, about 6x); default none")
+
+
 def add_slide_mpp_option(parser: argparse.ArgumentParser) -> None:
     """``--slide-mpp``: the pixel size for slides that do not record it (shared by commands)."""
     parser.add_argument("--slide-mpp", type=MPP, default=None, metavar="UM_PER_PX",

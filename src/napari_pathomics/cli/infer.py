@@ -19,7 +19,7 @@ from ..errors import TilingError
 from ..outputs import check_output_dir
 from ..provenance import bundle_record, run_record
 from ..resources import DEFAULT_BUNDLE
-from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, args_dict, print_json
+from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, add_tta_option, args_dict, print_json
 
 #: What ``infer --out`` writes, and of which kind.
 OUTPUTS = (("tiles.csv", "CSV table"), ("tiles.geojson", "GeoJSON"), ("results.npz", "results file"),
@@ -124,9 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=BATCH, default=32, help="tiles per batch (default 32)")
     p.add_argument("--amp", default="auto", help="precision: auto (probe), fp32, bf16 or fp16 (default auto)")
     p.add_argument("--threads", type=THREADS, default=None, help="torch threads (default: all cores of this process)")
-    p.add_argument("--tta", choices=("none", "flips", "d4"), default="none",
-                   help="test-time augmentation: features averaged over 4 flipped views (about 3x the model time) or the 8 "
-                        "flips and 90° turns (d4, about 6x); default none")
+    add_tta_option(p)
     p.add_argument("--cam", action="append", metavar="CLASS|risk",
                    help="also compute a Grad-CAM for a class, or 'risk' for the risk activation map (repeatable)")
     p.add_argument("--min-tissue", type=FRACTION, default=None,

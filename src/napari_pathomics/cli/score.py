@@ -11,7 +11,7 @@ import sys
 from ..errors import ClinicalError, SignatureError
 from ..resources import DEFAULT_BUNDLE
 from ..units import years_short
-from .common import BATCH, add_slide_mpp_option, print_json
+from .common import BATCH, add_slide_mpp_option, add_tta_option, print_json
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def _score(args: argparse.Namespace) -> int:
     try:
         ps = score_patient(args.slides, bundle, patient_id=args.patient, rois=rois, device=args.device,
                            batch_size=args.batch_size, amp=args.amp, slide_mpp=args.slide_mpp, progress=progress,
-                           case_type=args.case_type)
+                           case_type=args.case_type, tta=args.tta)
     finally:
         if bar is not None:
             bar.close()
@@ -129,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--batch-size", type=BATCH, default=32)
     p.add_argument("--amp", default="auto", help="auto (probed once), fp32, bf16 or fp16")
+    add_tta_option(p)
     p.add_argument("--json", action="store_true", help="print all numbers as JSON")
     p.add_argument("--report", default=None, metavar="FILE.html", help="write the HTML case report (+ .json)")
     p.add_argument("--report-json", default=None, metavar="FILE.json", help="write the JSON report here")

@@ -281,6 +281,7 @@ def score_patient(
     cancel: threading.Event | None = None,
     case_type: str | None = None,
     class_head: ClassHead | None = None,
+    tta: str = "none",
 ) -> PatientScore:
     """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
 
@@ -290,7 +291,8 @@ def score_patient(
     this bundle. ``case_type`` is the case's cancer type as the user states it (else the slides'
     metadata is asked), checked against the signature's in ``PatientScore.context``. ``class_head``
     replaces the bundle's class head (one adapted in the viewer and not saved yet; recorded in
-    ``PatientScore.bundle``). A slide without any classified tile is left out with a warning; if no slide has
+    ``PatientScore.bundle``). ``tta`` is the engine's test-time augmentation (see
+    ``inference.engine.TTA_MODES``; off by default, as it measured no better). A slide without any classified tile is left out with a warning; if no slide has
     one, or the bundle has no signature, a :class:`SignatureError` explains why.
     """
     t0 = time.perf_counter()
@@ -342,7 +344,8 @@ def score_patient(
                     res = TileResults.empty(grid, bundle.class_names, bundle.class_colors,
                                             {"slide": str(slide.path), "bundle_id": bundle.bundle_id})
                 else:
-                    engine, _ = shared_engine(bundle, device=device, batch_size=batch_size, amp=amp)
+                    engine, _ = shared_engine(bundle, device=device, batch_size=batch_size, amp=amp,
+                                              **({"tta": tta} if tta != "none" else {}))
                     if class_head is not None:
                         engine = head_engine = head_engine or engine.with_class_head(class_head)
                     report(f"{name}: inference on {len(grid)} tiles", base)
@@ -416,7 +419,7 @@ def score_patient(
         patient_id=pid, score=sc, features=features,
         composition=comp_all, class_names=names, class_colors=colors,
         slides=summaries, signature=strict_json(sig.summary()),
-        bundle={**bundle_record(bundle), **({"class_head": {
+        bundle={**bundle_record(bundle), **({"tta": tta} if tta != "none" else {}), **({"class_head": {
             "digest": class_head.digest(), "note": "adapted in the viewer and not saved as a bundle"}}
             if class_head is not None else {})},
         versions=versions(), started=started, finished=now_iso(),
