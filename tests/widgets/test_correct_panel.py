@@ -21,7 +21,7 @@ from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.results import DONE, TileResults
 from napari_pathomics.results.labels import labels_path, saved_labels_path
 from napari_pathomics.scoring import score_patient
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import correct_panel, session
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.correct_panel import ROLE_SUGGESTIONS, ROLE_TILE_LABELS
 from napari_pathomics.widgets.result_layers import display_of
@@ -364,7 +364,7 @@ def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer,
 
 
 def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napari_viewer, qtbot, two_tissue_slide,
-                                                                      bundle):
+                                                                      bundle, monkeypatch):
     viewer = make_napari_viewer(show=True)
     img = session.add_slide(viewer, two_tissue_slide)
     slide = session.slide_of(img)
@@ -432,3 +432,10 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
                     timeout=180_000)
     assert score.patient_score.score.risk == pytest.approx(risk_before)
     assert len(panel.labels_of(slide)) == len(_brushed(LEFT) | _brushed(RIGHT))
+
+    # more tiles in view than are recomputed at once: the maps wait for the button, and say so
+    monkeypatch.setattr(correct_panel, "AUTO_CAM_TILES", 1)
+    _wait(qtbot, panel.adapt(), panel)
+    assert panel.cam_worker is None and "the activation maps wait" in panel.status.text()
+    assert not dock.results[str(slide.path)].cams
+    qtbot.waitUntil(lambda: score.worker is None, timeout=180_000)  # it rescored again: no worker outlives the test

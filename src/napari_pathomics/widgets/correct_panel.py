@@ -67,6 +67,7 @@ from ..results.labels import (
     outline_image,
     read_labels,
 )
+from ..results.status import RISK_CAM
 from ..scoring.engines import shared_engine
 from ..scoring.patient import load_signature, score_tiles, slide_tiles
 from ..training.adapt import (
@@ -92,6 +93,9 @@ ROLE_TILE_LABELS, ROLE_SUGGESTIONS = "tile_labels", "label_suggestions"
 #: Outline image px per tile side (the ring is one px: an eighth of a tile).
 OUTLINE_K = 8
 ERASE = "erase"
+MAPS_TEXT = "Activation maps for the whole slide"
+#: After Adapt, the CAMs of the tiles in view are recomputed at once up to this many tiles (else on request).
+AUTO_CAM_TILES = 2000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +166,7 @@ class CorrectPanel(QWidget):
         self.suggest_pos = -1
         self.worker: Any = None
         self.cam_worker: Any = None
+        self.cam_cancel = threading.Event()
         self.cancel_event = threading.Event()
         self.head_engine: Engine | None = None  # the dock's engine with the adapted head (for CAMs)
         self.adapted_for: str | None = None  # bundle id the adapted head belongs to
@@ -225,10 +230,10 @@ class CorrectPanel(QWidget):
         row.addWidget(self.revert_btn)
         row.addWidget(self.save_btn)
         bl.addLayout(row)
-        self.maps_btn = QPushButton("Activation maps for the whole slide")
+        self.maps_btn = QPushButton(MAPS_TEXT)
         self.maps_btn.setToolTip("after Adapt, Grad-CAM / RAM are recomputed with the adapted head for the tiles "
                                  "in view; this computes them for every tile")
-        self.maps_btn.clicked.connect(lambda: self.refresh_maps(whole=True))
+        self.maps_btn.clicked.connect(self._maps_clicked)
         self.maps_btn.setEnabled(False)
         bl.addWidget(self.maps_btn)
         self.progress = QProgressBar()
@@ -705,7 +710,12 @@ class CorrectPanel(QWidget):
         idx = cams_missing(res, names, None if box is None else tiles_in_box(res, box))
         if idx.size == 0:
             return None
-        engine, cancel = self.head_engine, self.cancel_event
+        if not whole and idx.size > AUTO_CAM_TILES:
+            self.status.setText(self.status.text() + f"; the activation maps wait: {idx.size} tiles in view need "
+                                "them (zoom in, or press the button below)")
+            return None
+        engine = self.head_engine
+        cancel = self.cam_cancel = threading.Event()
 
         @thread_worker(ignore_errors=True)  # errored is reported below
         def work() -> Iterator[Any]:
@@ -726,22 +736,32 @@ class CorrectPanel(QWidget):
                     if show in [k for k, _ in views(res)]:
                         self.host.show_view(show)
             self.progress.setValue(100)
-            self.status.setText(f"{', '.join(names)} recomputed with the adapted head for {n} tiles"
+            said = ", ".join("RAM" if c == RISK_CAM else f"Grad-CAM {c}" for c in names)
+            self.status.setText(f"{said} recomputed with the adapted head for {n} tiles"
                                 + ("" if whole else " in view (the button below does the whole slide)"))
 
         def finished() -> None:
             self.cam_worker = None
+            self.maps_btn.setText(MAPS_TEXT)
 
         worker = work()
         worker.yielded.connect(on_yield)
         worker.errored.connect(lambda exc: self._fail(str(exc), exc))
         worker.finished.connect(finished)
         self.cam_worker = worker
+        self.maps_btn.setText("Stop the activation maps")
         worker.start()
         return worker
 
+    def _maps_clicked(self) -> None:
+        if self.cam_worker is not None:
+            self.cam_cancel.set()  # the tiles done so far are kept
+        else:
+            self.refresh_maps(whole=True)
+
     def revert(self) -> None:
         """Back to the model's own results on every slide Adapt changed; the labels stay."""
+        self.cam_cancel.set()
         for s in (session.slide_of(ly) for ly in session.slide_layers(self.viewer)):
             if s is None:
                 continue
