@@ -15,6 +15,7 @@ from napari_pathomics.inference.subset import cams_missing, cams_run, merge_cams
 from napari_pathomics.results import DONE
 from napari_pathomics.scoring import score_patient
 from napari_pathomics.scoring.patient import load_signature, score_tiles, slide_tiles
+from napari_pathomics.scoring.report import write_report_html
 from napari_pathomics.training.adapt import base_head
 from napari_pathomics.wsi.slide import open_slide
 from napari_pathomics.wsi.tiling import plan_for_bundle
@@ -88,7 +89,7 @@ def test_cams_of_some_tiles_with_the_adapted_head_fill_exactly_those(sig_bundle,
     assert cams_missing(adapted, CAM, idx).size == 0
 
 
-def test_score_with_an_adapted_head_is_the_score_of_its_tiles(sig_bundle, slide_path):
+def test_score_with_an_adapted_head_is_the_score_of_its_tiles(sig_bundle, slide_path, tmp_path):
     engine = Engine(sig_bundle, device="cpu", amp="fp32")
     head = _other_head(engine)
     ps = score_patient([slide_path], sig_bundle, class_head=head, use_cache=False, amp="fp32")
@@ -99,5 +100,7 @@ def test_score_with_an_adapted_head_is_the_score_of_its_tiles(sig_bundle, slide_
     want = score_tiles(sig, [slide_tiles(apply_head(base, head, engine.weights))])[1]
     plain = score_tiles(sig, [slide_tiles(base)])[1]
     assert ps.score.risk == pytest.approx(want.risk, abs=1e-3) and want.risk != pytest.approx(plain.risk, abs=1e-3)
+    html = write_report_html(ps, tmp_path / "report.html").read_text()
+    assert "adapted in the viewer and not saved" in html and head.digest() in html
     with pytest.raises(SignatureError, match="not both"):
         score_patient([slide_path], sig_bundle, class_head=head, results=[base])

@@ -286,14 +286,14 @@ def score_patient(
     """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
 
     ``rois[i]`` restricts slide ``i`` to its ROIs, clipped to the slide (``None``: all detected
-    tissue); ``results[i]``
-    reuses results already computed (e.g. by the Analyze dock) when they are complete and from
-    this bundle. ``case_type`` is the case's cancer type as the user states it (else the slides'
-    metadata is asked), checked against the signature's in ``PatientScore.context``. ``class_head``
-    replaces the bundle's class head (one adapted in the viewer and not saved yet; recorded in
-    ``PatientScore.bundle``). ``tta`` is the engine's test-time augmentation (see
-    ``inference.engine.TTA_MODES``; off by default, as it measured no better). A slide without any classified tile is left out with a warning; if no slide has
-    one, or the bundle has no signature, a :class:`SignatureError` explains why.
+    tissue); ``results[i]`` reuses results already computed (e.g. by the Analyze dock) when they
+    are complete and from this bundle. ``case_type`` is the case's cancer type as the user states
+    it (else the slides' metadata is asked), checked against the signature's in
+    ``PatientScore.context``. ``class_head`` replaces the bundle's class head (one adapted in the
+    viewer and not saved yet; recorded in ``PatientScore.bundle``). ``tta`` is the engine's
+    test-time augmentation (``inference.engine.TTA_MODES``; off by default, as it measured no
+    better). A slide without any classified tile is left out with a warning; if no slide has one,
+    or the bundle has no signature, a :class:`SignatureError` explains why.
     """
     t0 = time.perf_counter()
     started = now_iso()

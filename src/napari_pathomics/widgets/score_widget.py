@@ -11,6 +11,8 @@ signature, fields generated from its frozen encoding take the patient's clinical
 they are entered the combined risk is shown beside the pathomics-only one, each with its
 nested-CV C-index, the patient is placed on the interplay curves the signature carries, and the
 report includes it. A value outside the encoding is named in the dock; nothing else is lost.
+While the Analyze dock's Correct panel holds an adapted, unsaved tissue classifier for this
+bundle, scores use it (and are redone when it changes), and the status and report say so.
 Exports an HTML + JSON case report.
 """
 
@@ -76,6 +78,7 @@ class ScoreWidget(QWidget):
         self.patient_score: Any = None
         self.signature: Any = None
         self.worker: Any = None
+        self._rescore = False  # the Correct panel changed the head while a scoring ran
         self.cancel_event = threading.Event()
         layout = QVBoxLayout(self)
 
@@ -234,12 +237,15 @@ class ScoreWidget(QWidget):
 
     def _on_adapted_head(self, bundle_id: str) -> None:
         """The Correct panel adapted (or reverted) this bundle's head: a score on show is redone with it."""
-        if self.patient_score is None or self.worker is not None:
+        if self.patient_score is None:
             return
         try:
             if load_bundle(self.bundle_path.text()).bundle_id != bundle_id:
                 return
         except PathomicsError:
+            return
+        if self.worker is not None:  # once the scoring in progress ends
+            self._rescore = True
             return
         self.score()
 
@@ -247,6 +253,9 @@ class ScoreWidget(QWidget):
         self.worker = None
         self.score_btn.setEnabled(True)
         self.progress.setRange(0, 100)
+        if self._rescore:
+            self._rescore = False
+            QTimer.singleShot(0, self.score)
 
     def _show_safely(self, ps: Any, signature: Any) -> None:
         """An exception in a Qt slot would abort napari: report it instead."""
