@@ -425,9 +425,17 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
     assert again.score.risk == pytest.approx(ps.score.risk)
     assert ps.score.risk != pytest.approx(risk_before)
 
+    # a new Analyze run after Adapt: the adapted head is applied again to its results
+    _wait(qtbot, dock.run(), dock)
+    qtbot.waitUntil(lambda: panel.worker is None and dock.results[str(slide.path)].meta.get("adapted"),
+                    timeout=180_000)
+    np.testing.assert_array_equal(dock.results[str(slide.path)].class_map(), after.class_map())
+    qtbot.waitUntil(lambda: score.worker is None and panel.cam_worker is None, timeout=180_000)
+
     # Revert: the model's own map and score again; the labels stay
     panel.revert()
-    assert dock.results[str(slide.path)] is base
+    assert not dock.results[str(slide.path)].meta.get("adapted")
+    np.testing.assert_array_equal(dock.results[str(slide.path)].class_map(), base.class_map())
     qtbot.waitUntil(lambda: score.worker is None and score.patient_score.bundle.get("class_head") is None,
                     timeout=180_000)
     assert score.patient_score.score.risk == pytest.approx(risk_before)

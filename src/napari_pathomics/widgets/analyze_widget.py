@@ -193,7 +193,9 @@ class AnalyzeWidget(QWidget):
         worker = work()
         worker.yielded.connect(lambda payload: self._on_update(slide, *payload))
         worker.errored.connect(lambda exc: session.report(exc, "analysis failed"))
-        worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None))
+        # a head adapted on this bundle is applied again to the new results (the labels are all kept)
+        readapt = self.correct.result is not None and self.correct.adapted_for == bundle.bundle_id
+        worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None, readapt))
         self.worker = worker
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -213,7 +215,7 @@ class AnalyzeWidget(QWidget):
             self._last_draw = now
         self.status.setText(f"{update.done}/{update.total} tiles" + (" (from cache)" if update.from_cache else ""))
 
-    def _on_finished(self, slide: Slide, run: InferenceRun | None) -> None:
+    def _on_finished(self, slide: Slide, run: InferenceRun | None, readapt: bool = False) -> None:
         self.worker = None
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
@@ -225,6 +227,8 @@ class AnalyzeWidget(QWidget):
         c = res.counts()
         state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
         self.status.setText(f"{state}: " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
+        if readapt and res.complete:
+            self.correct.adapt()
 
     # ------------------------------------------------------------------ hover
     def _on_mouse_move(self, viewer: napari.Viewer, event: Any) -> None:

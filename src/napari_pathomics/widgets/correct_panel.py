@@ -18,7 +18,8 @@
   labels before and after and how many tiles changed class. The Grad-CAM / RAM maps are then
   recomputed with the adapted head for the tiles in view (a button does the whole slide), and
   a score on show in the Score dock is redone with the adapted head until it is saved or
-  reverted. **Revert** goes back to the model's own maps; the labels stay.
+  reverted; a new Analyze run of the same bundle is adapted again. **Revert** goes back to the
+  model's own maps; the labels stay.
 * **Suggest** proposes the next tiles worth labelling (uncertain, spread over the slide and the
   classes) as a points layer; Previous/Next pan the view to each.
 * **Save adapted model** writes the adapted head as a new bundle and makes it the dock's bundle.
