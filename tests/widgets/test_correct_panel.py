@@ -411,6 +411,11 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
     assert not np.allclose(after.cams["risk"][in_view], base.cams["risk"][in_view], atol=1e-3)
     assert display_of(viewer).shown == cam_role("risk")  # the map the pathologist was looking at comes back
 
+    viewer.camera.center = _world(12, 8)  # panned elsewhere: the tiles now in view get theirs
+    panned = tiles_in_box(after, session.visible_box(viewer, slide))
+    assert after.missing_cam("risk")[panned].any()
+    qtbot.waitUntil(lambda: panel.cam_worker is None and not after.missing_cam("risk")[panned].any(), timeout=180_000)
+
     assert panel.maps_btn.isEnabled() and panel.refresh_maps(whole=True) is not None
     qtbot.waitUntil(lambda: panel.cam_worker is None, timeout=180_000)
     assert not after.missing_cam("risk").any()

@@ -16,10 +16,10 @@
   are recomputed once), applies it to the cached embeddings so the class map, uncertainty, patch
   risk and this slide's score refresh at once, and says the cross-validated accuracy on the
   labels before and after and how many tiles changed class. The Grad-CAM / RAM maps are then
-  recomputed with the adapted head for the tiles in view (a button does the whole slide), and
-  a score on show in the Score dock is redone with the adapted head until it is saved or
-  reverted; a new Analyze run of the same bundle is adapted again. **Revert** goes back to the
-  model's own maps; the labels stay.
+  recomputed with the adapted head for the tiles in view and those panned to (a button does the
+  whole slide), and a score on show in the Score dock is redone with the adapted head until it is
+  saved or reverted; a new Analyze run of the same bundle is adapted again. **Revert** goes back
+  to the model's own maps; the labels stay.
 * **Suggest** proposes the next tiles worth labelling (uncertain, spread over the slide and the
   classes) as a points layer; Previous/Next pan the view to each.
 * **Save adapted model** writes the adapted head as a new bundle and makes it the dock's bundle.
@@ -35,6 +35,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -259,6 +260,13 @@ class CorrectPanel(QWidget):
         self.suggest_info = QLabel("")
         bl.addWidget(self.suggest_info)
         layout.addWidget(box)
+        self._summary = ""  # what the last Adapt said
+        self._view_timer = QTimer(self)  # the maps follow the view: tiles panned to get theirs
+        self._view_timer.setSingleShot(True)
+        self._view_timer.setInterval(400)
+        self._view_timer.timeout.connect(lambda: self.refresh_maps(whole=False))
+        napari_viewer.camera.events.zoom.connect(self._schedule_maps)
+        napari_viewer.camera.events.center.connect(self._schedule_maps)
         self.refresh_classes()
         if hasattr(host, "bundle_path"):
             host.bundle_path.editingFinished.connect(self.refresh_classes)
@@ -671,10 +679,11 @@ class CorrectPanel(QWidget):
         self.revert_btn.setEnabled(True)
         for note in data.notes:
             session.show_warning(note)
-        self.status.setText(
+        self._summary = (
             f"adapted on {result.n} labels ({describe_counts(result.counts)}): accuracy on the labels "
             f"{result.accuracy_before:.2f} (model) → {result.accuracy_after:.2f} (adapted, {result.cv_method}); "
             f"{changed} tiles of this slide changed class{score}; fitted in {result.fit_s:.2f} s")
+        self.status.setText(self._summary)
         if bundle is not None:
             self.adapted_for = bundle.bundle_id
             session.set_adapted_head(self.viewer, bundle.bundle_id, result.head)  # the Score dock rescores
@@ -712,8 +721,8 @@ class CorrectPanel(QWidget):
         if idx.size == 0:
             return None
         if not whole and idx.size > AUTO_CAM_TILES:
-            self.status.setText(self.status.text() + f"; the activation maps wait: {idx.size} tiles in view need "
-                                "them (zoom in, or press the button below)")
+            self.status.setText(f"{self._summary}; the activation maps wait: {idx.size} tiles in view need them "
+                                "(zoom in, or press the button below)")
             return None
         engine = self.head_engine
         cancel = self.cam_cancel = threading.Event()
@@ -754,6 +763,10 @@ class CorrectPanel(QWidget):
         worker.start()
         return worker
 
+    def _schedule_maps(self, event: Any = None) -> None:
+        if self.head_engine is not None:
+            self._view_timer.start()
+
     def _maps_clicked(self) -> None:
         if self.cam_worker is not None:
             self.cam_cancel.set()  # the tiles done so far are kept
@@ -763,6 +776,7 @@ class CorrectPanel(QWidget):
     def revert(self) -> None:
         """Back to the model's own results on every slide Adapt changed; the labels stay."""
         self.cam_cancel.set()
+        self._view_timer.stop()
         for s in (session.slide_of(ly) for ly in session.slide_layers(self.viewer)):
             if s is None:
                 continue
