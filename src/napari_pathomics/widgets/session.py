@@ -476,10 +476,14 @@ def set_adapted_head(viewer: napari.Viewer, bundle_id: str, head: Any | None) ->
         heads[bundle_id] = head
     for ref in list(listeners):
         fn = ref()
-        if fn is None:
-            listeners.remove(ref)
-        else:
-            fn(bundle_id)
+        try:
+            if fn is not None:
+                fn(bundle_id)
+                continue
+        except RuntimeError as exc:  # a dock closed: its Qt object is gone ("… has been deleted")
+            if "deleted" not in str(exc):
+                raise
+        listeners.remove(ref)
 
 
 def adapted_head(viewer: napari.Viewer, bundle_id: str) -> Any | None:
