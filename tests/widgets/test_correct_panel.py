@@ -58,12 +58,12 @@ def _wait(qtbot, worker, owner) -> None:  # noqa: ANN001 - qtbot, a napari worke
     qtbot.waitUntil(lambda: owner.worker is None, timeout=180_000)
 
 
-def _analyze(qtbot, viewer, bundle_path) -> AnalyzeWidget:  # noqa: ANN001
+def _analyze(qtbot, viewer, bundle_path, ram: bool = False) -> AnalyzeWidget:  # noqa: ANN001
     w = AnalyzeWidget(viewer)
     w.bundle_path.setText(str(bundle_path))
     w._refresh_bundle()
     w.correct.refresh_classes()
-    w.ram.setChecked(False)
+    w.ram.setChecked(ram)
     _wait(qtbot, w.run(), w)
     return w
 
@@ -368,12 +368,7 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
     viewer = make_napari_viewer(show=True)
     img = session.add_slide(viewer, two_tissue_slide)
     slide = session.slide_of(img)
-    dock = AnalyzeWidget(viewer)
-    dock.bundle_path.setText(str(bundle.path))
-    dock._refresh_bundle()
-    dock.correct.refresh_classes()
-    dock.ram.setChecked(True)
-    _wait(qtbot, dock.run(), dock)
+    dock = _analyze(qtbot, viewer, bundle.path, ram=True)
     base = dock.results[str(slide.path)]
     assert "risk" in base.cams and not base.missing_cam("risk").any()
     score = ScoreWidget(viewer)

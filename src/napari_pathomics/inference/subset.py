@@ -17,7 +17,7 @@ from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from .engine import Engine, InferenceRun
 
-__all__ = ["cells_grid", "tiles_in_box", "cams_missing", "cams_run", "merge_cams"]
+__all__ = ["cells_grid", "cell_index", "tiles_in_box", "cams_missing", "cams_run", "merge_cams"]
 
 
 def cells_grid(slide: Slide, bundle: Bundle, cells: Sequence[tuple[int, int]]) -> TileGrid:
@@ -30,12 +30,16 @@ def cells_grid(slide: Slide, bundle: Bundle, cells: Sequence[tuple[int, int]]) -
                     coverage=np.ones(len(order), dtype=np.float32), params={"cells": True})
 
 
+def cell_index(results: TileResults) -> dict[tuple[int, int], int]:
+    """Lattice cell (col, row) → index of the tile there."""
+    return {(int(c), int(r)): i for i, (c, r) in enumerate(zip(results.cols, results.rows))}
+
+
 def tiles_in_box(results: TileResults, box: tuple[float, float, float, float]) -> np.ndarray:
     """Indices of the tiles whose square meets the level-0 box (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = box
     s = float(results.tile_size_l0)
-    ox = results.cols.astype(np.float64) * s
-    oy = results.rows.astype(np.float64) * s
+    ox, oy = results.origins[:, 0], results.origins[:, 1]
     return np.flatnonzero((ox < x1) & (ox + s > x0) & (oy < y1) & (oy + s > y0))
 
 
@@ -58,7 +62,7 @@ def cams_run(engine: Engine, slide: Slide, results: TileResults, names: Sequence
 
 def merge_cams(results: TileResults, part: TileResults) -> int:
     """Copy ``part``'s CAMs (a run on some of ``results``' cells) into ``results``; how many tiles got them."""
-    where = {(int(c), int(r)): i for i, (c, r) in enumerate(zip(results.cols, results.rows))}
+    where = cell_index(results)
     got = np.flatnonzero(part.status == DONE)
     src = [i for i in got.tolist() if (int(part.cols[i]), int(part.rows[i])) in where]
     dst = np.array([where[(int(part.cols[i]), int(part.rows[i]))] for i in src], dtype=np.int64)

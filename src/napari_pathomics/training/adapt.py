@@ -48,7 +48,7 @@ from ..errors import BundleError, LabelsError
 from ..inference.checks import runtime_problems
 from ..inference.engine import Engine
 from ..inference.head import HEAD_FILE, ClassHead
-from ..inference.subset import cells_grid
+from ..inference.subset import cell_index, cells_grid
 from ..provenance import now_iso, versions
 from ..results import DONE, PENDING, TileResults
 from ..results.labels import TileLabels
@@ -412,10 +412,6 @@ def grid_of_results(results: TileResults, slide: Slide) -> TileGrid:
     return grid
 
 
-def _index(results: TileResults) -> dict[tuple[int, int], int]:
-    return {(int(c), int(r)): i for i, (c, r) in enumerate(zip(results.cols, results.rows))}
-
-
 def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: TileResults | None = None, *,
                      cache_dir: str | Path | None = None, use_cache: bool = True,
                      cancel: threading.Event | None = None, source: str | None = None) -> LabelledTiles:
@@ -440,7 +436,7 @@ def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: 
     emb: dict[tuple[int, int], np.ndarray] = {}
     background: set[tuple[int, int]] = set()
     if results is not None:
-        idx = _index(results)
+        idx = cell_index(results)
         for cell in cells:
             i = idx.get(cell)
             if i is None:

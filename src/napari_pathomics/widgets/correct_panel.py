@@ -742,9 +742,8 @@ class CorrectPanel(QWidget):
             n = merge_cams(res, payload[1])
             if self.host.results.get(path) is res:  # not replaced by a new run or a revert meanwhile
                 self._display(slide, res)
-                if show is not None and show != display_of(self.viewer).shown and hasattr(self.host, "show_view"):
-                    if show in [k for k, _ in views(res)]:
-                        self.host.show_view(show)
+                if show != display_of(self.viewer).shown and show in dict(views(res)) and hasattr(self.host, "show_view"):
+                    self.host.show_view(show)
             self.progress.setValue(100)
             said = ", ".join("RAM" if c == RISK_CAM else f"Grad-CAM {c}" for c in names)
             self.status.setText(f"{said} recomputed with the adapted head for {n} tiles"
