@@ -113,12 +113,13 @@ def render(lab: np.ndarray, tiles: dict[str, list[tuple[str, np.ndarray]]], rng:
                 continue
             pool = tiles[TISSUE[int(lab[r, c])]]
             src = pool[int(rng.integers(0, len(pool)))][1]
-            img[r * TILE:(r + 1) * TILE, c * TILE:(c + 1) * TILE] = augment_tile(src, rng, (0.7, 1.0), 0.03)
+            img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = augment_tile(src, rng, (0.7, 1.0), 0.03)
     return img
 
 
-def new_centre(img: np.ndarray, angle_deg: float = 12.0, gamma: float = 1.15, blur: float = 1.0,
-               jpeg: int = 55) -> np.ndarray:
+def new_centre(
+    img: np.ndarray, angle_deg: float = 12.0, gamma: float = 1.15, blur: float = 1.0, jpeg: int = 55
+) -> np.ndarray:
     """Another scanner and stain batch: H/E stain vectors rotated, gamma, blur, JPEG."""
     rgb_from_hed_ = np.linalg.inv(hed_from_rgb)
     h, e = rgb_from_hed_[0].copy(), rgb_from_hed_[1].copy()
@@ -131,7 +132,7 @@ def new_centre(img: np.ndarray, angle_deg: float = 12.0, gamma: float = 1.15, bl
     conc = od @ hed_from_rgb.astype(np.float32)
     od2 = np.maximum(conc, 0) @ new.astype(np.float32)
     out = np.exp(-od2).reshape(img.shape)
-    out = np.clip(255.0 * out ** gamma, 0, 255).astype(np.uint8)
+    out = np.clip(255.0 * out**gamma, 0, 255).astype(np.uint8)
     if blur > 0:
         out = cv2.GaussianBlur(out, (0, 0), blur)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg])
@@ -160,8 +161,9 @@ class Pair:
     pb: np.ndarray
 
 
-def build_pair(engine: Engine, tiles_a: dict, tiles_b: dict, args: argparse.Namespace, seed: int,
-               to_bundle: np.ndarray) -> Pair:
+def build_pair(
+    engine: Engine, tiles_a: dict, tiles_b: dict, args: argparse.Namespace, seed: int, to_bundle: np.ndarray
+) -> Pair:
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         out = []
@@ -210,10 +212,19 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8, help="slide pairs (each its own layout and draw of tiles)")
     ap.add_argument("--draws", type=int, default=5, help="random label draws per k and pair")
     ap.add_argument("--seed", type=int, default=12)
-    ap.add_argument("--pick", nargs="+", default=["random", "corrections"], choices=["random", "corrections"],
-                    help="which tiles get labelled (see pick_labels)")
-    ap.add_argument("--strength", nargs="+", default=[str(AdaptConfig().strength)],
-                    help="λ values to try ('auto': chosen by cross-validation on the labels)")
+    ap.add_argument(
+        "--pick",
+        nargs="+",
+        default=["random", "corrections"],
+        choices=["random", "corrections"],
+        help="which tiles get labelled (see pick_labels)",
+    )
+    ap.add_argument(
+        "--strength",
+        nargs="+",
+        default=[str(AdaptConfig().strength)],
+        help="λ values to try ('auto': chosen by cross-validation on the labels)",
+    )
     ap.add_argument("--no-shift", action="store_true", help="no new-centre shift (the model's own domain)")
     ap.add_argument("--angle", type=float, default=30.0, help="stain vector rotation (degrees)")
     ap.add_argument("--blur", type=float, default=2.0, help="Gaussian blur sigma (level-0 px)")
@@ -226,26 +237,40 @@ def main() -> None:
     names = bundle.class_names
     to_bundle = np.array([names.index(c) for c in TISSUE])
     tiles_a, tiles_b = split(source_tiles())
-    print("# sources per class (slide A / slide B): " + ", ".join(
-        f"{c} {len(tiles_a[c])}/{len(tiles_b[c])}" for c in TISSUE))
+    print(
+        "# sources per class (slide A / slide B): "
+        + ", ".join(f"{c} {len(tiles_a[c])}/{len(tiles_b[c])}" for c in TISSUE)
+    )
     t0 = time.perf_counter()
     pairs = [build_pair(engine, tiles_a, tiles_b, args, args.seed + 1000 * j, to_bundle) for j in range(args.pairs)]
     t_slides = time.perf_counter() - t0
     base = base_head(engine)
-    shift = ("none" if args.no_shift else
-             f"stain vectors {args.angle:g}°, gamma {args.gamma:g}, blur {args.blur:g} px, JPEG {args.jpeg}")
-    print(f"# {args.pairs} slide pairs of {args.side}x{args.side} tiles; tissue tiles classified on A / B: "
-          + ", ".join(f"{p.ya.size}/{p.yb.size}" for p in pairs)
-          + f"; shift {shift}; TTA {args.tta}; slides built and run in {t_slides:.0f} s")
+    shift = (
+        "none"
+        if args.no_shift
+        else f"stain vectors {args.angle:g}°, gamma {args.gamma:g}, blur {args.blur:g} px, JPEG {args.jpeg}"
+    )
+    print(
+        f"# {args.pairs} slide pairs of {args.side}x{args.side} tiles; tissue tiles classified on A / B: "
+        + ", ".join(f"{p.ya.size}/{p.yb.size}" for p in pairs)
+        + f"; shift {shift}; TTA {args.tta}; slides built and run in {t_slides:.0f} s"
+    )
     acc_b = [accuracy(p.pb, p.yb) for p in pairs]
-    print(f"base model accuracy on B: mean {np.mean(acc_b):.3f} (pairs: {', '.join(f'{v:.3f}' for v in acc_b)}); "
-          f"on A: {np.mean([accuracy(p.pa, p.ya) for p in pairs]):.3f}")
+    print(
+        f"base model accuracy on B: mean {np.mean(acc_b):.3f} (pairs: {', '.join(f'{v:.3f}' for v in acc_b)}); "
+        f"on A: {np.mean([accuracy(p.pa, p.ya) for p in pairs]):.3f}"
+    )
     p0 = pairs[0]
-    per = {c: accuracy(p0.pb[p0.yb == names.index(c)], p0.yb[p0.yb == names.index(c)])
-           for c in TISSUE if np.any(p0.yb == names.index(c))}
+    per = {
+        c: accuracy(p0.pb[p0.yb == names.index(c)], p0.yb[p0.yb == names.index(c)])
+        for c in TISSUE
+        if np.any(p0.yb == names.index(c))
+    }
     print("  per class on B (first pair): " + ", ".join(f"{c} {v:.2f}" for c, v in per.items()))
-    print(f"\n{'λ':>5s} {'pick':>11s} {'k/class':>7s} {'labels':>6s} {'B before':>8s} {'B after':>8s} "
-          f"{'worst pair':>10s} {'CV before':>9s} {'CV after':>8s} {'fit s':>6s}")
+    print(
+        f"\n{'λ':>5s} {'pick':>11s} {'k/class':>7s} {'labels':>6s} {'B before':>8s} {'B after':>8s} "
+        f"{'worst pair':>10s} {'CV before':>9s} {'CV after':>8s} {'fit s':>6s}"
+    )
     for lam_arg in args.strength:
         lam = None if lam_arg == "auto" else float(lam_arg)
         cfg = AdaptConfig(strength=lam)
@@ -267,18 +292,29 @@ def main() -> None:
                     if j == 0 and k == 5:
                         last = res
                 shown = "/".join(f"{v:g}" for v in sorted(set(lams))) if lam is None else f"{lam:g}"
-                print(f"{shown:>5s} {how:>11s} {k:7d} {int(np.median(n_labels)):6d} {np.mean(acc_b):8.3f} "
-                      f"{np.mean(per_pair):8.3f} {np.min(per_pair):10.3f} {np.mean(cvb):9.3f} {np.mean(cva):8.3f} "
-                      f"{np.median(fits):6.3f}")
-            per_after = {c: accuracy(last.head.probs(p0.xb[p0.yb == names.index(c)]), p0.yb[p0.yb == names.index(c)])
-                         for c in TISSUE if np.any(p0.yb == names.index(c))}
-            print(f"{'':>25s} per class on B after 5 per class (first pair, last draw): "
-                  + ", ".join(f"{c} {v:.2f}" for c, v in per_after.items()))
+                print(
+                    f"{shown:>5s} {how:>11s} {k:7d} {int(np.median(n_labels)):6d} {np.mean(acc_b):8.3f} "
+                    f"{np.mean(per_pair):8.3f} {np.min(per_pair):10.3f} {np.mean(cvb):9.3f} {np.mean(cva):8.3f} "
+                    f"{np.median(fits):6.3f}"
+                )
+            per_after = {
+                c: accuracy(last.head.probs(p0.xb[p0.yb == names.index(c)]), p0.yb[p0.yb == names.index(c)])
+                for c in TISSUE
+                if np.any(p0.yb == names.index(c))
+            }
+            print(
+                f"{'':>25s} per class on B after 5 per class (first pair, last draw): "
+                + ", ".join(f"{c} {v:.2f}" for c, v in per_after.items())
+            )
         # the ceiling: every tissue tile of slide A labelled (what more labels of these source tiles can give)
-        ceil = [accuracy(adapt_head(p.xa, p.ya, base, names, cfg, cross_validate=False).head.probs(p.xb), p.yb)
-                for p in pairs]
-        print(f"{'':>5s} {'every tile':>11s} {'all A':>7s} {int(np.median([p.ya.size for p in pairs])):6d} "
-              f"{np.mean(acc_b):8.3f} {np.mean(ceil):8.3f} {np.min(ceil):10.3f}   (ceiling: every tile of A labelled)")
+        ceil = [
+            accuracy(adapt_head(p.xa, p.ya, base, names, cfg, cross_validate=False).head.probs(p.xb), p.yb)
+            for p in pairs
+        ]
+        print(
+            f"{'':>5s} {'every tile':>11s} {'all A':>7s} {int(np.median([p.ya.size for p in pairs])):6d} "
+            f"{np.mean(acc_b):8.3f} {np.mean(ceil):8.3f} {np.min(ceil):10.3f}   (ceiling: every tile of A labelled)"
+        )
 
     # fit time at 5 000 labels: tiles of both slides, repeated with small noise to reach 5 000
     x_all = np.concatenate([p0.xa, p0.xb])
@@ -288,19 +324,33 @@ def main() -> None:
     x5k = (x_all[sel] * r.uniform(0.97, 1.03, (5000, x_all.shape[1]))).astype(np.float32)
     t = time.perf_counter()
     res5k = adapt_head(x5k, y_all[sel], base, names, AdaptConfig())
-    print(f"\n5 000 labels: fit {res5k.fit_s:.2f} s, 5-fold CV {res5k.cv_s:.2f} s (adapt total "
-          f"{time.perf_counter() - t:.2f} s)")
+    print(
+        f"\n5 000 labels: fit {res5k.fit_s:.2f} s, 5-fold CV {res5k.cv_s:.2f} s (adapt total "
+        f"{time.perf_counter() - t:.2f} s)"
+    )
 
     # refresh of a 20 000-tile slide from float16 embeddings: class probabilities, risk, class map
     n = 20_000
     side = int(np.ceil(np.sqrt(n)))
-    big = TileResults(cols=np.arange(n) % side, rows=np.arange(n) // side, origins=np.zeros((n, 2), np.int64),
-                      tile_size_l0=224.0, n_cols=side, n_rows=side, class_names=names,
-                      class_colors=bundle.class_colors, probs=np.zeros((n, len(names)), np.float32),
-                      risk=np.zeros(n, np.float32), status=np.full(n, DONE, np.int8),
-                      stain_fallback=np.zeros(n, bool), emb=x_all[r.integers(0, y_all.size, n)].astype(np.float16))
-    for how, ctx in (("BLAS on one thread, as the Correct panel does", one_blas_thread),
-                     ("BLAS's own thread pool", contextlib.nullcontext)):
+    big = TileResults(
+        cols=np.arange(n) % side,
+        rows=np.arange(n) // side,
+        origins=np.zeros((n, 2), np.int64),
+        tile_size_l0=224.0,
+        n_cols=side,
+        n_rows=side,
+        class_names=names,
+        class_colors=bundle.class_colors,
+        probs=np.zeros((n, len(names)), np.float32),
+        risk=np.zeros(n, np.float32),
+        status=np.full(n, DONE, np.int8),
+        stain_fallback=np.zeros(n, bool),
+        emb=x_all[r.integers(0, y_all.size, n)].astype(np.float16),
+    )
+    for how, ctx in (
+        ("BLAS on one thread, as the Correct panel does", one_blas_thread),
+        ("BLAS's own thread pool", contextlib.nullcontext),
+    ):
         times = []
         for _ in range(3):
             t = time.perf_counter()
@@ -309,8 +359,10 @@ def main() -> None:
             new.class_map()
             new.risk_map()
             times.append(time.perf_counter() - t)
-        print(f"refresh of {n} tiles from cached float16 embeddings (probabilities, risk, class map, risk map; "
-              f"{how}): {np.median(times):.3f} s")
+        print(
+            f"refresh of {n} tiles from cached float16 embeddings (probabilities, risk, class map, risk map; "
+            f"{how}): {np.median(times):.3f} s"
+        )
 
 
 if __name__ == "__main__":

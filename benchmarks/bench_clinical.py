@@ -56,8 +56,17 @@ def part_tcga(repeats: int, bootstrap: int, seed: int) -> dict:
     feats = [f"tme_mean_{c}" for c in CLASSES]
     t0 = time.perf_counter()
     fitter = SignatureFitter(cv_repeats=repeats, n_bootstrap=bootstrap, seed=seed, n_permutations=0)
-    sig = fitter.fit(table, "days_to_event", "vital_status", feats, feature_spec=tcga_feature_spec(CLASSES),
-                     id_col="ID", clinical=CLINICAL, clinical_missing="drop", min_follow_up=0.0)
+    sig = fitter.fit(
+        table,
+        "days_to_event",
+        "vital_status",
+        feats,
+        feature_spec=tcga_feature_spec(CLASSES),
+        id_col="ID",
+        clinical=CLINICAL,
+        clinical_missing="drop",
+        min_follow_up=0.0,
+    )
     fit_s = time.perf_counter() - t0
     ev = sig.evaluation
     inc = ev["increment"]["combined_minus_clinical"]
@@ -65,12 +74,20 @@ def part_tcga(repeats: int, bootstrap: int, seed: int) -> dict:
     out: dict = {
         "rows": {k: v for k, v in ev["rows"].items() if k != "excluded_ids"},
         "design": {k: ev["design"][k] for k in ("folds", "repeats")},
-        "models": {m: {"cv_c_index": v["cv_c_index"], "cv_c_index_sd": v["cv_c_index_sd"], "td_auc": v["td_auc"],
-                       "inputs": v.get("inputs")} for m, v in ev["models"].items()},
+        "models": {
+            m: {
+                "cv_c_index": v["cv_c_index"],
+                "cv_c_index_sd": v["cv_c_index_sd"],
+                "td_auc": v["td_auc"],
+                "inputs": v.get("inputs"),
+            }
+            for m, v in ev["models"].items()
+        },
         "delta_c_combined_minus_clinical": {k: inc[k] for k in ("delta_c", "ci_lower", "ci_upper", "share_above_zero")},
         "lrt_p_pathomics_score_added_to_clinical": inc["likelihood_ratio_test"]["p"],
-        "delta_c_combined_minus_image": {k: ev["increment"]["combined_minus_image"][k]
-                                         for k in ("delta_c", "ci_lower", "ci_upper")},
+        "delta_c_combined_minus_image": {
+            k: ev["increment"]["combined_minus_image"][k] for k in ("delta_c", "ci_lower", "ci_upper")
+        },
         "adjusted_hr_per_sd_pathomics_score": {k: adj.get(k) for k in ("hr", "ci_lower", "ci_upper", "p")},
         "combined_covariates": sig.features,
         "fit_s": round(fit_s, 1),
@@ -83,11 +100,16 @@ def part_tcga(repeats: int, bootstrap: int, seed: int) -> dict:
         out["bundled_max_abs_diff"] = max(diffs) if diffs else None
 
     # plain Cox references on the same rows and folds (the issue's measurement style)
-    d = table[(table["days_to_event"] > 0) & table["cleanstage"].notna()
-              & table["years_to_birth"].notna()].reset_index(drop=True)
+    d = table[(table["days_to_event"] > 0) & table["cleanstage"].notna() & table["years_to_birth"].notna()].reset_index(
+        drop=True
+    )
     t, e = d["days_to_event"].to_numpy(float), d["vital_status"].to_numpy(int)
-    sets = {"stage": ["cleanstage"], "stage+age": ["cleanstage", "years_to_birth"], "features (plain Cox)": feats,
-            "stage+age+features (plain Cox)": ["cleanstage", "years_to_birth", *feats]}
+    sets = {
+        "stage": ["cleanstage"],
+        "stage+age": ["cleanstage", "years_to_birth"],
+        "features (plain Cox)": feats,
+        "stage+age+features (plain Cox)": ["cleanstage", "years_to_birth", *feats],
+    }
     cs: dict[str, list[float]] = {k: [] for k in sets}
     for r in range(repeats):
         fid = stratified_folds(e, 5, seed + 1 + r)  # the fitter's fold seeds
@@ -113,13 +135,21 @@ def _analyse(sig, d, cols: dict) -> dict:
     t_high = b["groups"]["high"]["hazard_ratio"].get("treatment = 1") or {}
     t_low = b["groups"]["low"]["hazard_ratio"].get("treatment = 1") or {}
     return {
-        "int_p": a["interaction"]["p"], "int_ratio": (a["interaction"]["wald"] or {}).get("ratio_of_hazard_ratios"),
-        "marker_low_hr": m_low.get("hr"), "marker_low_p": m_low.get("p"),
-        "marker_high_hr": m_high.get("hr"), "marker_high_p": m_high.get("p"),
-        "ben_p": b["interaction"]["p"], "ben_ratio": (b["interaction"]["wald"] or {}).get("ratio_of_hazard_ratios"),
-        "treat_high_hr": t_high.get("hr"), "treat_high_p": t_high.get("p"),
-        "treat_low_hr": t_low.get("hr"), "treat_low_p": t_low.get("p"),
-        "n": a["n"], "events": a["events"], "n_high": a["n_high"],
+        "int_p": a["interaction"]["p"],
+        "int_ratio": (a["interaction"]["wald"] or {}).get("ratio_of_hazard_ratios"),
+        "marker_low_hr": m_low.get("hr"),
+        "marker_low_p": m_low.get("p"),
+        "marker_high_hr": m_high.get("hr"),
+        "marker_high_p": m_high.get("p"),
+        "ben_p": b["interaction"]["p"],
+        "ben_ratio": (b["interaction"]["wald"] or {}).get("ratio_of_hazard_ratios"),
+        "treat_high_hr": t_high.get("hr"),
+        "treat_high_p": t_high.get("p"),
+        "treat_low_hr": t_low.get("hr"),
+        "treat_low_p": t_low.get("p"),
+        "n": a["n"],
+        "events": a["events"],
+        "n_high": a["n_high"],
     }
 
 
@@ -147,42 +177,68 @@ def part_planted(sizes: list[tuple[float, float]], ns: list[int], seeds: int, nu
     feats = [f"true_{c}" for c in TISSUE_CLASSES]
     train = pd.DataFrame(draw_table(CohortSpec(patients=400, seed=999, marker_hr=1.0, treatment_hr=1.0)))
     sig = SignatureFitter(cross_validate=False, n_permutations=0).fit(train, "time", "event", feats)
-    out: dict = {"signature": {"trained_on": "null virtual cohort, 400 patients, seed 999", "covariates": sig.features},
-                 "planted": [], "null": {}}
+    out: dict = {
+        "signature": {"trained_on": "null virtual cohort, 400 patients, seed 999", "covariates": sig.features},
+        "planted": [],
+        "null": {},
+    }
     for mhr, thr in sizes:
         for n in ns:
             t0 = time.perf_counter()
-            rows = [_analyse(sig, pd.DataFrame(draw_table(CohortSpec(patients=n, seed=s, marker_hr=mhr,
-                                                                     treatment_hr=thr))), cols)
-                    for s in range(seeds)]
-            out["planted"].append({
-                "marker_hr": mhr, "treatment_hr": thr, "patients": n, "seeds": seeds,
-                "mean_events": float(np.mean([r["events"] for r in rows])),
-                "marker_low_right_sign": _rate(rows, lambda r: _gt(r["marker_low_hr"], 1)),
-                "marker_low_p_lt_0_05": _rate(rows, lambda r: _gt(r["marker_low_hr"], 1) and _lt(r["marker_low_p"], .05)),
-                "marker_high_p_lt_0_05": _rate(rows, lambda r: _lt(r["marker_high_p"], .05)),
-                "interaction_right_sign": _rate(rows, lambda r: _lt(r["int_ratio"], 1)),
-                "interaction_p_lt_0_05": _rate(rows, lambda r: _lt(r["int_ratio"], 1) and _lt(r["int_p"], .05)),
-                "treat_high_right_sign": _rate(rows, lambda r: _lt(r["treat_high_hr"], 1)),
-                "treat_high_p_lt_0_05": _rate(rows, lambda r: _lt(r["treat_high_hr"], 1) and _lt(r["treat_high_p"], .05)),
-                "treat_low_p_lt_0_05": _rate(rows, lambda r: _lt(r["treat_low_p"], .05)),
-                "benefit_interaction_right_sign": _rate(rows, lambda r: _lt(r["ben_ratio"], 1)),
-                "benefit_interaction_p_lt_0_05": _rate(rows, lambda r: _lt(r["ben_ratio"], 1) and _lt(r["ben_p"], .05)),
-                "median_interaction_p": float(np.median([r["int_p"] for r in rows])),
-                "median_benefit_p": float(np.median([r["ben_p"] for r in rows])),
-                "seconds": round(time.perf_counter() - t0, 1),
-            })
+            rows = [
+                _analyse(
+                    sig, pd.DataFrame(draw_table(CohortSpec(patients=n, seed=s, marker_hr=mhr, treatment_hr=thr))), cols
+                )
+                for s in range(seeds)
+            ]
+            out["planted"].append(
+                {
+                    "marker_hr": mhr,
+                    "treatment_hr": thr,
+                    "patients": n,
+                    "seeds": seeds,
+                    "mean_events": float(np.mean([r["events"] for r in rows])),
+                    "marker_low_right_sign": _rate(rows, lambda r: _gt(r["marker_low_hr"], 1)),
+                    "marker_low_p_lt_0_05": _rate(
+                        rows, lambda r: _gt(r["marker_low_hr"], 1) and _lt(r["marker_low_p"], 0.05)
+                    ),
+                    "marker_high_p_lt_0_05": _rate(rows, lambda r: _lt(r["marker_high_p"], 0.05)),
+                    "interaction_right_sign": _rate(rows, lambda r: _lt(r["int_ratio"], 1)),
+                    "interaction_p_lt_0_05": _rate(rows, lambda r: _lt(r["int_ratio"], 1) and _lt(r["int_p"], 0.05)),
+                    "treat_high_right_sign": _rate(rows, lambda r: _lt(r["treat_high_hr"], 1)),
+                    "treat_high_p_lt_0_05": _rate(
+                        rows, lambda r: _lt(r["treat_high_hr"], 1) and _lt(r["treat_high_p"], 0.05)
+                    ),
+                    "treat_low_p_lt_0_05": _rate(rows, lambda r: _lt(r["treat_low_p"], 0.05)),
+                    "benefit_interaction_right_sign": _rate(rows, lambda r: _lt(r["ben_ratio"], 1)),
+                    "benefit_interaction_p_lt_0_05": _rate(
+                        rows, lambda r: _lt(r["ben_ratio"], 1) and _lt(r["ben_p"], 0.05)
+                    ),
+                    "median_interaction_p": float(np.median([r["int_p"] for r in rows])),
+                    "median_benefit_p": float(np.median([r["ben_p"] for r in rows])),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
     t0 = time.perf_counter()
-    rows = [_analyse(sig, pd.DataFrame(draw_table(CohortSpec(patients=null_n, seed=1000 + s, marker_hr=1.0,
-                                                             treatment_hr=1.0))), cols) for s in range(null_seeds)]
+    rows = [
+        _analyse(
+            sig,
+            pd.DataFrame(draw_table(CohortSpec(patients=null_n, seed=1000 + s, marker_hr=1.0, treatment_hr=1.0))),
+            cols,
+        )
+        for s in range(null_seeds)
+    ]
     pi, pb = [r["int_p"] for r in rows], [r["ben_p"] for r in rows]
     out["null"] = {
-        "patients": null_n, "seeds": null_seeds, "seed_range": [1000, 1000 + null_seeds - 1],
-        "interaction_fpr": _rate(rows, lambda r: _lt(r["int_p"], .05)),
-        "benefit_fpr": _rate(rows, lambda r: _lt(r["ben_p"], .05)),
-        "marker_low_fpr": _rate(rows, lambda r: _lt(r["marker_low_p"], .05)),
-        "treat_high_fpr": _rate(rows, lambda r: _lt(r["treat_high_p"], .05)),
-        "median_interaction_p": float(np.median(pi)), "median_benefit_p": float(np.median(pb)),
+        "patients": null_n,
+        "seeds": null_seeds,
+        "seed_range": [1000, 1000 + null_seeds - 1],
+        "interaction_fpr": _rate(rows, lambda r: _lt(r["int_p"], 0.05)),
+        "benefit_fpr": _rate(rows, lambda r: _lt(r["ben_p"], 0.05)),
+        "marker_low_fpr": _rate(rows, lambda r: _lt(r["marker_low_p"], 0.05)),
+        "treat_high_fpr": _rate(rows, lambda r: _lt(r["treat_high_p"], 0.05)),
+        "median_interaction_p": float(np.median(pi)),
+        "median_benefit_p": float(np.median(pb)),
         "ks_uniform_p_interaction": float(kstest(pi, "uniform").pvalue),
         "ks_uniform_p_benefit": float(kstest(pb, "uniform").pvalue),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -193,49 +249,67 @@ def part_planted(sizes: list[tuple[float, float]], ns: list[int], seeds: int, nu
 def _print_tcga(r: dict) -> None:
     rows = r["rows"]
     why = ", ".join(f"{k}: {v}" for k, v in rows["excluded"].items())
-    print(f"A. TCGA CRC, {rows['used']} of {rows['total']} patients ({rows['n_excluded']} left out: {why}); "
-          f"nested CV {r['design']['folds']}-fold x {r['design']['repeats']} (fit {r['fit_s']} s)")
+    print(
+        f"A. TCGA CRC, {rows['used']} of {rows['total']} patients ({rows['n_excluded']} left out: {why}); "
+        f"nested CV {r['design']['folds']}-fold x {r['design']['repeats']} (fit {r['fit_s']} s)"
+    )
     for m, v in r["models"].items():
         print(f"   {m:<9} C {v['cv_c_index']:.3f} ± {v['cv_c_index_sd']:.3f}   inputs {', '.join(v['inputs'])}")
     d = r["delta_c_combined_minus_clinical"]
-    print(f"   combined - clinical  ΔC {d['delta_c']:+.4f} [95 % CI {d['ci_lower']:+.4f}, {d['ci_upper']:+.4f}]"
-          f" (share of draws > 0: {d['share_above_zero']:.2f}); LRT of the out-of-fold pathomics score "
-          f"p = {r['lrt_p_pathomics_score_added_to_clinical']:.3g}")
+    print(
+        f"   combined - clinical  ΔC {d['delta_c']:+.4f} [95 % CI {d['ci_lower']:+.4f}, {d['ci_upper']:+.4f}]"
+        f" (share of draws > 0: {d['share_above_zero']:.2f}); LRT of the out-of-fold pathomics score "
+        f"p = {r['lrt_p_pathomics_score_added_to_clinical']:.3g}"
+    )
     d = r["delta_c_combined_minus_image"]
     print(f"   combined - image     ΔC {d['delta_c']:+.4f} [95 % CI {d['ci_lower']:+.4f}, {d['ci_upper']:+.4f}]")
     a = r["adjusted_hr_per_sd_pathomics_score"]
     if a.get("hr") is not None:
-        print(f"   pathomics score adjusted for stage + age: HR per SD {a['hr']:.2f} [{a['ci_lower']:.2f}, "
-              f"{a['ci_upper']:.2f}], p = {a['p']:.3g}")
+        print(
+            f"   pathomics score adjusted for stage + age: HR per SD {a['hr']:.2f} [{a['ci_lower']:.2f}, "
+            f"{a['ci_upper']:.2f}], p = {a['p']:.3g}"
+        )
     print(f"   combined model covariates: {', '.join(r['combined_covariates'])}")
     print(f"   plain Cox in the same folds ({r['n_rows_plain']} rows):")
     for k, v in r["plain_cox_same_folds"].items():
         print(f"     {k:<32} C {v['cv_c_index']:.3f} ± {v['cv_c_index_sd']:.3f}")
     if "bundled_signature_clinical_reproduced" in r:
-        print(f"   bundled signature_clinical.json reproduced: {r['bundled_signature_clinical_reproduced']} "
-              f"(max |ΔC| {r['bundled_max_abs_diff']:.2g})")
+        print(
+            f"   bundled signature_clinical.json reproduced: {r['bundled_signature_clinical_reproduced']} "
+            f"(max |ΔC| {r['bundled_max_abs_diff']:.2g})"
+        )
     print(f"   goal combined C >= 0.75: {'met' if r['goal_combined_c_ge_0_75'] else 'NOT met'}")
 
 
 def _print_planted(r: dict) -> None:
     print(f"B. planted virtual cohorts (signature frozen on a {r['signature']['trained_on']})")
     for p in r["planted"]:
-        print(f"   marker HR {p['marker_hr']} (low-risk only), treatment HR {p['treatment_hr']} (high-risk only), "
-              f"{p['patients']} patients (~{p['mean_events']:.0f} events), {p['seeds']} seeds [{p['seconds']} s]:")
-        print(f"     marker in low-risk: right sign {p['marker_low_right_sign']:.0%}, p<0.05 {p['marker_low_p_lt_0_05']:.0%}"
-              f"; in high-risk p<0.05 {p['marker_high_p_lt_0_05']:.0%}; interaction right sign "
-              f"{p['interaction_right_sign']:.0%}, p<0.05 {p['interaction_p_lt_0_05']:.0%} "
-              f"(median p {p['median_interaction_p']:.3g})")
-        print(f"     treatment in high-risk: right sign {p['treat_high_right_sign']:.0%}, p<0.05 "
-              f"{p['treat_high_p_lt_0_05']:.0%}; in low-risk p<0.05 {p['treat_low_p_lt_0_05']:.0%}; interaction right "
-              f"sign {p['benefit_interaction_right_sign']:.0%}, p<0.05 {p['benefit_interaction_p_lt_0_05']:.0%} "
-              f"(median p {p['median_benefit_p']:.3g})")
+        print(
+            f"   marker HR {p['marker_hr']} (low-risk only), treatment HR {p['treatment_hr']} (high-risk only), "
+            f"{p['patients']} patients (~{p['mean_events']:.0f} events), {p['seeds']} seeds [{p['seconds']} s]:"
+        )
+        print(
+            f"     marker in low-risk: right sign {p['marker_low_right_sign']:.0%}, p<0.05 {p['marker_low_p_lt_0_05']:.0%}"
+            f"; in high-risk p<0.05 {p['marker_high_p_lt_0_05']:.0%}; interaction right sign "
+            f"{p['interaction_right_sign']:.0%}, p<0.05 {p['interaction_p_lt_0_05']:.0%} "
+            f"(median p {p['median_interaction_p']:.3g})"
+        )
+        print(
+            f"     treatment in high-risk: right sign {p['treat_high_right_sign']:.0%}, p<0.05 "
+            f"{p['treat_high_p_lt_0_05']:.0%}; in low-risk p<0.05 {p['treat_low_p_lt_0_05']:.0%}; interaction right "
+            f"sign {p['benefit_interaction_right_sign']:.0%}, p<0.05 {p['benefit_interaction_p_lt_0_05']:.0%} "
+            f"(median p {p['median_benefit_p']:.3g})"
+        )
     n = r["null"]
-    print(f"   null cohorts: {n['patients']} patients, {n['seeds']} seeds [{n['seconds']} s]: false-positive rate "
-          f"(p<0.05) interaction {n['interaction_fpr']:.1%}, benefit {n['benefit_fpr']:.1%}; marker in low-risk "
-          f"{n['marker_low_fpr']:.1%}, treatment in high-risk {n['treat_high_fpr']:.1%}")
-    print(f"     median p interaction {n['median_interaction_p']:.3f}, benefit {n['median_benefit_p']:.3f}; "
-          f"KS test of uniform p-values: p = {n['ks_uniform_p_interaction']:.3f} / {n['ks_uniform_p_benefit']:.3f}")
+    print(
+        f"   null cohorts: {n['patients']} patients, {n['seeds']} seeds [{n['seconds']} s]: false-positive rate "
+        f"(p<0.05) interaction {n['interaction_fpr']:.1%}, benefit {n['benefit_fpr']:.1%}; marker in low-risk "
+        f"{n['marker_low_fpr']:.1%}, treatment in high-risk {n['treat_high_fpr']:.1%}"
+    )
+    print(
+        f"     median p interaction {n['median_interaction_p']:.3f}, benefit {n['median_benefit_p']:.3f}; "
+        f"KS test of uniform p-values: p = {n['ks_uniform_p_interaction']:.3f} / {n['ks_uniform_p_benefit']:.3f}"
+    )
 
 
 def main() -> None:
@@ -247,13 +321,19 @@ def main() -> None:
     ap.add_argument("--null-seeds", type=int, default=40, help="null cohorts (default 40)")
     ap.add_argument("--patients", default="300,600", help="planted cohort sizes (default 300,600)")
     ap.add_argument("--null-patients", type=int, default=400)
-    ap.add_argument("--sizes", default="2.7:0.56,4:0.33",
-                    help="planted marker_hr:treatment_hr pairs (default the seed study's 2.7:0.56 and the tests' 4:0.33)")
+    ap.add_argument(
+        "--sizes",
+        default="2.7:0.56,4:0.33",
+        help="planted marker_hr:treatment_hr pairs (default the seed study's 2.7:0.56 and the tests' 4:0.33)",
+    )
     ap.add_argument("--skip-tcga", action="store_true")
     ap.add_argument("--skip-planted", action="store_true")
     ap.add_argument("--quick", action="store_true", help="1 repeat, 200 bootstrap draws, 3 seeds, 5 null seeds")
-    ap.add_argument("--out", type=Path, default=Path(os.environ.get("PATHOMICS_BENCH_DIR", "/tmp/pathomics-bench"))
-                    / "bench_clinical.json")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("PATHOMICS_BENCH_DIR", "/tmp/pathomics-bench")) / "bench_clinical.json",
+    )
     a = ap.parse_args()
     if a.quick:
         a.repeats, a.bootstrap, a.seeds, a.null_seeds = 1, 200, 3, 5
@@ -269,8 +349,10 @@ def main() -> None:
         _print_planted(res["planted"])
     res["total_s"] = round(time.perf_counter() - t0, 1)
     res["loadavg_end"] = os.getloadavg()
-    print(f"total {res['total_s']} s; load average start {res['loadavg_start']}, end {res['loadavg_end']} "
-          f"on {res['cpus']} CPUs")
+    print(
+        f"total {res['total_s']} s; load average start {res['loadavg_start']}, end {res['loadavg_end']} "
+        f"on {res['cpus']} CPUs"
+    )
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=2, default=str))
     print(f"wrote {a.out}")

@@ -37,21 +37,36 @@ def part_a(work: Path, patients: int, k: int, test_fraction: float, seed: int) -
     if not (cdir / "outcomes.csv").is_file():
         make_cohort(cdir, CohortSpec(patients=patients, seed=seed, tiles_per_side=k))
     t_gen = time.perf_counter() - t0
-    s = TrainSettings(outcomes=str(cdir / "outcomes.csv"), oracle_col="true_log_hazard", test_fraction=test_fraction,
-                      permutations=200, cache_dir=str(work / "emb"), seed=0)
+    s = TrainSettings(
+        outcomes=str(cdir / "outcomes.csv"),
+        oracle_col="true_log_hazard",
+        test_fraction=test_fraction,
+        permutations=200,
+        cache_dir=str(work / "emb"),
+        seed=0,
+    )
     t0 = time.perf_counter()
     rep = train_signature(cdir / "cohort.csv", work / "trained-bundle", settings=s, progress=True)
     t_train = time.perf_counter() - t0
     te = rep["evaluation"]["test"]
     out = {
-        "patients": patients, "tiles_per_side": k, "held_out": te["n"], "held_out_events": te["events"],
-        "c_index": te["c_index"], "oracle_c_index": te["oracle_c_index"],
+        "patients": patients,
+        "tiles_per_side": k,
+        "held_out": te["n"],
+        "held_out_events": te["events"],
+        "c_index": te["c_index"],
+        "oracle_c_index": te["oracle_c_index"],
         "c_gap": te["oracle_c_index"] - te["c_index"],
         "corr_risk_true_log_hazard": te.get("corr_risk_vs_true_log_hazard"),
-        "mean_true_hazard_high": te.get("mean_true_hazard_high"), "mean_true_hazard_low": te.get("mean_true_hazard_low"),
-        "n_high": te.get("n_high"), "hr_high_vs_low": (te.get("hazard_ratio_high_vs_low") or {}).get("hr"),
-        "train_c_index": rep["evaluation"]["train"]["c_index"], "covariates": rep["signature"]["covariates"],
-        "generate_s": round(t_gen, 1), "train_signature_s": round(t_train, 1), "timings": rep["timings"],
+        "mean_true_hazard_high": te.get("mean_true_hazard_high"),
+        "mean_true_hazard_low": te.get("mean_true_hazard_low"),
+        "n_high": te.get("n_high"),
+        "hr_high_vs_low": (te.get("hazard_ratio_high_vs_low") or {}).get("hr"),
+        "train_c_index": rep["evaluation"]["train"]["c_index"],
+        "covariates": rep["signature"]["covariates"],
+        "generate_s": round(t_gen, 1),
+        "train_signature_s": round(t_train, 1),
+        "timings": rep["timings"],
     }
     out["pass_c_within_0_05"] = bool(out["c_gap"] <= 0.05 and te["n"] >= 60)
     hi, lo = out["mean_true_hazard_high"], out["mean_true_hazard_low"]
@@ -79,9 +94,14 @@ def _direct(table, bundle, amp: str, threads: int) -> dict:
             res = engine.run_all(slide, plan_for_bundle(slide, bundle), use_cache=False)
         tiles += len(res)
         per.append(time.perf_counter() - ts)
-    return {"wall_s": time.perf_counter() - t0, "warmup_s": t_warm, "slides_s": time.perf_counter() - t1,
-            "slides_cpu_s": time.process_time() - c1,
-            "per_slide_s": per, "tiles": tiles}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "warmup_s": t_warm,
+        "slides_s": time.perf_counter() - t1,
+        "slides_cpu_s": time.process_time() - c1,
+        "per_slide_s": per,
+        "tiles": tiles,
+    }
 
 
 def part_b(work: Path, n_slides: int, k: int, repeats: int = 2) -> dict:
@@ -107,13 +127,18 @@ def part_b(work: Path, n_slides: int, k: int, repeats: int = 2) -> dict:
         rec = score_cohort(table, d, bundle=DEFAULT_BUNDLE, workers=w, threads_per_worker=t, amp=amp, progress=False)
         wall = time.perf_counter() - t0
         assert rec["summary"]["done"] == n_slides, rec["summary"]
-        return {"wall_s": wall, "cluster_start_s": rec["timings"].get("cluster_start_s", 0.0),
-                "warmup_s": rec["timings"].get("warmup_s"), "slides_s": rec["timings"].get("slides_s"),
-                "scoring_s": rec["timings"]["scoring_s"], "patient_table_s": rec["timings"]["patient_table_s"],
-                "sum_engine_run_s": sum(s["timings"]["run_s"] for s in rec["slides"]),
-                "slides_cpu_s": sum(s["cpu_s"] for s in rec["slides"]),
-                "engine_loads": sum(1 for w_ in rec.get("warmup", []) if w_.get("reused") is False)
-                + sum(1 for s in rec["slides"] if not s["engine_reused"])}
+        return {
+            "wall_s": wall,
+            "cluster_start_s": rec["timings"].get("cluster_start_s", 0.0),
+            "warmup_s": rec["timings"].get("warmup_s"),
+            "slides_s": rec["timings"].get("slides_s"),
+            "scoring_s": rec["timings"]["scoring_s"],
+            "patient_table_s": rec["timings"]["patient_table_s"],
+            "sum_engine_run_s": sum(s["timings"]["run_s"] for s in rec["slides"]),
+            "slides_cpu_s": sum(s["cpu_s"] for s in rec["slides"]),
+            "engine_loads": sum(1 for w_ in rec.get("warmup", []) if w_.get("reused") is False)
+            + sum(1 for s in rec["slides"] if not s["engine_reused"]),
+        }
 
     # interleaved repeats: the machine is shared, so compare the best of each path
     for _ in range(repeats):
@@ -123,8 +148,11 @@ def part_b(work: Path, n_slides: int, k: int, repeats: int = 2) -> dict:
         runs.setdefault("dask_2_workers_x1", []).append(dist("dask_2_workers_x1", 2, 1))
     for name, rs in runs.items():
         best = min(rs, key=lambda r: r["slides_s"])
-        out[name] = {**best, "all_slides_s": [round(r["slides_s"], 2) for r in rs],
-                     "all_wall_s": [round(r["wall_s"], 2) for r in rs]}
+        out[name] = {
+            **best,
+            "all_slides_s": [round(r["slides_s"], 2) for r in rs],
+            "all_wall_s": [round(r["wall_s"], 2) for r in rs],
+        }
     direct = out["direct_engine_2threads"]
     d1 = out["dask_1_worker_x2"]
     # per-slide path: warm model on both sides; distributed = submit, run, write outputs, gather
@@ -152,8 +180,12 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.45)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--score-slides", type=int, default=8)
-    ap.add_argument("--score-tiles-per-side", type=int, default=20,
-                    help="tiles per slide side for the scoring part (20: ~340 tissue tiles, still small for a WSI)")
+    ap.add_argument(
+        "--score-tiles-per-side",
+        type=int,
+        default=20,
+        help="tiles per slide side for the scoring part (20: ~340 tissue tiles, still small for a WSI)",
+    )
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of each scoring path (best kept)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-score", action="store_true")
@@ -163,31 +195,46 @@ def main() -> None:
     if not a.skip_train:
         res["accuracy"] = part_a(a.workdir, a.patients, a.tiles_per_side, a.test_fraction, a.seed)
         acc = res["accuracy"]
-        print(f"[A] held-out {acc['held_out']} patients ({acc['held_out_events']} events): C-index "
-              f"{acc['c_index']:.3f} vs oracle {acc['oracle_c_index']:.3f} (gap {acc['c_gap']:+.3f}, goal ≤ 0.05: "
-              f"{'PASS' if acc['pass_c_within_0_05'] else 'FAIL'}); mean true hazard high {acc['mean_true_hazard_high']:.2f}"
-              f" vs low {acc['mean_true_hazard_low']:.2f} ({'PASS' if acc['pass_high_group_higher_hazard'] else 'FAIL'}); "
-              f"corr(risk, true log-hazard) {acc['corr_risk_true_log_hazard']:.2f}; train-signature {acc['train_signature_s']} s",
-              flush=True)
+        print(
+            f"[A] held-out {acc['held_out']} patients ({acc['held_out_events']} events): C-index "
+            f"{acc['c_index']:.3f} vs oracle {acc['oracle_c_index']:.3f} (gap {acc['c_gap']:+.3f}, goal ≤ 0.05: "
+            f"{'PASS' if acc['pass_c_within_0_05'] else 'FAIL'}); mean true hazard high {acc['mean_true_hazard_high']:.2f}"
+            f" vs low {acc['mean_true_hazard_low']:.2f} ({'PASS' if acc['pass_high_group_higher_hazard'] else 'FAIL'}); "
+            f"corr(risk, true log-hazard) {acc['corr_risk_true_log_hazard']:.2f}; train-signature {acc['train_signature_s']} s",
+            flush=True,
+        )
     if not a.skip_score:
         res["speed"] = sp = part_b(a.workdir, a.score_slides, a.score_tiles_per_side, a.repeats)
         print(f"[B] {sp['slides']} slides × {sp['tiles_per_side']}² tiles, amp {sp['amp']}:")
         dr = sp["direct_engine_2threads"]
-        print(f"    direct engine (1 process, 2 threads): wall {dr['wall_s']:.1f} s (model load {dr['warmup_s']:.1f} s,"
-              f" slides {dr['slides_s']:.1f} s, {dr['tiles']} tiles)")
+        print(
+            f"    direct engine (1 process, 2 threads): wall {dr['wall_s']:.1f} s (model load {dr['warmup_s']:.1f} s,"
+            f" slides {dr['slides_s']:.1f} s, {dr['tiles']} tiles)"
+        )
         for n in ("in_process_1x2", "dask_1_worker_x2", "dask_2_workers_x1"):
             r = sp[n]
-            print(f"    {n:20s} wall {r['wall_s']:.1f} s (cluster start {r['cluster_start_s']:.1f} s, worker "
-                  f"start-up+model load {r['warmup_s']:.1f} s, slides {r['slides_s']:.1f} s, model loads {r['engine_loads']})")
-        print(f"    per-slide overhead of the distributed path (1 worker, warm) vs direct engine: "
-              f"{100 * sp['overhead_per_slide']:+.1f} % ({sp['overhead_per_slide_s']:+.2f} s/slide; in-process path "
-              f"{100 * sp['overhead_in_process']:+.1f} %); whole command incl. start-up {100 * sp['overhead_total']:+.1f} %;"
-              f" 2 workers vs 1 worker: {sp['speedup_2w_vs_1w']:.2f}× wall, {sp['speedup_2w_vs_1w_slides']:.2f}× slides only")
-        print(f"    CPU-seconds per slide: direct {sp['cpu_per_slide_direct_s']:.2f} s; overhead in-process "
-              f"{100 * sp['cpu_overhead_in_process_1x2']:+.1f} %, dask 1 worker {100 * sp['cpu_overhead_dask_1_worker_x2']:+.1f} %,"
-              f" dask 2 workers {100 * sp['cpu_overhead_dask_2_workers_x1']:+.1f} % (robust to others' load)")
-        print("    all repeats (slides s): " + ", ".join(f"{n} {sp[n]['all_slides_s']}" for n in
-              ("direct_engine_2threads", "in_process_1x2", "dask_1_worker_x2", "dask_2_workers_x1")))
+            print(
+                f"    {n:20s} wall {r['wall_s']:.1f} s (cluster start {r['cluster_start_s']:.1f} s, worker "
+                f"start-up+model load {r['warmup_s']:.1f} s, slides {r['slides_s']:.1f} s, model loads {r['engine_loads']})"
+            )
+        print(
+            f"    per-slide overhead of the distributed path (1 worker, warm) vs direct engine: "
+            f"{100 * sp['overhead_per_slide']:+.1f} % ({sp['overhead_per_slide_s']:+.2f} s/slide; in-process path "
+            f"{100 * sp['overhead_in_process']:+.1f} %); whole command incl. start-up {100 * sp['overhead_total']:+.1f} %;"
+            f" 2 workers vs 1 worker: {sp['speedup_2w_vs_1w']:.2f}× wall, {sp['speedup_2w_vs_1w_slides']:.2f}× slides only"
+        )
+        print(
+            f"    CPU-seconds per slide: direct {sp['cpu_per_slide_direct_s']:.2f} s; overhead in-process "
+            f"{100 * sp['cpu_overhead_in_process_1x2']:+.1f} %, dask 1 worker {100 * sp['cpu_overhead_dask_1_worker_x2']:+.1f} %,"
+            f" dask 2 workers {100 * sp['cpu_overhead_dask_2_workers_x1']:+.1f} % (robust to others' load)"
+        )
+        print(
+            "    all repeats (slides s): "
+            + ", ".join(
+                f"{n} {sp[n]['all_slides_s']}"
+                for n in ("direct_engine_2threads", "in_process_1x2", "dask_1_worker_x2", "dask_2_workers_x1")
+            )
+        )
     res["loadavg_end"] = os.getloadavg()
     print(f"load average start {res['loadavg_start']}, end {res['loadavg_end']} on {res['cpus']} CPUs")
     (a.workdir / "bench_cohort.json").write_text(json.dumps(res, indent=2, default=str))

@@ -141,11 +141,15 @@ def part1(args: argparse.Namespace) -> None:
     imgs, y, src, _ = load()
     norm = MacenkoNormalizer.from_reference_file()
     normed = [norm.normalize(t)[0] for t in imgs]
-    print(f"# part 1: split by source; NCT100K {int(np.sum(src == 'NCT100K'))} tiles, VAL7K {int(np.sum(src == 'VAL7K'))} "
-          f"tiles; {'whole recipe (probe + fine-tune)' if args.finetune else 'linear probe stage'}, "
-          f"{args.seeds} seed(s)")
-    print(f"{'recipe':<20s} {'TTA':>4s} {'NCT→VAL':>8s} {'VAL→NCT':>8s} {'pooled':>7s}  (accuracy; pooled = all test tiles "
-          "of both directions)")
+    print(
+        f"# part 1: split by source; NCT100K {int(np.sum(src == 'NCT100K'))} tiles, VAL7K {int(np.sum(src == 'VAL7K'))} "
+        f"tiles; {'whole recipe (probe + fine-tune)' if args.finetune else 'linear probe stage'}, "
+        f"{args.seeds} seed(s)"
+    )
+    print(
+        f"{'recipe':<20s} {'TTA':>4s} {'NCT→VAL':>8s} {'VAL→NCT':>8s} {'pooled':>7s}  (accuracy; pooled = all test tiles "
+        "of both directions)"
+    )
     for name, (mac, aug) in RECIPES.items():
         tiles = normed if mac else imgs
         cfg = TrainConfig(augment=aug, epochs=TrainConfig().epochs if args.finetune else 0, threads=2)
@@ -164,8 +168,11 @@ def part1(args: argparse.Namespace) -> None:
             n_a = int(np.sum((src == "VAL7K") & np.isin(y, y[src == "NCT100K"])))
             n_b = int(np.sum((src == "NCT100K") & np.isin(y, y[src == "VAL7K"])))
             pooled = (a * n_a + b * n_b) / (n_a + n_b)
-            print(f"{name:<20s} {tta:>4s} {a:8.3f} {b:8.3f} {pooled:7.3f}" + (
-                f"   ({time.perf_counter() - t0:.0f} s)" if tta == "d4" else ""), flush=True)
+            print(
+                f"{name:<20s} {tta:>4s} {a:8.3f} {b:8.3f} {pooled:7.3f}"
+                + (f"   ({time.perf_counter() - t0:.0f} s)" if tta == "d4" else ""),
+                flush=True,
+            )
 
 
 def part2(args: argparse.Namespace) -> None:
@@ -181,8 +188,10 @@ def part2(args: argparse.Namespace) -> None:
             truth.append(c)
     shifted = [new_centre(v, angle_deg=30, gamma=1.3, blur=2.0, jpeg=40) for v in views]
     truth_a = np.array(truth)
-    print(f"\n# part 2: the shipped model on {len(views)} views of the {len(imgs)} vendored tiles "
-          f"({args.draws} random crops/turns each)")
+    print(
+        f"\n# part 2: the shipped model on {len(views)} views of the {len(imgs)} vendored tiles "
+        f"({args.draws} random crops/turns each)"
+    )
     print(f"{'TTA':>6s} {'views':>5s} {'acc (as is)':>11s} {'acc (new centre)':>16s} {'ms/tile':>8s}")
     for tta in TTA_MODES:
         eng = Engine(bundle, device="cpu", amp="fp32", tta=tta)
@@ -192,12 +201,14 @@ def part2(args: argparse.Namespace) -> None:
         for kind, data in (("plain", views), ("shift", shifted)):
             probs = []
             for i in range(0, len(data), 32):
-                x = preprocess_batch(np.stack(data[i:i + 32]), bundle).contiguous(memory_format=torch.channels_last)
+                x = preprocess_batch(np.stack(data[i : i + 32]), bundle).contiguous(memory_format=torch.channels_last)
                 t = time.perf_counter()
                 probs.append(eng.predict(x).probs)
                 ms.append((time.perf_counter() - t) / x.shape[0] * 1000)
             out[kind] = float(np.mean(np.concatenate(probs).argmax(1) == truth_a))
-        print(f"{tta:>6s} {TTA_MODES[tta]:5d} {out['plain']:11.3f} {out['shift']:16.3f} {np.median(ms):8.1f}", flush=True)
+        print(
+            f"{tta:>6s} {TTA_MODES[tta]:5d} {out['plain']:11.3f} {out['shift']:16.3f} {np.median(ms):8.1f}", flush=True
+        )
 
 
 def main() -> None:

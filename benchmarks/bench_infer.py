@@ -52,14 +52,30 @@ def resnet18_bundle() -> "object":
         torch.manual_seed(0)
         model = timm.create_model("resnet18", pretrained=False, num_classes=9)
         classes = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
-        man = {"name": "bench-resnet18-random", "version": "0", "files": {}, "model": {
-            "architecture": "resnet18", "weights": "model.safetensors", "num_classes": 9,
-            "classes": [{"name": c, "color": f"#{(37 * i) % 256:02x}{(91 * i) % 256:02x}{(53 * i) % 256:02x}"}
-                        for i, c in enumerate(classes)],
-            "high_risk_classes": ["STR", "TUM"], "input_size": 224, "tile_um": 112.0, "mpp": 0.5,
-            "normalization": {"macenko": MacenkoNormalizer.from_reference_file().to_dict(),
-                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-            "gradcam_target_layer": "layer4"}}
+        man = {
+            "name": "bench-resnet18-random",
+            "version": "0",
+            "files": {},
+            "model": {
+                "architecture": "resnet18",
+                "weights": "model.safetensors",
+                "num_classes": 9,
+                "classes": [
+                    {"name": c, "color": f"#{(37 * i) % 256:02x}{(91 * i) % 256:02x}{(53 * i) % 256:02x}"}
+                    for i, c in enumerate(classes)
+                ],
+                "high_risk_classes": ["STR", "TUM"],
+                "input_size": 224,
+                "tile_um": 112.0,
+                "mpp": 0.5,
+                "normalization": {
+                    "macenko": MacenkoNormalizer.from_reference_file().to_dict(),
+                    "mean": [0.485, 0.456, 0.406],
+                    "std": [0.229, 0.224, 0.225],
+                },
+                "gradcam_target_layer": "layer4",
+            },
+        }
         write_bundle(out, man, model.state_dict())
     return Bundle.load(out)
 
@@ -71,9 +87,17 @@ def subset_grid(grid, n: int):
     if len(grid) <= n:
         return grid
     pick = np.linspace(0, len(grid) - 1, n).round().astype(int)
-    return TileGrid(cols=grid.cols[pick], rows=grid.rows[pick], tile_size_l0=grid.tile_size_l0,
-                    tile_um=grid.tile_um, mpp=grid.mpp, slide_width=grid.slide_width,
-                    slide_height=grid.slide_height, coverage=grid.coverage[pick], params=dict(grid.params))
+    return TileGrid(
+        cols=grid.cols[pick],
+        rows=grid.rows[pick],
+        tile_size_l0=grid.tile_size_l0,
+        tile_um=grid.tile_um,
+        mpp=grid.mpp,
+        slide_width=grid.slide_width,
+        slide_height=grid.slide_height,
+        coverage=grid.coverage[pick],
+        params=dict(grid.params),
+    )
 
 
 def bench_model(engine, xs, amp: str) -> float:
@@ -123,7 +147,7 @@ def bench_prepare(engine, slide, grid, n_batches: int, normalize: bool = True) -
         n = 0
         t = time.perf_counter()
         for b in range(n_batches):
-            sel = idx[b * 32:(b + 1) * 32]
+            sel = idx[b * 32 : (b + 1) * 32]
             if sel.size == 0:
                 break
             engine._prepare(slides, grid, sel, origins)
@@ -156,9 +180,16 @@ def bench_end_to_end(bundle, slide, grid, **kw) -> dict:
     res = run.results
     wall = time.perf_counter() - t
     s = run.stats
-    return {"tiles_per_s": s["tiles"] / s["loop_s"], "model_tiles_per_s": s["model_tiles"] / s["loop_s"],
-            "wall_s": wall, "amp": eng.amp.name, "wait_s": s["wait_s"], "model_s": s["model_s"],
-            "read_s": s["read_s"], "counts": res.counts()}
+    return {
+        "tiles_per_s": s["tiles"] / s["loop_s"],
+        "model_tiles_per_s": s["model_tiles"] / s["loop_s"],
+        "wall_s": wall,
+        "amp": eng.amp.name,
+        "wait_s": s["wait_s"],
+        "model_s": s["model_s"],
+        "read_s": s["read_s"],
+        "counts": res.counts(),
+    }
 
 
 def run_for(bundle, slide, full_grid, args, label: str) -> dict:
@@ -179,17 +210,23 @@ def run_for(bundle, slide, full_grid, args, label: str) -> dict:
     grid = subset_grid(full_grid, args.tiles)
     cores = len(os.sched_getaffinity(0))
     level = slide.best_level(grid.tile_size_l0 / grid.tile_px)
-    print(f"\n== {label}: {bundle.architecture}, {len(grid)} of {len(full_grid)} tiles per run, "
-          f"{grid.tile_px} px at {grid.mpp} µm/px read from level {level} "
-          f"(downsample {slide.level_downsamples[level]:g}), batch 32, {cores} cores, best of {args.rounds} rounds",
-          flush=True)
+    print(
+        f"\n== {label}: {bundle.architecture}, {len(grid)} of {len(full_grid)} tiles per run, "
+        f"{grid.tile_px} px at {grid.mpp} µm/px read from level {level} "
+        f"(downsample {slide.level_downsamples[level]:g}), batch 32, {cores} cores, best of {args.rounds} rounds",
+        flush=True,
+    )
     eng = Engine(bundle, batch_size=32, amp="fp32")
     torch.set_num_threads(cores)
     slides = ThreadSlides(slide)
     xs = []
     for b in range(3):
-        tiles = np.stack([slides.get().read_tile(tuple(map(int, o)), grid.tile_size_l0, grid.tile_px)
-                          for o in grid.origins[b * 32:(b + 1) * 32]])
+        tiles = np.stack(
+            [
+                slides.get().read_tile(tuple(map(int, o)), grid.tile_size_l0, grid.tile_px)
+                for o in grid.origins[b * 32 : (b + 1) * 32]
+            ]
+        )
         xs.append(preprocess_batch(tiles, bundle))
     slides.close()
     configs = [
@@ -218,28 +255,45 @@ def run_for(bundle, slide, full_grid, args, label: str) -> dict:
         torch.set_num_threads(cores)
         m.update({f"cam_{k}": v for k, v in bench_cam(eng, xs[0]).items()})
         rounds.append(m)
-        print(f"  round {r + 1}: load {m['load']:.1f}, model bf16 {m['model_bf16']:.0f} img/s, "
-              f"e2e bf16 prefetch {m['e2e bf16 prefetch(1 worker)']:.0f} tiles/s", flush=True)
+        print(
+            f"  round {r + 1}: load {m['load']:.1f}, model bf16 {m['model_bf16']:.0f} img/s, "
+            f"e2e bf16 prefetch {m['e2e bf16 prefetch(1 worker)']:.0f} tiles/s",
+            flush=True,
+        )
     best = {k: max(rd[k] for rd in rounds) for k in rounds[0] if k != "load" and not k.startswith("cam_")}
     cam = min(rounds, key=lambda rd: rd["cam_cam_s_per_tile"])  # least disturbed CAM round
-    out: dict = {"label": label, "architecture": bundle.architecture, "tiles": len(grid), "read_level": level,
-                 "cores": cores, "rounds": rounds, "best": best}
+    out: dict = {
+        "label": label,
+        "architecture": bundle.architecture,
+        "tiles": len(grid),
+        "read_level": level,
+        "cores": cores,
+        "rounds": rounds,
+        "best": best,
+    }
     print(f"model alone          fp32 {best['model_fp32']:6.1f} img/s   bf16 {best['model_bf16']:6.1f} img/s")
-    print(f"read+Macenko+zscore  {best['prepare_1thread']:6.1f} tiles/s (1 thread, strip reads); read+zscore only "
-          f"{best['read_zscore_1thread']:6.1f}; Slide.read_tile alone, one call per tile {best['read_tile_1thread']:6.1f}")
+    print(
+        f"read+Macenko+zscore  {best['prepare_1thread']:6.1f} tiles/s (1 thread, strip reads); read+zscore only "
+        f"{best['read_zscore_1thread']:6.1f}; Slide.read_tile alone, one call per tile {best['read_tile_1thread']:6.1f}"
+    )
     for amp in ("fp32", "bf16"):
         out[f"bound_{amp}"] = cores / (cores / best[f"model_{amp}"] + 1 / best["prepare_1thread"])
-    print(f"CPU-work bound       fp32 {out['bound_fp32']:6.1f} tiles/s   bf16 {out['bound_bf16']:6.1f} tiles/s "
-          f"(= {cores} / ({cores}/model img/s + 1/prepare tiles/s))")
+    print(
+        f"CPU-work bound       fp32 {out['bound_fp32']:6.1f} tiles/s   bf16 {out['bound_bf16']:6.1f} tiles/s "
+        f"(= {cores} / ({cores}/model img/s + 1/prepare tiles/s))"
+    )
     for name, _ in configs:
         v = best[f"e2e {name}"]
         ref = out["bound_fp32"] if name.startswith("fp32") else out["bound_bf16"]
         print(f"engine {name:<24} {v:6.1f} tiles/s  ({v / ref:.2f}× bound)")
     out["gradcam"] = {k[4:]: v for k, v in cam.items() if k.startswith("cam_")}
     g = out["gradcam"]
-    print(f"Grad-CAM (RAM, bf16)  {g['cam_s_per_tile'] * 1e3:6.1f} ms/tile vs forward {g['forward_s_per_tile'] * 1e3:.1f} "
-          f"ms/tile = {g['cam_over_forward']:.2f}× a forward (median ratio over rounds "
-          f"{np.median([rd['cam_cam_over_forward'] for rd in rounds]):.2f}×)", flush=True)
+    print(
+        f"Grad-CAM (RAM, bf16)  {g['cam_s_per_tile'] * 1e3:6.1f} ms/tile vs forward {g['forward_s_per_tile'] * 1e3:.1f} "
+        f"ms/tile = {g['cam_over_forward']:.2f}× a forward (median ratio over rounds "
+        f"{np.median([rd['cam_cam_over_forward'] for rd in rounds]):.2f}×)",
+        flush=True,
+    )
     return out
 
 
@@ -259,8 +313,11 @@ def main(argv: list[str] | None = None) -> int:
 
     path = ensure_slide()
     load = os.getloadavg()
-    print(f"slide {path} ({path.stat().st_size / 1e6:.0f} MB); load average before: "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print(
+        f"slide {path} ({path.stat().st_size / 1e6:.0f} MB); load average before: "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        flush=True,
+    )
     results = []
     with open_slide(path) as slide:
         bundles = [("resnet18 (random weights)", resnet18_bundle())]

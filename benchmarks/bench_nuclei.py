@@ -82,7 +82,9 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=6, help="planted scenes per resolution")
     args = ap.parse_args()
     print("# one core: OpenCV/BLAS single-threaded; best of 3 runs")
-    print(f"{'image':30s} {'Mpx':>6s} {'seg Mpx/s':>10s} {'+features':>10s} {'baseline':>9s} {'nuclei':>7s} {'baseline n':>10s}")
+    print(
+        f"{'image':30s} {'Mpx':>6s} {'seg Mpx/s':>10s} {'+features':>10s} {'baseline':>9s} {'nuclei':>7s} {'baseline n':>10s}"
+    )
     for name, (path, mpp) in NUCLEI_IMAGES.items():
         rgb = read_rgb(path)
         seg = segment_nuclei(rgb, mpp)
@@ -90,8 +92,10 @@ def main() -> None:
         s_all = _speed(lambda im, m=mpp: measure_nuclei(segment_nuclei(im, m)), rgb)
         s_base = _speed(lambda im, m=mpp: baseline(im, m), rgb)
         nb = int(baseline(rgb, mpp).max())
-        print(f"{name + f' ({mpp} µm/px)':30s} {rgb.shape[0] * rgb.shape[1] / 1e6:6.2f} {s_seg:10.2f} {s_all:10.2f} "
-              f"{s_base:9.2f} {seg.count:7d} {nb:10d}")
+        print(
+            f"{name + f' ({mpp} µm/px)':30s} {rgb.shape[0] * rgb.shape[1] / 1e6:6.2f} {s_seg:10.2f} {s_all:10.2f} "
+            f"{s_base:9.2f} {seg.count:7d} {nb:10d}"
+        )
     for mpp, side in ((0.25, 1000), (0.5, 700)):
         ours, base = [], []
         t_ours = t_px = 0.0
@@ -105,13 +109,19 @@ def main() -> None:
             t_px += side * side
             ours.append(score_instances(sc.labels, lab, sc.touching))
             base.append(score_instances(sc.labels, baseline(sc.rgb, mpp), sc.touching))
-        print(f"\n# planted nuclei at {mpp} µm/px: {args.scenes} scenes of {side}² px, {n_true} nuclei "
-              f"({np.mean([s.n_touching / s.n_true for s in ours]):.0%} touching); segment {t_px / t_ours / 1e6:.2f} Mpx/s")
-        print(f"{'method':10s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'split acc':>9s} {'count x':>8s} {'Dice':>6s} {'AJI':>6s}")
+        print(
+            f"\n# planted nuclei at {mpp} µm/px: {args.scenes} scenes of {side}² px, {n_true} nuclei "
+            f"({np.mean([s.n_touching / s.n_true for s in ours]):.0%} touching); segment {t_px / t_ours / 1e6:.2f} Mpx/s"
+        )
+        print(
+            f"{'method':10s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'split acc':>9s} {'count x':>8s} {'Dice':>6s} {'AJI':>6s}"
+        )
         for label, sc_list in (("ours", ours), ("baseline", base)):
             r = _pool(sc_list)
-            print(f"{label:10s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} {r['split_accuracy']:9.3f} "
-                  f"{r['count_ratio']:8.2f} {r['dice']:6.3f} {r['aji']:6.3f}")
+            print(
+                f"{label:10s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1']:6.3f} {r['split_accuracy']:9.3f} "
+                f"{r['count_ratio']:8.2f} {r['dice']:6.3f} {r['aji']:6.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def first_frame(viewer, t_start):
     return t - t_start, float((shot[..., :3].sum(-1) > 0).mean())
 '''
 
-READER = _PROBE + '''
+READER = (
+    _PROBE
+    + """
 import json, sys, time
 import napari
 from qtpy.QtWidgets import QApplication
@@ -81,9 +83,12 @@ else:  # the ten-line reader
     viewer.add_image(levels, multiscale=True, rgb=True, scale=(mpp, mpp), units=("um", "um"), name=path)
 seconds, painted = first_frame(viewer, t0)
 print(json.dumps({"seconds": seconds, "painted": painted}))
-'''
+"""
+)
 
-COLD = _PROBE + '''
+COLD = (
+    _PROBE
+    + """
 import json, os, sys, time
 t_spawn = float(os.environ["T0"])
 import napari
@@ -103,15 +108,17 @@ else:  # bare napari: an empty viewer
     napari.Viewer(show=True)
     probe()
 print(json.dumps(result))
-'''
+"""
+)
 
 
 def run_child(program: str, slide: Path, mode: str) -> dict:
     import os
 
     env = dict(os.environ, T0=repr(time.time()))
-    out = subprocess.run([sys.executable, "-c", program, str(slide), mode], capture_output=True, text=True,
-                         env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", program, str(slide), mode], capture_output=True, text=True, env=env, timeout=600
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"{mode} failed ({out.returncode}): {out.stderr[-2000:]}")
@@ -124,8 +131,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     slide = args.slide or big_slide()
-    cases = [("reader", READER, "plugin"), ("reader", READER, "raw"), ("reader", READER, "raw-open"),
-             ("cold", COLD, "view"), ("cold", COLD, "bare")]
+    cases = [
+        ("reader", READER, "plugin"),
+        ("reader", READER, "raw"),
+        ("reader", READER, "raw-open"),
+        ("cold", COLD, "view"),
+        ("cold", COLD, "bare"),
+    ]
     times: dict[str, list[float]] = {mode: [] for _, _, mode in cases}
     for _ in range(args.repeats):  # interleaved: a slow moment of the machine hits every case alike
         for _, program, mode in cases:

@@ -53,7 +53,7 @@ def layout(k: int, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:  # a stromal hole inside the tumour
         ys, xs = np.nonzero(mask)
         i = rng.integers(len(ys))
-        mask[max(0, ys[i] - 1):ys[i] + 1, max(0, xs[i] - 1):xs[i] + 1] = False
+        mask[max(0, ys[i] - 1) : ys[i] + 1, max(0, xs[i] - 1) : xs[i] + 1] = False
     labels[mask] = CLASSES.index("TUM")
     border = np.zeros((k, k), bool)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
@@ -71,11 +71,18 @@ def main() -> None:
     ap.add_argument("--slides", type=int, default=4)
     ap.add_argument("--side", type=int, default=16, help="tiles per side")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--noise", type=float, default=0.0,
-                    help="share of tiles whose prediction is replaced by another tile's (a model about "
-                         "1 - noise accurate, like the bundled one on unseen tiles: 0.25)")
-    ap.add_argument("--hard", action="store_true",
-                    help="harder tiles: crops down to half a tile (rescaled), ±15 %% colour jitter, blur")
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="share of tiles whose prediction is replaced by another tile's (a model about "
+        "1 - noise accurate, like the bundled one on unseen tiles: 0.25)",
+    )
+    ap.add_argument(
+        "--hard",
+        action="store_true",
+        help="harder tiles: crops down to half a tile (rescaled), ±15 %% colour jitter, blur",
+    )
     args = ap.parse_args()
     bundle = Bundle.load(DEFAULT_BUNDLE)
     engine = Engine(bundle, device="cpu")
@@ -107,15 +114,21 @@ def main() -> None:
                 scores[(thr, sigma)].append(dice(prop.mask[: args.side, : args.side], truth))
             pred = res.class_map() == bundle.class_names.index("TUM")
             argmax_scores.append(dice(pred[: args.side, : args.side], truth))
-            print(f"slide {i}: {truth.sum()} tumour tiles of {args.side * args.side}, {len(res)} tissue tiles; "
-                  f"Dice (0.5, σ 1) {scores[(0.5, 1.0)][-1]:.3f}, argmax TUM {argmax_scores[-1]:.3f}")
-    print(f"\n# {args.slides} slides of {args.side}x{args.side} tiles ({args.side * 0.112:.1f} mm wide)"
-          f"{', hard tiles' if args.hard else ''}{f', {args.noise:.0%} of predictions swapped' if args.noise else ''}, "
-          f"{time.perf_counter() - t0:.0f} s; Dice at tile resolution, min area 0.05 mm²")
+            print(
+                f"slide {i}: {truth.sum()} tumour tiles of {args.side * args.side}, {len(res)} tissue tiles; "
+                f"Dice (0.5, σ 1) {scores[(0.5, 1.0)][-1]:.3f}, argmax TUM {argmax_scores[-1]:.3f}"
+            )
+    print(
+        f"\n# {args.slides} slides of {args.side}x{args.side} tiles ({args.side * 0.112:.1f} mm wide)"
+        f"{', hard tiles' if args.hard else ''}{f', {args.noise:.0%} of predictions swapped' if args.noise else ''}, "
+        f"{time.perf_counter() - t0:.0f} s; Dice at tile resolution, min area 0.05 mm²"
+    )
     print(f"{'threshold':>9s} {'sigma':>6s} {'Dice mean':>9s} {'min':>6s}")
     for (thr, sigma), v in scores.items():
         print(f"{thr:9.2f} {sigma:6.1f} {np.mean(v):9.3f} {np.min(v):6.3f}")
-    print(f"{'argmax':>9s} {'-':>6s} {np.mean(argmax_scores):9.3f} {np.min(argmax_scores):6.3f}   (TUM argmax tiles, no proposal)")
+    print(
+        f"{'argmax':>9s} {'-':>6s} {np.mean(argmax_scores):9.3f} {np.min(argmax_scores):6.3f}   (TUM argmax tiles, no proposal)"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ def bench_reads(path) -> None:
         raw.append(reads_per_second(lambda x, y: ts.read_region((x, y), 0, (512, 512), as_array=True), 300, w, h, rep))
         ours.append(reads_per_second(lambda x, y: s.read_region((x, y), 0, (512, 512)), 300, w, h, rep))
     r, o = float(np.median(raw)), float(np.median(ours))
-    print(f"random 512² level-0 reads: tiffslide.read_region {r:.0f}/s, Slide.read_region {o:.0f}/s "
-          f"(ratio {o / r:.2f}, goal ≥ 0.9)")
+    print(
+        f"random 512² level-0 reads: tiffslide.read_region {r:.0f}/s, Slide.read_region {o:.0f}/s "
+        f"(ratio {o / r:.2f}, goal ≥ 0.9)"
+    )
 
 
 def bench_viewer(path) -> None:
@@ -54,8 +56,10 @@ def bench_viewer(path) -> None:
         firsts.append(time.perf_counter() - t)
         painted = shot[..., :3].sum(-1) > 0
         assert painted.mean() > 0.2 and shot[painted].mean() > 50, "black first frame"
-    print(f"napari open → first rendered frame: median {np.median(firsts):.2f} s "
-          f"(runs {', '.join(f'{x:.2f}' for x in firsts)}; goal ≤ 0.5 s, never black)")
+    print(
+        f"napari open → first rendered frame: median {np.median(firsts):.2f} s "
+        f"(runs {', '.join(f'{x:.2f}' for x in firsts)}; goal ≤ 0.5 s, never black)"
+    )
 
     img = next(ly for ly in viewer.layers if isinstance(ly, napari.layers.Image))  # ROI layers come after the frame
     rng = np.random.default_rng(1)
@@ -69,8 +73,10 @@ def bench_viewer(path) -> None:
         if i % 20 == 19:
             rss.append(current_rss_mb())
     dt = time.perf_counter() - t
-    print(f"panning 200 random views: {dt / 200 * 1000:.0f} ms/view; RSS MiB at 0,20,..200 views: "
-          f"{', '.join(f'{r:.0f}' for r in rss)} (growth after 100 views: {rss[-1] - rss[len(rss) // 2]:.0f} MiB)")
+    print(
+        f"panning 200 random views: {dt / 200 * 1000:.0f} ms/view; RSS MiB at 0,20,..200 views: "
+        f"{', '.join(f'{r:.0f}' for r in rss)} (growth after 100 views: {rss[-1] - rss[len(rss) // 2]:.0f} MiB)"
+    )
     viewer.close()
 
 

@@ -30,7 +30,9 @@ def main() -> None:
     for _ in range(reps):
         _, fb = norm.normalize(batch)
     batched = (time.perf_counter() - t0) / (reps * len(batch)) * 1e3
-    print(f"tiles: {len(tiles)} of {tiles.shape[1]}x{tiles.shape[2]} px; fallback {int(fb.sum())}/{len(batch)} in the batch")
+    print(
+        f"tiles: {len(tiles)} of {tiles.shape[1]}x{tiles.shape[2]} px; fallback {int(fb.sum())}/{len(batch)} in the batch"
+    )
     print(f"one tile at a time: {single:.2f} ms/tile")
     print(f"batch of {len(batch)}:        {batched:.2f} ms/tile")
 

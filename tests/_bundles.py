@@ -12,9 +12,18 @@ CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 COLORS = ["#ffd27f", "#ffffff", "#a0522d", "#1f3fbf", "#87ceeb", "#b22222", "#2e8b57", "#ff69b4", "#800080"]
 
 
-def make_bundle(out: Path, arch: str = "resnet18", input_size: int = 64, tile_um: float = 32.0, mpp: float = 0.5,
-                layer: str = "layer4", seed: int = 0, signature: dict | None = None,
-                high_risk: tuple[str, ...] | list[str] = ("STR", "TUM"), name: str | None = None) -> Bundle:
+def make_bundle(
+    out: Path,
+    arch: str = "resnet18",
+    input_size: int = 64,
+    tile_um: float = 32.0,
+    mpp: float = 0.5,
+    layer: str = "layer4",
+    seed: int = 0,
+    signature: dict | None = None,
+    high_risk: tuple[str, ...] | list[str] = ("STR", "TUM"),
+    name: str | None = None,
+) -> Bundle:
     """A valid bundle with random (seeded) weights: 64 px tiles of 32 µm so tests stay fast."""
     keep_triton_out()  # as the product does before it builds a model: a test may already show a canvas
     import timm
@@ -26,13 +35,23 @@ def make_bundle(out: Path, arch: str = "resnet18", input_size: int = 64, tile_um
     with torch.no_grad():
         model.get_classifier().weight.mul_(8.0)
     man: dict = {
-        "name": name if name is not None else f"test-{arch}", "version": "0", "files": {},
+        "name": name if name is not None else f"test-{arch}",
+        "version": "0",
+        "files": {},
         "model": {
-            "architecture": arch, "weights": "model.safetensors", "num_classes": len(CLASSES),
+            "architecture": arch,
+            "weights": "model.safetensors",
+            "num_classes": len(CLASSES),
             "classes": [{"name": c, "color": col} for c, col in zip(CLASSES, COLORS)],
-            "high_risk_classes": list(high_risk), "input_size": input_size, "tile_um": tile_um, "mpp": mpp,
-            "normalization": {"macenko": MacenkoNormalizer.from_reference_file().to_dict(),
-                              "mean": [0.70, 0.55, 0.70], "std": [0.15, 0.15, 0.12]},
+            "high_risk_classes": list(high_risk),
+            "input_size": input_size,
+            "tile_um": tile_um,
+            "mpp": mpp,
+            "normalization": {
+                "macenko": MacenkoNormalizer.from_reference_file().to_dict(),
+                "mean": [0.70, 0.55, 0.70],
+                "std": [0.15, 0.15, 0.12],
+            },
             "gradcam_target_layer": layer,
         },
     }
@@ -45,5 +64,14 @@ def make_bundle(out: Path, arch: str = "resnet18", input_size: int = 64, tile_um
 
 def tiny_bundle(out: Path, seed: int = 0, signature: dict | None = None, input_size: int = 64) -> Bundle:
     """timm ``test_resnet`` with seeded random weights, 112 µm tiles at 0.5 µm/px (the cohort lattice)."""
-    return make_bundle(out, arch="test_resnet", input_size=input_size, tile_um=112.0, mpp=0.5, seed=seed,
-                       signature=signature, high_risk=["STR", "DEB"], name="tiny-test-resnet")
+    return make_bundle(
+        out,
+        arch="test_resnet",
+        input_size=input_size,
+        tile_um=112.0,
+        mpp=0.5,
+        seed=seed,
+        signature=signature,
+        high_risk=["STR", "DEB"],
+        name="tiny-test-resnet",
+    )

@@ -28,11 +28,34 @@ def json_paths(obj, prefix=()):
             yield from json_paths(v, prefix + (i,))
 
 
-scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=6)
-json_any = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                        | st.dictionaries(st.sampled_from(["type", "features", "geometry", "coordinates", "properties",
-                                                           "classification", "color", "name", "objectType", "id",
-                                                           "geometries", "x"]), inner, max_size=4), max_leaves=12)
+scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6)
+json_any = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "features",
+                    "geometry",
+                    "coordinates",
+                    "properties",
+                    "classification",
+                    "color",
+                    "name",
+                    "objectType",
+                    "id",
+                    "geometries",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
 
 
 def mutate(data, doc):
@@ -61,8 +84,9 @@ def polygons(draw):
     """Star-shaped polygons (always simple) with an optional star-shaped hole inside."""
     cx, cy = draw(coord), draw(coord)
     n = draw(st.integers(3, 12))
-    angles = np.sort(np.array(draw(st.lists(st.floats(0, 2 * np.pi, exclude_max=True), min_size=n, max_size=n,
-                                            unique=True))))
+    angles = np.sort(
+        np.array(draw(st.lists(st.floats(0, 2 * np.pi, exclude_max=True), min_size=n, max_size=n, unique=True)))
+    )
     radii = np.array(draw(st.lists(st.floats(60, 400), min_size=n, max_size=n)))
     ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
     poly = Polygon(ring)

@@ -29,8 +29,16 @@ RISK_HEAD = "risk_head.safetensors"
 def base_bundle(folder: Path) -> Path:
     """The valid bundle every hostile one is derived from (timm ``test_resnet``, 96 features), with the
     shipped signature so that scoring (``pathomics score``, the Score dock) reaches the hostile part too."""
-    return make_bundle(folder, arch="test_resnet", input_size=64, tile_um=32.0, mpp=0.5, layer="layer4",
-                       name="hostile-base", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text())).path
+    return make_bundle(
+        folder,
+        arch="test_resnet",
+        input_size=64,
+        tile_um=32.0,
+        mpp=0.5,
+        layer="layer4",
+        name="hostile-base",
+        signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()),
+    ).path
 
 
 def _manifest(folder: Path) -> dict:
@@ -50,6 +58,7 @@ def _edit(fn: Callable[[dict], None]) -> Callable[[Path], None]:
         man = _manifest(folder)
         fn(man)
         _save_manifest(folder, man)
+
     return apply
 
 
@@ -61,6 +70,7 @@ def _risk_head(tensors: dict[str, np.ndarray] | bytes, spec: dict | None = None)
         man["files"][RISK_HEAD] = ""
         man["risk_head"] = spec or {"weights": RISK_HEAD, "input": "pre_logits", "dim": 96}
         _save_manifest(folder, man)
+
     return apply
 
 
@@ -73,16 +83,18 @@ def _good_head(**override: np.ndarray) -> dict[str, np.ndarray]:
 
 def _header_entry(field: str, value) -> Callable[[Path], None]:
     """Rewrite one field of the first tensor entry in the weights' safetensors header."""
+
     def apply(folder: Path) -> None:
         w = folder / "model.safetensors"
         raw = w.read_bytes()
         (n,) = struct.unpack("<Q", raw[:8])
-        header = json.loads(raw[8:8 + n])
+        header = json.loads(raw[8 : 8 + n])
         first = next(k for k in header if k != "__metadata__")
         header[first][field] = value
         text = json.dumps(header).encode()
-        w.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+        w.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
         _save_manifest(folder, _manifest(folder))
+
     return apply
 
 
@@ -111,12 +123,18 @@ FOLDER_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "gradcam-nested-dunder": (_set_model(gradcam_target_layer="layer4.__dict__"), "gradcam_target_layer"),
     "risk-head-corrupt": (_risk_head(b"\x10\x00\x00\x00\x00\x00\x00\x00{not safetensors!!" + bytes(64)), RISK_HEAD),
     "risk-head-empty-bias": (_risk_head(_good_head(bias=np.zeros(0))), RISK_HEAD),
-    "risk-head-list-name": (_risk_head(_good_head(), {"weights": [RISK_HEAD], "input": "pre_logits", "dim": 96}),
-                            "risk_head.weights"),
+    "risk-head-list-name": (
+        _risk_head(_good_head(), {"weights": [RISK_HEAD], "input": "pre_logits", "dim": 96}),
+        "risk_head.weights",
+    ),
     "risk-head-nan": (_risk_head(_good_head(weight=np.full(96, np.nan))), RISK_HEAD),
-    "risk-head-wrong-width": (_risk_head({"weight": np.ones(7), "bias": np.array([0.0]), "mean": np.zeros(7),
-                                          "scale": np.ones(7)}, {"weights": RISK_HEAD, "input": "pre_logits",
-                                                                 "dim": 7}), "risk head"),
+    "risk-head-wrong-width": (
+        _risk_head(
+            {"weight": np.ones(7), "bias": np.array([0.0]), "mean": np.zeros(7), "scale": np.ones(7)},
+            {"weights": RISK_HEAD, "input": "pre_logits", "dim": 7},
+        ),
+        "risk head",
+    ),
     "offsets-int": (_header_entry("data_offsets", 5), "data_offsets"),
     "offsets-empty": (_header_entry("data_offsets", []), "data_offsets"),
     "shape-lies": (_header_entry("shape", [10**9]), "safetensors"),

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 
 
-def simulate_cox(n: int, beta: np.ndarray, seed: int, n_noise: int = 2, censor_rate: float = 0.02) -> tuple[pd.DataFrame, np.ndarray]:
+def simulate_cox(
+    n: int, beta: np.ndarray, seed: int, n_noise: int = 2, censor_rate: float = 0.02
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Exponential-baseline Cox data; returns the table and the true linear predictor."""
     rng = np.random.default_rng(seed)
     p = len(beta)

@@ -39,7 +39,7 @@ def _patch_tag(data: bytes, src: Path, tag: str, value: int, page: int = 0) -> b
         off, dtype = tg.valueoffset, tg.dtype
     out = bytearray(data)
     fmt = "<H" if int(dtype) == 3 else "<I"
-    out[off:off + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    out[off : off + struct.calcsize(fmt)] = struct.pack(fmt, value)
     return bytes(out)
 
 
@@ -76,8 +76,14 @@ def make_corpus(folder: Path) -> dict[str, Path]:
     return out
 
 
-def sparse_huge_slide(path: Path, side: int = 200_000, patch_at: tuple[int, int] = (100_352, 100_352),
-                      patch: int = 2048, mpp: float = 0.5, tile: int = 512) -> Path:
+def sparse_huge_slide(
+    path: Path,
+    side: int = 200_000,
+    patch_at: tuple[int, int] = (100_352, 100_352),
+    patch: int = 2048,
+    mpp: float = 0.5,
+    tile: int = 512,
+) -> Path:
     """A real one-level SVS of ``side``² px whose only stored tiles are an H&E patch at ``patch_at`` (y, x).
 
     Every other tile is empty (byte count 0, read as black): a few MB on disk, written in well
@@ -91,13 +97,23 @@ def sparse_huge_slide(path: Path, side: int = 200_000, patch_at: tuple[int, int]
         for r in range(n):
             for c in range(n):
                 if r0 <= r < r0 + k and c0 <= c < c0 + k:
-                    yield img[(r - r0) * tile:(r - r0 + 1) * tile, (c - c0) * tile:(c - c0 + 1) * tile]
+                    yield img[(r - r0) * tile : (r - r0 + 1) * tile, (c - c0) * tile : (c - c0 + 1) * tile]
                 elif r == c == 0:  # tifffile takes the dtype from the first tile: make it one of glass
                     yield np.full((tile, tile, 3), 243, np.uint8)
                 else:
                     yield None
+
     desc = f"Aperio Image Library v12.0.0 \n{side}x{side} ({tile}x{tile}) JPEG/RGB Q=85|AppMag = 20|MPP = {mpp:.6f}"
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
-        tw.write(tiles(), shape=(side, side, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-                 compression="jpeg", description=desc, metadata=None, subfiletype=0)
+        tw.write(
+            tiles(),
+            shape=(side, side, 3),
+            dtype=np.uint8,
+            tile=(tile, tile),
+            photometric="rgb",
+            compression="jpeg",
+            description=desc,
+            metadata=None,
+            subfiletype=0,
+        )
     return path

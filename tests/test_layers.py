@@ -34,15 +34,17 @@ def test_editing_an_outer_ring_keeps_the_holes_inside_it_and_the_id():
     moved = np.asarray(data[0], dtype=float).copy()
     moved[np.argmax(moved.sum(axis=1))] += 5.0  # drag the (100, 100) corner out by 5 px
     notes: list[str] = []
-    (out,) = shapes_to_annotations([moved], ["polygon"], props, originals=kw["metadata"]["pathomics_annotations"],
-                                   notes=notes)
+    (out,) = shapes_to_annotations(
+        [moved], ["polygon"], props, originals=kw["metadata"]["pathomics_annotations"], notes=notes
+    )
     assert out.id == roi.id and out.name == "t1" and not notes
     assert [Polygon(h).equals(Polygon(x)) for h, x in zip(out.geometry.interiors, (hole_a, hole_b))] == [True, True]
     assert out.geometry.area == Polygon(moved[:, ::-1]).area - 200
     # shrink the outline past one hole: that hole goes, and the notes say so
     shrunk = np.array([[0.0, 0.0], [0.0, 50.0], [50.0, 50.0], [50.0, 0.0]])
-    (out,) = shapes_to_annotations([shrunk], ["polygon"], props, originals=kw["metadata"]["pathomics_annotations"],
-                                   notes=notes)
+    (out,) = shapes_to_annotations(
+        [shrunk], ["polygon"], props, originals=kw["metadata"]["pathomics_annotations"], notes=notes
+    )
     assert len(list(out.geometry.interiors)) == 1 and out.id == roi.id and "1 of its 2 holes" in notes[0]
 
 
@@ -58,26 +60,62 @@ def _qupath_objects():
     """A QuPath 0.4-style file's objects: points of two classes (one a MultiPoint), a cell, a detection, a tile."""
     from napari_pathomics.wsi.annotations import parse_geojson
 
-    sq = lambda x0, y0, s: {"type": "Polygon", "coordinates": [[[x0, y0], [x0 + s, y0], [x0 + s, y0 + s],  # noqa: E731
-                                                                  [x0, y0 + s], [x0, y0]]]}
+    def sq(x0: float, y0: float, s: float) -> dict:
+        ring = [[x0, y0], [x0 + s, y0], [x0 + s, y0 + s], [x0, y0 + s], [x0, y0]]
+        return {"type": "Polygon", "coordinates": [ring]}
+
     feats = [
         {"type": "Feature", "geometry": sq(100, 100, 300), "properties": {"objectType": "annotation"}},
-        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[50, 60], [70, 80]]},
-         "properties": {"objectType": "annotation", "name": "count A",
-                        "classification": {"name": "Immune cells", "colorRGB": -6268256}}},
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [250.0, 260.0]},
-         "properties": {"objectType": "annotation", "name": "calibration",
-                        "classification": {"name": "Other", "color": [0, 200, 0]}}},
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [300.0, 310.0]},
-         "properties": {"objectType": "annotation", "classification": {"name": "Immune cells", "color": [160, 90, 160]}}},
-        {"type": "Feature", "geometry": sq(300, 300, 30), "nucleusGeometry": sq(310, 310, 10),
-         "properties": {"objectType": "cell", "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},
-                        "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0}}},
-        {"type": "Feature", "geometry": sq(600, 600, 20),
-         "properties": {"objectType": "detection", "classification": {"name": "Stroma", "colorRGB": -6895466},
-                        "measurements": [{"name": "Hematoxylin OD mean", "value": 0.3}]}},
-        {"type": "Feature", "geometry": sq(0, 0, 512),
-         "properties": {"objectType": "tile", "measurements": [{"name": "prob_TUM", "value": 0.9}]}},
+        {
+            "type": "Feature",
+            "geometry": {"type": "MultiPoint", "coordinates": [[50, 60], [70, 80]]},
+            "properties": {
+                "objectType": "annotation",
+                "name": "count A",
+                "classification": {"name": "Immune cells", "colorRGB": -6268256},
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [250.0, 260.0]},
+            "properties": {
+                "objectType": "annotation",
+                "name": "calibration",
+                "classification": {"name": "Other", "color": [0, 200, 0]},
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [300.0, 310.0]},
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": "Immune cells", "color": [160, 90, 160]},
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": sq(300, 300, 30),
+            "nucleusGeometry": sq(310, 310, 10),
+            "properties": {
+                "objectType": "cell",
+                "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},
+                "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0},
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": sq(600, 600, 20),
+            "properties": {
+                "objectType": "detection",
+                "classification": {"name": "Stroma", "colorRGB": -6895466},
+                "measurements": [{"name": "Hematoxylin OD mean", "value": 0.3}],
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": sq(0, 0, 512),
+            "properties": {"objectType": "tile", "measurements": [{"name": "prob_TUM", "value": 0.9}]},
+        },
     ]
     return parse_geojson({"type": "FeatureCollection", "features": feats}, bounds=(1536, 1024))
 

@@ -25,20 +25,39 @@ __version__ = "0.1.0"
 
 #: Public name -> module that defines it (loaded on first use).
 _API: dict[str, str] = {
-    "Slide": "wsi.slide", "open_slide": "wsi.slide",
-    "Annotation": "wsi.annotations", "read_geojson": "wsi.annotations", "write_geojson": "wsi.annotations",
-    "TileGrid": "wsi.tiling", "plan_tiles": "wsi.tiling", "plan_for_bundle": "wsi.tiling",
-    "TissueMask": "wsi.tissue", "detect_tissue": "wsi.tissue",
-    "Bundle": "bundle.manifest", "validate_bundle": "bundle.manifest", "write_bundle": "bundle.write",
-    "Engine": "inference.engine", "TileResults": "results.tiles",
-    "Signature": "signature.model", "SignatureFitter": "signature.fit", "FeatureSpec": "signature.features",
-    "score_patient": "scoring.patient", "PatientScore": "scoring.patient", "load_signature": "scoring.patient",
-    "DEFAULT_BUNDLE": "resources", "SAMPLE_SLIDE": "resources",
+    "Slide": "wsi.slide",
+    "open_slide": "wsi.slide",
+    "Annotation": "wsi.annotations",
+    "read_geojson": "wsi.annotations",
+    "write_geojson": "wsi.annotations",
+    "TileGrid": "wsi.tiling",
+    "plan_tiles": "wsi.tiling",
+    "plan_for_bundle": "wsi.tiling",
+    "TissueMask": "wsi.tissue",
+    "detect_tissue": "wsi.tissue",
+    "Bundle": "bundle.manifest",
+    "validate_bundle": "bundle.manifest",
+    "write_bundle": "bundle.write",
+    "Engine": "inference.engine",
+    "TileResults": "results.tiles",
+    "Signature": "signature.model",
+    "SignatureFitter": "signature.fit",
+    "FeatureSpec": "signature.features",
+    "score_patient": "scoring.patient",
+    "PatientScore": "scoring.patient",
+    "load_signature": "scoring.patient",
+    "DEFAULT_BUNDLE": "resources",
+    "SAMPLE_SLIDE": "resources",
 }
 #: Modules of the first build's flat layout, still importable under their old names.
 _MOVED: dict[str, str] = {
-    "annotations": "wsi.annotations", "slide": "wsi.slide", "tiling": "wsi.tiling", "tissue": "wsi.tissue",
-    "roi_store": "wsi.roi_store", "synthetic": "wsi.synthetic", "stain": "inference.stain",
+    "annotations": "wsi.annotations",
+    "slide": "wsi.slide",
+    "tiling": "wsi.tiling",
+    "tissue": "wsi.tissue",
+    "roi_store": "wsi.roi_store",
+    "synthetic": "wsi.synthetic",
+    "stain": "inference.stain",
 }
 
 _api_getattr, _api_dir, _api_all = lazy_exports(__name__, _API)

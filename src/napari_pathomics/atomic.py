@@ -158,7 +158,6 @@ def _umask() -> int:
     return umask
 
 
-
 @contextlib.contextmanager
 def atomic_open(path: str | Path, encoding: str = "utf-8") -> Iterator[TextIO]:
     """A text file that replaces ``path`` only when the block finishes (outputs too large to build in memory)."""

@@ -62,12 +62,16 @@ def napari_colormap(kind: str, fraction: float = 0.0, alpha: float = MAP_ALPHA) 
     colors[:, 3] = alpha
     controls = [0.0, t, *np.linspace(t + 1e-4, 1.0, len(colors))]
     rgba = [[0, 0, 0, 0], [0, 0, 0, 0], *colors.tolist()]
-    return {"name": f"{MAPS[kind].cmap} from {t:.2f}" + ("" if alpha == MAP_ALPHA else f" α{alpha:.2f}"),
-            "colors": rgba, "controls": controls}
+    return {
+        "name": f"{MAPS[kind].cmap} from {t:.2f}" + ("" if alpha == MAP_ALPHA else f" α{alpha:.2f}"),
+        "colors": rgba,
+        "controls": controls,
+    }
 
 
-def robust_limits(values: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.0,
-                  floor: float | None = None) -> tuple[float, float]:
+def robust_limits(
+    values: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.0, floor: float | None = None
+) -> tuple[float, float]:
     """Contrast limits from the finite values' percentiles (``floor`` pins the lower one, e.g. 0)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -84,22 +88,71 @@ def robust_limits(values: np.ndarray, lo_pct: float = 1.0, hi_pct: float = 99.0,
 # class palettes
 #: Colours for the NCT-CRC-HE tissue classes (and their common synonyms), far from H&E's hues.
 CONTRAST_PALETTE: dict[str, str] = {
-    "TUM": "#e6194b", "STR": "#ff9f1c", "LYM": "#00b4d8", "MUS": "#2e7d32", "NORM": "#b5e61d",
-    "ADI": "#ffe119", "DEB": "#6d4c41", "MUC": "#1d3ed6", "BACK": "#000000",
+    "TUM": "#e6194b",
+    "STR": "#ff9f1c",
+    "LYM": "#00b4d8",
+    "MUS": "#2e7d32",
+    "NORM": "#b5e61d",
+    "ADI": "#ffe119",
+    "DEB": "#6d4c41",
+    "MUC": "#1d3ed6",
+    "BACK": "#000000",
 }
 #: Okabe–Ito colours (its reddish purple, an H&E hue, replaced by Tol's indigo), the most read classes most distinct.
 COLORBLIND_PALETTE: dict[str, str] = {
-    "TUM": "#D55E00", "STR": "#E69F00", "LYM": "#0072B2", "MUS": "#009E73", "NORM": "#56B4E9",
-    "ADI": "#F0E442", "DEB": "#000000", "MUC": "#332288", "BACK": "#999999",
+    "TUM": "#D55E00",
+    "STR": "#E69F00",
+    "LYM": "#0072B2",
+    "MUS": "#009E73",
+    "NORM": "#56B4E9",
+    "ADI": "#F0E442",
+    "DEB": "#000000",
+    "MUC": "#332288",
+    "BACK": "#999999",
 }
 #: Colours for classes with other names, in order of use.
-_SPARE = {"contrast": ["#e6194b", "#00b4d8", "#ff9f1c", "#2e7d32", "#1d3ed6", "#ffe119", "#6d4c41", "#b5e61d",
-                       "#000000", "#4a148c", "#008080", "#808000"],
-          "colour-blind safe": ["#D55E00", "#0072B2", "#E69F00", "#009E73", "#56B4E9", "#F0E442", "#000000",
-                                "#332288", "#999999"]}
-_SYNONYMS = {"TUMOR": "TUM", "TUMOUR": "TUM", "STROMA": "STR", "LYMPHOCYTES": "LYM", "IMMUNE": "LYM",
-             "MUSCLE": "MUS", "NORMAL": "NORM", "ADIPOSE": "ADI", "FAT": "ADI", "DEBRIS": "DEB", "NECROSIS": "DEB",
-             "MUCUS": "MUC", "BACKGROUND": "BACK"}
+_SPARE = {
+    "contrast": [
+        "#e6194b",
+        "#00b4d8",
+        "#ff9f1c",
+        "#2e7d32",
+        "#1d3ed6",
+        "#ffe119",
+        "#6d4c41",
+        "#b5e61d",
+        "#000000",
+        "#4a148c",
+        "#008080",
+        "#808000",
+    ],
+    "colour-blind safe": [
+        "#D55E00",
+        "#0072B2",
+        "#E69F00",
+        "#009E73",
+        "#56B4E9",
+        "#F0E442",
+        "#000000",
+        "#332288",
+        "#999999",
+    ],
+}
+_SYNONYMS = {
+    "TUMOR": "TUM",
+    "TUMOUR": "TUM",
+    "STROMA": "STR",
+    "LYMPHOCYTES": "LYM",
+    "IMMUNE": "LYM",
+    "MUSCLE": "MUS",
+    "NORMAL": "NORM",
+    "ADIPOSE": "ADI",
+    "FAT": "ADI",
+    "DEBRIS": "DEB",
+    "NECROSIS": "DEB",
+    "MUCUS": "MUC",
+    "BACKGROUND": "BACK",
+}
 PALETTES = ("contrast", "colour-blind safe", "bundle")
 
 
@@ -119,5 +172,3 @@ def class_palette(names: list[str], bundle_colors: list[str], scheme: str = "con
         if c is None:
             out[i] = spare.pop(0) if spare else (bundle_colors[i] if i < len(bundle_colors) else "#808080")
     return [str(c) for c in out]
-
-

@@ -17,8 +17,15 @@ __all__ = ["OutputError", "check_output", "check_output_dir", "file_kind"]
 
 #: File kinds by extension; what an existing file is, and what a writer means to write.
 _KIND_BY_SUFFIX = {
-    ".html": "HTML report", ".htm": "HTML report", ".json": "JSON", ".geojson": "GeoJSON", ".csv": "CSV table",
-    ".tsv": "CSV table", ".npz": "results file", ".png": "image", ".zip": "zip archive",
+    ".html": "HTML report",
+    ".htm": "HTML report",
+    ".json": "JSON",
+    ".geojson": "GeoJSON",
+    ".csv": "CSV table",
+    ".tsv": "CSV table",
+    ".npz": "results file",
+    ".png": "image",
+    ".zip": "zip archive",
     ".safetensors": "weights file",
 }
 _SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".qptiff", ".mrxs", ".vms", ".jpg", ".jpeg")
@@ -89,8 +96,9 @@ def check_output(path: str | Path, kind: str, inputs: Iterable[str | Path | None
     return p
 
 
-def check_output_dir(path: str | Path, writes: Iterable[tuple[str, str]],
-                     inputs: Iterable[str | Path | None] = ()) -> Path:
+def check_output_dir(
+    path: str | Path, writes: Iterable[tuple[str, str]], inputs: Iterable[str | Path | None] = ()
+) -> Path:
     """``path`` if it may become (or receive) the output folder writing ``(name, kind)`` files."""
     p = Path(path).expanduser()
     ins = [Path(i).expanduser() for i in inputs if i is not None]

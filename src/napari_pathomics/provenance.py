@@ -24,8 +24,22 @@ from .resources import cache_dir
 
 #: Packages whose versions determine the numbers the project produces.
 PACKAGES: tuple[str, ...] = (
-    "napari-pathomics", "numpy", "torch", "torchvision", "timm", "grad-cam", "safetensors", "tiffslide",
-    "tifffile", "imagecodecs", "opencv-python-headless", "lifelines", "pandas", "scipy", "dask", "distributed",
+    "napari-pathomics",
+    "numpy",
+    "torch",
+    "torchvision",
+    "timm",
+    "grad-cam",
+    "safetensors",
+    "tiffslide",
+    "tifffile",
+    "imagecodecs",
+    "opencv-python-headless",
+    "lifelines",
+    "pandas",
+    "scipy",
+    "dask",
+    "distributed",
 )
 
 
@@ -115,18 +129,28 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def run_record(command: str, argv: Sequence[str] | None = None, args: dict[str, Any] | None = None,
-               **fields: Any) -> dict[str, Any]:
+def run_record(
+    command: str, argv: Sequence[str] | None = None, args: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
     """The fields every run record starts with: command, arguments, versions, platform, time."""
-    rec: dict[str, Any] = {"command": command, "argv": list(argv) if argv is not None else None,
-                           "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in (args or {}).items()
-                                    if not callable(v)},
-                           "versions": versions(), "platform": platform.platform(), "created": now_iso()}
+    rec: dict[str, Any] = {
+        "command": command,
+        "argv": list(argv) if argv is not None else None,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in (args or {}).items() if not callable(v)},
+        "versions": versions(),
+        "platform": platform.platform(),
+        "created": now_iso(),
+    }
     rec.update(fields)
     return rec
 
 
 def bundle_record(bundle: Any) -> dict[str, Any]:
     """How a record names the bundle it used: name, version, id, path and every file's sha256."""
-    return {"name": bundle.name, "version": bundle.version, "id": bundle.bundle_id,
-            "path": str(bundle.source), "file_hashes": bundle.file_hashes}
+    return {
+        "name": bundle.name,
+        "version": bundle.version,
+        "id": bundle.bundle_id,
+        "path": str(bundle.source),
+        "file_hashes": bundle.file_hashes,
+    }

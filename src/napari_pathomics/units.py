@@ -12,8 +12,12 @@ DAYS_PER_UNIT: dict[str, float] = {"days": 1.0, "weeks": 7.0, "months": 365.25 /
 TIME_UNITS: tuple[str, ...] = tuple(DAYS_PER_UNIT)
 
 #: Survival horizons (1, 3 and 5 years) reported by default, as written in each time unit.
-DEFAULT_HORIZONS: dict[str, tuple[float, ...]] = {"days": (365, 1095, 1825), "weeks": (52, 156, 260),
-                                                  "months": (12, 36, 60), "years": (1, 3, 5)}
+DEFAULT_HORIZONS: dict[str, tuple[float, ...]] = {
+    "days": (365, 1095, 1825),
+    "weeks": (52, 156, 260),
+    "months": (12, 36, 60),
+    "years": (1, 3, 5),
+}
 
 #: Tile side in µm, read resolution in µm/px and the model input side in px they give.
 DEFAULT_TILE_UM = 112.0

@@ -143,8 +143,9 @@ def _refused(path: Path, words: str, tmp_path: Path) -> None:
         Bundle.load(path)
     msg = str(info.value)
     assert words in msg and "\n" not in msg, msg
-    r = subprocess.run([*CLI, "classify-tiles", str(tmp_path), "--bundle", str(path)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*CLI, "classify-tiles", str(tmp_path), "--bundle", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == BundleError.exit_code, r.stderr[-2000:]
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert "Traceback" not in r.stderr and len(lines) == 1 and words in lines[0], r.stderr
@@ -291,7 +292,7 @@ def test_zip_symlink_refused(tiny, tmp_path: Path) -> None:
     folder, _ = tiny
     z = _zip(folder, tmp_path / "b.zip")
     info = zipfile.ZipInfo("bundle/link")
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     with zipfile.ZipFile(z, "a") as zf:
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(BundleError, match="symlink"):
@@ -310,8 +311,13 @@ def test_zip_bomb_refused(tiny, tmp_path: Path) -> None:
 def test_attach_file_signature(tiny) -> None:
     folder, _ = tiny
     before = Bundle.load(folder).bundle_id
-    attach_file(folder, "signature.json", {"coef": [0.1, -0.2]}, manifest_key="signature",
-                manifest_updates={"signature_summary": {"n_features": 2}})
+    attach_file(
+        folder,
+        "signature.json",
+        {"coef": [0.1, -0.2]},
+        manifest_key="signature",
+        manifest_updates={"signature_summary": {"n_features": 2}},
+    )
     b = Bundle.load(folder)
     assert b.signature_path == folder.resolve() / "signature.json"
     assert json.loads(b.signature_path.read_text()) == {"coef": [0.1, -0.2]}
@@ -443,9 +449,14 @@ def test_safetensors_header_that_lies(bundle: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text,words", [("{nope", "manifest.json: invalid JSON at line 1"),
-                                        ("[1, 2]", "top level must be a JSON object"),
-                                        ("\udcff", "not UTF-8 text")])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("{nope", "manifest.json: invalid JSON at line 1"),
+        ("[1, 2]", "top level must be a JSON object"),
+        ("\udcff", "not UTF-8 text"),
+    ],
+)
 def test_manifest_not_json(bundle: Path, tmp_path: Path, text: str, words: str) -> None:
     (bundle / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
     _refused(bundle, words, tmp_path)
@@ -516,7 +527,7 @@ def test_manifest_byte_mutations_only_bundle_error(good: Path, tmp_path_factory,
         if op == "flip":
             raw[i] = data.draw(st.integers(0, 255))
         elif op == "delete":
-            del raw[i:i + data.draw(st.integers(1, 20))]
+            del raw[i : i + data.draw(st.integers(1, 20))]
         elif op == "insert":
             raw[i:i] = data.draw(st.sampled_from([b"[", b"{", b'"', b"\\", b"\xff", b"NaN", b"1e999", b",", b"../"]))
         else:
@@ -530,9 +541,11 @@ def test_manifest_byte_mutations_only_bundle_error(good: Path, tmp_path_factory,
         assert "\n" not in str(exc)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-                           max_leaves=6)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @pytest.mark.slow

@@ -73,12 +73,14 @@ def test_validate_bundle_calls_none_of_them_valid(corpus, name: str, capsys: pyt
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_infer_refuses_in_one_line_and_writes_nothing(corpus, slide, tmp_path, name: str,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_infer_refuses_in_one_line_and_writes_nothing(
+    corpus, slide, tmp_path, name: str, capsys: pytest.CaptureFixture
+) -> None:
     path, words = corpus[name]
     out = tmp_path / "out"
-    code = cli_main(["infer", str(slide), "--bundle", str(path), "--out", str(out), "--device", "cpu",
-                     "--no-tissue", "--quiet"])
+    code = cli_main(
+        ["infer", str(slide), "--bundle", str(path), "--out", str(out), "--device", "cpu", "--no-tissue", "--quiet"]
+    )
     _, err = capsys.readouterr()
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == BundleError.exit_code, err
@@ -87,13 +89,13 @@ def test_infer_refuses_in_one_line_and_writes_nothing(corpus, slide, tmp_path, n
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_score_refuses_in_one_line_and_writes_no_report(corpus, slide, tmp_path, name: str,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_score_refuses_in_one_line_and_writes_no_report(
+    corpus, slide, tmp_path, name: str, capsys: pytest.CaptureFixture
+) -> None:
     """``pathomics score`` (the base carries a signature, so scoring reaches the model) and its report."""
     path, words = corpus[name]
     report = tmp_path / "case.html"
-    code = cli_main(["score", str(slide), "--bundle", str(path), "--report", str(report), "--device", "cpu",
-                     "--quiet"])
+    code = cli_main(["score", str(slide), "--bundle", str(path), "--report", str(report), "--device", "cpu", "--quiet"])
     _, err = capsys.readouterr()
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == BundleError.exit_code, err
@@ -114,8 +116,9 @@ def test_a_refused_zip_leaves_nothing_extracted(corpus) -> None:
 @pytest.mark.parametrize("name", ["risk-head-corrupt", "offsets-int", "encrypted-zip"])
 def test_child_process_cli_one_line(corpus, slide, tmp_path, name: str) -> None:
     path, words = corpus[name]
-    r = run_cli("infer", slide, "--bundle", path, "--out", tmp_path / "out", "--device", "cpu", "--no-tissue",
-                "--quiet")
+    r = run_cli(
+        "infer", slide, "--bundle", path, "--out", tmp_path / "out", "--device", "cpu", "--no-tissue", "--quiet"
+    )
     assert_one_line(r, BundleError.exit_code, words)
     r = run_cli("validate-bundle", path)
     assert r.returncode == BundleError.exit_code and "INVALID" in r.stdout and words in r.stdout

@@ -29,14 +29,27 @@ def nuclei_slide(path: Path, side: int = 896, mpp: float = 0.5, seed: int = 0, *
     return write_slide(path, scene.rgb, mpp=mpp, fmt="svs", min_size=256), scene
 
 
-def tile_results(mask_tum: np.ndarray, tile_px: float = 224.0, mpp: float = 0.5, p_tum: float = 0.9,
-                 p_other: float = 0.05, done: np.ndarray | None = None) -> TileResults:
+def tile_results(
+    mask_tum: np.ndarray,
+    tile_px: float = 224.0,
+    mpp: float = 0.5,
+    p_tum: float = 0.9,
+    p_other: float = 0.05,
+    done: np.ndarray | None = None,
+) -> TileResults:
     """Results on a full lattice whose TUM probability is ``p_tum`` where ``mask_tum`` is set."""
     n_rows, n_cols = mask_tum.shape
     rows, cols = np.nonzero(np.ones_like(mask_tum, dtype=bool) if done is None else done)
-    grid = TileGrid(cols=cols.astype(np.int64), rows=rows.astype(np.int64), tile_size_l0=tile_px, tile_um=tile_px * mpp,
-                    mpp=mpp, slide_width=int(n_cols * tile_px), slide_height=int(n_rows * tile_px),
-                    coverage=np.ones(rows.size, dtype=np.float32))
+    grid = TileGrid(
+        cols=cols.astype(np.int64),
+        rows=rows.astype(np.int64),
+        tile_size_l0=tile_px,
+        tile_um=tile_px * mpp,
+        mpp=mpp,
+        slide_width=int(n_cols * tile_px),
+        slide_height=int(n_rows * tile_px),
+        coverage=np.ones(rows.size, dtype=np.float32),
+    )
     res = TileResults.empty(grid, CLASSES, COLORS, {"slide_mpp": [mpp, mpp], "tile_um": tile_px * mpp, "mpp": mpp})
     t = CLASSES.index("TUM")
     s = CLASSES.index("STR")

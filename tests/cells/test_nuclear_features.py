@@ -23,8 +23,9 @@ def _slide(n: int, density: np.ndarray, nc: np.ndarray, sid: str = "") -> SlideT
 
 
 def test_nuclear_features_are_pooled_tile_statistics() -> None:
-    spec = FeatureSpec(["A", "B"], tme_stats=["mean"], nuclear=["density_mm2", "nc_ratio_mean"],
-                       nuclear_stats=["mean", "q50", "q90"])
+    spec = FeatureSpec(
+        ["A", "B"], tme_stats=["mean"], nuclear=["density_mm2", "nc_ratio_mean"], nuclear_stats=["mean", "q50", "q90"]
+    )
     s1 = _slide(3, np.array([1000.0, 2000.0, np.nan]), np.array([0.2, 0.3, 0.4]))
     s2 = _slide(2, np.array([3000.0, 4000.0]), np.array([np.nan, 0.6]))
     f = spec.transform([s1, s2])
@@ -88,9 +89,26 @@ def test_build_signature_with_nuclear_columns(tmp_path: Path, capsys: pytest.Cap
     table = tmp_path / "nuc.csv"
     df.to_csv(table, index=False)
     out = tmp_path / "sig.json"
-    rc = main(["build-signature", str(table), "--time", "time", "--event", "event", "--id", "ID",
-               "--nuclear-measures", "density_mm2,nc_ratio_mean", "--out", str(out), "--no-cv", "--permutations", "20",
-               "--json"])
+    rc = main(
+        [
+            "build-signature",
+            str(table),
+            "--time",
+            "time",
+            "--event",
+            "event",
+            "--id",
+            "ID",
+            "--nuclear-measures",
+            "density_mm2,nc_ratio_mean",
+            "--out",
+            str(out),
+            "--no-cv",
+            "--permutations",
+            "20",
+            "--json",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     sig = Signature.from_json(out)
     assert sig.feature_spec is not None and sig.feature_spec.nuclear == ["density_mm2", "nc_ratio_mean"]
@@ -100,8 +118,20 @@ def test_build_signature_with_nuclear_columns(tmp_path: Path, capsys: pytest.Cap
     lo = sig.score(sig.feature_spec.transform(_slide(4, np.full(4, 1500.0), np.full(4, 0.3))))
     assert hi.risk > lo.risk
     capsys.readouterr()
-    rc = main(["build-signature", str(table), "--time", "time", "--event", "event", "--nuclear-measures", "area",
-               "--out", str(tmp_path / "x.json")])
+    rc = main(
+        [
+            "build-signature",
+            str(table),
+            "--time",
+            "time",
+            "--event",
+            "event",
+            "--nuclear-measures",
+            "area",
+            "--out",
+            str(tmp_path / "x.json"),
+        ]
+    )
     assert rc == SignatureError.exit_code and "missing nuclear columns" in capsys.readouterr().err
 
 
@@ -120,12 +150,29 @@ def test_a_bundle_with_a_nuclear_signature_scores_a_slide(tmp_path: Path, capsys
     t = rng.exponential(30 * np.exp(-(dens - 3000) / 800))
     df = pd.DataFrame({"time": np.minimum(t, 60.0), "event": (t <= 60.0).astype(int)})
     for stat in ("mean", "q10", "q50", "q90"):
-        df[f"nuc_{stat}_density_mm2"] = dens * {"mean": 1.0, "q10": 0.6, "q50": 1.0, "q90": 1.4}[stat] + rng.normal(0, 60, n)
+        df[f"nuc_{stat}_density_mm2"] = dens * {"mean": 1.0, "q10": 0.6, "q50": 1.0, "q90": 1.4}[stat] + rng.normal(
+            0, 60, n
+        )
     df.to_csv(tmp_path / "t.csv", index=False)
     bundle_dir = tmp_path / "bundle"
     shutil.copytree(DEFAULT_BUNDLE, bundle_dir)
-    rc = main(["build-signature", str(tmp_path / "t.csv"), "--time", "time", "--event", "event",
-               "--nuclear-measures", "density_mm2", "--bundle", str(bundle_dir), "--no-cv", "--permutations", "20"])
+    rc = main(
+        [
+            "build-signature",
+            str(tmp_path / "t.csv"),
+            "--time",
+            "time",
+            "--event",
+            "event",
+            "--nuclear-measures",
+            "density_mm2",
+            "--bundle",
+            str(bundle_dir),
+            "--no-cv",
+            "--permutations",
+            "20",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     bundle = Bundle.load(bundle_dir)
     ps = score_patient([SAMPLE_SLIDE], bundle, device="cpu")

@@ -129,8 +129,11 @@ def test_nc_ratio_arithmetic_is_exact() -> None:
 
 
 def test_classify_large_and_lymphocyte_like() -> None:
-    rgb, truth = disc_scene((200, 400), [(50, 50 + 60 * i, r) for i, r in enumerate([7, 8, 9, 10, 11, 12])] +
-                            [(150, 60, 22)], nucleus=(70, 40, 120))
+    rgb, truth = disc_scene(
+        (200, 400),
+        [(50, 50 + 60 * i, r) for i, r in enumerate([7, 8, 9, 10, 11, 12])] + [(150, 60, 22)],
+        nucleus=(70, 40, 120),
+    )
     tab = classify(measure_nuclei(truth, mpp=0.5, h=haematoxylin(rgb)))
     assert tab.large.tolist() == [False] * 6 + [True]  # above the 90th percentile of areas
     assert not tab.lymphocyte.any()  # all equally dark: none darker than 1.15 x the median
@@ -164,10 +167,15 @@ def test_stain_vectors_fall_back_to_ruifrok_when_implausible() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # real H&E, hand-checked
-@pytest.mark.parametrize("name, lo, hi", [
-    # by eye: the TIA carcinoma has ~22 nuclei (border ones included) in each 250 x 250 px sixteenth
-    # (~350 in all); the stardist tumour ~75 in its top-left 250 x 150 px (~280 in all)
-    ("tiatoolbox-target", 300, 480), ("stardist-histo", 220, 380)])
+@pytest.mark.parametrize(
+    "name, lo, hi",
+    [
+        # by eye: the TIA carcinoma has ~22 nuclei (border ones included) in each 250 x 250 px sixteenth
+        # (~350 in all); the stardist tumour ~75 in its top-left 250 x 150 px (~280 in all)
+        ("tiatoolbox-target", 300, 480),
+        ("stardist-histo", 220, 380),
+    ],
+)
 def test_real_he_counts_are_in_the_hand_checked_range(name: str, lo: int, hi: int) -> None:
     rgb, mpp = real_image(name)
     seg = segment_nuclei(rgb, mpp)

@@ -43,8 +43,9 @@ def test_plain_image_writes_16bit_labels_and_table(tmp_path: Path, capsys: pytes
         x, y = float(r["x"]), float(r["y"])
         assert labels[int(y), int(x)] == int(r["id"]) or float(r["solidity"]) < 0.85
     assert json.loads((tmp_path / "histo.nuclei.geojson").read_text(encoding="utf-8"))["features"]
-    rc, out, err = _run(["nuclei", str(path), "--mpp", str(mpp), "--out", str(tmp_path / "r"), "--stain", "ruifrok",
-                         "--json"], capsys)
+    rc, out, err = _run(
+        ["nuclei", str(path), "--mpp", str(mpp), "--out", str(tmp_path / "r"), "--stain", "ruifrok", "--json"], capsys
+    )
     assert rc == 0 and json.loads(out)["stain"] == "ruifrok"
 
 
@@ -88,9 +89,15 @@ def test_slide_writes_tables_and_geojson(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_slide_roi_without_tissue_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     roi = tmp_path / "glass.geojson"
-    roi.write_text(json.dumps({"type": "Feature", "properties": {"objectType": "annotation"},
-                               "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [300, 0], [300, 300], [0, 300],
-                                                                               [0, 0]]]}}))
+    roi.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {"objectType": "annotation"},
+                "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [300, 0], [300, 300], [0, 300], [0, 0]]]},
+            }
+        )
+    )
     rc, _, err = _run(["nuclei", str(SAMPLE_SLIDE), "--roi", str(roi), "--out", str(tmp_path / "o"), "--quiet"], capsys)
     assert rc == NucleiError.exit_code and "no 112 µm tile" in err and err.count("\n") == 1
 
@@ -99,20 +106,61 @@ def test_slide_roi_without_tissue_is_a_clear_error(tmp_path: Path, capsys: pytes
 def test_propose_roi_cli_writes_a_qupath_roi_that_score_accepts(tmp_path: Path) -> None:
     """The bundled model on the real CMU slide: the proposal is a valid --roi for score (subprocess)."""
     out = tmp_path / "prop.geojson"
-    env_cmd = [sys.executable, "-m", "napari_pathomics.cli", "propose-roi", str(SAMPLE_SLIDE), "--out", str(out),
-               "--threshold", "0.3", "--min-area", "0.01", "--quiet", "--json"]
+    env_cmd = [
+        sys.executable,
+        "-m",
+        "napari_pathomics.cli",
+        "propose-roi",
+        str(SAMPLE_SLIDE),
+        "--out",
+        str(out),
+        "--threshold",
+        "0.3",
+        "--min-area",
+        "0.01",
+        "--quiet",
+        "--json",
+    ]
     done = subprocess.run(env_cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["regions"] >= 1 and summary["classes"] == ["TUM"]
     anns = read_geojson(out, bounds=(2220, 2967)).annotations
     assert anns and all(a.classification == "Tumor (proposed)" for a in anns)
-    score = subprocess.run([sys.executable, "-m", "napari_pathomics.cli", "score", str(SAMPLE_SLIDE), "--roi", str(out),
-                            "--quiet", "--json"], capture_output=True, text=True, timeout=600)
+    score = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_pathomics.cli",
+            "score",
+            str(SAMPLE_SLIDE),
+            "--roi",
+            str(out),
+            "--quiet",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert score.returncode == 0, score.stderr
     assert json.loads(score.stdout)["slides"][0]["n_rois"] == len(anns)
     # nothing reaches a threshold of 0.99: a clear one-line error, no file
-    none = subprocess.run([sys.executable, "-m", "napari_pathomics.cli", "propose-roi", str(SAMPLE_SLIDE),
-                           "--threshold", "0.99", "--out", str(tmp_path / "none.geojson"), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
+    none = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_pathomics.cli",
+            "propose-roi",
+            str(SAMPLE_SLIDE),
+            "--threshold",
+            "0.99",
+            "--out",
+            str(tmp_path / "none.geojson"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert none.returncode != 0 and "lower --threshold" in none.stderr and not (tmp_path / "none.geojson").exists()

@@ -48,8 +48,7 @@ def test_slide_run_finds_the_planted_nuclei_once(planted: tuple[Path, object]) -
     # per-tile values add up to the table
     v = res.tile_values()
     assert v["count"].sum() == len(t)
-    np.testing.assert_allclose(np.nansum(v["count"]) / res.tissue_mm2.sum(),
-                               len(t) / res.tissue_mm2.sum())
+    np.testing.assert_allclose(np.nansum(v["count"]) / res.tissue_mm2.sum(), len(t) / res.tissue_mm2.sum())
     assert np.all(np.isfinite(v["density_mm2"])) and np.all(v["density_mm2"] > 500)
     assert set(v) == set(TILE_FEATURES)
     assert res.meta["stain"]["source"] in ("macenko", "ruifrok") and res.meta["reference_threshold"] > 0
@@ -141,11 +140,20 @@ def test_save_load_round_trip_and_exports(planted: tuple[Path, object], tmp_path
 def test_bad_slides_and_rois(tmp_path: Path) -> None:
     from napari_pathomics.cells.synthetic import plant_nuclei
 
-    nompp = write_slide(tmp_path / "nompp.tif", plant_nuclei(448, 448, 0.5, seed=0).rgb, mpp=None, fmt="tiff",
-                        min_size=128)
+    nompp = write_slide(
+        tmp_path / "nompp.tif", plant_nuclei(448, 448, 0.5, seed=0).rgb, mpp=None, fmt="tiff", min_size=128
+    )
     with open_slide(nompp) as slide:
-        grid = TileGrid(cols=np.array([0]), rows=np.array([0]), tile_size_l0=224.0, tile_um=112.0, mpp=0.5,
-                        slide_width=448, slide_height=448, coverage=np.ones(1, np.float32))
+        grid = TileGrid(
+            cols=np.array([0]),
+            rows=np.array([0]),
+            tile_size_l0=224.0,
+            tile_um=112.0,
+            mpp=0.5,
+            slide_width=448,
+            slide_height=448,
+            coverage=np.ones(1, np.float32),
+        )
         with pytest.raises(MissingMppError):
             NucleiRun(slide, grid)
     with open_slide(SAMPLE_SLIDE) as slide:

@@ -57,8 +57,9 @@ def _watch(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             monkeypatch.setattr(napari, "Viewer", real_viewer)
 
     real_load = Bundle.load.__func__
-    monkeypatch.setattr(Bundle, "load", classmethod(lambda cls, *a, **kw: (snapshot("bundle"),
-                                                                           real_load(cls, *a, **kw))[1]))
+    monkeypatch.setattr(
+        Bundle, "load", classmethod(lambda cls, *a, **kw: (snapshot("bundle"), real_load(cls, *a, **kw))[1])
+    )
     real_init = Engine.__init__
 
     def init(self: Engine, *a: Any, **kw: Any) -> None:
@@ -85,8 +86,12 @@ def test_demo_shows_the_slide_before_it_loads_the_model(qtbot, monkeypatch: pyte
     def run_until_scored() -> None:
         qtbot.waitUntil(lambda: state["docks"] is not None, timeout=30_000)
         score = state["docks"]["Score"]
-        qtbot.waitUntil(lambda: state["docks"]["Analyze"].worker is None and score.worker is None
-                        and score.patient_score is not None, timeout=300_000)
+        qtbot.waitUntil(
+            lambda: (
+                state["docks"]["Analyze"].worker is None and score.worker is None and score.patient_score is not None
+            ),
+            timeout=300_000,
+        )
 
     monkeypatch.setattr(napari, "run", run_until_scored)
     try:

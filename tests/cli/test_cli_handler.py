@@ -27,7 +27,9 @@ def _raising(exc: BaseException):
     def handler(args):
         def deeper():
             raise exc
+
         deeper()
+
     return handler
 
 
@@ -86,8 +88,13 @@ sys.exit(main(["info", "whatever.svs"]))
 
 
 def test_in_a_child_process_stderr_is_exactly_one_line(tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PATHOMICS_LOG_DIR": str(tmp_path)})
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATHOMICS_LOG_DIR": str(tmp_path)},
+    )
     assert r.returncode == 70, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "internal error: TypeError" in lines[0] and "Traceback" not in r.stderr, r.stderr

@@ -14,7 +14,19 @@ from napari_pathomics.cli import main
 from napari_pathomics.errors import SignatureError
 from napari_pathomics.signature import Signature
 
-ARGS = ["--time", "time", "--event", "event", "--features", "f0,f1,f2", "--no-cv", "--permutations", "50", "--folds", "3"]
+ARGS = [
+    "--time",
+    "time",
+    "--event",
+    "event",
+    "--features",
+    "f0,f1,f2",
+    "--no-cv",
+    "--permutations",
+    "50",
+    "--folds",
+    "3",
+]
 
 
 @pytest.fixture()
@@ -67,7 +79,19 @@ def test_cli_tme_classes_mapping(table, capsys) -> None:
     df, tmp = table
     df = df.rename(columns={"f0": "STR", "f1": "TUM", "f2": "LYM"})
     out = tmp / "sig.json"
-    extra = ["--time", "time", "--event", "event", "--tme-classes", "STR,TUM,LYM", "--no-cv", "--permutations", "20", "--folds", "3"]
+    extra = [
+        "--time",
+        "time",
+        "--event",
+        "event",
+        "--tme-classes",
+        "STR,TUM,LYM",
+        "--no-cv",
+        "--permutations",
+        "20",
+        "--folds",
+        "3",
+    ]
     rc, cap = _run(df, tmp, [*extra, "--out", str(out)], capsys)
     assert rc == 0, cap.err
     sig = Signature.from_json(out)
@@ -90,7 +114,19 @@ def test_build_signature_cli_refuses_bad_table(tmp_path, name: str) -> None:
     text, extra, words = BUILD[name]
     p = tmp_path / f"{name}.csv"
     p.write_text(text)
-    r = run_cli("build-signature", p, "--time", "t", "--event", "e", "--features", "f1", "--no-cv",
-                "--out", tmp_path / "sig.json", *extra)
+    r = run_cli(
+        "build-signature",
+        p,
+        "--time",
+        "t",
+        "--event",
+        "e",
+        "--features",
+        "f1",
+        "--no-cv",
+        "--out",
+        tmp_path / "sig.json",
+        *extra,
+    )
     assert_one_line(r, SignatureError.exit_code, words)
     assert not (tmp_path / "sig.json").exists()

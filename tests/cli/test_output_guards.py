@@ -45,8 +45,11 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _refused(argv: list, capsys: pytest.CaptureFixture, root: Path, code: int = REFUSED, words: str = "") -> str:
@@ -60,28 +63,72 @@ def _refused(argv: list, capsys: pytest.CaptureFixture, root: Path, code: int = 
 
 
 # ---- score --report / --report-json ----------------------------------------------------------
-@pytest.mark.parametrize("target", ["copy.svs", "copy.geojson", "bundle", "bundle/manifest.json",
-                                    "bundle/signature.json", "bundle/model.safetensors", "table.csv",
-                                    "picture.png", "archive.zip", "notes.geojson"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "copy.svs",
+        "copy.geojson",
+        "bundle",
+        "bundle/manifest.json",
+        "bundle/signature.json",
+        "bundle/model.safetensors",
+        "table.csv",
+        "picture.png",
+        "archive.zip",
+        "notes.geojson",
+    ],
+)
 def test_score_report_never_lands_on_an_input_or_another_kind(case, target: str, capsys) -> None:
     root = case["root"]
-    line = _refused(["score", case["slide"], "--roi", case["roi"], "--bundle", case["bundle"],
-                     "--report", root / target, "--quiet"], capsys, root)
+    line = _refused(
+        [
+            "score",
+            case["slide"],
+            "--roi",
+            case["roi"],
+            "--bundle",
+            case["bundle"],
+            "--report",
+            root / target,
+            "--quiet",
+        ],
+        capsys,
+        root,
+    )
     assert line.startswith("pathomics score: error: ")
     assert not (root / Path(target).with_suffix(".json")).exists() or target.endswith(".json")
 
 
 @pytest.mark.parametrize("target", ["copy.svs", "copy.geojson", "bundle/manifest.json", "table.csv"])
 def test_score_report_json_never_lands_on_an_input(case, target: str, capsys, tmp_path) -> None:
-    _refused(["score", case["slide"], "--roi", case["roi"], "--bundle", case["bundle"], "--report",
-              tmp_path / "ok.html", "--report-json", case["root"] / target, "--quiet"], capsys, case["root"])
+    _refused(
+        [
+            "score",
+            case["slide"],
+            "--roi",
+            case["roi"],
+            "--bundle",
+            case["bundle"],
+            "--report",
+            tmp_path / "ok.html",
+            "--report-json",
+            case["root"] / target,
+            "--quiet",
+        ],
+        capsys,
+        case["root"],
+    )
     assert not (tmp_path / "ok.html").exists()  # refused before any work, the HTML included
 
 
 def test_report_and_its_json_twin_on_one_file_is_refused(case, tmp_path, capsys) -> None:
-    for argv in (["--report", tmp_path / "r.json"], ["--report", tmp_path / "r.html", "--report-json", tmp_path / "r.html"]):
-        _refused(["score", case["slide"], "--bundle", case["bundle"], *argv, "--quiet"], capsys, tmp_path,
-                 words="JSON twin")
+    for argv in (
+        ["--report", tmp_path / "r.json"],
+        ["--report", tmp_path / "r.html", "--report-json", tmp_path / "r.html"],
+    ):
+        _refused(
+            ["score", case["slide"], "--bundle", case["bundle"], *argv, "--quiet"], capsys, tmp_path, words="JSON twin"
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -89,8 +136,24 @@ def test_a_report_may_replace_an_earlier_report(case, tmp_path, capsys) -> None:
     """Same-kind overwrites stay allowed (re-exporting a case report)."""
     (tmp_path / "r.html").write_text("<html>EARLIER-REPORT</html>")
     (tmp_path / "r.json").write_text("{}")
-    assert cli_main(["score", str(case["slide"]), "--roi", str(case["roi"]), "--bundle", str(case["bundle"]),
-                     "--report", str(tmp_path / "r.html"), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            [
+                "score",
+                str(case["slide"]),
+                "--roi",
+                str(case["roi"]),
+                "--bundle",
+                str(case["bundle"]),
+                "--report",
+                str(tmp_path / "r.html"),
+                "--quiet",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert "EARLIER-REPORT" not in (tmp_path / "r.html").read_text()
     assert json.loads((tmp_path / "r.json").read_text())["patient_id"] == "copy"
@@ -111,8 +174,17 @@ def test_infer_out_never_lands_on_an_input(case, capsys, tmp_path) -> None:
 
 def test_a_rerun_may_replace_its_own_outputs(case, tmp_path, capsys) -> None:
     """results.npz is a zip by content, yet a results file: rerunning into the same --out is fine."""
-    argv = ["infer", str(case["slide"]), "--bundle", str(case["bundle"]), "--out", str(tmp_path / "out"),
-            "--device", "cpu", "--quiet"]
+    argv = [
+        "infer",
+        str(case["slide"]),
+        "--bundle",
+        str(case["bundle"]),
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert cli_main(argv) == 0 and cli_main(argv) == 0, capsys.readouterr().err
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     assert file_kind(tmp_path / "other.npz") == "results file"
@@ -131,8 +203,12 @@ def _cohort(folder: Path, slide: Path, name: str = "patients.csv") -> Path:
 def test_score_cohort_does_not_overwrite_its_own_table(case, tmp_path, capsys) -> None:
     slide = shutil.copy(case["slide"], tmp_path / "a.svs")
     table = _cohort(tmp_path, Path(slide))
-    line = _refused(["score-cohort", table, "--out", tmp_path, "--bundle", case["bundle"], "--workers", "0",
-                     "--quiet"], capsys, tmp_path, words="patients.csv")
+    line = _refused(
+        ["score-cohort", table, "--out", tmp_path, "--bundle", case["bundle"], "--workers", "0", "--quiet"],
+        capsys,
+        tmp_path,
+        words="patients.csv",
+    )
     assert "input" in line
 
 
@@ -142,8 +218,13 @@ def test_train_signature_does_not_replace_its_base_bundle(case, tmp_path, capsys
     base = tmp_path / "base"
     shutil.copytree(case["bundle"], base)
     for out, words in ((base, "base bundle"), (table.parent, "cohort's folder")):
-        _refused(["train-signature", table, "--time", "time", "--event", "event", "--bundle", base, "--out", out,
-                  "--quiet"], capsys, tmp_path, code=CohortError.exit_code, words=words)
+        _refused(
+            ["train-signature", table, "--time", "time", "--event", "event", "--bundle", base, "--out", out, "--quiet"],
+            capsys,
+            tmp_path,
+            code=CohortError.exit_code,
+            words=words,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +239,9 @@ def survival_table(case) -> Path:
 FIT = ["--time", "time", "--event", "event", "--features", "f0,f1", "--no-cv", "--permutations", "0"]
 
 
-@pytest.mark.parametrize("target", ["survival.csv", "copy.svs", "bundle/manifest.json", "bundle/signature.json",
-                                    "picture.png", "table.csv"])
+@pytest.mark.parametrize(
+    "target", ["survival.csv", "copy.svs", "bundle/manifest.json", "bundle/signature.json", "picture.png", "table.csv"]
+)
 def test_build_signature_out_never_lands_on_an_input(case, survival_table, target: str, capsys) -> None:
     root = case["root"]
     _refused(["build-signature", survival_table, *FIT, "--out", root / target], capsys, root)
@@ -177,8 +259,11 @@ def test_build_signature_out_may_replace_an_earlier_signature(survival_table, tm
 @pytest.mark.parametrize("target", ["copy.svs", "copy.geojson", "table.csv"])
 def test_propose_roi_out_never_lands_on_an_input(case, target: str, capsys) -> None:
     root = case["root"]
-    _refused(["propose-roi", case["slide"], "--roi", case["roi"], "--bundle", case["bundle"], "--out", root / target],
-             capsys, root)
+    _refused(
+        ["propose-roi", case["slide"], "--roi", case["roi"], "--bundle", case["bundle"], "--out", root / target],
+        capsys,
+        root,
+    )
 
 
 def test_nuclei_outputs_never_land_on_inputs(case, tmp_path, capsys) -> None:
@@ -191,16 +276,18 @@ def test_nuclei_outputs_never_land_on_inputs(case, tmp_path, capsys) -> None:
     out = tmp_path / "n"
     out.mkdir()
     shutil.copy(case["roi"], out / "copy.nuclei.geojson")
-    _refused(["nuclei", case["slide"], "--roi", out / "copy.nuclei.geojson", "--out", out], capsys, tmp_path,
-             words="input")
+    _refused(
+        ["nuclei", case["slide"], "--roi", out / "copy.nuclei.geojson", "--out", out], capsys, tmp_path, words="input"
+    )
 
 
 # ---- import-model, train-patch, make-cohort, score-cohort --out -------------------------------
 def _hf_folder(folder: Path) -> Path:
     """A timm-style folder (config only: the guard answers before any weight is read)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 2,
-                                                    "label_names": ["TUM", "STR"]}))
+    (folder / "config.json").write_text(
+        json.dumps({"architecture": "resnet18", "num_classes": 2, "label_names": ["TUM", "STR"]})
+    )
     return folder
 
 
@@ -224,8 +311,12 @@ def test_train_patch_out_is_checked_before_training(case, target: str, capsys) -
 
 def test_make_cohort_never_replaces_a_file_or_another_kind(case, tmp_path, capsys) -> None:
     root = case["root"]
-    _refused(["make-cohort", root / "copy.svs", "--patients", "2", "--table-only", "--quiet"], capsys, root,
-             words="not a folder")
+    _refused(
+        ["make-cohort", root / "copy.svs", "--patients", "2", "--table-only", "--quiet"],
+        capsys,
+        root,
+        words="not a folder",
+    )
     # a folder whose outcomes.csv is a slide, or whose "slides" is a file
     odd = tmp_path / "odd"
     odd.mkdir()
@@ -246,5 +337,9 @@ def test_score_cohort_out_is_never_a_file(case, tmp_path, target: str, capsys) -
     slide = shutil.copy(case["slide"], tmp_path / "a.svs")
     table = _cohort(tmp_path / "c", Path(slide))
     root = case["root"]
-    _refused(["score-cohort", table, "--out", root / target, "--bundle", case["bundle"], "--workers", "0",
-              "--quiet"], capsys, root, words="not a folder")
+    _refused(
+        ["score-cohort", table, "--out", root / target, "--bundle", case["bundle"], "--workers", "0", "--quiet"],
+        capsys,
+        root,
+        words="not a folder",
+    )

@@ -24,11 +24,16 @@ from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import BundleError, SignatureError
 
 OPTIONS = [
-    ("infer", ["--threads", "-1"], "--threads"), ("infer", ["--threads", "0"], "--threads"),
-    ("infer", ["--batch-size", "0"], "--batch-size"), ("infer", ["--batch-size", "1e9"], "--batch-size"),
-    ("infer", ["--min-tissue", "2"], "--min-tissue"), ("infer", ["--slide-mpp", "1e-4"], "--slide-mpp"),
-    ("infer", ["--slide-mpp", "nan"], "--slide-mpp"), ("tiles", ["--tile-um", "inf"], "--tile-um"),
-    ("tiles", ["--mpp", "1e-4"], "--mpp"), ("tiles", ["--tile-um", "0"], "--tile-um"),
+    ("infer", ["--threads", "-1"], "--threads"),
+    ("infer", ["--threads", "0"], "--threads"),
+    ("infer", ["--batch-size", "0"], "--batch-size"),
+    ("infer", ["--batch-size", "1e9"], "--batch-size"),
+    ("infer", ["--min-tissue", "2"], "--min-tissue"),
+    ("infer", ["--slide-mpp", "1e-4"], "--slide-mpp"),
+    ("infer", ["--slide-mpp", "nan"], "--slide-mpp"),
+    ("tiles", ["--tile-um", "inf"], "--tile-um"),
+    ("tiles", ["--mpp", "1e-4"], "--mpp"),
+    ("tiles", ["--tile-um", "0"], "--tile-um"),
     ("score", ["--batch-size", "-3"], "--batch-size"),
     ("score-cohort", ["--out", "o", "--threads-per-worker", "-1"], "--threads-per-worker"),
     ("score-cohort", ["--out", "o", "--workers", "-2"], "--workers"),
@@ -60,15 +65,32 @@ def test_a_non_finite_follow_up_time_is_refused(tmp_path: Path, capsys, bad: flo
     df, _ = simulate_cox(80, np.array([0.8]), seed=2, n_noise=1)
     df.loc[5, "time"] = bad
     df.to_csv(tmp_path / "t.csv", index=False)
-    code = cli_main(["build-signature", str(tmp_path / "t.csv"), "--time", "time", "--event", "event",
-                     "--features", "f0,f1", "--no-cv", "--permutations", "0", "--out", str(tmp_path / "s.json")])
+    code = cli_main(
+        [
+            "build-signature",
+            str(tmp_path / "t.csv"),
+            "--time",
+            "time",
+            "--event",
+            "event",
+            "--features",
+            "f0,f1",
+            "--no-cv",
+            "--permutations",
+            "0",
+            "--out",
+            str(tmp_path / "s.json"),
+        ]
+    )
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code == SignatureError.exit_code and len(err) == 1 and "time" in err[0], err
     assert not (tmp_path / "s.json").exists()
 
 
-@pytest.mark.parametrize("field, value", [("input_size", 4096), ("input_size", 4), ("mpp", 1e-4), ("mpp", 1e9),
-                                          ("tile_um", 1e9), ("num_classes", 10**7)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("input_size", 4096), ("input_size", 4), ("mpp", 1e-4), ("mpp", 1e9), ("tile_um", 1e9), ("num_classes", 10**7)],
+)
 def test_bundle_numbers_out_of_range_are_refused_at_load(tmp_path: Path, field: str, value, capsys) -> None:
     src = tiny_bundle(tmp_path / "good").path
     b = tmp_path / "b"

@@ -39,8 +39,15 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     make_cohort(root / "cohort", CohortSpec(patients=3, seed=5, tiles_per_side=5))
     bundle = tiny_bundle(root / "bundle")
     out = root / "out"
-    rec = score_cohort(read_cohort(root / "cohort" / "cohort.csv"), out, bundle=bundle.path, workers=2,
-                       threads_per_worker=1, amp="fp32", progress=False)
+    rec = score_cohort(
+        read_cohort(root / "cohort" / "cohort.csv"),
+        out,
+        bundle=bundle.path,
+        workers=2,
+        threads_per_worker=1,
+        amp="fp32",
+        progress=False,
+    )
     return {"root": root, "bundle": bundle, "out": out, "rec": rec}
 
 
@@ -79,14 +86,16 @@ def test_resume_skips_complete_and_redoes_torn(setup: dict) -> None:
     p = slide_dir(out, keys[0]) / RESULTS_NAME
     p.write_bytes(p.read_bytes()[:100])
     (slide_dir(out, keys[1]) / "done.json").unlink()
-    rec = score_cohort(table, out, bundle=setup["bundle"].path, workers=0, threads_per_worker=1, amp="fp32",
-                       progress=False)
+    rec = score_cohort(
+        table, out, bundle=setup["bundle"].path, workers=0, threads_per_worker=1, amp="fp32", progress=False
+    )
     st = {s["key"]: s["status"] for s in rec["slides"]}
     assert st == {keys[0]: "done", keys[1]: "done", keys[2]: "skipped"}
     assert (slide_dir(out, keys[2]) / RESULTS_NAME).stat().st_mtime_ns == before[keys[2]]
     assert TileResults.load(p).complete
-    rec2 = score_cohort(table, out, bundle=setup["bundle"].path, workers=0, threads_per_worker=1, amp="fp32",
-                        progress=False)
+    rec2 = score_cohort(
+        table, out, bundle=setup["bundle"].path, workers=0, threads_per_worker=1, amp="fp32", progress=False
+    )
     assert rec2["summary"]["skipped"] == 3 and rec2["summary"]["done"] == 0
 
 
@@ -95,8 +104,21 @@ def test_corrupt_slide_is_reported_and_others_finish(setup: dict, tmp_path: Path
     shutil.copytree(src / "slides", tmp_path / "slides")
     (tmp_path / "slides" / "P0002.svs").write_bytes(b"II*\x00" + b"\x00garbage" * 100)
     (tmp_path / "cohort.csv").write_text((src / "cohort.csv").read_text())
-    code = main(["score-cohort", str(tmp_path / "cohort.csv"), "--out", str(tmp_path / "out"), "--bundle",
-                 str(setup["bundle"].path), "--workers", "0", "--amp", "fp32", "--quiet"])
+    code = main(
+        [
+            "score-cohort",
+            str(tmp_path / "cohort.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--bundle",
+            str(setup["bundle"].path),
+            "--workers",
+            "0",
+            "--amp",
+            "fp32",
+            "--quiet",
+        ]
+    )
     assert code == 1
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     st = {s["patient_id"]: s for s in run["slides"]}
@@ -112,8 +134,15 @@ def test_existing_scheduler_address(setup: dict, tmp_path: Path) -> None:
     """``--scheduler ADDRESS`` path: an already running cluster (here in-process threads)."""
     table = read_cohort(setup["root"] / "cohort" / "cohort.csv")
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        rec = score_cohort(table, tmp_path / "o", bundle=setup["bundle"].path, scheduler=cluster.scheduler_address,
-                           threads_per_worker=1, amp="fp32", progress=False)
+        rec = score_cohort(
+            table,
+            tmp_path / "o",
+            bundle=setup["bundle"].path,
+            scheduler=cluster.scheduler_address,
+            threads_per_worker=1,
+            amp="fp32",
+            progress=False,
+        )
     assert rec["cluster"]["kind"] == "external" and rec["summary"]["done"] == 3
     for row in table.rows:
         a = TileResults.load(slide_dir(tmp_path / "o", row.key) / RESULTS_NAME)
@@ -132,8 +161,23 @@ def test_score_cohort_killed_then_resumed(tmp_path: Path) -> None:
     csv = tmp_path / "cohort.csv"
     csv.write_text("patient_id,slide_path\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
-    args = [*CLI, "score-cohort", str(csv), "--out", str(out), "--bundle", str(bundle.path), "--workers", "0",
-            "--threads-per-worker", "1", "--amp", "fp32", "--quiet", "--json"]
+    args = [
+        *CLI,
+        "score-cohort",
+        str(csv),
+        "--out",
+        str(out),
+        "--bundle",
+        str(bundle.path),
+        "--workers",
+        "0",
+        "--threads-per-worker",
+        "1",
+        "--amp",
+        "fp32",
+        "--quiet",
+        "--json",
+    ]
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:

@@ -39,8 +39,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> dict:
         w.writerow(["P2", "c.svs", "c.geojson"])
     bundle = tiny_bundle(root / "bundle", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))
     out = root / "out"
-    rec = score_cohort(read_cohort(root / "cohort.csv"), out, bundle=bundle.path, workers=0, amp="fp32",
-                       progress=False)
+    rec = score_cohort(read_cohort(root / "cohort.csv"), out, bundle=bundle.path, workers=0, amp="fp32", progress=False)
     assert rec["summary"]["done"] == 3 and rec["summary"]["failed"] == 0
     with open(out / "patients.csv", newline="") as fh:
         rows = {r["patient_id"]: r for r in csv.DictReader(fh)}
@@ -76,8 +75,9 @@ def test_patients_csv_equals_pathomics_score(cohort: dict, patient: str, capsys:
     assert int(row["n_tiles"]) == sum(sl["tiles"]["done"] for sl in alone["slides"])
 
 
-def test_score_roi_is_clipped_to_the_slide_like_infer(cohort: dict, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_score_roi_is_clipped_to_the_slide_like_infer(
+    cohort: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """``score --roi`` clips an ROI running off the slide exactly as ``infer --roi`` does, and says so."""
     s, bundle = cohort["slides"]["c"], cohort["bundle"].path
     alone = _score_json([s, "--roi", cohort["roi"], "--bundle", bundle], capsys)
@@ -90,8 +90,26 @@ def test_score_roi_is_clipped_to_the_slide_like_infer(cohort: dict, tmp_path: Pa
     assert by_hand["slides"][0]["tiles"] == alone["slides"][0]["tiles"]
     # infer with the same file plans the same lattice cells, none of them past the slide's edge
     out = tmp_path / "infer"
-    assert cli_main(["infer", str(s), "--roi", str(cohort["roi"]), "--bundle", str(bundle), "--out", str(out),
-                     "--device", "cpu", "--amp", "fp32", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "infer",
+                str(s),
+                "--roi",
+                str(cohort["roi"]),
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--amp",
+                "fp32",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     with open(out / "tiles.csv", newline="") as fh:
         tiles = list(csv.DictReader(fh))
@@ -101,11 +119,21 @@ def test_score_roi_is_clipped_to_the_slide_like_infer(cohort: dict, tmp_path: Pa
     assert (xy[:, 1] + xy[:, 2] <= 1024).all()
 
 
-def test_an_roi_wholly_off_the_slide_is_one_line(cohort: dict, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_an_roi_wholly_off_the_slide_is_one_line(cohort: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     off = tmp_path / "off.geojson"
     write_geojson([Annotation(box(5000, 5000, 6000, 6000))], off)
-    code = cli_main(["score", str(cohort["slides"]["c"]), "--roi", str(off), "--bundle", str(cohort["bundle"].path),
-                     "--device", "cpu", "--quiet"])
+    code = cli_main(
+        [
+            "score",
+            str(cohort["slides"]["c"]),
+            "--roi",
+            str(off),
+            "--bundle",
+            str(cohort["bundle"].path),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert code != 0 and len(err) == 1 and "off the slide" in err[0] and "Traceback" not in err[0], err

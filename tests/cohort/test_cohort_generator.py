@@ -74,7 +74,7 @@ def test_mosaic_cells_are_whole_tiles_of_their_class() -> None:
 
     for r in range(4):
         for c in range(4):
-            cell = np.ascontiguousarray(img[r * TILE_PX:(r + 1) * TILE_PX, c * TILE_PX:(c + 1) * TILE_PX]).tobytes()
+            cell = np.ascontiguousarray(img[r * TILE_PX : (r + 1) * TILE_PX, c * TILE_PX : (c + 1) * TILE_PX]).tobytes()
             cls = CLASSES[int(p.labels[r, c])]
             assert any(cell in variants(t) for t in tiles[cls]), (r, c, cls)
 
@@ -129,8 +129,11 @@ def test_planted_marker_and_treatment_leave_the_image_draw_alone() -> None:
         assert b.clinical["marker"] == c.clinical["marker"] and b.clinical["treatment"] == c.clinical["treatment"]
         high = c.log_hazard > lp0
         assert c.clinical["true_high_risk"] == int(high)
-        expect = c.log_hazard + (np.log(3.0) if (not high and c.clinical["marker"] > 37) else 0.0) \
+        expect = (
+            c.log_hazard
+            + (np.log(3.0) if (not high and c.clinical["marker"] > 37) else 0.0)
             + (np.log(0.5) if (high and c.clinical["treatment"]) else 0.0)
+        )
         assert c.clinical["true_total_log_hazard"] == pytest.approx(expect, abs=1e-5)
         changed += expect != c.log_hazard
         if expect == c.log_hazard:

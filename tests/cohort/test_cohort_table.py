@@ -36,16 +36,26 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TABLES = {  # name -> (csv text, words of the one-line message)
     "missing-columns": ("patient,slide\nP1,a.svs\n", "missing column(s) ['patient_id', 'slide_path']"),
     "missing-slide-column": ("patient_id,roi_path\nP1,a.geojson\n", "missing column(s) ['slide_path']"),
-    "duplicate-row": ("patient_id,slide_path\nP1,a.svs\nP1,a.svs\n", "line 3: duplicate row (patient 'P1', slide 'a.svs') already on line 2"),
-    "slide-under-two-patients": ("patient_id,slide_path\nP1,a.svs\nP2,./a.svs\n",
-                                 "line 3: slide './a.svs' is listed for patient 'P2' and for patient 'P1' (line 2)"),
-    "slide-does-not-exist": ("patient_id,slide_path\nP1,a.svs\nP2,nowhere.svs\nP3,gone.svs\n",
-                             "nowhere.svs does not exist (and 1 more missing)"),
+    "duplicate-row": (
+        "patient_id,slide_path\nP1,a.svs\nP1,a.svs\n",
+        "line 3: duplicate row (patient 'P1', slide 'a.svs') already on line 2",
+    ),
+    "slide-under-two-patients": (
+        "patient_id,slide_path\nP1,a.svs\nP2,./a.svs\n",
+        "line 3: slide './a.svs' is listed for patient 'P2' and for patient 'P1' (line 2)",
+    ),
+    "slide-does-not-exist": (
+        "patient_id,slide_path\nP1,a.svs\nP2,nowhere.svs\nP3,gone.svs\n",
+        "nowhere.svs does not exist (and 1 more missing)",
+    ),
     "roi-does-not-exist": ("patient_id,slide_path,roi_path\nP1,a.svs,missing.geojson\n", "ROI file"),
     "empty-patient": ("patient_id,slide_path\n,a.svs\n", "line 2: empty patient_id"),
     "empty-slide": ("patient_id,slide_path\nP1,\n", "line 2: empty slide_path for patient 'P1'"),
     "ragged-row": ("patient_id,slide_path\nP1,a.svs,extra\n", "line 2: 3 cells for 2 columns"),
-    "duplicate-columns": ("patient_id,slide_path,slide_path\nP1,a.svs,b.svs\n", "duplicate column names ['slide_path']"),
+    "duplicate-columns": (
+        "patient_id,slide_path,slide_path\nP1,a.svs,b.svs\n",
+        "duplicate column names ['slide_path']",
+    ),
     "header-only": ("patient_id,slide_path\n", "has a header but no rows"),
     "empty-file": ("", "is empty"),
 }
@@ -119,8 +129,19 @@ def test_outcomes_file_with_duplicate_patients(slides: Path) -> None:
     oc = _write(slides, "oc", "patient_id,os,dead\nP1,10,1\nP1,12,0\nP2,20,0\n")
     with pytest.raises(CohortError, match="oc.csv: duplicate patient ids, e.g. 'P1'"):
         read_outcomes(read_cohort(cohort), TrainSettings(time_col="os", event_col="dead", outcomes=str(oc)))
-    r = run_cli("train-signature", cohort, "--outcomes", oc, "--time", "os", "--event", "dead",
-                "--out", slides / "never", "--quiet")
+    r = run_cli(
+        "train-signature",
+        cohort,
+        "--outcomes",
+        oc,
+        "--time",
+        "os",
+        "--event",
+        "dead",
+        "--out",
+        slides / "never",
+        "--quiet",
+    )
     assert_one_line(r, CohortError.exit_code, "duplicate patient ids")
     assert not (slides / "never").exists()
 
@@ -151,8 +172,18 @@ def test_bad_tables_are_one_line_errors(tmp_path, pyramid_svs, case):
         args = ["score-cohort", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), "--workers", "0"]
     else:
         (tmp_path / "cohort.csv").write_text("patient_id,slide_path\nP1,a.svs\n")
-        args = ["train-signature", str(tmp_path / "cohort.csv"), "--outcomes", str(tmp_path / "t.csv"),
-                "--time", "time", "--event", "event", "--out", str(tmp_path / "b")]
+        args = [
+            "train-signature",
+            str(tmp_path / "cohort.csv"),
+            "--outcomes",
+            str(tmp_path / "t.csv"),
+            "--time",
+            "time",
+            "--event",
+            "event",
+            "--out",
+            str(tmp_path / "b"),
+        ]
     r = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
     assert r.returncode == 9, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and words in r.stderr
@@ -160,10 +191,31 @@ def test_bad_tables_are_one_line_errors(tmp_path, pyramid_svs, case):
 
 
 # ---- arbitrary CSV text (property-based) -------------------------------------------------------
-csv_text = st.lists(st.lists(st.sampled_from(["patient_id", "slide_path", "roi_path", "a.svs", "P1", "P2", "", " ",
-                                              '"', "x,y", "\x00", "é", "../a.svs", "/nonexistent.svs"]),
-                             min_size=0, max_size=4), max_size=5).map(
-    lambda rows: "\n".join(",".join(r) for r in rows))
+csv_text = st.lists(
+    st.lists(
+        st.sampled_from(
+            [
+                "patient_id",
+                "slide_path",
+                "roi_path",
+                "a.svs",
+                "P1",
+                "P2",
+                "",
+                " ",
+                '"',
+                "x,y",
+                "\x00",
+                "é",
+                "../a.svs",
+                "/nonexistent.svs",
+            ]
+        ),
+        min_size=0,
+        max_size=4,
+    ),
+    max_size=5,
+).map(lambda rows: "\n".join(",".join(r) for r in rows))
 
 
 @FAST

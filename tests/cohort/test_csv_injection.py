@@ -57,8 +57,9 @@ def test_patients_csv_neutralises_formula_ids_and_keeps_numbers(tmp_path: Path) 
     sig = json.loads((DEFAULT_BUNDLE / "signature.json").read_text())
     bundle = tiny_bundle(tmp_path / "bundle", signature=sig)
     out = tmp_path / "out"
-    rec = score_cohort(read_cohort(tmp_path / "cohort.csv"), out, bundle=bundle.path, workers=0, amp="fp32",
-                       progress=False)
+    rec = score_cohort(
+        read_cohort(tmp_path / "cohort.csv"), out, bundle=bundle.path, workers=0, amp="fp32", progress=False
+    )
     assert rec["summary"]["done"] == len(ids)
     text = (out / "patients.csv").read_text()
     rows = _rows(text)
@@ -77,8 +78,16 @@ def test_patients_csv_neutralises_formula_ids_and_keeps_numbers(tmp_path: Path) 
 
 def test_tiles_csv_neutralises_formula_class_names() -> None:
     n = 6
-    grid = TileGrid(cols=np.arange(n), rows=np.zeros(n, int), tile_size_l0=64.0, tile_um=32.0, mpp=0.5,
-                    slide_width=64 * n, slide_height=64, coverage=np.ones(n, np.float32))
+    grid = TileGrid(
+        cols=np.arange(n),
+        rows=np.zeros(n, int),
+        tile_size_l0=64.0,
+        tile_um=32.0,
+        mpp=0.5,
+        slide_width=64 * n,
+        slide_height=64,
+        coverage=np.ones(n, np.float32),
+    )
     names = FORMULAS[:4]
     res = TileResults.empty(grid, names, ["#ff0000", "#00ff00", "#0000ff", "#ffff00"])
     res.probs[:] = np.eye(4, dtype=np.float32)[np.arange(n) % 4]
@@ -90,9 +99,23 @@ def test_tiles_csv_neutralises_formula_class_names() -> None:
     assert list(rows[0])[-4:] == [f"prob_{c}" for c in names]  # headers start with "prob_": inert
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("=1+1", "'=1+1"), ("+1", "+1"), ("-0.5", "-0.5"), ("-1e-3", "-1e-3"), ("-1+1", "'-1+1"), ("@x", "'@x"),
-    ("\tx", "'\tx"), ("\r=x", "'\r=x"), ("ok", "ok"), (-0.5, -0.5), (3, 3), (None, None), ("", ""),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "+1"),
+        ("-0.5", "-0.5"),
+        ("-1e-3", "-1e-3"),
+        ("-1+1", "'-1+1"),
+        ("@x", "'@x"),
+        ("\tx", "'\tx"),
+        ("\r=x", "'\r=x"),
+        ("ok", "ok"),
+        (-0.5, -0.5),
+        (3, 3),
+        (None, None),
+        ("", ""),
+    ],
+)
 def test_safe_cell(value, expected) -> None:
     assert safe_cell(value) == expected

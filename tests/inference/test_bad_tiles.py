@@ -55,22 +55,65 @@ def test_tiles_plan_the_unreadable_area_and_say_it(slides, capsys) -> None:
 
 def test_infer_reports_failed_tiles_and_the_unreadable_area(slides, tmp_path, capsys) -> None:
     with pytest.warns(RuntimeWarning, match="undecodable"):
-        assert cli_main(["infer", str(slides["bad"]), "--bundle", str(slides["bundle"]), "--out", str(tmp_path / "o"),
-                         "--device", "cpu", "--quiet", "--json"]) == 0
+        assert (
+            cli_main(
+                [
+                    "infer",
+                    str(slides["bad"]),
+                    "--bundle",
+                    str(slides["bundle"]),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                    "--json",
+                ]
+            )
+            == 0
+        )
     s = json.loads(capsys.readouterr().out)
     assert s["tiles"] > 0 and s["failed"] > 0 and s["done"] > 0, s
     assert s["unreadable_mm2"] == pytest.approx(len(BAD_TILES) * (256 * 0.5 / 1000) ** 2, rel=0.5)
     with pytest.warns(RuntimeWarning):
-        assert cli_main(["infer", str(slides["bad"]), "--bundle", str(slides["bundle"]), "--out",
-                         str(tmp_path / "o"), "--device", "cpu", "--quiet"]) == 0
+        assert (
+            cli_main(
+                [
+                    "infer",
+                    str(slides["bad"]),
+                    "--bundle",
+                    str(slides["bundle"]),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     text = capsys.readouterr().out
     assert f"{s['failed']} failed" in text and "unreadable:" in text and "mm²" in text
 
 
 def test_the_case_report_shows_the_unreadable_area(slides, tmp_path, capsys) -> None:
     with pytest.warns(RuntimeWarning):
-        assert cli_main(["score", str(slides["bad"]), "--bundle", str(slides["bundle"]), "--report",
-                         str(tmp_path / "r.html"), "--device", "cpu", "--quiet"]) == 0
+        assert (
+            cli_main(
+                [
+                    "score",
+                    str(slides["bad"]),
+                    "--bundle",
+                    str(slides["bundle"]),
+                    "--report",
+                    str(tmp_path / "r.html"),
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     doc = json.loads((tmp_path / "r.json").read_text())
     sl = doc["slides"][0]

@@ -44,8 +44,19 @@ def _disk_full_under(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
 def _infer_uncached(setup, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     with pytest.warns(RuntimeWarning, match=r"results cache .* is not writable .*not cached") as rec:
-        code = cli_main(["infer", str(setup["slide"]), "--bundle", str(setup["bundle"]), "--out", str(out),
-                         "--device", "cpu", "--quiet"])
+        code = cli_main(
+            [
+                "infer",
+                str(setup["slide"]),
+                "--bundle",
+                str(setup["bundle"]),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
     err = capsys.readouterr()
     assert code == 0, err.err
     assert len([w for w in rec if "results cache" in str(w.message)]) == 1  # said once, not per batch

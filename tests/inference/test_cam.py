@@ -93,8 +93,9 @@ def test_marked_tile_maps_back_to_its_level0_origin(bundle, tmp_path):
     assert np.argwhere(np.isfinite(risk)).tolist() == [[r0, c0]]
     assert res.class_map()[r0, c0] == res.pred[i] and (res.class_map() >= 0).sum() == 1
     # the lattice image of TileGrid agrees
-    np.testing.assert_array_equal(np.isfinite(grid.lattice_image(np.where(res.status == DONE, 1.0, np.nan))),
-                                  np.isfinite(risk))
+    np.testing.assert_array_equal(
+        np.isfinite(grid.lattice_image(np.where(res.status == DONE, 1.0, np.nan))), np.isfinite(risk)
+    )
 
     for name in ("risk", "TUM"):
         mosaic = res.cam_mosaic(name)

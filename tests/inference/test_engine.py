@@ -193,8 +193,23 @@ def test_engine_recomputes_over_a_torn_cache_file(tmp_path: Path) -> None:
 
 def test_cli_infer_writes_outputs(bundle, slide_path, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = cli_main(["infer", str(slide_path), "--bundle", str(bundle.path), "--out", str(out), "--no-tissue",
-                   "--batch-size", "16", "--cam", "risk", "--quiet", "--json"])
+    rc = cli_main(
+        [
+            "infer",
+            str(slide_path),
+            "--bundle",
+            str(bundle.path),
+            "--out",
+            str(out),
+            "--no-tissue",
+            "--batch-size",
+            "16",
+            "--cam",
+            "risk",
+            "--quiet",
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["tiles"] == 96 and summary["done"] > 30
@@ -220,7 +235,7 @@ def test_strip_reads_equal_read_tile(bundle, tmp_path, slide_mpp):
     path = small_slide(tmp_path / "s.svs", h=700, w=1300, mpp=slide_mpp)
     with open_slide(path) as slide:
         grid = plan_tiles(slide, tissue=False, tile_um=bundle.tile_um, mpp=bundle.mpp)
-        idx = np.r_[0:len(grid):1][np.arange(len(grid)) % 7 != 3]  # gaps split the runs
+        idx = np.r_[0 : len(grid) : 1][np.arange(len(grid)) % 7 != 3]  # gaps split the runs
         o = grid.origins[idx]
         out = np.zeros((len(idx), grid.tile_px, grid.tile_px, 3), np.uint8)
         failed = np.zeros(len(idx), bool)

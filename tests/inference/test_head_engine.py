@@ -34,8 +34,9 @@ def _other_head(engine: Engine) -> ClassHead:
     base = base_head(engine)
     rng = np.random.default_rng(3)
     order = rng.permutation(base.num_classes)
-    return ClassHead((base.weight[order] + rng.normal(0, 0.05, base.weight.shape)).astype(np.float32),
-                     base.bias[order].copy())
+    return ClassHead(
+        (base.weight[order] + rng.normal(0, 0.05, base.weight.shape)).astype(np.float32), base.bias[order].copy()
+    )
 
 
 def test_a_head_in_memory_gives_what_the_embeddings_say_and_caches_apart(sig_bundle, slide_path, tmp_path):

@@ -48,8 +48,7 @@ def hf_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.M
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
     src = tmp_path_factory.mktemp("hf") / "my-hf-model"
-    save_for_hf(model, str(src), model_config={"label_names": ["tumour", "stroma", "normal"]},
-                safe_serialization=True)
+    save_for_hf(model, str(src), model_config={"label_names": ["tumour", "stroma", "normal"]}, safe_serialization=True)
     return src, model
 
 
@@ -76,8 +75,25 @@ def test_timm_save_for_hf_folder_imports_and_runs(hf_model, slide, tmp_path, cap
     with torch.no_grad():
         torch.testing.assert_close(build_model(b).module(x), model(x))
     capsys.readouterr()
-    assert cli_main(["infer", str(slide), "--bundle", str(out), "--out", str(tmp_path / "res"), "--device", "cpu",
-                     "--cam", "tumour", "--quiet", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "infer",
+                str(slide),
+                "--bundle",
+                str(out),
+                "--out",
+                str(tmp_path / "res"),
+                "--device",
+                "cpu",
+                "--cam",
+                "tumour",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["tiles"] > 0 and res["done"] == res["tiles"] - res["background"] and res["failed"] == 0
 
@@ -86,12 +102,23 @@ def _wsinfer_folder(folder: Path, weights_name: str = "model.safetensors") -> tu
     torch.manual_seed(1)
     model = timm.create_model("test_resnet", pretrained=False, num_classes=2).eval()
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "spec_version": "1.0", "architecture": "test_resnet", "num_classes": 2, "class_names": ["notumor", "tumor"],
-        "patch_size_pixels": 350, "spacing_um_px": 0.25,
-        "transform": [{"name": "Resize", "arguments": {"size": 64}}, {"name": "ToTensor"},
-                      {"name": "Normalize", "arguments": {"mean": [0.7, 0.6, 0.75], "std": [0.1, 0.12, 0.11]}}],
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "spec_version": "1.0",
+                "architecture": "test_resnet",
+                "num_classes": 2,
+                "class_names": ["notumor", "tumor"],
+                "patch_size_pixels": 350,
+                "spacing_um_px": 0.25,
+                "transform": [
+                    {"name": "Resize", "arguments": {"size": 64}},
+                    {"name": "ToTensor"},
+                    {"name": "Normalize", "arguments": {"mean": [0.7, 0.6, 0.75], "std": [0.1, 0.12, 0.11]}},
+                ],
+            }
+        )
+    )
     if weights_name.endswith(".safetensors"):
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / weights_name))
     return folder, model
@@ -107,12 +134,17 @@ def test_wsinfer_folder_keeps_geometry_and_normalisation(tmp_path, slide, capsys
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(build_model(b).module(x), model(x))
-    assert cli_main(["infer", str(slide), "--bundle", str(b.path), "--out", str(tmp_path / "res"), "--device", "cpu",
-                     "--quiet"]) == 0
+    assert (
+        cli_main(
+            ["infer", str(slide), "--bundle", str(b.path), "--out", str(tmp_path / "res"), "--device", "cpu", "--quiet"]
+        )
+        == 0
+    )
 
 
-@pytest.mark.parametrize("name, kind", [("pytorch_model.bin", "pickled"), ("model.pt", "pickled"),
-                                        ("model_torchscript.pt", "TorchScript")])
+@pytest.mark.parametrize(
+    "name, kind", [("pytorch_model.bin", "pickled"), ("model.pt", "pickled"), ("model_torchscript.pt", "TorchScript")]
+)
 def test_pickled_and_torchscript_weights_are_refused_unopened(tmp_path, capsys, name: str, kind: str) -> None:
     marker = tmp_path / f"RAN-{name}"
     src, _ = _wsinfer_folder(tmp_path / "src", weights_name=name)
@@ -157,12 +189,15 @@ def test_a_pickle_named_safetensors_is_refused_unopened(tmp_path, hf_model) -> N
     assert not marker.exists() and not (tmp_path / "bundle").exists()
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda c: c.update(architecture="no_such_net_xyz"), "timm cannot build"),
-    (lambda c: c.update(num_classes=5), "class names for 5 classes"),
-    (lambda c: c["pretrained_cfg"].update(mean=[float("nan"), 0.5, 0.5]), "finite"),
-    (lambda c: c["pretrained_cfg"].update(input_size=[3, 4096, 4096]), "input_size"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda c: c.update(architecture="no_such_net_xyz"), "timm cannot build"),
+        (lambda c: c.update(num_classes=5), "class names for 5 classes"),
+        (lambda c: c["pretrained_cfg"].update(mean=[float("nan"), 0.5, 0.5]), "finite"),
+        (lambda c: c["pretrained_cfg"].update(input_size=[3, 4096, 4096]), "input_size"),
+    ],
+)
 def test_a_bad_config_is_one_line_and_leaves_no_bundle(tmp_path, hf_model, edit, words: str) -> None:
     src = tmp_path / "src"
     shutil.copytree(hf_model[0], src)
@@ -179,9 +214,33 @@ def test_what_the_source_lacks_is_supplied_by_the_user(hf_model, tmp_path, capsy
     """Tile µm, µm/px, colours, Grad-CAM layer, high-risk classes and Macenko from the command line."""
     src, _ = hf_model
     out = tmp_path / "bundle"
-    assert cli_main(["import-model", str(src), "--out", str(out), "--name", "peer model", "--tile-um", "100",
-                     "--mpp", "0.25", "--gradcam-layer", "layer3", "--high-risk", "stroma,normal",
-                     "--color", "stroma=#00ff00", "--color", "normal=#0000FF", "--macenko", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "import-model",
+                str(src),
+                "--out",
+                str(out),
+                "--name",
+                "peer model",
+                "--tile-um",
+                "100",
+                "--mpp",
+                "0.25",
+                "--gradcam-layer",
+                "layer3",
+                "--high-risk",
+                "stroma,normal",
+                "--color",
+                "stroma=#00ff00",
+                "--color",
+                "normal=#0000FF",
+                "--macenko",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     b = Bundle.load(out)
     assert summary["gradcam_target_layer"] == b.gradcam_target_layer == "layer3"
@@ -197,17 +256,20 @@ def test_the_default_gradcam_layer_is_the_last_feature_stage(hf_model, tmp_path)
     assert b.gradcam_target_layer == "layer4" and runtime_problems(b) == []
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--gradcam-layer", "fc.weight"], "gradcam"),
-    (["--gradcam-layer", "__class__"], "gradcam"),
-    (["--gradcam-layer", "no_such_layer"], "gradcam"),
-    (["--color", "tumour=red-ish"], "tumour"),
-    (["--color", "tumour"], "CLASS=#RRGGBB"),
-    (["--color", "nosuchclass=#ff0000"], "nosuchclass"),
-    (["--high-risk", "nosuchclass"], "nosuchclass"),
-    (["--tile-um", "-5"], "--tile-um"),
-    (["--tile-um", "100000"], "--tile-um"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--gradcam-layer", "fc.weight"], "gradcam"),
+        (["--gradcam-layer", "__class__"], "gradcam"),
+        (["--gradcam-layer", "no_such_layer"], "gradcam"),
+        (["--color", "tumour=red-ish"], "tumour"),
+        (["--color", "tumour"], "CLASS=#RRGGBB"),
+        (["--color", "nosuchclass=#ff0000"], "nosuchclass"),
+        (["--high-risk", "nosuchclass"], "nosuchclass"),
+        (["--tile-um", "-5"], "--tile-um"),
+        (["--tile-um", "100000"], "--tile-um"),
+    ],
+)
 def test_bad_user_values_are_one_line_and_leave_no_bundle(hf_model, tmp_path, argv, words: str, capsys) -> None:
     out = tmp_path / "bundle"
     try:

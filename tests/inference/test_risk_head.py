@@ -18,8 +18,12 @@ def test_engine_uses_the_bundle_risk_head(tmp_path):
     rng = np.random.default_rng(0)
     d = 512  # resnet18 pooled features
     head = RiskHead(rng.normal(size=d), 0.3, rng.normal(size=d), np.abs(rng.normal(size=d)) + 0.5)
-    attach_file(base.path, RISK_HEAD_FILE, head.to_safetensors(), manifest_updates={
-        "risk_head": {"weights": RISK_HEAD_FILE, "input": "pre_logits", "dim": d}})
+    attach_file(
+        base.path,
+        RISK_HEAD_FILE,
+        head.to_safetensors(),
+        manifest_updates={"risk_head": {"weights": RISK_HEAD_FILE, "input": "pre_logits", "dim": d}},
+    )
     bundle = Bundle.load(base.path)
     assert load_risk_head(bundle) is not None
     slide = open_slide(small_slide(tmp_path / "s.svs"))
@@ -34,6 +38,8 @@ def test_engine_uses_the_bundle_risk_head(tmp_path):
     np.testing.assert_allclose(res.probs[done], probs, atol=1e-5)
     np.testing.assert_allclose(res.risk[done], head.predict(emb), atol=1e-5)
     # and not the class-weighted risk a bundle without a head gets
-    plain = Engine(base_copy := make_bundle(tmp_path / "plain"), device="cpu", amp="fp32").run_all(slide, grid, use_cache=False)
+    plain = Engine(base_copy := make_bundle(tmp_path / "plain"), device="cpu", amp="fp32").run_all(
+        slide, grid, use_cache=False
+    )
     assert base_copy.bundle_id != bundle.bundle_id
     assert not np.allclose(plain.risk[done], res.risk[done])

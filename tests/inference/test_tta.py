@@ -79,8 +79,9 @@ def test_score_takes_tta_and_records_it(tmp_path: Path, capsys) -> None:
     slide_path = small_slide(tmp_path / "s.svs", h=512, w=512, mpp=0.5)
     out = {}
     for tta in ("none", "flips"):
-        assert cli_main(["score", str(slide_path), "--bundle", str(b.path), "--amp", "fp32", "--tta", tta,
-                         "--json"]) == 0
+        assert (
+            cli_main(["score", str(slide_path), "--bundle", str(b.path), "--amp", "fp32", "--tta", tta, "--json"]) == 0
+        )
         out[tta] = json.loads(capsys.readouterr().out)
     assert "tta" not in out["none"]["bundle"] and out["flips"]["bundle"]["tta"] == "flips"
     assert out["flips"]["risk"] != pytest.approx(out["none"]["risk"], abs=1e-6)

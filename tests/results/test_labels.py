@@ -91,16 +91,21 @@ def test_geojson_round_trip_and_qupath_reads_the_squares(tmp_path: Path) -> None
 
 
 def test_qupath_classified_polygons_and_points_import(tmp_path: Path) -> None:
-    path = _write(tmp_path / "qupath.geojson", [
-        _feature(_poly(0, 0, 700, 450), "Tumor"),  # tile centres at x 112, 336, 560; y 112, 336
-        _feature(_poly(1000, 1000, 1400, 1300), "Stroma"),  # centres x 1008, 1232; y 1008, 1232
-        _feature({"type": "Point", "coordinates": [2000.5, 600]}, "Immune cells"),
-        _feature({"type": "MultiPoint", "coordinates": [[3000, 100], [3100, 120]]}, "Necrosis"),
-        _feature(_poly(2300, 1500, 2600, 1700), "Tumor: Positive"),  # derived class (first part); x 2352, 2576; y 1680
-        _feature(_poly(0, 1600, 4000, 2200), "Region*"),  # ignored by the default mapping
-        _feature(_poly(3000, 1000, 3600, 1500), None),  # unclassified: skipped
-        _feature({"type": "LineString", "coordinates": [[0, 0], [50, 50]]}, "Tumor"),  # a line labels nothing
-    ])
+    path = _write(
+        tmp_path / "qupath.geojson",
+        [
+            _feature(_poly(0, 0, 700, 450), "Tumor"),  # tile centres at x 112, 336, 560; y 112, 336
+            _feature(_poly(1000, 1000, 1400, 1300), "Stroma"),  # centres x 1008, 1232; y 1008, 1232
+            _feature({"type": "Point", "coordinates": [2000.5, 600]}, "Immune cells"),
+            _feature({"type": "MultiPoint", "coordinates": [[3000, 100], [3100, 120]]}, "Necrosis"),
+            _feature(
+                _poly(2300, 1500, 2600, 1700), "Tumor: Positive"
+            ),  # derived class (first part); x 2352, 2576; y 1680
+            _feature(_poly(0, 1600, 4000, 2200), "Region*"),  # ignored by the default mapping
+            _feature(_poly(3000, 1000, 3600, 1500), None),  # unclassified: skipped
+            _feature({"type": "LineString", "coordinates": [[0, 0], [50, 50]]}, "Tumor"),  # a line labels nothing
+        ],
+    )
     lab, notes = read_labels(path, S, CLASSES, bounds=(IDENT.width, IDENT.height))
     got = {(t.col, t.row): t.cls for t in lab}
     want = {(c, r): "TUM" for c in range(3) for r in range(2)}
@@ -115,11 +120,14 @@ def test_mapping_unknown_classes_and_user_entries(tmp_path: Path) -> None:
     assert resolve_class("STR", CLASSES, {}) == "STR"
     assert resolve_class("Ignore*", CLASSES, DEFAULT_MAPPING) == IGNORE
     assert resolve_class("Perineural invasion", CLASSES, DEFAULT_MAPPING) is None
-    path = _write(tmp_path / "q.geojson", [
-        _feature(_poly(0, 0, 300, 300), "Tumor"),
-        _feature(_poly(600, 0, 900, 300), "Perineural invasion"),
-        _feature(_poly(1200, 0, 1500, 300), "Granulation tissue"),
-    ])
+    path = _write(
+        tmp_path / "q.geojson",
+        [
+            _feature(_poly(0, 0, 300, 300), "Tumor"),
+            _feature(_poly(600, 0, 900, 300), "Perineural invasion"),
+            _feature(_poly(1200, 0, 1500, 300), "Granulation tissue"),
+        ],
+    )
     with pytest.raises(LabelsError) as err:
         read_labels(path, S, CLASSES)
     msg = str(err.value)
@@ -147,11 +155,14 @@ def test_another_slide_is_refused_unless_forced(tmp_path: Path) -> None:
 
 
 def test_off_the_slide_and_empty_files(tmp_path: Path) -> None:
-    path = _write(tmp_path / "q.geojson", [
-        _feature(_poly(0, 0, 300, 300), "Tumor"),
-        _feature(_poly(9000, 9000, 9500, 9500), "Stroma"),  # off a 4480 × 2240 slide
-        _feature({"type": "Point", "coordinates": [-50, 10]}, "Stroma"),
-    ])
+    path = _write(
+        tmp_path / "q.geojson",
+        [
+            _feature(_poly(0, 0, 300, 300), "Tumor"),
+            _feature(_poly(9000, 9000, 9500, 9500), "Stroma"),  # off a 4480 × 2240 slide
+            _feature({"type": "Point", "coordinates": [-50, 10]}, "Stroma"),
+        ],
+    )
     lab, notes = read_labels(path, S, CLASSES, bounds=(IDENT.width, IDENT.height))
     assert lab.counts() == {"TUM": 1} and any("off the slide" in n for n in notes)
     off = _write(tmp_path / "off.geojson", [_feature(_poly(9000, 9000, 9500, 9500), "Stroma")])

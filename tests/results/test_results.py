@@ -38,9 +38,16 @@ from napari_pathomics.wsi.tiling import TileGrid
 def _results(n_rows: int = 3, n_cols: int = 4, s: float = 106.5) -> TileResults:
     rows, cols = np.divmod(np.arange(n_rows * n_cols), n_cols)
     keep = np.arange(rows.size) != 5
-    grid = TileGrid(cols=cols[keep], rows=rows[keep], tile_size_l0=s, tile_um=32.0, mpp=0.5,
-                    slide_width=int(n_cols * s) + 3, slide_height=int(n_rows * s) + 1,
-                    coverage=np.ones(keep.sum(), np.float32))
+    grid = TileGrid(
+        cols=cols[keep],
+        rows=rows[keep],
+        tile_size_l0=s,
+        tile_um=32.0,
+        mpp=0.5,
+        slide_width=int(n_cols * s) + 3,
+        slide_height=int(n_rows * s) + 1,
+        coverage=np.ones(keep.sum(), np.float32),
+    )
     res = TileResults.empty(grid, CLASSES, COLORS, {"slide_hash": "abc", "note": "x"})
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(len(CLASSES)), size=len(res)).astype(np.float32)
@@ -68,7 +75,9 @@ def test_patch_risk_is_normalised_weighted_sum():
 def test_patch_risk_weights_bundle_and_signature(tmp_path):
     plain = make_bundle(tmp_path / "plain", arch="test_resnet")
     np.testing.assert_array_equal(patch_risk_weights(plain), [0, 0, 0, 0, 0, 0, 0, 1, 1])
-    sig = make_bundle(tmp_path / "sig", arch="test_resnet", signature={"patch_risk_weights": {"DEB": 0.5, "TUM": 2.0, "LYM": -1.0}})
+    sig = make_bundle(
+        tmp_path / "sig", arch="test_resnet", signature={"patch_risk_weights": {"DEB": 0.5, "TUM": 2.0, "LYM": -1.0}}
+    )
     w = patch_risk_weights(sig)
     assert w[CLASSES.index("TUM")] == 2.0 and w[CLASSES.index("LYM")] == -1.0 and w[CLASSES.index("ADI")] == 0.0
     bad = make_bundle(tmp_path / "bad", arch="test_resnet", signature={"patch_risk_weights": {"CANCER": 1.0}})
@@ -130,7 +139,7 @@ def test_geojson_tiles_for_qupath(tmp_path):
         np.testing.assert_allclose(ring.max(axis=0) - ring.min(axis=0), [s, s])
         c = int(res.pred[i])
         assert props["classification"]["name"] == CLASSES[c]
-        assert props["classification"]["color"] == [int(COLORS[c][j:j + 2], 16) for j in (1, 3, 5)]
+        assert props["classification"]["color"] == [int(COLORS[c][j : j + 2], 16) for j in (1, 3, 5)]
         m = props["measurements"]
         assert m["risk"] == pytest.approx(float(res.risk[i]))
         assert [m[f"prob_{n}"] for n in CLASSES] == pytest.approx(res.probs[i].tolist())
@@ -161,8 +170,16 @@ def test_cache_location_follows_env(tmp_path, monkeypatch):
 # ---- torn and hostile files ----------------------------------------------------------------------
 def _empty_results(n: int, n_cols: int, n_rows: int) -> TileResults:
     """Empty two-class results of ``n`` tiles of 112 µm on an ``n_cols`` x ``n_rows`` lattice."""
-    grid = TileGrid(cols=np.arange(n) % n_cols, rows=np.arange(n) // n_cols, tile_size_l0=448.0, tile_um=112.0,
-                    mpp=0.5, slide_width=n_cols * 448, slide_height=n_rows * 448, coverage=np.ones(n, np.float32))
+    grid = TileGrid(
+        cols=np.arange(n) % n_cols,
+        rows=np.arange(n) // n_cols,
+        tile_size_l0=448.0,
+        tile_um=112.0,
+        mpp=0.5,
+        slide_width=n_cols * 448,
+        slide_height=n_rows * 448,
+        coverage=np.ones(n, np.float32),
+    )
     return TileResults.empty(grid, ["A", "B"], ["#ff0000", "#00ff00"], {"v": 0})
 
 
@@ -181,8 +198,12 @@ def _corpus() -> dict[str, bytes]:
         out[f"truncated-{f}"] = good[: int(len(good) * f)]
     out["deep-meta"] = _npz(**{**z, "meta_json": np.array("[" * 100_000)})
     out["meta-is-a-list"] = _npz(**{**z, "meta_json": np.array("[1]")})
-    for name, (key, value) in {"n_cols-null": ("n_cols", None), "class_names-int": ("class_names", 5),
-                               "meta-list": ("meta", [1]), "format-other": ("format", "other/9")}.items():
+    for name, (key, value) in {
+        "n_cols-null": ("n_cols", None),
+        "class_names-int": ("class_names", 5),
+        "meta-list": ("meta", [1]),
+        "format-other": ("format", "other/9"),
+    }.items():
         out[name] = _npz(**{**z, "meta_json": np.array(json.dumps({**doc, key: value}))})
     out["probs-wrong-shape"] = _npz(**{**z, "probs": np.zeros(3)})
     out["object-array"] = _npz(**{**z, "cols": np.array([{"x": 1}] * 3, dtype=object)})

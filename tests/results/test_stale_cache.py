@@ -43,8 +43,25 @@ def _overwrite_middle(path: Path, n: int = 400_000) -> None:
 
 
 def _infer(slide: Path, bundle: Path, out: Path, capsys) -> dict:
-    assert cli_main(["infer", str(slide), "--bundle", str(bundle), "--out", str(out), "--device", "cpu",
-                     "--amp", "fp32", "--quiet", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "infer",
+                str(slide),
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--amp",
+                "fp32",
+                "--quiet",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     return {**summary, "run": json.loads((out / "run.json").read_text())}
 

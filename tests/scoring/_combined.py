@@ -36,8 +36,17 @@ def clinical_table(n: int = 240, seed: int = 5) -> pd.DataFrame:
     lp = 3.0 * (tum - 0.3) + 0.7 * (stage - 2.5) + 0.02 * (age - 60) + 0.8 * (marker > 37) * (tum < 0.3)
     t_ev = rng.exponential(1.0 / (0.0008 * np.exp(lp)))
     t_c = rng.exponential(2500.0, n)
-    d = pd.DataFrame({"pid": [f"P{i:03d}" for i in range(n)], "tme_mean_DEB": deb, "tme_mean_MUS": mus,
-                      "tme_mean_TUM": tum, "stage": stage.astype(float), "age": age, "marker": marker})
+    d = pd.DataFrame(
+        {
+            "pid": [f"P{i:03d}" for i in range(n)],
+            "tme_mean_DEB": deb,
+            "tme_mean_MUS": mus,
+            "tme_mean_TUM": tum,
+            "stage": stage.astype(float),
+            "age": age,
+            "marker": marker,
+        }
+    )
     d["time"] = np.round(np.minimum(t_ev, t_c), 1) + 1.0
     d["event"] = (t_ev <= t_c).astype(int)
     return d
@@ -46,9 +55,17 @@ def clinical_table(n: int = 240, seed: int = 5) -> pd.DataFrame:
 def fit_combined(spec: FeatureSpec | None, cancer_type: str = "colorectal adenocarcinoma") -> Signature:
     """The combined signature with an interplay analysis of ``marker`` in its ``interplay`` list."""
     d = clinical_table()
-    sig = SignatureFitter(**FAST).fit(d, "time", "event", FEATURES, feature_spec=spec, id_col="pid",
-                                      name="test-combined", clinical="stage:ordinal,age:numeric(years)",
-                                      cancer_type=cancer_type)
+    sig = SignatureFitter(**FAST).fit(
+        d,
+        "time",
+        "event",
+        FEATURES,
+        feature_spec=spec,
+        id_col="pid",
+        name="test-combined",
+        clinical="stage:ordinal,age:numeric(years)",
+        cancer_type=cancer_type,
+    )
     doc = sig.to_json()
     inter = analyze_interaction(sig, d, "marker", time_col="time", event_col="event", cutoff=37)
     doc["interplay"] = [json.loads(json.dumps(inter, default=float))]

@@ -41,9 +41,16 @@ from napari_pathomics.scoring.report import render_report_html
 from napari_pathomics.wsi.annotations import Annotation
 
 #: The default bundle's image signature as issue 11 found it (a weak, unvalidated split).
-DEFAULT_SUMMARY = {"cv_c_index": 0.553587695604669, "cv_c_index_sd": 0.06739764982432316,
-                   "hazard_ratio_out_of_fold": {"hr": 1.0132093472097845, "ci_lower": 0.6907785193413899,
-                                                "ci_upper": 1.4861394101427243, "p": 0.9464665764422825}}
+DEFAULT_SUMMARY = {
+    "cv_c_index": 0.553587695604669,
+    "cv_c_index_sd": 0.06739764982432316,
+    "hazard_ratio_out_of_fold": {
+        "hr": 1.0132093472097845,
+        "ci_lower": 0.6907785193413899,
+        "ci_upper": 1.4861394101427243,
+        "p": 0.9464665764422825,
+    },
+}
 
 
 # ------------------------------------------------------------------------------ evidence and wording
@@ -51,7 +58,9 @@ def test_the_default_signatures_split_is_not_called_validated() -> None:
     ev = validated_evidence(DEFAULT_SUMMARY)  # out-of-fold HR 1.01 [0.69, 1.49], p 0.95
     assert ev["validated"] is False and ev["strength"] == "weak"
     assert ev["cv_c_index"] == pytest.approx(0.5536, abs=1e-4)
-    assert "cross-validated C-index 0.55 ± 0.07" in ev["text"] and "HR high vs low 1.01 [95 % CI 0.69, 1.49]" in ev["text"]
+    assert (
+        "cross-validated C-index 0.55 ± 0.07" in ev["text"] and "HR high vs low 1.01 [95 % CI 0.69, 1.49]" in ev["text"]
+    )
     for g in ("high", "low"):
         assert "HIGH" not in group_headline(g, ev) and "RISK" not in group_headline(g, ev)
         words = group_wording(g, ev)
@@ -60,31 +69,48 @@ def test_the_default_signatures_split_is_not_called_validated() -> None:
 
 
 def test_a_validated_split_may_be_named() -> None:
-    ev = validated_evidence({"cv_c_index": 0.68, "cv_c_index_sd": 0.03,
-                             "cv_hazard_ratio": {"hr": 2.1, "ci_lower": 1.4, "ci_upper": 3.2, "p": 0.001}})
+    ev = validated_evidence(
+        {
+            "cv_c_index": 0.68,
+            "cv_c_index_sd": 0.03,
+            "cv_hazard_ratio": {"hr": 2.1, "ci_lower": 1.4, "ci_upper": 3.2, "p": 0.001},
+        }
+    )
     assert ev["validated"] and group_headline("high", ev) == "HIGH RISK"
     assert group_wording("high", ev).startswith("high-risk group (validated split: out-of-fold HR 2.10 [1.40, 3.20]")
     # a CI touching 1 is not validated, nor is no evidence at all
-    assert not validated_evidence({"cv_hazard_ratio": {"hr": 1.5, "ci_lower": 0.99, "ci_upper": 2.2, "p": 0.06}})["validated"]
+    assert not validated_evidence({"cv_hazard_ratio": {"hr": 1.5, "ci_lower": 0.99, "ci_upper": 2.2, "p": 0.06}})[
+        "validated"
+    ]
     none = validated_evidence({})
     assert not none["validated"] and "not cross-validated" in none["text"]
     assert "no out-of-fold evidence" in group_wording("high", none)
 
 
 # ------------------------------------------------------------------------------ cancer type
-@pytest.mark.parametrize("text, expected", [
-    ("colorectal adenocarcinoma", {"colorectal"}), ("TCGA-READ", {"colorectal"}), ("ready", set()),
-    ("Adenocarcinoma, hepatic flexure", {"colorectal"}), ("skin (e.g. melanoma, carcinoma)", {"skin"}),
-    ("over", set()), ("Ovarian serous carcinoma", {"ovary"}), ("other", set()),
-    ("liver metastasis of colon cancer", {"colorectal", "liver"}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("colorectal adenocarcinoma", {"colorectal"}),
+        ("TCGA-READ", {"colorectal"}),
+        ("ready", set()),
+        ("Adenocarcinoma, hepatic flexure", {"colorectal"}),
+        ("skin (e.g. melanoma, carcinoma)", {"skin"}),
+        ("over", set()),
+        ("Ovarian serous carcinoma", {"ovary"}),
+        ("other", set()),
+        ("liver metastasis of colon cancer", {"colorectal", "liver"}),
+    ],
+)
 def test_organs_named_by_free_text(text, expected) -> None:
     assert organs(text) == expected
 
 
 def test_cancer_type_mismatch_warns_and_match_or_unknown_does_not() -> None:
     bad = cancer_type_check("colorectal cancer (TCGA COAD/READ)", "skin melanoma")
-    assert bad["match"] is False and "skin melanoma" in bad["warning"] and "not validated for this case" in bad["warning"]
+    assert (
+        bad["match"] is False and "skin melanoma" in bad["warning"] and "not validated for this case" in bad["warning"]
+    )
     ok = cancer_type_check("colorectal cancer", "liver metastasis of colon cancer")
     assert ok["match"] is True and ok["warning"] is None
     assert cancer_type_check(None, "skin")["warning"] is None
@@ -113,12 +139,18 @@ def test_composition_excludes_background_and_says_how_much() -> None:
 
 
 def test_scored_area_says_rois_or_all_tissue_tiles_and_mm2() -> None:
-    a = {"path": "/x/a.svs", "tiles": {"done": 100, "background": 20, "failed": 0}, "n_rois": 2, "used": True,
-         "tile_um": 112.0, "roi_mm2": 1.5}
+    a = {
+        "path": "/x/a.svs",
+        "tiles": {"done": 100, "background": 20, "failed": 0},
+        "n_rois": 2,
+        "used": True,
+        "tile_um": 112.0,
+        "roi_mm2": 1.5,
+    }
     b = dict(a, path="/x/b.svs", n_rois=None, roi_mm2=None)
     area = scored_area([a])
     assert area["scope"] == "ROIs" and area["tiles_scored"] == 100
-    assert area["scored_mm2"] == pytest.approx(100 * 0.112 ** 2)
+    assert area["scored_mm2"] == pytest.approx(100 * 0.112**2)
     assert "2 ROIs" in area["text"] and "100 tissue tiles, 1.25 mm²" in area["text"] and "1.50 mm²" in area["text"]
     assert scored_area([b])["scope"] == "all tissue"
     assert "some slides" in scored_area([a, b])["scope"]
@@ -138,12 +170,14 @@ def test_score_carries_context_for_rois_and_all_tissue(tmp_path, sig_bundle) -> 
     wa, pa = whole.context["area"], part.context["area"]
     assert wa["scope"] == "all tissue" and pa["scope"] == "ROIs" and pa["n_rois"] == 1
     assert pa["tiles_scored"] < wa["tiles_scored"] and pa["tiles_scored"] == part.slides[0].n_done
-    assert wa["scored_mm2"] == pytest.approx(whole.slides[0].n_done * 0.032 ** 2)  # 32 µm tiles
-    assert part.slides[0].roi_mm2 == pytest.approx(768 * 1024 * 0.25 ** 2 / 1e6)
+    assert wa["scored_mm2"] == pytest.approx(whole.slides[0].n_done * 0.032**2)  # 32 µm tiles
+    assert part.slides[0].roi_mm2 == pytest.approx(768 * 1024 * 0.25**2 / 1e6)
     doc = part.to_json()
     assert doc["context"]["area"]["scope"] == "ROIs" and "risk" in doc and "group" in doc  # old keys kept
     # the test bundle's signature records no cancer type: a note, no warning
-    assert doc["context"]["cancer_type"]["warning"] is None and "does not record" in doc["context"]["cancer_type"]["note"]
+    assert (
+        doc["context"]["cancer_type"]["warning"] is None and "does not record" in doc["context"]["cancer_type"]["note"]
+    )
     sig = load_signature(sig_bundle)
     ctx = refresh_context(part, sig, {"cancer_type": "colorectal adenocarcinoma"}, "skin melanoma")
     assert ctx["cancer_type"]["match"] is False and ctx["warnings"] == [ctx["cancer_type"]["warning"]]
@@ -162,7 +196,10 @@ def test_combined_score_side_by_side_and_bad_values_named(tmp_path, clin_bundle)
     assert ps.context["cancer_type"]["match"] is True  # the combined fixture records colorectal
     fields = clinical_fields(combined, [image])
     assert [(f["name"], f["type"], f["in_score"]) for f in fields] == [
-        ("stage", "ordinal", True), ("age", "numeric", True), ("marker", "marker", False)]
+        ("stage", "ordinal", True),
+        ("age", "numeric", True),
+        ("marker", "marker", False),
+    ]
     assert fields[0]["levels"] == ["1", "2", "3", "4"] and fields[1]["unit"] == "years"
     assert re.fullmatch(r"number, 35–85 years", fields[1]["hint"])
     assert combined_score(ps, combined, {"stage": "", "age": " "}, image) is None  # nothing entered: image only
@@ -179,11 +216,13 @@ def test_combined_score_side_by_side_and_bad_values_named(tmp_path, clin_bundle)
     [pl] = c["interplay"]
     assert pl["column"] == "marker" and pl["level"] == "marker > 37" and pl["group"] == c["group"]
     assert "Research use only" in c["research_use"]
-    for values, words in [({"stage": "5", "age": "64"}, "'stage' = '5' is not one of the signature's levels"),
-                          ({"stage": "3", "age": "120"}, "'age' = 120 is outside the range"),
-                          ({"stage": "3", "age": "sixty"}, "'age' = 'sixty' is not a number"),
-                          ({"stage": "3"}, "missing clinical values for age"),
-                          ({"stage": "3", "age": "64", "marker": "high"}, "marker = 'high' is not a number")]:
+    for values, words in [
+        ({"stage": "5", "age": "64"}, "'stage' = '5' is not one of the signature's levels"),
+        ({"stage": "3", "age": "120"}, "'age' = 120 is outside the range"),
+        ({"stage": "3", "age": "sixty"}, "'age' = 'sixty' is not a number"),
+        ({"stage": "3"}, "missing clinical values for age"),
+        ({"stage": "3", "age": "64", "marker": "high"}, "marker = 'high' is not a number"),
+    ]:
         with pytest.raises(ClinicalError, match=re.escape(words)):
             combined_score(ps, combined, values, image)
     ps.clinical = c
@@ -213,7 +252,10 @@ def test_cli_score_json_adds_context_and_clinical_keys(tmp_path, clin_bundle, ca
     for key in ("patient_id", "risk", "percentile", "group", "cutoff", "survival", "composition", "slides", "warnings"):
         assert key in doc  # nothing renamed
     assert doc["context"]["cancer_type"]["match"] is False and doc["context"]["area"]["scope"] == "all tissue"
-    assert doc["clinical"]["values"] == {"stage": "2", "age": "70"} and doc["clinical"]["image_only"]["risk"] == doc["risk"]
+    assert (
+        doc["clinical"]["values"] == {"stage": "2", "age": "70"}
+        and doc["clinical"]["image_only"]["risk"] == doc["risk"]
+    )
     assert main(base) == 0
     out = capsys.readouterr().out
     assert "scored: all tissue on 1 slide" in out and "not validated" in out

@@ -102,8 +102,11 @@ def _assert_inert(html: str) -> None:
     text = "".join(page.text)
     for h in HOSTILE:
         assert h in text, h
-    csp = [a.get("content", "") for t, a in page.tags
-           if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"]
+    csp = [
+        a.get("content", "")
+        for t, a in page.tags
+        if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"
+    ]
     assert len(csp) == 1
     policy = {d.split()[0]: d.split()[1:] for d in csp[0].split(";") if d.strip()}
     assert policy.get("default-src") == ["'none'"] and "script-src" not in policy, csp  # no script of any origin
@@ -130,8 +133,9 @@ def test_report_of_the_same_bundle_without_a_signature_argument_is_inert(tmp_pat
 
 
 @pytest.mark.parametrize("field", ["min_group", "n_high", "n_low", "p_value", "cutoff"])
-def test_numbers_holding_markup_are_refused_when_the_signature_loads(tmp_path: Path, field: str,
-                                                                      capsys: pytest.CaptureFixture) -> None:
+def test_numbers_holding_markup_are_refused_when_the_signature_loads(
+    tmp_path: Path, field: str, capsys: pytest.CaptureFixture
+) -> None:
     sig = copy.deepcopy(json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))
     sig["cutoff"][field] = SCRIPT
     b = make_bundle(tmp_path / "bundle", signature=sig)
@@ -158,8 +162,20 @@ def _open_in_chromium(report: Path) -> None:
     exe = _chromium()
     if exe is None:
         return  # the parsed-HTML checks above stand on their own
-    r = subprocess.run([exe, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=3000",
-                        "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     page = _parse(r.stdout)
     titles = [i for i, (t, _) in enumerate(page.tags) if t == "title"]
@@ -167,8 +183,9 @@ def _open_in_chromium(report: Path) -> None:
     assert not any(t == "script" for t, _ in page.tags)
 
 
-def test_cohort_analysis_page_renders_hostile_column_and_level_names_as_text(tmp_path: Path,
-                                                                             capsys: pytest.CaptureFixture) -> None:
+def test_cohort_analysis_page_renders_hostile_column_and_level_names_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """``analyze-benefit`` / ``analyze-interaction`` pages: the treatment column's name, its levels and
     the subgroup columns come from the user's table and are shown as inert text."""
     import pandas as pd
@@ -179,16 +196,49 @@ def test_cohort_analysis_page_renders_hostile_column_and_level_names_as_text(tmp
     train.to_csv(tmp_path / "train.csv", index=False)
     sig = tmp_path / "sig.json"
     feats = ",".join(f"true_{c}" for c in TISSUE_CLASSES)
-    assert cli_main(["build-signature", str(tmp_path / "train.csv"), "--time", "time", "--event", "event",
-                     "--features", feats, "--no-cv", "--permutations", "0", "--time-unit", "months",
-                     "--out", str(sig)]) == 0
+    assert (
+        cli_main(
+            [
+                "build-signature",
+                str(tmp_path / "train.csv"),
+                "--time",
+                "time",
+                "--event",
+                "event",
+                "--features",
+                feats,
+                "--no-cv",
+                "--permutations",
+                "0",
+                "--time-unit",
+                "months",
+                "--out",
+                str(sig),
+            ]
+        )
+        == 0
+    )
     test = pd.DataFrame(draw_table(CohortSpec(patients=300, seed=1, marker_hr=4.0, treatment_hr=0.33)))
     test = test.rename(columns={"treatment": SCRIPT, "true_TUM": BREAK})
     test[SCRIPT] = test[SCRIPT].map({0: "untreated", 1: IMG})
     test.to_csv(tmp_path / "test.csv", index=False)
     capsys.readouterr()
-    rc = cli_main(["analyze-benefit", str(tmp_path / "test.csv"), "--signature", str(sig), "--treatment", SCRIPT,
-                   "--treated", IMG, "--subgroups", BREAK, "--out", str(tmp_path / "b")])
+    rc = cli_main(
+        [
+            "analyze-benefit",
+            str(tmp_path / "test.csv"),
+            "--signature",
+            str(sig),
+            "--treatment",
+            SCRIPT,
+            "--treated",
+            IMG,
+            "--subgroups",
+            BREAK,
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     page = _parse((tmp_path / "b" / "benefit.html").read_text())
     names = {t for t, _ in page.tags}
@@ -199,6 +249,9 @@ def test_cohort_analysis_page_renders_hostile_column_and_level_names_as_text(tmp
             assert (attrs.get("src") or "").startswith("data:image/png;base64,"), attrs
     text = "".join(page.text)
     assert SCRIPT in text and IMG in text and BREAK in text, "the hostile names are shown, as text"
-    csp = [a.get("content", "") for t, a in page.tags
-           if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"]
+    csp = [
+        a.get("content", "")
+        for t, a in page.tags
+        if t == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy"
+    ]
     assert len(csp) == 1 and "default-src 'none'" in csp[0] and "script-src" not in csp[0]

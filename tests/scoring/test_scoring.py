@@ -47,17 +47,30 @@ def test_no_tiles_in_roi_is_a_clear_error(tmp_path, sig_bundle):
 @pytest.mark.slow
 def test_cli_score_json_and_refusals(tmp_path, sig_bundle):
     s = small_slide(tmp_path / "a.svs")
-    r = subprocess.run([*CLI, "score", str(s), "--bundle", str(sig_bundle.path),
-                        "--json", "--quiet", "--report", str(tmp_path / "case.html")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            *CLI,
+            "score",
+            str(s),
+            "--bundle",
+            str(sig_bundle.path),
+            "--json",
+            "--quiet",
+            "--report",
+            str(tmp_path / "case.html"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     for key in ("patient_id", "risk", "percentile", "group", "survival", "composition", "slides", "bundle"):
         assert key in doc
     assert (tmp_path / "case.html").is_file() and (tmp_path / "case.json").is_file()
     nosig = make_bundle(tmp_path / "nosig")
-    r = subprocess.run([*CLI, "score", str(s), "--bundle", str(nosig.path)],
-                       capture_output=True, text=True)
+    r = subprocess.run([*CLI, "score", str(s), "--bundle", str(nosig.path)], capture_output=True, text=True)
     assert r.returncode == 8 and r.stderr.count("\n") == 1 and "no signature" in r.stderr
-    r = subprocess.run([*CLI, "score", str(s), "--roi", "a.geojson",
-                        "--roi", "b.geojson"], capture_output=True, text=True)
+    r = subprocess.run(
+        [*CLI, "score", str(s), "--roi", "a.geojson", "--roi", "b.geojson"], capture_output=True, text=True
+    )
     assert r.returncode == 8 and "one --roi per slide" in r.stderr

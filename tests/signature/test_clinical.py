@@ -50,17 +50,24 @@ FAST = {"folds": 3, "n_permutations": 20, "n_bootstrap": 200, "penalizers": (0.0
 # ------------------------------------------------------------------------------ declarations
 def test_parse_clinical_types_units_and_orders() -> None:
     got = parse_clinical("stage:ordinal, age:numeric(years),msi:categorical(MSS|MSI-L|MSI-H),g:ordinal(G1<G2<G3)")
-    assert [(d.name, d.type) for d in got] == [("stage", "ordinal"), ("age", "numeric"), ("msi", "categorical"),
-                                               ("g", "ordinal")]
+    assert [(d.name, d.type) for d in got] == [
+        ("stage", "ordinal"),
+        ("age", "numeric"),
+        ("msi", "categorical"),
+        ("g", "ordinal"),
+    ]
     assert got[1].unit == "years" and got[2].levels == ("MSS", "MSI-L", "MSI-H") and got[3].levels == ("G1", "G2", "G3")
 
 
-@pytest.mark.parametrize("text, words", [
-    ("stage:integer", "TYPE must be one of"),
-    ("stage", "expected COL:TYPE"),
-    ("a:numeric,a:ordinal", "twice"),
-    ("g:ordinal(G1<G1)", "listed twice"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("stage:integer", "TYPE must be one of"),
+        ("stage", "expected COL:TYPE"),
+        ("a:numeric,a:ordinal", "twice"),
+        ("g:ordinal(G1<G1)", "listed twice"),
+    ],
+)
 def test_parse_clinical_refuses_bad_items(text: str, words: str) -> None:
     with pytest.raises(ClinicalError, match=words):
         parse_clinical(text)
@@ -77,18 +84,23 @@ def test_fit_freezes_encoding_and_round_trips() -> None:
     assert spec.covariate("stage").levels == ("1", "2", "3", "4") and spec.covariate("stage").scores == (1, 2, 3, 4)
     enc = spec.encode({"stage": "3", "age": 50, "msi": "MSI-H"})
     assert enc["clin:stage"] == 3.0 and enc["clin:age"] == 50.0 and enc["clin:msi=MSI-H"] == 1.0
-    assert spec.encode({"stage": 3.0, "age": 50, "msi": "MSS"}) == spec.encode({"stage": "3", "age": 50.0, "msi": "MSS"})
+    assert spec.encode({"stage": 3.0, "age": 50, "msi": "MSS"}) == spec.encode(
+        {"stage": "3", "age": 50.0, "msi": "MSS"}
+    )
     again = ClinicalSpec.from_json(json.loads(json.dumps(spec.to_json())))
     assert again.encode({"stage": 2, "age": 60, "msi": "MSI-L"}) == spec.encode({"stage": 2, "age": 60, "msi": "MSI-L"})
 
 
-@pytest.mark.parametrize("values, words", [
-    ({"stage": 5, "age": 50, "msi": "MSS"}, "'stage' = 5 is not one of the signature's levels"),
-    ({"stage": 2, "age": 120, "msi": "MSS"}, "'age' = 120 is outside the range"),
-    ({"stage": 2, "age": "old", "msi": "MSS"}, "'age' = 'old' is not a number"),
-    ({"stage": 2, "age": 50, "msi": "MSI-X"}, "'msi' = 'MSI-X' is not one of"),
-    ({"stage": 2, "msi": "MSS"}, "missing clinical values for age"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"stage": 5, "age": 50, "msi": "MSS"}, "'stage' = 5 is not one of the signature's levels"),
+        ({"stage": 2, "age": 120, "msi": "MSS"}, "'age' = 120 is outside the range"),
+        ({"stage": 2, "age": "old", "msi": "MSS"}, "'age' = 'old' is not a number"),
+        ({"stage": 2, "age": 50, "msi": "MSI-X"}, "'msi' = 'MSI-X' is not one of"),
+        ({"stage": 2, "msi": "MSS"}, "missing clinical values for age"),
+    ],
+)
 def test_values_outside_the_frozen_encoding_are_named(values: dict, words: str) -> None:
     spec, _ = ClinicalSpec.fit(_clinical_table(), parse_clinical("stage:ordinal,age:numeric,msi:categorical"))
     with pytest.raises(ClinicalError, match=words.replace("(", r"\(")):
@@ -111,15 +123,25 @@ def test_missing_values_refused_dropped_or_imputed_and_counted() -> None:
     assert spec.covariate("stage").impute in spec.covariate("stage").levels
 
 
-@pytest.mark.parametrize("mutate, decl, words", [
-    (lambda d: d, "grade:ordinal", "clinical column 'grade' is not in the table"),
-    (lambda d: d.assign(age=d["age"].astype(object).where(d.index != 4, "unknown")), "age:numeric",
-     "'age' is declared numeric but patient 'P004' holds 'unknown'"),
-    (lambda d: d.assign(msi="MSS"), "msi:categorical", "one level only ('MSS')"),
-    (lambda d: d.assign(msi=np.where(d.index < 3, "rare", "MSS")), "msi:categorical", "level 'rare' has only 3 rows"),
-    (lambda d: d.assign(grade=np.where(d.index % 2, "G1", "G2")), "grade:ordinal", "give their order"),
-    (lambda d: d, "msi:categorical(MSS|MSI-H)", "holds 'MSI-L', not one of the declared levels"),
-])
+@pytest.mark.parametrize(
+    "mutate, decl, words",
+    [
+        (lambda d: d, "grade:ordinal", "clinical column 'grade' is not in the table"),
+        (
+            lambda d: d.assign(age=d["age"].astype(object).where(d.index != 4, "unknown")),
+            "age:numeric",
+            "'age' is declared numeric but patient 'P004' holds 'unknown'",
+        ),
+        (lambda d: d.assign(msi="MSS"), "msi:categorical", "one level only ('MSS')"),
+        (
+            lambda d: d.assign(msi=np.where(d.index < 3, "rare", "MSS")),
+            "msi:categorical",
+            "level 'rare' has only 3 rows",
+        ),
+        (lambda d: d.assign(grade=np.where(d.index % 2, "G1", "G2")), "grade:ordinal", "give their order"),
+        (lambda d: d, "msi:categorical(MSS|MSI-H)", "holds 'MSI-L', not one of the declared levels"),
+    ],
+)
 def test_bad_covariate_columns_are_one_clear_message(mutate, decl: str, words: str) -> None:
     with pytest.raises(ClinicalError, match=words.replace("(", r"\(").replace(")", r"\)")):
         ClinicalSpec.fit(mutate(_clinical_table()), parse_clinical(decl), id_col="pid")
@@ -150,8 +172,11 @@ def test_folded_combined_model_equals_the_two_stage_lifelines_fit() -> None:
     XC = pd.concat([X[img.covariates], C], axis=1)
     np.testing.assert_allclose(frozen.risk(XC), cph.predict_log_partial_hazard(ref).to_numpy(), atol=1e-8)
     times = [20.0, 60.0, 120.0]
-    np.testing.assert_allclose(frozen.survival(frozen.risk(XC[:5]), times),
-                               cph.predict_survival_function(ref.iloc[:5], times=times).to_numpy(), atol=1e-8)
+    np.testing.assert_allclose(
+        frozen.survival(frozen.risk(XC[:5]), times),
+        cph.predict_survival_function(ref.iloc[:5], times=times).to_numpy(),
+        atol=1e-8,
+    )
     assert log["score_coefficient"] == pytest.approx(float(cph.params_["s"]), rel=1e-6)
 
 
@@ -197,9 +222,16 @@ def test_null_log_likelihood_matches_lifelines_and_lrt_detects_a_real_covariate(
 def combined() -> tuple[Signature, pd.DataFrame]:
     d = _clinical_table()
     d.loc[[5, 6], "stage"] = np.nan
-    sig = SignatureFitter(**FAST).fit(d, "time", "event", ["f0", "f1", "f2"], id_col="pid",
-                                      clinical="stage:ordinal,age:numeric(years)", clinical_missing="drop",
-                                      cancer_type="test cancer")
+    sig = SignatureFitter(**FAST).fit(
+        d,
+        "time",
+        "event",
+        ["f0", "f1", "f2"],
+        id_col="pid",
+        clinical="stage:ordinal,age:numeric(years)",
+        clinical_missing="drop",
+        cancer_type="test cancer",
+    )
     return sig, d
 
 
@@ -216,8 +248,13 @@ def test_fitter_evaluates_image_clinical_and_combined_in_the_same_folds(combined
     assert 0 <= inc["likelihood_ratio_test"]["p"] <= 1
     adj = ev["adjusted_hazard_ratio"]["score_per_sd"]
     assert {"pathomics_score", "clin:stage", "clin:age"} <= set(adj) and adj["clin:stage"]["hr"] > 1.5
-    assert ev["rows"] == {"total": len(d), "used": len(d) - 2, "excluded": {"missing stage": 2}, "n_excluded": 2,
-                          "excluded_ids": ["P005", "P006"]}
+    assert ev["rows"] == {
+        "total": len(d),
+        "used": len(d) - 2,
+        "excluded": {"missing stage": 2},
+        "n_excluded": 2,
+        "excluded_ids": ["P005", "P006"],
+    }
     assert sig.to_json()["reference"]["n"] == len(d) - 2
     assert sig.metrics["cv"]["c_index_mean"] == pytest.approx(ev["models"]["combined"]["cv_c_index"])
     assert not signature_problems(sig.to_json())
@@ -302,13 +339,16 @@ def test_score_combined_gives_risk_parts_and_validated_c(combined) -> None:
     assert later.contributions["pathomics"] == pytest.approx(cs.contributions["pathomics"])
 
 
-@pytest.mark.parametrize("values, words", [
-    ({"stage": 5, "age": 50}, "'stage' = 5 is not one of the signature's levels (1, 2, 3, 4)"),
-    ({"stage": 2, "age": 130}, "'age' = 130 is outside the range the signature was fitted on"),
-    ({"stage": 2, "age": "sixty"}, "'age' = 'sixty' is not a number"),
-    ({"stage": 2}, "missing clinical values for age"),
-    ({"stage": "", "age": 50}, "missing clinical values for stage"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"stage": 5, "age": 50}, "'stage' = 5 is not one of the signature's levels (1, 2, 3, 4)"),
+        ({"stage": 2, "age": 130}, "'age' = 130 is outside the range the signature was fitted on"),
+        ({"stage": 2, "age": "sixty"}, "'age' = 'sixty' is not a number"),
+        ({"stage": 2}, "missing clinical values for age"),
+        ({"stage": "", "age": 50}, "missing clinical values for stage"),
+    ],
+)
 def test_score_combined_names_the_column_and_the_value(combined, values: dict, words: str) -> None:
     from napari_pathomics.signature import score_combined
 

@@ -52,7 +52,9 @@ def _lifelines_pair(seed: int = 0) -> tuple[FrozenCox, CoxPHFitter, pd.DataFrame
     df, _ = simulate_cox(300, TRUE_BETA, seed=seed)
     feats = ["f0", "f1", "f2", "f3"]
     X = df[feats]
-    frozen, cph, _ = fit_lasso_cox(X, df["time"].to_numpy(), df["event"].to_numpy(), penalizers=(0.01, 0.05), folds=3, seed=0)
+    frozen, cph, _ = fit_lasso_cox(
+        X, df["time"].to_numpy(), df["event"].to_numpy(), penalizers=(0.01, 0.05), folds=3, seed=0
+    )
     Z = (X[frozen.covariates] - X[frozen.covariates].mean()) / X[frozen.covariates].std(ddof=0)
     return frozen, cph, X, Z
 

@@ -42,9 +42,7 @@ def test_class_order_is_by_name_not_position() -> None:
 
 def test_mil_features_frozen_vocabulary_roundtrip() -> None:
     rng = np.random.default_rng(0)
-    patients = {
-        f"p{i}": [_slide(rng.dirichlet([1, 1, 1], size=40), rng.uniform(size=40))] for i in range(6)
-    }
+    patients = {f"p{i}": [_slide(rng.dirichlet([1, 1, 1], size=40), rng.uniform(size=40))] for i in range(6)}
     spec = FeatureSpec(CLS, mil=True).fit(patients.values())
     spec2 = FeatureSpec.from_json(json.loads(json.dumps(spec.to_json())))
     f1 = spec.transform(patients["p2"])

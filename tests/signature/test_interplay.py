@@ -26,8 +26,9 @@ COLS = {"time_col": "time", "event_col": "event"}
 
 
 def _cohort(seed: int, n: int = 400, **effects: float) -> pd.DataFrame:
-    return pd.DataFrame(draw_table(CohortSpec(patients=n, seed=seed, **(effects or {"marker_hr": 1.0,
-                                                                                      "treatment_hr": 1.0}))))
+    return pd.DataFrame(
+        draw_table(CohortSpec(patients=n, seed=seed, **(effects or {"marker_hr": 1.0, "treatment_hr": 1.0})))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,17 +91,24 @@ def test_levels_rules() -> None:
     assert list(treatment_levels(["A", "B", "A"], "arm", treated="B").codes) == [0, 1, 0]
 
 
-@pytest.mark.parametrize("mutate, kind, kwargs, words", [
-    (lambda d: d.assign(treatment=1), "benefit", {}, "treatment column 'treatment' has one level only ('1')"),
-    (lambda d: d.assign(treatment=d.index % 3), "benefit", {}, "has 3 levels"),
-    (lambda d: d.assign(treatment=np.where(d.index % 2, "A", "B")), "benefit", {}, "give --treated VALUE"),
-    (lambda d: d, "benefit", {"treatment": "chemo"}, "column 'chemo' is not in the table"),
-    (lambda d: d, "interaction", {"cutoff": None}, "give --marker-cutoff V"),
-    (lambda d: d.drop(columns=["true_STR"]), "interaction", {}, "no column for the signature's feature 'true_STR'"),
-    (lambda d: d.assign(event=np.where(d["marker"] > 37, 0, d["event"])), "interaction", {},
-     "level 'marker > 37' has only 0 events"),
-    (lambda d: d.iloc[:30], "interaction", {}, "has only"),
-])
+@pytest.mark.parametrize(
+    "mutate, kind, kwargs, words",
+    [
+        (lambda d: d.assign(treatment=1), "benefit", {}, "treatment column 'treatment' has one level only ('1')"),
+        (lambda d: d.assign(treatment=d.index % 3), "benefit", {}, "has 3 levels"),
+        (lambda d: d.assign(treatment=np.where(d.index % 2, "A", "B")), "benefit", {}, "give --treated VALUE"),
+        (lambda d: d, "benefit", {"treatment": "chemo"}, "column 'chemo' is not in the table"),
+        (lambda d: d, "interaction", {"cutoff": None}, "give --marker-cutoff V"),
+        (lambda d: d.drop(columns=["true_STR"]), "interaction", {}, "no column for the signature's feature 'true_STR'"),
+        (
+            lambda d: d.assign(event=np.where(d["marker"] > 37, 0, d["event"])),
+            "interaction",
+            {},
+            "level 'marker > 37' has only 0 events",
+        ),
+        (lambda d: d.iloc[:30], "interaction", {}, "has only"),
+    ],
+)
 def test_bad_input_is_one_clear_message(sig: Signature, mutate, kind: str, kwargs: dict, words: str) -> None:
     d = mutate(_cohort(7, n=300, **PLANTED))
     with pytest.raises(ClinicalError, match=words.replace("(", r"\(").replace(")", r"\)")):

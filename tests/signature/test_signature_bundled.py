@@ -93,9 +93,12 @@ def test_combined_signature_recomputes_on_the_tcga_rows_it_used(clin: Signature)
     d = pd.read_csv(TCGA_COHORT_CSV)
     d = d[(d["days_to_event"] > 0) & d["cleanstage"].notna() & d["years_to_birth"].notna()].reset_index(drop=True)
     feats = d.rename(columns={c: f"tme_mean_{c}" for c in clin.feature_spec.classes})
-    risk = np.array([score_combined(clin, f, {"cleanstage": s, "years_to_birth": a}).risk
-                     for f, s, a in zip(feats[clin.image_features].to_dict("records"), d["cleanstage"],
-                                        d["years_to_birth"])])
+    risk = np.array(
+        [
+            score_combined(clin, f, {"cleanstage": s, "years_to_birth": a}).risk
+            for f, s, a in zip(feats[clin.image_features].to_dict("records"), d["cleanstage"], d["years_to_birth"])
+        ]
+    )
     np.testing.assert_allclose(np.sort(risk), clin.reference_risks, atol=1e-9, rtol=0)
     t, e = d["days_to_event"].to_numpy(float), d["vital_status"].to_numpy(int)
     assert concordance(t, risk, e) == pytest.approx(clin.metrics["apparent_c_index"], abs=1e-12)
@@ -122,17 +125,46 @@ def test_combined_signature_refits_from_its_recorded_command(clin: Signature, tm
     bundle = tmp_path / "b"
     shutil.copytree(DEFAULT_BUNDLE, bundle)
     tr = clin.to_json()["training"]
-    assert main(["build-signature", str(TCGA_COHORT_CSV), "--time", tr["duration_col"], "--event", tr["event_col"],
-                 "--id", tr["id_col"], "--tme-classes", "DEB,MUS,TUM",
-                 "--clinical", "cleanstage:ordinal,years_to_birth:numeric(years)", "--clinical-missing", "drop",
-                 "--min-follow-up", "0", "--cv-repeats", "5", "--seed", "0", "--name", clin.name, "--cancer-type", clin.cancer_type,
-                 "--bundle", str(bundle)]) == 0
+    assert (
+        main(
+            [
+                "build-signature",
+                str(TCGA_COHORT_CSV),
+                "--time",
+                tr["duration_col"],
+                "--event",
+                tr["event_col"],
+                "--id",
+                tr["id_col"],
+                "--tme-classes",
+                "DEB,MUS,TUM",
+                "--clinical",
+                "cleanstage:ordinal,years_to_birth:numeric(years)",
+                "--clinical-missing",
+                "drop",
+                "--min-follow-up",
+                "0",
+                "--cv-repeats",
+                "5",
+                "--seed",
+                "0",
+                "--name",
+                clin.name,
+                "--cancer-type",
+                clin.cancer_type,
+                "--bundle",
+                str(bundle),
+            ]
+        )
+        == 0
+    )
     again = Signature.from_json(bundle / "signature_clinical.json")
     assert again.features == clin.features
     np.testing.assert_allclose(again.cox.beta, clin.cox.beta, atol=1e-9)
     for m in ("image", "clinical", "combined"):
         assert again.evaluation["models"][m]["cv_c_index"] == pytest.approx(
-            clin.evaluation["models"][m]["cv_c_index"], abs=1e-9)
+            clin.evaluation["models"][m]["cv_c_index"], abs=1e-9
+        )
 
 
 def test_combined_signature_carries_the_msi_curves_a_patient_is_placed_on(clin: Signature) -> None:

@@ -106,11 +106,21 @@ def _results(n_side: int = 12, seed: int = 0) -> TileResults:
     status[:5] = BACKGROUND
     probs[:5] = np.nan
     emb[:5] = np.nan
-    return TileResults(cols=np.arange(n) % n_side, rows=np.arange(n) // n_side,
-                       origins=np.column_stack([np.arange(n) % n_side, np.arange(n) // n_side]) * 100,
-                       tile_size_l0=100.0, n_cols=n_side, n_rows=n_side, class_names=CLASSES,
-                       class_colors=["#000000"] * C, probs=probs, risk=np.zeros(n, np.float32), status=status,
-                       stain_fallback=np.zeros(n, bool), emb=emb)
+    return TileResults(
+        cols=np.arange(n) % n_side,
+        rows=np.arange(n) // n_side,
+        origins=np.column_stack([np.arange(n) % n_side, np.arange(n) // n_side]) * 100,
+        tile_size_l0=100.0,
+        n_cols=n_side,
+        n_rows=n_side,
+        class_names=CLASSES,
+        class_colors=["#000000"] * C,
+        probs=probs,
+        risk=np.zeros(n, np.float32),
+        status=status,
+        stain_fallback=np.zeros(n, bool),
+        emb=emb,
+    )
 
 
 def test_suggestions_are_uncertain_spread_and_never_labelled() -> None:

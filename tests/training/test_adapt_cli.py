@@ -51,10 +51,21 @@ def _labels(case: dict, name: str, cells: dict[str, list[tuple[int, int]]], iden
 
 
 def _qupath(path: Path, features: list[tuple[dict, str]]) -> Path:
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": g, "properties": {"objectType": "annotation",
-                                                          "classification": {"name": n, "color": [200, 0, 0]}}}
-        for g, n in features]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": g,
+                        "properties": {"objectType": "annotation", "classification": {"name": n, "color": [200, 0, 0]}},
+                    }
+                    for g, n in features
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -63,8 +74,18 @@ def _poly(x0: float, y0: float, x1: float, y1: float) -> dict:
 
 
 def _adapt(case: dict, labels: Path, out: str, *extra: str) -> list[str]:
-    return ["adapt", "--bundle", str(case["bundle"].path), "--slide", str(case["slide"]), "--labels", str(labels),
-            "--out", str(case["root"] / out), *extra]
+    return [
+        "adapt",
+        "--bundle",
+        str(case["bundle"].path),
+        "--slide",
+        str(case["slide"]),
+        "--labels",
+        str(labels),
+        "--out",
+        str(case["root"] / out),
+        *extra,
+    ]
 
 
 def _one_line(capsys, code: int, rc: int, *words: str) -> str:  # noqa: ANN001 - pytest's capsys
@@ -92,8 +113,9 @@ def test_adapt_writes_a_bundle_that_infer_accepts_and_prints_counts_and_cv(case,
     assert new.manifest["adaptation"]["base_bundle_id"] == case["bundle"].bundle_id
     assert new.manifest["adaptation"]["counts"] == {"STR": 12, "TUM": 12}
     # infer with the adapted bundle: the two regions come out as labelled (a random-weights backbone: most tiles)
-    assert cli_main(["infer", str(case["slide"]), "--bundle", str(b2), "--out", str(case["root"] / "inf"),
-                     "--quiet"]) == 0
+    assert (
+        cli_main(["infer", str(case["slide"]), "--bundle", str(b2), "--out", str(case["root"] / "inf"), "--quiet"]) == 0
+    )
     res = TileResults.load(case["root"] / "inf" / "results.npz")
     pred = res.class_map()
     tum, strm = new.class_names.index("TUM"), new.class_names.index("STR")
@@ -107,8 +129,22 @@ def test_adapt_writes_a_bundle_that_infer_accepts_and_prints_counts_and_cv(case,
     assert json.loads(capsys.readouterr().out)["composition"] == pytest.approx(ps.composition)
     table = case["root"] / "cohort.csv"
     table.write_text(f"patient_id,slide_path\nP1,{case['slide'].name}\n")
-    assert cli_main(["score-cohort", str(table), "--bundle", str(b2), "--out", str(case["root"] / "cohort"),
-                     "--workers", "0", "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "score-cohort",
+                str(table),
+                "--bundle",
+                str(b2),
+                "--out",
+                str(case["root"] / "cohort"),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert (case["root"] / "cohort" / "patients.csv").is_file()
     # the human-readable report: per-class counts and CV before/after, one summary per slide
     capsys.readouterr()
@@ -120,25 +156,41 @@ def test_adapt_writes_a_bundle_that_infer_accepts_and_prints_counts_and_cv(case,
 
 
 def test_a_plain_qupath_polygon_file_is_labels_through_the_mapping(case, capsys) -> None:
-    q = _qupath(case["root"] / "qupath.geojson", [
-        (_poly(64, 64, 64 * 6, 64 * 10), "Tumor"),  # QuPath's names, mapped: Tumor → TUM
-        (_poly(64 * 9, 64, 64 * 15, 64 * 10), "Stroma"),
-    ])
+    q = _qupath(
+        case["root"] / "qupath.geojson",
+        [
+            (_poly(64, 64, 64 * 6, 64 * 10), "Tumor"),  # QuPath's names, mapped: Tumor → TUM
+            (_poly(64 * 9, 64, 64 * 15, 64 * 10), "Stroma"),
+        ],
+    )
     assert cli_main(_adapt(case, q, "bq", "--json")) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["counts"] == {"STR": 54, "TUM": 45}  # every tile whose centre lies inside
     # a name the default mapping lacks is mapped with --map
-    q2 = _qupath(case["root"] / "qupath2.geojson", [(_poly(64, 64, 64 * 6, 64 * 10), "Carcinoma in situ"),
-                                                   (_poly(64 * 9, 64, 64 * 15, 64 * 10), "Stroma")])
+    q2 = _qupath(
+        case["root"] / "qupath2.geojson",
+        [(_poly(64, 64, 64 * 6, 64 * 10), "Carcinoma in situ"), (_poly(64 * 9, 64, 64 * 15, 64 * 10), "Stroma")],
+    )
     assert cli_main(_adapt(case, q2, "bq2", "--json", "--map", "Carcinoma in situ=TUM")) == 0
     assert json.loads(capsys.readouterr().out)["counts"] == {"STR": 54, "TUM": 45}
 
 
 def test_unknown_classes_are_one_line_listing_them_and_the_mapping(case, capsys) -> None:
-    q = _qupath(case["root"] / "unknown.geojson", [(_poly(64, 64, 64 * 6, 64 * 10), "Perineural invasion"),
-                                                  (_poly(64 * 9, 64, 64 * 15, 64 * 10), "Stroma")])
-    line = _one_line(capsys, CODE, cli_main(_adapt(case, q, "bu")), "pathomics adapt: error:",
-                     "'Perineural invasion' (1)", "bundle classes: ADI", "mapping: ", "Stroma→STR", "--map")
+    q = _qupath(
+        case["root"] / "unknown.geojson",
+        [(_poly(64, 64, 64 * 6, 64 * 10), "Perineural invasion"), (_poly(64 * 9, 64, 64 * 15, 64 * 10), "Stroma")],
+    )
+    line = _one_line(
+        capsys,
+        CODE,
+        cli_main(_adapt(case, q, "bu")),
+        "pathomics adapt: error:",
+        "'Perineural invasion' (1)",
+        "bundle classes: ADI",
+        "mapping: ",
+        "Stroma→STR",
+        "--map",
+    )
     assert "Traceback" not in line and not (case["root"] / "bu").exists()
     # our own file with a class this bundle does not have (labels made with another bundle)
     own = _labels(case, "other-classes.geojson", {"TUM": LEFT, "GLAND": RIGHT})
@@ -148,8 +200,13 @@ def test_unknown_classes_are_one_line_listing_them_and_the_mapping(case, capsys)
 def test_labels_of_another_slide_are_refused_unless_forced(case, capsys) -> None:
     other = SlideIdentity("two.svs", 123, "0" * 64, 1024, 768)
     labels = _labels(case, "foreign.geojson", {"TUM": LEFT, "STR": RIGHT}, ident=other)
-    _one_line(capsys, CODE, cli_main(_adapt(case, labels, "bf")), "labels were made on two.svs (sha256 000000000000",
-              "use --force")
+    _one_line(
+        capsys,
+        CODE,
+        cli_main(_adapt(case, labels, "bf")),
+        "labels were made on two.svs (sha256 000000000000",
+        "use --force",
+    )
     assert not (case["root"] / "bf").exists()
     assert cli_main(_adapt(case, labels, "bf2", "--force", "--json")) == 0
     cap = capsys.readouterr()
@@ -159,7 +216,9 @@ def test_labels_of_another_slide_are_refused_unless_forced(case, capsys) -> None
 
 def test_off_slide_empty_one_class_and_mismatched_arguments_are_one_line(case, capsys) -> None:
     off = _labels(case, "off.geojson", {"TUM": [(40, 40), (41, 40)], "STR": [(50, 3)]})  # slide is 16 × 12 tiles
-    _one_line(capsys, CODE, cli_main(_adapt(case, off, "bo")), "labels no tile", "all 3 labelled tiles lie off the slide")
+    _one_line(
+        capsys, CODE, cli_main(_adapt(case, off, "bo")), "labels no tile", "all 3 labelled tiles lie off the slide"
+    )
     part = _labels(case, "part.geojson", {"TUM": LEFT + [(40, 40)], "STR": RIGHT})
     assert cli_main(_adapt(case, part, "bp", "--json")) == 0  # partly off: used, with a warning naming them
     cap = capsys.readouterr()
@@ -169,7 +228,21 @@ def test_off_slide_empty_one_class_and_mismatched_arguments_are_one_line(case, c
     one = _labels(case, "one.geojson", {"TUM": LEFT})
     _one_line(capsys, CODE, cli_main(_adapt(case, one, "b1")), "all 12 labels are TUM", "at least two classes")
     assert not (case["root"] / "b1").exists()
-    _one_line(capsys, CODE, cli_main(["adapt", "--bundle", str(case["bundle"].path), "--slide", str(case["slide"]),
-                                      "--out", str(case["root"] / "bx")]), "one --labels per --slide")
+    _one_line(
+        capsys,
+        CODE,
+        cli_main(
+            [
+                "adapt",
+                "--bundle",
+                str(case["bundle"].path),
+                "--slide",
+                str(case["slide"]),
+                "--out",
+                str(case["root"] / "bx"),
+            ]
+        ),
+        "one --labels per --slide",
+    )
     _one_line(capsys, CODE, cli_main(_adapt(case, one, "bm", "--map", "Tumor")), "--map wants")
     _one_line(capsys, CODE, cli_main(_adapt(case, case["root"] / "missing.geojson", "bn")), "labels file not found")

@@ -28,7 +28,9 @@ def tile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiles")
     for c in CLASSES:
         files = sorted((resources.NCT_TILES_DIR / c).iterdir())
-        picks = [f for f in files if f.name.startswith("NCT100K")][:1] + [f for f in files if f.name.startswith("VAL7K")][:1]
+        picks = [f for f in files if f.name.startswith("NCT100K")][:1] + [
+            f for f in files if f.name.startswith("VAL7K")
+        ][:1]
         (root / c).mkdir()
         for f in picks:
             shutil.copy(f, root / c / f.name)
@@ -36,8 +38,15 @@ def tile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(epochs=1, probe_views=1, probe_steps=20, views_per_epoch=1, batch_size=6, cv=("none",),
-                high_risk_classes=("STR", "TUM"))
+    base = dict(
+        epochs=1,
+        probe_views=1,
+        probe_steps=20,
+        views_per_epoch=1,
+        batch_size=6,
+        cv=("none",),
+        high_risk_classes=("STR", "TUM"),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -65,7 +74,9 @@ def test_train_writes_valid_bundle_with_run_record(tile_dir: Path, tmp_path: Pat
     from napari_pathomics.wsi.images import list_images
 
     recs = classify_files(list_images(tile_dir), b)
-    assert {Path(r["file"]).parent.name + "/" + Path(r["file"]).name: r["class"] for r in recs} == rec["train_predictions"]
+    assert {Path(r["file"]).parent.name + "/" + Path(r["file"]).name: r["class"] for r in recs} == rec[
+        "train_predictions"
+    ]
     assert model.training is False
 
 

@@ -35,10 +35,16 @@ def test_risk_head_separates_and_needs_both_labels() -> None:
 def test_train_signature_writes_a_loadable_evaluated_bundle(tmp_path: Path) -> None:
     make_cohort(tmp_path / "c", CohortSpec(patients=36, seed=11, tiles_per_side=5))
     base = tiny_bundle(tmp_path / "base")
-    s = TrainSettings(outcomes=str(tmp_path / "c" / "outcomes.csv"), oracle_col="true_log_hazard", permutations=50,
-                      amp="fp32", threads=1, cache_dir=str(tmp_path / "emb"), test_fraction=0.3)
-    rep = train_signature(tmp_path / "c" / "cohort.csv", tmp_path / "new", bundle=base.path, settings=s,
-                          progress=False)
+    s = TrainSettings(
+        outcomes=str(tmp_path / "c" / "outcomes.csv"),
+        oracle_col="true_log_hazard",
+        permutations=50,
+        amp="fp32",
+        threads=1,
+        cache_dir=str(tmp_path / "emb"),
+        test_fraction=0.3,
+    )
+    rep = train_signature(tmp_path / "c" / "cohort.csv", tmp_path / "new", bundle=base.path, settings=s, progress=False)
     b = Bundle.load(tmp_path / "new")
     assert b.manifest["risk_head"]["weights"] == "risk_head.safetensors" and b.signature_path.is_file()
     assert b.file_hashes["model.safetensors"] == base.file_hashes["model.safetensors"]
@@ -50,8 +56,9 @@ def test_train_signature_writes_a_loadable_evaluated_bundle(tmp_path: Path) -> N
     n_cache = len(list((tmp_path / "emb").glob("*.npz")))
     assert n_cache == 36
     s.seed = 1
-    rep2 = train_signature(tmp_path / "c" / "cohort.csv", tmp_path / "new2", bundle=tmp_path / "new", settings=s,
-                           progress=False)
+    rep2 = train_signature(
+        tmp_path / "c" / "cohort.csv", tmp_path / "new2", bundle=tmp_path / "new", settings=s, progress=False
+    )
     assert len(list((tmp_path / "emb").glob("*.npz"))) == n_cache  # same backbone -> same cache
     assert rep2["evaluation"]["split"]["test"] != ev["split"]["test"]
 
@@ -60,5 +67,10 @@ def test_missing_outcome_is_a_clear_error(tmp_path: Path) -> None:
     make_cohort(tmp_path / "c", CohortSpec(patients=2, seed=1, tiles_per_side=3))
     (tmp_path / "o.csv").write_text("patient_id,time,event\nP0001,3,1\n")
     with pytest.raises(CohortError, match="no outcome for patient 'P0002'"):
-        train_signature(tmp_path / "c" / "cohort.csv", tmp_path / "b", bundle=tiny_bundle(tmp_path / "base").path,
-                        settings=TrainSettings(outcomes=str(tmp_path / "o.csv")), progress=False)
+        train_signature(
+            tmp_path / "c" / "cohort.csv",
+            tmp_path / "b",
+            bundle=tiny_bundle(tmp_path / "base").path,
+            settings=TrainSettings(outcomes=str(tmp_path / "o.csv")),
+            progress=False,
+        )

@@ -99,12 +99,18 @@ N_ROWS, N_COLS = 12, 16
 
 def _brushed(centres: list[tuple[int, int]]) -> set[tuple[int, int]]:
     """The tiles a 3-tile brush labels clicking at ``centres``."""
-    return {(c + dc, r + dr) for c, r in centres for dc in (-1, 0, 1) for dr in (-1, 0, 1)
-            if 0 <= c + dc < N_COLS and 0 <= r + dr < N_ROWS}
+    return {
+        (c + dc, r + dr)
+        for c, r in centres
+        for dc in (-1, 0, 1)
+        for dr in (-1, 0, 1)
+        if 0 <= c + dc < N_COLS and 0 <= r + dr < N_ROWS
+    }
 
 
-def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(make_napari_viewer, qtbot, two_tissue_slide,
-                                                                       bundle, tmp_path):
+def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(
+    make_napari_viewer, qtbot, two_tissue_slide, bundle, tmp_path
+):
     viewer = make_napari_viewer(show=True)
     img = session.add_slide(viewer, two_tissue_slide)
     slide = session.slide_of(img)
@@ -136,7 +142,7 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(make_napa
     # drawn as an outline in the class colour: ring pixels set, tile interior empty
     k = layer.data.shape[0] // lab.lattice_shape(slide.width, slide.height)[0]
     c, r = LEFT[0]
-    cell = layer.data[r * k:(r + 1) * k, c * k:(c + 1) * k]
+    cell = layer.data[r * k : (r + 1) * k, c * k : (c + 1) * k]
     assert cell[0, 0] == 9 and cell[k // 2, k // 2] == 0
     assert saved_labels_path(slide.path) == labels_path(slide.path)  # autosaved beside the slide
 
@@ -176,8 +182,9 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(make_napa
     assert session.find_layer(viewer2, session.slide_of(img2), ROLE_TILE_LABELS) is not None
 
 
-def test_adapted_bundle_gives_the_same_class_map_in_viewer_infer_and_score(make_napari_viewer, qtbot, two_tissue_slide,
-                                                                          bundle, tmp_path, capsys):
+def test_adapted_bundle_gives_the_same_class_map_in_viewer_infer_and_score(
+    make_napari_viewer, qtbot, two_tissue_slide, bundle, tmp_path, capsys
+):
     viewer = make_napari_viewer()
     img = session.add_slide(viewer, two_tissue_slide)
     slide = session.slide_of(img)
@@ -207,8 +214,9 @@ def test_adapted_bundle_gives_the_same_class_map_in_viewer_infer_and_score(make_
     viewer_pred = dock.results[str(slide.path)].pred
     np.testing.assert_array_equal(viewer_pred, adapted)
     # infer
-    assert cli_main(["infer", str(two_tissue_slide), "--bundle", str(out), "--out", str(tmp_path / "inf"),
-                     "--quiet"]) == 0
+    assert (
+        cli_main(["infer", str(two_tissue_slide), "--bundle", str(out), "--out", str(tmp_path / "inf"), "--quiet"]) == 0
+    )
     infer_pred = TileResults.load(tmp_path / "inf" / "results.npz").pred
     np.testing.assert_array_equal(infer_pred, viewer_pred)
     # score: the same tiles' classes and the same composition
@@ -218,8 +226,21 @@ def test_adapted_bundle_gives_the_same_class_map_in_viewer_infer_and_score(make_
     assert cli_main(["score", str(two_tissue_slide), "--bundle", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["composition"] == pytest.approx(ps.composition)
     # a fresh run of the adapted model's own forward pass (no cache) agrees on every confident tile
-    assert cli_main(["infer", str(two_tissue_slide), "--bundle", str(out), "--out", str(tmp_path / "fresh"),
-                     "--quiet", "--no-cache"]) == 0
+    assert (
+        cli_main(
+            [
+                "infer",
+                str(two_tissue_slide),
+                "--bundle",
+                str(out),
+                "--out",
+                str(tmp_path / "fresh"),
+                "--quiet",
+                "--no-cache",
+            ]
+        )
+        == 0
+    )
     fresh = TileResults.load(tmp_path / "fresh" / "results.npz")
     p = np.sort(fresh.probs, axis=1)
     confident = (p[:, -1] - p[:, -2]) > 0.02
@@ -242,9 +263,20 @@ def test_bad_input_is_a_message_and_nothing_is_lost(make_napari_viewer, qtbot, t
     assert panel.labels_of(slide).counts() == {"TUM": 5}
     # a QuPath file with a class the bundle does not know: refused, listing it; the labels stay
     bad = tmp_path / "bad.geojson"
-    bad.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [700, 100]},
-         "properties": {"objectType": "annotation", "classification": {"name": "Perineural invasion"}}}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Point", "coordinates": [700, 100]},
+                        "properties": {"objectType": "annotation", "classification": {"name": "Perineural invasion"}},
+                    }
+                ],
+            }
+        )
+    )
     assert panel.import_labels(bad) == ""
     assert "Perineural invasion" in panel.status.text() and "mapping" in panel.status.text()
     assert panel.labels_of(slide).counts() == {"TUM": 5}
@@ -260,10 +292,21 @@ def test_bad_input_is_a_message_and_nothing_is_lost(make_napari_viewer, qtbot, t
 
 
 def _qupath_file(path: Path, features: list[tuple[dict, str]]) -> Path:
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": g, "properties": {"objectType": "annotation",
-                                                          "classification": {"name": n, "color": [200, 0, 0]}}}
-        for g, n in features]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": g,
+                        "properties": {"objectType": "annotation", "classification": {"name": n, "color": [200, 0, 0]}},
+                    }
+                    for g, n in features
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -271,8 +314,9 @@ def _square(x0: float, y0: float, x1: float, y1: float) -> dict:
     return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
 
 
-def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_box(make_napari_viewer, qtbot,
-                                                                                    two_tissue_slide, bundle, tmp_path):
+def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_box(
+    make_napari_viewer, qtbot, two_tissue_slide, bundle, tmp_path
+):
     from napari_pathomics.wsi.annotations import read_geojson
 
     viewer = make_napari_viewer()
@@ -284,12 +328,15 @@ def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_b
     panel = dock.correct
     panel.refresh_classes()
     # a QuPath export of classified polygons (QuPath's own class names) and a point; one polygon off the slide
-    q = _qupath_file(tmp_path / "qupath.geojson", [
-        (_square(TILE, TILE, TILE * 6, TILE * 10), "Tumor"),  # tile centres inside: cols 1-5, rows 1-9
-        (_square(TILE * 9, TILE, TILE * 15, TILE * 10), "Stroma"),  # cols 9-14, rows 1-9
-        ({"type": "Point", "coordinates": [TILE * 7.5, TILE * 11.5]}, "Immune cells"),  # tile (7, 11)
-        (_square(TILE * 40, TILE * 40, TILE * 42, TILE * 42), "Necrosis"),  # off a 16 × 12-tile slide
-    ])
+    q = _qupath_file(
+        tmp_path / "qupath.geojson",
+        [
+            (_square(TILE, TILE, TILE * 6, TILE * 10), "Tumor"),  # tile centres inside: cols 1-5, rows 1-9
+            (_square(TILE * 9, TILE, TILE * 15, TILE * 10), "Stroma"),  # cols 9-14, rows 1-9
+            ({"type": "Point", "coordinates": [TILE * 7.5, TILE * 11.5]}, "Immune cells"),  # tile (7, 11)
+            (_square(TILE * 40, TILE * 40, TILE * 42, TILE * 42), "Necrosis"),  # off a 16 × 12-tile slide
+        ],
+    )
     text = panel.import_labels(q)
     lab = panel.labels_of(slide)
     want = {(c, r): "TUM" for c in range(1, 6) for r in range(1, 10)}
@@ -310,8 +357,11 @@ def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_b
     out = panel.export_labels(tmp_path / "export.geojson")
     doc = json.loads(out.read_text())
     assert len(doc["features"]) == 100 and doc["pathomics_labels"]["slide"]["sha256"] == slide.file_hash()
-    f = next(f for f in doc["features"] if f["properties"]["pathomics_label"] == {
-        **f["properties"]["pathomics_label"], "col": 7, "row": 11})
+    f = next(
+        f
+        for f in doc["features"]
+        if f["properties"]["pathomics_label"] == {**f["properties"]["pathomics_label"], "col": 7, "row": 11}
+    )
     assert f["properties"]["classification"]["name"] == "LYM" and f["properties"]["objectType"] == "annotation"
     assert f["geometry"]["coordinates"][0][0] == [7 * TILE, 11 * TILE]
     assert sorted(a.classification for a in read_geojson(out).annotations).count("TUM") == 45
@@ -359,12 +409,15 @@ def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer,
     panel.current = "TUM"
     assert panel.label_world(_world(5, 5)) == 0
     assert "no usable bundle" in panel.status.text()
-    assert saved.read_bytes() == before and saved_labels_path(two_tissue_slide) == saved  # not set aside, not overwritten
+    assert (
+        saved.read_bytes() == before and saved_labels_path(two_tissue_slide) == saved
+    )  # not set aside, not overwritten
     assert str(session.slide_of(img).path) not in panel.labels
 
 
-def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napari_viewer, qtbot, two_tissue_slide,
-                                                                      bundle, monkeypatch):
+def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(
+    make_napari_viewer, qtbot, two_tissue_slide, bundle, monkeypatch
+):
     viewer = make_napari_viewer(show=True)
     img = session.add_slide(viewer, two_tissue_slide)
     slide = session.slide_of(img)
@@ -416,8 +469,9 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
     assert not after.missing_cam("risk").any()
 
     # the Score dock rescored by itself with the adapted head, and says so
-    qtbot.waitUntil(lambda: score.worker is None and score.patient_score.bundle.get("class_head") is not None,
-                    timeout=180_000)
+    qtbot.waitUntil(
+        lambda: score.worker is None and score.patient_score.bundle.get("class_head") is not None, timeout=180_000
+    )
     ps = score.patient_score
     assert ps.bundle["class_head"]["digest"] == panel.result.head.digest()
     assert "adapted in the Correct panel" in score.status.text()
@@ -427,8 +481,7 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
 
     # a new Analyze run after Adapt: the adapted head is applied again to its results
     _wait(qtbot, dock.run(), dock)
-    qtbot.waitUntil(lambda: panel.worker is None and dock.results[str(slide.path)].meta.get("adapted"),
-                    timeout=180_000)
+    qtbot.waitUntil(lambda: panel.worker is None and dock.results[str(slide.path)].meta.get("adapted"), timeout=180_000)
     np.testing.assert_array_equal(dock.results[str(slide.path)].class_map(), after.class_map())
     qtbot.waitUntil(lambda: score.worker is None and panel.cam_worker is None, timeout=180_000)
 
@@ -436,8 +489,9 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(make_napar
     panel.revert()
     assert not dock.results[str(slide.path)].meta.get("adapted")
     np.testing.assert_array_equal(dock.results[str(slide.path)].class_map(), base.class_map())
-    qtbot.waitUntil(lambda: score.worker is None and score.patient_score.bundle.get("class_head") is None,
-                    timeout=180_000)
+    qtbot.waitUntil(
+        lambda: score.worker is None and score.patient_score.bundle.get("class_head") is None, timeout=180_000
+    )
     assert score.patient_score.score.risk == pytest.approx(risk_before)
     assert len(panel.labels_of(slide)) == len(_brushed(LEFT) | _brushed(RIGHT))
 

@@ -123,9 +123,26 @@ def test_roi_autosave_and_reopen(make_napari_viewer, pyramid_svs):
 
 def test_widget_tiles_equal_cli(make_napari_viewer, pyramid_svs, tmp_path, capsys):
     roi = tmp_path / "roi.geojson"
-    roi.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature",
-        "geometry": {"type": "Polygon", "coordinates": [[[200, 300], [3500, 250], [3300, 2900], [400, 2700], [200, 300]]]},
-        "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}}]}))
+    roi.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[200, 300], [3500, 250], [3300, 2900], [400, 2700], [200, 300]]],
+                        },
+                        "properties": {
+                            "objectType": "annotation",
+                            "classification": {"name": "Tumor", "color": [200, 0, 0]},
+                        },
+                    }
+                ],
+            }
+        )
+    )
     viewer = make_napari_viewer()
     session.add_slide(viewer, pyramid_svs)
     w = RoiTilesWidget(viewer)
@@ -209,8 +226,9 @@ def test_plain_shapes_layer_in_microns_saves_as_level0(make_napari_viewer, marke
     session.add_slide(viewer, marked_slide)
     y0, x0 = (1000 - 0.5) * MPP, (2000 - 0.5) * MPP
     y1, x1 = (1100 - 0.5) * MPP, (2100 - 0.5) * MPP
-    plain = viewer.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])], shape_type="rectangle",
-                              units=("um", "um"))
+    plain = viewer.add_shapes(
+        [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])], shape_type="rectangle", units=("um", "um")
+    )
     out = tmp_path / "plain.geojson"
     plain.save(str(out), plugin="napari-pathomics")
     ring = np.array(json.loads(out.read_text())["features"][0]["geometry"]["coordinates"][0])
@@ -237,9 +255,12 @@ def test_bad_geojson_and_bad_slide_keep_drawings(make_napari_viewer, pyramid_svs
     rois = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
     rois.add_rectangles(np.array([[10.0, 10.0], [10.0, 90.0], [90.0, 90.0], [90.0, 10.0]]))
     w = RoiTilesWidget(viewer)
-    for text in ("{not json", '{"type": "FeatureCollection", "features": []}',
-                 '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
-                 '[[[1e9, 1e9], [1e9, 2e9], [2e9, 2e9], [1e9, 1e9]]]}, "properties": {}}'):
+    for text in (
+        "{not json",
+        '{"type": "FeatureCollection", "features": []}',
+        '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
+        '[[[1e9, 1e9], [1e9, 2e9], [2e9, 2e9], [1e9, 1e9]]]}, "properties": {}}',
+    ):
         bad = tmp_path / "bad.geojson"
         bad.write_text(text)
         assert w.import_rois(bad) == 0
@@ -272,7 +293,7 @@ class _Notes:
         self.start = len(notification_manager.records)
 
     def new(self, severity: NotificationSeverity | None = None) -> list[str]:
-        recs = notification_manager.records[self.start:]
+        recs = notification_manager.records[self.start :]
         return [str(r.message) for r in recs if severity is None or r.severity == severity]
 
 
@@ -290,8 +311,11 @@ def _saved_features(slide: Path) -> int:
 
 def test_every_broken_slide_is_one_notification_and_the_viewer_keeps_working(make_napari_viewer, pyramid_svs, tmp_path):
     logging.getLogger("tifffile").setLevel(logging.CRITICAL)
-    corpus = {k: v for k, v in make_corpus(tmp_path / "bad").items()
-              if k not in ("good.svs", "striped.tif", "no-mpp.tif", "odd path")}
+    corpus = {
+        k: v
+        for k, v in make_corpus(tmp_path / "bad").items()
+        if k not in ("good.svs", "striped.tif", "no-mpp.tif", "odd path")
+    }
     viewer, rois = _viewer_with_drawing(make_napari_viewer, pyramid_svs)
     dock = SlideWidget(viewer)
     for name, path in corpus.items():
@@ -321,8 +345,11 @@ def test_broken_slide_through_napari_open(make_napari_viewer, pyramid_svs, tmp_p
 
 def test_self_intersecting_import_is_repaired_with_a_warning(make_napari_viewer, pyramid_svs, tmp_path):
     viewer, rois = _viewer_with_drawing(make_napari_viewer, pyramid_svs)
-    bowtie = {"type": "Feature", "properties": {"objectType": "annotation"},
-              "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [900, 900], [900, 100], [100, 900], [100, 100]]]}}
+    bowtie = {
+        "type": "Feature",
+        "properties": {"objectType": "annotation"},
+        "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [900, 900], [900, 100], [100, 900], [100, 100]]]},
+    }
     p = tmp_path / "bowtie.geojson"
     p.write_text(json.dumps(bowtie))
     notes = _Notes()
@@ -368,6 +395,6 @@ def test_open_remove_cycles_through_napari_open_leak_no_handles(make_napari_view
     for i in range(10):
         layers = viewer.open(str(copies[i % 2]), plugin="napari-pathomics")
         np.asarray(layers[0].data[-1])  # read pixels so the file is really in use
-        for ly in (layers if i % 2 else layers[::-1]):  # image first, or ROIs first
+        for ly in layers if i % 2 else layers[::-1]:  # image first, or ROIs first
             viewer.layers.remove(ly)
     assert open_fds() <= start, f"{open_fds() - start} handles leaked over 10 cycles"

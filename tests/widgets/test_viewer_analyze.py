@@ -21,7 +21,7 @@ ROW, COL = 5, 7  # the marked tile
 @pytest.fixture
 def marked_tissue_slide(tmp_path):
     img = textured_he(1024, 1536, seed=2)
-    img[ROW * TILE:(ROW + 1) * TILE, COL * TILE:(COL + 1) * TILE] = (0, 0, 255)
+    img[ROW * TILE : (ROW + 1) * TILE, COL * TILE : (COL + 1) * TILE] = (0, 0, 255)
     return write_slide(tmp_path / "marked.svs", img, mpp=MPP, fmt="svs", min_size=128)
 
 

@@ -34,8 +34,11 @@ def slide_path(tmp_path):
 
 
 def _visible_views(viewer, slide) -> set[str]:
-    return {ly.metadata[VIEW_KEY] for ly in viewer.layers
-            if ly.visible and VIEW_KEY in ly.metadata and ly.metadata.get("pathomics_slide_path") == str(slide.path)}
+    return {
+        ly.metadata[VIEW_KEY]
+        for ly in viewer.layers
+        if ly.visible and VIEW_KEY in ly.metadata and ly.metadata.get("pathomics_slide_path") == str(slide.path)
+    }
 
 
 def _colorbar_visual(viewer, layer):
@@ -67,7 +70,9 @@ def test_one_map_at_a_time_with_colour_bars_that_read_the_limits(make_napari_vie
         assert not any(ly.colorbar.visible for ly in viewer.layers if ly is not shown and hasattr(ly, "colorbar"))
         lo, hi = shown.metadata[SCALE_KEY]["limits"]
         values = shown.data[shown.data >= shown.contrast_limits[0] + 1e-9]
-        assert lo <= values.min() + 1e-6 and np.percentile(values, 90) <= hi <= values.max() + 1e-6  # fitted to the data
+        assert (
+            lo <= values.min() + 1e-6 and np.percentile(values, 90) <= hi <= values.max() + 1e-6
+        )  # fitted to the data
         viewer.screenshot(canvas_only=True, flash=False)  # draws the overlay
         bar = _colorbar_visual(viewer, shown)
         np.testing.assert_allclose(bar.node.ticks.domain, shown.contrast_limits, rtol=1e-6)
@@ -84,7 +89,8 @@ def test_one_map_at_a_time_with_colour_bars_that_read_the_limits(make_napari_vie
     below = float(risk.colormap.map(np.array([0.45]))[0][3]) if risk.colormap.controls[1] > 0.45 else None
     assert below is None or below == 0.0
     assert np.asarray(risk.colormap.controls)[1] == pytest.approx(
-        (lo + (hi - lo) / 2 - risk.contrast_limits[0]) / (risk.contrast_limits[1] - risk.contrast_limits[0]), abs=1e-6)
+        (lo + (hi - lo) / 2 - risk.contrast_limits[0]) / (risk.contrast_limits[1] - risk.contrast_limits[0]), abs=1e-6
+    )
     # smooth rendering and per-tile CAM scaling are one switch each
     w.smooth.setCurrentIndex(1)
     assert risk.interpolation2d == "linear"
@@ -128,11 +134,11 @@ def test_a_low_confidence_tile_is_hatched_and_read_out(make_napari_viewer, slide
     viewer.camera.zoom = 8.0
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     h, w = shot.shape[:2]
-    mid = shot[h // 2 - 110:h // 2 + 110, w // 2 - 110:w // 2 + 110]
+    mid = shot[h // 2 - 110 : h // 2 + 110, w // 2 - 110 : w // 2 + 110]
     assert (mid.sum(-1) > 600).mean() > 0.02 and (mid.sum(-1) < 120).mean() > 0.02
     viewer.camera.center = tuple(centre + np.array([0, 2 * TILE * MPP]))
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
-    mid = shot[h // 2 - 110:h // 2 + 110, w // 2 - 110:w // 2 + 110]
+    mid = shot[h // 2 - 110 : h // 2 + 110, w // 2 - 110 : w // 2 + 110]
     assert (mid.sum(-1) > 600).mean() < 0.005
     # a stricter threshold marks every tile; the status bar reads the top-3 classes
     display_of(viewer).low_confidence = 0.99
@@ -143,7 +149,11 @@ def test_a_low_confidence_tile_is_hatched_and_read_out(make_napari_viewer, slide
     viewer.mouse_over_canvas = True
     status, _ = viewer._calc_status_from_cursor()
     text = status["coordinates"] if isinstance(status, dict) else status
-    assert "TUM (tumour epithelium)" in text and "top 3: TUM 0.40 · STR 0.35 · LYM 0.25" in text and "low confidence" in text
+    assert (
+        "TUM (tumour epithelium)" in text
+        and "top 3: TUM 0.40 · STR 0.35 · LYM 0.25" in text
+        and "low confidence" in text
+    )
 
 
 def test_the_hole_of_a_qupath_roi_is_drawn_and_survives_an_edit(make_napari_viewer, slide_path, tmp_path):
@@ -182,8 +192,9 @@ def test_the_hole_of_a_qupath_roi_is_drawn_and_survives_an_edit(make_napari_view
     assert slide is not None
 
 
-def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(qtbot, slide_path, tmp_path,
-                                                                       make_napari_viewer, monkeypatch):
+def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(
+    qtbot, slide_path, tmp_path, make_napari_viewer, monkeypatch
+):
     import napari
 
     # the application's own window, made through the fixture so napari's plugin registry is set up and torn down
@@ -202,14 +213,15 @@ def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(qtbot, s
         assert viewer.scale_bar.visible
         shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
         h, w = shot.shape[:2]
-        corner = shot[int(h * 0.85):, int(w * 0.7):]
+        corner = shot[int(h * 0.85) :, int(w * 0.7) :]
         assert (corner.sum(-1) > 700).sum() > 50  # the scale bar's white line and label
     finally:
         monkeypatch.undo()  # the fixture closes the window
 
 
 def test_problems_shown_together_merge_stale_ones_go_and_library_warnings_are_logged(
-        make_napari_viewer, slide_path, caplog):
+    make_napari_viewer, slide_path, caplog
+):
     viewer = make_napari_viewer(show=True)
     session.install(viewer)
     start = len(notification_manager.records)
@@ -223,7 +235,8 @@ def test_problems_shown_together_merge_stale_ones_go_and_library_warnings_are_lo
     before = len(notification_manager.records)
     with caplog.at_level(logging.WARNING, logger="napari_pathomics"):
         # what napari's hook and its worker threads call with a warning
-        notification_manager.receive_warning("Conversion from CIE-LAB, via XYZ to sRGB", UserWarning,
-                                             "/site-packages/skimage/color/colorconv.py", 1)
+        notification_manager.receive_warning(
+            "Conversion from CIE-LAB, via XYZ to sRGB", UserWarning, "/site-packages/skimage/color/colorconv.py", 1
+        )
     assert len(notification_manager.records) == before
     assert any("CIE-LAB" in r.getMessage() for r in caplog.records)

@@ -47,8 +47,9 @@ def corpus(tmp_path):
     return make_hostile_corpus(tmp_path / "hostile")
 
 
-def test_each_hostile_bundle_is_one_notification_in_the_analyze_dock(make_napari_viewer, qtbot, tmp_path,
-                                                                     corpus) -> None:
+def test_each_hostile_bundle_is_one_notification_in_the_analyze_dock(
+    make_napari_viewer, qtbot, tmp_path, corpus
+) -> None:
     slide = small_slide(tmp_path / "case.svs", h=512, w=512, mpp=0.5)
     viewer = make_napari_viewer()
     session.add_slide(viewer, slide)
@@ -72,8 +73,7 @@ def test_each_hostile_bundle_is_one_notification_in_the_analyze_dock(make_napari
     assert not _errors_since(start)
 
 
-def test_each_hostile_bundle_is_one_notification_in_the_score_dock(make_napari_viewer, qtbot, tmp_path,
-                                                                   corpus) -> None:
+def test_each_hostile_bundle_is_one_notification_in_the_score_dock(make_napari_viewer, qtbot, tmp_path, corpus) -> None:
     slide = small_slide(tmp_path / "case.svs", h=512, w=512, mpp=0.5)
     viewer = make_napari_viewer()
     session.add_slide(viewer, slide)

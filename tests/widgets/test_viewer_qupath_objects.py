@@ -30,26 +30,65 @@ def _sq(x0: float, y0: float, s: float) -> dict:
 
 
 FEATURES = [
-    {"type": "Feature", "id": "00000000-0000-4000-8000-000000000001", "geometry": _sq(100, 100, 600),
-     "properties": {"objectType": "annotation", "name": "tumour", "isLocked": True,
-                    "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]}, "unknownField": [1, 2]}},
-    {"type": "Feature", "id": "00000000-0000-4000-8000-000000000002",
-     "geometry": {"type": "MultiPoint", "coordinates": [[150, 160], [170, 180], [190, 200]]},
-     "properties": {"objectType": "annotation", "name": "lymphocytes",
-                    "classification": {"name": "Immune cells", "color": [160, 90, 160]}}},
-    {"type": "Feature", "id": "00000000-0000-4000-8000-000000000003",
-     "geometry": {"type": "Point", "coordinates": [800.0, 600.0]},
-     "properties": {"objectType": "annotation", "name": "calibration", "classification": {"name": "Other",
-                                                                                          "color": [0, 200, 0]}}},
-    {"type": "Feature", "id": "00000000-0000-4000-8000-000000000004", "geometry": _sq(300, 300, 30),
-     "nucleusGeometry": _sq(310, 310, 10),
-     "properties": {"objectType": "cell", "classification": {"name": "Tumor", "color": [200, 0, 0]},
-                    "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0}}},
-    {"type": "Feature", "id": "00000000-0000-4000-8000-000000000005", "geometry": _sq(900, 500, 20),
-     "properties": {"objectType": "detection", "classification": {"name": "Stroma", "colorRGB": -6895466},
-                    "measurements": [{"name": "Hematoxylin OD mean", "value": 0.3}]}},
-    {"type": "Feature", "id": "00000000-0000-4000-8000-000000000006", "geometry": _sq(1024, 512, 256),
-     "properties": {"objectType": "tile", "measurements": {"prob_TUM": 0.9}}},
+    {
+        "type": "Feature",
+        "id": "00000000-0000-4000-8000-000000000001",
+        "geometry": _sq(100, 100, 600),
+        "properties": {
+            "objectType": "annotation",
+            "name": "tumour",
+            "isLocked": True,
+            "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},
+            "unknownField": [1, 2],
+        },
+    },
+    {
+        "type": "Feature",
+        "id": "00000000-0000-4000-8000-000000000002",
+        "geometry": {"type": "MultiPoint", "coordinates": [[150, 160], [170, 180], [190, 200]]},
+        "properties": {
+            "objectType": "annotation",
+            "name": "lymphocytes",
+            "classification": {"name": "Immune cells", "color": [160, 90, 160]},
+        },
+    },
+    {
+        "type": "Feature",
+        "id": "00000000-0000-4000-8000-000000000003",
+        "geometry": {"type": "Point", "coordinates": [800.0, 600.0]},
+        "properties": {
+            "objectType": "annotation",
+            "name": "calibration",
+            "classification": {"name": "Other", "color": [0, 200, 0]},
+        },
+    },
+    {
+        "type": "Feature",
+        "id": "00000000-0000-4000-8000-000000000004",
+        "geometry": _sq(300, 300, 30),
+        "nucleusGeometry": _sq(310, 310, 10),
+        "properties": {
+            "objectType": "cell",
+            "classification": {"name": "Tumor", "color": [200, 0, 0]},
+            "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0},
+        },
+    },
+    {
+        "type": "Feature",
+        "id": "00000000-0000-4000-8000-000000000005",
+        "geometry": _sq(900, 500, 20),
+        "properties": {
+            "objectType": "detection",
+            "classification": {"name": "Stroma", "colorRGB": -6895466},
+            "measurements": [{"name": "Hematoxylin OD mean", "value": 0.3}],
+        },
+    },
+    {
+        "type": "Feature",
+        "id": "00000000-0000-4000-8000-000000000006",
+        "geometry": _sq(1024, 512, 256),
+        "properties": {"objectType": "tile", "measurements": {"prob_TUM": 0.9}},
+    },
 ]
 
 
@@ -120,14 +159,18 @@ def test_cells_are_outlined_when_zoomed_in_and_only_then(make_napari_viewer, qtb
     # zoom onto the cell (level-0 px 300..330 at 0.5 µm/px): outlines follow the camera
     viewer.camera.center = (315 * 0.5, 315 * 0.5)
     viewer.camera.zoom = 4 * OUTLINE_MIN_ZOOM
-    qtbot.waitUntil(lambda: bool(_layers(viewer, ROLE_QUPATH_OUTLINES))
-                    and len(_layers(viewer, ROLE_QUPATH_OUTLINES)[0].data) > 0, timeout=5_000)
+    qtbot.waitUntil(
+        lambda: bool(_layers(viewer, ROLE_QUPATH_OUTLINES)) and len(_layers(viewer, ROLE_QUPATH_OUTLINES)[0].data) > 0,
+        timeout=5_000,
+    )
     (outlines,) = _layers(viewer, ROLE_QUPATH_OUTLINES)
     rings = [np.asarray(d) for d in outlines.data]
-    assert any(np.allclose(sorted(map(tuple, r)), sorted([(300, 300), (300, 330), (330, 330), (330, 300)]))
-               for r in rings)  # the cell, in level-0 px like the slide's other geometry
-    assert any(np.allclose(sorted(map(tuple, r)), sorted([(310, 310), (310, 320), (320, 320), (320, 310)]))
-               for r in rings)  # and its nucleus
+    assert any(
+        np.allclose(sorted(map(tuple, r)), sorted([(300, 300), (300, 330), (330, 330), (330, 300)])) for r in rings
+    )  # the cell, in level-0 px like the slide's other geometry
+    assert any(
+        np.allclose(sorted(map(tuple, r)), sorted([(310, 310), (310, 320), (320, 320), (320, 310)])) for r in rings
+    )  # and its nucleus
     np.testing.assert_allclose(outlines.scale, session.active_slide_layer(viewer).scale[-2:])
     # zoom out again: the outlines go, the centroids stay
     viewer.reset_view()
@@ -141,8 +184,15 @@ def test_the_import_button_reads_and_repairs_in_a_worker(make_napari_viewer, qtb
     slide_path = small_slide(tmp_path / "case.svs")
     pts = np.random.default_rng(0).uniform(50, 1000, (3_000, 2)).tolist()
     scribble = tmp_path / "scribble.geojson"
-    scribble.write_text(json.dumps({"type": "Feature", "properties": {"objectType": "annotation"},
-                                    "geometry": {"type": "Polygon", "coordinates": [pts + [pts[0]]]}}))
+    scribble.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {"objectType": "annotation"},
+                "geometry": {"type": "Polygon", "coordinates": [pts + [pts[0]]]},
+            }
+        )
+    )
     broken = tmp_path / "broken.geojson"
     broken.write_text('{"type": "FeatureCollection", "features": [')
     viewer = make_napari_viewer()
@@ -153,8 +203,9 @@ def test_the_import_button_reads_and_repairs_in_a_worker(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: w.import_worker is None, timeout=120_000)  # (finished may come before a waitSignal)
     rois = session.roi_layer_of(viewer, session.slide_of(session.active_slide_layer(viewer)))
     assert len(session.layer_annotations(rois)) >= 1 and "imported from scribble.geojson" in w.roi_status.text()
-    warnings = [str(r.message) for r in notification_manager.records[start:]
-                if r.severity == NotificationSeverity.WARNING]
+    warnings = [
+        str(r.message) for r in notification_manager.records[start:] if r.severity == NotificationSeverity.WARNING
+    ]
     assert any("even-odd" in m for m in warnings), warnings  # the repair is said
     start = len(notification_manager.records)
     assert w.import_rois_in_background(broken) is not None

@@ -122,8 +122,11 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
 
     # what a pathologist sees at a dock width of ~360 px (looked at by hand; saved for review)
     # the dock's width on a 1366 px screen, less the scroll bar
-    assert w.minimumSizeHint().width() <= 316, [(type(c).__name__, getattr(c, 'text', str)()[:40], c.minimumSizeHint().width())
-                                                  for c in w.findChildren(QWidget) if c.minimumSizeHint().width() > 300]
+    assert w.minimumSizeHint().width() <= 316, [
+        (type(c).__name__, getattr(c, "text", str)()[:40], c.minimumSizeHint().width())
+        for c in w.findChildren(QWidget)
+        if c.minimumSizeHint().width() > 300
+    ]
     w.resize(360, w.heightForWidth(360) if w.hasHeightForWidth() else w.sizeHint().height())
     qtbot.wait(50)
     w.resize(360, max(w.height(), w.sizeHint().height()))

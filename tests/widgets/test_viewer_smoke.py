@@ -26,12 +26,14 @@ def test_open_sample_in_viewer(make_napari_viewer, sample_slide_path):
 def test_model_loads_after_the_gl_canvas_exists(make_napari_viewer):
     """timm/torch imported after napari's OpenGL canvas must not crash (triton vs Mesa LLVM)."""
     make_napari_viewer()  # ensures the Xvfb display for the child too
-    code = ("import napari_pathomics.widgets.analyze_widget, napari;"
-            "v = napari.Viewer(show=False);"
-            "from napari_pathomics.bundle import Bundle;"
-            "from napari_pathomics.resources import DEFAULT_BUNDLE;"
-            "from napari_pathomics.inference.backbones import build_model;"
-            "build_model(Bundle.load(DEFAULT_BUNDLE)); print('ok'); v.close()")
+    code = (
+        "import napari_pathomics.widgets.analyze_widget, napari;"
+        "v = napari.Viewer(show=False);"
+        "from napari_pathomics.bundle import Bundle;"
+        "from napari_pathomics.resources import DEFAULT_BUNDLE;"
+        "from napari_pathomics.inference.backbones import build_model;"
+        "build_model(Bundle.load(DEFAULT_BUNDLE)); print('ok'); v.close()"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ok" in r.stdout

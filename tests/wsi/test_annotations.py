@@ -37,18 +37,38 @@ from napari_pathomics.wsi.annotations import (
 QUPATH = {
     "type": "FeatureCollection",
     "features": [
-        {"type": "Feature", "id": "a1",
-         "geometry": {"type": "Polygon", "coordinates": [
-             [[100.25, 100.5], [900.75, 120.0], [880.0, 700.0], [110.0, 690.0], [100.25, 100.5]],
-             [[300, 300], [400, 300], [400, 400], [300, 400], [300, 300]]]},
-         "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]},
-                        "isLocked": False}},
-        {"type": "Feature", "id": "a2",
-         "geometry": {"type": "MultiPolygon", "coordinates": [
-             [[[1000, 1000], [1200, 1000], [1200, 1200], [1000, 1200], [1000, 1000]]],
-             [[[1500, 1500], [1600, 1500], [1600, 1650], [1500, 1500]]]]},
-         "properties": {"objectType": "annotation", "name": "nodule",
-                        "classification": {"name": "Stroma", "colorRGB": -16711936}}},
+        {
+            "type": "Feature",
+            "id": "a1",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [
+                    [[100.25, 100.5], [900.75, 120.0], [880.0, 700.0], [110.0, 690.0], [100.25, 100.5]],
+                    [[300, 300], [400, 300], [400, 400], [300, 400], [300, 300]],
+                ],
+            },
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": "Tumor", "color": [200, 0, 0]},
+                "isLocked": False,
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "a2",
+            "geometry": {
+                "type": "MultiPolygon",
+                "coordinates": [
+                    [[[1000, 1000], [1200, 1000], [1200, 1200], [1000, 1200], [1000, 1000]]],
+                    [[[1500, 1500], [1600, 1500], [1600, 1650], [1500, 1500]]],
+                ],
+            },
+            "properties": {
+                "objectType": "annotation",
+                "name": "nodule",
+                "classification": {"name": "Stroma", "colorRGB": -16711936},
+            },
+        },
     ],
 }
 
@@ -73,14 +93,20 @@ def test_qupath_round_trip_keeps_holes_and_multipolygons(tmp_path):
         assert a.geometry.symmetric_difference(b.geometry).area < 1.0
 
 
-@pytest.mark.parametrize("text,match", [
-    ("{not json", "not valid JSON"),
-    ('"a string"', "not GeoJSON"),
-    ('{"type": "Topology"}', "not GeoJSON"),
-    ('{"type": "FeatureCollection", "features": []}', "no features"),
-    ('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": '
-     '{"type": "Point", "coordinates": [1, 2]}, "properties": {}}]}', "no usable ROI"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("{not json", "not valid JSON"),
+        ('"a string"', "not GeoJSON"),
+        ('{"type": "Topology"}', "not GeoJSON"),
+        ('{"type": "FeatureCollection", "features": []}', "no features"),
+        (
+            '{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": '
+            '{"type": "Point", "coordinates": [1, 2]}, "properties": {}}]}',
+            "no usable ROI",
+        ),
+    ],
+)
 def test_malformed_geojson(tmp_path, text, match):
     p = tmp_path / "bad.geojson"
     p.write_text(text)
@@ -89,9 +115,16 @@ def test_malformed_geojson(tmp_path, text, match):
 
 
 def _one_polygon(coords):
-    return {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]},
-         "properties": {"objectType": "annotation"}}]}
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [coords]},
+                "properties": {"objectType": "annotation"},
+            }
+        ],
+    }
 
 
 def test_self_intersecting_is_repaired_and_said(tmp_path):
@@ -123,10 +156,15 @@ def test_nan_coordinates_refused(tmp_path):
 
 def test_unknown_geometry_types_are_kept_with_a_warning(tmp_path):
     p = tmp_path / "mixed.geojson"
-    feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [5, 5]]}, "properties": {}},
-             {"type": "Feature", "geometry": {"type": "Hexagon", "coordinates": []}, "properties": {}},
-             {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]},
-              "properties": {"objectType": "annotation"}}]
+    feats = [
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [5, 5]]}, "properties": {}},
+        {"type": "Feature", "geometry": {"type": "Hexagon", "coordinates": []}, "properties": {}},
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]},
+            "properties": {"objectType": "annotation"},
+        },
+    ]
     p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     res = read_geojson(p)
     assert len(res.annotations) == 1
@@ -137,9 +175,17 @@ def test_unknown_geometry_types_are_kept_with_a_warning(tmp_path):
 def test_hundred_thousand_features(tmp_path):
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 90_000, size=(100_000, 2))
-    feats = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x, y], [x + 40, y], [x + 40, y + 40],
-                                                                                  [x, y + 40], [x, y]]]},
-              "properties": {"objectType": "annotation"}} for x, y in xy.tolist()]
+    feats = [
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[x, y], [x + 40, y], [x + 40, y + 40], [x, y + 40], [x, y]]],
+            },
+            "properties": {"objectType": "annotation"},
+        }
+        for x, y in xy.tolist()
+    ]
     p = tmp_path / "big.geojson"
     p.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     res = read_geojson(p, bounds=(100_000, 100_000))
@@ -151,11 +197,20 @@ def test_non_finite_numbers_are_written_as_qupath_writes_them(tmp_path):
     measurements as doubles, failing on ``null``: such values go back as QuPath wrote them."""
     import math
 
-    ann = Annotation(box(0, 0, 10, 10), properties={"measurements": {"area": float("nan")}, "score": float("inf"),
-                                                     "low": np.float32("-inf"), "n": np.int64(3)})
-    qupath = ('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type": "Point", '
-              '"coordinates": [5, 5]}, "properties": {"objectType": "detection", "measurements": '
-              '[{"name": "Nucleus: DAB OD mean", "value": NaN}, {"name": "Area", "value": 12.5}]}}]}')
+    ann = Annotation(
+        box(0, 0, 10, 10),
+        properties={
+            "measurements": {"area": float("nan")},
+            "score": float("inf"),
+            "low": np.float32("-inf"),
+            "n": np.int64(3),
+        },
+    )
+    qupath = (
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type": "Point", '
+        '"coordinates": [5, 5]}, "properties": {"objectType": "detection", "measurements": '
+        '[{"name": "Nucleus: DAB OD mean", "value": NaN}, {"name": "Area", "value": 12.5}]}}]}'
+    )
     src = tmp_path / "qupath.geojson"
     src.write_text(qupath)
     res = read_geojson(src, allow_empty=True)
@@ -175,8 +230,11 @@ BOUNDS = (1536, 1024)  # the slide below: 1536 x 1024 px
 
 
 def _feat(coords, gtype="Polygon", **props) -> dict:
-    return {"type": "Feature", "geometry": {"type": gtype, "coordinates": coords},
-            "properties": {"objectType": "annotation", **props}}
+    return {
+        "type": "Feature",
+        "geometry": {"type": gtype, "coordinates": coords},
+        "properties": {"objectType": "annotation", **props},
+    }
 
 
 def _fc(*feats) -> dict:
@@ -189,18 +247,38 @@ REFUSED = {  # name -> (file content, words of the one-line AnnotationError)
     "not-json": ("{ this is not json", "is not valid JSON (line 1"),
     "binary": (b"\x89PNG\r\n\x1a\n\x00\x00", "cannot read ROI file"),
     "json-not-geojson-number": ("42", "the file is JSON but not GeoJSON"),
-    "json-not-geojson-type": (json.dumps({"type": "Topology", "objects": {}}), "not GeoJSON: top-level type is 'Topology'"),
-    "features-not-a-list": (json.dumps({"type": "FeatureCollection", "features": {}}), "FeatureCollection without a 'features' list"),
+    "json-not-geojson-type": (
+        json.dumps({"type": "Topology", "objects": {}}),
+        "not GeoJSON: top-level type is 'Topology'",
+    ),
+    "features-not-a-list": (
+        json.dumps({"type": "FeatureCollection", "features": {}}),
+        "FeatureCollection without a 'features' list",
+    ),
     "empty-collection": (json.dumps(_fc()), "contains no features"),
     "only-unknown-geometry": (json.dumps(_fc(_feat([], "Hexagon"))), "unreadable 'Hexagon'"),
-    "only-lines": (json.dumps(_fc(_feat([[0, 0], [5, 5]], "LineString"))), "LineString has no area (ROIs must be polygons)"),
-    "null-geometry": (json.dumps(_fc({"type": "Feature", "geometry": None, "properties": {}})), "no geometry, kept as it is"),
-    "nan-coordinates": ('{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
-                        '[[[0, 0], [NaN, 0], [5, 5], [0, 0]]]}}', "feature 1 has NaN or infinite coordinates"),
-    "infinite-coordinates": ('{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
-                             '[[[0, 0], [Infinity, 0], [5, 5], [0, 0]]]}}', "NaN or infinite coordinates"),
-    "wholly-off-slide": (json.dumps(_fc(_feat([[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]]))),
-                         "lies entirely off the slide"),
+    "only-lines": (
+        json.dumps(_fc(_feat([[0, 0], [5, 5]], "LineString"))),
+        "LineString has no area (ROIs must be polygons)",
+    ),
+    "null-geometry": (
+        json.dumps(_fc({"type": "Feature", "geometry": None, "properties": {}})),
+        "no geometry, kept as it is",
+    ),
+    "nan-coordinates": (
+        '{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
+        "[[[0, 0], [NaN, 0], [5, 5], [0, 0]]]}}",
+        "feature 1 has NaN or infinite coordinates",
+    ),
+    "infinite-coordinates": (
+        '{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": '
+        "[[[0, 0], [Infinity, 0], [5, 5], [0, 0]]]}}",
+        "NaN or infinite coordinates",
+    ),
+    "wholly-off-slide": (
+        json.dumps(_fc(_feat([[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 5000]]]))),
+        "lies entirely off the slide",
+    ),
     "too-few-points": (json.dumps(_fc(_feat([[[0, 0], [1, 1]]]))), "A linearring requires at least 4 coordinates"),
     "deeply-nested": ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
     "only-detections": (json.dumps(_fc(_feat(SQUARE, objectType="cell"))), "contains no usable ROI"),
@@ -228,7 +306,9 @@ def test_bad_geojson_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
     assert words.replace("'Hexagon'", "Hexagon") in msg.replace("'Hexagon'", "Hexagon") and "\n" not in msg, msg
 
 
-@pytest.mark.parametrize("name", ["not-json", "empty-collection", "nan-coordinates", "wholly-off-slide", "deeply-nested"])
+@pytest.mark.parametrize(
+    "name", ["not-json", "empty-collection", "nan-coordinates", "wholly-off-slide", "deeply-nested"]
+)
 def test_cli_tiles_with_bad_roi_is_one_line(slide: Path, tmp_path: Path, name: str) -> None:
     content, words = REFUSED[name]
     p = _write(tmp_path, name, content)
@@ -248,15 +328,22 @@ def test_self_intersecting_bowtie_is_repaired_and_said(tmp_path: Path) -> None:
 
 
 def test_partly_off_slide_is_clipped_and_said(tmp_path: Path) -> None:
-    p = _write(tmp_path, "edge", json.dumps(_fc(_feat([[[-100, -100], [200, -100], [200, 200], [-100, 200], [-100, -100]]]))))
+    p = _write(
+        tmp_path, "edge", json.dumps(_fc(_feat([[[-100, -100], [200, -100], [200, 200], [-100, 200], [-100, -100]]])))
+    )
     res = read_geojson(p, bounds=BOUNDS)
     assert res.annotations[0].geometry.equals(shapely.box(0, 0, 200, 200))
     assert res.warnings == ["feature 1: clipped to the slide bounds"]
 
 
 def test_mixed_file_keeps_the_good_roi_and_says_what_was_not_used(tmp_path: Path) -> None:
-    doc = _fc(_feat(SQUARE), _feat([], "Hexagon"), _feat([[0, 0], [5, 5]], "LineString"),
-              {"type": "Feature", "geometry": None, "properties": {}}, _feat(SQUARE, objectType="detection"))
+    doc = _fc(
+        _feat(SQUARE),
+        _feat([], "Hexagon"),
+        _feat([[0, 0], [5, 5]], "LineString"),
+        {"type": "Feature", "geometry": None, "properties": {}},
+        _feat(SQUARE, objectType="detection"),
+    )
     res = read_geojson(_write(tmp_path, "mixed", json.dumps(doc)), bounds=BOUNDS)
     assert len(res.annotations) == 1 and res.annotations[0].area_px == 90_000
     assert len(res.warnings) == 3
@@ -271,9 +358,11 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 
 
 def test_odd_classification_values_fall_back(tmp_path: Path) -> None:
-    doc = _fc(_feat(SQUARE, classification={"name": "Tumor", "color": ["red", "x", "y"]}),
-              _feat(SQUARE, classification=["not", "a", "dict"]),
-              _feat(SQUARE, classification={"name": "Stroma", "color": -16744448}))  # QuPath packed int
+    doc = _fc(
+        _feat(SQUARE, classification={"name": "Tumor", "color": ["red", "x", "y"]}),
+        _feat(SQUARE, classification=["not", "a", "dict"]),
+        _feat(SQUARE, classification={"name": "Stroma", "color": -16744448}),
+    )  # QuPath packed int
     res = read_geojson(_write(tmp_path, "cls", json.dumps(doc)))
     assert res.annotations[0].color == DEFAULT_COLOR
     assert res.annotations[1].classification == "['not', 'a', 'dict']"
@@ -313,11 +402,15 @@ def test_geojson_round_trip_preserves_geometry(tmp_path, polys, as_multi):
         assert shapely.hausdorff_distance(a.geometry, b.geometry) <= 0.5
 
 
-VALID_FEATURE = {"type": "Feature", "id": "a",
-                 "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]],
-                                                                 [[10, 10], [20, 10], [20, 20], [10, 10]]]},
-                 "properties": {"objectType": "annotation", "name": "r",
-                                "classification": {"name": "Tumor", "color": [200, 0, 0]}}}
+VALID_FEATURE = {
+    "type": "Feature",
+    "id": "a",
+    "geometry": {
+        "type": "Polygon",
+        "coordinates": [[[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]], [[10, 10], [20, 10], [20, 20], [10, 10]]],
+    },
+    "properties": {"objectType": "annotation", "name": "r", "classification": {"name": "Tumor", "color": [200, 0, 0]}},
+}
 
 
 def _check_geojson(doc) -> None:

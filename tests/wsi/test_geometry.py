@@ -75,7 +75,14 @@ def test_cli_tiles_with_a_scribbled_roi_answers(tmp_path) -> None:
     slide = small_slide(tmp_path / "s.svs")
     pts = np.random.default_rng(1).uniform(0, 1000, (5000, 2)).tolist()
     roi = tmp_path / "scribble.geojson"
-    roi.write_text(json.dumps({"type": "Feature", "properties": {"objectType": "annotation"},
-                               "geometry": {"type": "Polygon", "coordinates": [pts + [pts[0]]]}}))
+    roi.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {"objectType": "annotation"},
+                "geometry": {"type": "Polygon", "coordinates": [pts + [pts[0]]]},
+            }
+        )
+    )
     r = run_cli("tiles", str(slide), "--roi", str(roi), "--no-tissue")
     assert r.returncode == 0 and "tiles of" in r.stdout, r.stderr

@@ -18,60 +18,143 @@ from napari_pathomics.wsi.annotations import Annotation, QuPathObject, read_geoj
 from napari_pathomics.wsi.roi_store import legacy_sidecar_path, load_saved_rois, save_rois, sidecar_path
 
 SQUARE = [[[100, 100], [400, 100], [400, 400], [100, 400], [100, 100]]]
-HOLED = [[[1000, 1000], [2000, 1000], [2000, 2000], [1000, 2000], [1000, 1000]],
-         [[1400, 1400], [1600, 1400], [1600, 1600], [1400, 1600], [1400, 1400]]]
+HOLED = [
+    [[1000, 1000], [2000, 1000], [2000, 2000], [1000, 2000], [1000, 1000]],
+    [[1400, 1400], [1600, 1400], [1600, 1600], [1400, 1600], [1400, 1400]],
+]
 
 
 def _poly(coords):
     return {"type": "Polygon", "coordinates": coords}
 
 
-QUPATH_02 = {"type": "FeatureCollection", "features": [
-    {"type": "Feature", "id": "PathAnnotationObject", "geometry": _poly(SQUARE),
-     "properties": {"classification": {"name": "Tumor", "colorRGB": -3670016}, "isLocked": False, "measurements": []}},
-    {"type": "Feature", "id": "PathDetectionObject", "geometry": _poly([[[10, 10], [20, 10], [20, 20], [10, 10]]]),
-     "properties": {"classification": {"name": "Stroma", "colorRGB": -6895466},
-                    "measurements": [{"name": "Area µm^2", "value": 12.5}, {"name": "Hematoxylin OD mean", "value": 0.3}]}},
-    {"type": "Feature", "id": "PathCellObject", "geometry": _poly([[[30, 30], [44, 30], [44, 44], [30, 44], [30, 30]]]),
-     "nucleusGeometry": _poly([[[34, 34], [40, 34], [40, 40], [34, 40], [34, 34]]]),
-     "properties": {"isLocked": False, "measurements": [{"name": "Nucleus: Area", "value": 36.0}]}},
-]}
+QUPATH_02 = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
+            "geometry": _poly(SQUARE),
+            "properties": {
+                "classification": {"name": "Tumor", "colorRGB": -3670016},
+                "isLocked": False,
+                "measurements": [],
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "PathDetectionObject",
+            "geometry": _poly([[[10, 10], [20, 10], [20, 20], [10, 10]]]),
+            "properties": {
+                "classification": {"name": "Stroma", "colorRGB": -6895466},
+                "measurements": [{"name": "Area µm^2", "value": 12.5}, {"name": "Hematoxylin OD mean", "value": 0.3}],
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "PathCellObject",
+            "geometry": _poly([[[30, 30], [44, 30], [44, 44], [30, 44], [30, 30]]]),
+            "nucleusGeometry": _poly([[[34, 34], [40, 34], [40, 40], [34, 40], [34, 34]]]),
+            "properties": {"isLocked": False, "measurements": [{"name": "Nucleus: Area", "value": 36.0}]},
+        },
+    ],
+}
 
-QUPATH_03 = {"type": "FeatureCollection", "features": [
-    {"type": "Feature", "geometry": _poly(HOLED),
-     "properties": {"objectType": "annotation", "name": "holed tumour", "isLocked": True,
-                    "classification": {"name": "Tumor", "colorRGB": -3670016}, "measurements": []}},
-    {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[50, 60], [70, 80], [90, 95]]},
-     "properties": {"objectType": "annotation", "classification": {"name": "Immune cells", "colorRGB": -6268256},
-                    "isLocked": False}},
-    {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [50, 50]]},
-     "properties": {"objectType": "annotation", "name": "ruler"}},
-    {"type": "Feature", "geometry": _poly([[[0, 0], [512, 0], [512, 512], [0, 512], [0, 0]]]),
-     "properties": {"objectType": "tile", "measurements": [{"name": "prob_TUM", "value": 0.9}]}},
-]}
+QUPATH_03 = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "geometry": _poly(HOLED),
+            "properties": {
+                "objectType": "annotation",
+                "name": "holed tumour",
+                "isLocked": True,
+                "classification": {"name": "Tumor", "colorRGB": -3670016},
+                "measurements": [],
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "MultiPoint", "coordinates": [[50, 60], [70, 80], [90, 95]]},
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": "Immune cells", "colorRGB": -6268256},
+                "isLocked": False,
+            },
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "LineString", "coordinates": [[0, 0], [50, 50]]},
+            "properties": {"objectType": "annotation", "name": "ruler"},
+        },
+        {
+            "type": "Feature",
+            "geometry": _poly([[[0, 0], [512, 0], [512, 512], [0, 512], [0, 0]]]),
+            "properties": {"objectType": "tile", "measurements": [{"name": "prob_TUM", "value": 0.9}]},
+        },
+    ],
+}
 
-QUPATH_04 = {"type": "FeatureCollection", "features": [
-    {"type": "Feature", "id": "b1a2c3d4-0000-4000-8000-000000000001", "geometry": _poly(SQUARE),
-     "properties": {"objectType": "annotation", "name": "roi 1", "isEllipse": False, "isLocked": False,
-                    "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},
-                    "metadata": {"reviewer": "JD"}, "unknownField": [1, 2, 3]}},
-    {"type": "Feature", "id": "b1a2c3d4-0000-4000-8000-000000000002",
-     "geometry": {"type": "Point", "coordinates": [250.0, 250.0]},
-     "properties": {"objectType": "annotation", "name": "calibration",
-                    "classification": {"name": "Other", "color": [0, 200, 0]}}},
-    {"type": "Feature", "id": "b1a2c3d4-0000-4000-8000-000000000003",
-     "geometry": _poly([[[300, 300], [330, 300], [330, 330], [300, 330], [300, 300]]]),
-     "nucleusGeometry": _poly([[[310, 310], [320, 310], [320, 320], [310, 320], [310, 310]]]),
-     "properties": {"objectType": "cell", "classification": {"name": "Tumor", "color": [200, 0, 0]},
-                    "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0}}},
-    {"type": "Feature", "id": "b1a2c3d4-0000-4000-8000-000000000004",
-     "geometry": {"type": "MultiPolygon", "coordinates": [SQUARE, [[[600, 600], [700, 600], [700, 700], [600, 600]]]]},
-     "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [150, 200, 150]},
-                    "isEllipse": True}},
-    {"type": "Feature", "id": "b1a2c3d4-0000-4000-8000-000000000005",
-     "geometry": _poly([[[9000, 9000], [9100, 9000], [9100, 9100], [9000, 9000]]]),
-     "properties": {"objectType": "annotation", "name": "off the slide"}},
-]}
+QUPATH_04 = {
+    "type": "FeatureCollection",
+    "features": [
+        {
+            "type": "Feature",
+            "id": "b1a2c3d4-0000-4000-8000-000000000001",
+            "geometry": _poly(SQUARE),
+            "properties": {
+                "objectType": "annotation",
+                "name": "roi 1",
+                "isEllipse": False,
+                "isLocked": False,
+                "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]},
+                "metadata": {"reviewer": "JD"},
+                "unknownField": [1, 2, 3],
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "b1a2c3d4-0000-4000-8000-000000000002",
+            "geometry": {"type": "Point", "coordinates": [250.0, 250.0]},
+            "properties": {
+                "objectType": "annotation",
+                "name": "calibration",
+                "classification": {"name": "Other", "color": [0, 200, 0]},
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "b1a2c3d4-0000-4000-8000-000000000003",
+            "geometry": _poly([[[300, 300], [330, 300], [330, 330], [300, 330], [300, 300]]]),
+            "nucleusGeometry": _poly([[[310, 310], [320, 310], [320, 320], [310, 320], [310, 310]]]),
+            "properties": {
+                "objectType": "cell",
+                "classification": {"name": "Tumor", "color": [200, 0, 0]},
+                "measurements": {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0},
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "b1a2c3d4-0000-4000-8000-000000000004",
+            "geometry": {
+                "type": "MultiPolygon",
+                "coordinates": [SQUARE, [[[600, 600], [700, 600], [700, 700], [600, 600]]]],
+            },
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": "Stroma", "color": [150, 200, 150]},
+                "isEllipse": True,
+            },
+        },
+        {
+            "type": "Feature",
+            "id": "b1a2c3d4-0000-4000-8000-000000000005",
+            "geometry": _poly([[[9000, 9000], [9100, 9000], [9100, 9100], [9000, 9000]]]),
+            "properties": {"objectType": "annotation", "name": "off the slide"},
+        },
+    ],
+}
 
 #: QuPath 0.5 writes the same layout as 0.4, with colours also on plain annotations' metadata.
 QUPATH_05 = copy.deepcopy(QUPATH_04)
@@ -94,8 +177,10 @@ def test_objects_are_typed_in_file_order() -> None:
     res = parse_geojson(QUPATH_04, bounds=(5000, 5000))
     kinds = [o.kind if isinstance(o, QuPathObject) else "roi" for o in res.objects]
     assert kinds == ["roi", "point", "cell", "roi", "annotation"]  # the last one lies off the slide
-    assert [a.id for a in res.annotations] == ["b1a2c3d4-0000-4000-8000-000000000001",
-                                                "b1a2c3d4-0000-4000-8000-000000000004"]
+    assert [a.id for a in res.annotations] == [
+        "b1a2c3d4-0000-4000-8000-000000000001",
+        "b1a2c3d4-0000-4000-8000-000000000004",
+    ]
     assert res.annotations[0].classification == "Tumor: Positive"
     cell = res.of_kind("cell")[0]
     assert cell.measurements == {"Nucleus: Area µm^2": 25.0, "Cell: Area µm^2": 225.0}
@@ -189,16 +274,34 @@ ODD_FEATURES = {
     "no properties": {"type": "Feature", "geometry": _SQ},
     "properties null": {"type": "Feature", "geometry": _SQ, "properties": None},
     "integer name": {"type": "Feature", "geometry": _SQ, "properties": {"name": 12}},
-    "class without a name": {"type": "Feature", "geometry": _SQ, "properties": {"classification": {"color": [1, 2, 3]}}},
+    "class without a name": {
+        "type": "Feature",
+        "geometry": _SQ,
+        "properties": {"classification": {"color": [1, 2, 3]}},
+    },
     "class as a string": {"type": "Feature", "geometry": _SQ, "properties": {"classification": "Tumor"}},
-    "3-D coordinates": {"type": "Feature", "properties": {},
-                        "geometry": _poly([[[0, 0, 1], [100, 0, 1], [100, 100, 1], [0, 0, 1]]])},
-    "bbox and foreign members": {"type": "Feature", "bbox": [0, 0, 100, 100], "geometry": _SQ, "properties": {},
-                                 "foreign": {"x": 1}},
-    "bow-tie (repaired for tiling)": {"type": "Feature", "properties": {"objectType": "annotation"},
-                                      "geometry": _poly([[[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]])},
-    "past the slide's edge (clipped for tiling)": {"type": "Feature", "properties": {"objectType": "annotation"},
-                                                   "geometry": _poly([[[4900, 0], [5100, 0], [5100, 99], [4900, 0]]])},
+    "3-D coordinates": {
+        "type": "Feature",
+        "properties": {},
+        "geometry": _poly([[[0, 0, 1], [100, 0, 1], [100, 100, 1], [0, 0, 1]]]),
+    },
+    "bbox and foreign members": {
+        "type": "Feature",
+        "bbox": [0, 0, 100, 100],
+        "geometry": _SQ,
+        "properties": {},
+        "foreign": {"x": 1},
+    },
+    "bow-tie (repaired for tiling)": {
+        "type": "Feature",
+        "properties": {"objectType": "annotation"},
+        "geometry": _poly([[[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]]),
+    },
+    "past the slide's edge (clipped for tiling)": {
+        "type": "Feature",
+        "properties": {"objectType": "annotation"},
+        "geometry": _poly([[[4900, 0], [5100, 0], [5100, 99], [4900, 0]]]),
+    },
 }
 
 
@@ -218,8 +321,12 @@ def test_an_edited_roi_keeps_its_id_and_name_types(tmp_path: Path) -> None:
 
     from shapely.geometry import box
 
-    feat = {"type": "Feature", "id": 5, "geometry": _SQ,
-            "properties": {"name": 12, "classification": {"color": [1, 2, 3]}, "extra": True}}
+    feat = {
+        "type": "Feature",
+        "id": 5,
+        "geometry": _SQ,
+        "properties": {"name": 12, "classification": {"color": [1, 2, 3]}, "extra": True},
+    }
     (roi,) = parse_geojson_features([feat]).annotations
     out = replace(roi, geometry=box(0, 0, 200, 100)).to_feature()
     assert out["id"] == 5 and out["properties"] == feat["properties"] and out["geometry"]["type"] == "Polygon"

@@ -41,8 +41,19 @@ def test_real_svs_metadata_and_lazy_pyramid(sample_slide_path):
         assert s.level_count >= 2 and all(isinstance(lv, da.Array) for lv in s.levels)
         assert s.level_downsamples[1] == pytest.approx(2.0, rel=1e-3)
         info = s.info()
-        for key in ("path", "vendor", "width", "height", "level_count", "level_dimensions",
-                    "level_downsamples", "mpp_x", "mpp_y", "objective_power", "associated_images"):
+        for key in (
+            "path",
+            "vendor",
+            "width",
+            "height",
+            "level_count",
+            "level_dimensions",
+            "level_downsamples",
+            "mpp_x",
+            "mpp_y",
+            "objective_power",
+            "associated_images",
+        ):
             assert key in info
         assert info["level_count"] == 1
         lvl1 = np.asarray(s.levels[1][100:164, 200:264])
@@ -61,7 +72,7 @@ def test_levels_and_reads_match_tiffslide(pyramid_svs):
             np.testing.assert_array_equal(s.read_region((1000, 600), level, (300, 200)), ref)
             d = s.level_downsamples[level]
             y0, x0 = int(600 / d), int(1000 / d)
-            np.testing.assert_array_equal(np.asarray(s.levels[level][y0:y0 + 200, x0:x0 + 300]), ref)
+            np.testing.assert_array_equal(np.asarray(s.levels[level][y0 : y0 + 200, x0 : x0 + 300]), ref)
 
 
 def test_read_tile_uses_coarser_level_and_pads_outside(pyramid_svs):

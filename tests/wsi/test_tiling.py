@@ -83,13 +83,24 @@ def test_tile_grid_invariants(fuzz_slide, poly, shift, reverse, min_tissue):
     variants = [ring, ring[k:] + ring[:k]]
     if reverse:
         variants.append(ring[::-1])
-    grids = [plan_tiles(slide, [Annotation(Polygon(r, [h.coords for h in poly.interiors]))], tissue=tissue,
-                        tile_um=32, mpp=0.5, min_tissue=min_tissue) for r in variants]
+    grids = [
+        plan_tiles(
+            slide,
+            [Annotation(Polygon(r, [h.coords for h in poly.interiors]))],
+            tissue=tissue,
+            tile_um=32,
+            mpp=0.5,
+            min_tissue=min_tissue,
+        )
+        for r in variants
+    ]
     g = grids[0]
     assert all(len(x) == len(g) and np.array_equal(x.origins, g.origins) for x in grids[1:])
     o = g.origins
     assert len(np.unique(o, axis=0)) == len(o)
-    assert ((o >= 0) & (o[:, :1] + g.tile_size_l0 <= slide.width + 1) & (o[:, 1:] + g.tile_size_l0 <= slide.height + 1)).all()
+    assert (
+        (o >= 0) & (o[:, :1] + g.tile_size_l0 <= slide.width + 1) & (o[:, 1:] + g.tile_size_l0 <= slide.height + 1)
+    ).all()
     assert (g.coverage >= min_tissue - 1e-9).all()
     if len(g):  # every kept tile touches the ROI
         tiles = shapely.box(o[:, 0], o[:, 1], o[:, 0] + g.tile_size_l0, o[:, 1] + g.tile_size_l0)

@@ -93,14 +93,31 @@ def safetensors_problem(path: Path) -> str | None:
 
 
 #: Bytes per element of the safetensors dtypes.
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 
 
 def _entry_problem(info: dict) -> str | None:
     """Why one tensor entry of a safetensors header is not what its data can be (None if fine)."""
     off, shape, dtype = info["data_offsets"], info["shape"], info["dtype"]
-    if not (isinstance(off, list) and len(off) == 2 and all(type(v) is int and v >= 0 for v in off) and off[0] <= off[1]):
+    if not (
+        isinstance(off, list) and len(off) == 2 and all(type(v) is int and v >= 0 for v in off) and off[0] <= off[1]
+    ):
         return f"data_offsets must be two increasing byte offsets, got {off!r}"
     if not (isinstance(shape, list) and all(type(v) is int and v >= 0 for v in shape)):
         return f"shape must be a list of sizes, got {shape!r}"
@@ -148,8 +165,9 @@ def _zip_plan(zf: zipfile.ZipFile, label: str) -> tuple[str, list[zipfile.ZipInf
         files.append(info)
         packed += info.compress_size
     if total > _ZIP_RATIO_MIN_SIZE and total > _ZIP_MAX_RATIO * max(packed, 1):
-        raise BundleError(f"{label}: expands {total / max(packed, 1):.0f}x in all "
-                          f"(limit {_ZIP_MAX_RATIO:.0f}x, zip bomb?)")
+        raise BundleError(
+            f"{label}: expands {total / max(packed, 1):.0f}x in all (limit {_ZIP_MAX_RATIO:.0f}x, zip bomb?)"
+        )
     names = [i.filename for i in files]
     if MANIFEST_NAME in names:
         root = ""
@@ -183,7 +201,7 @@ def _extract_zip(path: Path) -> Path:
             written = 0
             for info in files:
                 entry_written = 0
-                rel = info.filename[len(root):] if info.filename.startswith(root) else None
+                rel = info.filename[len(root) :] if info.filename.startswith(root) else None
                 if not rel:
                     continue
                 target = (tmp / rel).resolve()
@@ -221,5 +239,3 @@ def resolve_folder(path: str | Path) -> Path:
             return _extract_zip(p)
         raise BundleError(f"{p}: not a bundle folder, a {MANIFEST_NAME} or a zip")
     return p
-
-

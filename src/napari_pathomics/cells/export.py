@@ -25,16 +25,26 @@ from ..tables import safe_cell
 from .features import NucleusTable
 from .results import TILE_FEATURES, NucleiResults
 
-__all__ = ["write_nuclei_geojson", "write_nuclei_csv", "write_tiles_csv", "nucleus_features", "MEASUREMENTS",
-           "NUCLEUS_CLASS", "LYMPHOCYTE_CLASS"]
+__all__ = [
+    "write_nuclei_geojson",
+    "write_nuclei_csv",
+    "write_tiles_csv",
+    "nucleus_features",
+    "MEASUREMENTS",
+    "NUCLEUS_CLASS",
+    "LYMPHOCYTE_CLASS",
+]
 
 NUCLEUS_CLASS = ("Nucleus", (0, 160, 255))
 LYMPHOCYTE_CLASS = ("Lymphocyte-like", (255, 200, 0))
 #: QuPath-style measurement name of each table column.
 MEASUREMENTS: dict[str, str] = {
-    "area_um2": "Nucleus: Area µm^2", "perimeter_um": "Nucleus: Perimeter µm",
-    "eccentricity": "Nucleus: Eccentricity", "solidity": "Nucleus: Solidity",
-    "mean_haematoxylin": "Nucleus: Hematoxylin OD mean", "cell_area_um2": "Cell: Area µm^2",
+    "area_um2": "Nucleus: Area µm^2",
+    "perimeter_um": "Nucleus: Perimeter µm",
+    "eccentricity": "Nucleus: Eccentricity",
+    "solidity": "Nucleus: Solidity",
+    "mean_haematoxylin": "Nucleus: Hematoxylin OD mean",
+    "cell_area_um2": "Cell: Area µm^2",
     "nc_ratio": "Nucleus/Cell area ratio",
 }
 
@@ -55,11 +65,17 @@ def nucleus_features(table: NucleusTable, id_prefix: str = "nucleus") -> Iterato
         name, color = LYMPHOCYTE_CLASS if table.lymphocyte[i] else NUCLEUS_CLASS
         meas = {label: _num(cols[k][i]) for k, label in MEASUREMENTS.items()}
         meas["Nucleus: Large (above slide P90)"] = 1.0 if table.large[i] else 0.0
-        yield {"type": "Feature", "id": f"{id_prefix}-{i + 1}",
-               "geometry": {"type": "Polygon", "coordinates": [coords]},
-               "properties": {"objectType": "detection", "isLocked": True,
-                              "classification": {"name": name, "color": list(color)},
-                              "measurements": meas}}
+        yield {
+            "type": "Feature",
+            "id": f"{id_prefix}-{i + 1}",
+            "geometry": {"type": "Polygon", "coordinates": [coords]},
+            "properties": {
+                "objectType": "detection",
+                "isLocked": True,
+                "classification": {"name": name, "color": list(color)},
+                "measurements": meas,
+            },
+        }
 
 
 def _stream_collection(fh: TextIO, features: Iterable[dict[str, Any]]) -> int:
@@ -80,8 +96,22 @@ def write_nuclei_geojson(table: NucleusTable, path: str | Path) -> int:
         return _stream_collection(fh, nucleus_features(table))
 
 
-_NUCLEUS_HEADER = ["id", "x", "y", "tile_col", "tile_row", "area_um2", "perimeter_um", "eccentricity", "solidity",
-                   "mean_haematoxylin", "cell_area_um2", "nc_ratio", "large", "lymphocyte_like"]
+_NUCLEUS_HEADER = [
+    "id",
+    "x",
+    "y",
+    "tile_col",
+    "tile_row",
+    "area_um2",
+    "perimeter_um",
+    "eccentricity",
+    "solidity",
+    "mean_haematoxylin",
+    "cell_area_um2",
+    "nc_ratio",
+    "large",
+    "lymphocyte_like",
+]
 
 
 def write_nuclei_csv(table: NucleusTable, path: str | Path, results: NucleiResults | None = None) -> int:
@@ -95,10 +125,29 @@ def write_nuclei_csv(table: NucleusTable, path: str | Path, results: NucleiResul
             t = int(table.tile[i])
             tc = int(cols[t]) if cols is not None and t >= 0 else ""
             tr = int(rows_[t]) if rows_ is not None and t >= 0 else ""
-            w.writerow([i + 1, f"{table.x[i]:.2f}", f"{table.y[i]:.2f}", tc, tr,
-                        *(_fmt(table.column(k)[i]) for k in ("area_um2", "perimeter_um", "eccentricity", "solidity",
-                                                             "mean_haematoxylin", "cell_area_um2", "nc_ratio")),
-                        int(bool(table.large[i])), int(bool(table.lymphocyte[i]))])
+            w.writerow(
+                [
+                    i + 1,
+                    f"{table.x[i]:.2f}",
+                    f"{table.y[i]:.2f}",
+                    tc,
+                    tr,
+                    *(
+                        _fmt(table.column(k)[i])
+                        for k in (
+                            "area_um2",
+                            "perimeter_um",
+                            "eccentricity",
+                            "solidity",
+                            "mean_haematoxylin",
+                            "cell_area_um2",
+                            "nc_ratio",
+                        )
+                    ),
+                    int(bool(table.large[i])),
+                    int(bool(table.lymphocyte[i])),
+                ]
+            )
     return len(table)
 
 
@@ -109,10 +158,18 @@ def write_tiles_csv(results: NucleiResults, path: str | Path) -> int:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["x", "y", "size", "col", "row", "status", "tissue_mm2", *TILE_FEATURES])
         for i in range(len(results)):
-            w.writerow([int(results.origins[i, 0]), int(results.origins[i, 1]), _fmt(results.tile_size_l0),
-                        int(results.cols[i]), int(results.rows[i]),
-                        safe_cell(STATUS_NAMES[int(results.status[i])]), _fmt(results.tissue_mm2[i]),
-                        *(_fmt(vals[k][i]) for k in TILE_FEATURES)])
+            w.writerow(
+                [
+                    int(results.origins[i, 0]),
+                    int(results.origins[i, 1]),
+                    _fmt(results.tile_size_l0),
+                    int(results.cols[i]),
+                    int(results.rows[i]),
+                    safe_cell(STATUS_NAMES[int(results.status[i])]),
+                    _fmt(results.tissue_mm2[i]),
+                    *(_fmt(vals[k][i]) for k in TILE_FEATURES),
+                ]
+            )
     return len(results)
 
 

@@ -38,11 +38,29 @@ __all__ = ["NucleusTable", "measure_nuclei", "perimeters", "classify", "cell_are
 
 #: Per-nucleus columns, in CSV order, with their units.
 COLUMNS: dict[str, str] = {
-    "x": "px", "y": "px", "area_um2": "µm²", "perimeter_um": "µm", "eccentricity": "", "solidity": "",
-    "mean_haematoxylin": "OD", "cell_area_um2": "µm²", "nc_ratio": "", "large": "", "lymphocyte": "",
+    "x": "px",
+    "y": "px",
+    "area_um2": "µm²",
+    "perimeter_um": "µm",
+    "eccentricity": "",
+    "solidity": "",
+    "mean_haematoxylin": "OD",
+    "cell_area_um2": "µm²",
+    "nc_ratio": "",
+    "large": "",
+    "lymphocyte": "",
 }
-_FLOAT_COLS = ("x", "y", "area_um2", "perimeter_um", "eccentricity", "solidity", "mean_haematoxylin",
-               "cell_area_um2", "nc_ratio")
+_FLOAT_COLS = (
+    "x",
+    "y",
+    "area_um2",
+    "perimeter_um",
+    "eccentricity",
+    "solidity",
+    "mean_haematoxylin",
+    "cell_area_um2",
+    "nc_ratio",
+)
 
 # scikit-image's perimeter weights by neighbourhood code (centre 1, edge neighbours 2, corners 10)
 _PERIM_W = np.zeros(50, dtype=np.float64)
@@ -93,7 +111,7 @@ class NucleusTable:
 
     def outline(self, i: int) -> np.ndarray:
         """(k, 2) float32 vertices (x, y) of nucleus ``i``'s outline (closed implicitly)."""
-        return self.outline_xy[self.outline_offsets[i]:self.outline_offsets[i + 1]]
+        return self.outline_xy[self.outline_offsets[i] : self.outline_offsets[i + 1]]
 
     def column(self, name: str) -> np.ndarray:
         return getattr(self, name)
@@ -106,8 +124,9 @@ class NucleusTable:
         offs = np.zeros(idx.size + 1, dtype=np.int64)
         np.cumsum(counts, out=offs[1:])
         gather = np.repeat(starts - offs[:-1], counts) + np.arange(int(offs[-1]))
-        cols = {f.name: getattr(self, f.name)[idx] for f in fields(self)
-                if f.name not in ("outline_offsets", "outline_xy")}
+        cols = {
+            f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name not in ("outline_offsets", "outline_xy")
+        }
         return NucleusTable(**cols, outline_offsets=offs, outline_xy=self.outline_xy[gather])
 
     @classmethod
@@ -115,12 +134,18 @@ class NucleusTable:
         tables = [t for t in tables if len(t)]
         if not tables:
             return cls.empty()
-        cols = {f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(cls)
-                if f.name not in ("outline_offsets", "outline_xy")}
+        cols = {
+            f.name: np.concatenate([getattr(t, f.name) for t in tables])
+            for f in fields(cls)
+            if f.name not in ("outline_offsets", "outline_xy")
+        }
         shift = np.cumsum([0] + [int(t.outline_offsets[-1]) for t in tables[:-1]])
         offs = np.concatenate([[0]] + [t.outline_offsets[1:] + s for t, s in zip(tables, shift)])
-        return cls(**cols, outline_offsets=offs.astype(np.int64),
-                   outline_xy=np.concatenate([t.outline_xy for t in tables]).astype(np.float32))
+        return cls(
+            **cols,
+            outline_offsets=offs.astype(np.int64),
+            outline_xy=np.concatenate([t.outline_xy for t in tables]).astype(np.float32),
+        )
 
     def to_level0(self, origin: tuple[float, float], scale: float) -> NucleusTable:
         """A copy with coordinates mapped from region px to level-0 px: ``origin + scale·p``."""
@@ -151,7 +176,7 @@ def perimeters(labels: np.ndarray, n: int | None = None) -> np.ndarray:
     # border: a region pixel with a 4-neighbour of another label (or background)
     interior = fg.copy()
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        interior &= lab[1 + dy:lab.shape[0] - 1 + dy, 1 + dx:lab.shape[1] - 1 + dx] == c
+        interior &= lab[1 + dy : lab.shape[0] - 1 + dy, 1 + dx : lab.shape[1] - 1 + dx] == c
     border = fg & ~interior
     bpad = np.pad(border, 1)
     code = border.astype(np.int64)
@@ -166,8 +191,9 @@ def perimeters(labels: np.ndarray, n: int | None = None) -> np.ndarray:
     return np.bincount(c[border], weights=_PERIM_W[code[border]], minlength=n + 1)
 
 
-def cell_areas(labels: np.ndarray, tissue: np.ndarray, expansion_px: float, n: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def cell_areas(
+    labels: np.ndarray, tissue: np.ndarray, expansion_px: float, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(n + 1,) cell areas in px and the cell label image: nuclei expanded, clipped by neighbours and tissue."""
     n = int(labels.max(initial=0)) if n is None else n
     cells = expand_labels(labels, distance=float(expansion_px)) if expansion_px > 0 else labels.copy()
@@ -175,9 +201,15 @@ def cell_areas(labels: np.ndarray, tissue: np.ndarray, expansion_px: float, n: i
     return np.bincount(cells.ravel(), minlength=n + 1).astype(np.float64), cells
 
 
-def measure_nuclei(seg: Segmentation | np.ndarray, mpp: float | None = None, h: np.ndarray | None = None,
-                   tissue: np.ndarray | None = None, params: NucleiParams | None = None,
-                   outlines: bool = True, simplify_px: float = 0.5) -> NucleusTable:
+def measure_nuclei(
+    seg: Segmentation | np.ndarray,
+    mpp: float | None = None,
+    h: np.ndarray | None = None,
+    tissue: np.ndarray | None = None,
+    params: NucleiParams | None = None,
+    outlines: bool = True,
+    simplify_px: float = 0.5,
+) -> NucleusTable:
     """Every measurement of the module docstring for the labels of ``seg`` (or a label image).
 
     With a plain label image give ``mpp`` (µm/px of the labels), and optionally ``h`` (mean
@@ -189,8 +221,9 @@ def measure_nuclei(seg: Segmentation | np.ndarray, mpp: float | None = None, h: 
         label_mpp = seg.mpp * seg.h.shape[1] / max(1, seg.labels.shape[1])
         if h.shape != labels.shape:  # segmented at a coarser working resolution than the input
             h = cv2.resize(h, (labels.shape[1], labels.shape[0]), interpolation=cv2.INTER_LINEAR)
-            tissue = cv2.resize(tissue.astype(np.uint8), (labels.shape[1], labels.shape[0]),
-                                interpolation=cv2.INTER_NEAREST).astype(bool)
+            tissue = cv2.resize(
+                tissue.astype(np.uint8), (labels.shape[1], labels.shape[0]), interpolation=cv2.INTER_NEAREST
+            ).astype(bool)
     else:
         if mpp is None:
             raise ValueError("measure_nuclei needs mpp with a plain label image")
@@ -211,32 +244,39 @@ def measure_nuclei(seg: Segmentation | np.ndarray, mpp: float | None = None, h: 
     myy = np.bincount(flat, weights=yy * yy, minlength=n + 1) / a - cy * cy
     mxy = np.bincount(flat, weights=xx * yy, minlength=n + 1) / a - cx * cy
     half_tr = (mxx + myy) / 2
-    disc = np.sqrt(np.maximum(half_tr ** 2 - (mxx * myy - mxy ** 2), 0.0))
+    disc = np.sqrt(np.maximum(half_tr**2 - (mxx * myy - mxy**2), 0.0))
     l1, l2 = half_tr + disc, half_tr - disc
     ecc = np.where(l1 > 0, np.sqrt(np.clip(1.0 - l2 / np.where(l1 > 0, l1, 1.0), 0.0, 1.0)), 0.0)
     perim = perimeters(labels, n)
-    mean_h = (np.bincount(flat, weights=np.asarray(h, dtype=np.float64).ravel(), minlength=n + 1) / a
-              if h is not None else np.full(n + 1, np.nan))
+    mean_h = (
+        np.bincount(flat, weights=np.asarray(h, dtype=np.float64).ravel(), minlength=n + 1) / a
+        if h is not None
+        else np.full(n + 1, np.nan)
+    )
     tissue_mask = np.ones(labels.shape, dtype=bool) if tissue is None else np.asarray(tissue, dtype=bool)
     cell_px, _ = cell_areas(labels, tissue_mask, p.cell_expansion_um / label_mpp, n)
     hull_area, offsets, xy = _outlines(labels, n, simplify_px, outlines)
     px = label_mpp * label_mpp
     sl = slice(1, None)
     return NucleusTable(
-        x=cx[sl] + 0.5, y=cy[sl] + 0.5,  # pixel i spans [i, i+1): its centre is i + 0.5
-        area_um2=area[sl] * px, perimeter_um=perim[sl] * label_mpp, eccentricity=ecc[sl],
+        x=cx[sl] + 0.5,
+        y=cy[sl] + 0.5,  # pixel i spans [i, i+1): its centre is i + 0.5
+        area_um2=area[sl] * px,
+        perimeter_um=perim[sl] * label_mpp,
+        eccentricity=ecc[sl],
         solidity=np.clip(area[sl] / np.maximum(hull_area[sl], 1.0), 0.0, 1.0),
-        mean_haematoxylin=mean_h[sl], cell_area_um2=cell_px[sl] * px,
+        mean_haematoxylin=mean_h[sl],
+        cell_area_um2=cell_px[sl] * px,
         nc_ratio=area[sl] / np.maximum(cell_px[sl], 1.0),
-        outline_offsets=offsets, outline_xy=xy,
+        outline_offsets=offsets,
+        outline_xy=xy,
     )
 
 
 _CORNERS = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=np.int32)
 
 
-def _outlines(labels: np.ndarray, n: int, simplify_px: float, want: bool
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _outlines(labels: np.ndarray, n: int, simplify_px: float, want: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Convex-hull areas (n + 1,) of the pixel squares, and outline offsets (n + 1,) and vertices."""
     hull = np.zeros(n + 1, dtype=np.float64)
     polys: list[np.ndarray] = []
@@ -257,20 +297,28 @@ def _outlines(labels: np.ndarray, n: int, simplify_px: float, want: bool
     if not want:
         return hull, np.zeros(n + 1, dtype=np.int64), np.zeros((0, 2), dtype=np.float32)
     # through pixel centres → along pixel edges: offset half a pixel outwards (mitred corners)
-    geoms = np.array([shapely.polygons(q) if len(q) >= 3 else shapely.points(q[0]) if len(q) else shapely.Point()
-                      for q in polys], dtype=object)
+    geoms = np.array(
+        [shapely.polygons(q) if len(q) >= 3 else shapely.points(q[0]) if len(q) else shapely.Point() for q in polys],
+        dtype=object,
+    )
     grown = shapely.buffer(geoms, 0.5, quad_segs=1, join_style="mitre", mitre_limit=2.0)
-    rings = [np.asarray(g.exterior.coords)[:-1] if isinstance(g, shapely.Polygon) and not g.is_empty
-             else np.asarray(max(g.geoms, key=lambda q: q.area).exterior.coords)[:-1]
-             if isinstance(g, shapely.MultiPolygon) else np.zeros((0, 2)) for g in grown]
+    rings = [
+        np.asarray(g.exterior.coords)[:-1]
+        if isinstance(g, shapely.Polygon) and not g.is_empty
+        else np.asarray(max(g.geoms, key=lambda q: q.area).exterior.coords)[:-1]
+        if isinstance(g, shapely.MultiPolygon)
+        else np.zeros((0, 2))
+        for g in grown
+    ]
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum([len(r) for r in rings], out=offsets[1:])
     xy = np.concatenate(rings).astype(np.float32) if rings else np.zeros((0, 2), dtype=np.float32)
     return hull, offsets, xy
 
 
-def classify(table: NucleusTable, params: NucleiParams | None = None,
-             reference: NucleusTable | None = None) -> NucleusTable:
+def classify(
+    table: NucleusTable, params: NucleiParams | None = None, reference: NucleusTable | None = None
+) -> NucleusTable:
     """Set the relative flags in place: large/atypical and lymphocyte-like (module docstring).
 
     ``reference`` is the distribution they are relative to (the slide's nuclei; default the
@@ -285,6 +333,10 @@ def classify(table: NucleusTable, params: NucleiParams | None = None,
     table.large = table.area_um2 > cut
     med_h = float(np.nanmedian(ref.mean_haematoxylin)) if np.isfinite(ref.mean_haematoxylin).any() else np.nan
     dark = table.mean_haematoxylin >= p.lymph_darkness * med_h if np.isfinite(med_h) else np.zeros(len(table), bool)
-    table.lymphocyte = ((table.area_um2 <= p.lymph_max_area_um2) & (table.eccentricity <= p.lymph_max_eccentricity)
-                        & (table.solidity >= p.lymph_min_solidity) & dark)
+    table.lymphocyte = (
+        (table.area_um2 <= p.lymph_max_area_um2)
+        & (table.eccentricity <= p.lymph_max_eccentricity)
+        & (table.solidity >= p.lymph_min_solidity)
+        & dark
+    )
     return table

@@ -117,6 +117,16 @@ def score_instances(truth: np.ndarray, pred: np.ndarray, touching: np.ndarray | 
         touch = np.asarray(touching, dtype=bool)
         n_touch = int(touch.sum())
         split = float(matched_t[1:][touch].mean()) if n_touch else float("nan")
-    return InstanceScores(n_true=n_t, n_pred=n_p, matched=m, precision=prec, recall=rec, f1=f1,
-                          dice=dice(truth, pred), aji=_aji(table, area_t, area_p), split_accuracy=split,
-                          n_touching=n_touch, count_ratio=n_p / n_t if n_t else float("nan"))
+    return InstanceScores(
+        n_true=n_t,
+        n_pred=n_p,
+        matched=m,
+        precision=prec,
+        recall=rec,
+        f1=f1,
+        dice=dice(truth, pred),
+        aji=_aji(table, area_t, area_p),
+        split_accuracy=split,
+        n_touching=n_touch,
+        count_ratio=n_p / n_t if n_t else float("nan"),
+    )

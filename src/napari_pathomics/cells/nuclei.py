@@ -45,8 +45,16 @@ from ..errors import CancelledError, NucleiError
 from ..wsi.tissue import stained_pixels
 from .stain import StainVectors, eosin, haematoxylin, slide_stain
 
-__all__ = ["NucleiParams", "Segmentation", "segment_nuclei", "segment_blocks", "check_he",
-           "foreground_threshold", "MIN_MPP", "MAX_MPP"]
+__all__ = [
+    "NucleiParams",
+    "Segmentation",
+    "segment_nuclei",
+    "segment_blocks",
+    "check_he",
+    "foreground_threshold",
+    "MIN_MPP",
+    "MAX_MPP",
+]
 
 #: Finer input is averaged down to ``MIN_MPP`` first (nuclei do not need more pixels than that).
 MIN_MPP = 0.2
@@ -139,8 +147,9 @@ def check_he(rgb: np.ndarray, what: str = "the image") -> None:
         raise NucleiError(f"{what} shows no stained tissue (all white or glass)")
 
 
-def foreground_threshold(values: np.ndarray, stained: np.ndarray, params: NucleiParams,
-                         reference: float | None = None, floor: float = 0.0) -> float:
+def foreground_threshold(
+    values: np.ndarray, stained: np.ndarray, params: NucleiParams, reference: float | None = None, floor: float = 0.0
+) -> float:
     """Otsu's threshold of the stained pixels' values, bounded by ``reference`` (module docstring)."""
     vals = values[stained]
     if vals.size < 64:
@@ -150,7 +159,7 @@ def foreground_threshold(values: np.ndarray, stained: np.ndarray, params: Nuclei
     vals = vals[vals > 0]
     if vals.size < 16:
         return max(floor, float("inf") if reference is None else reference)
-    vals = vals[::max(1, vals.size // 262_144)]
+    vals = vals[:: max(1, vals.size // 262_144)]
     lo, hi = (float(v) for v in np.percentile(vals, [0.5, 99.5]))
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo <= 1e-6:
         thr = hi if np.isfinite(hi) else floor
@@ -164,8 +173,9 @@ def foreground_threshold(values: np.ndarray, stained: np.ndarray, params: Nuclei
     return max(thr, floor)
 
 
-def local_background(values: np.ndarray, stained: np.ndarray, mpp: float, window_um: float,
-                     quantile: float = 0.3) -> np.ndarray:
+def local_background(
+    values: np.ndarray, stained: np.ndarray, mpp: float, window_um: float, quantile: float = 0.3
+) -> np.ndarray:
     """Large-scale low quantile of the stained pixels' values around each pixel (float32, input size).
 
     Computed on an 8× smaller image (a rank filter there) and interpolated back. Nuclei are the
@@ -204,8 +214,10 @@ def _merge_fragments(labels: np.ndarray, dist: np.ndarray, ratio: float) -> np.n
     peaks = np.zeros(n + 1, dtype=np.float64)
     peaks[1:] = ndi.maximum(dist, labels, index=np.arange(1, n + 1))
     pa, pb, pv = [], [], []
-    for a, b, da, db in ((labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]),
-                         (labels[:-1, :], labels[1:, :], dist[:-1, :], dist[1:, :])):
+    for a, b, da, db in (
+        (labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]),
+        (labels[:-1, :], labels[1:, :], dist[:-1, :], dist[1:, :]),
+    ):
         m = (a != b) & (a > 0) & (b > 0)
         if m.any():
             x, y = a[m], b[m]
@@ -257,9 +269,15 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
-def segment_nuclei(rgb: np.ndarray, mpp: float, *, stain: StainVectors | None = None,
-                   params: NucleiParams | None = None, reference_threshold: float | None = None,
-                   check: bool = True) -> Segmentation:
+def segment_nuclei(
+    rgb: np.ndarray,
+    mpp: float,
+    *,
+    stain: StainVectors | None = None,
+    params: NucleiParams | None = None,
+    reference_threshold: float | None = None,
+    check: bool = True,
+) -> Segmentation:
     """Instance labels of the nuclei of one RGB region at ``mpp`` µm/px (module docstring).
 
     ``stain`` None estimates the region's own Macenko vectors (Ruifrok when that fails);
@@ -269,8 +287,10 @@ def segment_nuclei(rgb: np.ndarray, mpp: float, *, stain: StainVectors | None = 
     if not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
         raise NucleiError(f"µm/px must be a positive number, got {mpp!r}")
     if mpp > MAX_MPP:
-        raise NucleiError(f"{mpp:g} µm/px is too coarse to segment nuclei (needs ≤ {MAX_MPP:g} µm/px; "
-                          "0.25–0.5 µm/px, i.e. 20–40×, is best)")
+        raise NucleiError(
+            f"{mpp:g} µm/px is too coarse to segment nuclei (needs ≤ {MAX_MPP:g} µm/px; "
+            "0.25–0.5 µm/px, i.e. 20–40×, is best)"
+        )
     arr = np.asarray(rgb)
     if check:
         check_he(arr)
@@ -288,15 +308,24 @@ def segment_nuclei(rgb: np.ndarray, mpp: float, *, stain: StainVectors | None = 
     stained = stained_pixels(arr)
     labels, thr = _segment_h(h, eosin(arr, stain), stained, work_mpp, p, reference_threshold)
     if labels.shape != full_shape:
-        labels = cv2.resize(labels.astype(np.float32), (full_shape[1], full_shape[0]),
-                            interpolation=cv2.INTER_NEAREST).astype(np.int32)
+        labels = cv2.resize(
+            labels.astype(np.float32), (full_shape[1], full_shape[0]), interpolation=cv2.INTER_NEAREST
+        ).astype(np.int32)
         labels = _relabel_sequential(labels)
-    return Segmentation(labels=labels, h=h, stained=stained, mpp=work_mpp, threshold=thr,
-                        stain=stain, info={"work_shape": list(h.shape), "input_mpp": float(mpp)})
+    return Segmentation(
+        labels=labels,
+        h=h,
+        stained=stained,
+        mpp=work_mpp,
+        threshold=thr,
+        stain=stain,
+        info={"work_shape": list(h.shape), "input_mpp": float(mpp)},
+    )
 
 
-def nuclear_contrast(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float,
-                     p: NucleiParams) -> tuple[np.ndarray, np.ndarray]:
+def nuclear_contrast(
+    h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p: NucleiParams
+) -> tuple[np.ndarray, np.ndarray]:
     """How much more a pixel is nucleus than its surroundings, and the smoothed haematoxylin.
 
     The feature is the haematoxylin *share* of the stain, ``H / (H + E)``: the cytoplasm of a
@@ -343,8 +372,9 @@ def _blob_seeds(c: np.ndarray, mpp: float, p: NucleiParams, thr: float) -> np.nd
     return local_max & (resp > p.seed_response * thr)
 
 
-def _grow_regions(cs: np.ndarray, markers: np.ndarray, background: np.ndarray, n: int, mpp: float,
-                  p: NucleiParams) -> np.ndarray:
+def _grow_regions(
+    cs: np.ndarray, markers: np.ndarray, background: np.ndarray, n: int, mpp: float, p: NucleiParams
+) -> np.ndarray:
     """Seeds grown to their membranes: a watershed of the contrast's gradient, background marker n + 1.
 
     Regions only say which pixels belong to which seed; their exact extent is decided at full
@@ -376,8 +406,9 @@ def _grow_regions(cs: np.ndarray, markers: np.ndarray, background: np.ndarray, n
     return regions
 
 
-def _segment_h(h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p: NucleiParams,
-               reference: float | None) -> tuple[np.ndarray, float]:
+def _segment_h(
+    h: np.ndarray, e: np.ndarray, stained: np.ndarray, mpp: float, p: NucleiParams, reference: float | None
+) -> tuple[np.ndarray, float]:
     """Labels and the threshold used (steps 2 and 3 of the module docstring).
 
     Foreground: a marker-controlled watershed of the contrast's gradient grows each seed
@@ -495,10 +526,17 @@ def split_touching(fg: np.ndarray, mpp: float, p: NucleiParams) -> np.ndarray:
     return _merge_fragments(labels, dist, p.merge_ratio)
 
 
-def segment_blocks(rgb: np.ndarray, mpp: float, *, block_px: int = 2048, margin_um: float = 16.0,
-                   stain: StainVectors | None = None, params: NucleiParams | None = None,
-                   progress: Callable[[int, int], None] | None = None,
-                   cancel: threading.Event | None = None) -> tuple[np.ndarray, StainVectors, float]:
+def segment_blocks(
+    rgb: np.ndarray,
+    mpp: float,
+    *,
+    block_px: int = 2048,
+    margin_um: float = 16.0,
+    stain: StainVectors | None = None,
+    params: NucleiParams | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[np.ndarray, StainVectors, float]:
     """Labels of a large image segmented block by block (bounded memory; see the module docstring).
 
     Returns the labels (int32, input size), the stain used and the image-wide threshold that
@@ -532,8 +570,9 @@ def segment_blocks(rgb: np.ndarray, mpp: float, *, block_px: int = 2048, margin_
             if float(np.mean(stained_pixels(block[::4, ::4]))) < 0.005:
                 lab = np.zeros(block.shape[:2], dtype=np.int32)
             else:
-                lab = segment_nuclei(block, mpp, stain=stain, params=p, reference_threshold=reference,
-                                     check=False).labels
+                lab = segment_nuclei(
+                    block, mpp, stain=stain, params=p, reference_threshold=reference, check=False
+                ).labels
             keep = _core_nuclei(lab, (y0 - ry0, x0 - rx0, y1 - ry0, x1 - rx0))
             if keep.size:
                 lut = np.zeros(int(lab.max()) + 1, dtype=np.int32)

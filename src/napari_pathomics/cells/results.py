@@ -35,13 +35,25 @@ __all__ = ["NucleiResults", "TILE_FEATURES", "TILE_UNITS", "NUCLEI_FORMAT", "NUC
 NUCLEI_FORMAT = 1
 #: Per-tile nuclear values, in table order, and their units.
 TILE_UNITS: dict[str, str] = {
-    "count": "nuclei", "density_mm2": "nuclei/mm²", "area_mean_um2": "µm²", "area_median_um2": "µm²",
-    "nc_ratio_mean": "", "large_fraction": "", "lymphocyte_fraction": "", "haematoxylin_mean": "OD",
+    "count": "nuclei",
+    "density_mm2": "nuclei/mm²",
+    "area_mean_um2": "µm²",
+    "area_median_um2": "µm²",
+    "nc_ratio_mean": "",
+    "large_fraction": "",
+    "lymphocyte_fraction": "",
+    "haematoxylin_mean": "OD",
 }
 TILE_FEATURES: tuple[str, ...] = tuple(TILE_UNITS)
 #: The per-tile values a signature's nuclear family uses by default (count is density's numerator).
-NUCLEAR_MEASURES: tuple[str, ...] = ("density_mm2", "area_mean_um2", "nc_ratio_mean", "large_fraction",
-                                     "lymphocyte_fraction", "haematoxylin_mean")
+NUCLEAR_MEASURES: tuple[str, ...] = (
+    "density_mm2",
+    "area_mean_um2",
+    "nc_ratio_mean",
+    "large_fraction",
+    "lymphocyte_fraction",
+    "haematoxylin_mean",
+)
 
 
 def _group_median(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -77,10 +89,18 @@ class NucleiResults:
     @classmethod
     def empty(cls, grid: TileGrid, meta: dict[str, Any] | None = None) -> NucleiResults:
         n = len(grid)
-        return cls(cols=np.asarray(grid.cols, np.int64).copy(), rows=np.asarray(grid.rows, np.int64).copy(),
-                   origins=grid.origins, tile_size_l0=float(grid.tile_size_l0), n_cols=grid.n_cols,
-                   n_rows=grid.n_rows, status=np.zeros(n, dtype=np.int8), tissue_mm2=np.zeros(n),
-                   nuclei=NucleusTable.empty(), meta=dict(meta or {}))
+        return cls(
+            cols=np.asarray(grid.cols, np.int64).copy(),
+            rows=np.asarray(grid.rows, np.int64).copy(),
+            origins=grid.origins,
+            tile_size_l0=float(grid.tile_size_l0),
+            n_cols=grid.n_cols,
+            n_rows=grid.n_rows,
+            status=np.zeros(n, dtype=np.int8),
+            tissue_mm2=np.zeros(n),
+            nuclei=NucleusTable.empty(),
+            meta=dict(meta or {}),
+        )
 
     def __len__(self) -> int:
         return int(self.cols.size)
@@ -147,8 +167,11 @@ class NucleiResults:
         with np.errstate(invalid="ignore", divide="ignore"):
             density = np.where(self.tissue_mm2 > 0, cnt / self.tissue_mm2, np.nan)
         out = {
-            "count": cnt, "density_mm2": density, "area_mean_um2": mean(t.area_um2),
-            "area_median_um2": _group_median(idx, t.area_um2, n), "nc_ratio_mean": mean(t.nc_ratio),
+            "count": cnt,
+            "density_mm2": density,
+            "area_mean_um2": mean(t.area_um2),
+            "area_median_um2": _group_median(idx, t.area_um2, n),
+            "nc_ratio_mean": mean(t.nc_ratio),
             "large_fraction": mean(t.large.astype(np.float64)),
             "lymphocyte_fraction": mean(t.lymphocyte.astype(np.float64)),
             "haematoxylin_mean": mean(t.mean_haematoxylin),
@@ -171,8 +194,12 @@ class NucleiResults:
     def describe_tile(self, i: int, values: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         """One tile's nuclear read-out (status, then every per-tile value)."""
         v = values if values is not None else self.tile_values()
-        out: dict[str, Any] = {"index": int(i), "x": int(self.origins[i, 0]), "y": int(self.origins[i, 1]),
-                               "status": STATUS_NAMES[int(self.status[i])]}
+        out: dict[str, Any] = {
+            "index": int(i),
+            "x": int(self.origins[i, 0]),
+            "y": int(self.origins[i, 1]),
+            "status": STATUS_NAMES[int(self.status[i])],
+        }
         if self.status[i] == DONE:
             out.update({k: float(v[k][i]) for k in TILE_FEATURES})
         return out
@@ -184,8 +211,10 @@ class NucleiResults:
         lattice (another tile size) is a ResultsError: tiles would not be the same tiles.
         """
         if not math.isclose(tile_size_l0, self.tile_size_l0, rel_tol=1e-6):
-            raise ResultsError(f"nuclei were computed on {self.tile_size_l0:.3f} px tiles, not {tile_size_l0:.3f} px: "
-                               "not the same lattice")
+            raise ResultsError(
+                f"nuclei were computed on {self.tile_size_l0:.3f} px tiles, not {tile_size_l0:.3f} px: "
+                "not the same lattice"
+            )
         vals = self.tile_values()
         key_self = self.rows.astype(np.int64) * (self.n_cols + 1) + self.cols
         key_other = np.asarray(rows, np.int64) * (self.n_cols + 1) + np.asarray(cols, np.int64)
@@ -207,11 +236,23 @@ class NucleiResults:
     # ---- persistence ----------------------------------------------------------------------
     def to_npz_bytes(self) -> bytes:
         self.consolidate()
-        doc = {"format": NUCLEI_FORMAT, "tile_size_l0": self.tile_size_l0, "n_cols": self.n_cols,
-               "n_rows": self.n_rows, "meta": self.meta, "counts": self.counts()}
-        arrays = {"cols": self.cols, "rows": self.rows, "origins": self.origins, "status": self.status,
-                  "tissue_mm2": self.tissue_mm2, **self.nuclei.to_arrays(),
-                  "meta_json": np.array(json.dumps(doc, allow_nan=False, default=json_default))}
+        doc = {
+            "format": NUCLEI_FORMAT,
+            "tile_size_l0": self.tile_size_l0,
+            "n_cols": self.n_cols,
+            "n_rows": self.n_rows,
+            "meta": self.meta,
+            "counts": self.counts(),
+        }
+        arrays = {
+            "cols": self.cols,
+            "rows": self.rows,
+            "origins": self.origins,
+            "status": self.status,
+            "tissue_mm2": self.tissue_mm2,
+            **self.nuclei.to_arrays(),
+            "meta_json": np.array(json.dumps(doc, allow_nan=False, default=json_default)),
+        }
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()
@@ -228,19 +269,30 @@ class NucleiResults:
                 if doc.get("format") != NUCLEI_FORMAT:
                     raise ResultsError(f"{path.name}: nuclei format {doc.get('format')!r}, expected {NUCLEI_FORMAT}")
                 arrays = {k: z[k] for k in z.files}
-            res = cls(cols=arrays["cols"].astype(np.int64), rows=arrays["rows"].astype(np.int64),
-                      origins=arrays["origins"].astype(np.int64), tile_size_l0=float(doc["tile_size_l0"]),
-                      n_cols=int(doc["n_cols"]), n_rows=int(doc["n_rows"]), status=arrays["status"].astype(np.int8),
-                      tissue_mm2=arrays["tissue_mm2"].astype(np.float64),
-                      nuclei=NucleusTable.from_arrays(arrays), meta=dict(doc.get("meta", {})))
+            res = cls(
+                cols=arrays["cols"].astype(np.int64),
+                rows=arrays["rows"].astype(np.int64),
+                origins=arrays["origins"].astype(np.int64),
+                tile_size_l0=float(doc["tile_size_l0"]),
+                n_cols=int(doc["n_cols"]),
+                n_rows=int(doc["n_rows"]),
+                status=arrays["status"].astype(np.int8),
+                tissue_mm2=arrays["tissue_mm2"].astype(np.float64),
+                nuclei=NucleusTable.from_arrays(arrays),
+                meta=dict(doc.get("meta", {})),
+            )
         except ResultsError:
             raise
         except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise ResultsError(f"{path.name}: not a readable nuclei file ({exc})") from None
         n = len(res)
         t = res.nuclei
-        if res.status.shape != (n,) or res.origins.shape != (n, 2) or (len(t) and (t.tile.max() >= n or t.tile.min() < 0)) \
-                or t.outline_offsets.shape != (len(t) + 1,):
+        if (
+            res.status.shape != (n,)
+            or res.origins.shape != (n, 2)
+            or (len(t) and (t.tile.max() >= n or t.tile.min() < 0))
+            or t.outline_offsets.shape != (len(t) + 1,)
+        ):
             raise ResultsError(f"{path.name}: inconsistent nuclei arrays")
         return res
 

@@ -77,8 +77,16 @@ def nuclei_cache_path(slide_hash: str, key: str, grid_key: str, root: str | Path
 
 
 def _params_key(params: NucleiParams, work_mpp: float, margin_um: float, stain: StainVectors | None = None) -> str:
-    doc = json.dumps({"params": params.to_json(), "work_mpp": work_mpp, "margin_um": margin_um, "v": 1,
-                      **({"stain": stain.to_json()} if stain is not None else {})}, sort_keys=True)
+    doc = json.dumps(
+        {
+            "params": params.to_json(),
+            "work_mpp": work_mpp,
+            "margin_um": margin_um,
+            "v": 1,
+            **({"stain": stain.to_json()} if stain is not None else {}),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
@@ -103,18 +111,31 @@ def sample_tiles(slide: Slide, grid: TileGrid, work_mpp: float, k: int = STAIN_S
 class NucleiRun:
     """One slide's nuclei run: iterate for updates; ``results`` holds what is done."""
 
-    def __init__(self, slide: Slide, grid: TileGrid, *, params: NucleiParams | None = None,
-                 work_mpp: float = DEFAULT_WORK_MPP, margin_um: float = DEFAULT_MARGIN_UM,
-                 cache_dir: str | Path | None = None, use_cache: bool = True,
-                 cancel: threading.Event | None = None, flush_seconds: float = 10.0,
-                 stain: StainVectors | None = None) -> None:
+    def __init__(
+        self,
+        slide: Slide,
+        grid: TileGrid,
+        *,
+        params: NucleiParams | None = None,
+        work_mpp: float = DEFAULT_WORK_MPP,
+        margin_um: float = DEFAULT_MARGIN_UM,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        cancel: threading.Event | None = None,
+        flush_seconds: float = 10.0,
+        stain: StainVectors | None = None,
+    ) -> None:
         slide.mpp  # noqa: B018 - a slide without µm/px fails here with a clear message
         if len(grid) == 0:
-            raise NucleiError("no tile lies inside the ROIs and tissue: nothing to segment "
-                              "(draw or widen an ROI, or check the tissue mask)")
+            raise NucleiError(
+                "no tile lies inside the ROIs and tissue: nothing to segment "
+                "(draw or widen an ROI, or check the tissue mask)"
+            )
         if (grid.slide_width, grid.slide_height) != (slide.width, slide.height):
-            raise NucleiError(f"the tile grid is for a {grid.slide_width}x{grid.slide_height} slide, "
-                              f"not {slide.path.name} ({slide.width}x{slide.height})")
+            raise NucleiError(
+                f"the tile grid is for a {grid.slide_width}x{grid.slide_height} slide, "
+                f"not {slide.path.name} ({slide.width}x{slide.height})"
+            )
         if not (math.isfinite(work_mpp) and 0.1 <= work_mpp <= 2.0):
             raise NucleiError(f"nuclei are segmented at 0.1–2 µm/px, not {work_mpp}")
         self.slide, self.grid = slide, grid
@@ -127,9 +148,17 @@ class NucleiRun:
         self._t0 = time.perf_counter()
         slide_hash = slide.file_hash()
         key = _params_key(self.params, self.work_mpp, self.margin_um, stain)
-        meta = {"slide": str(slide.path), "slide_hash": slide_hash, "grid_key": grid.key(), "params_key": key,
-                "params": self.params.to_json(), "work_mpp": self.work_mpp, "margin_um": self.margin_um,
-                "slide_mpp": list(slide.mpp), "tile_um": grid.tile_um}
+        meta = {
+            "slide": str(slide.path),
+            "slide_hash": slide_hash,
+            "grid_key": grid.key(),
+            "params_key": key,
+            "params": self.params.to_json(),
+            "work_mpp": self.work_mpp,
+            "margin_um": self.margin_um,
+            "slide_mpp": list(slide.mpp),
+            "tile_um": grid.tile_um,
+        }
         self.cache_file = nuclei_cache_path(slide_hash, key, grid.key(), cache_dir) if use_cache else None
         self.results = self._open(meta)
         if stain is not None:
@@ -148,7 +177,10 @@ class NucleiRun:
                 res = NucleiResults.load(self.cache_file)
                 m = res.meta
                 if (m.get("slide_hash"), m.get("params_key"), m.get("grid_key")) == (
-                        meta["slide_hash"], meta["params_key"], meta["grid_key"]) and len(res) == len(self.grid):
+                    meta["slide_hash"],
+                    meta["params_key"],
+                    meta["grid_key"],
+                ) and len(res) == len(self.grid):
                     res.meta.update({k: v for k, v in meta.items() if k != "slide_hash"})
                     return res
             except ResultsError:
@@ -176,8 +208,10 @@ class NucleiRun:
         try:
             self.results.save(self.cache_file)
         except OSError as exc:
-            self.cache_warning = (f"nuclei cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
-                                  "this run is not cached and will not resume")
+            self.cache_warning = (
+                f"nuclei cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
+                "this run is not cached and will not resume"
+            )
             warnings.warn(self.cache_warning, RuntimeWarning, stacklevel=2)
             self.cache_file = None
 
@@ -218,8 +252,9 @@ class NucleiRun:
             res.mark(i, BACKGROUND)
             return
         mpp_px = scale * self.slide.mpp[0]
-        seg = segment_nuclei(rgb, mpp_px, stain=self.stain, params=self.params,
-                             reference_threshold=self.reference, check=False)
+        seg = segment_nuclei(
+            rgb, mpp_px, stain=self.stain, params=self.params, reference_threshold=self.reference, check=False
+        )
         table = measure_nuclei(seg, params=self.params)
         keep = (table.x >= m0) & (table.x < m1) & (table.y >= m0) & (table.y < m1)
         table = table.take(keep)
@@ -273,4 +308,3 @@ class NucleiRun:
 def run_nuclei(slide: Slide, grid: TileGrid, **kw: Any) -> NucleiRun:
     """A :class:`NucleiRun` over ``grid`` (iterate it, or call ``run_all()``)."""
     return NucleiRun(slide, grid, **kw)
-

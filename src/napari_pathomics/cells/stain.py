@@ -24,7 +24,8 @@ __all__ = ["RUIFROK_HE", "StainVectors", "haematoxylin", "eosin", "slide_stain",
 
 #: Ruifrok & Johnston's H and E optical-density vectors (unit columns), as scikit-image ships them.
 RUIFROK_HE: np.ndarray = (rgb_from_hed[:2] / np.linalg.norm(rgb_from_hed[:2], axis=1, keepdims=True)).T.astype(
-    np.float32)
+    np.float32
+)
 #: An estimated haematoxylin vector further than this from Ruifrok's is not trusted.
 MAX_H_ANGLE_DEG = 30.0
 

@@ -37,8 +37,9 @@ class SyntheticScene:
         return int(self.kind.size)
 
 
-def _ellipse_mask(shape: tuple[int, int], cy: float, cx: float, a: float, b: float, theta: float
-                  ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+def _ellipse_mask(
+    shape: tuple[int, int], cy: float, cx: float, a: float, b: float, theta: float
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
     """Pixels (by centre) inside an ellipse: the bounding-box slices, the mask and the radial coordinate."""
     r = max(a, b) + 2
     y0, y1 = max(0, int(cy - r)), min(shape[0], int(cy + r) + 2)
@@ -51,9 +52,18 @@ def _ellipse_mask(shape: tuple[int, int], cy: float, cx: float, a: float, b: flo
     return (slice(y0, y1), slice(x0, x1)), rho <= 1.0, rho
 
 
-def plant_nuclei(height: int, width: int, mpp: float = 0.5, *, n: int | None = None, seed: int = 0,
-                 touching_fraction: float = 0.35, lymphocyte_fraction: float = 0.25,
-                 vesicular_fraction: float = 0.2, density_per_mm2: float = 3500.0) -> SyntheticScene:
+def plant_nuclei(
+    height: int,
+    width: int,
+    mpp: float = 0.5,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    touching_fraction: float = 0.35,
+    lymphocyte_fraction: float = 0.25,
+    vesicular_fraction: float = 0.2,
+    density_per_mm2: float = 3500.0,
+) -> SyntheticScene:
     """A scene of planted nuclei on eosin-stained tissue (see the module docstring).
 
     Sizes are physical: epithelial nuclei ~ 6–12 µm across, lymphocytes ~ 5–7 µm, so the same
@@ -72,8 +82,11 @@ def plant_nuclei(height: int, width: int, mpp: float = 0.5, *, n: int | None = N
     while len(kinds) < n and attempts < 50 * max(n, 1):
         attempts += 1
         u = rng.random()
-        kind = "lymphocyte" if u < lymphocyte_fraction else (
-            "vesicular" if u < lymphocyte_fraction + vesicular_fraction else "epithelial")
+        kind = (
+            "lymphocyte"
+            if u < lymphocyte_fraction
+            else ("vesicular" if u < lymphocyte_fraction + vesicular_fraction else "epithelial")
+        )
         # haematoxylin concentrations (Ruifrok units) as measured on real 20-40x H&E: cytoplasm and
         # stroma ~0.5, epithelial nuclei ~1.1, lymphocytes ~1.6, a vesicular nucleus's rim ~1.0
         # around chromatin barely darker than the cytoplasm
@@ -143,8 +156,16 @@ def _touching(labels: np.ndarray, n: int) -> np.ndarray:
     return out[1:]
 
 
-def render_he(c_h: np.ndarray, rng: np.random.Generator, mpp: float, *, eosin: float = 0.4,
-              background_h: float = 0.45, blur_um: float = 0.35, noise: float = 3.0) -> np.ndarray:
+def render_he(
+    c_h: np.ndarray,
+    rng: np.random.Generator,
+    mpp: float,
+    *,
+    eosin: float = 0.4,
+    background_h: float = 0.45,
+    blur_um: float = 0.35,
+    noise: float = 3.0,
+) -> np.ndarray:
     """RGB of nuclear haematoxylin on cytoplasm/stroma (Beer–Lambert, Ruifrok vectors).
 
     Where a nucleus is, its concentration replaces the background's haematoxylin; eosin is
@@ -163,8 +184,13 @@ def render_he(c_h: np.ndarray, rng: np.random.Generator, mpp: float, *, eosin: f
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
-def disc_scene(shape: tuple[int, int], discs: list[tuple[float, float, float]], *, background: tuple[int, int, int]
-               = (235, 175, 205), nucleus: tuple[int, int, int] = (70, 40, 120)) -> tuple[np.ndarray, np.ndarray]:
+def disc_scene(
+    shape: tuple[int, int],
+    discs: list[tuple[float, float, float]],
+    *,
+    background: tuple[int, int, int] = (235, 175, 205),
+    nucleus: tuple[int, int, int] = (70, 40, 120),
+) -> tuple[np.ndarray, np.ndarray]:
     """Flat-coloured discs (cy, cx, r in px) on a flat eosin background, and their labels.
 
     No blur, no noise: the exact arithmetic of areas and N:C ratios is testable on it.

@@ -63,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as err:  # noqa: BLE001 - the next unforeseen input still gets one readable line
         log = _log_traceback(args.command)
-        print(f"pathomics {args.command}: internal error: {type(err).__name__}: {_one_line(err)}{_see(log)}",
-              file=sys.stderr)
+        print(
+            f"pathomics {args.command}: internal error: {type(err).__name__}: {_one_line(err)}{_see(log)}",
+            file=sys.stderr,
+        )
         return INTERNAL_ERROR_EXIT
 
 
@@ -87,8 +89,9 @@ def _log_traceback(command: str) -> Path | None:
         folder = log_dir()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"pathomics-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        path.write_text(f"pathomics {__version__} {command}\nargv: {sys.argv!r}\n\n{traceback.format_exc()}",
-                        encoding="utf-8")
+        path.write_text(
+            f"pathomics {__version__} {command}\nargv: {sys.argv!r}\n\n{traceback.format_exc()}", encoding="utf-8"
+        )
         return path
     except OSError:
         return None

@@ -54,8 +54,9 @@ def _adapt(args: argparse.Namespace) -> int:
 
     slides, label_files = args.slide or [], args.labels or []
     if not slides or len(slides) != len(label_files):
-        raise LabelsError(f"give one --labels per --slide, in the same order ({len(slides)} slides, "
-                          f"{len(label_files)} labels files)")
+        raise LabelsError(
+            f"give one --labels per --slide, in the same order ({len(slides)} slides, {len(label_files)} labels files)"
+        )
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
     out = Path(args.out).expanduser()
     check_output_dir(out, [], inputs=[*slides, *label_files, bundle.source, bundle.path])
@@ -67,28 +68,47 @@ def _adapt(args: argparse.Namespace) -> int:
     for slide_path, labels_path in zip(slides, label_files):
         with open_slide(slide_path, mpp=args.slide_mpp) as slide:
             ident = SlideIdentity.of(slide)
-            labels, notes = read_labels(labels_path, bundle.tile_um / slide.mpp[0], bundle.class_names, slide=ident,
-                                        bounds=(slide.width, slide.height), mapping=mapping, force=args.force)
+            labels, notes = read_labels(
+                labels_path,
+                bundle.tile_um / slide.mpp[0],
+                bundle.class_names,
+                slide=ident,
+                bounds=(slide.width, slide.height),
+                mapping=mapping,
+                force=args.force,
+            )
             part = collect_labelled(engine, slide, labels, use_cache=not args.no_cache, source=str(labels_path))
             part.notes[:0] = notes
             parts.append(part)
     data = LabelledTiles.join(parts)
     for note in data.notes:
         print(f"pathomics adapt: warning: {note}", file=sys.stderr)
-    cfg = AdaptConfig() if args.strength is None else AdaptConfig(strength=None if args.strength == "auto"
-                                                                  else args.strength)
+    cfg = (
+        AdaptConfig()
+        if args.strength is None
+        else AdaptConfig(strength=None if args.strength == "auto" else args.strength)
+    )
     result = adapt_head(data.emb, data.y, base_head(engine), bundle.class_names, cfg)
     adapted = write_adapted_bundle(bundle, result, data.sets, out, name=args.name)
-    summary = {"bundle": str(out), "bundle_id": adapted.bundle_id, "base_bundle": bundle.name,
-               "base_bundle_id": bundle.bundle_id, "label_sets": data.sets, **result.to_json(),
-               "regularisation": cfg.to_json(), "notes": data.notes}
+    summary = {
+        "bundle": str(out),
+        "bundle_id": adapted.bundle_id,
+        "base_bundle": bundle.name,
+        "base_bundle_id": bundle.bundle_id,
+        "label_sets": data.sets,
+        **result.to_json(),
+        "regularisation": cfg.to_json(),
+        "notes": data.notes,
+    }
     if args.json:
         print_json(summary)
         return 0
     for s in data.sets:
         print(f"{s['slide']}: {s['n']} labelled tiles ({describe_counts(s['counts'])})")
-    print(f"accuracy on the {result.n} labels ({result.cv_method}): base {result.accuracy_before:.3f} -> "
-          f"adapted {result.accuracy_after:.3f}")
+    print(
+        f"accuracy on the {result.n} labels ({result.cv_method}): base {result.accuracy_before:.3f} -> "
+        f"adapted {result.accuracy_after:.3f}"
+    )
     for cls, pc in result.per_class.items():
         print(f"  {cls:<5s} {pc['n']:>5d} labels: {pc['before']:.2f} -> {pc['after']:.2f}")
     print(f"adapted bundle {adapted.name} (id {adapted.bundle_id}, head fitted in {result.fit_s:.2f} s) -> {out}")
@@ -96,20 +116,36 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("adapt", help="refit a bundle's tissue classifier to tile labels; write a new bundle",
-                       description="Fits a new class head on the frozen embeddings of the labelled tiles, "
-                                   "regularised toward the bundle's own head; classes without labels keep it.")
+    p = sub.add_parser(
+        "adapt",
+        help="refit a bundle's tissue classifier to tile labels; write a new bundle",
+        description="Fits a new class head on the frozen embeddings of the labelled tiles, "
+        "regularised toward the bundle's own head; classes without labels keep it.",
+    )
     p.add_argument("--bundle", help="base bundle folder or zip (default: the bundled model)")
     p.add_argument("--slide", action="append", metavar="SLIDE", help="a labelled slide (repeatable)")
-    p.add_argument("--labels", action="append", metavar="LABELS.geojson",
-                   help="its labels: the viewer's autosave or QuPath GeoJSON of classified polygons/points "
-                        "(one per --slide, in order)")
+    p.add_argument(
+        "--labels",
+        action="append",
+        metavar="LABELS.geojson",
+        help="its labels: the viewer's autosave or QuPath GeoJSON of classified polygons/points "
+        "(one per --slide, in order)",
+    )
     p.add_argument("--out", required=True, help="folder of the adapted bundle")
-    p.add_argument("--map", action="append", metavar="NAME=CLASS",
-                   help="map a QuPath class name to a bundle class, e.g. 'Tumor=TUM' ('Name=' ignores it; repeatable)")
-    p.add_argument("--strength", type=_strength, default=None, metavar="LAMBDA|auto",
-                   help="pull toward the base head, in labelled tiles' worth (default 0.5); 'auto' chooses it by "
-                        "cross-validation on the labels (trusts clustered labels too much)")
+    p.add_argument(
+        "--map",
+        action="append",
+        metavar="NAME=CLASS",
+        help="map a QuPath class name to a bundle class, e.g. 'Tumor=TUM' ('Name=' ignores it; repeatable)",
+    )
+    p.add_argument(
+        "--strength",
+        type=_strength,
+        default=None,
+        metavar="LAMBDA|auto",
+        help="pull toward the base head, in labelled tiles' worth (default 0.5); 'auto' chooses it by "
+        "cross-validation on the labels (trusts clustered labels too much)",
+    )
     p.add_argument("--name", default=None, help="name of the adapted bundle (default: <base>-adapted)")
     p.add_argument("--force", action="store_true", help="use labels made on another slide (another sha256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")

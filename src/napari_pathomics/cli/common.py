@@ -20,15 +20,24 @@ def print_json(obj: Any) -> None:
 def add_tta_option(parser: argparse.ArgumentParser) -> None:
     """``--tta``: the engine's test-time augmentation (``inference.engine.TTA_MODES``; not imported here, to keep
     the command line's start light)."""
-    parser.add_argument("--tta", choices=("none", "flips", "d4"), default="none",
-                        help="test-time augmentation: features averaged over 4 flipped views (about 3x the model "
-                             "time) or the 8 flips and 90° turns (d4, about 6x); default none")
+    parser.add_argument(
+        "--tta",
+        choices=("none", "flips", "d4"),
+        default="none",
+        help="test-time augmentation: features averaged over 4 flipped views (about 3x the model "
+        "time) or the 8 flips and 90° turns (d4, about 6x); default none",
+    )
 
 
 def add_slide_mpp_option(parser: argparse.ArgumentParser) -> None:
     """``--slide-mpp``: the pixel size for slides that do not record it (shared by commands)."""
-    parser.add_argument("--slide-mpp", type=MPP, default=None, metavar="UM_PER_PX",
-                        help="level-0 µm/px of the slide when the file does not record it")
+    parser.add_argument(
+        "--slide-mpp",
+        type=MPP,
+        default=None,
+        metavar="UM_PER_PX",
+        help="level-0 µm/px of the slide when the file does not record it",
+    )
 
 
 def args_dict(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,8 +52,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def bounded(kind: type, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            hi_open: bool = False) -> Callable[[str], Any]:
+def bounded(
+    kind: type, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[str], Any]:
     """An argparse ``type=`` that parses ``kind`` and refuses values outside [lo, hi] (or open ends)."""
 
     def parse(text: str) -> Any:

@@ -22,8 +22,13 @@ from ..resources import DEFAULT_BUNDLE
 from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, add_tta_option, args_dict, print_json
 
 #: What ``infer --out`` writes, and of which kind.
-OUTPUTS = (("tiles.csv", "CSV table"), ("tiles.geojson", "GeoJSON"), ("results.npz", "results file"),
-           ("results.json", "JSON"), ("run.json", "JSON"))
+OUTPUTS = (
+    ("tiles.csv", "CSV table"),
+    ("tiles.geojson", "GeoJSON"),
+    ("results.npz", "results file"),
+    ("results.json", "JSON"),
+    ("run.json", "JSON"),
+)
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -43,21 +48,31 @@ def _infer(args: argparse.Namespace) -> int:
     with open_slide(args.slide, mpp=args.slide_mpp) as slide:
         slide.mpp  # noqa: B018 - fail early and clearly without µm/px
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
-        grid = plan_for_bundle(slide, bundle, rois, tissue=False if args.no_tissue else None,
-                               min_tissue=args.min_tissue)
+        grid = plan_for_bundle(
+            slide, bundle, rois, tissue=False if args.no_tissue else None, min_tissue=args.min_tissue
+        )
         if len(grid) == 0:  # as the Analyze dock and score: an empty plan is said, not "0 tiles (all from cache)"
             where = "its ROIs and tissue" if rois and not args.no_tissue else ("its ROIs" if rois else "its tissue")
-            raise TilingError(f"no {bundle.tile_um:g} µm tile of {slide.path.name} lies inside {where}: nothing "
-                              "to analyse (widen the ROI" + (", lower --min-tissue or use --no-tissue)"
-                                                             if not args.no_tissue else ")"))
-        engine = Engine(bundle, device=args.device, batch_size=args.batch_size, amp=args.amp,
-                        num_threads=args.threads, tta=args.tta)
+            raise TilingError(
+                f"no {bundle.tile_um:g} µm tile of {slide.path.name} lies inside {where}: nothing "
+                "to analyse (widen the ROI"
+                + (", lower --min-tissue or use --no-tissue)" if not args.no_tissue else ")")
+            )
+        engine = Engine(
+            bundle, device=args.device, batch_size=args.batch_size, amp=args.amp, num_threads=args.threads, tta=args.tta
+        )
         t_plan = time.perf_counter() - t0
         cancel = threading.Event()
         bar = None
         if not args.quiet:
-            bar = tqdm(total=len(grid), unit="tile", desc=Path(args.slide).name, file=sys.stderr,
-                       dynamic_ncols=True, disable=None)
+            bar = tqdm(
+                total=len(grid),
+                unit="tile",
+                desc=Path(args.slide).name,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                disable=None,
+            )
         t_run = time.perf_counter()
         run = engine.run(slide, grid, use_cache=not args.no_cache, cams=tuple(args.cam or ()), cancel=cancel)
         try:
@@ -75,42 +90,66 @@ def _infer(args: argparse.Namespace) -> int:
         stats = dict(run.stats)
         computed = stats.get("tiles", 0.0)
         record = run_record(
-            "pathomics infer", sys.argv[1:], args_dict(args),
-            slide={"path": str(slide.path), "hash": res.meta.get("slide_hash"), "width": slide.width,
-                   "height": slide.height, "mpp": list(slide.mpp)},
+            "pathomics infer",
+            sys.argv[1:],
+            args_dict(args),
+            slide={
+                "path": str(slide.path),
+                "hash": res.meta.get("slide_hash"),
+                "width": slide.width,
+                "height": slide.height,
+                "mpp": list(slide.mpp),
+            },
             bundle=bundle_record(bundle),
             grid={k: v for k, v in grid.to_json().items() if k != "origins"} | {"key": grid.key()},
             engine=engine.describe() if computed else {"device": str(engine.device), "batch_size": engine.batch_size},
             counts=res.counts(),
             cache=str(run.cache_file) if run.cache_file else None,
             cache_dir=str(cache_root()) if not args.no_cache else None,
-            timings={"plan_s": round(t_plan, 3), "run_s": round(run_s, 3),
-                     **{k: round(v, 3) for k, v in stats.items()}},
+            timings={
+                "plan_s": round(t_plan, 3),
+                "run_s": round(run_s, 3),
+                **{k: round(v, 3) for k, v in stats.items()},
+            },
             tiles_computed=int(computed),
             tiles_per_s=round(computed / stats["loop_s"], 2) if computed and stats.get("loop_s") else None,
             outputs=[name for name, _ in OUTPUTS],
         )
         # one set: a full disk or a crash leaves the previous run's files, never a mix of two runs
-        atomic_write_set(out, {
-            "tiles.csv": res.csv_text().encode("utf-8"),
-            "tiles.geojson": (json.dumps(res.geojson(), allow_nan=False) + "\n").encode("utf-8"),
-            **res.files("results.npz"),
-            "run.json": (json.dumps(json.loads(json.dumps(record, default=str)), indent=2, allow_nan=False)
-                         + "\n").encode("utf-8"),
-        })
-    summary = {"out": str(out), "tiles": len(res), **res.counts(), "tiles_per_s": record["tiles_per_s"],
-               "amp": record["engine"].get("amp"), "bundle": bundle.name,
-               "unreadable_mm2": grid.params.get("unreadable_mm2", 0.0)}
+        atomic_write_set(
+            out,
+            {
+                "tiles.csv": res.csv_text().encode("utf-8"),
+                "tiles.geojson": (json.dumps(res.geojson(), allow_nan=False) + "\n").encode("utf-8"),
+                **res.files("results.npz"),
+                "run.json": (
+                    json.dumps(json.loads(json.dumps(record, default=str)), indent=2, allow_nan=False) + "\n"
+                ).encode("utf-8"),
+            },
+        )
+    summary = {
+        "out": str(out),
+        "tiles": len(res),
+        **res.counts(),
+        "tiles_per_s": record["tiles_per_s"],
+        "amp": record["engine"].get("amp"),
+        "bundle": bundle.name,
+        "unreadable_mm2": grid.params.get("unreadable_mm2", 0.0),
+    }
     if args.json:
         print_json(summary)
     else:
         c = res.counts()
         rate = f", {record['tiles_per_s']:.1f} tiles/s" if record["tiles_per_s"] else " (all from cache)"
-        print(f"{len(res)} tiles: {c['done']} classified, {c['background']} background, {c['failed']} failed"
-              f"{rate} -> {out}")
+        print(
+            f"{len(res)} tiles: {c['done']} classified, {c['background']} background, {c['failed']} failed"
+            f"{rate} -> {out}"
+        )
         if summary["unreadable_mm2"] or c["failed"]:
-            print(f"  unreadable: {c['failed']} tiles failed to decode; {summary['unreadable_mm2']:.3g} mm² of the "
-                  "slide's overview could not be decoded")
+            print(
+                f"  unreadable: {c['failed']} tiles failed to decode; {summary['unreadable_mm2']:.3g} mm² of the "
+                "slide's overview could not be decoded"
+            )
     return 0
 
 
@@ -125,10 +164,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default="auto", help="precision: auto (probe), fp32, bf16 or fp16 (default auto)")
     p.add_argument("--threads", type=THREADS, default=None, help="torch threads (default: all cores of this process)")
     add_tta_option(p)
-    p.add_argument("--cam", action="append", metavar="CLASS|risk",
-                   help="also compute a Grad-CAM for a class, or 'risk' for the risk activation map (repeatable)")
-    p.add_argument("--min-tissue", type=FRACTION, default=None,
-                   help="minimum fraction of a tile inside ROI ∩ tissue (default 0.5)")
+    p.add_argument(
+        "--cam",
+        action="append",
+        metavar="CLASS|risk",
+        help="also compute a Grad-CAM for a class, or 'risk' for the risk activation map (repeatable)",
+    )
+    p.add_argument(
+        "--min-tissue", type=FRACTION, default=None, help="minimum fraction of a tile inside ROI ∩ tissue (default 0.5)"
+    )
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs without tissue detection")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the results cache")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

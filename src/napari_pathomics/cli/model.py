@@ -82,10 +82,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="model folder: config.json + model.safetensors")
     p.add_argument("--out", required=True, help="new bundle folder")
     p.add_argument("--name", default=None, help="bundle name (default: the folder's name)")
-    p.add_argument("--tile-um", type=TILE_UM, default=None,
-                   help="tile side in µm (WSInfer: patch px × µm/px; timm: input px × --mpp)")
-    p.add_argument("--mpp", type=MPP, default=None, help=f"µm/px the model reads at (default: the source's, else {DEFAULT_MPP:g})")
-    p.add_argument("--color", action="append", default=[], metavar="CLASS=#RRGGBB", help="a class's colour (repeatable)")
+    p.add_argument(
+        "--tile-um",
+        type=TILE_UM,
+        default=None,
+        help="tile side in µm (WSInfer: patch px × µm/px; timm: input px × --mpp)",
+    )
+    p.add_argument(
+        "--mpp", type=MPP, default=None, help=f"µm/px the model reads at (default: the source's, else {DEFAULT_MPP:g})"
+    )
+    p.add_argument(
+        "--color", action="append", default=[], metavar="CLASS=#RRGGBB", help="a class's colour (repeatable)"
+    )
     p.add_argument("--gradcam-layer", default=None, help="Grad-CAM target layer (default: the last feature stage)")
     p.add_argument("--high-risk", default=None, help="comma-separated high-risk classes (default: tumour-like names)")
     p.add_argument("--macenko", action="store_true", help="Macenko-normalise tiles onto the shipped reference first")
@@ -131,7 +139,9 @@ def _validate_bundle(args: argparse.Namespace) -> int:
     else:
         print(f"{args.path}: valid bundle {b.name} {b.version} (id {b.bundle_id}, schema {summary['schema_version']})")
         print(f"  model: {b.architecture}, {len(b.class_names)} classes {', '.join(b.class_names)}")
-        print(f"  input: {b.input_size} px = {b.tile_um:g} µm at {b.mpp:g} µm/px; Macenko: {'yes' if b.macenko else 'no'}")
+        print(
+            f"  input: {b.input_size} px = {b.tile_um:g} µm at {b.mpp:g} µm/px; Macenko: {'yes' if b.macenko else 'no'}"
+        )
         print(f"  high-risk classes: {', '.join(b.high_risk_classes) or '-'}; signature: {summary['signature'] or '-'}")
         print(f"  files (sha256 verified): {', '.join(summary['files'])}")
     return 0
@@ -184,19 +194,36 @@ def _import_model(args: argparse.Namespace) -> int:
         if not re.fullmatch(r"#[0-9A-Fa-f]{6}", value.strip()):
             raise BundleError(f"--color {name}: {value!r} is not a #RRGGBB colour (e.g. {name}=#D62728)")
         colors[name] = value.strip()
-    opts = ImportOptions(name=args.name, tile_um=args.tile_um, mpp=args.mpp, colors=colors,
-                         gradcam_layer=args.gradcam_layer, macenko=args.macenko,
-                         high_risk=[c.strip() for c in args.high_risk.split(",") if c.strip()] if args.high_risk else None)
+    opts = ImportOptions(
+        name=args.name,
+        tile_um=args.tile_um,
+        mpp=args.mpp,
+        colors=colors,
+        gradcam_layer=args.gradcam_layer,
+        macenko=args.macenko,
+        high_risk=[c.strip() for c in args.high_risk.split(",") if c.strip()] if args.high_risk else None,
+    )
     b = import_model(args.src, args.out, opts)
-    summary = {"bundle": str(b.path), "name": b.name, "bundle_id": b.bundle_id, "architecture": b.architecture,
-               "classes": b.class_names, "input_size": b.input_size, "tile_um": b.tile_um, "mpp": b.mpp,
-               "gradcam_target_layer": b.gradcam_target_layer, "high_risk_classes": b.high_risk_classes}
+    summary = {
+        "bundle": str(b.path),
+        "name": b.name,
+        "bundle_id": b.bundle_id,
+        "architecture": b.architecture,
+        "classes": b.class_names,
+        "input_size": b.input_size,
+        "tile_um": b.tile_um,
+        "mpp": b.mpp,
+        "gradcam_target_layer": b.gradcam_target_layer,
+        "high_risk_classes": b.high_risk_classes,
+    }
     if args.json:
         print_json(summary)
     else:
-        print(f"{args.src} -> bundle {b.path} ({b.architecture}, {len(b.class_names)} classes "
-              f"{', '.join(b.class_names)}; {b.input_size} px = {b.tile_um:g} µm at {b.mpp:g} µm/px; "
-              f"Grad-CAM on {b.gradcam_target_layer})")
+        print(
+            f"{args.src} -> bundle {b.path} ({b.architecture}, {len(b.class_names)} classes "
+            f"{', '.join(b.class_names)}; {b.input_size} px = {b.tile_um:g} µm at {b.mpp:g} µm/px; "
+            f"Grad-CAM on {b.gradcam_target_layer})"
+        )
     return 0
 
 

@@ -58,16 +58,23 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from ..wsi.tissue import stained_pixels
 
     if args.mpp is None:
-        raise NucleiError(f"{args.input.name} is a plain image without a pixel size: give --mpp (µm per pixel, "
-                          "e.g. 0.25 for 40x, 0.5 for 20x)")
+        raise NucleiError(
+            f"{args.input.name} is a plain image without a pixel size: give --mpp (µm per pixel, "
+            "e.g. 0.25 for 40x, 0.5 for 20x)"
+        )
     name = args.input.stem
-    check_output_dir(out, [(f"{name}.labels.png", "image"), (f"{name}.nuclei.csv", "CSV table"),
-                           (f"{name}.nuclei.geojson", "GeoJSON")], [args.input])
+    check_output_dir(
+        out,
+        [(f"{name}.labels.png", "image"), (f"{name}.nuclei.csv", "CSV table"), (f"{name}.nuclei.geojson", "GeoJSON")],
+        [args.input],
+    )
     t0 = time.perf_counter()
     rgb = read_rgb(args.input)
     if rgb.shape[0] * rgb.shape[1] > MAX_IMAGE_MPX * 1e6:
-        raise NucleiError(f"{args.input.name} has {rgb.shape[0] * rgb.shape[1] / 1e6:.0f} Mpx; plain images up to "
-                          f"{MAX_IMAGE_MPX} Mpx are segmented in memory: save it as a pyramidal TIFF and run it as a slide")
+        raise NucleiError(
+            f"{args.input.name} has {rgb.shape[0] * rgb.shape[1] / 1e6:.0f} Mpx; plain images up to "
+            f"{MAX_IMAGE_MPX} Mpx are segmented in memory: save it as a pyramidal TIFF and run it as a slide"
+        )
     check_he(rgb, args.input.name)
     params = NucleiParams()
     labels, stain, thr = segment_blocks(rgb, args.mpp, params=params, stain=_stain(args))
@@ -84,11 +91,19 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     write_nuclei_csv(table, out / f"{name}.nuclei.csv")
     write_nuclei_geojson(table, out / f"{name}.nuclei.geojson")
     area_mm2 = rgb.shape[0] * rgb.shape[1] * (args.mpp / 1000.0) ** 2
-    return {"input": str(args.input), "kind": "image", "nuclei": n, "width": int(rgb.shape[1]),
-            "height": int(rgb.shape[0]), "mpp": args.mpp, "stain": stain.source, "threshold": thr,
-            "density_mm2": n / area_mm2 if area_mm2 else None,
-            "outputs": [str(out / f"{name}{s}") for s in (".labels.png", ".nuclei.csv", ".nuclei.geojson")],
-            "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "input": str(args.input),
+        "kind": "image",
+        "nuclei": n,
+        "width": int(rgb.shape[1]),
+        "height": int(rgb.shape[0]),
+        "mpp": args.mpp,
+        "stain": stain.source,
+        "threshold": thr,
+        "density_mm2": n / area_mm2 if area_mm2 else None,
+        "outputs": [str(out / f"{name}{s}") for s in (".labels.png", ".nuclei.csv", ".nuclei.geojson")],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -105,24 +120,35 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from ..wsi.tiling import plan_tiles
 
     name = args.input.stem
-    files = {f"{name}.nuclei-tiles.csv": "CSV table", f"{name}.nuclei.csv": "CSV table",
-             f"{name}.nuclei.geojson": "GeoJSON", f"{name}.nuclei.npz": "results file",
-             f"{name}.nuclei-run.json": "JSON"}
+    files = {
+        f"{name}.nuclei-tiles.csv": "CSV table",
+        f"{name}.nuclei.csv": "CSV table",
+        f"{name}.nuclei.geojson": "GeoJSON",
+        f"{name}.nuclei.npz": "results file",
+        f"{name}.nuclei-run.json": "JSON",
+    }
     check_output_dir(out, list(files.items()), [args.input, args.roi])
     t0 = time.perf_counter()
     with open_slide(args.input, mpp=args.mpp) as slide:
         slide.mpp  # noqa: B018 - fail early and clearly without µm/px
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
-        grid = plan_tiles(slide, rois, tissue=False if args.no_tissue else None, tile_um=args.tile_um,
-                          min_tissue=args.min_tissue)
+        grid = plan_tiles(
+            slide, rois, tissue=False if args.no_tissue else None, tile_um=args.tile_um, min_tissue=args.min_tissue
+        )
         if len(grid) == 0:
             where = "the ROIs ∩ tissue" if rois else "the slide's tissue"
             raise NucleiError(f"no {args.tile_um:g} µm tile lies in {where} of {slide.path.name}: nothing to segment")
         cancel = threading.Event()
-        run = run_nuclei(slide, grid, work_mpp=args.work_mpp, use_cache=not args.no_cache, cancel=cancel,
-                         stain=_stain(args))
-        bar = None if args.quiet else tqdm(total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr,
-                                           dynamic_ncols=True, disable=None)
+        run = run_nuclei(
+            slide, grid, work_mpp=args.work_mpp, use_cache=not args.no_cache, cancel=cancel, stain=_stain(args)
+        )
+        bar = (
+            None
+            if args.quiet
+            else tqdm(
+                total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr, dynamic_ncols=True, disable=None
+            )
+        )
         try:
             for upd in run:
                 if bar is not None:
@@ -141,17 +167,29 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         res.save(out / f"{name}.nuclei.npz")
         vals = res.tile_values()
         summary = {
-            "input": str(args.input), "kind": "slide", "nuclei": len(res.nuclei), "tiles": len(res), **res.counts(),
-            "stain": res.meta.get("stain", {}).get("source"), "work_mpp": args.work_mpp,
-            "density_mm2_median": _median(vals["density_mm2"]), "nc_ratio_median": _median(vals["nc_ratio_mean"]),
+            "input": str(args.input),
+            "kind": "slide",
+            "nuclei": len(res.nuclei),
+            "tiles": len(res),
+            **res.counts(),
+            "stain": res.meta.get("stain", {}).get("source"),
+            "work_mpp": args.work_mpp,
+            "density_mm2_median": _median(vals["density_mm2"]),
+            "nc_ratio_median": _median(vals["nc_ratio_mean"]),
             "area_um2_median": float(np.median(res.nuclei.area_um2)) if len(res.nuclei) else None,
-            "outputs": [str(out / f) for f in files], "seconds": round(time.perf_counter() - t0, 3),
+            "outputs": [str(out / f) for f in files],
+            "seconds": round(time.perf_counter() - t0, 3),
         }
-        record = run_record("pathomics nuclei", sys.argv[1:], args_dict(args), summary=summary,
-                            slide={"path": str(slide.path), "fingerprint": res.meta.get("slide_hash"),
-                                   "mpp": list(slide.mpp)},
-                            grid={k: v for k, v in grid.to_json().items() if k != "origins"} | {"key": grid.key()},
-                            nuclei=res.meta, cache=str(run.cache_file) if run.cache_file else None)
+        record = run_record(
+            "pathomics nuclei",
+            sys.argv[1:],
+            args_dict(args),
+            summary=summary,
+            slide={"path": str(slide.path), "fingerprint": res.meta.get("slide_hash"), "mpp": list(slide.mpp)},
+            grid={k: v for k, v in grid.to_json().items() if k != "origins"} | {"key": grid.key()},
+            nuclei=res.meta,
+            cache=str(run.cache_file) if run.cache_file else None,
+        )
         atomic_write_json(out / f"{name}.nuclei-run.json", json.loads(json.dumps(record, default=str)))
     if not res.complete:
         raise NucleiError(f"cancelled after {res.n_done}/{len(res)} tiles (a rerun resumes from the cache)")
@@ -183,27 +221,52 @@ def _nuclei(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        extra = (f", median density {summary['density_mm2_median']:.0f}/mm², median N:C {summary['nc_ratio_median']:.2f}"
-                 if summary.get("density_mm2_median") is not None else "")
-        where = f"{summary['tiles']} tiles" if summary["kind"] == "slide" else f"{summary['width']}x{summary['height']} px"
+        extra = (
+            f", median density {summary['density_mm2_median']:.0f}/mm², median N:C {summary['nc_ratio_median']:.2f}"
+            if summary.get("density_mm2_median") is not None
+            else ""
+        )
+        where = (
+            f"{summary['tiles']} tiles" if summary["kind"] == "slide" else f"{summary['width']}x{summary['height']} px"
+        )
         print(f"{summary['nuclei']} nuclei in {where}{extra} -> {args.out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("nuclei", help="segment nuclei (slide ROIs or a plain image): labels, per-nucleus and per-tile tables, GeoJSON",
-                       description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    p = sub.add_parser(
+        "nuclei",
+        help="segment nuclei (slide ROIs or a plain image): labels, per-nucleus and per-tile tables, GeoJSON",
+        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+    )
     p.add_argument("input", type=Path, help="a slide, or a plain RGB image (PNG/TIFF/JPEG; then --mpp is required)")
-    p.add_argument("--mpp", type=MPP, default=None, metavar="UM_PER_PX",
-                   help="µm per pixel of the input: required for a plain image; for a slide, used when the file records none")
+    p.add_argument(
+        "--mpp",
+        type=MPP,
+        default=None,
+        metavar="UM_PER_PX",
+        help="µm per pixel of the input: required for a plain image; for a slide, used when the file records none",
+    )
     p.add_argument("--roi", type=Path, default=None, help="QuPath GeoJSON ROIs of a slide (default: all tissue)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--work-mpp", type=bounded(float, 0.1, 2.0), default=0.5,
-                   help="resolution a slide is segmented at (default 0.5 µm/px)")
-    p.add_argument("--stain", choices=("auto", "ruifrok"), default="auto",
-                   help="stain vectors: the image's own Macenko estimate when plausible (auto), or Ruifrok's")
-    p.add_argument("--tile-um", type=TILE_UM, default=DEFAULT_TILE_UM,
-                   help=f"tile side in µm: the patch model's lattice (default {DEFAULT_TILE_UM:g})")
+    p.add_argument(
+        "--work-mpp",
+        type=bounded(float, 0.1, 2.0),
+        default=0.5,
+        help="resolution a slide is segmented at (default 0.5 µm/px)",
+    )
+    p.add_argument(
+        "--stain",
+        choices=("auto", "ruifrok"),
+        default="auto",
+        help="stain vectors: the image's own Macenko estimate when plausible (auto), or Ruifrok's",
+    )
+    p.add_argument(
+        "--tile-um",
+        type=TILE_UM,
+        default=DEFAULT_TILE_UM,
+        help=f"tile side in µm: the patch model's lattice (default {DEFAULT_TILE_UM:g})",
+    )
     p.add_argument("--min-tissue", type=FRACTION, default=0.5, help="minimum ROI ∩ tissue fraction of a tile")
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs without tissue detection")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the nuclei cache")

@@ -35,18 +35,26 @@ def _propose(args: argparse.Namespace) -> int:
         descs = [c.get("description", "") for c in bundle.manifest["model"]["classes"]]
         classes = tumour_classes(bundle.class_names, descs)
         if not classes:
-            raise ResultsError(f"bundle {bundle.name!r} has no tumour class among {bundle.class_names}: "
-                               "name them with --classes")
+            raise ResultsError(
+                f"bundle {bundle.name!r} has no tumour class among {bundle.class_names}: name them with --classes"
+            )
     with open_slide(args.slide, mpp=args.slide_mpp) as slide:
         slide.mpp  # noqa: B018 - fail early and clearly without µm/px
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
         grid = plan_for_bundle(slide, bundle, rois)
         if len(grid) == 0:
-            raise ResultsError(f"no {bundle.tile_um:g} µm tile lies in the tissue of {slide.path.name}: nothing to propose")
+            raise ResultsError(
+                f"no {bundle.tile_um:g} µm tile lies in the tissue of {slide.path.name}: nothing to propose"
+            )
         engine, _ = shared_engine(bundle, device=args.device, batch_size=args.batch_size)
         run = engine.run(slide, grid)
-        bar = None if args.quiet else tqdm(total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr,
-                                           dynamic_ncols=True, disable=None)
+        bar = (
+            None
+            if args.quiet
+            else tqdm(
+                total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr, dynamic_ncols=True, disable=None
+            )
+        )
         try:
             for upd in run:
                 if bar is not None:
@@ -57,35 +65,72 @@ def _propose(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         res = run.results
-        prop = propose_tumour(res, threshold=args.threshold, min_area_mm2=args.min_area, sigma_tiles=args.smooth,
-                              classes=classes, mpp=slide.mpp[0])
+        prop = propose_tumour(
+            res,
+            threshold=args.threshold,
+            min_area_mm2=args.min_area,
+            sigma_tiles=args.smooth,
+            classes=classes,
+            mpp=slide.mpp[0],
+        )
     if not prop.annotations:
-        raise ResultsError(f"no region of at least {args.min_area:g} mm² reaches tumour probability {args.threshold:g} "
-                           f"({'+'.join(classes)}); lower --threshold or --min-area")
+        raise ResultsError(
+            f"no region of at least {args.min_area:g} mm² reaches tumour probability {args.threshold:g} "
+            f"({'+'.join(classes)}); lower --threshold or --min-area"
+        )
     write_geojson(prop.annotations, out)
-    summary = {"out": str(out), "regions": len(prop.annotations), "area_mm2": round(prop.area_mm2, 4),
-               "tiles": len(res), "tiles_proposed": int(prop.mask.sum()), "threshold": args.threshold,
-               "min_area_mm2": args.min_area, "classes": classes, "bundle": bundle.name}
+    summary = {
+        "out": str(out),
+        "regions": len(prop.annotations),
+        "area_mm2": round(prop.area_mm2, 4),
+        "tiles": len(res),
+        "tiles_proposed": int(prop.mask.sum()),
+        "threshold": args.threshold,
+        "min_area_mm2": args.min_area,
+        "classes": classes,
+        "bundle": bundle.name,
+    }
     if args.json:
         print_json(summary)
     else:
-        print(f"{summary['regions']} proposed tumour region(s), {summary['area_mm2']:.2f} mm² "
-              f"({summary['tiles_proposed']}/{len(res)} tiles, {'+'.join(classes)} ≥ {args.threshold:g}) -> {out}")
+        print(
+            f"{summary['regions']} proposed tumour region(s), {summary['area_mm2']:.2f} mm² "
+            f"({summary['tiles_proposed']}/{len(res)} tiles, {'+'.join(classes)} ≥ {args.threshold:g}) -> {out}"
+        )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("propose-roi", help="propose a tumour ROI (QuPath GeoJSON) from the patch model's tumour probability",
-                       description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    p = sub.add_parser(
+        "propose-roi",
+        help="propose a tumour ROI (QuPath GeoJSON) from the patch model's tumour probability",
+        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+    )
     p.add_argument("slide", type=Path)
     p.add_argument("--bundle", default=None, help="model bundle (default: the bundled model)")
-    p.add_argument("--threshold", type=bounded(float, 0.0, 1.0, lo_open=True, hi_open=True), default=0.5,
-                   help="smoothed tumour probability a region must reach (default 0.5)")
-    p.add_argument("--min-area", type=bounded(float, 0.0), default=0.05, metavar="MM2",
-                   help="smallest region (and hole) kept, in mm² (default 0.05)")
-    p.add_argument("--smooth", type=bounded(float, 0.0, 20.0), default=1.0, metavar="TILES",
-                   help="Gaussian smoothing across neighbouring tiles, sigma in tiles (default 1; 0 = none)")
-    p.add_argument("--classes", default=None, help="comma-separated tumour classes (default: the bundle's tumour classes)")
+    p.add_argument(
+        "--threshold",
+        type=bounded(float, 0.0, 1.0, lo_open=True, hi_open=True),
+        default=0.5,
+        help="smoothed tumour probability a region must reach (default 0.5)",
+    )
+    p.add_argument(
+        "--min-area",
+        type=bounded(float, 0.0),
+        default=0.05,
+        metavar="MM2",
+        help="smallest region (and hole) kept, in mm² (default 0.05)",
+    )
+    p.add_argument(
+        "--smooth",
+        type=bounded(float, 0.0, 20.0),
+        default=1.0,
+        metavar="TILES",
+        help="Gaussian smoothing across neighbouring tiles, sigma in tiles (default 1; 0 = none)",
+    )
+    p.add_argument(
+        "--classes", default=None, help="comma-separated tumour classes (default: the bundle's tumour classes)"
+    )
     p.add_argument("--roi", type=Path, default=None, help="only propose inside these ROIs (default: all tissue)")
     p.add_argument("--out", type=Path, required=True, help="GeoJSON file to write")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -94,4 +139,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     add_slide_mpp_option(p)
     p.set_defaults(handler=_propose)
-

@@ -33,12 +33,15 @@ def _score(args: argparse.Namespace) -> int:
 
         combined = load_clinical_signature(bundle)
         if combined is None:
-            raise ClinicalError(f"bundle {bundle.name!r} has no combined (clinical) signature; score without --clinical")
+            raise ClinicalError(
+                f"bundle {bundle.name!r} has no combined (clinical) signature; score without --clinical"
+            )
         known = [f["name"] for f in clinical_fields(combined, [signature])]
         unknown = [k for k in values if k not in known]
         if unknown:
-            raise ClinicalError(f"--clinical {unknown[0]}: not a covariate of signature {combined.name!r} "
-                                f"(it takes {', '.join(known)})")
+            raise ClinicalError(
+                f"--clinical {unknown[0]}: not a covariate of signature {combined.name!r} (it takes {', '.join(known)})"
+            )
     inputs = [*args.slides, *(args.roi or []), bundle.source, *bundle.path.iterdir()]
     html_path, json_path = report_targets(args.report, args.report_json, inputs)
     rois = [read_geojson(r).annotations for r in args.roi] if args.roi else None
@@ -54,9 +57,19 @@ def _score(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        ps = score_patient(args.slides, bundle, patient_id=args.patient, rois=rois, device=args.device,
-                           batch_size=args.batch_size, amp=args.amp, slide_mpp=args.slide_mpp, progress=progress,
-                           case_type=args.case_type, tta=args.tta)
+        ps = score_patient(
+            args.slides,
+            bundle,
+            patient_id=args.patient,
+            rois=rois,
+            device=args.device,
+            batch_size=args.batch_size,
+            amp=args.amp,
+            slide_mpp=args.slide_mpp,
+            progress=progress,
+            case_type=args.case_type,
+            tta=args.tta,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -73,13 +86,17 @@ def _score(args: argparse.Namespace) -> int:
         return 0
     sc = ps.score
     ctx = ps.context
-    print(f"patient {ps.patient_id}: risk {sc.risk:+.3f} ({ordinal(sc.percentile)} percentile), "
-          f"{ctx['group_headline']} (frozen cutoff {sc.cutoff:+.3f})")
+    print(
+        f"patient {ps.patient_id}: risk {sc.risk:+.3f} ({ordinal(sc.percentile)} percentile), "
+        f"{ctx['group_headline']} (frozen cutoff {sc.cutoff:+.3f})"
+    )
     print(f"  scored: {ctx['area']['text']}")
     print(f"  group: {ctx['group_text']}")
     print(f"  signature evidence: {ctx['evidence']['text']}")
-    print("  predicted survival: " + ", ".join(f"{years_short(float(h), sc.time_unit)} {100 * p:.0f} %"
-                                              for h, p in sc.survival_at.items()))
+    print(
+        "  predicted survival: "
+        + ", ".join(f"{years_short(float(h), sc.time_unit)} {100 * p:.0f} %" for h, p in sc.survival_at.items())
+    )
     comp = ctx["composition"]
     top = sorted(comp["tissue"].items(), key=lambda kv: -kv[1])[:5]
     print("  composition: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in top) + f" ({comp['text']})")
@@ -89,14 +106,20 @@ def _score(args: argparse.Namespace) -> int:
     if ps.clinical is not None:
         c = ps.clinical
         m = c["models"]
-        print(f"  with clinical values ({', '.join(f'{k}={v}' for k, v in c['values'].items())}): "
-              f"combined risk {c['risk']:+.3f} ({ordinal(c['percentile'])} percentile), {c['group_headline']}")
-        print(f"    validated C-index: pathomics only {m['image']['text']}; combined {m['combined']['text']}; "
-              f"clinical only {m['clinical']['text']}")
+        print(
+            f"  with clinical values ({', '.join(f'{k}={v}' for k, v in c['values'].items())}): "
+            f"combined risk {c['risk']:+.3f} ({ordinal(c['percentile'])} percentile), {c['group_headline']}"
+        )
+        print(
+            f"    validated C-index: pathomics only {m['image']['text']}; combined {m['combined']['text']}; "
+            f"clinical only {m['clinical']['text']}"
+        )
         inc = c.get("increment_over_clinical") or {}
         if inc.get("delta_c") is not None:
-            print(f"    combined - clinical only: delta C {inc['delta_c']:+.3f} [{inc.get('ci_lower'):+.3f}, "
-                  f"{inc.get('ci_upper'):+.3f}] (what the image adds to the clinical values)")
+            print(
+                f"    combined - clinical only: delta C {inc['delta_c']:+.3f} [{inc.get('ci_lower'):+.3f}, "
+                f"{inc.get('ci_upper'):+.3f}] (what the image adds to the clinical values)"
+            )
         for pl in c.get("interplay", []):
             print(f"    {pl['column']} curves: {pl['note']}")
     for w in [*ps.warnings, *ctx["warnings"]]:
@@ -123,8 +146,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score one patient's slides with the bundle's signature")
     p.add_argument("slides", nargs="+", help="the patient's slides")
     p.add_argument("--patient", default=None, help="patient ID (default: the first slide's name)")
-    p.add_argument("--roi", action="append", default=None, metavar="FILE.geojson",
-                   help="QuPath GeoJSON ROIs, one per slide in order (default: all tissue)")
+    p.add_argument(
+        "--roi",
+        action="append",
+        default=None,
+        metavar="FILE.geojson",
+        help="QuPath GeoJSON ROIs, one per slide in order (default: all tissue)",
+    )
     p.add_argument("--bundle", default=None, help="bundle with a signature (default: the bundled one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--batch-size", type=BATCH, default=32)
@@ -133,12 +161,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print all numbers as JSON")
     p.add_argument("--report", default=None, metavar="FILE.html", help="write the HTML case report (+ .json)")
     p.add_argument("--report-json", default=None, metavar="FILE.json", help="write the JSON report here")
-    p.add_argument("--case-type", default=None, metavar="TEXT",
-                   help="the case's cancer type (e.g. 'colorectal adenocarcinoma'), checked against the signature's; "
-                        "default: the slide metadata's tissue, if it records one")
-    p.add_argument("--clinical", action="append", default=None, metavar="NAME=VALUE[,NAME=VALUE...]",
-                   help="the patient's clinical values (e.g. stage=3,age=64): also score with the bundle's combined "
-                        "signature (signature_clinical.json); a value outside its frozen encoding is refused")
+    p.add_argument(
+        "--case-type",
+        default=None,
+        metavar="TEXT",
+        help="the case's cancer type (e.g. 'colorectal adenocarcinoma'), checked against the signature's; "
+        "default: the slide metadata's tissue, if it records one",
+    )
+    p.add_argument(
+        "--clinical",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE[,NAME=VALUE...]",
+        help="the patient's clinical values (e.g. stage=3,age=64): also score with the bundle's combined "
+        "signature (signature_clinical.json); a value outside its frozen encoding is refused",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_slide_mpp_option(p)
     p.set_defaults(handler=_score)

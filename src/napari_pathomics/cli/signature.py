@@ -28,51 +28,110 @@ def register(subparsers: Any) -> None:
     p.add_argument("--id", default=None, help="patient id column (must be unique)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--features", default=None, help="comma-separated feature columns")
-    g.add_argument("--feature-prefix", default=None, help="use every column starting with one of these comma-separated prefixes")
+    g.add_argument(
+        "--feature-prefix", default=None, help="use every column starting with one of these comma-separated prefixes"
+    )
     g.add_argument(
         "--tme-classes",
         default=None,
         help="comma-separated tissue classes whose columns (named CLS or tme_<stat>_CLS) are TME composition features",
     )
-    p.add_argument("--tme-stat", choices=("mean", "frac"), default="mean", help="what --tme-classes columns hold (default: mean probability)")
-    p.add_argument("--tme-combine", choices=("max", "mean", "weighted"), default="max", help="how the table combined slides per patient (default: max)")
-    p.add_argument("--nuclear-measures", default=None, metavar="M1,M2",
-                   help="per-tile nuclear measures whose patient statistics are columns nuc_<stat>_<measure> "
-                        "(e.g. density_mm2,nc_ratio_mean): they join the features and the frozen spec")
-    p.add_argument("--nuclear-stats", default="mean,q10,q50,q90",
-                   help="statistics of --nuclear-measures in the table (default mean,q10,q50,q90)")
-    p.add_argument("--feature-spec", type=Path, default=None, help="feature-spec JSON describing how the features were computed from tiles")
+    p.add_argument(
+        "--tme-stat",
+        choices=("mean", "frac"),
+        default="mean",
+        help="what --tme-classes columns hold (default: mean probability)",
+    )
+    p.add_argument(
+        "--tme-combine",
+        choices=("max", "mean", "weighted"),
+        default="max",
+        help="how the table combined slides per patient (default: max)",
+    )
+    p.add_argument(
+        "--nuclear-measures",
+        default=None,
+        metavar="M1,M2",
+        help="per-tile nuclear measures whose patient statistics are columns nuc_<stat>_<measure> "
+        "(e.g. density_mm2,nc_ratio_mean): they join the features and the frozen spec",
+    )
+    p.add_argument(
+        "--nuclear-stats",
+        default="mean,q10,q50,q90",
+        help="statistics of --nuclear-measures in the table (default mean,q10,q50,q90)",
+    )
+    p.add_argument(
+        "--feature-spec",
+        type=Path,
+        default=None,
+        help="feature-spec JSON describing how the features were computed from tiles",
+    )
     p.add_argument("--time-unit", choices=("days", "months", "years"), default="days")
-    p.add_argument("--horizons", default=None, help="comma-separated survival horizons in the time unit (default 1, 3, 5 years)")
+    p.add_argument(
+        "--horizons", default=None, help="comma-separated survival horizons in the time unit (default 1, 3, 5 years)"
+    )
     p.add_argument("--folds", type=bounded(int, 2, 20), default=5)
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--min-group", type=bounded(float, 0.0, 0.5, lo_open=True), default=0.2, help="minimum share of patients per risk group (default 0.2)")
+    p.add_argument(
+        "--min-group",
+        type=bounded(float, 0.0, 0.5, lo_open=True),
+        default=0.2,
+        help="minimum share of patients per risk group (default 0.2)",
+    )
     p.add_argument("--permutations", type=COUNT, default=1000, help="permutations for the cutoff p-value")
     p.add_argument("--corr-threshold", type=bounded(float, 0.0, 1.0, lo_open=True), default=0.8)
     p.add_argument("--screen-p", type=bounded(float, 0.0, 1.0, lo_open=True), default=0.1)
     p.add_argument("--screen-top-k", type=POSITIVE_INT, default=3)
     p.add_argument("--penalizers", default=None, help="comma-separated LASSO penalties to cross-validate")
     p.add_argument("--no-cv", action="store_true", help="skip the nested CV evaluation (faster, less honest)")
-    p.add_argument("--cv-repeats", type=bounded(int, 1, 50), default=1,
-                   help="repeat the nested CV with this many fold seeds (default 1)")
-    p.add_argument("--clinical", default=None, metavar="COL:TYPE[,COL:TYPE...]",
-                   help="clinical covariates to combine with the image features, TYPE numeric, ordinal or categorical "
-                        "(e.g. cleanstage:ordinal,years_to_birth:numeric(years),msi_status:categorical); the "
-                        "combined model is fitted and compared with image-only and clinical-only ones")
-    p.add_argument("--clinical-missing", choices=("refuse", "drop", "impute"), default="refuse",
-                   help="rows with a missing clinical value: refuse (default), drop them (counted in the output) or "
-                        "impute the median / mode (recorded)")
-    p.add_argument("--min-follow-up", type=float, default=None, metavar="T",
-                   help="leave out patients followed up for T or less (in --time-unit; e.g. 0: no follow-up at all), "
-                        "counted in the output")
-    p.add_argument("--bootstrap", type=bounded(int, 10, 100000), default=1000,
-                   help="bootstrap draws of the CI of the C-index increment (default 1000)")
-    p.add_argument("--cancer-type", default="",
-                   help="the cancer type the cohort is (e.g. 'colorectal adenocarcinoma (TCGA COAD/READ)'): stored in "
-                        "the signature; the Score dock and report warn when a case is of another type")
-    p.add_argument("--slot", choices=("main", "clinical"), default=None,
-                   help="which bundle signature to write: main (signature.json) or clinical (signature_clinical.json, "
-                        "used by the Score dock when clinical values are entered); default: clinical with --clinical")
+    p.add_argument(
+        "--cv-repeats",
+        type=bounded(int, 1, 50),
+        default=1,
+        help="repeat the nested CV with this many fold seeds (default 1)",
+    )
+    p.add_argument(
+        "--clinical",
+        default=None,
+        metavar="COL:TYPE[,COL:TYPE...]",
+        help="clinical covariates to combine with the image features, TYPE numeric, ordinal or categorical "
+        "(e.g. cleanstage:ordinal,years_to_birth:numeric(years),msi_status:categorical); the "
+        "combined model is fitted and compared with image-only and clinical-only ones",
+    )
+    p.add_argument(
+        "--clinical-missing",
+        choices=("refuse", "drop", "impute"),
+        default="refuse",
+        help="rows with a missing clinical value: refuse (default), drop them (counted in the output) or "
+        "impute the median / mode (recorded)",
+    )
+    p.add_argument(
+        "--min-follow-up",
+        type=float,
+        default=None,
+        metavar="T",
+        help="leave out patients followed up for T or less (in --time-unit; e.g. 0: no follow-up at all), "
+        "counted in the output",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=bounded(int, 10, 100000),
+        default=1000,
+        help="bootstrap draws of the CI of the C-index increment (default 1000)",
+    )
+    p.add_argument(
+        "--cancer-type",
+        default="",
+        help="the cancer type the cohort is (e.g. 'colorectal adenocarcinoma (TCGA COAD/READ)'): stored in "
+        "the signature; the Score dock and report warn when a case is of another type",
+    )
+    p.add_argument(
+        "--slot",
+        choices=("main", "clinical"),
+        default=None,
+        help="which bundle signature to write: main (signature.json) or clinical (signature_clinical.json, "
+        "used by the Score dock when clinical values are entered); default: clinical with --clinical",
+    )
     p.add_argument("--name", default=None, help="signature name (default: table stem)")
     p.add_argument("--description", default="", help="free text stored in the signature (cohort, intended use)")
     p.add_argument("--bundle", type=Path, default=None, help="bundle folder to attach signature.json to")
@@ -127,7 +186,9 @@ def select_features(table: Any, args: argparse.Namespace) -> tuple[Any, list[str
                 raise SignatureError(f"missing column for class {c!r} (looked for {c!r} and {name!r})")
         table = table.rename(columns=rename)
         if spec is None:
-            spec = FeatureSpec(classes=classes, tme_stats=[args.tme_stat], combine=args.tme_combine, mil=False, source="table")
+            spec = FeatureSpec(
+                classes=classes, tme_stats=[args.tme_stat], combine=args.tme_combine, mil=False, source="table"
+            )
     elif args.features:
         feats = [c.strip() for c in args.features.split(",") if c.strip()]
     elif args.feature_prefix:
@@ -140,8 +201,9 @@ def select_features(table: Any, args: argparse.Namespace) -> tuple[Any, list[str
     elif getattr(args, "nuclear_measures", None):
         feats = []
     else:
-        raise SignatureError("say which columns are features: --features, --feature-prefix, --tme-classes "
-                             "or --nuclear-measures")
+        raise SignatureError(
+            "say which columns are features: --features, --feature-prefix, --tme-classes or --nuclear-measures"
+        )
     if getattr(args, "nuclear_measures", None):
         table, feats, spec = _add_nuclear(table, feats, spec, args)
     if spec is not None:
@@ -188,7 +250,9 @@ def build_signature(args: argparse.Namespace) -> int:
         if dup:
             raise SignatureError(f"duplicate patient ids, e.g. {dup[:3]}; one row per patient is required")
     table, feats, spec = select_features(table, args)
-    horizons = _floats(args.horizons, "horizons") if args.horizons else [float(h) for h in DEFAULT_HORIZONS[args.time_unit]]
+    horizons = (
+        _floats(args.horizons, "horizons") if args.horizons else [float(h) for h in DEFAULT_HORIZONS[args.time_unit]]
+    )
     penalizers = _floats(args.penalizers, "penalizers") if args.penalizers else list(DEFAULT_PENALIZERS)
     if not 2 <= args.folds <= 20:
         raise SignatureError("--folds must be between 2 and 20")
@@ -258,16 +322,25 @@ def manifest_summary(sig: Any) -> dict[str, Any]:
         "cutoff_method": s["cutoff_method"],
         "time_unit": s["time_unit"],
         **({"clinical": s["clinical"]} if s.get("clinical") else {}),
-        **({"models": {m: {k: v.get(k) for k in ("cv_c_index", "cv_c_index_sd")}
-                       for m, v in (s.get("evaluation") or {}).get("models", {}).items()}}
-           if s.get("evaluation") else {}),
+        **(
+            {
+                "models": {
+                    m: {k: v.get(k) for k in ("cv_c_index", "cv_c_index_sd")}
+                    for m, v in (s.get("evaluation") or {}).get("models", {}).items()
+                }
+            }
+            if s.get("evaluation")
+            else {}
+        ),
         **({"cancer_type": s["cancer_type"]} if s.get("cancer_type") else {}),
     }
 
 
 #: Bundle slots of a signature: file name, manifest key of the file, manifest key of its summary.
-SLOTS = {"main": ("signature.json", "signature", "signature_summary"),
-         "clinical": ("signature_clinical.json", "signature_clinical", "signature_clinical_summary")}
+SLOTS = {
+    "main": ("signature.json", "signature", "signature_summary"),
+    "clinical": ("signature_clinical.json", "signature_clinical", "signature_clinical_summary"),
+}
 
 
 def attach_to_bundle(sig: Any, bundle_dir: Path, slot: str = "main") -> str:
@@ -291,13 +364,21 @@ def _print_human(s: dict[str, Any]) -> None:
     print(f"  penalizer {s['penalizer']:g}; covariates (standardised coefficients):")
     for c, b in s["covariates"].items():
         print(f"    {c:<28} {b:+.4f}")
-    print(f"  C-index apparent {_fmt(s['apparent_c_index'])}, cross-validated {_fmt(s['cv_c_index'])} ± {_fmt(s['cv_c_index_sd'])}")
+    print(
+        f"  C-index apparent {_fmt(s['apparent_c_index'])}, cross-validated {_fmt(s['cv_c_index'])} ± {_fmt(s['cv_c_index_sd'])}"
+    )
     hr = s["hazard_ratio"]
-    print(f"  HR high vs low (apparent) {_fmt(hr['hr'], 2)} [{_fmt(hr['ci_lower'], 2)}, {_fmt(hr['ci_upper'], 2)}], p={hr['p']:.2g}")
+    print(
+        f"  HR high vs low (apparent) {_fmt(hr['hr'], 2)} [{_fmt(hr['ci_lower'], 2)}, {_fmt(hr['ci_upper'], 2)}], p={hr['p']:.2g}"
+    )
     cv = s.get("cv_hazard_ratio")
     if cv:
-        print(f"  HR high vs low (out-of-fold) {_fmt(cv['hr'], 2)} [{_fmt(cv['ci_lower'], 2)}, {_fmt(cv['ci_upper'], 2)}], p={cv['p']:.2g}")
-    print(f"  cutoff {s['cutoff']:.4f} (high if risk > cutoff), selection p={s['cutoff_p_value']:.3g} ({s['cutoff_method']})")
+        print(
+            f"  HR high vs low (out-of-fold) {_fmt(cv['hr'], 2)} [{_fmt(cv['ci_lower'], 2)}, {_fmt(cv['ci_upper'], 2)}], p={cv['p']:.2g}"
+        )
+    print(
+        f"  cutoff {s['cutoff']:.4f} (high if risk > cutoff), selection p={s['cutoff_p_value']:.3g} ({s['cutoff_method']})"
+    )
     ev = s.get("evaluation") or {}
     if ev.get("models"):
         print_evaluation(ev)
@@ -313,8 +394,10 @@ def print_rows(rows: dict[str, Any]) -> None:
         why = ", ".join(f"{k}: {v}" for k, v in (rows.get("excluded") or {}).items())
         print(f"  rows: {rows['used']} of {rows['total']} used ({rows['n_excluded']} left out: {why})")
     elif rows.get("imputed"):
-        filled = ", ".join(f"{k}: {n} filled with {rows['imputed'].get(k.removeprefix('missing '))!r}"
-                           for k, n in (rows.get("excluded") or {}).items())
+        filled = ", ".join(
+            f"{k}: {n} filled with {rows['imputed'].get(k.removeprefix('missing '))!r}"
+            for k, n in (rows.get("excluded") or {}).items()
+        )
         print(f"  rows: all {rows['total']} used (missing values imputed: {filled})")
     elif rows.get("total") is not None:
         print(f"  rows: all {rows['total']} used (none left out)")
@@ -332,9 +415,13 @@ def print_evaluation(ev: dict[str, Any]) -> None:
     inc = (ev.get("increment") or {}).get("combined_minus_clinical")
     if inc:
         lrt = inc.get("likelihood_ratio_test") or {}
-        print(f"  combined - clinical: delta C {inc['delta_c']:+.3f} [{_fmt(inc['ci_lower'])}, {_fmt(inc['ci_upper'])}] "
-              f"(bootstrap), LRT of the out-of-fold pathomics score p={_fmt(lrt.get('p'))}")
+        print(
+            f"  combined - clinical: delta C {inc['delta_c']:+.3f} [{_fmt(inc['ci_lower'])}, {_fmt(inc['ci_upper'])}] "
+            f"(bootstrap), LRT of the out-of-fold pathomics score p={_fmt(lrt.get('p'))}"
+        )
     adj = (ev.get("adjusted_hazard_ratio") or {}).get("score_per_sd", {}).get("pathomics_score")
     if adj:
-        print(f"  pathomics score adjusted for the covariates: HR per SD {_fmt(adj['hr'], 2)} "
-              f"[{_fmt(adj['ci_lower'], 2)}, {_fmt(adj['ci_upper'], 2)}], p={_fmt(adj['p'])} (out-of-fold score)")
+        print(
+            f"  pathomics score adjusted for the covariates: HR per SD {_fmt(adj['hr'], 2)} "
+            f"[{_fmt(adj['ci_lower'], 2)}, {_fmt(adj['ci_upper'], 2)}], p={_fmt(adj['p'])} (out-of-fold score)"
+        )

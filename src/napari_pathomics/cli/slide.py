@@ -32,16 +32,26 @@ def _info(args: argparse.Namespace) -> int:
 def _tiles(args: argparse.Namespace) -> int:
     with open_slide(args.slide, mpp=args.slide_mpp) as slide:
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
-        grid = plan_tiles(slide, rois, tissue=False if args.no_tissue else None,
-                          tile_um=args.tile_um, mpp=args.mpp, min_tissue=args.min_tissue)
+        grid = plan_tiles(
+            slide,
+            rois,
+            tissue=False if args.no_tissue else None,
+            tile_um=args.tile_um,
+            mpp=args.mpp,
+            min_tissue=args.min_tissue,
+        )
     if args.json:
         print_json(grid.to_json())
     else:
-        print(f"{len(grid)} tiles of {grid.tile_um:g} µm ({grid.tile_px} px at {grid.mpp:g} µm/px, "
-              f"{grid.tile_size_l0:.2f} level-0 px)")
+        print(
+            f"{len(grid)} tiles of {grid.tile_um:g} µm ({grid.tile_px} px at {grid.mpp:g} µm/px, "
+            f"{grid.tile_size_l0:.2f} level-0 px)"
+        )
         if grid.params.get("unreadable_mm2"):
-            print(f"  {grid.params['unreadable_mm2']:.3g} mm² of the slide could not be decoded; "
-                  "tiles there are kept and will be reported as failed")
+            print(
+                f"  {grid.params['unreadable_mm2']:.3g} mm² of the slide could not be decoded; "
+                "tiles there are kept and will be reported as failed"
+            )
     return 0
 
 
@@ -55,10 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tiles", help="count the tiles inside ROI ∩ tissue (what a run would read)")
     p.add_argument("slide")
     p.add_argument("--roi", help="QuPath GeoJSON with the ROIs (default: all tissue)")
-    p.add_argument("--tile-um", type=TILE_UM, default=DEFAULT_TILE_UM, help=f"tile side in µm (default {DEFAULT_TILE_UM:g})")
+    p.add_argument(
+        "--tile-um", type=TILE_UM, default=DEFAULT_TILE_UM, help=f"tile side in µm (default {DEFAULT_TILE_UM:g})"
+    )
     p.add_argument("--mpp", type=MPP, default=DEFAULT_MPP, help=f"read resolution in µm/px (default {DEFAULT_MPP:g})")
-    p.add_argument("--min-tissue", type=FRACTION, default=DEFAULT_MIN_TISSUE,
-                   help="minimum fraction of a tile inside ROI ∩ tissue (default 0.5)")
+    p.add_argument(
+        "--min-tissue",
+        type=FRACTION,
+        default=DEFAULT_MIN_TISSUE,
+        help="minimum fraction of a tile inside ROI ∩ tissue (default 0.5)",
+    )
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs without tissue detection")
     p.add_argument("--json", action="store_true", help="print JSON with tile origins (level-0 px)")
     add_slide_mpp_option(p)

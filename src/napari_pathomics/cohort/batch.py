@@ -83,37 +83,73 @@ def score_cohort(
     amp_name, amp_reason = resolve_amp(b, device, amp)
     n_workers, threads = default_parallelism(len(table), workers, threads_per_worker)
     src = Path(str(b.source))
-    opts = ScoreOptions(bundle=str(src.resolve() if src.exists() else b.path), bundle_id=b.bundle_id,
-                        device=device, batch_size=batch_size, amp=amp_name, num_threads=threads,
-                        min_tissue=min_tissue, no_tissue=no_tissue, geojson=geojson,
-                        cache_dir=str(out / "cache"))
+    opts = ScoreOptions(
+        bundle=str(src.resolve() if src.exists() else b.path),
+        bundle_id=b.bundle_id,
+        device=device,
+        batch_size=batch_size,
+        amp=amp_name,
+        num_threads=threads,
+        min_tissue=min_tissue,
+        no_tissue=no_tissue,
+        geojson=geojson,
+        cache_dir=str(out / "cache"),
+    )
     records: dict[str, dict[str, Any]] = {}
     todo: list[CohortRow] = []
     for row in table.rows:
         if not row.exists:
             records[row.key] = {**row.to_json(), "status": "failed", "error": "slide or ROI file does not exist"}
         elif not force and (done := completed_record(out, row, opts)) is not None:
-            records[row.key] = {**row.to_json(), "status": "skipped", "error": None,
-                                "previous": {"finished": done.get("finished"), "counts": done.get("counts")}}
+            records[row.key] = {
+                **row.to_json(),
+                "status": "skipped",
+                "error": None,
+                "previous": {"finished": done.get("finished"), "counts": done.get("counts")},
+            }
         else:
             todo.append(row)
     record = run_record(
-        "pathomics score-cohort", list(argv or []), args or {}, kind=RUN_KIND,
-        cohort=str(table.path), out=str(out), bundle=bundle_record(b),
+        "pathomics score-cohort",
+        list(argv or []),
+        args or {},
+        kind=RUN_KIND,
+        cohort=str(table.path),
+        out=str(out),
+        bundle=bundle_record(b),
         settings={**asdict(opts), "amp_reason": amp_reason},
-        cluster={}, timings={}, slides=[], summary={}, started=now_iso(),
+        cluster={},
+        timings={},
+        slides=[],
+        summary={},
+        started=now_iso(),
     )
     t_sched = time.perf_counter()
     if todo:
-        run_tasks(todo, opts, out, scheduler, n_workers, threads, records, record, progress, on_result,
-                   lambda: _write_run(out, record, table, records))
+        run_tasks(
+            todo,
+            opts,
+            out,
+            scheduler,
+            n_workers,
+            threads,
+            records,
+            record,
+            progress,
+            on_result,
+            lambda: _write_run(out, record, table, records),
+        )
     t_scored = time.perf_counter()
     patients_info = write_patient_table(out, table, records, b)
     t_end = time.perf_counter()
-    record["timings"].update({
-        "setup_s": round(t_sched - t_start, 3), "scoring_s": round(t_scored - t_sched, 3),
-        "patient_table_s": round(t_end - t_scored, 3), "total_s": round(t_end - t_start, 3),
-    })
+    record["timings"].update(
+        {
+            "setup_s": round(t_sched - t_start, 3),
+            "scoring_s": round(t_scored - t_sched, 3),
+            "patient_table_s": round(t_end - t_scored, 3),
+            "total_s": round(t_end - t_start, 3),
+        }
+    )
     record["patients"] = patients_info
     _write_run(out, record, table, records)
     return record
@@ -125,5 +161,3 @@ def _write_run(out: Path, record: dict[str, Any], table: CohortTable, records: d
     st = [s["status"] for s in slides]
     record["summary"] = {"slides": len(slides), **{k: st.count(k) for k in ("done", "skipped", "failed", "pending")}}
     atomic_write_json(out / "run.json", json.loads(json.dumps(record, default=str)))
-
-

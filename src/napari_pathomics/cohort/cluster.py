@@ -52,18 +52,34 @@ def worker_config(threads: int) -> dict[str, Any]:
     env["MALLOC_ARENA_MAX"] = 1
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[k] = int(threads)
-    return {"distributed.nanny.pre-spawn-environ": env, "distributed.worker.profile.enabled": False,
-            "distributed.admin.tick.interval": "500ms", "distributed.admin.tick.limit": "60s",
-            "distributed.worker.memory.monitor-interval": "1s", "distributed.admin.system-monitor.interval": "2s"}
+    return {
+        "distributed.nanny.pre-spawn-environ": env,
+        "distributed.worker.profile.enabled": False,
+        "distributed.admin.tick.interval": "500ms",
+        "distributed.admin.tick.limit": "60s",
+        "distributed.worker.memory.monitor-interval": "1s",
+        "distributed.admin.system-monitor.interval": "2s",
+    }
 
 
-def run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: str | None, n_workers: int,
-               threads: int, records: dict[str, dict[str, Any]], record: dict[str, Any], progress: bool,
-               on_result: Callable[[dict[str, Any]], None] | None, checkpoint: Callable[[], None]) -> None:
+def run_tasks(
+    todo: list[CohortRow],
+    opts: ScoreOptions,
+    out: Path,
+    scheduler: str | None,
+    n_workers: int,
+    threads: int,
+    records: dict[str, dict[str, Any]],
+    record: dict[str, Any],
+    progress: bool,
+    on_result: Callable[[dict[str, Any]], None] | None,
+    checkpoint: Callable[[], None],
+) -> None:
     bar = None
     if progress:
-        bar = tqdm(total=len(todo), unit="slide", desc="score-cohort", file=sys.stderr, dynamic_ncols=True,
-                   disable=None)
+        bar = tqdm(
+            total=len(todo), unit="slide", desc="score-cohort", file=sys.stderr, dynamic_ncols=True, disable=None
+        )
     last = 0.0
 
     def done(rec: dict[str, Any]) -> None:
@@ -103,24 +119,40 @@ def run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: s
             except (OSError, TimeoutError) as exc:
                 raise CohortError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
             info = client.scheduler_info()
-            record["cluster"] = {"kind": "external", "scheduler": scheduler,
-                                 "workers": len(info.get("workers", {})), "torch_threads": threads}
+            record["cluster"] = {
+                "kind": "external",
+                "scheduler": scheduler,
+                "workers": len(info.get("workers", {})),
+                "torch_threads": threads,
+            }
         else:
             import dask  # heavy
 
             with dask.config.set(worker_config(threads)):
-                cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=logging.ERROR)
+                cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             client = Client(cluster)
             client.wait_for_workers(n_workers, timeout="120s")
-            record["cluster"] = {"kind": "LocalCluster", "workers": n_workers, "threads_per_worker": 1,
-                                 "torch_threads": threads, "processes": True}
+            record["cluster"] = {
+                "kind": "LocalCluster",
+                "workers": n_workers,
+                "threads_per_worker": 1,
+                "torch_threads": threads,
+                "processes": True,
+            }
         record["timings"]["cluster_start_s"] = round(time.perf_counter() - t0, 3)
         try:
             # load the model once on every worker present now (late joiners load on first slide)
             tw = time.perf_counter()
-            warm = [client.submit(warm_worker, od, workers=[a], allow_other_workers=False, pure=False,
-                                  key=f"warm-{i}-{a}") for i, a in enumerate(client.scheduler_info()["workers"])]
+            warm = [
+                client.submit(warm_worker, od, workers=[a], allow_other_workers=False, pure=False, key=f"warm-{i}-{a}")
+                for i, a in enumerate(client.scheduler_info()["workers"])
+            ]
             record["warmup"] = []
             for f in warm:
                 try:
@@ -129,8 +161,10 @@ def run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: s
                     record["warmup"].append({"error": one_line(exc)})
             record["timings"]["warmup_s"] = round(time.perf_counter() - tw, 3)
             ts = time.perf_counter()
-            futs = {client.submit(score_slide, r, od, str(out), key=f"score-slide-{r['key']}", pure=False,
-                                  retries=0): r for r in rows}
+            futs = {
+                client.submit(score_slide, r, od, str(out), key=f"score-slide-{r['key']}", pure=False, retries=0): r
+                for r in rows
+            }
             for fut in as_completed(futs):
                 r = futs[fut]
                 try:
@@ -146,5 +180,3 @@ def run_tasks(todo: list[CohortRow], opts: ScoreOptions, out: Path, scheduler: s
     finally:
         if bar is not None:
             bar.close()
-
-

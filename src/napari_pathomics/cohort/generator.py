@@ -63,8 +63,16 @@ MPP = DEFAULT_MPP
 #: log-hazard per unit tissue fraction (a patient with 30 % more stroma has exp(0.3·4) ≈ 3.3× hazard)
 DEFAULT_HAZARD: dict[str, float] = {"STR": 4.0, "DEB": 3.0, "TUM": 1.0, "LYM": -4.0, "NORM": -1.0}
 #: Dirichlet base shares of the tissue classes (scaled by ``concentration``)
-DEFAULT_ALPHA: dict[str, float] = {"ADI": 0.6, "DEB": 0.8, "LYM": 1.0, "MUC": 0.6, "MUS": 0.8,
-                                   "NORM": 0.8, "STR": 1.6, "TUM": 2.0}
+DEFAULT_ALPHA: dict[str, float] = {
+    "ADI": 0.6,
+    "DEB": 0.8,
+    "LYM": 1.0,
+    "MUC": 0.6,
+    "MUS": 0.8,
+    "NORM": 0.8,
+    "STR": 1.6,
+    "TUM": 2.0,
+}
 
 
 @dataclass
@@ -120,7 +128,9 @@ class CohortSpec:
 
 # ---------------------------------------------------------------------------------------------
 # source tiles
-def load_source_tiles(tiles_dir: str | Path | None = None, classes: Sequence[str] = CLASSES) -> dict[str, list[np.ndarray]]:
+def load_source_tiles(
+    tiles_dir: str | Path | None = None, classes: Sequence[str] = CLASSES
+) -> dict[str, list[np.ndarray]]:
     """RGB uint8 tiles per class from a folder-per-class directory, resized to 224 px."""
     root = Path(tiles_dir) if tiles_dir else NCT_TILES_DIR
     out: dict[str, list[np.ndarray]] = {}
@@ -142,13 +152,14 @@ def load_source_tiles(tiles_dir: str | Path | None = None, classes: Sequence[str
     return out
 
 
-def augment_tile(tile: np.ndarray, rng: np.random.Generator, crop_scale: tuple[float, float] = (0.8, 1.0),
-                 color_jitter: float = 0.04) -> np.ndarray:
+def augment_tile(
+    tile: np.ndarray, rng: np.random.Generator, crop_scale: tuple[float, float] = (0.8, 1.0), color_jitter: float = 0.04
+) -> np.ndarray:
     """Random crop (rescaled back to 224 px), k·90° rotation, flip and per-channel gain."""
     h = tile.shape[0]
     s = int(round(h * rng.uniform(*crop_scale)))
     y0, x0 = (int(rng.integers(0, h - s + 1)) for _ in range(2))
-    out = tile[y0:y0 + s, x0:x0 + s]
+    out = tile[y0 : y0 + s, x0 : x0 + s]
     if s != TILE_PX:
         out = cv2.resize(out, (TILE_PX, TILE_PX), interpolation=cv2.INTER_LINEAR)
     out = np.rot90(out, int(rng.integers(0, 4)))
@@ -175,8 +186,12 @@ class VirtualPatient:
     clinical: dict[str, Any] | None = None  # marker, treatment, true risk group, total log-hazard
 
     def row(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"patient_id": self.patient_id, "time": round(self.time, 4), "event": self.event,
-                             "true_log_hazard": round(self.log_hazard, 6)}
+        d: dict[str, Any] = {
+            "patient_id": self.patient_id,
+            "time": round(self.time, 4),
+            "event": self.event,
+            "true_log_hazard": round(self.log_hazard, 6),
+        }
         d.update({f"true_{c}": round(self.composition[c], 6) for c in TISSUE_CLASSES})
         d["n_tissue_cells"] = int(np.count_nonzero(self.labels != CLASSES.index("BACK")))
         if self.clinical is not None:
@@ -205,7 +220,7 @@ def _layout(rng: np.random.Generator, k: int, fractions: np.ndarray, back_margin
     pos = 0
     flat = labels.ravel()
     for j in class_order:
-        flat[order[pos:pos + counts[j]]] = CLASSES.index(TISSUE_CLASSES[j])
+        flat[order[pos : pos + counts[j]]] = CLASSES.index(TISSUE_CLASSES[j])
         pos += counts[j]
     return flat.reshape(k, k)
 
@@ -245,8 +260,12 @@ def draw_patient(spec: CohortSpec, index: int) -> VirtualPatient:
             total += math.log(spec.marker_hr)
         if high and spec.treatment_hr is not None and treated:
             total += math.log(spec.treatment_hr)
-        clinical = {"marker": round(marker, 3), "treatment": treated, "true_high_risk": int(high),
-                    "true_total_log_hazard": round(total, 6)}
+        clinical = {
+            "marker": round(marker, 3),
+            "treatment": treated,
+            "true_high_risk": int(high),
+            "true_total_log_hazard": round(total, 6),
+        }
     t_event = lam * (-math.log(max(u, 1e-300)) * math.exp(-total)) ** (1.0 / k)
     t_admin = rng.uniform(*spec.followup_months)
     t_drop = rng.exponential(spec.dropout_months)
@@ -255,8 +274,9 @@ def draw_patient(spec: CohortSpec, index: int) -> VirtualPatient:
     return VirtualPatient(f"P{index + 1:04d}", labels, comp, lp, float(min(t_event, c)), event, clinical)
 
 
-def render_patient(labels: np.ndarray, tiles: Mapping[str, list[np.ndarray]], rng: np.random.Generator,
-                   spec: CohortSpec) -> np.ndarray:
+def render_patient(
+    labels: np.ndarray, tiles: Mapping[str, list[np.ndarray]], rng: np.random.Generator, spec: CohortSpec
+) -> np.ndarray:
     """The level-0 RGB mosaic: one augmented source tile per lattice cell."""
     k = labels.shape[0]
     img = np.empty((k * TILE_PX, k * TILE_PX, 3), dtype=np.uint8)
@@ -265,13 +285,15 @@ def render_patient(labels: np.ndarray, tiles: Mapping[str, list[np.ndarray]], rn
             cls = CLASSES[int(labels[r, c])]
             src = tiles[cls][int(rng.integers(0, len(tiles[cls])))]
             jitter = 0.0 if cls == "BACK" else spec.color_jitter
-            img[r * TILE_PX:(r + 1) * TILE_PX, c * TILE_PX:(c + 1) * TILE_PX] = augment_tile(
-                src, rng, spec.crop_scale, jitter)
+            img[r * TILE_PX : (r + 1) * TILE_PX, c * TILE_PX : (c + 1) * TILE_PX] = augment_tile(
+                src, rng, spec.crop_scale, jitter
+            )
     return img
 
 
-def write_patient_slide(path: str | Path, patient: VirtualPatient, tiles: Mapping[str, list[np.ndarray]],
-                        spec: CohortSpec, index: int) -> Path:
+def write_patient_slide(
+    path: str | Path, patient: VirtualPatient, tiles: Mapping[str, list[np.ndarray]], spec: CohortSpec, index: int
+) -> Path:
     """Render and write one patient's SVS (pixels seeded independently of the outcome draw)."""
     rng = np.random.default_rng([spec.seed, index, 1])
     img = render_patient(patient.labels, tiles, rng, spec)
@@ -293,8 +315,14 @@ def draw_table(spec: CohortSpec) -> list[dict[str, Any]]:
     return [draw_patient(spec, i).row() for i in range(spec.patients)]
 
 
-def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress: bool = False,
-                table_only: bool = False, **overrides: Any) -> dict[str, Any]:
+def make_cohort(
+    out_dir: str | Path,
+    spec: CohortSpec | None = None,
+    *,
+    progress: bool = False,
+    table_only: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Generate a virtual cohort in ``out_dir``; returns a summary (paths, event rate, oracle C).
 
     Existing slides with the same name are overwritten (generation is deterministic). With
@@ -339,23 +367,42 @@ def make_cohort(out_dir: str | Path, spec: CohortSpec | None = None, *, progress
     e = np.array([p.event for p in patients])
     lp = np.array([p.log_hazard for p in patients])
     summary = {
-        "out": str(out), "patients": spec.patients, "events": int(e.sum()),
-        "event_rate": float(e.mean()), "median_time_months": float(np.median(t)),
+        "out": str(out),
+        "patients": spec.patients,
+        "events": int(e.sum()),
+        "event_rate": float(e.mean()),
+        "median_time_months": float(np.median(t)),
         "oracle_c_index": _finite_or_none(oracle_c_index(t, e, lp)) if e.sum() > 0 and spec.patients > 1 else None,
         "log_hazard_sd": float(lp.std()),
-        "cohort_csv": None if table_only else str(out / "cohort.csv"), "outcomes_csv": str(out / "outcomes.csv"),
+        "cohort_csv": None if table_only else str(out / "cohort.csv"),
+        "outcomes_csv": str(out / "outcomes.csv"),
     }
     if spec.clinical:
-        summary["planted"] = {"marker_hr_in_low_risk": spec.marker_hr, "treatment_hr_in_high_risk": spec.treatment_hr,
-                              "marker_cutoff": spec.marker_cutoff,
-                              "true_high_risk": int(sum(p.clinical["true_high_risk"] for p in patients if p.clinical))}
-    meta = {"kind": "pathomics-virtual-cohort", "version": 1, "spec": asdict(spec), "classes": list(CLASSES),
-            "tile_px": TILE_PX, "mpp": MPP, "tile_um": TILE_PX * MPP, "time_unit": "months",
-            "weibull_scale_months": _weibull_scale(spec),
-            "hazard_model": "h(t|x) = (k/λ)(t/λ)^(k-1) · exp(Σ_c hazard[c] · fraction_c); fractions over tissue cells"
-                            + ("; + log(marker_hr) if marker > marker_cutoff and true log-hazard <= its cohort "
-                               "average, + log(treatment_hr) if treated and above it" if spec.clinical else ""),
-            "summary": summary}
+        summary["planted"] = {
+            "marker_hr_in_low_risk": spec.marker_hr,
+            "treatment_hr_in_high_risk": spec.treatment_hr,
+            "marker_cutoff": spec.marker_cutoff,
+            "true_high_risk": int(sum(p.clinical["true_high_risk"] for p in patients if p.clinical)),
+        }
+    meta = {
+        "kind": "pathomics-virtual-cohort",
+        "version": 1,
+        "spec": asdict(spec),
+        "classes": list(CLASSES),
+        "tile_px": TILE_PX,
+        "mpp": MPP,
+        "tile_um": TILE_PX * MPP,
+        "time_unit": "months",
+        "weibull_scale_months": _weibull_scale(spec),
+        "hazard_model": "h(t|x) = (k/λ)(t/λ)^(k-1) · exp(Σ_c hazard[c] · fraction_c); fractions over tissue cells"
+        + (
+            "; + log(marker_hr) if marker > marker_cutoff and true log-hazard <= its cohort "
+            "average, + log(treatment_hr) if treated and above it"
+            if spec.clinical
+            else ""
+        ),
+        "summary": summary,
+    }
     atomic_write_json(out / "cohort.json", json.loads(json.dumps(meta, default=list)))
     return summary
 

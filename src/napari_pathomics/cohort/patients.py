@@ -29,8 +29,9 @@ def _features_only_spec(bundle: Bundle) -> FeatureSpec:
     return FeatureSpec(classes=list(bundle.class_names), tme_stats=["mean", "frac"], combine="weighted")
 
 
-def write_patient_table(out: Path, table: CohortTable, records: dict[str, dict[str, Any]],
-                        bundle: Bundle) -> dict[str, Any]:
+def write_patient_table(
+    out: Path, table: CohortTable, records: dict[str, dict[str, Any]], bundle: Bundle
+) -> dict[str, Any]:
     """Write ``out/patients.csv``; returns a summary for ``run.json``."""
     sig: Signature | None = load_signature(bundle) if bundle.signature_path is not None else None
     spec = sig.feature_spec if sig is not None else _features_only_spec(bundle)
@@ -49,8 +50,11 @@ def write_patient_table(out: Path, table: CohortTable, records: dict[str, dict[s
                 # a signature with nuclear features gets them through the nuclei cache, like ``score``
                 tiles.append(slide_tiles(res, r.key, nuclear=nuclear_tile_values(r.slide_path, res, spec)))
             base["n_tiles"] = int(sum(t.probs.shape[0] for t in tiles))
-            entry = {**base, "status": "ok" if len(ok) == len(prow) else f"partial ({len(ok)}/{len(prow)} slides)",
-                     "error": ""}
+            entry = {
+                **base,
+                "status": "ok" if len(ok) == len(prow) else f"partial ({len(ok)}/{len(prow)} slides)",
+                "error": "",
+            }
             if sig is not None:
                 feats, sc = score_tiles(sig, tiles)
                 entry.update({"risk": sc.risk, "percentile": sc.percentile, "group": sc.group, "cutoff": sc.cutoff})
@@ -63,9 +67,12 @@ def write_patient_table(out: Path, table: CohortTable, records: dict[str, dict[s
             rows.append({**base, "status": "failed", "error": one_line(exc)})
     df = pd.DataFrame(rows).map(safe_cell)
     atomic_write_text(out / "patients.csv", df.to_csv(index=False))
-    return {"path": str(out / "patients.csv"), "patients": len(rows),
-            "scored": int(sum(1 for r in rows if "risk" in r)),
-            "failed": int(sum(1 for r in rows if r.get("status") == "failed")),
-            "signature": sig.name if sig is not None else None,
-            "time_unit": sig.time_unit if sig is not None else None,
-            "feature_spec": spec.to_json()}
+    return {
+        "path": str(out / "patients.csv"),
+        "patients": len(rows),
+        "scored": int(sum(1 for r in rows if "risk" in r)),
+        "failed": int(sum(1 for r in rows if r.get("status") == "failed")),
+        "signature": sig.name if sig is not None else None,
+        "time_unit": sig.time_unit if sig is not None else None,
+        "feature_spec": spec.to_json(),
+    }

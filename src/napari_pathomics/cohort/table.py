@@ -45,8 +45,13 @@ class CohortRow:
         return f"{_safe(self.patient_id)}__{_safe(self.slide_path.stem)}_{digest}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"patient_id": self.patient_id, "slide_path": str(self.slide_path),
-                "roi_path": str(self.roi_path) if self.roi_path else None, "key": self.key, "line": self.line}
+        return {
+            "patient_id": self.patient_id,
+            "slide_path": str(self.slide_path),
+            "roi_path": str(self.roi_path) if self.roi_path else None,
+            "key": self.key,
+            "line": self.line,
+        }
 
 
 def _safe(text: str, limit: int = 40) -> str:
@@ -106,8 +111,10 @@ def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable
     header = [h.strip() for h in lines[0]]
     missing_cols = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing_cols:
-        raise CohortError(f"{path.name}: missing column(s) {missing_cols}; have {header[:12]} "
-                          f"(a cohort table needs patient_id, slide_path and optionally roi_path)")
+        raise CohortError(
+            f"{path.name}: missing column(s) {missing_cols}; have {header[:12]} "
+            f"(a cohort table needs patient_id, slide_path and optionally roi_path)"
+        )
     dup_cols = sorted({h for h in header if header.count(h) > 1})
     if dup_cols:
         raise CohortError(f"{path.name}: duplicate column names {dup_cols}")
@@ -131,12 +138,16 @@ def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable
         roi_text = get.get("roi_path", "")
         roi = _resolve(base, roi_text) if roi_text else None
         if (pid, slide) in seen_rows:
-            raise CohortError(f"{path.name} line {n}: duplicate row (patient {pid!r}, slide {sp!r}) "
-                              f"already on line {seen_rows[(pid, slide)]}")
+            raise CohortError(
+                f"{path.name} line {n}: duplicate row (patient {pid!r}, slide {sp!r}) "
+                f"already on line {seen_rows[(pid, slide)]}"
+            )
         if slide in seen_slides:
             other, ln = seen_slides[slide]
-            raise CohortError(f"{path.name} line {n}: slide {sp!r} is listed for patient {pid!r} and for "
-                              f"patient {other!r} (line {ln})")
+            raise CohortError(
+                f"{path.name} line {n}: slide {sp!r} is listed for patient {pid!r} and for "
+                f"patient {other!r} (line {ln})"
+            )
         seen_rows[(pid, slide)] = n
         seen_slides[slide] = (pid, n)
         exists = slide.is_file() and (roi is None or roi.is_file())
@@ -147,6 +158,8 @@ def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable
         r = gone[0]
         what = f"slide {r.slide_path}" if not r.slide_path.is_file() else f"ROI file {r.roi_path}"
         more = f" (and {len(gone) - 1} more missing)" if len(gone) > 1 else ""
-        raise CohortError(f"{path.name} line {r.line}: {what} does not exist{more}; "
-                          f"fix the paths or pass --allow-missing to score the others")
+        raise CohortError(
+            f"{path.name} line {r.line}: {what} does not exist{more}; "
+            f"fix the paths or pass --allow-missing to score the others"
+        )
     return CohortTable(path.resolve(), rows, header)

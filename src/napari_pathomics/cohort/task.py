@@ -59,8 +59,9 @@ class ScoreOptions:
 
     def result_key(self, roi_hash: str | None) -> str:
         """What makes a slide result reusable: same bundle (hence risk definition), tiling, device."""
-        blob = json.dumps([self.bundle_id, self.min_tissue, self.no_tissue, roi_hash,
-                           self.device, self.amp], sort_keys=True)
+        blob = json.dumps(
+            [self.bundle_id, self.min_tissue, self.no_tissue, roi_hash, self.device, self.amp], sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -73,10 +74,19 @@ def worker_engine(opts: ScoreOptions) -> tuple[Engine, bool]:
     """This process's engine for ``opts`` and whether it was reused (a worker loads the model once)."""
     bundle = load_bundle(opts.bundle)
     if bundle.bundle_id != opts.bundle_id:
-        raise CohortError(f"bundle {opts.bundle} changed during the run "
-                          f"(id {bundle.bundle_id}, expected {opts.bundle_id})")
-    return shared_engine(bundle, device=opts.device, batch_size=opts.batch_size, amp=opts.amp,
-                         num_threads=opts.num_threads, workers=1, prefetch=2, flush_seconds=30.0)
+        raise CohortError(
+            f"bundle {opts.bundle} changed during the run (id {bundle.bundle_id}, expected {opts.bundle_id})"
+        )
+    return shared_engine(
+        bundle,
+        device=opts.device,
+        batch_size=opts.batch_size,
+        amp=opts.amp,
+        num_threads=opts.num_threads,
+        workers=1,
+        prefetch=2,
+        flush_seconds=30.0,
+    )
 
 
 def warm_worker(opts: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +96,13 @@ def warm_worker(opts: dict[str, Any]) -> dict[str, Any]:
         with _RUN_LOCK:
             eng, reused = worker_engine(ScoreOptions(**opts))
             _ = eng.net, eng.amp
-        return {"worker": worker_name(), "pid": os.getpid(), "load_s": round(time.perf_counter() - t0, 3),
-                "reused": reused, "error": None}
+        return {
+            "worker": worker_name(),
+            "pid": os.getpid(),
+            "load_s": round(time.perf_counter() - t0, 3),
+            "reused": reused,
+            "error": None,
+        }
     except Exception as exc:  # noqa: BLE001 - the slides will report it one by one
         return {"worker": worker_name(), "pid": os.getpid(), "error": one_line(exc)}
 
@@ -142,9 +157,16 @@ def score_slide(row: dict[str, Any], opts: dict[str, Any], out: str) -> dict[str
     t0 = time.perf_counter()
     c0 = time.process_time()
     o = ScoreOptions(**opts)
-    rec: dict[str, Any] = {"key": row["key"], "patient_id": row["patient_id"], "slide_path": row["slide_path"],
-                           "roi_path": row.get("roi_path"), "status": "failed", "error": None,
-                           "worker": worker_name(), "pid": os.getpid()}
+    rec: dict[str, Any] = {
+        "key": row["key"],
+        "patient_id": row["patient_id"],
+        "slide_path": row["slide_path"],
+        "roi_path": row.get("roi_path"),
+        "status": "failed",
+        "error": None,
+        "worker": worker_name(),
+        "pid": os.getpid(),
+    }
     try:
         import dask  # heavy
 
@@ -173,8 +195,9 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
     with open_slide(row["slide_path"]) as slide:
         rois = read_geojson(row["roi_path"], bounds=slide.dimensions).annotations if row.get("roi_path") else None
         tp = time.perf_counter()
-        grid = plan_for_bundle(slide, engine.bundle, rois, tissue=False if o.no_tissue else None,
-                               min_tissue=o.min_tissue)
+        grid = plan_for_bundle(
+            slide, engine.bundle, rois, tissue=False if o.no_tissue else None, min_tissue=o.min_tissue
+        )
         t_plan = time.perf_counter() - tp
         tr = time.perf_counter()
         run = engine.run(slide, grid, cache_dir=o.cache_dir, use_cache=o.cache_dir is not None)
@@ -194,14 +217,25 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
     counts = res.counts()
     stats = {k: round(float(v), 4) for k, v in run.stats.items()}
     rec = {
-        "slide_fingerprint": fp, "results_sha256": sha256_file(d / RESULTS_NAME),
-        "bundle_id": o.bundle_id, "grid_key": grid.key(), "tiles": len(res), "counts": counts,
-        "result_key": o.result_key(roi_hash(row.get("roi_path"))), "risk_source": risk_source,
-        "outputs": outputs, "engine_reused": reused,
+        "slide_fingerprint": fp,
+        "results_sha256": sha256_file(d / RESULTS_NAME),
+        "bundle_id": o.bundle_id,
+        "grid_key": grid.key(),
+        "tiles": len(res),
+        "counts": counts,
+        "result_key": o.result_key(roi_hash(row.get("roi_path"))),
+        "risk_source": risk_source,
+        "outputs": outputs,
+        "engine_reused": reused,
         "engine": {"amp": o.amp, "device": o.device, "num_threads": o.num_threads, "batch_size": o.batch_size},
-        "timings": {"lock_wait_s": round(t_wait, 4), "engine_load_s": round(t_engine, 4),
-                    "plan_s": round(t_plan, 4), "run_s": round(t_run, 4),
-                    "write_s": 0.0, **{f"engine_{k}": v for k, v in stats.items()}},
+        "timings": {
+            "lock_wait_s": round(t_wait, 4),
+            "engine_load_s": round(t_engine, 4),
+            "plan_s": round(t_plan, 4),
+            "run_s": round(t_run, 4),
+            "write_s": 0.0,
+            **{f"engine_{k}": v for k, v in stats.items()},
+        },
         "finished": now_iso(),
     }
     rec["timings"]["write_s"] = round(time.perf_counter() - tw, 4)

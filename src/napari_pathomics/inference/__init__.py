@@ -5,7 +5,14 @@ torch and timm load only when a model is first built, so importing this package 
 
 from ..lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "PatchModel": "backbones", "build_model": "backbones", "BatchUpdate": "engine", "Engine": "engine",
-    "InferenceRun": "engine", "Prediction": "engine",
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "PatchModel": "backbones",
+        "build_model": "backbones",
+        "BatchUpdate": "engine",
+        "Engine": "engine",
+        "InferenceRun": "engine",
+        "Prediction": "engine",
+    },
+)

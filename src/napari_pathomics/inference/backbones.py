@@ -80,8 +80,9 @@ def _create_timm(bundle: Bundle) -> Any:
     import timm  # heavy: torch and timm load only when a model is built
 
     try:
-        return timm.create_model(bundle.architecture, pretrained=False, **bundle.model_args,
-                                 num_classes=bundle.num_classes)
+        return timm.create_model(
+            bundle.architecture, pretrained=False, **bundle.model_args, num_classes=bundle.num_classes
+        )
     except (RuntimeError, KeyError, ValueError, TypeError, AssertionError) as exc:
         raise BundleError(f"model.architecture {bundle.architecture!r}: timm cannot build it ({exc})") from None
 

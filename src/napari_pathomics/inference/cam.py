@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RISK_CAM", "RiskTarget", "GradCamRunner", "make_targets", "validate_cam_names"]
 
 
-
 class RiskTarget:
     """Grad-CAM target whose value is the normalised patch risk of one tile's logits."""
 
@@ -112,8 +111,13 @@ def _leaf_hook(module: Any, inputs: Any, output: Any) -> Any:
 class GradCamRunner:
     """Grad-CAM maps (B, k, k) for a batch of model inputs and one target per tile."""
 
-    def __init__(self, model: "torch.nn.Module", target_layer: str, out_size: int = 16,
-                 autocast_dtype: "torch.dtype | None" = None) -> None:
+    def __init__(
+        self,
+        model: "torch.nn.Module",
+        target_layer: str,
+        out_size: int = 16,
+        autocast_dtype: "torch.dtype | None" = None,
+    ) -> None:
         self.model = model
         #: Reduced precision for the forward up to the target layer (the leaf is cast back to
         #: fp32, so activations and gradients handed to Grad-CAM are fp32).

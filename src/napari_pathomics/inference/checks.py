@@ -31,17 +31,22 @@ def check_forward(bundle: Bundle, net: PatchModel, head: RiskHead | None) -> Non
             feats = net.features(torch.zeros(1, 3, bundle.input_size, bundle.input_size))
             logits = net.logits(feats)
     except RuntimeError as exc:
-        raise BundleError(f"{bundle.architecture} cannot run on {bundle.input_size} px inputs "
-                          f"({str(exc).splitlines()[0][:200]})") from None
+        raise BundleError(
+            f"{bundle.architecture} cannot run on {bundle.input_size} px inputs ({str(exc).splitlines()[0][:200]})"
+        ) from None
     finally:
         hook.remove()
     if tuple(logits.shape) != (1, bundle.num_classes):
         raise BundleError(f"the model gives {tuple(logits.shape)[1:]} scores for {bundle.num_classes} classes")
     if not seen or len(seen[0]) != 4:
-        raise BundleError(f"model.gradcam_target_layer {bundle.gradcam_target_layer!r} does not output a "
-                          f"(batch, channels, height, width) feature map, which Grad-CAM needs")
+        raise BundleError(
+            f"model.gradcam_target_layer {bundle.gradcam_target_layer!r} does not output a "
+            f"(batch, channels, height, width) feature map, which Grad-CAM needs"
+        )
     if head is not None and head.weight.size != feats.shape[1]:
-        raise BundleError(f"risk head expects {head.weight.size} features but {bundle.architecture} gives {feats.shape[1]}")
+        raise BundleError(
+            f"risk head expects {head.weight.size} features but {bundle.architecture} gives {feats.shape[1]}"
+        )
 
 
 def runtime_problems(bundle: Bundle) -> list[str]:

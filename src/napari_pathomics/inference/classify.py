@@ -41,9 +41,7 @@ def classify_arrays(
     return np.concatenate(out) if out else np.zeros((0, bundle.num_classes), dtype=np.float32)
 
 
-def classify_files(
-    paths: Sequence[Path], bundle: Bundle, batch_size: int = 32, device: str = "cpu"
-) -> list[dict]:
+def classify_files(paths: Sequence[Path], bundle: Bundle, batch_size: int = 32, device: str = "cpu") -> list[dict]:
     """One record per file: {"file", "class", "probabilities": {class: p}}."""
     probs = classify_arrays((read_rgb(p) for p in paths), bundle, batch_size=batch_size, device=device)
     names = bundle.class_names

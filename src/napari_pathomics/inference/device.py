@@ -20,8 +20,16 @@ from typing import Any
 
 from ..errors import InferenceError
 
-__all__ = ["select_device", "default_num_threads", "configure_threads", "AmpChoice", "choose_amp", "tune_allocator",
-           "autocast", "AMP_PROB_TOL"]
+__all__ = [
+    "select_device",
+    "default_num_threads",
+    "configure_threads",
+    "AmpChoice",
+    "choose_amp",
+    "tune_allocator",
+    "autocast",
+    "AMP_PROB_TOL",
+]
 
 #: Largest |Δprob| between fp32 and reduced precision accepted by the probe (tests use it too).
 AMP_PROB_TOL = 0.02
@@ -120,8 +128,9 @@ def _cpu_bf16_supported() -> bool:
         return "AVX512" in str(torch.backends.cpu.get_cpu_capability())
 
 
-def choose_amp(model: Any, device: Any, input_size: int, amp: str = "auto", arch: str = "",
-               probe_batch: int = 4) -> AmpChoice:
+def choose_amp(
+    model: Any, device: Any, input_size: int, amp: str = "auto", arch: str = "", probe_batch: int = 4
+) -> AmpChoice:
     """Pick the autocast dtype: ``amp`` is ``auto``, ``fp32``/``off``, ``bf16`` or ``fp16``.
 
     ``auto`` probes once: fp32 vs candidate on a fixed random batch (agreement within
@@ -208,8 +217,7 @@ def _probe(model: Any, device: Any, input_size: int, cand: Any, batch: int, time
 _ALLOCATOR_TUNED = False
 
 
-def tune_allocator(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 << 20,
-                   top_pad: int = 64 << 20) -> bool:
+def tune_allocator(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 << 20, top_pad: int = 64 << 20) -> bool:
     """Stop glibc from handing every batch's big tensors back to the OS (Linux/glibc only).
 
     glibc serves large allocations with fresh mmaps and trims its heap eagerly, so every batch's
@@ -229,7 +237,14 @@ def tune_allocator(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 <<
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold, m_arena_max = -1, -2, -3, -8
-    ok = all(mallopt(p, v) == 1 for p, v in ((m_mmap_threshold, mmap_threshold), (m_trim_threshold, trim_threshold),
-                                             (m_top_pad, top_pad), (m_arena_max, 1)))
+    ok = all(
+        mallopt(p, v) == 1
+        for p, v in (
+            (m_mmap_threshold, mmap_threshold),
+            (m_trim_threshold, trim_threshold),
+            (m_top_pad, top_pad),
+            (m_arena_max, 1),
+        )
+    )
     _ALLOCATOR_TUNED = ok
     return ok

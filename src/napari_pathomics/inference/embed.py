@@ -30,8 +30,17 @@ __all__ = ["SlideEmbeddings", "backbone_key", "extract_slide"]
 def backbone_key(bundle: Bundle) -> str:
     """Identity of what produces the embeddings: weights, architecture, preprocessing, tiling."""
     m = bundle.manifest["model"]
-    blob = json.dumps([bundle.file_hashes.get(m["weights"]), m["architecture"], m["input_size"], m["tile_um"],
-                       m["mpp"], m["normalization"]], sort_keys=True)
+    blob = json.dumps(
+        [
+            bundle.file_hashes.get(m["weights"]),
+            m["architecture"],
+            m["input_size"],
+            m["tile_um"],
+            m["mpp"],
+            m["normalization"],
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -67,17 +76,29 @@ class SlideEmbeddings:
         return int(np.count_nonzero(self.results.status == FAILED))
 
 
-def extract_slide(engine: Engine, slide_path: str | Path, roi_path: str | Path | None = None,
-                  cache_dir: str | Path | None = None, no_tissue: bool = False,
-                  min_tissue: float | None = None) -> SlideEmbeddings:
+def extract_slide(
+    engine: Engine,
+    slide_path: str | Path,
+    roi_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    no_tissue: bool = False,
+    min_tissue: float | None = None,
+) -> SlideEmbeddings:
     """Embeddings and probabilities of a slide's ROI ∩ tissue tiles (cached when ``cache_dir``)."""
     with open_slide(slide_path) as slide:
         rois = read_geojson(roi_path, bounds=slide.dimensions).annotations if roi_path else None
         grid = plan_for_bundle(slide, engine.bundle, rois, tissue=False if no_tissue else None, min_tissue=min_tissue)
         if len(grid) == 0:
             raise CohortError(f"{Path(slide_path).name}: no tiles in the ROIs/tissue")
-        res = engine.run_all(slide, grid, cache_dir=cache_dir, use_cache=cache_dir is not None, embeddings=True,
-                             cache_id=f"emb{backbone_key(engine.bundle)}", emb_dtype="float32")
+        res = engine.run_all(
+            slide,
+            grid,
+            cache_dir=cache_dir,
+            use_cache=cache_dir is not None,
+            embeddings=True,
+            cache_id=f"emb{backbone_key(engine.bundle)}",
+            emb_dtype="float32",
+        )
     if not np.any(res.status == DONE):
         raise CohortError(f"{Path(slide_path).name}: every tile is background or failed to decode")
     return SlideEmbeddings(res)

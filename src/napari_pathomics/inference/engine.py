@@ -127,11 +127,15 @@ def _merge(parts: list[_Prepared]) -> _Prepared:
     if xs:
         x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
     return _Prepared(
-        idx=np.concatenate([p.idx for p in parts]), x=x,
-        keep=np.concatenate([p.keep for p in parts]), failed=np.concatenate([p.failed for p in parts]),
+        idx=np.concatenate([p.idx for p in parts]),
+        x=x,
+        keep=np.concatenate([p.keep for p in parts]),
+        failed=np.concatenate([p.failed for p in parts]),
         background=np.concatenate([p.background for p in parts]),
         fallback=np.concatenate([p.fallback for p in parts]),
-        seconds=sum(p.seconds for p in parts), errors=[e for p in parts for e in p.errors])
+        seconds=sum(p.seconds for p in parts),
+        errors=[e for p in parts for e in p.errors],
+    )
 
 
 _NICED = threading.local()
@@ -140,11 +144,24 @@ _NICED = threading.local()
 class Engine:
     """A bundle's model ready to run on slides: ``run`` streams one slide, ``run_all`` finishes it."""
 
-    def __init__(self, bundle: Bundle, device: str = "auto", batch_size: int = 32, amp: str = "auto",
-                 num_threads: int | None = None, *, workers: int = 1, prefetch: int = 2,
-                 cam_size: int = DEFAULT_CAM_SIZE, min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
-                 flush_seconds: float = 10.0, reader_nice: int = 0, tune_malloc: bool = True,
-                 keep_embeddings: bool = True, tta: str = "none") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        batch_size: int = 32,
+        amp: str = "auto",
+        num_threads: int | None = None,
+        *,
+        workers: int = 1,
+        prefetch: int = 2,
+        cam_size: int = DEFAULT_CAM_SIZE,
+        min_tile_tissue: float = DEFAULT_MIN_TILE_TISSUE,
+        flush_seconds: float = 10.0,
+        reader_nice: int = 0,
+        tune_malloc: bool = True,
+        keep_embeddings: bool = True,
+        tta: str = "none",
+    ) -> None:
         if batch_size < 1:
             raise InferenceError(f"batch size must be ≥ 1, got {batch_size}")
         if tta not in TTA_MODES:
@@ -201,8 +218,9 @@ class Engine:
     def amp(self) -> AmpChoice:
         """The precision used (probed once on first use)."""
         if self._amp is None:
-            self._amp = choose_amp(self.model, self.device, self.bundle.input_size, self.amp_setting,
-                                   arch=f"{self.bundle.bundle_id}")
+            self._amp = choose_amp(
+                self.model, self.device, self.bundle.input_size, self.amp_setting, arch=f"{self.bundle.bundle_id}"
+            )
         return self._amp
 
     def with_class_head(self, head: ClassHead) -> Engine:
@@ -214,8 +232,10 @@ class Engine:
         """
         net = self.net
         if head.num_classes != self.bundle.num_classes or head.dim != net.feature_dim:
-            raise InferenceError(f"a head of {head.num_classes} classes × {head.dim} features does not fit "
-                                 f"{self.bundle.name!r} ({self.bundle.num_classes} × {net.feature_dim})")
+            raise InferenceError(
+                f"a head of {head.num_classes} classes × {head.dim} features does not fit "
+                f"{self.bundle.name!r} ({self.bundle.num_classes} × {net.feature_dim})"
+            )
         eng = copy.copy(self)
         module = copy.deepcopy(net.module)
         set_classifier(module, head)
@@ -255,8 +275,9 @@ class Engine:
     def cam_tensor(self, x: "torch.Tensor", name: str) -> np.ndarray:
         """Grad-CAM maps (B, k, k) for CAM ``name`` ('risk' or a class) of a preprocessed batch."""
         if self._cam is None:
-            self._cam = GradCamRunner(self.model, self.bundle.gradcam_target_layer, self.cam_size,
-                                      autocast_dtype=self.amp.dtype)
+            self._cam = GradCamRunner(
+                self.model, self.bundle.gradcam_target_layer, self.cam_size, autocast_dtype=self.amp.dtype
+            )
         targets = make_targets(name, x.shape[0], self.bundle.class_names, self.weights)
         return self._cam(x.to(self.device), targets)
 
@@ -278,23 +299,40 @@ class Engine:
     def cache_id_of(self, bundle_id: str, *, with_head: bool = True) -> str:
         """What a bundle's cached numbers are keyed on under this engine (TTA or in-memory head: others)."""
         tags = ([f"tta-{self.tta}"] if self.tta != "none" else []) + (
-            [f"head-{self.head_digest}"] if self.head_digest and with_head else [])
+            [f"head-{self.head_digest}"] if self.head_digest and with_head else []
+        )
         if not tags:
             return bundle_id
         # a digest, not a suffix: cache file names keep the first 16 characters of the id
         return hashlib.sha256(f"{bundle_id}+{'+'.join(tags)}".encode()).hexdigest()[:32]
 
     def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str, cache_id: str) -> dict[str, Any]:
-        return {"slide": str(slide.path), "slide_hash": slide_hash, "bundle_id": self.bundle.bundle_id,
-                "cache_id": cache_id, **({"tta": self.tta} if self.tta != "none" else {}),
-                **({"class_head": self.head_digest} if self.head_digest else {}),
-                "bundle_name": self.bundle.name, "grid_key": grid.key(), "tile_um": grid.tile_um,
-                "mpp": grid.mpp, "tile_px": grid.tile_px, "slide_mpp": list(slide.mpp),
-                "risk_weights": [float(w) for w in self.weights], "cam_size": self.cam_size,
-                "risk_source": "risk_head" if self.risk_head is not None else "class_weights"}
+        return {
+            "slide": str(slide.path),
+            "slide_hash": slide_hash,
+            "bundle_id": self.bundle.bundle_id,
+            "cache_id": cache_id,
+            **({"tta": self.tta} if self.tta != "none" else {}),
+            **({"class_head": self.head_digest} if self.head_digest else {}),
+            "bundle_name": self.bundle.name,
+            "grid_key": grid.key(),
+            "tile_um": grid.tile_um,
+            "mpp": grid.mpp,
+            "tile_px": grid.tile_px,
+            "slide_mpp": list(slide.mpp),
+            "risk_weights": [float(w) for w in self.weights],
+            "cam_size": self.cam_size,
+            "risk_source": "risk_head" if self.risk_head is not None else "class_weights",
+        }
 
-    def open_results(self, slide: Slide, grid: TileGrid, cache_dir: str | Path | None = None,
-                     use_cache: bool = True, cache_id: str | None = None) -> tuple[TileResults, Path | None]:
+    def open_results(
+        self,
+        slide: Slide,
+        grid: TileGrid,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        cache_id: str | None = None,
+    ) -> tuple[TileResults, Path | None]:
         """Cached results of this slide × bundle × grid if any (else fresh pending ones), and the cache file.
 
         ``cache_id`` (default: the bundle id) names what the cached numbers depend on; the
@@ -309,7 +347,11 @@ class Engine:
             if res is not None:
                 res.meta.update(meta)
                 return res, cache_file
-        if cache_file is not None and self.class_head is not None and cache_id == self.cache_id_of(self.bundle.bundle_id):
+        if (
+            cache_file is not None
+            and self.class_head is not None
+            and cache_id == self.cache_id_of(self.bundle.bundle_id)
+        ):
             derived = self._derived(slide_hash, grid, cache_dir, meta)
             if derived is not None:
                 return derived, cache_file
@@ -323,14 +365,19 @@ class Engine:
         except ResultsError:
             return None  # unreadable cache: recompute (it will be overwritten)
         m = res.meta
-        if (m.get("slide_hash"), m.get("cache_id", m.get("bundle_id")), m.get("grid_key")) == (
-                slide_hash, cache_id, grid.key()) and len(res) == len(grid) \
-                and np.array_equal(res.cols, grid.cols) and np.array_equal(res.rows, grid.rows):
+        if (
+            (m.get("slide_hash"), m.get("cache_id", m.get("bundle_id")), m.get("grid_key"))
+            == (slide_hash, cache_id, grid.key())
+            and len(res) == len(grid)
+            and np.array_equal(res.cols, grid.cols)
+            and np.array_equal(res.rows, grid.rows)
+        ):
             return res
         return None
 
-    def _derived(self, slide_hash: str, grid: TileGrid, cache_dir: str | Path | None,
-                 meta: dict[str, Any]) -> TileResults | None:
+    def _derived(
+        self, slide_hash: str, grid: TileGrid, cache_dir: str | Path | None, meta: dict[str, Any]
+    ) -> TileResults | None:
         """An adapted bundle's results from its base bundle's cached embeddings (no backbone run).
 
         Tiles the base run classified without keeping an embedding stay pending; CAMs are left
@@ -340,24 +387,43 @@ class Engine:
             return None
         adapt = self.bundle.manifest.get("adaptation") or {}
         own = (self.bundle.bundle_id,) if self.head_digest else ()  # an in-memory head: the bundle's own cache
-        for base_id in dict.fromkeys(self.cache_id_of(i, with_head=False) for i in (
-                *own, adapt.get("root_bundle_id"), adapt.get("base_bundle_id")) if i):
+        for base_id in dict.fromkeys(
+            self.cache_id_of(i, with_head=False)
+            for i in (*own, adapt.get("root_bundle_id"), adapt.get("base_bundle_id"))
+            if i
+        ):
             path = cache_path(slide_hash, base_id, grid.key(), cache_dir)
             if not path.is_file():
                 continue
             base = self._cached(path, slide_hash, base_id, grid)
-            if base is None or base.emb is None or base.emb.shape[1] != self.class_head.dim \
-                    or list(base.class_names) != self.bundle.class_names:
+            if (
+                base is None
+                or base.emb is None
+                or base.emb.shape[1] != self.class_head.dim
+                or list(base.class_names) != self.bundle.class_names
+            ):
                 continue
-            res = apply_head(base, self.class_head, self.weights, self.risk_head, meta={**meta, "derived_from": base_id})
+            res = apply_head(
+                base, self.class_head, self.weights, self.risk_head, meta={**meta, "derived_from": base_id}
+            )
             res.class_colors = list(self.bundle.class_colors)
             return res
         return None
 
     # ---- runs ------------------------------------------------------------------------------
-    def run(self, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None = None, use_cache: bool = True,
-            cancel: threading.Event | None = None, cams: Sequence[str] = (),
-            embeddings: bool = False, cache_id: str | None = None, emb_dtype: str = "float16") -> InferenceRun:
+    def run(
+        self,
+        slide: Slide,
+        grid: TileGrid,
+        *,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        cancel: threading.Event | None = None,
+        cams: Sequence[str] = (),
+        embeddings: bool = False,
+        cache_id: str | None = None,
+        emb_dtype: str = "float16",
+    ) -> InferenceRun:
         """The run of ``grid`` on ``slide``: iterate it for its :class:`BatchUpdate` s.
 
         The first update replays cached tiles (``from_cache=True``) when there are any. Setting
@@ -370,8 +436,18 @@ class Engine:
         """
         self.check_grid(slide, grid)
         cam_names = validate_cam_names(cams, self.bundle.class_names)
-        return InferenceRun(self, slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel,
-                            cams=cam_names, embeddings=embeddings, cache_id=cache_id, emb_dtype=emb_dtype)
+        return InferenceRun(
+            self,
+            slide,
+            grid,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            cancel=cancel,
+            cams=cam_names,
+            embeddings=embeddings,
+            cache_id=cache_id,
+            emb_dtype=emb_dtype,
+        )
 
     def run_all(self, slide: Slide, grid: TileGrid, **kw: Any) -> TileResults:
         """Run to the end (or until cancelled) and return the results."""
@@ -384,10 +460,18 @@ class Engine:
         """Settings actually used (for run records)."""
         import torch  # heavy
 
-        return {"device": str(self.device), "amp": self.amp.name, "amp_reason": self.amp.reason,
-                "batch_size": self.batch_size, "num_threads": torch.get_num_threads(), "workers": self.workers,
-                "prefetch": self.prefetch, "cam_size": self.cam_size, "min_tile_tissue": self.min_tile_tissue,
-                **({"tta": self.tta} if self.tta != "none" else {})}
+        return {
+            "device": str(self.device),
+            "amp": self.amp.name,
+            "amp_reason": self.amp.reason,
+            "batch_size": self.batch_size,
+            "num_threads": torch.get_num_threads(),
+            "workers": self.workers,
+            "prefetch": self.prefetch,
+            "cam_size": self.cam_size,
+            "min_tile_tissue": self.min_tile_tissue,
+            **({"tta": self.tta} if self.tta != "none" else {}),
+        }
 
     # ---- preparation (reader threads) -----------------------------------------------------
     def _prepare(self, slides: ThreadSlides, grid: TileGrid, idx: np.ndarray, origins: np.ndarray) -> _Prepared:
@@ -418,9 +502,20 @@ class Engine:
 class InferenceRun(Iterator[BatchUpdate]):
     """One slide's run: iterate for updates; ``results``, ``stats`` and ``cache_file`` describe it."""
 
-    def __init__(self, engine: Engine, slide: Slide, grid: TileGrid, *, cache_dir: str | Path | None,
-                 use_cache: bool, cancel: threading.Event | None, cams: tuple[str, ...], embeddings: bool,
-                 cache_id: str | None = None, emb_dtype: str = "float16") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        slide: Slide,
+        grid: TileGrid,
+        *,
+        cache_dir: str | Path | None,
+        use_cache: bool,
+        cancel: threading.Event | None,
+        cams: tuple[str, ...],
+        embeddings: bool,
+        cache_id: str | None = None,
+        emb_dtype: str = "float16",
+    ) -> None:
         self.engine = engine
         self.slide = slide
         self.grid = grid
@@ -457,8 +552,10 @@ class InferenceRun(Iterator[BatchUpdate]):
         try:
             self.results.save(self.cache_file)
         except OSError as exc:
-            self.cache_warning = (f"results cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
-                                  "this run is not cached and will not resume")
+            self.cache_warning = (
+                f"results cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
+                "this run is not cached and will not resume"
+            )
             warnings.warn(self.cache_warning, RuntimeWarning, stacklevel=2)
             self.cache_file = None
 
@@ -479,8 +576,18 @@ class InferenceRun(Iterator[BatchUpdate]):
         if res.meta.get("derived_from") and self.cache_file is not None and not self.cache_file.is_file():
             self.flush()  # an adapted bundle's results derived from its base's embeddings: cache them as its own
         todo = self._todo()
-        stats = {"read_s": 0.0, "model_s": 0.0, "cam_s": 0.0, "wait_s": 0.0, "tiles": 0.0, "model_tiles": 0.0,
-                 "failed": 0.0, "background": 0.0, "stain_fallback": 0.0, "batches": 0.0}
+        stats = {
+            "read_s": 0.0,
+            "model_s": 0.0,
+            "cam_s": 0.0,
+            "wait_s": 0.0,
+            "tiles": 0.0,
+            "model_tiles": 0.0,
+            "failed": 0.0,
+            "background": 0.0,
+            "stain_fallback": 0.0,
+            "batches": 0.0,
+        }
         self.stats = stats
         if todo.size == 0 or (self.cancel is not None and self.cancel.is_set()):
             stats["total_s"] = time.perf_counter() - self.t_start
@@ -488,7 +595,7 @@ class InferenceRun(Iterator[BatchUpdate]):
         configure_threads(eng.num_threads)
         _ = eng.amp  # probe once, before timing batches
         origins = res.origins
-        batches = [todo[i:i + eng.batch_size] for i in range(0, todo.size, eng.batch_size)]
+        batches = [todo[i : i + eng.batch_size] for i in range(0, todo.size, eng.batch_size)]
         slides = ThreadSlides(self.slide)
         use_pool = eng.prefetch > 0 or eng.workers > 1
         pool = ThreadPoolExecutor(max_workers=eng.workers, thread_name_prefix="pathomics-read") if use_pool else None
@@ -515,9 +622,16 @@ class InferenceRun(Iterator[BatchUpdate]):
                     prep = pending.popleft().result()
                     submit()
                 elif pool is not None:  # phased: all workers prepare this batch, then the model runs
-                    prep = _merge([f.result() for f in [
-                        pool.submit(eng._prepare, slides, self.grid, part, origins)
-                        for part in np.array_split(batches[b], eng.workers) if part.size]])
+                    prep = _merge(
+                        [
+                            f.result()
+                            for f in [
+                                pool.submit(eng._prepare, slides, self.grid, part, origins)
+                                for part in np.array_split(batches[b], eng.workers)
+                                if part.size
+                            ]
+                        ]
+                    )
                 else:
                     prep = eng._prepare(slides, self.grid, batches[b], origins)
                 stats["wait_s"] += time.perf_counter() - t0
@@ -581,14 +695,30 @@ class InferenceRun(Iterator[BatchUpdate]):
         stats["stain_fallback"] += int(prep.fallback.sum())
         return {name: res.cams[name][idx] for name in self.cams}
 
-    def _update(self, idx: np.ndarray, failed: np.ndarray, background: np.ndarray,
-                cams: dict[str, np.ndarray] | None = None, from_cache: bool = False) -> BatchUpdate:
+    def _update(
+        self,
+        idx: np.ndarray,
+        failed: np.ndarray,
+        background: np.ndarray,
+        cams: dict[str, np.ndarray] | None = None,
+        from_cache: bool = False,
+    ) -> BatchUpdate:
         res = self.results
         if cams is None:
             cams = {n: res.cams[n][idx] for n in self.cams}
-        return BatchUpdate(indices=idx, probs=res.probs[idx], risk=res.risk[idx], status=res.status[idx],
-                           failed=failed, background=background, done=res.n_done, total=len(res), cams=cams,
-                           from_cache=from_cache, elapsed=time.perf_counter() - self.t_start)
+        return BatchUpdate(
+            indices=idx,
+            probs=res.probs[idx],
+            risk=res.risk[idx],
+            status=res.status[idx],
+            failed=failed,
+            background=background,
+            done=res.n_done,
+            total=len(res),
+            cams=cams,
+            from_cache=from_cache,
+            elapsed=time.perf_counter() - self.t_start,
+        )
 
 
 def tta_views(x: "torch.Tensor", mode: str) -> list["torch.Tensor"]:

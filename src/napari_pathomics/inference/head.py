@@ -60,8 +60,10 @@ class ClassHead:
         return softmax(self.logits(emb).astype(np.float64)).astype(np.float32)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"weight": np.ascontiguousarray(self.weight, dtype=np.float32),
-                "bias": np.ascontiguousarray(self.bias, dtype=np.float32)}
+        return {
+            "weight": np.ascontiguousarray(self.weight, dtype=np.float32),
+            "bias": np.ascontiguousarray(self.bias, dtype=np.float32),
+        }
 
     def to_safetensors(self) -> bytes:
         return save(self.tensors())
@@ -93,8 +95,10 @@ def load_class_head(bundle: Bundle) -> ClassHead | None:
     except (KeyError, ValueError, TypeError) as exc:
         raise BundleError(f"{name}: unreadable class head ({type(exc).__name__}: {exc})") from None
     if head.weight.ndim != 2 or head.bias.shape != (head.weight.shape[0],):
-        raise BundleError(f"{name}: head weight must be (classes, features) and bias (classes,), "
-                          f"got {head.weight.shape} and {head.bias.shape}")
+        raise BundleError(
+            f"{name}: head weight must be (classes, features) and bias (classes,), "
+            f"got {head.weight.shape} and {head.bias.shape}"
+        )
     if head.num_classes != bundle.num_classes:
         raise BundleError(f"{name}: head gives {head.num_classes} classes but the bundle has {bundle.num_classes}")
     if isinstance(spec.get("dim"), int) and spec["dim"] != head.dim:
@@ -104,8 +108,13 @@ def load_class_head(bundle: Bundle) -> ClassHead | None:
     return head
 
 
-def apply_head(results: TileResults, head: ClassHead, risk_weights: np.ndarray,
-               risk_head: RiskHead | None = None, meta: dict | None = None) -> TileResults:
+def apply_head(
+    results: TileResults,
+    head: ClassHead,
+    risk_weights: np.ndarray,
+    risk_head: RiskHead | None = None,
+    meta: dict | None = None,
+) -> TileResults:
     """A copy of ``results`` whose probabilities and patch risk come from ``head`` on the kept embeddings.
 
     Tiles with an embedding get new probabilities (and risk: the risk head on the embedding, else
@@ -124,8 +133,9 @@ def apply_head(results: TileResults, head: ClassHead, risk_weights: np.ndarray,
         has = np.zeros(len(results), dtype=bool)
     else:
         if results.emb.shape[1] != head.dim:
-            raise BundleError(f"the head expects {head.dim} features but the cached embeddings have "
-                              f"{results.emb.shape[1]}")
+            raise BundleError(
+                f"the head expects {head.dim} features but the cached embeddings have {results.emb.shape[1]}"
+            )
         has = done & np.isfinite(results.emb[:, 0])
     idx = np.flatnonzero(has)
     if idx.size:

@@ -36,17 +36,33 @@ from .stain import MacenkoNormalizer
 __all__ = ["ImportOptions", "import_model", "detect_format"]
 
 #: Colours for imported classes: Okabe–Ito (colour-blind safe), then a few more distinct ones.
-PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000",
-           "#999999", "#8C564B", "#17BECF", "#BCBD22")
+PALETTE = (
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+    "#000000",
+    "#999999",
+    "#8C564B",
+    "#17BECF",
+    "#BCBD22",
+)
 #: A class whose name contains one of these is high-risk by default (tumour-like classes).
 TUMOUR_WORDS = ("tum", "cancer", "carcinoma", "malignant", "metast", "invasive", "neoplas")
 #: timm's own pretrained_cfg keys that describe preprocessing we reproduce.
-_CONVERT = ('python -c "import torch; from safetensors.torch import save_file; '
-            "sd = torch.load('{src}', map_location='cpu', weights_only=True); "
-            "save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\"")
-_CONVERT_JIT = ('python -c "import torch; from safetensors.torch import save_file; '
-                "m = torch.jit.load('{src}', map_location='cpu'); "
-                "save_file({{k: v.contiguous() for k, v in m.state_dict().items()}}, 'model.safetensors')\"")
+_CONVERT = (
+    'python -c "import torch; from safetensors.torch import save_file; '
+    "sd = torch.load('{src}', map_location='cpu', weights_only=True); "
+    "save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\""
+)
+_CONVERT_JIT = (
+    'python -c "import torch; from safetensors.torch import save_file; '
+    "m = torch.jit.load('{src}', map_location='cpu'); "
+    "save_file({{k: v.contiguous() for k, v in m.state_dict().items()}}, 'model.safetensors')\""
+)
 
 
 @dataclass
@@ -81,8 +97,10 @@ def detect_format(cfg: dict[str, Any]) -> str:
         return "wsinfer"
     if "architecture" in cfg and ("pretrained_cfg" in cfg or "num_classes" in cfg):
         return "timm"
-    raise BundleError("config.json is neither a timm/Hugging Face nor a WSInfer model config "
-                      "(no architecture + pretrained_cfg, no spec_version / patch_size_pixels)")
+    raise BundleError(
+        "config.json is neither a timm/Hugging Face nor a WSInfer model config "
+        "(no architecture + pretrained_cfg, no spec_version / patch_size_pixels)"
+    )
 
 
 def _weights(src: Path) -> Path:
@@ -103,8 +121,10 @@ def _weights(src: Path) -> Path:
         jit = "torchscript" in p.name.lower() or "jit" in p.name.lower() or _is_torchscript(p)
         how = (_CONVERT_JIT if jit else _CONVERT).format(src=p.name)
         kind = "TorchScript" if jit else "pickled"
-        raise BundleError(f"{p.name}: {kind} weights are refused (loading them runs code from the file); "
-                          f"on a trusted machine, in {src}, convert them with: {how}")
+        raise BundleError(
+            f"{p.name}: {kind} weights are refused (loading them runs code from the file); "
+            f"on a trusted machine, in {src}, convert them with: {how}"
+        )
     raise BundleError(f"{src}: no weights (.safetensors) found")
 
 
@@ -164,13 +184,23 @@ def _from_timm(cfg: dict[str, Any]) -> dict[str, Any]:
     size = pc.get("input_size", [3, 224, 224])
     if not (isinstance(size, (list, tuple)) and len(size) == 3 and size[1] == size[2]):
         raise BundleError(f"config.json: pretrained_cfg.input_size must be [3, S, S], got {size!r}")
-    args = {k: v for k, v in (cfg.get("model_args") or {}).items()
-            if k not in ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay")}
-    return {"architecture": str(cfg["architecture"]), "num_classes": n, "input_size": int(size[1]),
-            "classes": _class_names(cfg.get("label_names"), n),
-            "mean": _triple(pc.get("mean", (0.485, 0.456, 0.406)), "pretrained_cfg.mean"),
-            "std": _triple(pc.get("std", (0.229, 0.224, 0.225)), "pretrained_cfg.std"),
-            "model_args": args, "tile_um": None, "mpp": None, "format": "timm/Hugging Face"}
+    args = {
+        k: v
+        for k, v in (cfg.get("model_args") or {}).items()
+        if k not in ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay")
+    }
+    return {
+        "architecture": str(cfg["architecture"]),
+        "num_classes": n,
+        "input_size": int(size[1]),
+        "classes": _class_names(cfg.get("label_names"), n),
+        "mean": _triple(pc.get("mean", (0.485, 0.456, 0.406)), "pretrained_cfg.mean"),
+        "std": _triple(pc.get("std", (0.229, 0.224, 0.225)), "pretrained_cfg.std"),
+        "model_args": args,
+        "tile_um": None,
+        "mpp": None,
+        "format": "timm/Hugging Face",
+    }
 
 
 def _from_wsinfer(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -190,10 +220,22 @@ def _from_wsinfer(cfg: dict[str, Any]) -> dict[str, Any]:
             s = s[0] if isinstance(s, (list, tuple)) and s else s
             size = int(_finite(s, "transform Resize size"))
         elif t.get("name") == "Normalize":
-            mean, std = _triple(a.get("mean"), "transform Normalize mean"), _triple(a.get("std"), "transform Normalize std")
-    return {"architecture": str(cfg["architecture"]), "num_classes": n, "input_size": size,
-            "classes": _class_names(cfg.get("class_names"), n), "mean": mean, "std": std, "model_args": {},
-            "tile_um": patch * spacing, "mpp": spacing, "format": f"WSInfer {cfg.get('spec_version', '')}".strip()}
+            mean, std = (
+                _triple(a.get("mean"), "transform Normalize mean"),
+                _triple(a.get("std"), "transform Normalize std"),
+            )
+    return {
+        "architecture": str(cfg["architecture"]),
+        "num_classes": n,
+        "input_size": size,
+        "classes": _class_names(cfg.get("class_names"), n),
+        "mean": mean,
+        "std": std,
+        "model_args": {},
+        "tile_um": patch * spacing,
+        "mpp": spacing,
+        "format": f"WSInfer {cfg.get('spec_version', '')}".strip(),
+    }
 
 
 def _tumour_like(name: str) -> bool:
@@ -245,27 +287,44 @@ def import_model(src: str | Path, out: str | Path, opts: ImportOptions | None = 
     layer = opts.gradcam_layer or _default_layer(spec["architecture"], spec["model_args"], spec["num_classes"])
     macenko = MacenkoNormalizer.from_reference_file().to_dict() if opts.macenko else None
     manifest: dict[str, Any] = {
-        "name": opts.name or src.name, "version": "imported", "created": now_iso(),
+        "name": opts.name or src.name,
+        "version": "imported",
+        "created": now_iso(),
         "description": f"{spec['architecture']} imported from a {spec['format']} model folder ({src.name})",
         "files": {},
         "model": {
-            "architecture": spec["architecture"], "weights": "model.safetensors", "num_classes": spec["num_classes"],
-            "classes": [{"name": c, "color": opts.colors.get(c, PALETTE[i % len(PALETTE)])} for i, c in enumerate(classes)],
-            "high_risk_classes": high, "input_size": spec["input_size"], "tile_um": float(tile_um), "mpp": float(mpp),
+            "architecture": spec["architecture"],
+            "weights": "model.safetensors",
+            "num_classes": spec["num_classes"],
+            "classes": [
+                {"name": c, "color": opts.colors.get(c, PALETTE[i % len(PALETTE)])} for i, c in enumerate(classes)
+            ],
+            "high_risk_classes": high,
+            "input_size": spec["input_size"],
+            "tile_um": float(tile_um),
+            "mpp": float(mpp),
             "normalization": {"macenko": macenko, "mean": spec["mean"], "std": spec["std"]},
             "gradcam_target_layer": layer,
             **({"model_args": spec["model_args"]} if spec["model_args"] else {}),
         },
         "signature": None,
-        "provenance": {"imported_from": {"format": spec["format"], "folder": str(src),
-                                         "config_sha256": sha256_file(src / "config.json"),
-                                         "weights": weights.name, "weights_sha256": sha256_file(weights)}},
+        "provenance": {
+            "imported_from": {
+                "format": spec["format"],
+                "folder": str(src),
+                "config_sha256": sha256_file(src / "config.json"),
+                "weights": weights.name,
+                "weights_sha256": sha256_file(weights),
+            }
+        },
     }
     with staged_bundle(out) as tmp:
         shutil.copyfile(weights, tmp / "model.safetensors")
         (tmp / "config.json.source").write_bytes((src / "config.json").read_bytes())
-        manifest["files"] = {"model.safetensors": sha256_file(tmp / "model.safetensors"),
-                             "config.json.source": sha256_file(tmp / "config.json.source")}
+        manifest["files"] = {
+            "model.safetensors": sha256_file(tmp / "model.safetensors"),
+            "config.json.source": sha256_file(tmp / "config.json.source"),
+        }
         write_bundle(tmp, manifest)
         problems = validate_bundle(tmp) or runtime_problems(Bundle.load(tmp))
         if problems:

@@ -18,8 +18,16 @@ def error_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
-def read_tiles(slide: Slide, size_l0: float, out_px: int, origins: np.ndarray, out: np.ndarray,
-               failed: np.ndarray, errors: list[str], max_run: int = 16) -> None:
+def read_tiles(
+    slide: Slide,
+    size_l0: float,
+    out_px: int,
+    origins: np.ndarray,
+    out: np.ndarray,
+    failed: np.ndarray,
+    errors: list[str],
+    max_run: int = 16,
+) -> None:
     """Fill ``out[j]`` with ``slide.read_tile(origins[j], size_l0, out_px)``, pixel for pixel, faster.
 
     Tiles of one lattice row that follow each other are read as one strip, so a file tile that
@@ -41,8 +49,7 @@ def read_tiles(slide: Slide, size_l0: float, out_px: int, origins: np.ndarray, o
     start = 0
     while start < n:
         end = start + 1
-        while (end < n and end - start < max_run and oy[end] == oy[start]
-               and 0 < xs[end] - xs[end - 1] <= step):
+        while end < n and end - start < max_run and oy[end] == oy[start] and 0 < xs[end] - xs[end - 1] <= step:
             end += 1
         width = int(xs[end - 1] - xs[start] + side)
         strip = None
@@ -57,7 +64,7 @@ def read_tiles(slide: Slide, size_l0: float, out_px: int, origins: np.ndarray, o
                     out[j] = slide.read_tile((int(ox[j]), int(oy[j])), size_l0, out_px)
                     continue
                 a = int(xs[j] - xs[start])
-                region = strip[:, a:a + side]
+                region = strip[:, a : a + side]
                 out[j] = region if side == out_px else cv2.resize(region, (out_px, out_px), interpolation=interp)
             except Exception as exc:  # noqa: BLE001 - RegionError or any decoder error
                 failed[j] = True

@@ -37,8 +37,12 @@ class RiskHead:
         return (1.0 / (1.0 + np.exp(-(z @ self.weight + self.bias)))).astype(np.float32)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"weight": np.asarray(self.weight, dtype=np.float64), "bias": np.array([self.bias], dtype=np.float64),
-                "mean": np.asarray(self.mean, dtype=np.float64), "scale": np.asarray(self.scale, dtype=np.float64)}
+        return {
+            "weight": np.asarray(self.weight, dtype=np.float64),
+            "bias": np.array([self.bias], dtype=np.float64),
+            "mean": np.asarray(self.mean, dtype=np.float64),
+            "scale": np.asarray(self.scale, dtype=np.float64),
+        }
 
     def to_safetensors(self) -> bytes:
         return save(self.tensors())
@@ -54,8 +58,9 @@ def load_risk_head(bundle: Bundle) -> RiskHead | None:
         bias = t["bias"].reshape(-1)
         if bias.size != 1:
             raise BundleError(f"{name}: risk head bias must hold one number, it holds {bias.size}")
-        head = RiskHead(t["weight"].astype(np.float64), float(bias[0]),
-                        t["mean"].astype(np.float64), t["scale"].astype(np.float64))
+        head = RiskHead(
+            t["weight"].astype(np.float64), float(bias[0]), t["mean"].astype(np.float64), t["scale"].astype(np.float64)
+        )
     except BundleError:
         raise
     except (KeyError, ValueError, TypeError, IndexError) as exc:

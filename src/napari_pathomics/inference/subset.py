@@ -24,10 +24,17 @@ def cells_grid(slide: Slide, bundle: Bundle, cells: Sequence[tuple[int, int]]) -
     """A grid of exactly these (col, row) cells of the bundle's lattice on ``slide`` (row-major order)."""
     s = bundle.tile_um / slide.mpp[0]
     order = sorted(set((int(c), int(r)) for c, r in cells), key=lambda cr: (cr[1], cr[0]))
-    return TileGrid(cols=np.array([c for c, _ in order], dtype=np.int64),
-                    rows=np.array([r for _, r in order], dtype=np.int64), tile_size_l0=s, tile_um=bundle.tile_um,
-                    mpp=bundle.mpp, slide_width=slide.width, slide_height=slide.height,
-                    coverage=np.ones(len(order), dtype=np.float32), params={"cells": True})
+    return TileGrid(
+        cols=np.array([c for c, _ in order], dtype=np.int64),
+        rows=np.array([r for _, r in order], dtype=np.int64),
+        tile_size_l0=s,
+        tile_um=bundle.tile_um,
+        mpp=bundle.mpp,
+        slide_width=slide.width,
+        slide_height=slide.height,
+        coverage=np.ones(len(order), dtype=np.float32),
+        params={"cells": True},
+    )
 
 
 def cell_index(results: TileResults) -> dict[tuple[int, int], int]:
@@ -52,12 +59,17 @@ def cams_missing(results: TileResults, names: Sequence[str], indices: np.ndarray
     return idx if indices is None else np.intersect1d(idx, np.asarray(indices, dtype=np.int64))
 
 
-def cams_run(engine: Engine, slide: Slide, results: TileResults, names: Sequence[str], indices: np.ndarray,
-             cancel: threading.Event | None = None) -> InferenceRun:
+def cams_run(
+    engine: Engine,
+    slide: Slide,
+    results: TileResults,
+    names: Sequence[str],
+    indices: np.ndarray,
+    cancel: threading.Event | None = None,
+) -> InferenceRun:
     """A run computing the CAMs ``names`` of tiles ``indices`` of ``results`` (uncached: a part of a slide)."""
     cells = list(zip(results.cols[indices].tolist(), results.rows[indices].tolist()))
-    return engine.run(slide, cells_grid(slide, engine.bundle, cells), cams=tuple(names), use_cache=False,
-                      cancel=cancel)
+    return engine.run(slide, cells_grid(slide, engine.bundle, cells), cams=tuple(names), use_cache=False, cancel=cancel)
 
 
 def merge_cams(results: TileResults, part: TileResults) -> int:

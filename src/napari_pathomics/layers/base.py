@@ -17,7 +17,13 @@ ROLE = "pathomics_role"
 SLIDE_PATH = "pathomics_slide_path"
 CELL_L0 = "pathomics_cell_l0"
 #: Roles of the layers the plugin makes.
-ROLE_SLIDE, ROLE_ROIS, ROLE_ROIS_IMPORT, ROLE_TISSUE, ROLE_TILE_GRID = "slide", "rois", "rois_import", "tissue", "tile_grid"
+ROLE_SLIDE, ROLE_ROIS, ROLE_ROIS_IMPORT, ROLE_TISSUE, ROLE_TILE_GRID = (
+    "slide",
+    "rois",
+    "rois_import",
+    "tissue",
+    "tile_grid",
+)
 ROLE_CLASS_MAP, ROLE_RISK_MAP = "class_map", "risk_map"
 ROLE_ROI_HOLES, ROLE_QUPATH_POINTS, ROLE_QUPATH_CELLS = "roi_holes", "qupath_points", "qupath_cells"
 ROLE_QUPATH_OUTLINES = "qupath_outlines"
@@ -86,8 +92,11 @@ def world_to_level0(slide: Slide, yx_um: np.ndarray) -> np.ndarray:
 
 def tissue_layer(slide: Slide, mask: np.ndarray, downsample: float) -> LayerTuple:
     kwargs = grid_transform(slide, downsample)
-    kwargs.update(name="Tissue", opacity=0.35, metadata={ROLE: ROLE_TISSUE, SLIDE_PATH: str(slide.path),
-                                                         "pathomics_downsample": downsample})
+    kwargs.update(
+        name="Tissue",
+        opacity=0.35,
+        metadata={ROLE: ROLE_TISSUE, SLIDE_PATH: str(slide.path), "pathomics_downsample": downsample},
+    )
     return mask.astype(np.uint8), kwargs, "labels"
 
 
@@ -109,10 +118,17 @@ def tile_grid_overlay(slide: Slide, grid: Any, max_side: int = 4096) -> LayerTup
     rgba[pattern == 2] = (0, 200, 255, 255)
     rgba[pattern == 1] = (0, 200, 255, 40)
     kwargs = grid_transform(slide, grid.tile_size_l0 / k)
-    kwargs.update(name="Tile grid", rgb=True, metadata={
-        ROLE: ROLE_TILE_GRID, SLIDE_PATH: str(slide.path), "tile_count": len(grid), CELL_L0: grid.tile_size_l0 / k})
+    kwargs.update(
+        name="Tile grid",
+        rgb=True,
+        metadata={
+            ROLE: ROLE_TILE_GRID,
+            SLIDE_PATH: str(slide.path),
+            "tile_count": len(grid),
+            CELL_L0: grid.tile_size_l0 / k,
+        },
+    )
     return rgba, kwargs, "image"
-
 
 
 def result_meta(slide: Slide, role: str, cell_l0: float) -> dict[str, Any]:

@@ -49,8 +49,12 @@ class Display:
 
 def view_key(role: str) -> str:
     """The selector key of a result layer's role."""
-    return {ROLE_CLASS_MAP: VIEW_CLASSES, ROLE_LOW_CONFIDENCE: VIEW_CLASSES, ROLE_RISK_MAP: VIEW_RISK,
-            ROLE_UNCERTAINTY: VIEW_UNCERTAINTY}.get(role, role)
+    return {
+        ROLE_CLASS_MAP: VIEW_CLASSES,
+        ROLE_LOW_CONFIDENCE: VIEW_CLASSES,
+        ROLE_RISK_MAP: VIEW_RISK,
+        ROLE_UNCERTAINTY: VIEW_UNCERTAINTY,
+    }.get(role, role)
 
 
 def views(results: TileResults) -> list[tuple[str, str]]:
@@ -79,11 +83,14 @@ def class_map_layer(slide: Slide, results: TileResults, display: Display | None 
     display = display or Display()
     data = (results.class_map() + 1).astype(np.int32)
     kwargs = grid_transform(slide, results.tile_size_l0)
-    kwargs.update(name="Tissue classes", colormap=class_colormap(results, alpha=1.0, display=display),
-                  opacity=display.opacity, visible=display.shown == VIEW_CLASSES,
-                  features={"index": np.arange(len(results.class_names) + 1),
-                            "class": ["none"] + list(results.class_names)},
-                  metadata={**result_meta(slide, ROLE_CLASS_MAP, results.tile_size_l0), VIEW_KEY: VIEW_CLASSES})
+    kwargs.update(
+        name="Tissue classes",
+        colormap=class_colormap(results, alpha=1.0, display=display),
+        opacity=display.opacity,
+        visible=display.shown == VIEW_CLASSES,
+        features={"index": np.arange(len(results.class_names) + 1), "class": ["none"] + list(results.class_names)},
+        metadata={**result_meta(slide, ROLE_CLASS_MAP, results.tile_size_l0), VIEW_KEY: VIEW_CLASSES},
+    )
     return data, kwargs, "labels"
 
 
@@ -120,29 +127,55 @@ def low_confidence_layer(slide: Slide, results: TileResults, display: Display | 
         mask = np.kron(marked, np.ones((k, k), dtype=bool))
         rgba[mask] = tiled[mask]
     kwargs = grid_transform(slide, results.tile_size_l0 / k)
-    kwargs.update(name=f"Low confidence (top class < {display.low_confidence:.2f})", rgb=True,
-                  visible=display.shown == VIEW_CLASSES, opacity=0.85,
-                  metadata={**result_meta(slide, ROLE_LOW_CONFIDENCE, results.tile_size_l0 / k),
-                            VIEW_KEY: VIEW_CLASSES, "tiles": idx.tolist(), "threshold": display.low_confidence})
+    kwargs.update(
+        name=f"Low confidence (top class < {display.low_confidence:.2f})",
+        rgb=True,
+        visible=display.shown == VIEW_CLASSES,
+        opacity=0.85,
+        metadata={
+            **result_meta(slide, ROLE_LOW_CONFIDENCE, results.tile_size_l0 / k),
+            VIEW_KEY: VIEW_CLASSES,
+            "tiles": idx.tolist(),
+            "threshold": display.low_confidence,
+        },
+    )
     return rgba, kwargs, "image"
 
 
-def class_legend(results: TileResults, descriptions: dict[str, str] | None = None,
-                 display: Display | None = None) -> list[dict[str, Any]]:
+def class_legend(
+    results: TileResults, descriptions: dict[str, str] | None = None, display: Display | None = None
+) -> list[dict[str, Any]]:
     """Per class: name, full name, display colour and share of the classified tiles."""
     done = results.status == DONE
     pred = results.pred[done]
     n = max(1, int(done.sum()))
     colors = class_colors(results, display)
-    return [{"name": name, "title": (descriptions or {}).get(name, name), "color": colors[i],
-             "share": float(np.count_nonzero(pred == i)) / n, "tiles": int(np.count_nonzero(pred == i))}
-            for i, name in enumerate(results.class_names)]
+    return [
+        {
+            "name": name,
+            "title": (descriptions or {}).get(name, name),
+            "color": colors[i],
+            "share": float(np.count_nonzero(pred == i)) / n,
+            "tiles": int(np.count_nonzero(pred == i)),
+        }
+        for i, name in enumerate(results.class_names)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # continuous maps
-def _scalar(slide: Slide, values: np.ndarray, cell_l0: float, kind: str, key: str, role: str, name: str,
-            display: Display, floor: float | None, scale_note: str = "") -> LayerTuple:
+def _scalar(
+    slide: Slide,
+    values: np.ndarray,
+    cell_l0: float,
+    kind: str,
+    key: str,
+    role: str,
+    name: str,
+    display: Display,
+    floor: float | None,
+    scale_note: str = "",
+) -> LayerTuple:
     lo, hi = robust_limits(values, floor=floor)
     eps = (hi - lo) / 50.0
     clim = (lo - eps, hi)
@@ -151,19 +184,43 @@ def _scalar(slide: Slide, values: np.ndarray, cell_l0: float, kind: str, key: st
     fraction = (thr - clim[0]) / (clim[1] - clim[0]) if thr > lo else 0.0
     spec = MAPS[kind]
     kwargs = grid_transform(slide, cell_l0)
-    kwargs.update(name=name, colormap=napari_colormap(kind, fraction), contrast_limits=clim, opacity=1.0,
-                  blending="translucent", visible=display.shown == key,
-                  interpolation2d="linear" if display.smooth else "nearest",
-                  metadata={**result_meta(slide, role, cell_l0), VIEW_KEY: key, COLORBAR_KEY: True,
-                            SCALE_KEY: {"limits": [lo, hi], "threshold": max(thr, lo), "units": spec.units,
-                                        "title": spec.title, "scale": scale_note}})
+    kwargs.update(
+        name=name,
+        colormap=napari_colormap(kind, fraction),
+        contrast_limits=clim,
+        opacity=1.0,
+        blending="translucent",
+        visible=display.shown == key,
+        interpolation2d="linear" if display.smooth else "nearest",
+        metadata={
+            **result_meta(slide, role, cell_l0),
+            VIEW_KEY: key,
+            COLORBAR_KEY: True,
+            SCALE_KEY: {
+                "limits": [lo, hi],
+                "threshold": max(thr, lo),
+                "units": spec.units,
+                "title": spec.title,
+                "scale": scale_note,
+            },
+        },
+    )
     return data, kwargs, "image"
 
 
 def risk_map_layer(slide: Slide, results: TileResults, display: Display | None = None) -> LayerTuple:
     """Patch risk per tile on a scale fitted to the slide's values (the colour bar reads the values)."""
-    return _scalar(slide, results.risk_map(), results.tile_size_l0, "risk", VIEW_RISK, ROLE_RISK_MAP,
-                   "Patch risk", display or Display(), floor=None)
+    return _scalar(
+        slide,
+        results.risk_map(),
+        results.tile_size_l0,
+        "risk",
+        VIEW_RISK,
+        ROLE_RISK_MAP,
+        "Patch risk",
+        display or Display(),
+        floor=None,
+    )
 
 
 def cam_values(results: TileResults, name: str, scale: str = "slide") -> np.ndarray:
@@ -183,28 +240,55 @@ def cam_layer(slide: Slide, results: TileResults, name: str, display: Display | 
     scale = display.cam_scale if display.cam_scale in CAM_SCALES else "slide"
     title = "Risk activation map" if name == RISK_CAM else f"Grad-CAM {name}"
     note = "per-slide scale" if scale == "slide" else "per-tile scale (each tile's maximum = 1)"
-    return _scalar(slide, cam_values(results, name, scale), results.tile_size_l0 / k, "cam", cam_role(name),
-                   cam_role(name), f"{title} ({note})", display, floor=0.0, scale_note=note)
+    return _scalar(
+        slide,
+        cam_values(results, name, scale),
+        results.tile_size_l0 / k,
+        "cam",
+        cam_role(name),
+        cam_role(name),
+        f"{title} ({note})",
+        display,
+        floor=0.0,
+        scale_note=note,
+    )
 
 
 def uncertainty_layer(slide: Slide, results: TileResults, display: Display | None = None) -> LayerTuple:
     """1 − top-class probability per tile: bright where the classifier hesitates."""
     values = results.lattice(1.0 - top_probability(results)).astype(np.float32)
-    return _scalar(slide, values, results.tile_size_l0, "uncertainty", VIEW_UNCERTAINTY, ROLE_UNCERTAINTY,
-                   "Uncertainty (1 − top-class probability)", display or Display(), floor=0.0)
+    return _scalar(
+        slide,
+        values,
+        results.tile_size_l0,
+        "uncertainty",
+        VIEW_UNCERTAINTY,
+        ROLE_UNCERTAINTY,
+        "Uncertainty (1 − top-class probability)",
+        display or Display(),
+        floor=0.0,
+    )
 
 
 def result_layers(slide: Slide, results: TileResults, display: Display | None = None) -> list[LayerTuple]:
     """Every layer of a result, only ``display.shown``'s visible: classes (+ hatching), risk, CAMs, uncertainty."""
     display = display or Display()
-    return [class_map_layer(slide, results, display), low_confidence_layer(slide, results, display),
-            risk_map_layer(slide, results, display),
-            *(cam_layer(slide, results, name, display) for name in results.cams),
-            uncertainty_layer(slide, results, display)]
+    return [
+        class_map_layer(slide, results, display),
+        low_confidence_layer(slide, results, display),
+        risk_map_layer(slide, results, display),
+        *(cam_layer(slide, results, name, display) for name in results.cams),
+        uncertainty_layer(slide, results, display),
+    ]
 
 
-def tile_readout(results: TileResults, slide: Slide, world_yx: tuple[float, float],
-                 descriptions: dict[str, str] | None = None, low_confidence: float = 0.5) -> str:
+def tile_readout(
+    results: TileResults,
+    slide: Slide,
+    world_yx: tuple[float, float],
+    descriptions: dict[str, str] | None = None,
+    low_confidence: float = 0.5,
+) -> str:
     """Status-bar text for the tile under a world (y, x) µm position ('' when none): top-3 classes."""
     xy = world_to_level0(slide, np.asarray([world_yx], dtype=np.float64))[0]
     i = results.tile_at(float(xy[0]), float(xy[1]))
@@ -218,5 +302,7 @@ def tile_readout(results: TileResults, slide: Slide, world_yx: tuple[float, floa
     title = (descriptions or {}).get(first)
     top = " · ".join(f"{n} {p:.2f}" for n, p in probs[:3])
     doubt = " · low confidence" if probs[0][1] < low_confidence else ""
-    return (f"tile ({d['x']}, {d['y']}): {first}{f' ({title})' if title else ''} · top 3: {top}"
-            f" · patch risk {d['risk']:.2f}{doubt}")
+    return (
+        f"tile ({d['x']}, {d['y']}): {first}{f' ({title})' if title else ''} · top 3: {top}"
+        f" · patch risk {d['risk']:.2f}{doubt}"
+    )

@@ -80,8 +80,10 @@ def _reapply_holes(outer: Polygon | MultiPolygon, orig: Annotation, notes: list[
     holes = [Polygon(h) for p in parts for h in p.interiors]
     kept = [h for h in holes if outer.contains(h)]
     if len(kept) < len(holes) and notes is not None:
-        notes.append(f"ROI {orig.name or orig.id}: {len(holes) - len(kept)} of its {len(holes)} holes no longer lie "
-                     "inside the edited outline and were dropped; the previous version is kept as .<file>.previous")
+        notes.append(
+            f"ROI {orig.name or orig.id}: {len(holes) - len(kept)} of its {len(holes)} holes no longer lie "
+            "inside the edited outline and were dropped; the previous version is kept as .<file>.previous"
+        )
     if not kept:
         return outer
     cut = as_area(outer.difference(shapely.union_all(kept)))
@@ -130,8 +132,11 @@ def shapes_to_annotations(
             continue
         first = idxs[0]
         cls = str(classes[first] or (orig.classification if orig else DEFAULT_CLASS))
-        color = napari_color(edge_colors[first], DEFAULT_COLOR) if edge_colors is not None and len(edge_colors) > first \
+        color = (
+            napari_color(edge_colors[first], DEFAULT_COLOR)
+            if edge_colors is not None and len(edge_colors) > first
             else (orig.color if orig else DEFAULT_COLOR)
+        )
         if orig is not None:
             out.append(replace(orig, geometry=_reapply_holes(area, orig, notes), classification=cls, color=color))
         else:
@@ -150,8 +155,14 @@ def _unchanged(orig: Annotation, parts_yx: list[np.ndarray], types: list[str]) -
     left = list(range(len(parts_yx)))
     for part in parts:
         ext = np.asarray(part.exterior.coords)[:-1]
-        hit = next((i for i in left if len(parts_yx[i]) == len(ext)
-                    and np.allclose(np.asarray(parts_yx[i])[:, ::-1], ext, atol=1e-6)), None)
+        hit = next(
+            (
+                i
+                for i in left
+                if len(parts_yx[i]) == len(ext) and np.allclose(np.asarray(parts_yx[i])[:, ::-1], ext, atol=1e-6)
+            ),
+            None,
+        )
         if hit is None:
             return False
         left.remove(hit)
@@ -178,24 +189,35 @@ def qupath_point_layers(slide: Slide, objects: Sequence[GeoObject]) -> list[Laye
         pts = [(pt.y, pt.x) for o in objs for pt in getattr(o.geometry, "geoms", [o.geometry])]
         names = [o.name or "" for o in objs for _ in getattr(o.geometry, "geoms", [o.geometry])]
         kwargs = geometry_transform(slide)
-        kwargs.update(name=f"{cls} points", size=size, face_color=_object_color(objs[0]), border_color="white",
-                      features={"name": names, "classification": [cls] * len(names)},
-                      metadata={ROLE: ROLE_QUPATH_POINTS, SLIDE_PATH: str(slide.path), "classification": cls})
+        kwargs.update(
+            name=f"{cls} points",
+            size=size,
+            face_color=_object_color(objs[0]),
+            border_color="white",
+            features={"name": names, "classification": [cls] * len(names)},
+            metadata={ROLE: ROLE_QUPATH_POINTS, SLIDE_PATH: str(slide.path), "classification": cls},
+        )
         out.append((np.asarray(pts, dtype=np.float64).reshape(-1, 2), kwargs, "points"))
     return out
 
 
 def qupath_cell_layer(slide: Slide, objects: Sequence[GeoObject]) -> LayerTuple | None:
     """QuPath cells, detections and tiles as centroids coloured by class, measurements as features."""
-    objs = [o for o in objects if isinstance(o, QuPathObject) and o.kind in ("cell", "detection", "tile")
-            and o.geometry is not None]
+    objs = [
+        o
+        for o in objects
+        if isinstance(o, QuPathObject) and o.kind in ("cell", "detection", "tile") and o.geometry is not None
+    ]
     if not objs:
         return None
     cents = [o.geometry.representative_point() if not o.geometry.is_empty else None for o in objs]
     keep = [i for i, c in enumerate(cents) if c is not None]
     objs, cents = [objs[i] for i in keep], [cents[i] for i in keep]
     keys = sorted({k for o in objs for k in o.measurements})
-    features: dict[str, Any] = {"kind": [o.kind for o in objs], "classification": [o.classification or "" for o in objs]}
+    features: dict[str, Any] = {
+        "kind": [o.kind for o in objs],
+        "classification": [o.classification or "" for o in objs],
+    }
     for k in keys:
         features[k] = np.array([o.measurements.get(k, np.nan) for o in objs], dtype=np.float64)
     colors = [_object_color(o) for o in objs]
@@ -203,22 +225,37 @@ def qupath_cell_layer(slide: Slide, objects: Sequence[GeoObject]) -> LayerTuple 
     outlines = [[g for g in (o.geometry, o.nucleus) if g is not None and not g.is_empty] for o in objs]
     bounds = np.asarray([o.geometry.bounds for o in objs], dtype=np.float64).reshape(-1, 4)
     kwargs = geometry_transform(slide)
-    kwargs.update(name=f"{slide.path.name} QuPath cells and detections", size=POINT_SIZE_UM / 2 / (slide_scale(slide)[1] or 1.0),
-                  face_color=colors, border_width=0, features=features,
-                  metadata={ROLE: ROLE_QUPATH_CELLS, SLIDE_PATH: str(slide.path), "pathomics_outlines": outlines,
-                            "pathomics_outline_bounds": bounds, "pathomics_outline_colors": colors})
+    kwargs.update(
+        name=f"{slide.path.name} QuPath cells and detections",
+        size=POINT_SIZE_UM / 2 / (slide_scale(slide)[1] or 1.0),
+        face_color=colors,
+        border_width=0,
+        features=features,
+        metadata={
+            ROLE: ROLE_QUPATH_CELLS,
+            SLIDE_PATH: str(slide.path),
+            "pathomics_outlines": outlines,
+            "pathomics_outline_bounds": bounds,
+            "pathomics_outline_colors": colors,
+        },
+    )
     return np.asarray([(c.y, c.x) for c in cents], dtype=np.float64).reshape(-1, 2), kwargs, "points"
 
 
 def _rings(geom: Any) -> list[np.ndarray]:
     """Every ring (exteriors and holes) of a polygonal geometry, as (y, x) vertices without the closing one."""
     polys = [g for g in getattr(geom, "geoms", [geom]) if isinstance(g, Polygon)]
-    return [np.asarray(r.coords, dtype=np.float64)[:-1, ::-1] for p in polys for r in (p.exterior, *p.interiors)
-            if len(r.coords) >= 4]
+    return [
+        np.asarray(r.coords, dtype=np.float64)[:-1, ::-1]
+        for p in polys
+        for r in (p.exterior, *p.interiors)
+        if len(r.coords) >= 4
+    ]
 
 
-def qupath_outlines(metadata: dict[str, Any], box_l0: tuple[float, float, float, float],
-                    max_shapes: int = OUTLINE_MAX_SHAPES) -> tuple[list[np.ndarray], list[str]]:
+def qupath_outlines(
+    metadata: dict[str, Any], box_l0: tuple[float, float, float, float], max_shapes: int = OUTLINE_MAX_SHAPES
+) -> tuple[list[np.ndarray], list[str]]:
     """Outline rings ((y, x) level-0 corner vertices) and edge colours of a QuPath cell layer's objects
     overlapping a level-0 box (``metadata``: the cell layer's).
 
@@ -245,14 +282,20 @@ def qupath_outlines(metadata: dict[str, Any], box_l0: tuple[float, float, float,
     return data, edges
 
 
-def qupath_outline_layer(slide: Slide, data: list[np.ndarray] | None = None, colors: list[str] | None = None
-                         ) -> LayerTuple:
+def qupath_outline_layer(
+    slide: Slide, data: list[np.ndarray] | None = None, colors: list[str] | None = None
+) -> LayerTuple:
     """The (lazily filled) Shapes layer of QuPath cell/detection outlines, in level-0 corner coordinates."""
     kwargs = geometry_transform(slide)
     data = data or []
-    kwargs.update(name=f"{slide.path.name} QuPath outlines", edge_width=1.5, face_color="transparent", opacity=0.9,
-                  edge_color=colors or rgb_to_hex(DEFAULT_COLOR),
-                  metadata={ROLE: ROLE_QUPATH_OUTLINES, SLIDE_PATH: str(slide.path)})
+    kwargs.update(
+        name=f"{slide.path.name} QuPath outlines",
+        edge_width=1.5,
+        face_color="transparent",
+        opacity=0.9,
+        edge_color=colors or rgb_to_hex(DEFAULT_COLOR),
+        metadata={ROLE: ROLE_QUPATH_OUTLINES, SLIDE_PATH: str(slide.path)},
+    )
     if data:
         kwargs["shape_type"] = ["polygon"] * len(data)
     return data, kwargs, "shapes"
@@ -260,12 +303,20 @@ def qupath_outline_layer(slide: Slide, data: list[np.ndarray] | None = None, col
 
 def roi_holes_layer(slide: Slide, annotations: list[Annotation]) -> LayerTuple:
     """The ROIs' hole rings, drawn dashed-looking (thin, dark) over the ROI layer, which cannot show holes."""
-    rings = [np.asarray(h.coords)[:-1, ::-1].copy() for a in annotations
-             for p in (a.geometry.geoms if isinstance(a.geometry, MultiPolygon) else [a.geometry]) for h in p.interiors]
+    rings = [
+        np.asarray(h.coords)[:-1, ::-1].copy()
+        for a in annotations
+        for p in (a.geometry.geoms if isinstance(a.geometry, MultiPolygon) else [a.geometry])
+        for h in p.interiors
+    ]
     kwargs = geometry_transform(slide)
-    kwargs.update(name=f"{slide.path.name} ROI holes", shape_type=["polygon"] * len(rings), edge_width=2,
-                  edge_color="#00e5ff", face_color=[0.0, 0.9, 1.0, 0.15], opacity=1.0,
-                  metadata={ROLE: ROLE_ROI_HOLES, SLIDE_PATH: str(slide.path)})
+    kwargs.update(
+        name=f"{slide.path.name} ROI holes",
+        shape_type=["polygon"] * len(rings),
+        edge_width=2,
+        edge_color="#00e5ff",
+        face_color=[0.0, 0.9, 1.0, 0.15],
+        opacity=1.0,
+        metadata={ROLE: ROLE_ROI_HOLES, SLIDE_PATH: str(slide.path)},
+    )
     return rings, kwargs, "shapes"
-
-

@@ -2,8 +2,21 @@
 
 from ..lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "cache_path": "cache", "cache_root": "cache", "read_csv": "export", "tiles_csv": "export",
-    "tiles_geojson": "export", "patch_risk": "risk", "patch_risk_weights": "risk", "BACKGROUND": "status",
-    "DONE": "status", "FAILED": "status", "PENDING": "status", "STATUS_NAMES": "status", "TileResults": "tiles",
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "cache_path": "cache",
+        "cache_root": "cache",
+        "read_csv": "export",
+        "tiles_csv": "export",
+        "tiles_geojson": "export",
+        "patch_risk": "risk",
+        "patch_risk_weights": "risk",
+        "BACKGROUND": "status",
+        "DONE": "status",
+        "FAILED": "status",
+        "PENDING": "status",
+        "STATUS_NAMES": "status",
+        "TileResults": "tiles",
+    },
+)

@@ -28,12 +28,21 @@ def tiles_csv(res: TileResults) -> str:
     def rows() -> Any:
         for i in range(len(res)):
             done = res.status[i] == DONE
-            yield [int(res.origins[i, 0]), int(res.origins[i, 1]), size, int(res.cols[i]), int(res.rows[i]),
-                   STATUS_NAMES[int(res.status[i])], res.class_names[pred[i]] if done else "",
-                   _fmt(res.risk[i]) if done else "", *([_fmt(p) for p in res.probs[i]] if done else nan_row)]
+            yield [
+                int(res.origins[i, 0]),
+                int(res.origins[i, 1]),
+                size,
+                int(res.cols[i]),
+                int(res.rows[i]),
+                STATUS_NAMES[int(res.status[i])],
+                res.class_names[pred[i]] if done else "",
+                _fmt(res.risk[i]) if done else "",
+                *([_fmt(p) for p in res.probs[i]] if done else nan_row),
+            ]
 
-    return csv_text(["x", "y", "size", "col", "row", "status", "class", "risk",
-                     *[f"prob_{n}" for n in res.class_names]], rows())
+    return csv_text(
+        ["x", "y", "size", "col", "row", "status", "class", "risk", *[f"prob_{n}" for n in res.class_names]], rows()
+    )
 
 
 def tiles_geojson(res: TileResults, include: str = "done") -> dict[str, Any]:
@@ -61,8 +70,14 @@ def tiles_geojson(res: TileResults, include: str = "done") -> dict[str, Any]:
             props["classification"] = {"name": STATUS_NAMES[st], "color": [128, 128, 128]}
             props["measurements"] = {}
         props["name"] = f"tile {int(res.cols[i])},{int(res.rows[i])}"
-        feats.append({"type": "Feature", "id": f"tile-{int(res.cols[i])}-{int(res.rows[i])}",
-                      "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props})
+        feats.append(
+            {
+                "type": "Feature",
+                "id": f"tile-{int(res.cols[i])}-{int(res.rows[i])}",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": props,
+            }
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 

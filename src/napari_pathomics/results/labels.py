@@ -40,9 +40,21 @@ from ..provenance import now_iso, strict_json
 from ..wsi.annotations import Annotation, QuPathObject, parse_geojson
 from ..wsi.roi_store import autosave_path, sidecar_path, user_store_dir
 
-__all__ = ["TileLabel", "SlideIdentity", "TileLabels", "ImportReport", "DEFAULT_MAPPING", "IGNORE", "LABELS_SUFFIX",
-           "labels_path", "saved_labels_path", "load_saved_labels", "read_labels", "resolve_class",
-           "outline_image"]
+__all__ = [
+    "TileLabel",
+    "SlideIdentity",
+    "TileLabels",
+    "ImportReport",
+    "DEFAULT_MAPPING",
+    "IGNORE",
+    "LABELS_SUFFIX",
+    "labels_path",
+    "saved_labels_path",
+    "load_saved_labels",
+    "read_labels",
+    "resolve_class",
+    "outline_image",
+]
 
 LABELS_SUFFIX = ".labels.geojson"
 #: The FeatureCollection member with the slide identity, lattice and mapping (QuPath ignores it).
@@ -56,16 +68,36 @@ IGNORE = ""
 #: QuPath class names → NCT-CRC-HE class codes (matched case-insensitively; user-editable, saved
 #: with the labels). Targets the bundle does not have are left out when the mapping is used.
 DEFAULT_MAPPING: dict[str, str] = {
-    "Tumor": "TUM", "Tumour": "TUM", "Tumor epithelium": "TUM", "Tumour epithelium": "TUM", "Carcinoma": "TUM",
-    "Stroma": "STR", "Tumor stroma": "STR", "Desmoplastic stroma": "STR",
-    "Immune cells": "LYM", "Immune": "LYM", "Lymphocytes": "LYM", "Lymphocyte": "LYM", "Inflammation": "LYM",
-    "Necrosis": "DEB", "Debris": "DEB",
-    "Muscle": "MUS", "Smooth muscle": "MUS",
-    "Adipose": "ADI", "Fat": "ADI",
-    "Mucus": "MUC", "Mucin": "MUC",
-    "Normal": "NORM", "Normal mucosa": "NORM", "Normal tissue": "NORM",
-    "Background": "BACK", "Glass": "BACK", "Whitespace": "BACK",
-    "Ignore*": IGNORE, "Region*": IGNORE, "Tumor (proposed)": IGNORE,
+    "Tumor": "TUM",
+    "Tumour": "TUM",
+    "Tumor epithelium": "TUM",
+    "Tumour epithelium": "TUM",
+    "Carcinoma": "TUM",
+    "Stroma": "STR",
+    "Tumor stroma": "STR",
+    "Desmoplastic stroma": "STR",
+    "Immune cells": "LYM",
+    "Immune": "LYM",
+    "Lymphocytes": "LYM",
+    "Lymphocyte": "LYM",
+    "Inflammation": "LYM",
+    "Necrosis": "DEB",
+    "Debris": "DEB",
+    "Muscle": "MUS",
+    "Smooth muscle": "MUS",
+    "Adipose": "ADI",
+    "Fat": "ADI",
+    "Mucus": "MUC",
+    "Mucin": "MUC",
+    "Normal": "NORM",
+    "Normal mucosa": "NORM",
+    "Normal tissue": "NORM",
+    "Background": "BACK",
+    "Glass": "BACK",
+    "Whitespace": "BACK",
+    "Ignore*": IGNORE,
+    "Region*": IGNORE,
+    "Tumor (proposed)": IGNORE,
 }
 
 
@@ -107,11 +139,18 @@ class SlideIdentity:
     def from_json(cls, doc: Any) -> SlideIdentity | None:
         if not isinstance(doc, dict) or not doc.get("name"):
             return None
+
         def _int(v: Any) -> int | None:
             return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
         sha = doc.get("sha256")
-        return cls(str(doc["name"]), _int(doc.get("size")), str(sha) if isinstance(sha, str) else None,
-                   _int(doc.get("width")), _int(doc.get("height")))
+        return cls(
+            str(doc["name"]),
+            _int(doc.get("size")),
+            str(sha) if isinstance(sha, str) else None,
+            _int(doc.get("width")),
+            _int(doc.get("height")),
+        )
 
     def same_slide(self, other: SlideIdentity) -> bool:
         if self.sha256 and other.sha256:
@@ -136,14 +175,18 @@ class ImportReport:
         return sum(self.added.values())
 
     def summary(self) -> str:
-        parts = [f"{self.n_added} tiles labelled" + (
-            " (" + ", ".join(f"{c} {n}" for c, n in sorted(self.added.items())) + ")" if self.added else "")]
+        parts = [
+            f"{self.n_added} tiles labelled"
+            + (" (" + ", ".join(f"{c} {n}" for c, n in sorted(self.added.items())) + ")" if self.added else "")
+        ]
         if self.off_slide:
             parts.append(f"{self.off_slide} off the slide skipped")
         if self.conflicts:
             parts.append(f"{self.conflicts} tiles in objects of two classes (the later object wins)")
         if self.skipped:
-            parts.append(f"{len(self.skipped)} objects skipped ({self.skipped[0]}{'…' if len(self.skipped) > 1 else ''})")
+            parts.append(
+                f"{len(self.skipped)} objects skipped ({self.skipped[0]}{'…' if len(self.skipped) > 1 else ''})"
+            )
         return "; ".join(parts)
 
 
@@ -180,9 +223,14 @@ def resolve_class(name: str | None, classes: Sequence[str], mapping: Mapping[str
 class TileLabels:
     """Labelled tiles of one slide on one lattice, with undo, QuPath GeoJSON and autosave."""
 
-    def __init__(self, tile_size_l0: float, slide: SlideIdentity | None = None,
-                 mapping: Mapping[str, str] | None = None, tile_um: float | None = None,
-                 mpp: float | None = None) -> None:
+    def __init__(
+        self,
+        tile_size_l0: float,
+        slide: SlideIdentity | None = None,
+        mapping: Mapping[str, str] | None = None,
+        tile_um: float | None = None,
+        mpp: float | None = None,
+    ) -> None:
         if not (math.isfinite(tile_size_l0) and tile_size_l0 > 0):
             raise LabelsError(f"tile side must be a positive number of pixels, got {tile_size_l0!r}")
         self.tile_size_l0 = float(tile_size_l0)
@@ -215,8 +263,11 @@ class TileLabels:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(cols, rows, classes) of every label, in row-major order."""
         items = list(self)
-        return (np.array([t.col for t in items], dtype=np.int64), np.array([t.row for t in items], dtype=np.int64),
-                [t.cls for t in items])
+        return (
+            np.array([t.col for t in items], dtype=np.int64),
+            np.array([t.row for t in items], dtype=np.int64),
+            [t.cls for t in items],
+        )
 
     def origin(self, col: int, row: int) -> tuple[int, int]:
         """Level-0 (x, y) of a tile's top-left corner (the ``TileGrid`` rule)."""
@@ -235,8 +286,9 @@ class TileLabels:
         return bool(self._undo)
 
     # ---- edits ----------------------------------------------------------------------------
-    def set(self, cells: Iterable[tuple[int, int]], cls: str | None, by: str | None = None,
-            at: str | None = None) -> int:
+    def set(
+        self, cells: Iterable[tuple[int, int]], cls: str | None, by: str | None = None, at: str | None = None
+    ) -> int:
         """Label ``cells`` as ``cls`` (``None`` erases): one undo step; returns how many tiles changed."""
         by = _user() if by is None else by
         at = now_iso() if at is None else at
@@ -308,24 +360,41 @@ class TileLabels:
     def feature(self, t: TileLabel, color: str | None = None) -> dict[str, Any]:
         x0, y0 = self.origin(t.col, t.row)
         x1, y1 = self.origin(t.col + 1, t.row + 1)
-        props: dict[str, Any] = {"objectType": "annotation", "classification": {"name": t.cls}, "isLocked": False,
-                                 LABEL_PROP: {"col": t.col, "row": t.row, "by": t.by, "at": t.at}}
+        props: dict[str, Any] = {
+            "objectType": "annotation",
+            "classification": {"name": t.cls},
+            "isLocked": False,
+            LABEL_PROP: {"col": t.col, "row": t.row, "by": t.by, "at": t.at},
+        }
         if color:
             props["classification"]["color"] = list(hex_to_rgb(color))
         ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
-        return {"type": "Feature", "id": f"tile-{t.col}-{t.row}", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": props}
+        return {
+            "type": "Feature",
+            "id": f"tile-{t.col}-{t.row}",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": props,
+        }
 
     def header(self) -> dict[str, Any]:
-        return {"format": LABELS_FORMAT, "tile_size_l0": self.tile_size_l0, "tile_um": self.tile_um, "mpp": self.mpp,
-                "slide": self.slide.to_json() if self.slide else None, "mapping": dict(self.mapping),
-                "counts": self.counts()}
+        return {
+            "format": LABELS_FORMAT,
+            "tile_size_l0": self.tile_size_l0,
+            "tile_um": self.tile_um,
+            "mpp": self.mpp,
+            "slide": self.slide.to_json() if self.slide else None,
+            "mapping": dict(self.mapping),
+            "counts": self.counts(),
+        }
 
     def to_geojson(self, colors: Mapping[str, str] | None = None) -> dict[str, Any]:
         """QuPath GeoJSON: one classified tile square per label (``colors``: class → '#rrggbb')."""
         colors = colors or {}
-        return {"type": "FeatureCollection", LABELS_KEY: self.header(),
-                "features": [self.feature(t, colors.get(t.cls)) for t in self]}
+        return {
+            "type": "FeatureCollection",
+            LABELS_KEY: self.header(),
+            "features": [self.feature(t, colors.get(t.cls)) for t in self],
+        }
 
     def save(self, path: str | Path, colors: Mapping[str, str] | None = None) -> Path:
         """Write the labels atomically (an interrupted save keeps the previous file)."""
@@ -339,9 +408,14 @@ class TileLabels:
             h.update(f"|{t.col},{t.row},{t.cls}".encode())
         return h.hexdigest()
 
-    def import_objects(self, objects: Iterable[Annotation | QuPathObject], classes: Sequence[str],
-                       bounds: tuple[int, int] | None = None, mapping: Mapping[str, str] | None = None,
-                       by: str | None = None) -> ImportReport:
+    def import_objects(
+        self,
+        objects: Iterable[Annotation | QuPathObject],
+        classes: Sequence[str],
+        bounds: tuple[int, int] | None = None,
+        mapping: Mapping[str, str] | None = None,
+        by: str | None = None,
+    ) -> ImportReport:
         """Label the tiles under QuPath objects (polygons: centre inside; points: the tile under them).
 
         One undo step. Unknown class names refuse the whole import (LabelsError listing them and
@@ -397,15 +471,15 @@ class TileLabels:
                 f"classes the bundle does not know: {', '.join(f'{k!r} ({v})' for k, v in sorted(unknown.items()))} "
                 "(map each to a bundle class, or to nothing to ignore it: --map 'Name=CLS' / 'Name=', or the "
                 f"Correct panel's mapping box); bundle classes: {', '.join(classes)}; "
-                f"mapping: {_mapping_text(mapping, classes)}")
+                f"mapping: {_mapping_text(mapping, classes)}"
+            )
         n_rows, n_cols = self.lattice_shape(*bounds) if bounds is not None else (None, None)
         seen: dict[tuple[int, int], str] = {}
         by = _user() if by is None else by
         at = now_iso()
         step: dict[tuple[int, int], TileLabel | None] = {}
         for cell, cls, prev in plan:
-            if cell[0] < 0 or cell[1] < 0 or (
-                    n_rows is not None and not (cell[0] < n_cols and cell[1] < n_rows)):  # type: ignore[operator]
+            if cell[0] < 0 or cell[1] < 0 or (n_rows is not None and not (cell[0] < n_cols and cell[1] < n_rows)):  # type: ignore[operator]
                 report.off_slide += 1
                 continue
             if cell in seen and seen[cell] != cls:
@@ -423,10 +497,13 @@ class TileLabels:
         """LabelsError if the labels were made on another slide (a warning instead with ``force``)."""
         if self.slide is None or self.slide.same_slide(here):
             return None
-        refuse = ("; refusing them (use --force on the command line, or tick 'Accept labels made on another "
-                  "slide' in the Correct panel, to apply them anyway)")
-        msg = (f"labels were made on {self.slide.describe()}, not on {here.describe()}"
-               + ("; used anyway (forced)" if force else refuse))
+        refuse = (
+            "; refusing them (use --force on the command line, or tick 'Accept labels made on another "
+            "slide' in the Correct panel, to apply them anyway)"
+        )
+        msg = f"labels were made on {self.slide.describe()}, not on {here.describe()}" + (
+            "; used anyway (forced)" if force else refuse
+        )
         if not force:
             raise LabelsError(msg)
         return msg
@@ -500,15 +577,28 @@ def saved_labels_path(slide_path: str | Path) -> Path | None:
     """The newest saved labels file of this slide (beside it or in the user data folder)."""
     p = Path(slide_path).resolve()
     digest = hashlib.sha256(str(p).encode()).hexdigest()[:12]
-    found = [q for q in (p.with_name(p.name + LABELS_SUFFIX), user_store_dir() / "labels" / f"{p.name}-{digest}{LABELS_SUFFIX}")
-             if q.is_file()]
+    found = [
+        q
+        for q in (
+            p.with_name(p.name + LABELS_SUFFIX),
+            user_store_dir() / "labels" / f"{p.name}-{digest}{LABELS_SUFFIX}",
+        )
+        if q.is_file()
+    ]
     return max(found, key=lambda q: q.stat().st_mtime) if found else None
 
 
-def read_labels(path: str | Path, tile_size_l0: float, classes: Sequence[str], *,
-                slide: SlideIdentity | None = None, bounds: tuple[int, int] | None = None,
-                mapping: Mapping[str, str] | None = None, force: bool = False,
-                allow_empty: bool = False) -> tuple[TileLabels, list[str]]:
+def read_labels(
+    path: str | Path,
+    tile_size_l0: float,
+    classes: Sequence[str],
+    *,
+    slide: SlideIdentity | None = None,
+    bounds: tuple[int, int] | None = None,
+    mapping: Mapping[str, str] | None = None,
+    force: bool = False,
+    allow_empty: bool = False,
+) -> tuple[TileLabels, list[str]]:
     """A labels file (ours, or any QuPath GeoJSON of classified polygons/points) on this lattice.
 
     Returns the labels and notes. A file saved for another slide is refused (LabelsError) unless
@@ -548,8 +638,11 @@ def read_labels(path: str | Path, tile_size_l0: float, classes: Sequence[str], *
     if report.conflicts:
         notes.append(f"{path.name}: {report.conflicts} tiles fall in objects of two classes (the later one wins)")
     if len(labels) == 0 and not (allow_empty and not report.off_slide and not report.skipped):
-        why = (f"all {report.off_slide} labelled tiles lie off the slide" if report.off_slide
-               else "; ".join(report.skipped[:3]) or "it has no classified polygon or point")
+        why = (
+            f"all {report.off_slide} labelled tiles lie off the slide"
+            if report.off_slide
+            else "; ".join(report.skipped[:3]) or "it has no classified polygon or point"
+        )
         raise LabelsError(f"{path.name} labels no tile ({why})")
     return labels, notes
 
@@ -573,8 +666,9 @@ def load_saved_labels(slide: Any, tile_size_l0: float, classes: Sequence[str]) -
         return None, []
     ident = SlideIdentity.of(slide)
     try:
-        labels, notes = read_labels(path, tile_size_l0, classes, slide=ident, bounds=(slide.width, slide.height),
-                                    allow_empty=True)
+        labels, notes = read_labels(
+            path, tile_size_l0, classes, slide=ident, bounds=(slide.width, slide.height), allow_empty=True
+        )
     except LabelsError as exc:
         kind = "other-slide" if "were made on" in str(exc) else "unreadable"
         try:
@@ -586,8 +680,15 @@ def load_saved_labels(slide: Any, tile_size_l0: float, classes: Sequence[str]) -
     return labels, notes
 
 
-def outline_image(labels: TileLabels, n_rows: int, n_cols: int, classes: Sequence[str], k: int = 8,
-                  cells: Iterable[tuple[int, int]] | None = None, out: np.ndarray | None = None) -> np.ndarray:
+def outline_image(
+    labels: TileLabels,
+    n_rows: int,
+    n_cols: int,
+    classes: Sequence[str],
+    k: int = 8,
+    cells: Iterable[tuple[int, int]] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """(n_rows·k, n_cols·k) uint8: each labelled tile's border ring = class index + 1, else 0.
 
     Drawn on a lattice of ``k`` px per tile (``layers.grid_transform(slide, tile_size_l0 / k)``
@@ -601,13 +702,13 @@ def outline_image(labels: TileLabels, n_rows: int, n_cols: int, classes: Sequenc
         if not (0 <= c < n_cols and 0 <= r < n_rows):
             continue
         y0, x0 = r * k, c * k
-        img[y0:y0 + k, x0:x0 + k] = 0
+        img[y0 : y0 + k, x0 : x0 + k] = 0
         t = labels.get(c, r)
         if t is None:
             continue
         v = index.get(t.cls, 0)
-        img[y0:y0 + w, x0:x0 + k] = v
-        img[y0 + k - w:y0 + k, x0:x0 + k] = v
-        img[y0:y0 + k, x0:x0 + w] = v
-        img[y0:y0 + k, x0 + k - w:x0 + k] = v
+        img[y0 : y0 + w, x0 : x0 + k] = v
+        img[y0 + k - w : y0 + k, x0 : x0 + k] = v
+        img[y0 : y0 + k, x0 : x0 + w] = v
+        img[y0 : y0 + k, x0 + k - w : x0 + k] = v
     return img

@@ -29,8 +29,15 @@ from ..wsi.annotations import Annotation
 from .status import DONE
 from .tiles import TileResults
 
-__all__ = ["PROPOSED_CLASS", "PROPOSED_COLOR", "Proposal", "tumour_classes", "tumour_probability",
-           "probability_surface", "propose_tumour"]
+__all__ = [
+    "PROPOSED_CLASS",
+    "PROPOSED_COLOR",
+    "Proposal",
+    "tumour_classes",
+    "tumour_probability",
+    "probability_surface",
+    "propose_tumour",
+]
 
 PROPOSED_CLASS = "Tumor (proposed)"
 PROPOSED_COLOR: tuple[int, int, int] = (255, 140, 0)
@@ -60,8 +67,9 @@ def tumour_probability(res: TileResults, classes: Sequence[str] | None = None) -
     return p
 
 
-def probability_surface(res: TileResults, classes: Sequence[str] | None = None,
-                        sigma_tiles: float = DEFAULT_SIGMA_TILES) -> np.ndarray:
+def probability_surface(
+    res: TileResults, classes: Sequence[str] | None = None, sigma_tiles: float = DEFAULT_SIGMA_TILES
+) -> np.ndarray:
     """(n_rows, n_cols) smoothed tumour probability; NaN on cells without a classified tile."""
     p = tumour_probability(res, classes)
     img = res.lattice(p).astype(np.float64)
@@ -108,9 +116,15 @@ def _cells_geometry(mask: np.ndarray, s: float) -> Polygon | MultiPolygon | None
     return geom if isinstance(geom, (Polygon, MultiPolygon)) and not geom.is_empty else None
 
 
-def propose_tumour(res: TileResults, *, threshold: float = DEFAULT_THRESHOLD,
-                   min_area_mm2: float = DEFAULT_MIN_AREA_MM2, sigma_tiles: float = DEFAULT_SIGMA_TILES,
-                   classes: Sequence[str] | None = None, mpp: float | None = None) -> Proposal:
+def propose_tumour(
+    res: TileResults,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_area_mm2: float = DEFAULT_MIN_AREA_MM2,
+    sigma_tiles: float = DEFAULT_SIGMA_TILES,
+    classes: Sequence[str] | None = None,
+    mpp: float | None = None,
+) -> Proposal:
     """The proposal of the module docstring; ``mpp`` (level-0 µm/px) from the results if not given."""
     if not 0.0 < threshold < 1.0:
         raise ResultsError(f"the tumour threshold must lie strictly between 0 and 1, got {threshold}")
@@ -145,10 +159,21 @@ def propose_tumour(res: TileResults, *, threshold: float = DEFAULT_THRESHOLD,
         for k, part in enumerate(sorted(parts, key=lambda g: -g.area), start=1):
             inside = shapely.contains_xy(part, centres_x, centres_y) & np.isfinite(p)
             area_mm2 = float(part.area) * (mpp / 1000.0) ** 2
-            anns.append(Annotation(
-                geometry=part, classification=PROPOSED_CLASS, color=PROPOSED_COLOR, name=f"Tumor (proposed) {k}",
-                properties={"area_mm2": round(area_mm2, 6),
-                            "tumour_probability_mean": round(float(np.mean(p[inside])), 4) if inside.any() else None,
-                            "threshold": threshold, "min_area_mm2": min_area_mm2, "sigma_tiles": sigma_tiles,
-                            "classes": ",".join(cls), "source": "napari-pathomics tumour proposal"}))
+            anns.append(
+                Annotation(
+                    geometry=part,
+                    classification=PROPOSED_CLASS,
+                    color=PROPOSED_COLOR,
+                    name=f"Tumor (proposed) {k}",
+                    properties={
+                        "area_mm2": round(area_mm2, 6),
+                        "tumour_probability_mean": round(float(np.mean(p[inside])), 4) if inside.any() else None,
+                        "threshold": threshold,
+                        "min_area_mm2": min_area_mm2,
+                        "sigma_tiles": sigma_tiles,
+                        "classes": ",".join(cls),
+                        "source": "napari-pathomics tumour proposal",
+                    },
+                )
+            )
     return Proposal(anns, mask, surface, float(threshold), float(min_area_mm2), cls)

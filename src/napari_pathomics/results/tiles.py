@@ -62,17 +62,26 @@ class TileResults:
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
-    def empty(cls, grid: TileGrid, class_names: Iterable[str], class_colors: Iterable[str],
-              meta: dict[str, Any] | None = None) -> TileResults:
+    def empty(
+        cls, grid: TileGrid, class_names: Iterable[str], class_colors: Iterable[str], meta: dict[str, Any] | None = None
+    ) -> TileResults:
         """All tiles pending (what a fresh run starts from)."""
         names, colors = list(class_names), list(class_colors)
         n, c = len(grid), len(names)
         return cls(
-            cols=np.asarray(grid.cols, dtype=np.int64).copy(), rows=np.asarray(grid.rows, dtype=np.int64).copy(),
-            origins=grid.origins, tile_size_l0=float(grid.tile_size_l0), n_cols=grid.n_cols, n_rows=grid.n_rows,
-            class_names=names, class_colors=colors,
-            probs=np.full((n, c), np.nan, dtype=np.float32), risk=np.full(n, np.nan, dtype=np.float32),
-            status=np.zeros(n, dtype=np.int8), stain_fallback=np.zeros(n, dtype=bool), meta=dict(meta or {}),
+            cols=np.asarray(grid.cols, dtype=np.int64).copy(),
+            rows=np.asarray(grid.rows, dtype=np.int64).copy(),
+            origins=grid.origins,
+            tile_size_l0=float(grid.tile_size_l0),
+            n_cols=grid.n_cols,
+            n_rows=grid.n_rows,
+            class_names=names,
+            class_colors=colors,
+            probs=np.full((n, c), np.nan, dtype=np.float32),
+            risk=np.full(n, np.nan, dtype=np.float32),
+            status=np.zeros(n, dtype=np.int8),
+            stain_fallback=np.zeros(n, dtype=bool),
+            meta=dict(meta or {}),
         )
 
     def __len__(self) -> int:
@@ -134,8 +143,12 @@ class TileResults:
     def describe_tile(self, i: int) -> dict[str, Any]:
         """One tile's read-out: status, class, risk and probabilities by class name."""
         st = int(self.status[i])
-        out: dict[str, Any] = {"index": int(i), "x": int(self.origins[i, 0]), "y": int(self.origins[i, 1]),
-                               "status": STATUS_NAMES[st]}
+        out: dict[str, Any] = {
+            "index": int(i),
+            "x": int(self.origins[i, 0]),
+            "y": int(self.origins[i, 1]),
+            "status": STATUS_NAMES[st],
+        }
         if st == DONE:
             out["class"] = self.class_names[int(np.argmax(self.probs[i]))]
             out["risk"] = float(self.risk[i])
@@ -186,15 +199,26 @@ class TileResults:
     # ---- persistence ----------------------------------------------------------------------
     def _meta_doc(self) -> dict[str, Any]:
         return {
-            "format": RESULTS_FORMAT, "tile_size_l0": self.tile_size_l0, "n_cols": self.n_cols,
-            "n_rows": self.n_rows, "class_names": self.class_names, "class_colors": self.class_colors,
-            "cams": sorted(self.cams), "counts": self.counts(), **{"meta": self.meta},
+            "format": RESULTS_FORMAT,
+            "tile_size_l0": self.tile_size_l0,
+            "n_cols": self.n_cols,
+            "n_rows": self.n_rows,
+            "class_names": self.class_names,
+            "class_colors": self.class_colors,
+            "cams": sorted(self.cams),
+            "counts": self.counts(),
+            **{"meta": self.meta},
         }
 
     def to_npz_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {
-            "cols": self.cols, "rows": self.rows, "origins": self.origins, "probs": self.probs,
-            "risk": self.risk, "status": self.status, "stain_fallback": self.stain_fallback,
+            "cols": self.cols,
+            "rows": self.rows,
+            "origins": self.origins,
+            "probs": self.probs,
+            "risk": self.risk,
+            "status": self.status,
+            "stain_fallback": self.stain_fallback,
             "meta_json": np.array(json.dumps(self._meta_doc(), allow_nan=False, default=json_default)),
         }
         for name, arr in self.cams.items():
@@ -227,23 +251,42 @@ class TileResults:
                     raise ResultsError(f"{path.name}: results format {doc.get('format')!r}, expected {RESULTS_FORMAT}")
                 cams = {k[5:]: z[k].astype(np.float32) for k in z.files if k.startswith("cam__")}
                 res = cls(
-                    cols=z["cols"].astype(np.int64), rows=z["rows"].astype(np.int64),
-                    origins=z["origins"].astype(np.int64), tile_size_l0=float(doc["tile_size_l0"]),
-                    n_cols=int(doc["n_cols"]), n_rows=int(doc["n_rows"]),
-                    class_names=list(doc["class_names"]), class_colors=list(doc["class_colors"]),
-                    probs=z["probs"].astype(np.float32), risk=z["risk"].astype(np.float32),
-                    status=z["status"].astype(np.int8), stain_fallback=z["stain_fallback"].astype(bool),
-                    cams=cams, meta=dict(doc.get("meta", {})),
+                    cols=z["cols"].astype(np.int64),
+                    rows=z["rows"].astype(np.int64),
+                    origins=z["origins"].astype(np.int64),
+                    tile_size_l0=float(doc["tile_size_l0"]),
+                    n_cols=int(doc["n_cols"]),
+                    n_rows=int(doc["n_rows"]),
+                    class_names=list(doc["class_names"]),
+                    class_colors=list(doc["class_colors"]),
+                    probs=z["probs"].astype(np.float32),
+                    risk=z["risk"].astype(np.float32),
+                    status=z["status"].astype(np.int8),
+                    stain_fallback=z["stain_fallback"].astype(bool),
+                    cams=cams,
+                    meta=dict(doc.get("meta", {})),
                     emb=_emb_array(z["emb"]) if "emb" in z.files else None,
                 )
         except ResultsError:
             raise
-        except (OSError, KeyError, ValueError, TypeError, AttributeError, EOFError, RecursionError,
-                zipfile.BadZipFile) as exc:  # torn/empty files (BadZipFile, EOFError) and odd metadata
+        except (
+            OSError,
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            EOFError,
+            RecursionError,
+            zipfile.BadZipFile,
+        ) as exc:  # torn/empty files (BadZipFile, EOFError) and odd metadata
             raise ResultsError(f"{path.name}: not a readable results file ({exc})") from None
         n = len(res)
-        if res.probs.shape != (n, len(res.class_names)) or res.status.shape != (n,) or res.origins.shape != (n, 2) \
-                or (res.emb is not None and (res.emb.ndim != 2 or res.emb.shape[0] != n)):
+        if (
+            res.probs.shape != (n, len(res.class_names))
+            or res.status.shape != (n,)
+            or res.origins.shape != (n, 2)
+            or (res.emb is not None and (res.emb.ndim != 2 or res.emb.shape[0] != n))
+        ):
             raise ResultsError(f"{path.name}: inconsistent array shapes")
         return res
 

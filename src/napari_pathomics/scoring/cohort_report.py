@@ -26,17 +26,30 @@ def render_analysis_html(result: Mapping[str, Any], km_png: bytes, forest_png: b
     groups = []
     for g in ("low", "high"):
         grp = result["groups"][g]
-        groups.append({"name": g, "n": grp["n"], "events": grp["events"], "levels": grp["levels"],
-                       "hrs": list(grp["hazard_ratio"].items())})
+        groups.append(
+            {
+                "name": g,
+                "n": grp["n"],
+                "events": grp["events"],
+                "levels": grp["levels"],
+                "hrs": list(grp["hazard_ratio"].items()),
+            }
+        )
     return _ENV.get_template("cohort_analysis.html.j2").render(
-        css=Markup(_CSS), r=result, groups=groups, km_png=km_png, forest_png=forest_png,
+        css=Markup(_CSS),
+        r=result,
+        groups=groups,
+        km_png=km_png,
+        forest_png=forest_png,
         what=result.get("marker") or result.get("treatment"),
         kind="Treatment benefit" if result.get("kind") == "pathomics-benefit" else "Marker interplay",
-        written=now_iso())
+        written=now_iso(),
+    )
 
 
-def write_analysis(result: Mapping[str, Any], out_dir: str | Path, stem: str | None = None,
-                   time_unit: str = "days") -> dict[str, str]:
+def write_analysis(
+    result: Mapping[str, Any], out_dir: str | Path, stem: str | None = None, time_unit: str = "days"
+) -> dict[str, str]:
     """Write the analysis files into ``out_dir``; returns their paths by kind."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,8 +57,12 @@ def write_analysis(result: Mapping[str, Any], out_dir: str | Path, stem: str | N
     doc = strict_json(dict(result))
     km = figure_png(interplay_figure(result, time_unit))
     forest = figure_png(forest_figure(result["forest"]))
-    paths = {"json": out / f"{stem}.json", "km": out / f"{stem}-km.png", "forest": out / f"{stem}-forest.png",
-             "html": out / f"{stem}.html"}
+    paths = {
+        "json": out / f"{stem}.json",
+        "km": out / f"{stem}-km.png",
+        "forest": out / f"{stem}-forest.png",
+        "html": out / f"{stem}.html",
+    }
     atomic_write_json(paths["json"], doc)
     atomic_write_bytes(paths["km"], km)
     atomic_write_bytes(paths["forest"], forest)

@@ -37,11 +37,20 @@ from ..signature.combined import score_combined
 from .context import group_headline, group_wording, model_evidence, validated_evidence
 from .patient import slide_tiles
 
-__all__ = ["load_clinical_signature", "clinical_fields", "clean_values", "combined_score", "interplay_docs",
-           "patient_level", "RESEARCH_ONLY"]
+__all__ = [
+    "load_clinical_signature",
+    "clinical_fields",
+    "clean_values",
+    "combined_score",
+    "interplay_docs",
+    "patient_level",
+    "RESEARCH_ONLY",
+]
 
-RESEARCH_ONLY = ("Research use only: the combined model adds the patient's clinical values to the pathomics "
-                 "features in one frozen Cox model; it is not a clinical test and must not guide patient care.")
+RESEARCH_ONLY = (
+    "Research use only: the combined model adds the patient's clinical values to the pathomics "
+    "features in one frozen Cox model; it is not a clinical test and must not guide patient care."
+)
 
 
 def load_clinical_signature(bundle: Bundle) -> Signature | None:
@@ -54,8 +63,9 @@ def load_clinical_signature(bundle: Bundle) -> Signature | None:
         raise SignatureError(f"bundle {bundle.name!r} names clinical signature {name} but the file is missing")
     sig = Signature.from_json(path)
     if sig.clinical is None:
-        raise SignatureError(f"{name} of bundle {bundle.name!r} has no clinical covariates; it is not a combined "
-                             "signature")
+        raise SignatureError(
+            f"{name} of bundle {bundle.name!r} has no clinical covariates; it is not a combined signature"
+        )
     return sig
 
 
@@ -83,21 +93,38 @@ def clinical_fields(signature: Signature | None, extra_signatures: Sequence[Sign
     fields: list[dict[str, Any]] = []
     if signature is not None and signature.clinical is not None:
         for c in signature.clinical.covariates:
-            f: dict[str, Any] = {"name": c.name, "type": c.type, "unit": c.unit, "allowed": c.allowed(),
-                                 "levels": list(c.levels), "in_score": True}
+            f: dict[str, Any] = {
+                "name": c.name,
+                "type": c.type,
+                "unit": c.unit,
+                "allowed": c.allowed(),
+                "levels": list(c.levels),
+                "in_score": True,
+            }
             if c.type == "numeric" and c.range is not None:
                 f["range"] = [c.range[0], c.range[1]]
-            f["hint"] = (f"number, {c.allowed()}" if c.type == "numeric" else
-                         f"{'ordered ' if c.type == 'ordinal' else ''}one of {c.allowed()}")
+            f["hint"] = (
+                f"number, {c.allowed()}"
+                if c.type == "numeric"
+                else f"{'ordered ' if c.type == 'ordinal' else ''}one of {c.allowed()}"
+            )
             fields.append(f)
     names = {f["name"] for f in fields}
     for _sig, doc in interplay_docs(signature, *extra_signatures):
         col = _column(doc)
         if col and col not in names:
             names.add(col)
-            fields.append({"name": col, "type": "marker" if doc.get("marker") else "treatment", "unit": "",
-                           "allowed": ", ".join(map(str, doc["levels"])), "levels": [], "in_score": False,
-                           "hint": f"to place the patient on the {col} curves ({doc.get('rule', '')}); not in the score"})
+            fields.append(
+                {
+                    "name": col,
+                    "type": "marker" if doc.get("marker") else "treatment",
+                    "unit": "",
+                    "allowed": ", ".join(map(str, doc["levels"])),
+                    "levels": [],
+                    "in_score": False,
+                    "hint": f"to place the patient on the {col} curves ({doc.get('rule', '')}); not in the score",
+                }
+            )
     return fields
 
 
@@ -141,10 +168,16 @@ def _placement(sig: Signature, doc: Mapping[str, Any], risk: float, value: Any) 
     col = _column(doc)
     cutoff = float(doc.get("cutoff", sig.cutoff["cutoff"]))
     group = "high" if risk > cutoff else "low"
-    out: dict[str, Any] = {"column": col, "kind": "treatment" if doc.get("treatment") else "marker",
-                           "signature": sig.name, "group": group, "level": None, "value": value,
-                           "interaction_p": (doc.get("interaction") or {}).get("p"),
-                           "warning": doc.get("warning")}
+    out: dict[str, Any] = {
+        "column": col,
+        "kind": "treatment" if doc.get("treatment") else "marker",
+        "signature": sig.name,
+        "group": group,
+        "level": None,
+        "value": value,
+        "interaction_p": (doc.get("interaction") or {}).get("p"),
+        "warning": doc.get("warning"),
+    }
     if is_missing(value):
         out["note"] = f"enter {col} to place the patient on these curves"
         return out
@@ -156,8 +189,9 @@ def _placement(sig: Signature, doc: Mapping[str, Any], risk: float, value: Any) 
         out["n_like_patient"] = cell.get("n")
         out["events_like_patient"] = cell.get("events")
     out["hazard_ratio_in_group"] = grp.get("hazard_ratio")
-    out["note"] = (f"pathomics {group}-risk group, {level}" + (f": {cell['n']} reference patients like this one, "
-                                                                f"{cell['events']} events" if cell else ""))
+    out["note"] = f"pathomics {group}-risk group, {level}" + (
+        f": {cell['n']} reference patients like this one, {cell['events']} events" if cell else ""
+    )
     return out
 
 
@@ -171,22 +205,33 @@ def _image_features(ps: Any, sig: Signature) -> dict[str, float]:
     results = [r for r, s in zip(getattr(ps, "results", []) or [], ps.slides) if r is not None and s.used]
     if spec is None or not results or spec.nuclear:
         missing = [f for f in need if f not in have]
-        raise SignatureError(f"combined signature {sig.name!r} needs image features {missing} that the image "
-                             "signature did not compute (and it has no tile feature spec to compute them)")
+        raise SignatureError(
+            f"combined signature {sig.name!r} needs image features {missing} that the image "
+            "signature did not compute (and it has no tile feature spec to compute them)"
+        )
     feats = spec.transform([slide_tiles(r) for r in results])
     return {f: float(feats[f]) for f in need}
 
 
 def _side(sig: Signature, sc: Any) -> dict[str, Any]:
     ev = validated_evidence(sig.summary())
-    return {"signature": sig.name, "risk": sc.risk, "percentile": sc.percentile, "group": sc.group,
-            "cutoff": sc.cutoff, "survival": dict(sc.survival_at), "time_unit": sc.time_unit,
-            "group_headline": group_headline(sc.group, ev), "group_text": group_wording(sc.group, ev),
-            "evidence": ev}
+    return {
+        "signature": sig.name,
+        "risk": sc.risk,
+        "percentile": sc.percentile,
+        "group": sc.group,
+        "cutoff": sc.cutoff,
+        "survival": dict(sc.survival_at),
+        "time_unit": sc.time_unit,
+        "group_headline": group_headline(sc.group, ev),
+        "group_text": group_wording(sc.group, ev),
+        "evidence": ev,
+    }
 
 
-def combined_score(ps: Any, combined: Signature, values: Mapping[str, Any], image: Signature | None = None
-                   ) -> dict[str, Any] | None:
+def combined_score(
+    ps: Any, combined: Signature, values: Mapping[str, Any], image: Signature | None = None
+) -> dict[str, Any] | None:
     """The combined score of a scored patient (``ps``: a PatientScore) with raw clinical ``values``.
 
     None when no covariate value was entered (the image-only score stands alone). Every covariate
@@ -207,14 +252,23 @@ def combined_score(ps: Any, combined: Signature, values: Mapping[str, Any], imag
     models = {m: model_evidence(combined, m) for m in ("image", "clinical", "combined")}
     if models["image"]["cv_c_index"] is None and image is not None:
         e = validated_evidence(image.summary())
-        models["image"].update(cv_c_index=e["cv_c_index"], cv_c_index_sd=e["cv_c_index_sd"],
-                               text=e["text"].split(";")[0], source="the image-only signature's own CV")
+        models["image"].update(
+            cv_c_index=e["cv_c_index"],
+            cv_c_index_sd=e["cv_c_index_sd"],
+            text=e["text"].split(";")[0],
+            source="the image-only signature's own CV",
+        )
     out: dict[str, Any] = {
-        "signature": combined.name, "covariates": cs.covariates,
-        "values": {n: vals[n] for n in clin.names}, "encoded": dict(cs.encoded),
-        "contributions": dict(cs.contributions), "rows": dict(cs.rows),
-        **_side(combined, sc), "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
-        "models": models, "increment_over_clinical": dict(cs.increment),
+        "signature": combined.name,
+        "covariates": cs.covariates,
+        "values": {n: vals[n] for n in clin.names},
+        "encoded": dict(cs.encoded),
+        "contributions": dict(cs.contributions),
+        "rows": dict(cs.rows),
+        **_side(combined, sc),
+        "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
+        "models": models,
+        "increment_over_clinical": dict(cs.increment),
         "research_use": RESEARCH_ONLY,
     }
     if image is not None:
@@ -222,6 +276,7 @@ def combined_score(ps: Any, combined: Signature, values: Mapping[str, Any], imag
     risks = {id(combined): sc.risk}
     if image is not None:
         risks[id(image)] = ps.score.risk
-    out["interplay"] = [_placement(sig, doc, risks[id(sig)], vals.get(_column(doc)))
-                        for sig, doc in interplay_docs(combined, image)]
+    out["interplay"] = [
+        _placement(sig, doc, risks[id(sig)], vals.get(_column(doc))) for sig, doc in interplay_docs(combined, image)
+    ]
     return out

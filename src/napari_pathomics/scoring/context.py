@@ -12,16 +12,49 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["validated_evidence", "group_headline", "group_wording", "model_evidence", "background_classes",
-           "tissue_composition", "cancer_type_check", "slide_cancer_type", "signature_cancer_type", "scored_area",
-           "composition_context", "case_context", "refresh_context", "organs", "mm2", "ORGANS", "CASE_TYPES"]
+__all__ = [
+    "validated_evidence",
+    "group_headline",
+    "group_wording",
+    "model_evidence",
+    "background_classes",
+    "tissue_composition",
+    "cancer_type_check",
+    "slide_cancer_type",
+    "signature_cancer_type",
+    "scored_area",
+    "composition_context",
+    "case_context",
+    "refresh_context",
+    "organs",
+    "mm2",
+    "ORGANS",
+    "CASE_TYPES",
+]
 
 #: Organ / tumour families and the words that name them (lower case). Stems match as word
 #: prefixes ("colon" matches "colonic"); short codes (TCGA projects, abbreviations) only as whole
 #: words, so "read" (TCGA-READ) does not match "ready" and "ov" does not match "over".
 ORGANS: dict[str, tuple[str, ...]] = {
-    "colorectal": ("colorectal", "colon", "rectum", "rectal", "rectosigm", "bowel", "large intestine", "sigmoid",
-                   "caecum", "cecum", "caecal", "cecal", "flexure", "crc", "coad", "read", "coadread"),
+    "colorectal": (
+        "colorectal",
+        "colon",
+        "rectum",
+        "rectal",
+        "rectosigm",
+        "bowel",
+        "large intestine",
+        "sigmoid",
+        "caecum",
+        "cecum",
+        "caecal",
+        "cecal",
+        "flexure",
+        "crc",
+        "coad",
+        "read",
+        "coadread",
+    ),
     "pancreas": ("pancrea", "pdac", "paad"),
     "skin": ("skin", "melanoma", "cutaneous", "dermal", "dermis", "epiderm", "keratinocyt", "skcm"),
     "breast": ("breast", "mammary", "brca"),
@@ -42,8 +75,16 @@ ORGANS: dict[str, tuple[str, ...]] = {
 _WHOLE_WORD_MAX = 5  # a word this short (and not a stem below) must match whole
 _STEMS = {"colon", "skin", "lung", "liver", "renal", "bowel", "cecum", "caecum"}
 #: Offered in the Score dock's case-type box (the user may type any other).
-CASE_TYPES = ("", "colorectal adenocarcinoma", "pancreatic ductal adenocarcinoma", "gastric adenocarcinoma",
-              "breast carcinoma", "lung adenocarcinoma", "skin (e.g. melanoma, carcinoma)", "other")
+CASE_TYPES = (
+    "",
+    "colorectal adenocarcinoma",
+    "pancreatic ductal adenocarcinoma",
+    "gastric adenocarcinoma",
+    "breast carcinoma",
+    "lung adenocarcinoma",
+    "skin (e.g. melanoma, carcinoma)",
+    "other",
+)
 
 
 def _num(x: Any) -> float | None:
@@ -63,15 +104,27 @@ def validated_evidence(summary: Mapping[str, Any]) -> dict[str, Any]:
     c, sd = _num(summary.get("cv_c_index")), _num(summary.get("cv_c_index_sd"))
     h, lo, up, p = (_num(hr.get(k)) for k in ("hr", "ci_lower", "ci_upper", "p"))
     validated = bool(h is not None and lo is not None and p is not None and lo > 1.0 and p < 0.05)
-    out: dict[str, Any] = {"cv_c_index": c, "cv_c_index_sd": sd, "oof_hr": h, "oof_hr_ci": [lo, up], "oof_p": p,
-                           "validated": validated}
-    hr_txt = (f"out-of-fold HR high vs low {h:.2f} [95 % CI {lo:.2f}, {up:.2f}], p = {p:.2g}"
-              if None not in (h, lo, up, p) else "no out-of-fold hazard ratio recorded")
+    out: dict[str, Any] = {
+        "cv_c_index": c,
+        "cv_c_index_sd": sd,
+        "oof_hr": h,
+        "oof_hr_ci": [lo, up],
+        "oof_p": p,
+        "validated": validated,
+    }
+    hr_txt = (
+        f"out-of-fold HR high vs low {h:.2f} [95 % CI {lo:.2f}, {up:.2f}], p = {p:.2g}"
+        if None not in (h, lo, up, p)
+        else "no out-of-fold hazard ratio recorded"
+    )
     if c is None:
         out["text"] = "no cross-validated C-index recorded (the signature was not cross-validated)"
     else:
-        out["text"] = (f"cross-validated C-index {c:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
-                       + f" (0.5 = chance); {hr_txt}")
+        out["text"] = (
+            f"cross-validated C-index {c:.2f}"
+            + (f" ± {sd:.2f}" if sd is not None else "")
+            + f" (0.5 = chance); {hr_txt}"
+        )
     if c is not None and c < 0.6:
         out["strength"] = "weak"
     elif c is not None:
@@ -96,10 +149,17 @@ def group_wording(group: str, evidence: Mapping[str, Any]) -> str:
     if evidence.get("validated"):
         return f"{group}-risk group (validated split: out-of-fold HR {h:.2f} [{lo:.2f}, {up:.2f}], p = {p:.2g})"
     word = {"high": "higher", "low": "lower"}.get(group, group)
-    why = (f"out-of-fold HR {h:.2f}" + (f" [{lo:.2f}, {up:.2f}]" if lo is not None and up is not None else "")
-           + f", p = {p:.2g}" if h is not None and p is not None else "no out-of-fold evidence recorded")
-    return (f"{word}-risk side of the frozen cutoff; the split is not validated ({why}), "
-            "so the group says little about this patient")
+    why = (
+        f"out-of-fold HR {h:.2f}"
+        + (f" [{lo:.2f}, {up:.2f}]" if lo is not None and up is not None else "")
+        + f", p = {p:.2g}"
+        if h is not None and p is not None
+        else "no out-of-fold evidence recorded"
+    )
+    return (
+        f"{word}-risk side of the frozen cutoff; the split is not validated ({why}), "
+        "so the group says little about this patient"
+    )
 
 
 def model_evidence(signature: Any, model: str) -> dict[str, Any]:
@@ -107,10 +167,18 @@ def model_evidence(signature: Any, model: str) -> dict[str, Any]:
     ev = getattr(signature, "evaluation", None) or {}
     m = (ev.get("models") or {}).get(model) or {}
     c, sd = _num(m.get("cv_c_index")), _num(m.get("cv_c_index_sd"))
-    text = ("no nested-CV C-index recorded" if c is None else
-            f"nested-CV C-index {c:.2f}" + (f" ± {sd:.2f}" if sd is not None else ""))
-    return {"model": model, "cv_c_index": c, "cv_c_index_sd": sd, "text": text,
-            "description": str(m.get("description", ""))}
+    text = (
+        "no nested-CV C-index recorded"
+        if c is None
+        else f"nested-CV C-index {c:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
+    )
+    return {
+        "model": model,
+        "cv_c_index": c,
+        "cv_c_index_sd": sd,
+        "text": text,
+        "description": str(m.get("description", "")),
+    }
 
 
 def background_classes(class_names: Sequence[str], manifest: Mapping[str, Any] | None = None) -> list[str]:
@@ -120,7 +188,9 @@ def background_classes(class_names: Sequence[str], manifest: Mapping[str, Any] |
     declared = model.get("background_classes")
     if isinstance(declared, list):
         return [c for c in class_names if c in declared]
-    desc = {c.get("name"): str(c.get("description", "")).lower() for c in model.get("classes", []) if isinstance(c, dict)}
+    desc = {
+        c.get("name"): str(c.get("description", "")).lower() for c in model.get("classes", []) if isinstance(c, dict)
+    }
     out = []
     for c in class_names:
         low = c.lower()
@@ -154,12 +224,16 @@ def organs(text: str | None) -> set[str]:
     return found
 
 
-def cancer_type_check(signature_type: str | None, case_type: str | None,
-                      source: str = "the user") -> dict[str, Any]:
+def cancer_type_check(signature_type: str | None, case_type: str | None, source: str = "the user") -> dict[str, Any]:
     """Does the case's stated type match the signature's? ``match`` is None when either is unknown."""
     sig_o, case_o = organs(signature_type), organs(case_type)
-    out: dict[str, Any] = {"signature": signature_type or None, "case": case_type or None, "case_source": source,
-                           "match": None, "warning": None}
+    out: dict[str, Any] = {
+        "signature": signature_type or None,
+        "case": case_type or None,
+        "case_source": source,
+        "match": None,
+        "warning": None,
+    }
     if not signature_type:
         out["note"] = "the signature does not record the cancer type it was derived from"
         return out
@@ -171,8 +245,10 @@ def cancer_type_check(signature_type: str | None, case_type: str | None,
         return out
     out["match"] = bool(sig_o & case_o)
     if not out["match"]:
-        out["warning"] = (f"the case is {case_type} (as stated by {source}) but the signature was derived from "
-                          f"{signature_type}: the score is not validated for this case and says nothing about it")
+        out["warning"] = (
+            f"the case is {case_type} (as stated by {source}) but the signature was derived from "
+            f"{signature_type}: the score is not validated for this case and says nothing about it"
+        )
     return out
 
 
@@ -222,12 +298,20 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
         tiles = d.get("tiles") or {}
         tile_um = _num(d.get("tile_um"))
         done = int(tiles.get("done", 0))
-        rows.append({"slide": str(d.get("path", "")).replace("\\", "/").rsplit("/", 1)[-1],
-                     "area": _plural(int(d["n_rois"]), "ROI") if d.get("n_rois") else "all tissue",
-                     "n_rois": int(d.get("n_rois") or 0), "used": bool(d.get("used", True)),
-                     "tiles_scored": done, "tiles_no_tissue": int(tiles.get("background", 0)),
-                     "tiles_failed": int(tiles.get("failed", 0)), "tile_um": tile_um,
-                     "scored_mm2": mm2(done, tile_um), "roi_mm2": _num(d.get("roi_mm2"))})
+        rows.append(
+            {
+                "slide": str(d.get("path", "")).replace("\\", "/").rsplit("/", 1)[-1],
+                "area": _plural(int(d["n_rois"]), "ROI") if d.get("n_rois") else "all tissue",
+                "n_rois": int(d.get("n_rois") or 0),
+                "used": bool(d.get("used", True)),
+                "tiles_scored": done,
+                "tiles_no_tissue": int(tiles.get("background", 0)),
+                "tiles_failed": int(tiles.get("failed", 0)),
+                "tile_um": tile_um,
+                "scored_mm2": mm2(done, tile_um),
+                "roi_mm2": _num(d.get("roi_mm2")),
+            }
+        )
     used = [r for r in rows if r["used"]]
     kinds = {("ROIs" if r["n_rois"] else "all tissue") for r in used}
     scope = kinds.pop() if len(kinds) == 1 else ("ROIs on some slides, all tissue on others" if kinds else "nothing")
@@ -238,27 +322,48 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
     roi_areas = [r["roi_mm2"] for r in used if r["n_rois"]]
     roi_total = float(sum(roi_areas)) if roi_areas and all(a is not None for a in roi_areas) else None
     where = _plural(n_rois, "ROI") if scope == "ROIs" else scope
-    text = (f"{where} on {_plural(len(used), 'slide')} — {_plural(tiles, 'tissue tile')}, {_fmt_mm2(total)}"
-            + (f" (ROIs drawn: {_fmt_mm2(roi_total)})" if roi_total is not None else ""))
-    return {"scope": scope, "n_slides": len(used), "n_rois": n_rois, "tiles_scored": tiles,
-            "tiles_no_tissue": sum(r["tiles_no_tissue"] for r in used),
-            "tiles_failed": sum(r["tiles_failed"] for r in used),
-            "scored_mm2": total, "roi_mm2": roi_total, "slides": rows, "text": text}
+    text = f"{where} on {_plural(len(used), 'slide')} — {_plural(tiles, 'tissue tile')}, {_fmt_mm2(total)}" + (
+        f" (ROIs drawn: {_fmt_mm2(roi_total)})" if roi_total is not None else ""
+    )
+    return {
+        "scope": scope,
+        "n_slides": len(used),
+        "n_rois": n_rois,
+        "tiles_scored": tiles,
+        "tiles_no_tissue": sum(r["tiles_no_tissue"] for r in used),
+        "tiles_failed": sum(r["tiles_failed"] for r in used),
+        "scored_mm2": total,
+        "roi_mm2": roi_total,
+        "slides": rows,
+        "text": text,
+    }
 
 
-def composition_context(composition: Mapping[str, float], class_names: Sequence[str],
-                        manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def composition_context(
+    composition: Mapping[str, float], class_names: Sequence[str], manifest: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The composition over tissue classes (background left out) and how much was background."""
     back = background_classes(list(class_names) or list(composition), manifest)
     tissue, share = tissue_composition(composition, back)
-    text = (f"tissue classes only: {', '.join(back)} (background) left out, {100 * share:.0f} % of the scored "
-            "tiles' probability" if back else "no background class in this model; all classes shown")
+    text = (
+        f"tissue classes only: {', '.join(back)} (background) left out, {100 * share:.0f} % of the scored "
+        "tiles' probability"
+        if back
+        else "no background class in this model; all classes shown"
+    )
     return {"tissue": tissue, "background_classes": back, "background_share": share, "text": text}
 
 
-def case_context(slides: Sequence[Any], composition: Mapping[str, float], class_names: Sequence[str],
-                 group: str, signature: Any, manifest: Mapping[str, Any] | None = None,
-                 case_type: str | None = None, slide_types: Sequence[str | None] = ()) -> dict[str, Any]:
+def case_context(
+    slides: Sequence[Any],
+    composition: Mapping[str, float],
+    class_names: Sequence[str],
+    group: str,
+    signature: Any,
+    manifest: Mapping[str, Any] | None = None,
+    case_type: str | None = None,
+    slide_types: Sequence[str | None] = (),
+) -> dict[str, Any]:
     """Everything the Score dock, ``pathomics score --json`` and the report say around the number.
 
     ``case_type`` is what the user states (it wins); otherwise the first tissue / diagnosis the
@@ -268,19 +373,36 @@ def case_context(slides: Sequence[Any], composition: Mapping[str, float], class_
     evidence = validated_evidence(summary)
     stated = (case_type or "").strip() or None
     meta = next((t for t in slide_types if t), None)
-    check = cancer_type_check(signature_cancer_type(signature, manifest), stated or meta,
-                              source="the user" if stated else "the slide's metadata")
+    check = cancer_type_check(
+        signature_cancer_type(signature, manifest),
+        stated or meta,
+        source="the user" if stated else "the slide's metadata",
+    )
     check["slide_metadata"] = meta
     warnings = [check["warning"]] if check.get("warning") else []
-    return {"area": scored_area(slides), "evidence": evidence, "group_headline": group_headline(group, evidence),
-            "group_text": group_wording(group, evidence),
-            "composition": composition_context(composition, class_names, manifest),
-            "cancer_type": check, "warnings": warnings}
+    return {
+        "area": scored_area(slides),
+        "evidence": evidence,
+        "group_headline": group_headline(group, evidence),
+        "group_text": group_wording(group, evidence),
+        "composition": composition_context(composition, class_names, manifest),
+        "cancer_type": check,
+        "warnings": warnings,
+    }
 
 
-def refresh_context(score: Any, signature: Any, manifest: Mapping[str, Any] | None = None,
-                    case_type: str | None = None) -> dict[str, Any]:
+def refresh_context(
+    score: Any, signature: Any, manifest: Mapping[str, Any] | None = None, case_type: str | None = None
+) -> dict[str, Any]:
     """Recompute ``score.context`` (a PatientScore) for a case type the user states after scoring."""
-    score.context = case_context(score.slides, score.composition, score.class_names, score.score.group, signature,
-                                 manifest, case_type, [getattr(s, "tissue_metadata", None) for s in score.slides])
+    score.context = case_context(
+        score.slides,
+        score.composition,
+        score.class_names,
+        score.score.group,
+        signature,
+        manifest,
+        case_type,
+        [getattr(s, "tissue_metadata", None) for s in score.slides],
+    )
     return score.context

@@ -43,18 +43,32 @@ def load_bundle(path: str | Path) -> Bundle:
     return b
 
 
-def shared_engine(bundle: Bundle, device: str = "auto", batch_size: int = 32, amp: str = "auto",
-                  num_threads: int | None = None, **engine_kw: Any) -> tuple[Engine, bool]:
+def shared_engine(
+    bundle: Bundle,
+    device: str = "auto",
+    batch_size: int = 32,
+    amp: str = "auto",
+    num_threads: int | None = None,
+    **engine_kw: Any,
+) -> tuple[Engine, bool]:
     """This process's engine for ``bundle`` and these settings, and whether it was reused."""
-    key = (bundle.bundle_id, str(Path(bundle.path).resolve()), device, int(batch_size), amp, num_threads,
-           tuple(sorted(engine_kw.items())))
+    key = (
+        bundle.bundle_id,
+        str(Path(bundle.path).resolve()),
+        device,
+        int(batch_size),
+        amp,
+        num_threads,
+        tuple(sorted(engine_kw.items())),
+    )
     with _LOCK:
         eng = _ENGINES.get(key)
         if eng is not None:
             return eng, True
         _ENGINES.clear()
-        eng = _ENGINES[key] = Engine(bundle, device=device, batch_size=batch_size, amp=amp,
-                                     num_threads=num_threads, **engine_kw)
+        eng = _ENGINES[key] = Engine(
+            bundle, device=device, batch_size=batch_size, amp=amp, num_threads=num_threads, **engine_kw
+        )
         return eng, False
 
 

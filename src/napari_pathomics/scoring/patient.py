@@ -42,9 +42,19 @@ from ..wsi.tiling import TileGrid, plan_for_bundle
 from .context import case_context, slide_cancer_type
 from .engines import shared_engine
 
-__all__ = ["PatientScore", "SlideSummary", "score_patient", "score_tiles", "load_signature", "slide_tiles",
-           "nuclear_tile_values",
-           "ordinal", "REPORT_KIND", "DISCLAIMER", "disclaimer"]
+__all__ = [
+    "PatientScore",
+    "SlideSummary",
+    "score_patient",
+    "score_tiles",
+    "load_signature",
+    "slide_tiles",
+    "nuclear_tile_values",
+    "ordinal",
+    "REPORT_KIND",
+    "DISCLAIMER",
+    "disclaimer",
+]
 
 REPORT_KIND = "pathomics-patient-score"
 REPORT_VERSION = 1
@@ -91,14 +101,30 @@ class SlideSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": self.path, "fingerprint": self.fingerprint,
-            "fingerprint_method": FINGERPRINT_METHOD, "sha256": self.sha256,
-            "size_bytes": self.size_bytes, "width": self.width, "height": self.height, "mpp": self.mpp,
-            "tiles": {"total": self.n_tiles, "done": self.n_done, "failed": self.n_failed,
-                      "background": self.n_background, "pending": self.n_pending},
-            "composition": dict(self.composition), "n_rois": self.n_rois, "used": self.used,
-            "from_cache": self.from_cache, "grid_key": self.grid_key, "unreadable_mm2": self.unreadable_mm2,
-            "tile_um": self.tile_um, "roi_mm2": self.roi_mm2, "tissue_metadata": self.tissue_metadata,
+            "path": self.path,
+            "fingerprint": self.fingerprint,
+            "fingerprint_method": FINGERPRINT_METHOD,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "width": self.width,
+            "height": self.height,
+            "mpp": self.mpp,
+            "tiles": {
+                "total": self.n_tiles,
+                "done": self.n_done,
+                "failed": self.n_failed,
+                "background": self.n_background,
+                "pending": self.n_pending,
+            },
+            "composition": dict(self.composition),
+            "n_rois": self.n_rois,
+            "used": self.used,
+            "from_cache": self.from_cache,
+            "grid_key": self.grid_key,
+            "unreadable_mm2": self.unreadable_mm2,
+            "tile_um": self.tile_um,
+            "roi_mm2": self.roi_mm2,
+            "tissue_metadata": self.tissue_metadata,
         }
 
 
@@ -151,17 +177,27 @@ class PatientScore:
         """All numbers as plain JSON (no NaN): what ``--json`` prints and the JSON report holds."""
         sc = self.score
         return {
-            "kind": REPORT_KIND, "schema_version": REPORT_VERSION,
+            "kind": REPORT_KIND,
+            "schema_version": REPORT_VERSION,
             "patient_id": self.patient_id,
-            "risk": sc.risk, "percentile": sc.percentile, "group": sc.group, "cutoff": sc.cutoff,
-            "survival": dict(sc.survival_at), "time_unit": sc.time_unit,
+            "risk": sc.risk,
+            "percentile": sc.percentile,
+            "group": sc.group,
+            "cutoff": sc.cutoff,
+            "survival": dict(sc.survival_at),
+            "time_unit": sc.time_unit,
             "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
-            "features": dict(self.features), "composition": dict(self.composition),
+            "features": dict(self.features),
+            "composition": dict(self.composition),
             "classes": [{"name": n, "color": c} for n, c in zip(self.class_names, self.class_colors)],
             "slides": [s.to_json() for s in self.slides],
-            "bundle": dict(self.bundle), "signature": dict(self.signature),
-            "versions": dict(self.versions), "warnings": list(self.warnings),
-            "started": self.started, "finished": self.finished, "duration_s": self.duration_s,
+            "bundle": dict(self.bundle),
+            "signature": dict(self.signature),
+            "versions": dict(self.versions),
+            "warnings": list(self.warnings),
+            "started": self.started,
+            "finished": self.finished,
+            "duration_s": self.duration_s,
             "disclaimer": self.disclaimer,
             "context": dict(self.context),
             **({"clinical": dict(self.clinical)} if self.clinical is not None else {}),
@@ -181,13 +217,16 @@ def load_signature(bundle: Bundle) -> Signature:
         raise SignatureError(f"signature {sig.name!r} has no feature spec: it cannot be computed from tile results")
     missing = [c for c in sig.feature_spec.classes if c not in bundle.class_names]
     if missing:
-        raise SignatureError(f"signature {sig.name!r} needs classes {missing} that model {bundle.name!r} "
-                             f"does not predict (it has {list(bundle.class_names)})")
+        raise SignatureError(
+            f"signature {sig.name!r} needs classes {missing} that model {bundle.name!r} "
+            f"does not predict (it has {list(bundle.class_names)})"
+        )
     return sig
 
 
-def slide_tiles(res: TileResults, slide_id: str = "", risk: np.ndarray | None = None,
-                nuclear: dict[str, np.ndarray] | None = None) -> SlideTiles:
+def slide_tiles(
+    res: TileResults, slide_id: str = "", risk: np.ndarray | None = None, nuclear: dict[str, np.ndarray] | None = None
+) -> SlideTiles:
     """The DONE tiles of one result as :class:`SlideTiles`: what every feature spec consumes.
 
     ``risk`` replaces the stored patch risk of those tiles (training scores them with a new head);
@@ -196,13 +235,23 @@ def slide_tiles(res: TileResults, slide_id: str = "", risk: np.ndarray | None = 
     ok = res.status == DONE
     r = res.risk[ok] if risk is None else np.asarray(risk)
     nuc = None if nuclear is None else {k: np.asarray(v, dtype=np.float64)[ok] for k, v in nuclear.items()}
-    return SlideTiles(probs=res.probs[ok].astype(np.float64), class_names=tuple(res.class_names),
-                      risk=r.astype(np.float64), slide_id=slide_id, nuclear=nuc)
+    return SlideTiles(
+        probs=res.probs[ok].astype(np.float64),
+        class_names=tuple(res.class_names),
+        risk=r.astype(np.float64),
+        slide_id=slide_id,
+        nuclear=nuc,
+    )
 
 
-def nuclear_tile_values(slide: Slide | str | Path, res: TileResults, spec: FeatureSpec | None = None,
-                        cancel: threading.Event | None = None, cache_dir: str | Path | None = None,
-                        use_cache: bool = True) -> dict[str, np.ndarray] | None:
+def nuclear_tile_values(
+    slide: Slide | str | Path,
+    res: TileResults,
+    spec: FeatureSpec | None = None,
+    cancel: threading.Event | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> dict[str, np.ndarray] | None:
     """Per-tile nuclear values for ``res``'s tiles (None when ``spec`` needs none).
 
     Nuclei are segmented over exactly the result's tiles (the same lattice), through the nuclei
@@ -214,10 +263,16 @@ def nuclear_tile_values(slide: Slide | str | Path, res: TileResults, spec: Featu
     s = open_slide(slide) if own else slide
     try:
         mpp = s.mpp[0]
-        grid = TileGrid(cols=res.cols, rows=res.rows, tile_size_l0=res.tile_size_l0,
-                        tile_um=float(res.meta.get("tile_um") or res.tile_size_l0 * mpp),
-                        mpp=float(res.meta.get("mpp") or DEFAULT_MPP), slide_width=s.width, slide_height=s.height,
-                        coverage=np.ones(len(res), dtype=np.float32))
+        grid = TileGrid(
+            cols=res.cols,
+            rows=res.rows,
+            tile_size_l0=res.tile_size_l0,
+            tile_um=float(res.meta.get("tile_um") or res.tile_size_l0 * mpp),
+            mpp=float(res.meta.get("mpp") or DEFAULT_MPP),
+            slide_width=s.width,
+            slide_height=s.height,
+            coverage=np.ones(len(res), dtype=np.float32),
+        )
         if len(grid) == 0:
             return {}
         run = run_nuclei(s, grid, cancel=cancel, cache_dir=cache_dir, use_cache=use_cache)
@@ -341,11 +396,16 @@ def score_patient(
                 grid_key = grid.key()
                 unreadable = float(grid.params.get("unreadable_mm2", 0.0))
                 if len(grid) == 0:
-                    res = TileResults.empty(grid, bundle.class_names, bundle.class_colors,
-                                            {"slide": str(slide.path), "bundle_id": bundle.bundle_id})
+                    res = TileResults.empty(
+                        grid,
+                        bundle.class_names,
+                        bundle.class_colors,
+                        {"slide": str(slide.path), "bundle_id": bundle.bundle_id},
+                    )
                 else:
-                    engine, _ = shared_engine(bundle, device=device, batch_size=batch_size, amp=amp,
-                                              **({"tta": tta} if tta != "none" else {}))
+                    engine, _ = shared_engine(
+                        bundle, device=device, batch_size=batch_size, amp=amp, **({"tta": tta} if tta != "none" else {})
+                    )
                     if class_head is not None:
                         engine = head_engine = head_engine or engine.with_class_head(class_head)
                     report(f"{name}: inference on {len(grid)} tiles", base)
@@ -357,8 +417,10 @@ def score_patient(
                     res = run.results
                     from_cache = not computed
                     if not res.complete:
-                        raise CancelledError(f"scoring cancelled during inference on {name} "
-                                             f"({res.n_done}/{len(res)} tiles; a rerun resumes from the cache)")
+                        raise CancelledError(
+                            f"scoring cancelled during inference on {name} "
+                            f"({res.n_done}/{len(res)} tiles; a rerun resumes from the cache)"
+                        )
             counts = {code: int(np.count_nonzero(res.status == code)) for code in (DONE, FAILED, BACKGROUND, PENDING)}
             ok = res.status == DONE
             comp = composition(res.probs[ok], res.class_names)
@@ -367,34 +429,56 @@ def score_patient(
                 if len(res) == 0:
                     why = "no tile lies inside its ROIs and tissue" if roi_list[i] else "no tissue tile was found"
                 else:
-                    why = (f"none of its {len(res)} tiles could be classified "
-                           f"({counts[BACKGROUND]} background, {counts[FAILED]} failed)")
+                    why = (
+                        f"none of its {len(res)} tiles could be classified "
+                        f"({counts[BACKGROUND]} background, {counts[FAILED]} failed)"
+                    )
                 warnings.append(f"{name}: {why}; left out of the score")
             elif counts[FAILED] or unreadable:
-                warnings.append(f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out"
-                                + (f" ({unreadable:.3g} mm² of the slide is unreadable)" if unreadable else ""))
+                warnings.append(
+                    f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out"
+                    + (f" ({unreadable:.3g} mm² of the slide is unreadable)" if unreadable else "")
+                )
             path = Path(slide.path)
             mpp_xy = tuple(float(v) for v in slide.mpp) if slide.has_mpp else None
             tile_um = res.meta.get("tile_um") or (res.tile_size_l0 * mpp_xy[0] if mpp_xy else None)
-            roi_mm2 = (float(sum(a.geometry.area for a in roi_list[i])) * mpp_xy[0] * mpp_xy[1] / 1e6
-                       if roi_list[i] and mpp_xy else None)
-            summaries.append(SlideSummary(
-                path=str(path), fingerprint=(fp := slide.file_hash()), sha256=fp,
-                size_bytes=path.stat().st_size, width=slide.width, height=slide.height,
-                mpp=[float(v) for v in slide.mpp] if slide.has_mpp else [],
-                n_tiles=len(res), n_done=counts[DONE], n_failed=counts[FAILED], n_background=counts[BACKGROUND],
-                n_pending=counts[PENDING], composition=comp,
-                n_rois=len(roi_list[i]) if roi_list[i] else None, used=used, from_cache=from_cache,
-                grid_key=grid_key, unreadable_mm2=unreadable,
-                tile_um=float(tile_um) if tile_um else None, roi_mm2=roi_mm2,
-                tissue_metadata=slide_cancer_type(getattr(slide, "properties", {}) or {}),
-            ))
+            roi_mm2 = (
+                float(sum(a.geometry.area for a in roi_list[i])) * mpp_xy[0] * mpp_xy[1] / 1e6
+                if roi_list[i] and mpp_xy
+                else None
+            )
+            summaries.append(
+                SlideSummary(
+                    path=str(path),
+                    fingerprint=(fp := slide.file_hash()),
+                    sha256=fp,
+                    size_bytes=path.stat().st_size,
+                    width=slide.width,
+                    height=slide.height,
+                    mpp=[float(v) for v in slide.mpp] if slide.has_mpp else [],
+                    n_tiles=len(res),
+                    n_done=counts[DONE],
+                    n_failed=counts[FAILED],
+                    n_background=counts[BACKGROUND],
+                    n_pending=counts[PENDING],
+                    composition=comp,
+                    n_rois=len(roi_list[i]) if roi_list[i] else None,
+                    used=used,
+                    from_cache=from_cache,
+                    grid_key=grid_key,
+                    unreadable_mm2=unreadable,
+                    tile_um=float(tile_um) if tile_um else None,
+                    roi_mm2=roi_mm2,
+                    tissue_metadata=slide_cancer_type(getattr(slide, "properties", {}) or {}),
+                )
+            )
             res_list.append(res)
             slide_objs.append(None if own else slide)
             if used and sig.feature_spec is not None and sig.feature_spec.nuclear:
                 report(f"{name}: nuclei on {counts[DONE]} tiles", base + 0.9 / n)
-                nuclear[i] = nuclear_tile_values(slide, res, sig.feature_spec, cancel=cancel, cache_dir=None,
-                                                 use_cache=use_cache)
+                nuclear[i] = nuclear_tile_values(
+                    slide, res, sig.feature_spec, cancel=cancel, cache_dir=None, use_cache=use_cache
+                )
         finally:
             if own:
                 slide.close()
@@ -404,8 +488,10 @@ def score_patient(
         detail = "; ".join(w for w in warnings if "left out of the score" in w)
         raise SignatureError(f"cannot score patient: no slide has a classified tile in its ROIs ({detail})")
     report("computing features", 0.99)
-    tiles = [slide_tiles(res_list[i], Path(summaries[i].path).name, nuclear=nuclear.get(i))  # type: ignore[arg-type]
-             for i in used_idx]
+    tiles = [
+        slide_tiles(res_list[i], Path(summaries[i].path).name, nuclear=nuclear.get(i))  # type: ignore[arg-type]
+        for i in used_idx
+    ]
     features, sc = score_tiles(sig, tiles)
     pooled = np.concatenate([t.probs for t in tiles])
     names = list(tiles[0].class_names)
@@ -413,18 +499,39 @@ def score_patient(
     pid = patient_id or Path(summaries[0].path).stem
     report("done", 1.0)
     comp_all = composition(pooled, names)
-    ctx = case_context(summaries, comp_all, names, sc.group, sig, bundle.manifest, case_type,
-                       [s.tissue_metadata for s in summaries])
-    return PatientScore(
-        patient_id=pid, score=sc, features=features,
-        composition=comp_all, class_names=names, class_colors=colors,
-        slides=summaries, signature=strict_json(sig.summary()),
-        bundle={**bundle_record(bundle), **({"tta": tta} if tta != "none" else {}), **({"class_head": {
-            "digest": class_head.digest(), "note": "adapted in the viewer and not saved as a bundle"}}
-            if class_head is not None else {})},
-        versions=versions(), started=started, finished=now_iso(),
-        duration_s=round(time.perf_counter() - t0, 3), warnings=warnings, context=ctx,
-        results=res_list, rois=[r or None for r in roi_list], slide_objects=slide_objs,
+    ctx = case_context(
+        summaries, comp_all, names, sc.group, sig, bundle.manifest, case_type, [s.tissue_metadata for s in summaries]
     )
-
-
+    return PatientScore(
+        patient_id=pid,
+        score=sc,
+        features=features,
+        composition=comp_all,
+        class_names=names,
+        class_colors=colors,
+        slides=summaries,
+        signature=strict_json(sig.summary()),
+        bundle={
+            **bundle_record(bundle),
+            **({"tta": tta} if tta != "none" else {}),
+            **(
+                {
+                    "class_head": {
+                        "digest": class_head.digest(),
+                        "note": "adapted in the viewer and not saved as a bundle",
+                    }
+                }
+                if class_head is not None
+                else {}
+            ),
+        },
+        versions=versions(),
+        started=started,
+        finished=now_iso(),
+        duration_s=round(time.perf_counter() - t0, 3),
+        warnings=warnings,
+        context=ctx,
+        results=res_list,
+        rois=[r or None for r in roi_list],
+        slide_objects=slide_objs,
+    )

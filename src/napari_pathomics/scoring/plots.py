@@ -26,8 +26,15 @@ def _signature_score(score: Any) -> Any:
     return getattr(score, "score", score) if not hasattr(score, "curve_times") else score
 
 
-def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] = (6.4, 4.2),
-                    dpi: int = 100, patient_label: str | None = None, title: str | None = None) -> Figure:
+def survival_figure(
+    signature: Any,
+    score: Any,
+    *,
+    figsize: tuple[float, float] = (6.4, 4.2),
+    dpi: int = 100,
+    patient_label: str | None = None,
+    title: str | None = None,
+) -> Figure:
     """The patient's predicted S(t) over the reference cohort's Kaplan–Meier curves per group.
 
     At-risk counts of each reference group are printed under the axis at the grid's ticks;
@@ -46,19 +53,25 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     for g in groups:
         d = km[g]
         col = GROUP_COLORS.get(g, "#555")
-        ax.step(grid, d["survival"], where="post", color=col, lw=1.6,
-                label=f"reference {g} risk (n={d.get('n', '?')})")
+        ax.step(grid, d["survival"], where="post", color=col, lw=1.6, label=f"reference {g} risk (n={d.get('n', '?')})")
         if "ci_lower" in d and "ci_upper" in d:
             ax.fill_between(grid, d["ci_lower"], d["ci_upper"], step="post", color=col, alpha=0.12, lw=0)
     t = np.asarray(sc.curve_times, float) * f
-    ax.step(t, sc.curve_survival, where="post", color=PATIENT_COLOR, lw=2.4,
-            label=patient_label or f"this patient ({sc.group} risk)")
+    ax.step(
+        t,
+        sc.curve_survival,
+        where="post",
+        color=PATIENT_COLOR,
+        lw=2.4,
+        label=patient_label or f"this patient ({sc.group} risk)",
+    )
     for key, s in sc.survival_at.items():
         h = float(key) * f
         ax.axvline(h, color="#888", ls="--", lw=0.8)
         ax.plot([h], [s], "o", color=PATIENT_COLOR, ms=5)
-        ax.annotate(f"{100 * s:.0f} %", (h, s), textcoords="offset points", xytext=(4, 6), fontsize=8,
-                    color=PATIENT_COLOR)
+        ax.annotate(
+            f"{100 * s:.0f} %", (h, s), textcoords="offset points", xytext=(4, 6), fontsize=8, color=PATIENT_COLOR
+        )
     ax.set_ylim(0, 1.02)
     if grid.size:
         ax.set_xlim(0, float(grid[-1]))
@@ -83,17 +96,27 @@ def survival_figure(signature: Any, score: Any, *, figsize: tuple[float, float] 
     tab.set_ylim(-0.6, max(len(rows), 1) - 0.4)
     tab.set_yticks(range(len(rows)), [g for g, _ in reversed(rows)], fontsize=8)
     tab.set_xticks(ticks)
-    tab.set_xlabel(f"time ({unit}); numbers at risk in the reference cohort" if not narrow
-                   else f"time ({unit})\nat risk in the reference cohort", fontsize=9 if not narrow else 8)
+    tab.set_xlabel(
+        f"time ({unit}); numbers at risk in the reference cohort"
+        if not narrow
+        else f"time ({unit})\nat risk in the reference cohort",
+        fontsize=9 if not narrow else 8,
+    )
     for side in ("top", "right", "left"):
         tab.spines[side].set_visible(False)
     tab.tick_params(axis="y", length=0, pad=16)
     return fig
 
 
-def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | None = None, *,
-                       figsize: tuple[float, float] = (6.4, 3.0), dpi: int = 100, title: str | None = None,
-                       ylabel: str = "mean class probability (%)") -> Figure:
+def composition_figure(
+    score: Any,
+    colors: Mapping[str, str] | Sequence[str] | None = None,
+    *,
+    figsize: tuple[float, float] = (6.4, 3.0),
+    dpi: int = 100,
+    title: str | None = None,
+    ylabel: str = "mean class probability (%)",
+) -> Figure:
     """Bar chart of the patient's tissue composition (mean class probability) in class colours.
 
     ``score`` is a PatientScore (its ``composition`` and ``class_colors`` are used; background
@@ -116,8 +139,14 @@ def composition_figure(score: Any, colors: Mapping[str, str] | Sequence[str] | N
     ax = fig.add_subplot(111)
     bars = ax.bar(names, vals, color=[colors.get(n, "#999999") for n in names], edgecolor="#333", lw=0.6)
     for b, v in zip(bars, vals):
-        ax.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), textcoords="offset points",
-                    xytext=(0, 2), ha="center", fontsize=8)
+        ax.annotate(
+            f"{v:.0f}",
+            (b.get_x() + b.get_width() / 2, v),
+            textcoords="offset points",
+            xytext=(0, 2),
+            ha="center",
+            fontsize=8,
+        )
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_ylim(0, max(10.0, float(vals.max()) * 1.15) if vals.size else 100)
     if title is None:
@@ -147,9 +176,15 @@ def _hr_text(hr: Mapping[str, Any] | None) -> str:
     return f"HR {hr['hr']:.2f} [{hr['ci_lower']:.2f}, {hr['ci_upper']:.2f}], p={hr['p']:.2g}"
 
 
-def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
-                     figsize: tuple[float, float] = (9.6, 4.0), dpi: int = 100,
-                     patient: Mapping[str, Any] | None = None, rows: int = 1) -> Figure:
+def interplay_figure(
+    result: Mapping[str, Any],
+    time_unit: str = "days",
+    *,
+    figsize: tuple[float, float] = (9.6, 4.0),
+    dpi: int = 100,
+    patient: Mapping[str, Any] | None = None,
+    rows: int = 1,
+) -> Figure:
     """Kaplan–Meier curves of each marker / treatment level, one panel per pathomics risk group.
 
     ``result`` is what ``signature.interplay.analyze_interaction`` or ``analyze_benefit`` returns;
@@ -173,17 +208,28 @@ def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
             col = LEVEL_COLORS[k % len(LEVEL_COLORS)]
             mine = patient is not None and g == pg and level == plevel
             alpha = 0.35 if faded or (patient is not None and plevel is not None and not mine) else 1.0
-            ax.step(grid, km["survival"], where="post", color=col, lw=3.0 if mine else 1.6, alpha=alpha,
-                    label=f"{level} (n={km['n']}, {km['events']} events)" + ("  ← this patient" if mine else ""))
-            ax.fill_between(grid, km["ci_lower"], km["ci_upper"], step="post", color=col,
-                            alpha=0.16 if mine else 0.06, lw=0)
+            ax.step(
+                grid,
+                km["survival"],
+                where="post",
+                color=col,
+                lw=3.0 if mine else 1.6,
+                alpha=alpha,
+                label=f"{level} (n={km['n']}, {km['events']} events)" + ("  ← this patient" if mine else ""),
+            )
+            ax.fill_between(
+                grid, km["ci_lower"], km["ci_upper"], step="post", color=col, alpha=0.16 if mine else 0.06, lw=0
+            )
         if patient is not None and g == pg:
             for side in ax.spines.values():
                 side.set_color("#1f3fbf")
                 side.set_linewidth(1.6)
         hrs = [f"{lv}: {_hr_text(h)}" for lv, h in grp["hazard_ratio"].items()]
-        mark = ((" — this patient's group" if rows == 1 else "\nthis patient's group")
-                if patient is not None and g == pg else "")
+        mark = (
+            (" — this patient's group" if rows == 1 else "\nthis patient's group")
+            if patient is not None and g == pg
+            else ""
+        )
         ax.set_title(f"pathomics {g}-risk group (n={grp['n']}){mark}\n" + "\n".join(hrs), fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"time ({'years' if f != 1.0 else time_unit})")
@@ -194,8 +240,12 @@ def interplay_figure(result: Mapping[str, Any], time_unit: str = "days", *,
     p = result["interaction"].get("p")
     what = result.get("marker") or result.get("treatment") or ""
     sep = "\n" if rows > 1 else " — "
-    fig.suptitle(f"{what} within pathomics risk groups{sep}interaction p = {p:.2g}" if p is not None
-                 else f"{what} within pathomics risk groups", fontsize=10)
+    fig.suptitle(
+        f"{what} within pathomics risk groups{sep}interaction p = {p:.2g}"
+        if p is not None
+        else f"{what} within pathomics risk groups",
+        fontsize=10,
+    )
     return fig
 
 
@@ -207,8 +257,11 @@ def forest_figure(rows: Sequence[Mapping[str, Any]], *, dpi: int = 100) -> Figur
     labels = []
     for i, r in enumerate(rows):
         y = n - 1 - i
-        labels.append(f"{r['covariate']}: {r['level']}  (n={r['n']}, {r['events']} ev.)"
-                      if r["covariate"] != "all patients" else f"all patients  (n={r['n']}, {r['events']} ev.)")
+        labels.append(
+            f"{r['covariate']}: {r['level']}  (n={r['n']}, {r['events']} ev.)"
+            if r["covariate"] != "all patients"
+            else f"all patients  (n={r['n']}, {r['events']} ev.)"
+        )
         hr = r.get("hazard_ratio")
         if not hr:
             ax.text(1.0, y, "not estimable", va="center", ha="center", fontsize=7, color="#888")

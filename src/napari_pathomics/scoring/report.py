@@ -41,8 +41,9 @@ from .plots import composition_figure, figure_png, interplay_figure, survival_fi
 __all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png", "report_targets"]
 
 
-def report_targets(html_path: str | Path | None, json_path: str | Path | None,
-                   inputs: Sequence[str | Path | None] = ()) -> tuple[Path | None, Path | None]:
+def report_targets(
+    html_path: str | Path | None, json_path: str | Path | None, inputs: Sequence[str | Path | None] = ()
+) -> tuple[Path | None, Path | None]:
     """Where the HTML report and its JSON twin go (the twin defaults to the HTML name with .json).
 
     Refused in one line before any work: a target that is an input (a slide, an ROI file, the
@@ -51,14 +52,15 @@ def report_targets(html_path: str | Path | None, json_path: str | Path | None,
     html_p = Path(html_path) if html_path else None
     json_p = Path(json_path) if json_path else (html_p.with_suffix(".json") if html_p else None)
     if html_p is not None and json_p is not None and html_p.expanduser().resolve() == json_p.expanduser().resolve():
-        raise OutputError(f"the HTML report and its JSON twin would both be {html_p}; give the report a .html name "
-                          "or --report-json another file")
+        raise OutputError(
+            f"the HTML report and its JSON twin would both be {html_p}; give the report a .html name "
+            "or --report-json another file"
+        )
     if html_p is not None:
         check_output(html_p, "HTML report", inputs)
     if json_p is not None:
         check_output(json_p, "JSON", inputs)
     return html_p, json_p
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,8 +82,14 @@ def _roi_lines(rois: Sequence[Annotation] | None) -> list[np.ndarray]:
     return out
 
 
-def slide_overview_png(slide: Slide, results: TileResults | None, rois: Sequence[Annotation] | None = None,
-                       *, max_side: int = 640, dpi: int = 100) -> bytes:
+def slide_overview_png(
+    slide: Slide,
+    results: TileResults | None,
+    rois: Sequence[Annotation] | None = None,
+    *,
+    max_side: int = 640,
+    dpi: int = 100,
+) -> bytes:
     """Thumbnail with ROI outlines, the tile class map and the tile risk heatmap (PNG bytes).
 
     Everything is drawn in level-0 px: the thumbnail spans (0..width, 0..height) and lattice
@@ -115,13 +123,19 @@ def slide_overview_png(slide: Slide, results: TileResults | None, rois: Sequence
         axes[1].imshow(rgba, extent=ext, interpolation="nearest")
         present = sorted({int(k) for k in np.unique(cmap) if k >= 0})
         if present:
-            handles = [Patch(facecolor=colors[k], edgecolor="#333", label=results.class_names[k])
-                       for k in present]
+            handles = [Patch(facecolor=colors[k], edgecolor="#333", label=results.class_names[k]) for k in present]
             axes[1].legend(handles=handles, fontsize=6, loc="upper right", framealpha=0.8, ncol=1)
         risk_map = results.risk_map()
         lo, hi = robust_limits(risk_map)  # the viewer's scale and colours for the same slide
-        im = axes[2].imshow(np.ma.masked_invalid(risk_map), extent=ext, interpolation="nearest",
-                            cmap=mpl_colormap("risk"), vmin=lo, vmax=hi, alpha=0.85)
+        im = axes[2].imshow(
+            np.ma.masked_invalid(risk_map),
+            extent=ext,
+            interpolation="nearest",
+            cmap=mpl_colormap("risk"),
+            vmin=lo,
+            vmax=hi,
+            alpha=0.85,
+        )
         cb = fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.02)
         cb.ax.tick_params(labelsize=7)
         cb.set_label("patch risk", fontsize=7)
@@ -199,10 +213,14 @@ def _img(data: bytes | None, alt: str) -> Markup:
     return Markup("<img alt='{}' src='{}'>").format(alt, src)
 
 
-_ENV = Environment(loader=PackageLoader("napari_pathomics.scoring", "templates"),
-                   autoescape=select_autoescape(default=True, default_for_string=True), undefined=StrictUndefined)
-_ENV.filters.update(num=_num, signed=_signed, sig3=_sig3,
-                    ordinal=lambda v: ordinal(float(v)) if _num(v) != "—" else "—")
+_ENV = Environment(
+    loader=PackageLoader("napari_pathomics.scoring", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+)
+_ENV.filters.update(
+    num=_num, signed=_signed, sig3=_sig3, ordinal=lambda v: ordinal(float(v)) if _num(v) != "—" else "—"
+)
 _ENV.globals["img"] = _img
 
 
@@ -233,32 +251,69 @@ def _clinical_section(score: PatientScore, sig: Signature, combined: Signature |
     values = [(k, v, *units.get(k, ("", "", ""))) for k, v in (c.get("values") or {}).items()]
     horizons = list((c.get("survival") or {}).keys())
     img = c.get("image_only") or {}
-    surv = [(years_label(float(h), c.get("time_unit", "days")), (img.get("survival") or {}).get(h),
-             (c.get("survival") or {}).get(h)) for h in horizons]
+    surv = [
+        (
+            years_label(float(h), c.get("time_unit", "days")),
+            (img.get("survival") or {}).get(h),
+            (c.get("survival") or {}).get(h),
+        )
+        for h in horizons
+    ]
     figs: list[bytes] = []
     if combined is not None:
         curve = c.get("survival_curve") or {}
-        sc = SignatureScore(risk=c["risk"], percentile=c["percentile"], group=c["group"], cutoff=c["cutoff"],
-                            survival_at=dict(c.get("survival") or {}), curve_times=list(curve.get("times", [])),
-                            curve_survival=list(curve.get("survival", [])), time_unit=c.get("time_unit", "days"))
-        figs.append(figure_png(survival_figure(combined, sc, patient_label="this patient (pathomics + clinical)",
-                                               title=f"Combined model: predicted survival ({combined.name})")))
+        sc = SignatureScore(
+            risk=c["risk"],
+            percentile=c["percentile"],
+            group=c["group"],
+            cutoff=c["cutoff"],
+            survival_at=dict(c.get("survival") or {}),
+            curve_times=list(curve.get("times", [])),
+            curve_survival=list(curve.get("survival", [])),
+            time_unit=c.get("time_unit", "days"),
+        )
+        figs.append(
+            figure_png(
+                survival_figure(
+                    combined,
+                    sc,
+                    patient_label="this patient (pathomics + clinical)",
+                    title=f"Combined model: predicted survival ({combined.name})",
+                )
+            )
+        )
         placements = {(pl.get("column"), pl.get("signature")): pl for pl in c.get("interplay") or []}
         for s_, doc in interplay_docs(combined, sig):
             col = doc.get("marker") or doc.get("treatment")
             pl = placements.get((col, s_.name)) or {}
-            figs.append(figure_png(interplay_figure(doc, s_.time_unit,
-                                                    patient=pl if pl.get("level") else None)))
+            figs.append(figure_png(interplay_figure(doc, s_.time_unit, patient=pl if pl.get("level") else None)))
     own = (_context(score, sig).get("evidence") or {}).get("cv_c_index")
-    return {"values": values, "c": c, "img": img, "own_c": own, "surv": surv, "models": c.get("models") or {},
-            "inc": {"delta_c": None, "ci_lower": None, "ci_upper": None, "lrt_p": None,
-                    **(c.get("increment_over_clinical") or {})}, "figs": figs, "interplay": c.get("interplay") or [],
-            "research": RESEARCH_ONLY}
+    return {
+        "values": values,
+        "c": c,
+        "img": img,
+        "own_c": own,
+        "surv": surv,
+        "models": c.get("models") or {},
+        "inc": {
+            "delta_c": None,
+            "ci_lower": None,
+            "ci_upper": None,
+            "lrt_p": None,
+            **(c.get("increment_over_clinical") or {}),
+        },
+        "figs": figs,
+        "interplay": c.get("interplay") or [],
+        "research": RESEARCH_ONLY,
+    }
 
 
-def render_report_html(score: PatientScore, signature: Signature | None = None,
-                       slides_images: Sequence[bytes | None] | None = None,
-                       combined: Signature | None = None) -> str:
+def render_report_html(
+    score: PatientScore,
+    signature: Signature | None = None,
+    slides_images: Sequence[bytes | None] | None = None,
+    combined: Signature | None = None,
+) -> str:
     """The report page as one HTML string (see :func:`write_report_html`).
 
     Every value reaches the page through the template's autoescaping, and the page's
@@ -274,46 +329,85 @@ def render_report_html(score: PatientScore, signature: Signature | None = None,
     cv = _dict_or_empty(m.get("cv"))
     slides = []
     for i, sl in enumerate(score.slides):
-        slides.append({
-            "name": Path(sl.path).name, "used": sl.used, "n_tiles": sl.n_tiles, "n_done": sl.n_done,
-            "n_background": sl.n_background, "n_failed": sl.n_failed, "unreadable_mm2": sl.unreadable_mm2,
-            "rois": sl.n_rois if sl.n_rois else "all tissue", "width": sl.width, "height": sl.height,
-            "mpp": ", ".join(f"{v:.4g}" for v in sl.mpp) or "—", "fingerprint": sl.fingerprint,
-            "sha256": sl.sha256, "image": imgs[i] if i < len(imgs) else None,
-            "area": (ctx.get("area", {}).get("slides") or [{}] * len(score.slides))[i]
-            if i < len(ctx.get("area", {}).get("slides") or []) else {},
-        })
+        slides.append(
+            {
+                "name": Path(sl.path).name,
+                "used": sl.used,
+                "n_tiles": sl.n_tiles,
+                "n_done": sl.n_done,
+                "n_background": sl.n_background,
+                "n_failed": sl.n_failed,
+                "unreadable_mm2": sl.unreadable_mm2,
+                "rois": sl.n_rois if sl.n_rois else "all tissue",
+                "width": sl.width,
+                "height": sl.height,
+                "mpp": ", ".join(f"{v:.4g}" for v in sl.mpp) or "—",
+                "fingerprint": sl.fingerprint,
+                "sha256": sl.sha256,
+                "image": imgs[i] if i < len(imgs) else None,
+                "area": (ctx.get("area", {}).get("slides") or [{}] * len(score.slides))[i]
+                if i < len(ctx.get("area", {}).get("slides") or [])
+                else {},
+            }
+        )
     context = {
-        "css": Markup(_CSS), "patient_id": score.patient_id, "finished": score.finished, "started": score.started,
-        "duration": score.duration_s, "sig_name": sig.name, "bundle_name": str(score.bundle.get("name")),
+        "css": Markup(_CSS),
+        "patient_id": score.patient_id,
+        "finished": score.finished,
+        "started": score.started,
+        "duration": score.duration_s,
+        "sig_name": sig.name,
+        "bundle_name": str(score.bundle.get("name")),
         "bundle_id": str(score.bundle.get("id")),
         "class_head": str((score.bundle.get("class_head") or {}).get("digest", "")),
-        "tta": str(score.bundle.get("tta") or ""), "disclaimer": score.disclaimer, "warnings": list(score.warnings),
-        "risk": sc.risk, "percentile": sc.percentile, "percentile_ordinal": ordinal(sc.percentile),
-        "ref_n": summ.get("n"), "ref_events": summ.get("n_events"), "group": sc.group,
-        "group_class": sc.group if sc.group in ("high", "low") else "", "cutoff": sc.cutoff,
-        "cutoff_exact": cut.get("cutoff", sc.cutoff), "cutoff_method": str(cut.get("method", "unspecified method")),
-        "min_group": cut.get("min_group"), "cutoff_p": cut.get("p_value"),
-        "n_high": cut.get("n_high"), "n_low": cut.get("n_low"),
+        "tta": str(score.bundle.get("tta") or ""),
+        "disclaimer": score.disclaimer,
+        "warnings": list(score.warnings),
+        "risk": sc.risk,
+        "percentile": sc.percentile,
+        "percentile_ordinal": ordinal(sc.percentile),
+        "ref_n": summ.get("n"),
+        "ref_events": summ.get("n_events"),
+        "group": sc.group,
+        "group_class": sc.group if sc.group in ("high", "low") else "",
+        "cutoff": sc.cutoff,
+        "cutoff_exact": cut.get("cutoff", sc.cutoff),
+        "cutoff_method": str(cut.get("method", "unspecified method")),
+        "min_group": cut.get("min_group"),
+        "cutoff_p": cut.get("p_value"),
+        "n_high": cut.get("n_high"),
+        "n_low": cut.get("n_low"),
         "survival": [(years_label(float(k), sc.time_unit), v) for k, v in sc.survival_at.items()],
-        "survival_png": figure_png(survival_figure(
-            sig, score, patient_label=f"this patient ({ctx.get('group_headline', sc.group)})")), "composition_png": figure_png(composition_figure(score)),
+        "survival_png": figure_png(
+            survival_figure(sig, score, patient_label=f"this patient ({ctx.get('group_headline', sc.group)})")
+        ),
+        "composition_png": figure_png(composition_figure(score)),
         "composition": list((ctx.get("composition") or {}).get("tissue", score.composition).items()),
-        "slides": slides, "ctx": ctx, "validated": bool(ctx.get("evidence", {}).get("validated")),
+        "slides": slides,
+        "ctx": ctx,
+        "validated": bool(ctx.get("evidence", {}).get("validated")),
         "all_warnings": [*score.warnings, *ctx.get("warnings", [])],
         "clinical": _clinical_section(score, sig, combined),
         "sig_description": str(sig.to_json().get("description", "")),
         "coefficients": [(k, score.features.get(k), b) for k, b in sig.coefficients.items()],
-        "cv": cv, "hr_oof": _dict_or_empty(cv.get("hazard_ratio_out_of_fold")),
-        "apparent_c": m.get("apparent_c_index"), "hr_app": _dict_or_empty(m.get("hazard_ratio_high_vs_low")),
-        "file_hashes": list(score.bundle.get("file_hashes", {}).items()), "versions": list(score.versions.items()),
+        "cv": cv,
+        "hr_oof": _dict_or_empty(cv.get("hazard_ratio_out_of_fold")),
+        "apparent_c": m.get("apparent_c_index"),
+        "hr_app": _dict_or_empty(m.get("hazard_ratio_high_vs_low")),
+        "file_hashes": list(score.bundle.get("file_hashes", {}).items()),
+        "versions": list(score.versions.items()),
     }
     return _ENV.get_template("report.html.j2").render(**context)
 
 
-def write_report_html(score: PatientScore, path: str | Path, *, signature: Signature | None = None,
-                      slides_images: Sequence[bytes | None] | None = None,
-                      combined: Signature | None = None) -> Path:
+def write_report_html(
+    score: PatientScore,
+    path: str | Path,
+    *,
+    signature: Signature | None = None,
+    slides_images: Sequence[bytes | None] | None = None,
+    combined: Signature | None = None,
+) -> Path:
     """Write the self-contained HTML case report (atomically).
 
     ``signature`` defaults to the one of the bundle recorded in the score; ``slides_images``

@@ -175,20 +175,29 @@ class Covariate:
                 raise ClinicalError(f"clinical covariate {self.name!r} = {shown(value)} is not a finite number")
             lo, hi = self.range if self.range is not None else (-math.inf, math.inf)
             if not lo <= v <= hi:
-                raise ClinicalError(f"clinical covariate {self.name!r} = {v:g} is outside the range the signature "
-                                    f"was fitted on ({self.allowed()})")
+                raise ClinicalError(
+                    f"clinical covariate {self.name!r} = {v:g} is outside the range the signature "
+                    f"was fitted on ({self.allowed()})"
+                )
             return [v]
         key = canonical(value)
         if key not in self.levels:
-            raise ClinicalError(f"clinical covariate {self.name!r} = {shown(value)} is not one of the signature's levels "
-                                f"({self.allowed()})")
+            raise ClinicalError(
+                f"clinical covariate {self.name!r} = {shown(value)} is not one of the signature's levels "
+                f"({self.allowed()})"
+            )
         if self.type == "ordinal":
             return [float(self.scores[self.levels.index(key)])]
         return [1.0 if key == lv else 0.0 for lv in self.levels[1:]]
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "type": self.type, "unit": self.unit, "columns": self.columns,
-                             "n_missing": self.n_missing}
+        d: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "unit": self.unit,
+            "columns": self.columns,
+            "n_missing": self.n_missing,
+        }
         if self.type == "numeric":
             d["range"] = list(self.range) if self.range is not None else None
         else:
@@ -208,16 +217,22 @@ class Covariate:
             if typ not in TYPES:
                 raise ClinicalError(f"clinical covariate {obj.get('name')!r}: unknown type {typ!r}")
             rng = obj.get("range")
-            cov = cls(name=str(obj["name"]), type=typ, unit=str(obj.get("unit", "")),
-                      levels=tuple(str(x) for x in obj.get("levels", [])),
-                      scores=tuple(float(x) for x in obj.get("scores", [])),
-                      range=(float(rng[0]), float(rng[1])) if rng is not None else None,
-                      impute=obj.get("impute"), n_missing=int(obj.get("n_missing", 0)))
+            cov = cls(
+                name=str(obj["name"]),
+                type=typ,
+                unit=str(obj.get("unit", "")),
+                levels=tuple(str(x) for x in obj.get("levels", [])),
+                scores=tuple(float(x) for x in obj.get("scores", [])),
+                range=(float(rng[0]), float(rng[1])) if rng is not None else None,
+                impute=obj.get("impute"),
+                n_missing=int(obj.get("n_missing", 0)),
+            )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ClinicalError(f"malformed clinical covariate in signature: {exc}") from None
         if cov.type == "ordinal" and len(cov.scores) != len(cov.levels):
-            raise ClinicalError(f"malformed clinical covariate {cov.name!r}: {len(cov.levels)} levels, "
-                                f"{len(cov.scores)} scores")
+            raise ClinicalError(
+                f"malformed clinical covariate {cov.name!r}: {len(cov.levels)} levels, {len(cov.scores)} scores"
+            )
         if cov.type == "categorical" and len(cov.levels) < 2:
             raise ClinicalError(f"malformed clinical covariate {cov.name!r}: a categorical needs two levels")
         return cov
@@ -263,7 +278,9 @@ class ClinicalSpec:
             try:
                 rows.append(self.encode(rec))
             except ClinicalError as exc:
-                who = f"patient {shown(table[id_col].iloc[i])}" if id_col and id_col in table.columns else f"row {i + 1}"
+                who = (
+                    f"patient {shown(table[id_col].iloc[i])}" if id_col and id_col in table.columns else f"row {i + 1}"
+                )
                 raise ClinicalError(f"{who}: {exc}") from None
         return pd.DataFrame(rows, columns=self.columns, index=table.index).astype(float)
 
@@ -275,8 +292,12 @@ class ClinicalSpec:
         return " + ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": CLINICAL_KIND, "version": 1, "missing": {"rule": self.missing_rule, **dict(self.rows)},
-                "covariates": [c.to_json() for c in self.covariates]}
+        return {
+            "kind": CLINICAL_KIND,
+            "version": 1,
+            "missing": {"rule": self.missing_rule, **dict(self.rows)},
+            "covariates": [c.to_json() for c in self.covariates],
+        }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "ClinicalSpec":
@@ -291,8 +312,9 @@ class ClinicalSpec:
 
     # ----------------------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, table: pd.DataFrame, declared: Sequence[Declared], missing_rule: str = "refuse",
-            id_col: str | None = None) -> tuple["ClinicalSpec", np.ndarray]:
+    def fit(
+        cls, table: pd.DataFrame, declared: Sequence[Declared], missing_rule: str = "refuse", id_col: str | None = None
+    ) -> tuple["ClinicalSpec", np.ndarray]:
         """Check the declared columns, apply the missing rule and freeze the encoding.
 
         Returns the spec and a boolean mask of the rows to fit on. Nothing is dropped unless
@@ -304,8 +326,10 @@ class ClinicalSpec:
             raise ClinicalError("no clinical covariates declared")
         absent = [d.name for d in declared if d.name not in table.columns]
         if absent:
-            raise ClinicalError(f"clinical column {absent[0]!r} is not in the table (columns: "
-                                f"{', '.join(map(str, list(table.columns)[:30]))})")
+            raise ClinicalError(
+                f"clinical column {absent[0]!r} is not in the table (columns: "
+                f"{', '.join(map(str, list(table.columns)[:30]))})"
+            )
         n = len(table)
 
         def who(i: int) -> str:
@@ -318,7 +342,8 @@ class ClinicalSpec:
                     first = int(np.flatnonzero(miss[d.name])[0])
                     raise ClinicalError(
                         f"clinical column {d.name!r} has {int(miss[d.name].sum())} missing values (first: {who(first)}); "
-                        "fill them, or pass --clinical-missing drop (rows left out and counted) or impute")
+                        "fill them, or pass --clinical-missing drop (rows left out and counted) or impute"
+                    )
         used = np.ones(n, bool)
         if missing_rule == "drop":
             for d in declared:
@@ -328,8 +353,12 @@ class ClinicalSpec:
         for d in declared:
             covs.append(_freeze(d, table[d.name].tolist(), miss[d.name], used, missing_rule, who))
         ex_idx = np.flatnonzero(~used)
-        rows: dict[str, Any] = {"total": n, "used": int(used.sum()), "excluded": excluded,
-                                "n_excluded": int((~used).sum())}
+        rows: dict[str, Any] = {
+            "total": n,
+            "used": int(used.sum()),
+            "excluded": excluded,
+            "n_excluded": int((~used).sum()),
+        }
         if id_col and id_col in table.columns and ex_idx.size:
             rows["excluded_ids"] = [str(table[id_col].iloc[i]) for i in ex_idx[:1000]]
         if missing_rule == "impute" and excluded:
@@ -349,8 +378,9 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
             try:
                 v = float(values[i])
             except (TypeError, ValueError):
-                raise ClinicalError(f"clinical column {d.name!r} is declared numeric but {who(i)} holds "
-                                    f"{values[i]!r}") from None
+                raise ClinicalError(
+                    f"clinical column {d.name!r} is declared numeric but {who(i)} holds {values[i]!r}"
+                ) from None
             if not math.isfinite(v):
                 raise ClinicalError(f"clinical column {d.name!r}: {who(i)} holds {values[i]!r} (not finite)")
             nums.append(v)
@@ -358,37 +388,45 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
         if np.ptp(arr) == 0:
             raise ClinicalError(f"clinical column {d.name!r} has one value only ({arr[0]:g}); it cannot be a covariate")
         imp = float(np.median(arr)) if rule == "impute" and miss[used].any() else None
-        return Covariate(d.name, "numeric", d.unit, range=(float(arr.min()), float(arr.max())), impute=imp,
-                         n_missing=n_missing)
+        return Covariate(
+            d.name, "numeric", d.unit, range=(float(arr.min()), float(arr.max())), impute=imp, n_missing=n_missing
+        )
     keys = [canonical(values[i]) for i in idx]
     present = set(keys)
     if d.levels:
         unknown = [(i, k) for i, k in zip(idx, keys) if k not in d.levels]
         if unknown:
             i, k = unknown[0]
-            raise ClinicalError(f"clinical column {d.name!r}: {who(i)} holds {values[i]!r}, not one of the declared "
-                                f"levels ({', '.join(d.levels)})")
+            raise ClinicalError(
+                f"clinical column {d.name!r}: {who(i)} holds {values[i]!r}, not one of the declared "
+                f"levels ({', '.join(d.levels)})"
+            )
         levels = tuple(lv for lv in d.levels if lv in present) if d.type == "categorical" else d.levels
     elif d.type == "ordinal":
         try:
             nums = sorted({float(k) for k in keys})
         except ValueError:
             texts = sorted(present)[:6]
-            raise ClinicalError(f"ordinal column {d.name!r} has text levels ({', '.join(texts)}); give their order, "
-                                f"e.g. {d.name}:ordinal({'<'.join(texts[:3])})") from None
+            raise ClinicalError(
+                f"ordinal column {d.name!r} has text levels ({', '.join(texts)}); give their order, "
+                f"e.g. {d.name}:ordinal({'<'.join(texts[:3])})"
+            ) from None
         levels = tuple(f"{v:g}" for v in nums)
     else:
         counts = pd.Series(keys).value_counts()
         levels = tuple(sorted(counts.index, key=lambda k: (-int(counts[k]), k)))
     if len(present) < 2:
-        raise ClinicalError(f"clinical column {d.name!r} has one level only ({next(iter(present))!r}); "
-                            "it cannot be a covariate")
+        raise ClinicalError(
+            f"clinical column {d.name!r} has one level only ({next(iter(present))!r}); it cannot be a covariate"
+        )
     if d.type == "categorical":
         counts = pd.Series(keys).value_counts()
         rare = [lv for lv in levels if int(counts.get(lv, 0)) < MIN_LEVEL_ROWS]
         if rare:
-            raise ClinicalError(f"clinical column {d.name!r}: level {rare[0]!r} has only {int(counts.get(rare[0], 0))} "
-                                f"rows (< {MIN_LEVEL_ROWS}); merge it with another level or leave it out")
+            raise ClinicalError(
+                f"clinical column {d.name!r}: level {rare[0]!r} has only {int(counts.get(rare[0], 0))} "
+                f"rows (< {MIN_LEVEL_ROWS}); merge it with another level or leave it out"
+            )
     scores: tuple[float, ...] = ()
     if d.type == "ordinal":
         try:

@@ -56,16 +56,23 @@ class CombinedScore:
         return self.score.group
 
     def to_json(self) -> dict[str, Any]:
-        return {"signature": self.signature, "covariates": self.covariates, **self.score.to_json(),
-                "values": dict(self.values), "encoded": dict(self.encoded),
-                "contributions": dict(self.contributions), "models": {k: dict(v) for k, v in self.models.items()},
-                "increment_over_clinical": dict(self.increment), "rows": dict(self.rows)}
+        return {
+            "signature": self.signature,
+            "covariates": self.covariates,
+            **self.score.to_json(),
+            "values": dict(self.values),
+            "encoded": dict(self.encoded),
+            "contributions": dict(self.contributions),
+            "models": {k: dict(v) for k, v in self.models.items()},
+            "increment_over_clinical": dict(self.increment),
+            "rows": dict(self.rows),
+        }
 
 
 def model_c_indices(signature: Signature) -> dict[str, dict[str, float | None]]:
     """``{image|clinical|combined: {cv_c_index, cv_c_index_sd}}`` from the signature's nested CV
     (None where it recorded none, e.g. a signature fitted with ``--no-cv``)."""
-    models = (signature.evaluation.get("models") or {})
+    models = signature.evaluation.get("models") or {}
     out = {}
     for m in MODELS:
         rec = models.get(m) or {}
@@ -73,8 +80,7 @@ def model_c_indices(signature: Signature) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def score_combined(signature: Signature, features: Mapping[str, float],
-                   clinical: Mapping[str, Any]) -> CombinedScore:
+def score_combined(signature: Signature, features: Mapping[str, float], clinical: Mapping[str, Any]) -> CombinedScore:
     """Score one patient with a combined signature from image ``features`` and raw ``clinical`` values.
 
     ``features`` maps the signature's :attr:`~Signature.image_features` (e.g. ``tme_mean_DEB``)
@@ -111,6 +117,14 @@ def score_combined(signature: Signature, features: Mapping[str, float],
         increment["lrt_p"] = _num((inc.get("likelihood_ratio_test") or {}).get("p"))
     rows = dict(ev.get("rows") or spec.rows or {})
     rows.pop("excluded_ids", None)
-    return CombinedScore(score=sc, values=values, encoded=encoded, contributions=contributions,
-                         models=model_c_indices(signature), increment=increment, rows=rows,
-                         signature=signature.name, covariates=spec.describe())
+    return CombinedScore(
+        score=sc,
+        values=values,
+        encoded=encoded,
+        contributions=contributions,
+        models=model_c_indices(signature),
+        increment=increment,
+        rows=rows,
+        signature=signature.name,
+        covariates=spec.describe(),
+    )

@@ -43,8 +43,9 @@ def fit_plain_cox(D: pd.DataFrame, time: np.ndarray, event: np.ndarray) -> tuple
     return FrozenCox.from_lifelines(cph, mean, scale, 0.0, 0.0), cph
 
 
-def fit_combined(image: FrozenCox, X: pd.DataFrame, C: pd.DataFrame, time: np.ndarray,
-                 event: np.ndarray) -> tuple[FrozenCox, dict[str, Any]]:
+def fit_combined(
+    image: FrozenCox, X: pd.DataFrame, C: pd.DataFrame, time: np.ndarray, event: np.ndarray
+) -> tuple[FrozenCox, dict[str, Any]]:
     """Cox of [pathomics score, clinical columns], frozen over image features + clinical columns.
 
     With score ``s = ((x - m)/sd - c)·b`` and the fit ``γ (s - μ_s) + β·(z - μ_z)``, the image
@@ -55,8 +56,11 @@ def fit_combined(image: FrozenCox, X: pd.DataFrame, C: pd.DataFrame, time: np.nd
     s = image.risk(X) if np.any(b != 0) else None
     if s is None or float(np.std(s)) == 0.0:
         frozen, cph = fit_plain_cox(C, time, event)
-        return frozen, {"score_coefficient": 0.0, "image_null": True,
-                        "note": "the image model selected nothing here; the combined model is the clinical one"}
+        return frozen, {
+            "score_coefficient": 0.0,
+            "image_null": True,
+            "note": "the image model selected nothing here; the combined model is the clinical one",
+        }
     D = C.copy()
     D.insert(0, "_pathomics_score", s)
     # the score enters unscaled (it is a log-hazard already); clinical columns are standardised
@@ -82,12 +86,19 @@ def fit_combined(image: FrozenCox, X: pd.DataFrame, C: pd.DataFrame, time: np.nd
         l1_ratio=float(image.l1_ratio),
     )
     summ = cph.summary
-    log = {"score_coefficient": gamma, "image_null": False,
-           "score_centre": mu_s, "image_covariates": list(image.covariates), "clinical_columns": clin,
-           "combined_fit": {str(k): {"coef": float(r["coef"]), "hr": float(r["exp(coef)"]), "p": float(r["p"])}
-                            for k, r in summ.iterrows()},
-           "definition": "combined log-hazard = gamma * pathomics score + sum_k beta_k * clinical_k "
-                         "(Cox, unpenalised; the pathomics score is the image signature's linear predictor)"}
+    log = {
+        "score_coefficient": gamma,
+        "image_null": False,
+        "score_centre": mu_s,
+        "image_covariates": list(image.covariates),
+        "clinical_columns": clin,
+        "combined_fit": {
+            str(k): {"coef": float(r["coef"]), "hr": float(r["exp(coef)"]), "p": float(r["p"])}
+            for k, r in summ.iterrows()
+        },
+        "definition": "combined log-hazard = gamma * pathomics score + sum_k beta_k * clinical_k "
+        "(Cox, unpenalised; the pathomics score is the image signature's linear predictor)",
+    }
     return frozen, log
 
 
@@ -112,8 +123,13 @@ def pair_concordance(risk: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarr
     return np.where(r[i] > r[j], 1.0, np.where(r[i] == r[j], 0.5, 0.0))
 
 
-def bootstrap_delta_c(folds: Sequence[dict[str, np.ndarray]], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95, labels: tuple[str, str] = ("a", "b")) -> dict[str, Any]:
+def bootstrap_delta_c(
+    folds: Sequence[dict[str, np.ndarray]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    labels: tuple[str, str] = ("a", "b"),
+) -> dict[str, Any]:
     """Mean over folds of C(a) - C(b) with a percentile CI from a paired, fold-stratified bootstrap.
 
     Each item of ``folds`` holds one test fold's ``time``, ``event``, ``a`` and ``b`` (the two
@@ -150,12 +166,13 @@ def bootstrap_delta_c(folds: Sequence[dict[str, np.ndarray]], n_boot: int = 1000
         "n_bootstrap": int(n_boot),
         "share_above_zero": float(np.mean(dist > 0)) if dist.size else None,
         "method": f"mean over folds of out-of-fold C({labels[0]}) - C({labels[1]}); percentile CI of a paired "
-                  "bootstrap of patients within each fold",
+        "bootstrap of patients within each fold",
     }
 
 
-def likelihood_ratio_test(time: np.ndarray, event: np.ndarray, base: pd.DataFrame,
-                          extra: pd.DataFrame) -> dict[str, Any]:
+def likelihood_ratio_test(
+    time: np.ndarray, event: np.ndarray, base: pd.DataFrame, extra: pd.DataFrame
+) -> dict[str, Any]:
     """LRT of adding ``extra`` columns to a Cox model of ``base`` (nested models, same rows)."""
     from scipy.stats import chi2  # heavy
 
@@ -171,8 +188,7 @@ def likelihood_ratio_test(time: np.ndarray, event: np.ndarray, base: pd.DataFram
     l1 = ll(pd.concat([base, extra], axis=1))
     stat = max(0.0, 2.0 * (l1 - l0))
     df = int(extra.shape[1])
-    return {"chi2": stat, "df": df, "p": float(chi2.sf(stat, df)), "log_likelihood_base": l0,
-            "log_likelihood_full": l1}
+    return {"chi2": stat, "df": df, "p": float(chi2.sf(stat, df)), "log_likelihood_base": l0, "log_likelihood_full": l1}
 
 
 def _null_log_likelihood(time: np.ndarray, event: np.ndarray) -> float:
@@ -200,15 +216,21 @@ def cox_table(time: np.ndarray, event: np.ndarray, D: pd.DataFrame, per_sd: Sequ
         summ = _fit_quiet(_cph(), d, "_T", "_E").summary
     out = {}
     for k, r in summ.iterrows():
-        out[str(k)] = {"hr": _finite(float(r["exp(coef)"])), "ci_lower": _finite(float(r["exp(coef) lower 95%"])),
-                       "ci_upper": _finite(float(r["exp(coef) upper 95%"])), "p": _finite(float(r["p"])),
-                       "log_hr": _finite(float(r["coef"])), "se": _finite(float(r["se(coef)"])),
-                       "per": "SD" if k in per_sd else "unit"}
+        out[str(k)] = {
+            "hr": _finite(float(r["exp(coef)"])),
+            "ci_lower": _finite(float(r["exp(coef) lower 95%"])),
+            "ci_upper": _finite(float(r["exp(coef) upper 95%"])),
+            "p": _finite(float(r["p"])),
+            "log_hr": _finite(float(r["coef"])),
+            "se": _finite(float(r["se(coef)"])),
+            "per": "SD" if k in per_sd else "unit",
+        }
     return out
 
 
-def adjusted_hazard_ratios(time: np.ndarray, event: np.ndarray, score: np.ndarray, high: np.ndarray | None,
-                           C: pd.DataFrame) -> dict[str, Any]:
+def adjusted_hazard_ratios(
+    time: np.ndarray, event: np.ndarray, score: np.ndarray, high: np.ndarray | None, C: pd.DataFrame
+) -> dict[str, Any]:
     """The pathomics score (per SD) and group (high vs low) adjusted for the clinical columns."""
     out: dict[str, Any] = {}
     D = C.copy()

@@ -56,9 +56,7 @@ def correlation_filter(X: pd.DataFrame, threshold: float = 0.8) -> tuple[list[st
     goes; repeat. Returns kept columns (input order) and a log of what was dropped and why.
     """
     cols = [c for c in X.columns if X[c].std(ddof=0) > 0]
-    dropped: list[dict[str, Any]] = [
-        {"feature": c, "reason": "constant"} for c in X.columns if c not in cols
-    ]
+    dropped: list[dict[str, Any]] = [{"feature": c, "reason": "constant"} for c in X.columns if c not in cols]
     if len(cols) < 2:
         return cols, dropped
     r = X[cols].corr().abs().to_numpy()
@@ -107,8 +105,9 @@ def univariate_screen(
     return [c for c in Z.columns if c in keep], table
 
 
-def screenable_features(X: pd.DataFrame, time: np.ndarray, event: np.ndarray, min_share: float = 0.1,
-                        min_patients: int = 5) -> tuple[list[str], dict[str, str]]:
+def screenable_features(
+    X: pd.DataFrame, time: np.ndarray, event: np.ndarray, min_share: float = 0.1, min_patients: int = 5
+) -> tuple[list[str], dict[str, str]]:
     """Columns worth screening: not constant, not rare, and a univariate Cox fit converges.
 
     Sparse columns (e.g. MIL histogram bins that a handful of patients populate) make Newton's

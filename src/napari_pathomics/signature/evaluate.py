@@ -81,9 +81,7 @@ def hazard_ratio(group_high: np.ndarray, time: np.ndarray, event: np.ndarray) ->
     return {k: (v if np.isfinite(v) else None) for k, v in out.items()}  # type: ignore[misc]
 
 
-def km_by_group(
-    time: np.ndarray, event: np.ndarray, group_high: np.ndarray, grid: Sequence[float]
-) -> dict[str, Any]:
+def km_by_group(time: np.ndarray, event: np.ndarray, group_high: np.ndarray, grid: Sequence[float]) -> dict[str, Any]:
     """Kaplan–Meier survival (with 95 % CI) and numbers at risk per group on a time grid."""
     time = np.asarray(time, float)
     event = np.asarray(event, int)
@@ -95,7 +93,9 @@ def km_by_group(
     return out
 
 
-def km_curve(time: np.ndarray, event: np.ndarray, grid: Sequence[float] | np.ndarray, label: str = "") -> dict[str, Any]:
+def km_curve(
+    time: np.ndarray, event: np.ndarray, grid: Sequence[float] | np.ndarray, label: str = ""
+) -> dict[str, Any]:
     """One Kaplan–Meier curve on a time grid: survival, 95 % CI, numbers at risk, median."""
     from lifelines import KaplanMeierFitter  # heavy
 

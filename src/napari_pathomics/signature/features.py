@@ -86,8 +86,9 @@ class SlideTiles:
             class_names=tuple(str(c) for c in names),
             risk=None if risk is None else np.asarray(risk, dtype=float).reshape(-1),
             slide_id=str(sid),
-            nuclear=None if nuclear is None else {str(k): np.asarray(v, dtype=float).reshape(-1)
-                                                  for k, v in dict(nuclear).items()},
+            nuclear=None
+            if nuclear is None
+            else {str(k): np.asarray(v, dtype=float).reshape(-1) for k, v in dict(nuclear).items()},
         )
 
 
@@ -99,16 +100,13 @@ def _check_slide(slide: SlideTiles, classes: Sequence[str], need_risk: bool) -> 
     """Validate one slide and return its probabilities reordered to ``classes``."""
     p = slide.probs
     if p.ndim != 2 or p.shape[1] != len(slide.class_names):
-        raise SignatureError(
-            f"{_label(slide)}: probs has shape {p.shape}, expected (tiles, {len(slide.class_names)})"
-        )
+        raise SignatureError(f"{_label(slide)}: probs has shape {p.shape}, expected (tiles, {len(slide.class_names)})")
     if p.shape[0] == 0:
         raise SignatureError(f"{_label(slide)} has no tiles in its ROIs; cannot compute features")
     missing = [c for c in classes if c not in slide.class_names]
     if missing:
         raise SignatureError(
-            f"{_label(slide)} lacks classes {missing} required by the signature "
-            f"(has {list(slide.class_names)})"
+            f"{_label(slide)} lacks classes {missing} required by the signature (has {list(slide.class_names)})"
         )
     if not np.all(np.isfinite(p)):
         raise SignatureError(f"{_label(slide)}: class probabilities contain NaN or inf")
@@ -126,8 +124,9 @@ def _check_slide(slide: SlideTiles, classes: Sequence[str], need_risk: bool) -> 
 def _check_nuclear(slide: SlideTiles, measures: Sequence[str]) -> None:
     """The slide carries one value per tile for every nuclear measure the spec needs."""
     if slide.nuclear is None:
-        raise SignatureError(f"{_label(slide)}: the signature uses nuclear features, but no nuclei were "
-                             "computed for its tiles")
+        raise SignatureError(
+            f"{_label(slide)}: the signature uses nuclear features, but no nuclei were computed for its tiles"
+        )
     missing = [m for m in measures if m not in slide.nuclear]
     if missing:
         raise SignatureError(f"{_label(slide)} lacks nuclear measures {missing} (has {sorted(slide.nuclear)})")
@@ -221,7 +220,9 @@ class FeatureSpec:
                 raise SignatureError(f"nuclear measures must be distinct names, got {self.nuclear}")
             bad_n = [s for s in self.nuclear_stats if s not in NUCLEAR_STATS]
             if bad_n or not self.nuclear_stats:
-                raise SignatureError(f"unknown nuclear statistics {bad_n or self.nuclear_stats}; choose from {NUCLEAR_STATS}")
+                raise SignatureError(
+                    f"unknown nuclear statistics {bad_n or self.nuclear_stats}; choose from {NUCLEAR_STATS}"
+                )
         if not self.classes and not (self.nuclear and not self.tme_stats and not self.mil):
             raise SignatureError("a feature spec needs at least one class")
         if len(set(self.classes)) != len(self.classes):
@@ -293,9 +294,7 @@ class FeatureSpec:
             if stat == "mean":
                 rows = np.stack([p.mean(axis=0) for p in probs])
             else:
-                rows = np.stack(
-                    [np.bincount(np.argmax(p, 1), minlength=len(self.classes)) / p.shape[0] for p in probs]
-                )
+                rows = np.stack([np.bincount(np.argmax(p, 1), minlength=len(self.classes)) / p.shape[0] for p in probs])
             comb = combine_slides(rows, n_tiles, self.combine)
             out.update({f"tme_{stat}_{c}": float(v) for c, v in zip(self.classes, comb)})
         if self.mil:
@@ -334,8 +333,10 @@ class FeatureSpec:
             vals = np.concatenate([s.nuclear[m] for s in slides])  # type: ignore[index]
             vals = vals[np.isfinite(vals)]
             if vals.size == 0:
-                raise SignatureError(f"{_label(slides[0])}: no tile has a value of nuclear measure {m!r} "
-                                     "(no nuclei were found in its ROIs)")
+                raise SignatureError(
+                    f"{_label(slides[0])}: no tile has a value of nuclear measure {m!r} "
+                    "(no nuclei were found in its ROIs)"
+                )
             for st in self.nuclear_stats:
                 out[f"nuc_{st}_{m}"] = nuclear_stat(vals, st)
         return {k: out[k] for k in self.nuclear_names}
@@ -363,9 +364,17 @@ class FeatureSpec:
                 if self.mil
                 else None
             ),
-            **({"nuclear": {"measures": list(self.nuclear), "stats": list(self.nuclear_stats),
-                            "pooling": "tiles of all slides of the patient; tiles without a value ignored"}}
-               if self.nuclear else {}),
+            **(
+                {
+                    "nuclear": {
+                        "measures": list(self.nuclear),
+                        "stats": list(self.nuclear_stats),
+                        "pooling": "tiles of all slides of the patient; tiles without a value ignored",
+                    }
+                }
+                if self.nuclear
+                else {}
+            ),
         }
 
     @classmethod

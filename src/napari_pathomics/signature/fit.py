@@ -56,8 +56,10 @@ def validate_survival(
     if np.isnan(t).any():
         raise SignatureError(f"time column {duration_col!r} has {int(np.isnan(t).sum())} missing values")
     if np.isinf(t).any():
-        raise SignatureError(f"time column {duration_col!r} has {int(np.isinf(t).sum())} infinite values "
-                             f"(row {int(np.flatnonzero(np.isinf(t))[0]) + 1}); give the last follow-up time")
+        raise SignatureError(
+            f"time column {duration_col!r} has {int(np.isinf(t).sum())} infinite values "
+            f"(row {int(np.flatnonzero(np.isinf(t))[0]) + 1}); give the last follow-up time"
+        )
     if np.isnan(e).any():
         raise SignatureError(f"event column {event_col!r} has {int(np.isnan(e).sum())} missing values")
     if (t < 0).any():
@@ -134,8 +136,9 @@ class SignatureFitter:
         }
         return frozen, cph, log
 
-    def cross_validate_pipeline(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray,
-                                C: pd.DataFrame | None = None) -> dict[str, Any]:
+    def cross_validate_pipeline(
+        self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray, C: pd.DataFrame | None = None
+    ) -> dict[str, Any]:
         """Nested k-fold CV: every fold refits selection, LASSO (own inner CV) and cutoff.
 
         Without clinical columns ``C`` this is the image signature's CV (``metrics.cv``). With
@@ -172,8 +175,15 @@ class SignatureFitter:
                     per[m]["c"].append(concordance(t[te], risks[m][1], e[te]))
                     per[m]["auc"].append(time_dependent_auc(t[te], e[te], risks[m][1], self.horizons))
                 if C is not None:
-                    folds_out.append({"time": t[te], "event": e[te], "combined": risks["combined"][1],
-                                      "clinical": risks["clinical"][1], "image": risks["image"][1]})
+                    folds_out.append(
+                        {
+                            "time": t[te],
+                            "event": e[te],
+                            "combined": risks["combined"][1],
+                            "clinical": risks["clinical"][1],
+                            "image": risks["image"][1],
+                        }
+                    )
                 if rep == 0:
                     oof_img[te] = risks["image"][1]
                     for m, target in ((final, high_oof), ("image", high_oof_img)):
@@ -199,15 +209,31 @@ class SignatureFitter:
         }
         if self.cv_repeats > 1:
             cv["repeats"] = self.cv_repeats
-            cv["note"] += f"; C-index over {self.folds} folds x {self.cv_repeats} repeats, out-of-fold HR from the first"
+            cv["note"] += (
+                f"; C-index over {self.folds} folds x {self.cv_repeats} repeats, out-of-fold HR from the first"
+            )
         if C is not None:
             cv["model"] = "combined"
-        return {"cv": cv, "models": models, "folds": folds_out, "oof_image": oof_img,
-                "high_oof_image": high_oof_img, "high_oof": high_oof, "seeds": seeds}
+        return {
+            "cv": cv,
+            "models": models,
+            "folds": folds_out,
+            "oof_image": oof_img,
+            "high_oof_image": high_oof_img,
+            "high_oof": high_oof,
+            "seeds": seeds,
+        }
 
-    def evaluate_models(self, X: pd.DataFrame, t: np.ndarray, e: np.ndarray, C: pd.DataFrame | None,
-                        rows: dict[str, Any] | None = None, cv_run: dict[str, Any] | None = None,
-                        clinical_label: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    def evaluate_models(
+        self,
+        X: pd.DataFrame,
+        t: np.ndarray,
+        e: np.ndarray,
+        C: pd.DataFrame | None,
+        rows: dict[str, Any] | None = None,
+        cv_run: dict[str, Any] | None = None,
+        clinical_label: str = "",
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(metrics.cv, evaluation)``: image-only, clinical-only and combined, refitted in every fold.
 
         ``evaluation.models.<m>.cv_c_index`` (and ``_sd``) are the nested-CV C-indices; with
@@ -220,34 +246,52 @@ class SignatureFitter:
         models = run["models"]
         models["image"].update(inputs=inputs["image"], description="pathomics (image features) only")
         evaluation: dict[str, Any] = {
-            "design": {"folds": self.folds, "repeats": max(1, self.cv_repeats), "fold_seeds": run["seeds"],
-                       "note": "nested CV: in every fold the image pipeline (filter, screen, LASSO with inner CV), "
-                               "the clinical Cox and the combined Cox are refitted on the training folds only; "
-                               "sd = standard deviation over all test folds"},
+            "design": {
+                "folds": self.folds,
+                "repeats": max(1, self.cv_repeats),
+                "fold_seeds": run["seeds"],
+                "note": "nested CV: in every fold the image pipeline (filter, screen, LASSO with inner CV), "
+                "the clinical Cox and the combined Cox are refitted on the training folds only; "
+                "sd = standard deviation over all test folds",
+            },
             "rows": rows or {"total": int(len(t)), "used": int(len(t)), "excluded": {}, "n_excluded": 0},
             "models": models,
         }
         if C is None:
             return run["cv"], evaluation
         models["clinical"].update(inputs=inputs["clinical"], description=f"clinical covariates only ({clinical_label})")
-        models["combined"].update(inputs=inputs["image"] + inputs["clinical"],
-                                  description="pathomics score + clinical covariates (Cox)")
+        models["combined"].update(
+            inputs=inputs["image"] + inputs["clinical"], description="pathomics score + clinical covariates (Cox)"
+        )
         folds = run["folds"]
-        boot = bootstrap_delta_c([{"time": f["time"], "event": f["event"], "a": f["combined"], "b": f["clinical"]}
-                                  for f in folds], self.n_bootstrap, self.seed, labels=("combined", "clinical"))
-        boot_img = bootstrap_delta_c([{"time": f["time"], "event": f["event"], "a": f["combined"], "b": f["image"]}
-                                      for f in folds], self.n_bootstrap, self.seed, labels=("combined", "image"))
+        boot = bootstrap_delta_c(
+            [{"time": f["time"], "event": f["event"], "a": f["combined"], "b": f["clinical"]} for f in folds],
+            self.n_bootstrap,
+            self.seed,
+            labels=("combined", "clinical"),
+        )
+        boot_img = bootstrap_delta_c(
+            [{"time": f["time"], "event": f["event"], "a": f["combined"], "b": f["image"]} for f in folds],
+            self.n_bootstrap,
+            self.seed,
+            labels=("combined", "image"),
+        )
         oof = run["oof_image"]
         score = pd.DataFrame({"pathomics_score": oof})
-        lrt = (likelihood_ratio_test(t, e, C, score) if np.ptp(oof) > 0 else
-               {"chi2": 0.0, "df": 1, "p": 1.0, "note": "the image model selected nothing in any fold"})
+        lrt = (
+            likelihood_ratio_test(t, e, C, score)
+            if np.ptp(oof) > 0
+            else {"chi2": 0.0, "df": 1, "p": 1.0, "note": "the image model selected nothing in any fold"}
+        )
         lrt["on"] = "out-of-fold pathomics score (first CV repeat) added to a Cox model of the clinical covariates"
         evaluation["increment"] = {
             "combined_minus_clinical": {**boot, "likelihood_ratio_test": lrt},
             "combined_minus_image": boot_img,
         }
-        adj = {"source": "out-of-fold pathomics score and group (first CV repeat), multivariable Cox with the "
-                         "clinical covariates on all rows"}
+        adj = {
+            "source": "out-of-fold pathomics score and group (first CV repeat), multivariable Cox with the "
+            "clinical covariates on all rows"
+        }
         if np.ptp(oof) > 0:
             try:
                 adj.update(adjusted_hazard_ratios(t, e, oof, run["high_oof_image"], C))
@@ -307,16 +351,20 @@ class SignatureFitter:
             rows = dict(clin_spec.rows)
         if short:
             rows = dict(rows or {"total": len(table), "used": len(table), "excluded": {}, "n_excluded": 0})
-            rows["excluded"] = {f"follow-up <= {float(min_follow_up):g} {self.time_unit}": short,
-                                **rows.get("excluded", {})}
+            rows["excluded"] = {
+                f"follow-up <= {float(min_follow_up):g} {self.time_unit}": short,
+                **rows.get("excluded", {}),
+            }
             rows.update(total=n_total, n_excluded=int(rows.get("n_excluded", 0)) + short)
         try:
             X, t, e = validate_survival(table, duration_col, event_col, features, self.min_events)
         except SignatureError as exc:
             if rows and rows.get("n_excluded"):
                 why = ", ".join(f"{k}: {v}" for k, v in rows["excluded"].items())
-                raise type(exc)(f"{exc} (on the {rows['used']} of {rows['total']} rows left after leaving out "
-                                f"{rows['n_excluded']} ({why}))") from None
+                raise type(exc)(
+                    f"{exc} (on the {rows['used']} of {rows['total']} rows left after leaving out "
+                    f"{rows['n_excluded']} ({why}))"
+                ) from None
             raise
         if len(t) < 4 * self.folds:
             raise SignatureError(f"only {len(t)} patients; too few for {self.folds}-fold CV")
@@ -335,15 +383,19 @@ class SignatureFitter:
         hr = hazard_ratio(high, t, e)
         grid = np.linspace(0.0, float(np.quantile(t, 0.95)), 41)
         km = km_by_group(t, e, high, grid)
-        cv, evaluation = (self.evaluate_models(X, t, e, C, rows, clinical_label=clin_spec.describe() if clin_spec else "")
-                          if self.cross_validate else (None, None))
+        cv, evaluation = (
+            self.evaluate_models(X, t, e, C, rows, clinical_label=clin_spec.describe() if clin_spec else "")
+            if self.cross_validate
+            else (None, None)
+        )
         if evaluation is not None and C is not None:
             s_img = image_frozen.risk(X)
             if np.ptp(s_img) > 0:
                 cut_img = find_cutoff(s_img, t, e, self.min_group, 0, self.seed)
                 evaluation["adjusted_hazard_ratio"]["apparent"] = {
                     "note": "pathomics score and group of the image model fitted on all rows (optimistic)",
-                    **adjusted_hazard_ratios(t, e, s_img, s_img > cut_img.cutoff, C)}
+                    **adjusted_hazard_ratios(t, e, s_img, s_img > cut_img.cutoff, C),
+                }
         spec = feature_spec or FeatureSpec(classes=["_"], tme_stats=[], mil=False, source="table")
         sig_json: dict[str, Any] = {
             "kind": SIGNATURE_KIND,
@@ -369,7 +421,10 @@ class SignatureFitter:
             "metrics": {
                 "apparent_c_index": concordance(t, risk, e),
                 "cv": cv,
-                "td_auc_apparent": {str(int(h) if float(h).is_integer() else h): v for h, v in time_dependent_auc(t, e, risk, self.horizons).items()},
+                "td_auc_apparent": {
+                    str(int(h) if float(h).is_integer() else h): v
+                    for h, v in time_dependent_auc(t, e, risk, self.horizons).items()
+                },
                 "hazard_ratio_high_vs_low": hr,
                 "hazard_ratio_note": "apparent: cutoff chosen on the same patients (optimistic); "
                 "see metrics.cv.hazard_ratio_out_of_fold for the honest estimate",
@@ -406,9 +461,11 @@ def _check_level_events(table: pd.DataFrame, spec: ClinicalSpec, event: np.ndarr
         for lv in c.levels:
             mask = keys == lv
             if mask.any() and int(event[mask].sum()) == 0:
-                raise ClinicalError(f"clinical column {c.name!r}: level {lv!r} has no events among its "
-                                    f"{int(mask.sum())} patients, so its hazard ratio is unbounded; merge it with "
-                                    "another level")
+                raise ClinicalError(
+                    f"clinical column {c.name!r}: level {lv!r} has no events among its "
+                    f"{int(mask.sum())} patients, so its hazard ratio is unbounded; merge it with "
+                    "another level"
+                )
 
 
 def _model_cv(cs: list[float], aucs: list[dict[float, float | None]], horizons: Sequence[float]) -> dict[str, Any]:
@@ -417,8 +474,12 @@ def _model_cv(cs: list[float], aucs: list[dict[float, float | None]], horizons: 
     for h in horizons:
         vals = [a[float(h)] for a in aucs if a[float(h)] is not None]
         td[str(int(h) if float(h).is_integer() else h)] = float(np.mean(vals)) if vals else None
-    return {"cv_c_index": float(np.mean(cs)), "cv_c_index_sd": float(np.std(cs, ddof=1)) if len(cs) > 1 else 0.0,
-            "c_index_per_fold": [float(c) for c in cs], "td_auc": td}
+    return {
+        "cv_c_index": float(np.mean(cs)),
+        "cv_c_index_sd": float(np.std(cs, ddof=1)) if len(cs) > 1 else 0.0,
+        "c_index_per_fold": [float(c) for c in cs],
+        "td_auc": td,
+    }
 
 
 def cox_patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
@@ -438,7 +499,7 @@ def cox_patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
     offset = 0.0
     for c, b, m, s, cm in zip(frozen.covariates, frozen.beta, frozen.mean, frozen.scale, frozen.cox_mean):
         if c.startswith("tme_mean_"):
-            cls = c[len("tme_mean_"):]
+            cls = c[len("tme_mean_") :]
             w[cls] = float(b / s)
             offset -= float(b / s * (m + s * cm))
     return {
@@ -448,5 +509,3 @@ def cox_patch_risk_weights(frozen: FrozenCox) -> dict[str, Any]:
         "definition": "tile risk = sum_c weights[c] * p_c + offset (log-hazard scale); "
         "weights[c] = beta_c / scale_c of covariate tme_mean_<c>",
     }
-
-

@@ -36,7 +36,8 @@ MAX_LEVELS = 8
 OBSERVATIONAL_WARNING = (
     "Observational, not randomised: treated and untreated patients were not allocated at random, so they may "
     "differ in ways this analysis does not adjust for (confounding by indication, fitness, era). A different "
-    "benefit in the two risk groups is a hypothesis for a trial, not evidence that the treatment helps.")
+    "benefit in the two risk groups is a hypothesis for a trial, not evidence that the treatment helps."
+)
 RESEARCH_NOTE = "Research use only: not a clinical test; it must not guide patient care."
 
 
@@ -77,8 +78,10 @@ def marker_levels(values: Sequence[Any], name: str, cutoff: float | str | None =
         raise ClinicalError(f"marker column {name!r} has no values")
     if nums is not None and len(np.unique(nums[np.isfinite(nums)])) > 2:
         if cutoff is None:
-            raise ClinicalError(f"marker column {name!r} is numeric with {len(np.unique(nums[np.isfinite(nums)]))} "
-                                "distinct values; give --marker-cutoff V (high if > V) or --marker-cutoff auto (median)")
+            raise ClinicalError(
+                f"marker column {name!r} is numeric with {len(np.unique(nums[np.isfinite(nums)]))} "
+                "distinct values; give --marker-cutoff V (high if > V) or --marker-cutoff auto (median)"
+            )
         if isinstance(cutoff, str):
             if cutoff != "auto":
                 raise ClinicalError(f"--marker-cutoff must be a number or 'auto', got {cutoff!r}")
@@ -93,13 +96,13 @@ def marker_levels(values: Sequence[Any], name: str, cutoff: float | str | None =
             raise ClinicalError(f"marker column {name!r}: every patient is on one side of the cutoff {c:g}")
         return lv
     if cutoff is not None and nums is None:
-        raise ClinicalError(f"--marker-cutoff applies to a numeric marker; column {name!r} holds text "
-                            f"(e.g. {present[0]!r})")
+        raise ClinicalError(
+            f"--marker-cutoff applies to a numeric marker; column {name!r} holds text (e.g. {present[0]!r})"
+        )
     return categorical_levels(values, name, kind="marker")
 
 
-def categorical_levels(values: Sequence[Any], name: str, kind: str = "column",
-                       reference: str | None = None) -> Levels:
+def categorical_levels(values: Sequence[Any], name: str, kind: str = "column", reference: str | None = None) -> Levels:
     """Levels of a categorical column; the reference (code 0) is the given one, the lower of two
     numbers, or the most frequent level."""
     keys = [None if is_missing(v) else canonical(v) for v in values]
@@ -109,11 +112,15 @@ def categorical_levels(values: Sequence[Any], name: str, kind: str = "column",
     counts = pd.Series(present).value_counts()
     levels = list(counts.index)
     if len(levels) < 2:
-        raise ClinicalError(f"{kind} column {name!r} has one level only ({levels[0]!r}) among the {len(present)} "
-                            "patients with a value: there is nothing to compare")
+        raise ClinicalError(
+            f"{kind} column {name!r} has one level only ({levels[0]!r}) among the {len(present)} "
+            "patients with a value: there is nothing to compare"
+        )
     if len(levels) > MAX_LEVELS:
-        raise ClinicalError(f"{kind} column {name!r} has {len(levels)} levels (at most {MAX_LEVELS}); "
-                            "is it numeric? give a cutoff, or merge levels")
+        raise ClinicalError(
+            f"{kind} column {name!r} has {len(levels)} levels (at most {MAX_LEVELS}); "
+            "is it numeric? give a cutoff, or merge levels"
+        )
     try:
         nums = sorted(levels, key=float)
         numeric = True
@@ -148,11 +155,15 @@ def treatment_levels(values: Sequence[Any], name: str, treated: str | None = Non
         raise ClinicalError(f"treatment column {name!r} has no values")
     n_with = sum(k is not None for k in keys)
     if len(present) == 1:
-        raise ClinicalError(f"treatment column {name!r} has one level only ({present[0]!r}) among the {n_with} "
-                            "patients with a value: there is no untreated (or treated) group to compare")
+        raise ClinicalError(
+            f"treatment column {name!r} has one level only ({present[0]!r}) among the {n_with} "
+            "patients with a value: there is no untreated (or treated) group to compare"
+        )
     if len(present) > 2:
-        raise ClinicalError(f"treatment column {name!r} has {len(present)} levels ({', '.join(present[:6])}); "
-                            "it must have two (treated / untreated)")
+        raise ClinicalError(
+            f"treatment column {name!r} has {len(present)} levels ({', '.join(present[:6])}); "
+            "it must have two (treated / untreated)"
+        )
     if treated is not None:
         t = canonical(treated)
         if t not in present:
@@ -165,8 +176,10 @@ def treatment_levels(values: Sequence[Any], name: str, treated: str | None = Non
             t = hits[0]
             rule = f"treated = {t!r} (recognised)"
         else:
-            raise ClinicalError(f"treatment column {name!r}: cannot tell which of {present[0]!r} / {present[1]!r} is "
-                                "treated; give --treated VALUE")
+            raise ClinicalError(
+                f"treatment column {name!r}: cannot tell which of {present[0]!r} / {present[1]!r} is "
+                "treated; give --treated VALUE"
+            )
     u = next(k for k in present if k != t)
     codes = np.array([-1 if k is None else int(k == t) for k in keys], int)
     return Levels(name, codes, (f"{name} = {u}", f"{name} = {t}"), rule)
@@ -189,13 +202,17 @@ def _check_events(e: np.ndarray, high: np.ndarray, lv: Levels, what: str, min_ev
     for g, mask in (("high", high), ("low", ~high)):
         n = int(e[mask].sum())
         if n < min_events:
-            raise ClinicalError(f"pathomics risk group {g!r} has only {n} events among the patients with a "
-                                f"{what} value (< {min_events}): too few to estimate the {what}'s effect in it")
+            raise ClinicalError(
+                f"pathomics risk group {g!r} has only {n} events among the patients with a "
+                f"{what} value (< {min_events}): too few to estimate the {what}'s effect in it"
+            )
     for k, label in enumerate(lv.labels):
         n = int(e[lv.codes == k].sum())
         if n < min_events:
-            raise ClinicalError(f"{what} column {lv.name!r}: level {label!r} has only {n} events (< {min_events}); "
-                                "too few to estimate its effect")
+            raise ClinicalError(
+                f"{what} column {lv.name!r}: level {label!r} has only {n} events (< {min_events}); "
+                "too few to estimate its effect"
+            )
 
 
 def _dummies(lv: Levels, rows: np.ndarray) -> pd.DataFrame:
@@ -216,9 +233,16 @@ def _hr_rows(t: np.ndarray, e: np.ndarray, lv: Levels, rows: np.ndarray) -> dict
             tab = {}
         for c, r in tab.items():
             k = int(c.split("_")[1])
-            ok = r["ci_upper"] is not None and r["hr"] is not None and math.isfinite(r["ci_upper"]) \
-                and r["ci_upper"] < 1e6 and r["hr"] > 1e-6
-            out[lv.labels[k]] = {kk: r[kk] for kk in ("hr", "ci_lower", "ci_upper", "p", "log_hr", "se")} if ok else None
+            ok = (
+                r["ci_upper"] is not None
+                and r["hr"] is not None
+                and math.isfinite(r["ci_upper"])
+                and r["ci_upper"] < 1e6
+                and r["hr"] > 1e-6
+            )
+            out[lv.labels[k]] = (
+                {kk: r[kk] for kk in ("hr", "ci_lower", "ci_upper", "p", "log_hr", "se")} if ok else None
+            )
     return out
 
 
@@ -226,8 +250,9 @@ def _grid(t: np.ndarray) -> np.ndarray:
     return np.linspace(0.0, float(np.quantile(t, 0.95)), 41)
 
 
-def _effect_by_group(t: np.ndarray, e: np.ndarray, high: np.ndarray, lv: Levels, what: str,
-                     min_events: int) -> dict[str, Any]:
+def _effect_by_group(
+    t: np.ndarray, e: np.ndarray, high: np.ndarray, lv: Levels, what: str, min_events: int
+) -> dict[str, Any]:
     """Within each risk group: KM per level, HR per level; plus the group × level interaction."""
     _check_events(e, high, lv, what, min_events)
     grid = _grid(t)
@@ -235,12 +260,18 @@ def _effect_by_group(t: np.ndarray, e: np.ndarray, high: np.ndarray, lv: Levels,
     for g, mask in (("low", ~high), ("high", high)):
         rows = np.flatnonzero(mask)
         groups[g] = {
-            "n": int(mask.sum()), "events": int(e[mask].sum()),
-            "levels": [{"level": label, "n": int((lv.codes[mask] == k).sum()),
-                        "events": int(e[mask & (lv.codes == k)].sum())} for k, label in enumerate(lv.labels)],
+            "n": int(mask.sum()),
+            "events": int(e[mask].sum()),
+            "levels": [
+                {"level": label, "n": int((lv.codes[mask] == k).sum()), "events": int(e[mask & (lv.codes == k)].sum())}
+                for k, label in enumerate(lv.labels)
+            ],
             "hazard_ratio": _hr_rows(t, e, lv, rows),
-            "km": {label: km_curve(t[mask & (lv.codes == k)], e[mask & (lv.codes == k)], grid, label)
-                   for k, label in enumerate(lv.labels) if (mask & (lv.codes == k)).any()},
+            "km": {
+                label: km_curve(t[mask & (lv.codes == k)], e[mask & (lv.codes == k)], grid, label)
+                for k, label in enumerate(lv.labels)
+                if (mask & (lv.codes == k)).any()
+            },
         }
     allrows = np.arange(len(t))
     D = _dummies(lv, allrows)
@@ -255,31 +286,61 @@ def _effect_by_group(t: np.ndarray, e: np.ndarray, high: np.ndarray, lv: Levels,
         try:
             full = cox_table(t, e, pd.concat([base, inter], axis=1))
             w = full[inter.columns[0]]
-            wald = {"ratio_of_hazard_ratios": w["hr"], "ci_lower": w["ci_lower"], "ci_upper": w["ci_upper"],
-                    "p": w["p"], "definition": "HR of the level in the high-risk group / HR in the low-risk group"}
+            wald = {
+                "ratio_of_hazard_ratios": w["hr"],
+                "ci_lower": w["ci_lower"],
+                "ci_upper": w["ci_upper"],
+                "p": w["p"],
+                "definition": "HR of the level in the high-risk group / HR in the low-risk group",
+            }
         except SignatureError:
             wald = None
     overall = _hr_rows(t, e, lv, allrows)
-    empty = [f"{g}-risk × {lab}" for g, mask in (("low", ~high), ("high", high))
-             for k, lab in enumerate(lv.labels) if int(e[mask & (lv.codes == k)].sum()) == 0]
-    notes = ([f"no event in {', '.join(empty)}: the interaction estimate there is unbounded and its p-value "
-              "unreliable; merge levels or use more patients"] if empty else [])
+    empty = [
+        f"{g}-risk × {lab}"
+        for g, mask in (("low", ~high), ("high", high))
+        for k, lab in enumerate(lv.labels)
+        if int(e[mask & (lv.codes == k)].sum()) == 0
+    ]
+    notes = (
+        [
+            f"no event in {', '.join(empty)}: the interaction estimate there is unbounded and its p-value "
+            "unreliable; merge levels or use more patients"
+        ]
+        if empty
+        else []
+    )
     return {
-        "levels": list(lv.labels), "reference": lv.labels[0], "rule": lv.rule, "grid": grid.tolist(),
-        "groups": groups, "overall_hazard_ratio": overall,
-        "interaction": {"p": lrt.get("p"), "likelihood_ratio_test": lrt, "wald": wald, "notes": notes,
-                        "model": f"Cox: pathomics group + {what} + group x {what}; LRT against the model "
-                                 "without the interaction"},
+        "levels": list(lv.labels),
+        "reference": lv.labels[0],
+        "rule": lv.rule,
+        "grid": grid.tolist(),
+        "groups": groups,
+        "overall_hazard_ratio": overall,
+        "interaction": {
+            "p": lrt.get("p"),
+            "likelihood_ratio_test": lrt,
+            "wald": wald,
+            "notes": notes,
+            "model": f"Cox: pathomics group + {what} + group x {what}; LRT against the model without the interaction",
+        },
     }
 
 
-def subgroup_forest(t: np.ndarray, e: np.ndarray, high: np.ndarray, subgroups: Sequence[Levels],
-                    min_events: int = 5) -> list[dict[str, Any]]:
+def subgroup_forest(
+    t: np.ndarray, e: np.ndarray, high: np.ndarray, subgroups: Sequence[Levels], min_events: int = 5
+) -> list[dict[str, Any]]:
     """HR of the pathomics group (high vs low) overall and within each level of each covariate."""
 
     def row(name: str, label: str, mask: np.ndarray) -> dict[str, Any]:
-        r: dict[str, Any] = {"covariate": name, "level": label, "n": int(mask.sum()), "events": int(e[mask].sum()),
-                             "n_high": int((mask & high).sum()), "n_low": int((mask & ~high).sum())}
+        r: dict[str, Any] = {
+            "covariate": name,
+            "level": label,
+            "n": int(mask.sum()),
+            "events": int(e[mask].sum()),
+            "n_high": int((mask & high).sum()),
+            "n_low": int((mask & ~high).sum()),
+        }
         ev_high, ev_low = int(e[mask & high].sum()), int(e[mask & ~high].sum())
         if r["events"] < min_events or ev_high == 0 or ev_low == 0:
             r["hazard_ratio"] = None
@@ -316,8 +377,15 @@ def resolve_features(sig: Any, table: pd.DataFrame) -> dict[str, str]:
     return out
 
 
-def cohort_risk(sig: Any, table: pd.DataFrame, time_col: str, event_col: str, need: Sequence[str] = (),
-                id_col: str | None = None, min_events: int = MIN_EVENTS) -> dict[str, Any]:
+def cohort_risk(
+    sig: Any,
+    table: pd.DataFrame,
+    time_col: str,
+    event_col: str,
+    need: Sequence[str] = (),
+    id_col: str | None = None,
+    min_events: int = MIN_EVENTS,
+) -> dict[str, Any]:
     """Risk and group of every usable row of a per-patient table under a frozen signature.
 
     Rows missing a feature, a clinical value of the signature or a column of ``need`` are left
@@ -326,15 +394,19 @@ def cohort_risk(sig: Any, table: pd.DataFrame, time_col: str, event_col: str, ne
     fmap = resolve_features(sig, table)
     for c in [time_col, event_col, *need]:
         if c not in table.columns:
-            raise ClinicalError(f"column {c!r} is not in the table (columns: {', '.join(map(str, table.columns[:30]))})")
+            raise ClinicalError(
+                f"column {c!r} is not in the table (columns: {', '.join(map(str, table.columns[:30]))})"
+            )
     clin = sig.clinical.names if sig.clinical is not None else []
     for c in clin:
         if c not in table.columns:
             raise ClinicalError(f"the signature's clinical covariate {c!r} is not a column of the table")
     keep = np.ones(len(table), bool)
     excluded: dict[str, int] = {}
-    for label, col in [*[(f"missing feature {f}", c) for f, c in fmap.items()],
-                       *[(f"missing {c}", c) for c in dict.fromkeys([*clin, *need])]]:
+    for label, col in [
+        *[(f"missing feature {f}", c) for f, c in fmap.items()],
+        *[(f"missing {c}", c) for c in dict.fromkeys([*clin, *need])],
+    ]:
         miss = np.array([is_missing(v) for v in table[col].tolist()], bool)
         if miss.any():
             excluded[label] = int(miss.sum())
@@ -350,26 +422,57 @@ def cohort_risk(sig: Any, table: pd.DataFrame, time_col: str, event_col: str, ne
         try:
             risk[i] = sig.score(rec, values).risk if values is not None else sig.risk(rec)
         except ClinicalError as exc:
-            who = (f"patient {shown(sub[id_col].iloc[i])}" if id_col and id_col in sub.columns
-                   else f"row {int(np.flatnonzero(keep)[i]) + 1}")  # the row of the table as given
+            who = (
+                f"patient {shown(sub[id_col].iloc[i])}"
+                if id_col and id_col in sub.columns
+                else f"row {int(np.flatnonzero(keep)[i]) + 1}"
+            )  # the row of the table as given
             raise ClinicalError(f"{who}: {exc}") from None
     cutoff = float(sig.cutoff["cutoff"])
-    return {"table": sub, "time": t, "event": e, "risk": risk, "high": risk > cutoff, "cutoff": cutoff,
-            "rows": {"total": int(len(table)), "used": int(keep.sum()), "excluded": excluded,
-                     "n_excluded": int((~keep).sum())}}
+    return {
+        "table": sub,
+        "time": t,
+        "event": e,
+        "risk": risk,
+        "high": risk > cutoff,
+        "cutoff": cutoff,
+        "rows": {
+            "total": int(len(table)),
+            "used": int(keep.sum()),
+            "excluded": excluded,
+            "n_excluded": int((~keep).sum()),
+        },
+    }
 
 
 def _header(sig: Any, cr: Mapping[str, Any]) -> dict[str, Any]:
     high = cr["high"]
-    return {"signature": sig.name, "cancer_type": sig.cancer_type, "cutoff": cr["cutoff"],
-            "cutoff_rule": "high if risk > the signature's frozen cutoff",
-            "rows": cr["rows"], "n": int(len(high)), "events": int(cr["event"].sum()),
-            "n_high": int(high.sum()), "n_low": int((~high).sum()), "research_use": RESEARCH_NOTE}
+    return {
+        "signature": sig.name,
+        "cancer_type": sig.cancer_type,
+        "cutoff": cr["cutoff"],
+        "cutoff_rule": "high if risk > the signature's frozen cutoff",
+        "rows": cr["rows"],
+        "n": int(len(high)),
+        "events": int(cr["event"].sum()),
+        "n_high": int(high.sum()),
+        "n_low": int((~high).sum()),
+        "research_use": RESEARCH_NOTE,
+    }
 
 
-def analyze_interaction(sig: Any, table: pd.DataFrame, marker: str, *, time_col: str, event_col: str,
-                        cutoff: float | str | None = None, subgroups: Sequence[str] = (), id_col: str | None = None,
-                        min_events: int = MIN_EVENTS) -> dict[str, Any]:
+def analyze_interaction(
+    sig: Any,
+    table: pd.DataFrame,
+    marker: str,
+    *,
+    time_col: str,
+    event_col: str,
+    cutoff: float | str | None = None,
+    subgroups: Sequence[str] = (),
+    id_col: str | None = None,
+    min_events: int = MIN_EVENTS,
+) -> dict[str, Any]:
     """Marker within each pathomics risk group (KM, HR), the interaction p-value and a forest."""
     cr = cohort_risk(sig, table, time_col, event_col, [marker], id_col, min_events)
     sub, t, e, high = cr["table"], cr["time"], cr["event"], cr["high"]
@@ -384,19 +487,33 @@ def analyze_interaction(sig: Any, table: pd.DataFrame, marker: str, *, time_col:
     return out
 
 
-def analyze_benefit(sig: Any, table: pd.DataFrame, treatment: str, *, time_col: str, event_col: str,
-                    treated: str | None = None, subgroups: Sequence[str] = (), id_col: str | None = None,
-                    min_events: int = MIN_EVENTS) -> dict[str, Any]:
+def analyze_benefit(
+    sig: Any,
+    table: pd.DataFrame,
+    treatment: str,
+    *,
+    time_col: str,
+    event_col: str,
+    treated: str | None = None,
+    subgroups: Sequence[str] = (),
+    id_col: str | None = None,
+    min_events: int = MIN_EVENTS,
+) -> dict[str, Any]:
     """Treated vs untreated within each pathomics risk group, and the treatment × group test."""
     cr = cohort_risk(sig, table, time_col, event_col, [treatment], id_col, min_events)
     sub, t, e, high = cr["table"], cr["time"], cr["event"], cr["high"]
     lv = treatment_levels(sub[treatment].tolist(), treatment, treated)
     out = _header(sig, cr)
-    out.update(kind="pathomics-benefit", treatment=treatment, warning=OBSERVATIONAL_WARNING,
-               **_effect_by_group(t, e, high, lv, "treatment", min_events))
+    out.update(
+        kind="pathomics-benefit",
+        treatment=treatment,
+        warning=OBSERVATIONAL_WARNING,
+        **_effect_by_group(t, e, high, lv, "treatment", min_events),
+    )
     missing = [c for c in subgroups if c not in sub.columns]
     if missing:
         raise ClinicalError(f"subgroup column {missing[0]!r} is not in the table")
-    out["forest"] = subgroup_forest(t, e, high, [lv, *[subgroup_levels(sub[c].tolist(), c) for c in subgroups
-                                                       if c != treatment]])
+    out["forest"] = subgroup_forest(
+        t, e, high, [lv, *[subgroup_levels(sub[c].tolist(), c) for c in subgroups if c != treatment]]
+    )
     return out

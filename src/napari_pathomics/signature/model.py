@@ -308,8 +308,9 @@ class Signature:
             if clinical is None:
                 if all(c in out for c in self._clinical.columns):
                     return out  # already encoded (e.g. a table row)
-                raise ClinicalError(f"signature {self.name!r} needs clinical values for "
-                                    f"{', '.join(self._clinical.names)}")
+                raise ClinicalError(
+                    f"signature {self.name!r} needs clinical values for {', '.join(self._clinical.names)}"
+                )
             out.update(self._clinical.encode(clinical))
         return out
 

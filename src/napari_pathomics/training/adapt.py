@@ -55,9 +55,21 @@ from ..results.labels import TileLabels
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 
-__all__ = ["AdaptConfig", "AdaptResult", "LabelledTiles", "fit_head", "adapt_head", "suggest_tiles",
-           "collect_labelled", "grid_of_results", "changed_tiles", "base_head",
-           "write_adapted_bundle", "describe_counts", "one_blas_thread"]
+__all__ = [
+    "AdaptConfig",
+    "AdaptResult",
+    "LabelledTiles",
+    "fit_head",
+    "adapt_head",
+    "suggest_tiles",
+    "collect_labelled",
+    "grid_of_results",
+    "changed_tiles",
+    "base_head",
+    "write_adapted_bundle",
+    "describe_counts",
+    "one_blas_thread",
+]
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
@@ -92,10 +104,15 @@ class AdaptConfig:
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "L2 toward the base head (ΔW·x in units of the base logits' spread)",
-                "lambda": self.strength, "lambda_grid": list(self.grid) if self.strength is None else None,
-                "subspace_dim": self.subspace, "class_balanced": True,
-                "classes_without_labels": "keep the base head's row", "optimiser": f"L-BFGS, ≤ {self.max_iter} steps"}
+        return {
+            "kind": "L2 toward the base head (ΔW·x in units of the base logits' spread)",
+            "lambda": self.strength,
+            "lambda_grid": list(self.grid) if self.strength is None else None,
+            "subspace_dim": self.subspace,
+            "class_balanced": True,
+            "classes_without_labels": "keep the base head's row",
+            "optimiser": f"L-BFGS, ≤ {self.max_iter} steps",
+        }
 
 
 @dataclass
@@ -113,9 +130,12 @@ class LabelledTiles:
     @staticmethod
     def join(parts: Sequence[LabelledTiles]) -> LabelledTiles:
         dim = next((p.emb.shape[1] for p in parts if len(p)), 0)
-        return LabelledTiles(np.concatenate([p.emb for p in parts]) if parts else np.zeros((0, dim), np.float32),
-                             np.concatenate([p.y for p in parts]) if parts else np.zeros(0, np.int64),
-                             [s for p in parts for s in p.sets], [n for p in parts for n in p.notes])
+        return LabelledTiles(
+            np.concatenate([p.emb for p in parts]) if parts else np.zeros((0, dim), np.float32),
+            np.concatenate([p.y for p in parts]) if parts else np.zeros(0, np.int64),
+            [s for p in parts for s in p.sets],
+            [n for p in parts for n in p.notes],
+        )
 
 
 @dataclass
@@ -138,10 +158,18 @@ class AdaptResult:
     strength_how: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"n_labels": self.n, "counts": self.counts, "method": self.cv_method,
-                "lambda": self.strength, "lambda_chosen": self.strength_how,
-                "accuracy_before": round(self.accuracy_before, 6), "accuracy_after": round(self.accuracy_after, 6),
-                "per_class": self.per_class, "fit_s": round(self.fit_s, 4), "cv_s": round(self.cv_s, 4)}
+        return {
+            "n_labels": self.n,
+            "counts": self.counts,
+            "method": self.cv_method,
+            "lambda": self.strength,
+            "lambda_chosen": self.strength_how,
+            "accuracy_before": round(self.accuracy_before, 6),
+            "accuracy_after": round(self.accuracy_after, 6),
+            "per_class": self.per_class,
+            "fit_s": round(self.fit_s, 4),
+            "cv_s": round(self.cv_s, 4),
+        }
 
 
 def describe_counts(counts: Mapping[str, int]) -> str:
@@ -150,8 +178,9 @@ def describe_counts(counts: Mapping[str, int]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the fit
-def _lbfgs(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, max_iter: int,
-           m: int = 10, tol: float = 1e-7) -> np.ndarray:
+def _lbfgs(
+    f: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, max_iter: int, m: int = 10, tol: float = 1e-7
+) -> np.ndarray:
     """Minimise a smooth convex ``f`` (value, gradient) by L-BFGS with a backtracking line search.
 
     (scipy's L-BFGS-B spends ~35 ms per step in its own bookkeeping at 10 k variables here; this
@@ -168,8 +197,11 @@ def _lbfgs(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, 
             a = float(s @ q) / float(yv @ s)
             alphas.append(a)
             q -= a * yv
-        q *= float(s_hist[-1] @ y_hist[-1]) / float(y_hist[-1] @ y_hist[-1]) if s_hist else \
-            1.0 / max(float(np.linalg.norm(g)), 1e-12)
+        q *= (
+            float(s_hist[-1] @ y_hist[-1]) / float(y_hist[-1] @ y_hist[-1])
+            if s_hist
+            else 1.0 / max(float(np.linalg.norm(g)), 1e-12)
+        )
         for (s, yv), a in zip(zip(s_hist, y_hist), reversed(alphas)):
             q += s * (a - float(yv @ q) / float(yv @ s))
         d = -q
@@ -234,12 +266,14 @@ def _prepare(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig) 
     spread = max(float(np.mean(base_logits.std(axis=1))), 1e-3)
     sigma = (float(np.sqrt(np.mean(np.sum(z.astype(np.float64) ** 2, axis=1)))) or 1.0) / spread
     z /= sigma
-    return _Prepared(base_logits, np.ascontiguousarray(z), basis, mu, sigma, spread, np.asarray(y, dtype=np.int64),
-                     np.unique(y))
+    return _Prepared(
+        base_logits, np.ascontiguousarray(z), basis, mu, sigma, spread, np.asarray(y, dtype=np.int64), np.unique(y)
+    )
 
 
-def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None = None,
-         lam: float | None = None) -> np.ndarray:
+def _fit(
+    p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None = None, lam: float | None = None
+) -> np.ndarray:
     """θ = (V (k, r), Δb (k,)) for the free classes, fitted on tiles ``idx`` with penalty ``lam``."""
     z, y, bl = p.z[idx], p.y[idx], p.base_logits[idx]
     n, r = z.shape
@@ -253,8 +287,8 @@ def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None 
     rows = np.arange(n)
 
     def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        v = theta[:k * r].reshape(k, r)
-        db = theta[k * r:]
+        v = theta[: k * r].reshape(k, r)
+        db = theta[k * r :]
         logits = bl.copy()
         logits[:, free] += z @ v.T + spread * db
         logits -= logits.max(axis=1, keepdims=True)
@@ -275,8 +309,8 @@ def _fit(p: _Prepared, idx: np.ndarray, cfg: AdaptConfig, x0: np.ndarray | None 
 
 def _head_of(p: _Prepared, theta: np.ndarray, base: ClassHead) -> ClassHead:
     k, r = p.free.size, p.z.shape[1]
-    v = theta[:k * r].reshape(k, r)
-    db = theta[k * r:]
+    v = theta[: k * r].reshape(k, r)
+    db = theta[k * r :]
     dw = (v @ p.basis.T) / p.sigma  # (k, D) in embedding coordinates
     weight = base.weight.copy()
     bias = base.bias.copy()
@@ -288,7 +322,7 @@ def _head_of(p: _Prepared, theta: np.ndarray, base: ClassHead) -> ClassHead:
 def _logits(p: _Prepared, theta: np.ndarray, idx: np.ndarray) -> np.ndarray:
     k, r = p.free.size, p.z.shape[1]
     logits = p.base_logits[idx].astype(np.float64)
-    logits[:, p.free] += p.z[idx] @ theta[:k * r].reshape(k, r).T + p.spread * theta[k * r:]
+    logits[:, p.free] += p.z[idx] @ theta[: k * r].reshape(k, r).T + p.spread * theta[k * r :]
     return logits
 
 
@@ -303,8 +337,11 @@ def _choose_strength(p: _Prepared, cfg: AdaptConfig) -> tuple[float, str]:
         return float(cfg.strength), "given"
     counts = np.bincount(y)[np.unique(y)]
     if counts.min() < cfg.select_min_per_class or y.size > cfg.select_max:
-        why = (f"fewer than {cfg.select_min_per_class} labels in a class" if counts.min() < cfg.select_min_per_class
-               else f"more than {cfg.select_max} labels")
+        why = (
+            f"fewer than {cfg.select_min_per_class} labels in a class"
+            if counts.min() < cfg.select_min_per_class
+            else f"more than {cfg.select_max} labels"
+        )
         return cfg.default_strength, f"default ({why})"
     folds, _ = _folds(y, replace(cfg, loo_max=0))
     losses = []
@@ -328,8 +365,10 @@ def _check_labels(y: np.ndarray, classes: Sequence[str]) -> None:
         raise LabelsError("no labelled tiles: label some tiles (or import a labels file) first")
     present = np.unique(y)
     if present.size < 2:
-        raise LabelsError(f"all {y.size} labels are {classes[int(present[0])]}: label tiles of at least two classes "
-                          "(one class alone would only teach the model to call everything that)")
+        raise LabelsError(
+            f"all {y.size} labels are {classes[int(present[0])]}: label tiles of at least two classes "
+            "(one class alone would only teach the model to call everything that)"
+        )
 
 
 def fit_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, cfg: AdaptConfig = AdaptConfig()) -> ClassHead:
@@ -353,20 +392,28 @@ def _folds(y: np.ndarray, cfg: AdaptConfig) -> tuple[list[np.ndarray], str]:
     return [np.flatnonzero(fold == f) for f in range(cfg.folds) if np.any(fold == f)], f"{cfg.folds}-fold (stratified)"
 
 
-def adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequence[str],
-               cfg: AdaptConfig = AdaptConfig(), cross_validate: bool = True) -> AdaptResult:
+def adapt_head(
+    emb: np.ndarray,
+    y: np.ndarray,
+    base: ClassHead,
+    classes: Sequence[str],
+    cfg: AdaptConfig = AdaptConfig(),
+    cross_validate: bool = True,
+) -> AdaptResult:
     """Refit the head; accuracy on the labels before (base head) and after (cross-validated)."""
     y = np.asarray(y, dtype=np.int64)
     _check_labels(y, classes)
     if emb.shape[0] != y.size or emb.shape[1] != base.dim:
-        raise LabelsError(f"{emb.shape[0]} embeddings of {emb.shape[1]} features for {y.size} labels and a head "
-                          f"of {base.dim} inputs")
+        raise LabelsError(
+            f"{emb.shape[0]} embeddings of {emb.shape[1]} features for {y.size} labels and a head of {base.dim} inputs"
+        )
     with one_blas_thread():
         return _adapt_head(emb, y, base, classes, cfg, cross_validate)
 
 
-def _adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequence[str], cfg: AdaptConfig,
-                cross_validate: bool) -> AdaptResult:
+def _adapt_head(
+    emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequence[str], cfg: AdaptConfig, cross_validate: bool
+) -> AdaptResult:
     t0 = time.perf_counter()
     p = _prepare(emb, y, base, cfg)
     lam, how = _choose_strength(p, cfg)
@@ -391,11 +438,27 @@ def _adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequen
     for c in np.unique(y):
         sel = y == c
         counts[classes[int(c)]] = int(sel.sum())
-        per_class[classes[int(c)]] = {"n": int(sel.sum()), "before": round(float(np.mean(before[sel] == c)), 6),
-                                      "after": round(float(np.mean(after[sel] == c)), 6) if cross_validate else None}
-    return AdaptResult(head, base, list(classes), counts, float(np.mean(before == y)),
-                       float(np.mean(after == y)) if cross_validate else float("nan"), method, per_class,
-                       fit_s, cv_s, cfg, int(y.size), lam, how)
+        per_class[classes[int(c)]] = {
+            "n": int(sel.sum()),
+            "before": round(float(np.mean(before[sel] == c)), 6),
+            "after": round(float(np.mean(after[sel] == c)), 6) if cross_validate else None,
+        }
+    return AdaptResult(
+        head,
+        base,
+        list(classes),
+        counts,
+        float(np.mean(before == y)),
+        float(np.mean(after == y)) if cross_validate else float("nan"),
+        method,
+        per_class,
+        fit_s,
+        cv_s,
+        cfg,
+        int(y.size),
+        lam,
+        how,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,18 +466,33 @@ def _adapt_head(emb: np.ndarray, y: np.ndarray, base: ClassHead, classes: Sequen
 def grid_of_results(results: TileResults, slide: Slide) -> TileGrid:
     """The TileGrid a result was computed on (same key, so the engine reads and writes the same cache)."""
     m = results.meta
-    grid = TileGrid(cols=results.cols.copy(), rows=results.rows.copy(), tile_size_l0=results.tile_size_l0,
-                    tile_um=float(m.get("tile_um", 0) or 0), mpp=float(m.get("mpp", 0) or 0),
-                    slide_width=slide.width, slide_height=slide.height,
-                    coverage=np.ones(len(results), dtype=np.float32), params={"from": "results"})
+    grid = TileGrid(
+        cols=results.cols.copy(),
+        rows=results.rows.copy(),
+        tile_size_l0=results.tile_size_l0,
+        tile_um=float(m.get("tile_um", 0) or 0),
+        mpp=float(m.get("mpp", 0) or 0),
+        slide_width=slide.width,
+        slide_height=slide.height,
+        coverage=np.ones(len(results), dtype=np.float32),
+        params={"from": "results"},
+    )
     if m.get("grid_key") and grid.key() != m["grid_key"]:
         raise LabelsError("these results were computed on another tile grid of the slide; run Analyze again")
     return grid
 
 
-def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: TileResults | None = None, *,
-                     cache_dir: str | Path | None = None, use_cache: bool = True,
-                     cancel: threading.Event | None = None, source: str | None = None) -> LabelledTiles:
+def collect_labelled(
+    engine: Engine,
+    slide: Slide,
+    labels: TileLabels,
+    results: TileResults | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    cancel: threading.Event | None = None,
+    source: str | None = None,
+) -> LabelledTiles:
     """The embeddings of a slide's labelled tiles: from ``results`` where they have one, else computed.
 
     Labels are put on the bundle's lattice first; labels off the slide, on glass (background:
@@ -427,8 +505,10 @@ def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: 
     notes: list[str] = []
     unknown = sorted({t.cls for t in lab if t.cls not in classes})
     if unknown:
-        raise LabelsError(f"labels of classes the bundle {bundle.name!r} does not have: {', '.join(unknown)} "
-                          f"(its classes: {', '.join(classes)})")
+        raise LabelsError(
+            f"labels of classes the bundle {bundle.name!r} does not have: {', '.join(unknown)} "
+            f"(its classes: {', '.join(classes)})"
+        )
     off = set(lab.off_slide(slide.width, slide.height))
     if off:
         notes.append(f"{slide.path.name}: {len(off)} labelled tiles lie off the slide and are not used")
@@ -457,16 +537,26 @@ def collect_labelled(engine: Engine, slide: Slide, labels: TileLabels, results: 
             else:
                 background.add(cell)
     if background:
-        notes.append(f"{slide.path.name}: {len(background)} labelled tiles are glass or unreadable (never classified) "
-                     "and are not used")
+        notes.append(
+            f"{slide.path.name}: {len(background)} labelled tiles are glass or unreadable (never classified) "
+            "and are not used"
+        )
     use = [c for c in cells if c in emb]
     y = np.array([classes.index(lab.get(*c).cls) for c in use], dtype=np.int64)  # type: ignore[union-attr]
     x = np.stack([emb[c] for c in use]).astype(np.float32) if use else np.zeros((0, engine.net.feature_dim), np.float32)
     counts: dict[str, int] = {}
     for c in y:
         counts[classes[int(c)]] = counts.get(classes[int(c)], 0) + 1
-    sets = [{"slide": slide.path.name, "slide_sha256": slide.file_hash(), "labels_sha256": lab.sha256(),
-             "source": source, "n": int(y.size), "counts": dict(sorted(counts.items()))}]
+    sets = [
+        {
+            "slide": slide.path.name,
+            "slide_sha256": slide.file_hash(),
+            "labels_sha256": lab.sha256(),
+            "source": source,
+            "n": int(y.size),
+            "counts": dict(sorted(counts.items())),
+        }
+    ]
     return LabelledTiles(x, y, sets, notes)
 
 
@@ -484,8 +574,9 @@ def changed_tiles(before: TileResults, after: TileResults) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # active learning
-def suggest_tiles(results: TileResults, labels: TileLabels | None = None, n: int = 20,
-                  spacing: float | None = None) -> np.ndarray:
+def suggest_tiles(
+    results: TileResults, labels: TileLabels | None = None, n: int = 20, spacing: float | None = None
+) -> np.ndarray:
     """Result indices of the next tiles worth labelling: uncertain, spread over the slide and the classes.
 
     Uncertainty is ``1 − (p₁ − p₂)`` (the margin between the two most likely classes). Classes
@@ -506,8 +597,12 @@ def suggest_tiles(results: TileResults, labels: TileLabels | None = None, n: int
     if spacing is None:
         spacing = max(2.0, 0.5 * math.sqrt(ok.size / max(n, 1)))
     chosen: list[int] = []
-    pts = [(float(c), float(r)) for c, r in ((lab_t.col, lab_t.row) for lab_t in (
-        labels.on_lattice(results.tile_size_l0) if labels is not None else []))]
+    pts = [
+        (float(c), float(r))
+        for c, r in (
+            (lab_t.col, lab_t.row) for lab_t in (labels.on_lattice(results.tile_size_l0) if labels is not None else [])
+        )
+    ]
     queues = {int(c): list(np.argsort(-unc[pred == c], kind="stable")) for c in np.unique(pred)}
     members = {int(c): np.flatnonzero(pred == c) for c in np.unique(pred)}
     order = sorted(queues, key=lambda c: -unc[members[c][queues[c][0]]])
@@ -531,8 +626,14 @@ def suggest_tiles(results: TileResults, labels: TileLabels | None = None, n: int
 
 # ---------------------------------------------------------------------------------------------
 # the adapted bundle
-def write_adapted_bundle(base: Bundle, result: AdaptResult, label_sets: Sequence[Mapping[str, Any]], out: str | Path,
-                         name: str | None = None, command: str = "pathomics adapt") -> Bundle:
+def write_adapted_bundle(
+    base: Bundle,
+    result: AdaptResult,
+    label_sets: Sequence[Mapping[str, Any]],
+    out: str | Path,
+    name: str | None = None,
+    command: str = "pathomics adapt",
+) -> Bundle:
     """A new bundle: the base's files byte for byte (weights by hash), ``head.safetensors``, the record.
 
     The manifest records the base bundle id (and the first non-adapted ancestor's, whose cached
@@ -552,24 +653,47 @@ def write_adapted_bundle(base: Bundle, result: AdaptResult, label_sets: Sequence
         for c, v in (s.get("counts") or {}).items():
             counts[c] = counts.get(c, 0) + int(v)
     counts = {c: v for c, v in counts.items() if v}
-    man["description"] = (f"{base.name} adapted to {sum(counts.values())} tile labels "
-                          f"({describe_counts(counts)}): new class head on the same backbone")
-    man["head"] = {"weights": HEAD_FILE, "input": "pre_logits", "dim": result.head.dim, "replaces": "classifier",
-                   "definition": "probs = softmax(emb · weight.T + bias); emb = the backbone's pooled features "
-                                 "(timm pre_logits)"}
+    man["description"] = (
+        f"{base.name} adapted to {sum(counts.values())} tile labels "
+        f"({describe_counts(counts)}): new class head on the same backbone"
+    )
+    man["head"] = {
+        "weights": HEAD_FILE,
+        "input": "pre_logits",
+        "dim": result.head.dim,
+        "replaces": "classifier",
+        "definition": "probs = softmax(emb · weight.T + bias); emb = the backbone's pooled features (timm pre_logits)",
+    }
     man["adaptation"] = {
-        "base_bundle_id": base.bundle_id, "root_bundle_id": base_adapt.get("root_bundle_id", base.bundle_id),
-        "base_name": base.name, "method": "logistic head refitted on frozen embeddings, regularised toward the base head",
-        "regularisation": result.config.to_json(), "label_sets": [dict(s) for s in label_sets], "counts": counts,
-        "cv": result.to_json(), "created": man["created"],
+        "base_bundle_id": base.bundle_id,
+        "root_bundle_id": base_adapt.get("root_bundle_id", base.bundle_id),
+        "base_name": base.name,
+        "method": "logistic head refitted on frozen embeddings, regularised toward the base head",
+        "regularisation": result.config.to_json(),
+        "label_sets": [dict(s) for s in label_sets],
+        "counts": counts,
+        "cv": result.to_json(),
+        "created": man["created"],
     }
     man.setdefault("metrics", {})["adaptation_cv"] = {
-        "method": result.cv_method, "n": result.n, "accuracy_before": round(result.accuracy_before, 6),
+        "method": result.cv_method,
+        "n": result.n,
+        "accuracy_before": round(result.accuracy_before, 6),
         "accuracy_after": round(result.accuracy_after, 6),
-        "note": "accuracy on the pathologist's labels: the base head as it was, and the adapted head cross-validated"}
-    man["provenance"] = {"kind": "adapted", "command": command, "versions": versions(), "created": man["created"],
-                         "base": {"name": base.name, "version": base.version, "id": base.bundle_id,
-                                  "provenance": base.manifest.get("provenance")}}
+        "note": "accuracy on the pathologist's labels: the base head as it was, and the adapted head cross-validated",
+    }
+    man["provenance"] = {
+        "kind": "adapted",
+        "command": command,
+        "versions": versions(),
+        "created": man["created"],
+        "base": {
+            "name": base.name,
+            "version": base.version,
+            "id": base.bundle_id,
+            "provenance": base.manifest.get("provenance"),
+        },
+    }
     keep = [f for f in base.file_hashes if f not in (old_head, HEAD_FILE, MANIFEST_NAME)]
     man["files"] = {f: base.file_hashes[f] for f in keep}
     with staged_bundle(out) as tmp:

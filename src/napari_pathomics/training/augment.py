@@ -79,14 +79,17 @@ def macenko_jitter(img: np.ndarray, rng: np.random.Generator, max_deg: float, co
     est = estimate_stain(img)
     if est is None:
         return img
-    he = np.stack([_turn(est.stain_matrix[:, k] / np.linalg.norm(est.stain_matrix[:, k]), rng, max_deg)
-                   for k in range(2)], axis=1)
+    he = np.stack(
+        [_turn(est.stain_matrix[:, k] / np.linalg.norm(est.stain_matrix[:, k]), rng, max_deg) for k in range(2)], axis=1
+    )
     mc = est.max_concentrations * rng.uniform(1 - conc, 1 + conc, size=2)
     out, _ = MacenkoNormalizer(he, np.maximum(mc, 1e-3)).normalize(img)
     return out
 
 
-def augment_tile(img: np.ndarray, size: int, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> np.ndarray:
+def augment_tile(
+    img: np.ndarray, size: int, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
+) -> np.ndarray:
     """One augmented view (size, size, 3) uint8 of an RGB uint8 tile."""
     h, w = img.shape[:2]
     area = h * w

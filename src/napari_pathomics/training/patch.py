@@ -489,15 +489,21 @@ def train_patch_model(
     timings["total_s"] = time.perf_counter() - t_start
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     record = run_record(
-        "pathomics train-patch", argv, kind="pathomics train-patch run record", created=created,
-        config=cfg.to_dict(), seed=cfg.seed, classes=ds.classes,
+        "pathomics train-patch",
+        argv,
+        kind="pathomics train-patch run record",
+        created=created,
+        config=cfg.to_dict(),
+        seed=cfg.seed,
+        classes=ds.classes,
         data={
             "tile_dir": str(tile_dir),
             "n_tiles": len(ds.paths),
             "sha256": data_hashes,
             "macenko_fallback": [str(p.relative_to(Path(tile_dir))) for p, f in zip(ds.paths, fallback) if f],
         },
-        timings_s=timings, metrics=metrics,
+        timings_s=timings,
+        metrics=metrics,
         train_predictions={
             str(p.relative_to(Path(tile_dir))): ds.classes[int(k)] for p, k in zip(ds.paths, probs.argmax(1))
         },
@@ -562,7 +568,11 @@ def _summary_metrics(metrics: dict) -> dict:
             out[key] = {k: rep[k] for k in ("n", "accuracy", "balanced_accuracy", "per_class", "method") if k in rep}
         else:
             out[key] = {
-                k: ({kk: v[kk] for kk in ("n", "accuracy", "balanced_accuracy", "per_class") if kk in v} if isinstance(v, dict) else v)
+                k: (
+                    {kk: v[kk] for kk in ("n", "accuracy", "balanced_accuracy", "per_class") if kk in v}
+                    if isinstance(v, dict)
+                    else v
+                )
                 for k, v in rep.items()
             }
     return out

@@ -50,7 +50,9 @@ def load_imagenet_efficientnet_lite0(model: Any, include_classifier: bool = Fals
             new[dkey] = dval
             continue
         if tuple(sval.shape) != tuple(dval.shape):
-            raise PretrainedWeightsError(f"shape mismatch mapping {skey} {tuple(sval.shape)} → {dkey} {tuple(dval.shape)}")
+            raise PretrainedWeightsError(
+                f"shape mismatch mapping {skey} {tuple(sval.shape)} → {dkey} {tuple(dval.shape)}"
+            )
         new[dkey] = sval.to(dval.dtype)
         copied += 1
     model.load_state_dict(new, strict=True)

@@ -114,7 +114,9 @@ def read_outcomes(table: CohortTable, s: TrainSettings) -> dict[str, dict[str, f
         if "patient_id" not in df.columns:
             raise CohortError(f"{p.name}: missing column 'patient_id'")
         if df["patient_id"].duplicated().any():
-            raise CohortError(f"{p.name}: duplicate patient ids, e.g. {df['patient_id'][df['patient_id'].duplicated()].iloc[0]!r}")
+            raise CohortError(
+                f"{p.name}: duplicate patient ids, e.g. {df['patient_id'][df['patient_id'].duplicated()].iloc[0]!r}"
+            )
         src = {str(r["patient_id"]): r for r in df.to_dict("records")}
         where = p.name
     else:
@@ -142,12 +144,17 @@ def read_outcomes(table: CohortTable, s: TrainSettings) -> dict[str, dict[str, f
             raise CohortError(f"{where}: patient {pid!r}: negative time {vals[s.time_col]}")
         if vals[s.event_col] not in (0.0, 1.0):
             raise CohortError(f"{where}: patient {pid!r}: event must be 0 or 1, got {vals[s.event_col]}")
-        out[pid] = {"time": vals[s.time_col], "event": int(vals[s.event_col]),
-                    **({"oracle": vals[s.oracle_col]} if s.oracle_col else {})}
+        out[pid] = {
+            "time": vals[s.time_col],
+            "event": int(vals[s.event_col]),
+            **({"oracle": vals[s.oracle_col]} if s.oracle_col else {}),
+        }
     return out
 
 
-def split_patients(pids: Sequence[str], event: np.ndarray, test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_patients(
+    pids: Sequence[str], event: np.ndarray, test_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """Seeded split, events and censored patients dealt separately so both parts have events."""
     rng = np.random.default_rng(seed)
     test: list[str] = []
@@ -257,8 +264,9 @@ def train_signature(
     timings_extra: dict[str, float] = {}
     lost = [p for p in pids if p not in embs]
     if lost:
-        raise CohortError(f"{len(lost)} patient(s) have no usable slide, e.g. {lost[0]!r}: "
-                          f"{next(iter(failed.values()), '')}")
+        raise CohortError(
+            f"{len(lost)} patient(s) have no usable slide, e.g. {lost[0]!r}: {next(iter(failed.values()), '')}"
+        )
 
     # 2.-3. weak labels and the patch risk head (training patients only)
     idx = {p: i for i, p in enumerate(pids)}
@@ -268,8 +276,12 @@ def train_signature(
     head = fit_risk_head([pemb[p] for p in labelled], np.array([lab_all[idx[p]] for p in labelled]), s.head_l2)
     risk = {p: [head.predict(se.emb) for _, se in embs[p]] for p in pids}
     if s.head_folds >= 2:
-        fold = dict(zip(train_ids, stratified_folds(np.array([max(lab_all[idx[p]], 0) for p in train_ids]),
-                                                    s.head_folds, s.seed + 7)))
+        fold = dict(
+            zip(
+                train_ids,
+                stratified_folds(np.array([max(lab_all[idx[p]], 0) for p in train_ids]), s.head_folds, s.seed + 7),
+            )
+        )
         for k in range(s.head_folds):
             fit_on = [p for p in labelled if fold[p] != k]
             hk = fit_risk_head([pemb[p] for p in fit_on], np.array([lab_all[idx[p]] for p in fit_on]), s.head_l2)
@@ -284,13 +296,20 @@ def train_signature(
             for key, se in embs[p]:
                 nuclear[key] = nuclear_tile_values(slide_paths[key], se.results)
         timings_extra["nuclei_s"] = round(time.perf_counter() - t_nuc, 2)
-    tiles = {p: [slide_tiles(se.results, key, risk=r, nuclear=nuclear.get(key)) for (key, se), r in zip(embs[p], risk[p])]
-             for p in pids}
+    tiles = {
+        p: [slide_tiles(se.results, key, risk=r, nuclear=nuclear.get(key)) for (key, se), r in zip(embs[p], risk[p])]
+        for p in pids
+    }
 
     # 4. features
-    spec = FeatureSpec(classes=list(base.class_names), tme_stats=["mean", "frac"] if "tme" in s.families else [],
-                       combine="weighted", mil="mil" in s.families, source="tiles",
-                       nuclear=list(NUCLEAR_MEASURES) if "nuc" in s.families else None)
+    spec = FeatureSpec(
+        classes=list(base.class_names),
+        tme_stats=["mean", "frac"] if "tme" in s.families else [],
+        combine="weighted",
+        mil="mil" in s.families,
+        source="tiles",
+        nuclear=list(NUCLEAR_MEASURES) if "nuc" in s.families else None,
+    )
     spec.fit([tiles[p] for p in train_ids])
     X = spec.transform_many(tiles)
     train_t = np.array([outcomes[p]["time"] for p in train_ids])
@@ -305,14 +324,28 @@ def train_signature(
     train_df["time"] = [outcomes[p]["time"] for p in train_ids]
     train_df["event"] = [outcomes[p]["event"] for p in train_ids]
     horizons = [convert_time(h, "months", s.time_unit) for h in (s.early, s.late, 60.0)]
-    fitter = SignatureFitter(seed=s.seed, n_permutations=s.permutations, horizons=horizons, time_unit=s.time_unit,
-                             cross_validate=s.cross_validate, folds=s.folds, screen_p=s.screen_p)
+    fitter = SignatureFitter(
+        seed=s.seed,
+        n_permutations=s.permutations,
+        horizons=horizons,
+        time_unit=s.time_unit,
+        cross_validate=s.cross_validate,
+        folds=s.folds,
+        screen_p=s.screen_p,
+    )
     name = s.name or f"{base.name}-trained-signature"
     try:
-        sig = fitter.fit(train_df.reset_index(drop=True), "time", "event", feat_cols, feature_spec=spec, name=name,
-                         description=f"train-signature on {table.path.name}: weak labels <{s.early:g} / >{s.late:g} "
-                                     f"months, patch risk head on {base.architecture} features",
-                         provenance={"pipeline": "pathomics train-signature"})
+        sig = fitter.fit(
+            train_df.reset_index(drop=True),
+            "time",
+            "event",
+            feat_cols,
+            feature_spec=spec,
+            name=name,
+            description=f"train-signature on {table.path.name}: weak labels <{s.early:g} / >{s.late:g} "
+            f"months, patch risk head on {base.architecture} features",
+            provenance={"pipeline": "pathomics train-signature"},
+        )
     except SignatureError as exc:
         raise CohortError(f"signature fit failed: {exc}") from None
 
@@ -324,8 +357,12 @@ def train_signature(
         t = np.array([outcomes[p]["time"] for p in ids])
         e = np.array([outcomes[p]["event"] for p in ids])
         high = r > float(sig.cutoff["cutoff"])
-        out: dict[str, Any] = {"n": len(ids), "events": int(e.sum()), "n_high": int(high.sum()),
-                               "c_index": concordance(t, r, e) if e.sum() else None}
+        out: dict[str, Any] = {
+            "n": len(ids),
+            "events": int(e.sum()),
+            "n_high": int(high.sum()),
+            "c_index": concordance(t, r, e) if e.sum() else None,
+        }
         if 0 < high.sum() < len(ids) and e.sum():
             try:
                 out["hazard_ratio_high_vs_low"] = hazard_ratio(high, t, e)
@@ -344,53 +381,89 @@ def train_signature(
             out["mean_true_hazard_low"] = float(hz[~high].mean()) if (~high).any() else None
         return out
 
-    evaluation: dict[str, Any] = {"train": evaluate(train_ids), "test": evaluate(test_ids),
-                  "split": {"seed": s.seed, "test_fraction": s.test_fraction, "train": train_ids, "test": test_ids},
-                  "weak_labels": {"poor": int((lab_all[[idx[p] for p in train_ids]] == 1).sum()),
-                                  "good": int((lab_all[[idx[p] for p in train_ids]] == 0).sum()),
-                                  "unlabeled": int((lab_all[[idx[p] for p in train_ids]] == -1).sum()),
-                                  "early_months": s.early, "late_months": s.late},
-                  "note": "test = held-out patients: neither the risk head nor the signature saw them"}
+    evaluation: dict[str, Any] = {
+        "train": evaluate(train_ids),
+        "test": evaluate(test_ids),
+        "split": {"seed": s.seed, "test_fraction": s.test_fraction, "train": train_ids, "test": test_ids},
+        "weak_labels": {
+            "poor": int((lab_all[[idx[p] for p in train_ids]] == 1).sum()),
+            "good": int((lab_all[[idx[p] for p in train_ids]] == 0).sum()),
+            "unlabeled": int((lab_all[[idx[p] for p in train_ids]] == -1).sum()),
+            "early_months": s.early,
+            "late_months": s.late,
+        },
+        "note": "test = held-out patients: neither the risk head nor the signature saw them",
+    }
     evaluation = jsonable(evaluation)
 
     # the new bundle
     out = Path(out)
     man = copy.deepcopy(base.manifest)
     old_sig = man.get("signature")
-    files = {k: v for k, v in man.get("files", {}).items()
-             if k not in (old_sig, RISK_HEAD_FILE, "signature.json", "evaluation.json", "train_record.json")}
+    files = {
+        k: v
+        for k, v in man.get("files", {}).items()
+        if k not in (old_sig, RISK_HEAD_FILE, "signature.json", "evaluation.json", "train_record.json")
+    }
     man["files"] = files
     man["name"] = name
     man["version"] = f"{base.version}+sig{time.strftime('%Y%m%d')}"
     man["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    man["description"] = (f"{base.name} backbone with a patch risk head and a signature trained by "
-                          f"'pathomics train-signature' on {table.path.name}. Research use only.")
+    man["description"] = (
+        f"{base.name} backbone with a patch risk head and a signature trained by "
+        f"'pathomics train-signature' on {table.path.name}. Research use only."
+    )
     man["signature"] = "signature.json"
-    man["risk_head"] = {"weights": RISK_HEAD_FILE, "input": "pre_logits", "dim": int(head.weight.size),
-                        "definition": "risk = sigmoid(((emb - mean) / scale) · weight + bias); emb = "
-                                      "model.forward_head(model.forward_features(x), pre_logits=True)",
-                        "labels": f"1 = event before {s.early:g} months, 0 = followed beyond {s.late:g} months"}
+    man["risk_head"] = {
+        "weights": RISK_HEAD_FILE,
+        "input": "pre_logits",
+        "dim": int(head.weight.size),
+        "definition": "risk = sigmoid(((emb - mean) / scale) · weight + bias); emb = "
+        "model.forward_head(model.forward_features(x), pre_logits=True)",
+        "labels": f"1 = event before {s.early:g} months, 0 = followed beyond {s.late:g} months",
+    }
     test = evaluation["test"]
-    man["metrics"] = {**(man.get("metrics") or {}), "signature_test": {
-        k: test.get(k) for k in ("n", "events", "c_index", "oracle_c_index")}}
-    record = run_record("pathomics train-signature", list(argv or []), settings=asdict(s),
-                        cohort=str(table.path), base_bundle={**bundle_record(base), "backbone": backbone_key(base)},
-                        failed_slides=failed, dropped_features=dropped,
-                        timings={"embeddings_s": round(t_emb, 2), **timings_extra,
-                                 "total_s": round(time.perf_counter() - t0, 2)},
-                        engine={"amp": engine.amp.name, "device": str(engine.device)})
-    man["provenance"] = {**(man.get("provenance") or {}), "train_signature": {
-        k: record[k] for k in ("cohort", "base_bundle", "settings")}}
+    man["metrics"] = {
+        **(man.get("metrics") or {}),
+        "signature_test": {k: test.get(k) for k in ("n", "events", "c_index", "oracle_c_index")},
+    }
+    record = run_record(
+        "pathomics train-signature",
+        list(argv or []),
+        settings=asdict(s),
+        cohort=str(table.path),
+        base_bundle={**bundle_record(base), "backbone": backbone_key(base)},
+        failed_slides=failed,
+        dropped_features=dropped,
+        timings={"embeddings_s": round(t_emb, 2), **timings_extra, "total_s": round(time.perf_counter() - t0, 2)},
+        engine={"amp": engine.amp.name, "device": str(engine.device)},
+    )
+    man["provenance"] = {
+        **(man.get("provenance") or {}),
+        "train_signature": {k: record[k] for k in ("cohort", "base_bundle", "settings")},
+    }
     with staged_bundle(out) as tmp:
         for fname in files:
             (tmp / fname).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(base.path / fname, tmp / fname)
-        write_bundle(tmp, man, None, {
-            "signature.json": jsonable(sig.to_json()), RISK_HEAD_FILE: head.to_safetensors(),
-            "evaluation.json": evaluation,
-            "train_record.json": jsonable(json.loads(json.dumps(record, default=str))),
-        })
+        write_bundle(
+            tmp,
+            man,
+            None,
+            {
+                "signature.json": jsonable(sig.to_json()),
+                RISK_HEAD_FILE: head.to_safetensors(),
+                "evaluation.json": evaluation,
+                "train_record.json": jsonable(json.loads(json.dumps(record, default=str))),
+            },
+        )
         Bundle.load(tmp)  # proves the result is loadable before it replaces anything
-    report = {"name": name, "bundle": str(out), "signature": sig.summary() | {"features": sig.features},
-              "evaluation": evaluation, "timings": record["timings"], "n_features_in": len(feat_cols)}
+    report = {
+        "name": name,
+        "bundle": str(out),
+        "signature": sig.summary() | {"features": sig.features},
+        "evaluation": evaluation,
+        "timings": record["timings"],
+        "n_features_in": len(feat_cols),
+    }
     return jsonable(report)

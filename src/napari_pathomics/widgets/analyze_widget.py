@@ -96,7 +96,8 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(cams)
 
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
-            layout, ("Run", self.run), ("Cancel", self.cancel))
+            layout, ("Run", self.run), ("Cancel", self.cancel)
+        )
         layout.addWidget(self._show_box())
         self.legend = QLabel("")
         self.legend.setWordWrap(True)
@@ -138,8 +139,10 @@ class AnalyzeWidget(QWidget):
         self.cam_class.addItems(b.class_names)
         if "TUM" in b.class_names:
             self.cam_class.setCurrentText("TUM")
-        self.bundle_info.setText(f"{b.name}: {b.manifest['model']['architecture']}, {len(b.class_names)} classes, "
-                                 f"{b.tile_um:g} µm tiles at {b.mpp:g} µm/px")
+        self.bundle_info.setText(
+            f"{b.name}: {b.manifest['model']['architecture']}, {len(b.class_names)} classes, "
+            f"{b.tile_um:g} µm tiles at {b.mpp:g} µm/px"
+        )
         self._update_legend()
 
     def cam_names(self) -> tuple[str, ...]:
@@ -171,8 +174,10 @@ class AnalyzeWidget(QWidget):
                 session.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
                 return None
             if grid.params.get("unreadable_mm2"):
-                session.show_warning(f"{slide.path.name}: {grid.params['unreadable_mm2']:.3g} mm² cannot be decoded; "
-                                     "its tiles are attempted and will be reported as failed")
+                session.show_warning(
+                    f"{slide.path.name}: {grid.params['unreadable_mm2']:.3g} mm² cannot be decoded; "
+                    "its tiles are attempted and will be reported as failed"
+                )
             # built here, in the UI thread, so the worker thread joins the tuned heap (see Engine)
             engine, _ = shared_engine(bundle, device=self.device.currentText(), batch_size=self.batch.value())
         except PathomicsError as exc:
@@ -380,14 +385,18 @@ class AnalyzeWidget(QWidget):
                 self.legend.setText("")
                 return
             colors = class_palette(b.class_names, b.class_colors, display_of(self.viewer).palette)
-            rows = [{"name": n, "title": b.class_descriptions.get(n, n), "color": c, "share": None}
-                    for n, c in zip(b.class_names, colors)]
+            rows = [
+                {"name": n, "title": b.class_descriptions.get(n, n), "color": c, "share": None}
+                for n, c in zip(b.class_names, colors)
+            ]
         else:
             rows = class_legend(results, self._descriptions(), display_of(self.viewer))
         cells = []
         for r in rows:
             share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"
-            cells.append(f"<tr><td style='color:{r['color']};font-size:15px'>■</td><td><b>{r['name']}</b></td>"
-                         f"<td>{r['title']}</td><td align='right'>{share}</td></tr>")
+            cells.append(
+                f"<tr><td style='color:{r['color']};font-size:15px'>■</td><td><b>{r['name']}</b></td>"
+                f"<td>{r['title']}</td><td align='right'>{share}</td></tr>"
+            )
         head = "<i>share of classified tiles</i>" if results is not None else ""
         self.legend.setText(f"<table cellspacing='2'>{''.join(cells)}</table>{head}")

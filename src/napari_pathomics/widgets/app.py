@@ -28,8 +28,12 @@ DOCK_NAMES = ("Slide", "ROIs, tissue and tiles", "Analyze", "Score")
 
 def add_docks(viewer: napari.Viewer) -> dict[str, Any]:
     """The four docks, tabbed on the right with the Slide tab in front; returns the widgets by name."""
-    widgets = {"Slide": SlideWidget(viewer), "ROIs, tissue and tiles": RoiTilesWidget(viewer),
-               "Analyze": AnalyzeWidget(viewer), "Score": ScoreWidget(viewer)}
+    widgets = {
+        "Slide": SlideWidget(viewer),
+        "ROIs, tissue and tiles": RoiTilesWidget(viewer),
+        "Analyze": AnalyzeWidget(viewer),
+        "Score": ScoreWidget(viewer),
+    }
     add_right_docks(viewer, widgets, front="Slide")
     return widgets
 

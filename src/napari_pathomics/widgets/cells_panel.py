@@ -64,8 +64,9 @@ __all__ = ["CellsPanel"]
 class CellsPanel(QWidget):
     """Nuclei (compute, maps, lazy outlines, hover) and the tumour proposal (propose, accept, discard)."""
 
-    def __init__(self, napari_viewer: napari.Viewer,
-                 results_of: Callable[[Slide], TileResults | None] | None = None) -> None:
+    def __init__(
+        self, napari_viewer: napari.Viewer, results_of: Callable[[Slide], TileResults | None] | None = None
+    ) -> None:
         super().__init__()
         self.viewer = napari_viewer
         session.install(napari_viewer)
@@ -80,7 +81,8 @@ class CellsPanel(QWidget):
         box = QGroupBox("Nuclei")
         bl = QVBoxLayout(box)
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
-            bl, ("Compute nuclei", self.compute), ("Cancel", self.cancel))
+            bl, ("Compute nuclei", self.compute), ("Cancel", self.cancel)
+        )
         self.outlines_on = QCheckBox(f"nucleus outlines when zoomed in (≥ {OUTLINE_MIN_ZOOM:g} screen px/µm)")
         self.outlines_on.setChecked(True)
         self.outlines_on.toggled.connect(lambda _=None: self.refresh_outlines())
@@ -102,7 +104,11 @@ class CellsPanel(QWidget):
         self.propose_btn = QPushButton("Propose")
         self.accept_btn = QPushButton("Accept")
         self.discard_btn = QPushButton("Discard")
-        for b, slot in ((self.propose_btn, self.propose), (self.accept_btn, self.accept), (self.discard_btn, self.discard)):
+        for b, slot in (
+            (self.propose_btn, self.propose),
+            (self.accept_btn, self.accept),
+            (self.discard_btn, self.discard),
+        ):
             b.clicked.connect(slot)
             row.addWidget(b)
         self.accept_btn.setEnabled(False)
@@ -132,10 +138,16 @@ class CellsPanel(QWidget):
         """The Analyze run's tiles when there is one (the join is then exact), else ROIs ∩ tissue."""
         res = self.results_of(slide)
         if res is not None and len(res):
-            return TileGrid(cols=res.cols, rows=res.rows, tile_size_l0=res.tile_size_l0,
-                            tile_um=float(res.meta.get("tile_um") or DEFAULT_TILE_UM),
-                            mpp=float(res.meta.get("mpp") or 0.5), slide_width=slide.width,
-                            slide_height=slide.height, coverage=np.ones(len(res), dtype=np.float32))
+            return TileGrid(
+                cols=res.cols,
+                rows=res.rows,
+                tile_size_l0=res.tile_size_l0,
+                tile_um=float(res.meta.get("tile_um") or DEFAULT_TILE_UM),
+                mpp=float(res.meta.get("mpp") or 0.5),
+                slide_width=slide.width,
+                slide_height=slide.height,
+                coverage=np.ones(len(res), dtype=np.float32),
+            )
         rois = current_rois(self.viewer, slide)
         return plan_tiles(slide, rois or None, tissue=current_tissue(self.viewer, slide), tile_um=DEFAULT_TILE_UM)
 
@@ -183,7 +195,9 @@ class CellsPanel(QWidget):
 
     def _on_update(self, upd: Any) -> None:
         self.progress.setValue(int(100 * upd.fraction))
-        self.status.setText(f"{upd.done}/{upd.total} tiles · {upd.nuclei} nuclei" + (" (from cache)" if upd.from_cache else ""))
+        self.status.setText(
+            f"{upd.done}/{upd.total} tiles · {upd.nuclei} nuclei" + (" (from cache)" if upd.from_cache else "")
+        )
 
     def _on_finished(self, slide: Slide, run: NucleiRun | None) -> None:
         self.worker = None
@@ -196,8 +210,10 @@ class CellsPanel(QWidget):
             return
         self.show_nuclei(slide, res)
         state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
-        self.status.setText(f"{state}: {len(res.nuclei)} nuclei in {res.n_done}/{len(res)} tiles"
-                            + (f" · {run.cache_warning}" if run.cache_warning else ""))
+        self.status.setText(
+            f"{state}: {len(res.nuclei)} nuclei in {res.n_done}/{len(res)} tiles"
+            + (f" · {run.cache_warning}" if run.cache_warning else "")
+        )
 
     def show_nuclei(self, slide: Slide, res: NucleiResults) -> dict[str, Any]:
         """Create or refresh the nuclear layers of ``slide``; returns them by role."""
@@ -263,7 +279,9 @@ class CellsPanel(QWidget):
         res = self.nuclei.get(str(slide.path))
         if res is None:
             return
-        self.hover.setText(nuclei_readout(res, slide, tuple(viewer.cursor.position[-2:]), self._values.get(str(slide.path))))
+        self.hover.setText(
+            nuclei_readout(res, slide, tuple(viewer.cursor.position[-2:]), self._values.get(str(slide.path)))
+        )
 
     # ------------------------------------------------------------------ proposal
     def proposal_layer_of(self, slide: Slide) -> Any:
@@ -279,8 +297,13 @@ class CellsPanel(QWidget):
             session.show_warning("run the analysis first: the proposal needs the model's tumour probability")
             return None
         try:
-            prop = propose_tumour(res, threshold=self.threshold.value(), min_area_mm2=self.min_area.value(),
-                                  sigma_tiles=self.smooth.value(), mpp=slide.mpp[0])
+            prop = propose_tumour(
+                res,
+                threshold=self.threshold.value(),
+                min_area_mm2=self.min_area.value(),
+                sigma_tiles=self.smooth.value(),
+                mpp=slide.mpp[0],
+            )
         except PathomicsError as exc:
             session.report(exc, "cannot propose a tumour ROI")
             return None
@@ -293,8 +316,10 @@ class CellsPanel(QWidget):
         ly = self.viewer._add_layer_from_data(data, kwargs, kind)[0]
         self.accept_btn.setEnabled(True)
         self.discard_btn.setEnabled(True)
-        self.proposal_status.setText(f"{len(prop.annotations)} region(s), {prop.area_mm2:.2f} mm² "
-                                     f"({'+'.join(prop.classes)} ≥ {prop.threshold:g}): edit, Accept or Discard")
+        self.proposal_status.setText(
+            f"{len(prop.annotations)} region(s), {prop.area_mm2:.2f} mm² "
+            f"({'+'.join(prop.classes)} ≥ {prop.threshold:g}): edit, Accept or Discard"
+        )
         return ly
 
     def accept(self) -> list[Annotation]:
@@ -359,10 +384,15 @@ def proposal_annotations(layer: Any) -> list[Annotation]:
         if not isinstance(geom, (Polygon, MultiPolygon)) or geom.is_empty:
             continue
         src = originals[int(k)] if k.isdigit() and int(k) < len(originals) else None
-        out.append(Annotation(geometry=geom, classification=PROPOSED_CLASS,
-                              color=src.color if src is not None else (255, 140, 0),
-                              name=src.name if src is not None else "Tumor (proposed, drawn)",
-                              properties=dict(src.properties) if src is not None else {}))
+        out.append(
+            Annotation(
+                geometry=geom,
+                classification=PROPOSED_CLASS,
+                color=src.color if src is not None else (255, 140, 0),
+                name=src.name if src is not None else "Tumor (proposed, drawn)",
+                properties=dict(src.properties) if src is not None else {},
+            )
+        )
     return out
 
 
@@ -377,9 +407,13 @@ def add_rois(viewer: napari.Viewer, slide: Slide, annotations: list[Annotation])
     with ly.events.data.blocker():
         ly.data = []
         if data:
-            ly.add(data, shape_type=kwargs["shape_type"], edge_color=kwargs["edge_color"],
-                   face_color="transparent", edge_width=3)
+            ly.add(
+                data,
+                shape_type=kwargs["shape_type"],
+                edge_color=kwargs["edge_color"],
+                face_color="transparent",
+                edge_width=3,
+            )
     ly.properties = kwargs["properties"]
     session.autosave_now(ly)
     return ly
-

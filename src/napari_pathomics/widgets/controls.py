@@ -17,8 +17,9 @@ def spin(value: float, lo: float, hi: float, step: float, suffix: str, decimals:
     return s
 
 
-def action_row(layout: QVBoxLayout, main: tuple[str, Callable[[], object]],
-               second: tuple[str, Callable[[], object]]) -> tuple[QPushButton, QPushButton, QProgressBar, QLabel]:
+def action_row(
+    layout: QVBoxLayout, main: tuple[str, Callable[[], object]], second: tuple[str, Callable[[], object]]
+) -> tuple[QPushButton, QPushButton, QProgressBar, QLabel]:
     """Two buttons (the second starts disabled), a progress bar and a wrapped status line."""
     row = QHBoxLayout()
     buttons = []

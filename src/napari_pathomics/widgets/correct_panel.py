@@ -109,8 +109,13 @@ def labels_layer(slide: Slide, labels: TileLabels, classes: list[str], colors: l
     kwargs = grid_transform(slide, labels.tile_size_l0 / OUTLINE_K)
     cmap: dict[Any, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
     cmap.update({i + 1: hex_to_rgba(c, 1.0) for i, c in enumerate(colors)})
-    kwargs.update(name=f"{slide.path.name} tile labels", colormap=cmap, opacity=1.0, blending="translucent",
-                  metadata={ROLE: ROLE_TILE_LABELS, SLIDE_PATH: str(slide.path)})
+    kwargs.update(
+        name=f"{slide.path.name} tile labels",
+        colormap=cmap,
+        opacity=1.0,
+        blending="translucent",
+        metadata={ROLE: ROLE_TILE_LABELS, SLIDE_PATH: str(slide.path)},
+    )
     return data, kwargs, "labels"
 
 
@@ -119,10 +124,16 @@ def suggestions_layer(slide: Slide, results: TileResults, indices: np.ndarray) -
     s = results.tile_size_l0
     pts = np.column_stack([results.origins[indices, 1] + s / 2, results.origins[indices, 0] + s / 2]).astype(float)
     kwargs = geometry_transform(slide)
-    kwargs.update(name=f"{slide.path.name} suggested tiles", size=s / 3, face_color="transparent",
-                  border_color="#00e5ff", border_width=0.15, symbol="ring",
-                  features={"tile": np.asarray(indices, dtype=np.int64)},
-                  metadata={ROLE: ROLE_SUGGESTIONS, SLIDE_PATH: str(slide.path)})
+    kwargs.update(
+        name=f"{slide.path.name} suggested tiles",
+        size=s / 3,
+        face_color="transparent",
+        border_color="#00e5ff",
+        border_width=0.15,
+        symbol="ring",
+        features={"tile": np.asarray(indices, dtype=np.int64)},
+        metadata={ROLE: ROLE_SUGGESTIONS, SLIDE_PATH: str(slide.path)},
+    )
     return pts.reshape(-1, 2), kwargs, "points"
 
 
@@ -200,20 +211,28 @@ class CorrectPanel(QWidget):
         self.group.setExclusive(True)
         bl.addWidget(self.palette_box)
         row = QHBoxLayout()
-        for text, slot in (("Undo (Ctrl+Z)", self.undo), ("Import…", self._import_dialog),
-                           ("Export…", self._export_dialog), ("Add label set…", self._add_set_dialog)):
+        for text, slot in (
+            ("Undo (Ctrl+Z)", self.undo),
+            ("Import…", self._import_dialog),
+            ("Export…", self._export_dialog),
+            ("Add label set…", self._add_set_dialog),
+        ):
             b = QPushButton(text)
             b.clicked.connect(slot)
             row.addWidget(b)
         bl.addLayout(row)
         self.mapping = QPlainTextEdit(_mapping_text(DEFAULT_MAPPING))
-        self.mapping.setToolTip("QuPath class name = bundle class (empty class: ignore the name); saved with the labels")
+        self.mapping.setToolTip(
+            "QuPath class name = bundle class (empty class: ignore the name); saved with the labels"
+        )
         self.mapping.setMaximumHeight(70)
         bl.addWidget(QLabel("class mapping for imports (QuPath name = class):"))
         bl.addWidget(self.mapping)
         self.force_other = QCheckBox("Accept labels made on another slide (another file fingerprint)")
-        self.force_other.setToolTip("A labels file records the slide it was made on (sha256); one of another slide "
-                                    "is refused unless this is ticked")
+        self.force_other.setToolTip(
+            "A labels file records the slide it was made on (sha256); one of another slide "
+            "is refused unless this is ticked"
+        )
         bl.addWidget(self.force_other)
         self.count = QLabel("")
         self.count.setWordWrap(True)
@@ -233,8 +252,10 @@ class CorrectPanel(QWidget):
         row.addWidget(self.save_btn)
         bl.addLayout(row)
         self.maps_btn = QPushButton(MAPS_TEXT)
-        self.maps_btn.setToolTip("after Adapt, Grad-CAM / RAM are recomputed with the adapted head for the tiles "
-                                 "in view; this computes them for every tile")
+        self.maps_btn.setToolTip(
+            "after Adapt, Grad-CAM / RAM are recomputed with the adapted head for the tiles "
+            "in view; this computes them for every tile"
+        )
         self.maps_btn.clicked.connect(self._maps_clicked)
         self.maps_btn.setEnabled(False)
         bl.addWidget(self.maps_btn)
@@ -349,8 +370,13 @@ class CorrectPanel(QWidget):
             for note in notes:
                 session.show_warning(note)
             if lab is None:
-                lab = TileLabels(self._tile_size(slide), SlideIdentity.of(slide), dict(DEFAULT_MAPPING),
-                                 tile_um=self._bundle().tile_um if self._bundle() else None, mpp=slide.mpp[0])
+                lab = TileLabels(
+                    self._tile_size(slide),
+                    SlideIdentity.of(slide),
+                    dict(DEFAULT_MAPPING),
+                    tile_um=self._bundle().tile_um if self._bundle() else None,
+                    mpp=slide.mpp[0],
+                )
             else:
                 self.mapping.setPlainText(_mapping_text(lab.mapping))
             self.labels[key] = lab
@@ -384,8 +410,10 @@ class CorrectPanel(QWidget):
             data, kwargs, kind = labels_layer(slide, lab, self._classes, self._colors)
             ly = self.viewer._add_layer_from_data(data, kwargs, kind)[0]
             self._bind(ly)
-        elif cells is None or ly.data.shape != (lab.lattice_shape(slide.width, slide.height)[0] * OUTLINE_K,
-                                                  lab.lattice_shape(slide.width, slide.height)[1] * OUTLINE_K):
+        elif cells is None or ly.data.shape != (
+            lab.lattice_shape(slide.width, slide.height)[0] * OUTLINE_K,
+            lab.lattice_shape(slide.width, slide.height)[1] * OUTLINE_K,
+        ):
             ly.data = labels_layer(slide, lab, self._classes, self._colors)[0]
         else:
             n_rows, n_cols = lab.lattice_shape(slide.width, slide.height)
@@ -430,8 +458,12 @@ class CorrectPanel(QWidget):
         c, r = lab.cell_at(float(x), float(y))
         h = (self.brush.value() - 1) // 2
         n_rows, n_cols = lab.lattice_shape(slide.width, slide.height)
-        return [(c + dc, r + dr) for dr in range(-h, h + 1) for dc in range(-h, h + 1)
-                if 0 <= c + dc < n_cols and 0 <= r + dr < n_rows]
+        return [
+            (c + dc, r + dr)
+            for dr in range(-h, h + 1)
+            for dc in range(-h, h + 1)
+            if 0 <= c + dc < n_cols and 0 <= r + dr < n_rows
+        ]
 
     def label_cells(self, slide: Slide, cells: list[tuple[int, int]]) -> int:
         """Label ``cells`` with the picked class (or erase them): redraw, autosave; tiles changed."""
@@ -503,8 +535,15 @@ class CorrectPanel(QWidget):
         force = self.force_other.isChecked() if force is None else bool(force)
         try:
             mapping = _parse_mapping(self.mapping.toPlainText())
-            new, notes = read_labels(path, lab.tile_size_l0, self._classes, slide=SlideIdentity.of(slide),
-                                     bounds=(slide.width, slide.height), mapping=mapping, force=force)
+            new, notes = read_labels(
+                path,
+                lab.tile_size_l0,
+                self._classes,
+                slide=SlideIdentity.of(slide),
+                bounds=(slide.width, slide.height),
+                mapping=mapping,
+                force=force,
+            )
         except PathomicsError as exc:
             session.report(exc, "labels not imported")
             self.status.setText(f"⚠ labels not imported: {exc}")
@@ -519,8 +558,10 @@ class CorrectPanel(QWidget):
         lab.mapping = {**lab.mapping, **new.mapping}
         self._draw(slide, cells)
         self._save(slide)
-        text = f"imported {len(new)} labelled tiles from {Path(path).name} ({describe_counts(new.counts())}); " \
-               f"{len(lab) - before:+d} labels"
+        text = (
+            f"imported {len(new)} labelled tiles from {Path(path).name} ({describe_counts(new.counts())}); "
+            f"{len(lab) - before:+d} labels"
+        )
         self.status.setText(text)
         return text
 
@@ -533,8 +574,10 @@ class CorrectPanel(QWidget):
     def add_label_set(self, slide_path: str | Path, labels_file: str | Path) -> None:
         """Another slide's labels joined to the next Adapt (its labelled tiles are embedded then)."""
         self.extra_sets.append((Path(slide_path), Path(labels_file)))
-        self.status.setText(f"label set added: {Path(labels_file).name} on {Path(slide_path).name} "
-                            f"({len(self.extra_sets)} extra set{'s' if len(self.extra_sets) > 1 else ''})")
+        self.status.setText(
+            f"label set added: {Path(labels_file).name} on {Path(slide_path).name} "
+            f"({len(self.extra_sets)} extra set{'s' if len(self.extra_sets) > 1 else ''})"
+        )
 
     def _import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Labels or QuPath GeoJSON", "", "GeoJSON (*.geojson *.json)")
@@ -550,8 +593,9 @@ class CorrectPanel(QWidget):
         slide, _ = QFileDialog.getOpenFileName(self, "Slide of the label set", "")
         if not slide:
             return
-        labels, _ = QFileDialog.getOpenFileName(self, "Its labels (QuPath GeoJSON)", str(Path(slide).parent),
-                                                "GeoJSON (*.geojson *.json)")
+        labels, _ = QFileDialog.getOpenFileName(
+            self, "Its labels (QuPath GeoJSON)", str(Path(slide).parent), "GeoJSON (*.geojson *.json)"
+        )
         if labels:
             self.add_label_set(slide, labels)
 
@@ -615,8 +659,13 @@ class CorrectPanel(QWidget):
                     parts.append(collect_labelled(engine, s, lab, base, cancel=cancel, source="viewer"))
             for slide_file, labels_file in extra:
                 with open_slide(slide_file) as s2:
-                    lab2, notes = read_labels(labels_file, engine.bundle.tile_um / s2.mpp[0], engine.bundle.class_names,
-                                              slide=SlideIdentity.of(s2), bounds=(s2.width, s2.height))
+                    lab2, notes = read_labels(
+                        labels_file,
+                        engine.bundle.tile_um / s2.mpp[0],
+                        engine.bundle.class_names,
+                        slide=SlideIdentity.of(s2),
+                        bounds=(s2.width, s2.height),
+                    )
                     part = collect_labelled(engine, s2, lab2, cancel=cancel, source=str(labels_file))
                     part.notes[:0] = notes
                     parts.append(part)
@@ -624,9 +673,16 @@ class CorrectPanel(QWidget):
             yield ("progress", 0.9, f"fitting on {len(data)} labels…")
             result = adapt_head(data.emb, data.y, base_head(engine), engine.bundle.class_names)
             with one_blas_thread():  # small GEMMs: BLAS's thread pool only fights torch's for the cores
-                refreshed = {p: apply_head(b, result.head, engine.weights, engine.risk_head,
-                                           meta={"adapted": True, "adapted_labels": result.n})
-                             for p, b in bases.items()}
+                refreshed = {
+                    p: apply_head(
+                        b,
+                        result.head,
+                        engine.weights,
+                        engine.risk_head,
+                        meta={"adapted": True, "adapted_labels": result.n},
+                    )
+                    for p, b in bases.items()
+                }
             yield ("done", result, data, bases, refreshed, engine.with_class_head(result.head))
 
         worker = work()
@@ -682,7 +738,8 @@ class CorrectPanel(QWidget):
         self._summary = (
             f"adapted on {result.n} labels ({describe_counts(result.counts)}): accuracy on the labels "
             f"{result.accuracy_before:.2f} (model) → {result.accuracy_after:.2f} (adapted, {result.cv_method}); "
-            f"{changed} tiles of this slide changed class{score}; fitted in {result.fit_s:.2f} s")
+            f"{changed} tiles of this slide changed class{score}; fitted in {result.fit_s:.2f} s"
+        )
         self.status.setText(self._summary)
         if bundle is not None:
             self.adapted_for = bundle.bundle_id
@@ -721,8 +778,10 @@ class CorrectPanel(QWidget):
         if idx.size == 0:
             return None
         if not whole and idx.size > AUTO_CAM_TILES:
-            self.status.setText(f"{self._summary}; the activation maps wait: {idx.size} tiles in view need them "
-                                "(zoom in, or press the button below)")
+            self.status.setText(
+                f"{self._summary}; the activation maps wait: {idx.size} tiles in view need them "
+                "(zoom in, or press the button below)"
+            )
             return None
         engine = self.head_engine
         cancel = self.cam_cancel = threading.Event()
@@ -742,12 +801,18 @@ class CorrectPanel(QWidget):
             n = merge_cams(res, payload[1])
             if self.host.results.get(path) is res:  # not replaced by a new run or a revert meanwhile
                 self._display(slide, res)
-                if show != display_of(self.viewer).shown and show in dict(views(res)) and hasattr(self.host, "show_view"):
+                if (
+                    show != display_of(self.viewer).shown
+                    and show in dict(views(res))
+                    and hasattr(self.host, "show_view")
+                ):
                     self.host.show_view(show)
             self.progress.setValue(100)
             said = ", ".join("RAM" if c == RISK_CAM else f"Grad-CAM {c}" for c in names)
-            self.status.setText(f"{said} recomputed with the adapted head for {n} tiles"
-                                + ("" if whole else " in view (the button below does the whole slide)"))
+            self.status.setText(
+                f"{said} recomputed with the adapted head for {n} tiles"
+                + ("" if whole else " in view (the button below does the whole slide)")
+            )
 
         def finished() -> None:
             self.cam_worker = None
@@ -828,7 +893,9 @@ class CorrectPanel(QWidget):
             self.host.bundle_path.setText(str(new.path))
             if hasattr(self.host, "_refresh_bundle"):
                 self.host._refresh_bundle()
-        self.status.setText(f"saved adapted model {new.name} (id {new.bundle_id}) to {out}; it is now the dock's bundle")
+        self.status.setText(
+            f"saved adapted model {new.name} (id {new.bundle_id}) to {out}; it is now the dock's bundle"
+        )
         return new
 
     def _save_dialog(self) -> None:
@@ -883,6 +950,7 @@ class CorrectPanel(QWidget):
             ly.selected_data = {self.suggest_pos}
         d = res.describe_tile(i)
         top = sorted(d.get("probs", {}).items(), key=lambda kv: -kv[1])[:2]
-        self.suggest_info.setText(f"tile {self.suggest_pos + 1}/{self.suggested.size}: "
-                                  + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        self.suggest_info.setText(
+            f"tile {self.suggest_pos + 1}/{self.suggested.size}: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+        )
         return i

@@ -103,9 +103,14 @@ def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) ->
             world = [v * scale + translate for v in verts]
             verts = [world_to_level0(slide, w)[:, ::-1] for w in world]  # back to (y, x) order
     notes: list[str] = []
-    anns = shapes_to_annotations(verts, shape_types, attributes.get("properties"),
-                                 edge_colors=attributes.get("edge_color"),
-                                 originals=meta.get("pathomics_annotations"), notes=notes)
+    anns = shapes_to_annotations(
+        verts,
+        shape_types,
+        attributes.get("properties"),
+        edge_colors=attributes.get("edge_color"),
+        originals=meta.get("pathomics_annotations"),
+        notes=notes,
+    )
     now = {a.id: a for a in anns}
     objects = [o for o in meta.get("pathomics_objects") or [] if not isinstance(o, Annotation) or o.id in now]
     objects = [now.pop(o.id) if isinstance(o, Annotation) else o for o in objects] + list(now.values())

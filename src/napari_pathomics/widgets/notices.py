@@ -78,8 +78,14 @@ def _close(shown: _Shown) -> None:
 
 def notify(message: str, severity: NotificationSeverity = NotificationSeverity.WARNING, key: str | None = None) -> None:
     """Show ``message``; merged with our toasts of the same severity still on screen; logged too."""
-    LOG.log(logging.ERROR if severity >= NotificationSeverity.ERROR else logging.WARNING
-            if severity >= NotificationSeverity.WARNING else logging.INFO, message)
+    LOG.log(
+        logging.ERROR
+        if severity >= NotificationSeverity.ERROR
+        else logging.WARNING
+        if severity >= NotificationSeverity.WARNING
+        else logging.INFO,
+        message,
+    )
     _SHOWN[:] = [s for s in _SHOWN if s.alive()]
     merged = _Shown(severity)
     for s in [s for s in _SHOWN if s.severity == severity]:
@@ -127,8 +133,9 @@ def _from_package(filename: Any) -> bool:
 _ORIGINAL_RECEIVE: Any = None
 
 
-def _receive_warning(message: Any, category: type[Warning], filename: str, lineno: int,
-                     file: Any = None, line: Any = None) -> None:
+def _receive_warning(
+    message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
     if _from_package(filename):
         _ORIGINAL_RECEIVE(message, category, filename, lineno, file, line)
     else:

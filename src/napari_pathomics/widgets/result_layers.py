@@ -56,8 +56,9 @@ def _update(ly: Layer, data: Any, kwargs: dict[str, Any]) -> None:
     ly.visible = bool(kwargs.get("visible", True))
 
 
-def show_results(viewer: napari.Viewer, slide: Slide, results: TileResults,
-                 descriptions: dict[str, str] | None = None) -> dict[str, Any]:
+def show_results(
+    viewer: napari.Viewer, slide: Slide, results: TileResults, descriptions: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Create or refresh every result layer of ``results``; only the selected map is visible."""
     display = display_of(viewer)
     keys = [k for k, _ in views(results)]
@@ -65,8 +66,7 @@ def show_results(viewer: napari.Viewer, slide: Slide, results: TileResults,
         display.shown = VIEW_CLASSES
     shown = _SHOWN.setdefault(viewer, {})
     previous = shown.get(str(slide.path))
-    shown[str(slide.path)] = (results, descriptions if descriptions is not None else
-                              (previous[1] if previous else {}))
+    shown[str(slide.path)] = (results, descriptions if descriptions is not None else (previous[1] if previous else {}))
     out: dict[str, Any] = {}
     active, created = viewer.layers.selection.active, False
     for data, kwargs, kind in result_layers(slide, results, display):
@@ -142,8 +142,9 @@ def _attach_readout(viewer: napari.Viewer, *layers: Layer) -> None:
             continue
         original = ly.get_status
 
-        def get_status(position: Any = None, *args: Any, _original: Any = original, _ly: Layer = ly,
-                       **kwargs: Any) -> Any:
+        def get_status(
+            position: Any = None, *args: Any, _original: Any = original, _ly: Layer = ly, **kwargs: Any
+        ) -> Any:
             status = _original(position, *args, **kwargs)
             v = ref()
             if v is None or position is None or not kwargs.get("world", False) or not isinstance(status, dict):

@@ -63,8 +63,9 @@ class RoiTilesWidget(QWidget):
         rl = QVBoxLayout(rois)
         row = QHBoxLayout()
         draw = QPushButton("Draw")
-        draw.setToolTip("Select the slide's ROI layer in polygon mode (rectangle, ellipse, "
-                        "freehand: use the layer controls)")
+        draw.setToolTip(
+            "Select the slide's ROI layer in polygon mode (rectangle, ellipse, freehand: use the layer controls)"
+        )
         draw.clicked.connect(self.start_drawing)
         imp = QPushButton("Import…")
         imp.clicked.connect(self._import_dialog)
@@ -160,8 +161,12 @@ class RoiTilesWidget(QWidget):
 
         worker = work()
         worker.returned.connect(lambda res: self._add_read(slide, path, res))
-        worker.errored.connect(lambda exc: (session.report(exc, "import failed"),
-                                            self.roi_status.setText(f"{Path(path).name} not imported")))
+        worker.errored.connect(
+            lambda exc: (
+                session.report(exc, "import failed"),
+                self.roi_status.setText(f"{Path(path).name} not imported"),
+            )
+        )
         self.import_worker = worker
         worker.finished.connect(lambda: setattr(self, "import_worker", None))
         worker.start()
@@ -169,15 +174,18 @@ class RoiTilesWidget(QWidget):
 
     def _add_read(self, slide: Slide, path: str | Path, res: ReadResult) -> int:
         if not any(session.slide_of(ly) is slide for ly in session.slide_layers(self.viewer)):
-            session.show_warning(f"{Path(path).name}: {slide.path.name} was closed before its ROIs were read; "
-                                 "nothing imported")
+            session.show_warning(
+                f"{Path(path).name}: {slide.path.name} was closed before its ROIs were read; nothing imported"
+            )
             return 0
         for w in res.warnings:
             session.show_warning(f"{Path(path).name}: {w}")
         self.add_annotations(slide, res.annotations, others=[o for o in res.objects if o not in res.annotations])
         others = len(res.objects) - len(res.annotations)
-        self.roi_status.setText(f"{len(res.annotations)} ROI(s) imported from {Path(path).name}"
-                                + (f", {others} other QuPath object(s) kept" if others else ""))
+        self.roi_status.setText(
+            f"{len(res.annotations)} ROI(s) imported from {Path(path).name}"
+            + (f", {others} other QuPath object(s) kept" if others else "")
+        )
         return len(res.annotations)
 
     def add_annotations(self, slide: Slide, annotations: list[Annotation], others: list[GeoObject] = ()) -> Shapes:
@@ -191,8 +199,13 @@ class RoiTilesWidget(QWidget):
         with ly.events.data.blocker():
             ly.data = []
             if data:
-                ly.add(data, shape_type=kwargs["shape_type"], edge_color=kwargs["edge_color"],
-                       face_color="transparent", edge_width=3)
+                ly.add(
+                    data,
+                    shape_type=kwargs["shape_type"],
+                    edge_color=kwargs["edge_color"],
+                    face_color="transparent",
+                    edge_width=3,
+                )
         ly.properties = kwargs["properties"]
         session.autosave_now(ly)
         if others:
@@ -216,8 +229,10 @@ class RoiTilesWidget(QWidget):
             session.report(exc, "export failed")
             return 0
         n = sum(isinstance(o, Annotation) for o in objects)
-        self.roi_status.setText(f"{n} ROI(s) exported to {Path(path).name}"
-                                + (f" with {len(objects) - n} other object(s)" if len(objects) > n else ""))
+        self.roi_status.setText(
+            f"{n} ROI(s) exported to {Path(path).name}"
+            + (f" with {len(objects) - n} other object(s)" if len(objects) > n else "")
+        )
         return n
 
     # ------------------------------------------------------------------ tissue and tiles
@@ -241,9 +256,14 @@ class RoiTilesWidget(QWidget):
     def plan(self, slide: Slide) -> TileGrid:
         """Exactly what ``pathomics tiles`` computes, with the user's ROIs and tissue edits."""
         rois = current_rois(self.viewer, slide)
-        return plan_tiles(slide, rois or None, tissue=current_tissue(self.viewer, slide),
-                          tile_um=self.tile_um.value(), mpp=self.mpp.value(),
-                          min_tissue=self.min_tissue.value())
+        return plan_tiles(
+            slide,
+            rois or None,
+            tissue=current_tissue(self.viewer, slide),
+            tile_um=self.tile_um.value(),
+            mpp=self.mpp.value(),
+            min_tissue=self.min_tissue.value(),
+        )
 
     def preview_tiles(self) -> TileGrid | None:
         slide = self._slide()

@@ -98,21 +98,32 @@ class ScoreWidget(QWidget):
         self.case_type.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.case_type.setMinimumContentsLength(12)  # long names must not widen the dock
         self.case_type.lineEdit().setPlaceholderText("case's cancer type (default: slide metadata)")
-        self.case_type.setToolTip("The case's cancer type, checked against the one the signature was derived "
-                                  "from; left empty, the slide's metadata is asked (if it records a tissue)")
+        self.case_type.setToolTip(
+            "The case's cancer type, checked against the one the signature was derived "
+            "from; left empty, the slide's metadata is asked (if it records a tissue)"
+        )
         self.case_type.currentTextChanged.connect(self._case_type_changed)
         form.addRow("case type", self.case_type)
         layout.addWidget(box)
 
         self.score_btn, self.export_btn, self.progress, self.status = action_row(
-            layout, ("Score", self.score), ("Export report…", self._export_dialog))
+            layout, ("Score", self.score), ("Export report…", self._export_dialog)
+        )
 
         res = QGroupBox("Risk (pathomics only)")
         rf = QFormLayout(res)
         rf.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.out: dict[str, QLabel] = {}
-        for key in ("risk score", "percentile", "risk group", "evidence", "area scored", "survival", "composition",
-                    "cancer type"):
+        for key in (
+            "risk score",
+            "percentile",
+            "risk group",
+            "evidence",
+            "area scored",
+            "survival",
+            "composition",
+            "cancer type",
+        ):
             lab = QLabel("—")
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             lab.setWordWrap(True)
@@ -177,9 +188,11 @@ class ScoreWidget(QWidget):
 
     # ------------------------------------------------------------------ slides
     def refresh_slides(self, event: object = None) -> None:
-        checked = {self.slides.item(i).data(Qt.ItemDataRole.UserRole)
-                   for i in range(self.slides.count())
-                   if self.slides.item(i).checkState() == Qt.CheckState.Checked}
+        checked = {
+            self.slides.item(i).data(Qt.ItemDataRole.UserRole)
+            for i in range(self.slides.count())
+            if self.slides.item(i).checkState() == Qt.CheckState.Checked
+        }
         self.slides.clear()
         for ly in session.slide_layers(self.viewer):
             path = str(session.slide_of(ly).path)
@@ -190,10 +203,14 @@ class ScoreWidget(QWidget):
             self.slides.addItem(item)
 
     def selected_slides(self) -> list[Any]:
-        wanted = {self.slides.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.slides.count())
-                  if self.slides.item(i).checkState() == Qt.CheckState.Checked}
-        return [session.slide_of(ly) for ly in session.slide_layers(self.viewer)
-                if str(session.slide_of(ly).path) in wanted]
+        wanted = {
+            self.slides.item(i).data(Qt.ItemDataRole.UserRole)
+            for i in range(self.slides.count())
+            if self.slides.item(i).checkState() == Qt.CheckState.Checked
+        }
+        return [
+            session.slide_of(ly) for ly in session.slide_layers(self.viewer) if str(session.slide_of(ly).path) in wanted
+        ]
 
     # ------------------------------------------------------------------ scoring
     def score(self) -> Any:
@@ -221,8 +238,16 @@ class ScoreWidget(QWidget):
 
         @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Any:
-            return score_patient(slides, bundle, patient_id=patient, rois=rois, cancel=self.cancel_event,
-                                 progress=lambda msg, frac: None, case_type=case_type, class_head=head)
+            return score_patient(
+                slides,
+                bundle,
+                patient_id=patient,
+                rois=rois,
+                cancel=self.cancel_event,
+                progress=lambda msg, frac: None,
+                case_type=case_type,
+                class_head=head,
+            )
 
         worker = work()
         worker.returned.connect(lambda ps: self._show_safely(ps, signature))
@@ -271,16 +296,23 @@ class ScoreWidget(QWidget):
         sc = ps.score
         n_ref = signature.summary().get("n")
         self.out["risk score"].setText(f"{sc.risk:+.3f}")
-        self.out["percentile"].setText(f"{ordinal(sc.percentile)} of the reference cohort"
-                                       + (f" ({n_ref} patients)" if n_ref else ""))
-        self.out["survival"].setText(" · ".join(f"{years_short(float(k), sc.time_unit)}: {100 * v:.0f} %"
-                                                for k, v in sc.survival_at.items()))
+        self.out["percentile"].setText(
+            f"{ordinal(sc.percentile)} of the reference cohort" + (f" ({n_ref} patients)" if n_ref else "")
+        )
+        self.out["survival"].setText(
+            " · ".join(f"{years_short(float(k), sc.time_unit)}: {100 * v:.0f} %" for k, v in sc.survival_at.items())
+        )
         self._show_context(ps)
         self.disclaimer.setText(ps.disclaimer)
         adapted = (ps.bundle or {}).get("class_head")
-        self.status.setText(f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored"
-                            + (" with the tissue classifier adapted in the Correct panel (not saved; "
-                               f"head {adapted['digest']})" if adapted else ""))
+        self.status.setText(
+            f"patient {ps.patient_id}: {len(ps.slides)} slide(s) scored"
+            + (
+                f" with the tissue classifier adapted in the Correct panel (not saved; head {adapted['digest']})"
+                if adapted
+                else ""
+            )
+        )
         self.export_btn.setEnabled(True)
         if self.combined is not None and self._entered():
             self.apply_clinical(redraw=False)
@@ -300,18 +332,24 @@ class ScoreWidget(QWidget):
         else:  # a split that is not validated is stated plainly, not shouted
             head = f"<b>{ctx.get('group_headline', sc.group)}</b>"
         said = re.sub(r" \((?:validated split: )?out-of-fold[^)]*\)", "", str(ctx.get("group_text", "")))
-        self.out["risk group"].setText(f"{head} (frozen cutoff {sc.cutoff:+.3f})<br>"
-                                       f"<i>{said}</i>")  # the HR is in 'evidence'
-        self.out["evidence"].setText(("validated: " if ev.get("validated") else "<b>not a validated split</b>: ")
-                                     + str(ev.get("text", "—")))
+        self.out["risk group"].setText(
+            f"{head} (frozen cutoff {sc.cutoff:+.3f})<br><i>{said}</i>"
+        )  # the HR is in 'evidence'
+        self.out["evidence"].setText(
+            ("validated: " if ev.get("validated") else "<b>not a validated split</b>: ") + str(ev.get("text", "—"))
+        )
         self.out["area scored"].setText(str((ctx.get("area") or {}).get("text", "—")))
         self.out["composition"].setText(str((ctx.get("composition") or {}).get("text", "—")))
         ct = ctx.get("cancer_type") or {}
         sig_type = ct.get("signature") or "not recorded"
-        case = (f"{ct['case']} ({ct.get('case_source')})" if ct.get("case") else
-                "<b>not stated</b> (nor in the slide's metadata): choose the case type above to check it")
-        self.out["cancer type"].setText(f"signature: {sig_type}; case: {case}"
-                                        + (" — match" if ct.get("match") else ""))
+        case = (
+            f"{ct['case']} ({ct.get('case_source')})"
+            if ct.get("case")
+            else "<b>not stated</b> (nor in the slide's metadata): choose the case type above to check it"
+        )
+        self.out["cancer type"].setText(
+            f"signature: {sig_type}; case: {case}" + (" — match" if ct.get("match") else "")
+        )
         warn = ct.get("warning")
         self.mismatch.setText(f"⚠ {warn}" if warn else "")
         self.mismatch.setVisible(bool(warn))
@@ -332,23 +370,45 @@ class ScoreWidget(QWidget):
         wi = min(4.6, max(3.0, (self.width() - 24) / 100))  # inches at 100 dpi: laid out for the dock's width
         if c and self.combined is not None:
             curve = c.get("survival_curve") or {}
-            csc = SignatureScore(risk=c["risk"], percentile=c["percentile"], group=c["group"], cutoff=c["cutoff"],
-                                 survival_at=dict(c.get("survival") or {}), curve_times=list(curve.get("times", [])),
-                                 curve_survival=list(curve.get("survival", [])), time_unit=c.get("time_unit", "days"))
-            figs.append(survival_figure(self.combined, csc, figsize=(wi, 3.6),
-                                        patient_label="this patient (pathomics + clinical)",
-                                        title="Combined model"))
+            csc = SignatureScore(
+                risk=c["risk"],
+                percentile=c["percentile"],
+                group=c["group"],
+                cutoff=c["cutoff"],
+                survival_at=dict(c.get("survival") or {}),
+                curve_times=list(curve.get("times", [])),
+                curve_survival=list(curve.get("survival", [])),
+                time_unit=c.get("time_unit", "days"),
+            )
+            figs.append(
+                survival_figure(
+                    self.combined,
+                    csc,
+                    figsize=(wi, 3.6),
+                    patient_label="this patient (pathomics + clinical)",
+                    title="Combined model",
+                )
+            )
         else:
-            figs.append(survival_figure(signature, ps.score, figsize=(wi, 3.6),
-                                        patient_label=f"this patient ({(ps.context or {}).get('group_headline', ps.score.group)})",
-                                        title="Pathomics only"))
+            figs.append(
+                survival_figure(
+                    signature,
+                    ps.score,
+                    figsize=(wi, 3.6),
+                    patient_label=f"this patient ({(ps.context or {}).get('group_headline', ps.score.group)})",
+                    title="Pathomics only",
+                )
+            )
         figs.append(composition_figure(ps, figsize=(wi, 2.8)))
         if c:
             places = {(p.get("column"), p.get("signature")): p for p in c.get("interplay") or []}
             for sig, doc in interplay_docs(self.combined, signature):
                 pl = places.get((doc.get("marker") or doc.get("treatment"), sig.name)) or {}
-                figs.append(interplay_figure(doc, sig.time_unit, figsize=(wi, 6.0), rows=2,
-                                             patient=pl if pl.get("level") else None))
+                figs.append(
+                    interplay_figure(
+                        doc, sig.time_unit, figsize=(wi, 6.0), rows=2, patient=pl if pl.get("level") else None
+                    )
+                )
         for fig in figs:
             canvas = FigureCanvasQTAgg(fig)
             canvas.setMinimumSize(200, int(fig.get_figheight() * 62))  # narrow docks shrink the figure, not widen
@@ -379,8 +439,10 @@ class ScoreWidget(QWidget):
             return
         ev = self.combined.evaluation.get("rows") or {}
         used = f"; fitted on {ev['used']} of {ev['total']} patients" if ev.get("total") else ""
-        self.clinical_intro.setText(f"<b>{self.combined.name}</b>: pathomics + {self.combined.clinical.describe()}"
-                                    f"{used}. Enter every value to use it; leave all empty for pathomics only.")
+        self.clinical_intro.setText(
+            f"<b>{self.combined.name}</b>: pathomics + {self.combined.clinical.describe()}"
+            f"{used}. Enter every value to use it; leave all empty for pathomics only."
+        )
         for f in clinical_fields(self.combined, [image]):
             if f["levels"]:
                 w: Any = QComboBox()
@@ -468,8 +530,10 @@ class ScoreWidget(QWidget):
         self._show_compare(c)
         if redraw:
             self._draw_plots(ps, self.signature)
-        self.status.setText(f"patient {ps.patient_id}: " + ("combined signature (pathomics + clinical)" if c else
-                                                            "pathomics-only signature (no clinical values)"))
+        self.status.setText(
+            f"patient {ps.patient_id}: "
+            + ("combined signature (pathomics + clinical)" if c else "pathomics-only signature (no clinical values)")
+        )
         return c
 
     def _show_compare(self, c: dict[str, Any] | None) -> None:
@@ -490,17 +554,25 @@ class ScoreWidget(QWidget):
         def head(side: dict[str, Any]) -> str:
             ev = side.get("evidence") or {}
             h = side.get("group_headline", "—")
-            return f"<b style='color:{GROUP_COLORS.get(side.get('group'), '#333')}'>{h}</b>" if ev.get("validated") \
-                else h
+            return (
+                f"<b style='color:{GROUP_COLORS.get(side.get('group'), '#333')}'>{h}</b>" if ev.get("validated") else h
+            )
 
-        rows = [("", "<b>pathomics only</b>", "<b>pathomics + clinical</b>"),
-                ("risk", f"{img.get('risk', float('nan')):+.3f}" if img else "—", f"{c['risk']:+.3f}"),
-                ("percentile", ordinal(img["percentile"]) if img else "—", ordinal(c["percentile"])),
-                ("group", head(img) if img else "—", head(c))]
+        rows = [
+            ("", "<b>pathomics only</b>", "<b>pathomics + clinical</b>"),
+            ("risk", f"{img.get('risk', float('nan')):+.3f}" if img else "—", f"{c['risk']:+.3f}"),
+            ("percentile", ordinal(img["percentile"]) if img else "—", ordinal(c["percentile"])),
+            ("group", head(img) if img else "—", head(c)),
+        ]
         for h, v in (c.get("survival") or {}).items():
             iv = (img.get("survival") or {}).get(h)
-            rows.append((f"survival {years_short(float(h), c.get('time_unit', 'days'))}",
-                         "—" if iv is None else f"{100 * iv:.0f} %", f"{100 * v:.0f} %"))
+            rows.append(
+                (
+                    f"survival {years_short(float(h), c.get('time_unit', 'days'))}",
+                    "—" if iv is None else f"{100 * iv:.0f} %",
+                    f"{100 * v:.0f} %",
+                )
+            )
         rows.append(("CV C-index*", cidx(m["image"]), cidx(m["combined"])))
         for r, row in enumerate(rows):
             for col, text in enumerate(row):
@@ -511,22 +583,34 @@ class ScoreWidget(QWidget):
         self.compare.setColumnStretch(1, 1)
         self.compare.setColumnStretch(2, 1)
         inc = c.get("increment_over_clinical") or {}
-        note = ("* nested CV of the combined signature: both models refitted in the same folds on the same "
-                f"{(self.combined.evaluation.get('rows') or {}).get('used', '')} patients")
-        own = ((self.patient_score.context or {}).get("evidence") or {}).get("cv_c_index") if self.patient_score else None
-        if own is not None and m["image"].get("cv_c_index") is not None and abs(own - m["image"]["cv_c_index"]) >= 0.005:
+        note = (
+            "* nested CV of the combined signature: both models refitted in the same folds on the same "
+            f"{(self.combined.evaluation.get('rows') or {}).get('used', '')} patients"
+        )
+        own = (
+            ((self.patient_score.context or {}).get("evidence") or {}).get("cv_c_index") if self.patient_score else None
+        )
+        if (
+            own is not None
+            and m["image"].get("cv_c_index") is not None
+            and abs(own - m["image"]["cv_c_index"]) >= 0.005
+        ):
             note += f" (the image-only signature's own CV, on its cohort: C {own:.2f})"
         note += f".<br>clinical values alone: C {cidx(m['clinical'])}"
         if inc.get("delta_c") is not None:
-            note += (f"; combined − clinical ΔC {inc['delta_c']:+.3f} [{inc.get('ci_lower', 0):+.3f}, "
-                     f"{inc.get('ci_upper', 0):+.3f}] — what the image adds to the clinical values")
+            note += (
+                f"; combined − clinical ΔC {inc['delta_c']:+.3f} [{inc.get('ci_lower', 0):+.3f}, "
+                f"{inc.get('ci_upper', 0):+.3f}] — what the image adds to the clinical values"
+            )
         parts = c.get("contributions") or {}
         if parts:
             note += "<br>log-hazard parts (vs the reference mean): " + " · ".join(
-                f"{k} {v:+.2f}" for k, v in parts.items())
+                f"{k} {v:+.2f}" for k, v in parts.items()
+            )
         for pl in c.get("interplay") or []:
             note += f"<br>{pl['column']} curves: {pl['note']}" + (
-                f" (interaction p = {pl['interaction_p']:.2g})" if pl.get("interaction_p") is not None else "")
+                f" (interaction p = {pl['interaction_p']:.2g})" if pl.get("interaction_p") is not None else ""
+            )
         self.compare_note.setText(note)
 
     # ------------------------------------------------------------------ report
@@ -545,8 +629,7 @@ class ScoreWidget(QWidget):
         inputs = [s.path for s in ps.slides] + ([b, *b.iterdir()] if b is not None and b.is_dir() else [b])
         try:
             html_path, json_path = report_targets(html_path, None, inputs)  # never over a slide, ROI file or bundle
-            write_report_html(ps, html_path, signature=self.signature,
-                              combined=self.combined if ps.clinical else None)
+            write_report_html(ps, html_path, signature=self.signature, combined=self.combined if ps.clinical else None)
             write_report_json(ps, json_path)
         except (PathomicsError, OSError) as exc:
             session.report(exc, "report export failed")

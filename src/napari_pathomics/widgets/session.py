@@ -151,8 +151,9 @@ def saved_objects(slide: Slide) -> list[GeoObject]:
     return list(res.objects)
 
 
-def roi_layer_data(slide: Slide, annotations: list[Annotation] | None = None,
-                   objects: list[GeoObject] | None = None) -> tuple[Any, dict, str]:
+def roi_layer_data(
+    slide: Slide, annotations: list[Annotation] | None = None, objects: list[GeoObject] | None = None
+) -> tuple[Any, dict, str]:
     """A Shapes layer tuple for a slide's ROIs, filled from its autosave unless given.
 
     The layer's metadata keeps every object of the slide (``pathomics_objects``), so what the
@@ -191,8 +192,9 @@ def object_layers(slide: Slide, objects: list[GeoObject]) -> list[tuple[Any, dic
 def show_object_layers(viewer: napari.Viewer, slide: Slide, objects: list[GeoObject]) -> None:
     """Replace the slide's hole, QuPath point, cell and outline layers by ones showing ``objects``."""
     roles = (ROLE_ROI_HOLES, ROLE_QUPATH_POINTS, ROLE_QUPATH_CELLS, ROLE_QUPATH_OUTLINES)
-    for ly in [ly for ly in viewer.layers if ly.metadata.get(ROLE) in roles
-               and ly.metadata.get(SLIDE_PATH) == str(slide.path)]:
+    for ly in [
+        ly for ly in viewer.layers if ly.metadata.get(ROLE) in roles and ly.metadata.get(SLIDE_PATH) == str(slide.path)
+    ]:
         viewer.layers.remove(ly)
     for t in object_layers(slide, objects):
         viewer._add_layer_from_data(*t)
@@ -237,8 +239,10 @@ def refresh_qupath_outlines(viewer: napari.Viewer) -> int:
     """Outline the QuPath cells/detections in view when zoomed in (none otherwise); returns how many."""
     drawn = 0
     for cells in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == ROLE_QUPATH_CELLS]:
-        slide = next((slide_of(ly) for ly in slide_layers(viewer)
-                      if str(slide_of(ly).path) == cells.metadata.get(SLIDE_PATH)), None)  # type: ignore[union-attr]
+        slide = next(
+            (slide_of(ly) for ly in slide_layers(viewer) if str(slide_of(ly).path) == cells.metadata.get(SLIDE_PATH)),
+            None,
+        )  # type: ignore[union-attr]
         if slide is None:
             continue
         shapes = find_layer(viewer, slide, ROLE_QUPATH_OUTLINES, Shapes)
@@ -288,8 +292,12 @@ def _follow_camera(viewer: napari.Viewer) -> None:
 def layer_annotations(layer: Shapes, notes: list[str] | None = None) -> list[Annotation]:
     """The ROIs a Shapes layer holds now, in level-0 px: holes, ids and properties survive edits."""
     return shapes_to_annotations(
-        list(layer.data), list(layer.shape_type), dict(layer.properties),
-        edge_colors=layer.edge_color, originals=layer.metadata.get("pathomics_annotations"), notes=notes,
+        list(layer.data),
+        list(layer.shape_type),
+        dict(layer.properties),
+        edge_colors=layer.edge_color,
+        originals=layer.metadata.get("pathomics_annotations"),
+        notes=notes,
     )
 
 
@@ -438,8 +446,10 @@ def open_slide_layers(path: str | Path, mpp: float | None = None) -> list[tuple[
     img = slide_layer(slide)
     img[1]["metadata"]["pathomics_slide"] = slide
     if not slide.has_mpp:
-        show_warning(f"{slide.path.name} does not record its pixel size: axes are in pixels. "
-                     "Set µm/px in the Slide widget.", key=mpp_notice(slide))
+        show_warning(
+            f"{slide.path.name} does not record its pixel size: axes are in pixels. Set µm/px in the Slide widget.",
+            key=mpp_notice(slide),
+        )
     objects = saved_objects(slide)
     return [img, roi_layer_data(slide, objects=objects), *object_layers(slide, objects)]
 

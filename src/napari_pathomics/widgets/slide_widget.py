@@ -41,8 +41,9 @@ def _pixmap(rgb: np.ndarray, side: int = 160) -> QPixmap:
     rgb = np.ascontiguousarray(rgb[..., :3])
     h, w = rgb.shape[:2]
     img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(img).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
-                                         Qt.TransformationMode.SmoothTransformation)
+    return QPixmap.fromImage(img).scaled(
+        side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
 
 
 class SlideWidget(QWidget):
@@ -171,8 +172,9 @@ class SlideWidget(QWidget):
             self.mpp_spin.setValue(slide.mpp_x or 0.25)
         else:
             self.fields["µm/px"].setText("unknown")
-            self.mpp_note.setText("⚠ This slide does not record its pixel size. Enter µm/px "
-                                  "(e.g. 0.25 at 40×, 0.5 at 20×) and press Set.")
+            self.mpp_note.setText(
+                "⚠ This slide does not record its pixel size. Enter µm/px (e.g. 0.25 at 40×, 0.5 at 20×) and press Set."
+            )
         self.fields["objective"].setText(f"{info['objective_power']:g}×" if info["objective_power"] else "unknown")
         for name in slide.associated_image_names:
             try:

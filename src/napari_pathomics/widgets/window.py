@@ -91,6 +91,7 @@ def after_first_frame(viewer: napari.Viewer, callback: Callable[[], None], fallb
     canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
     events = getattr(getattr(canvas, "_scene_canvas", None), "events", None)
     if events is not None:
+
         def on_draw(event: Any = None) -> None:
             events.draw.disconnect(on_draw)
             QTimer.singleShot(0, run)  # after this frame has reached the screen

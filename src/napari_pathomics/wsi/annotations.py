@@ -37,15 +37,33 @@ from ..errors import AnnotationError
 from ..provenance import strict_json
 from .geometry import Area, as_area, clip_area, ellipse_polygon, repair_area
 
-__all__ = ["Annotation", "QuPathObject", "ReadResult", "parse_geojson", "read_geojson", "write_geojson",
-           "to_geojson", "clip_annotations", "union_area", "ellipse_polygon", "classification_of",
-           "measurements_of", "DEFAULT_CLASS", "DEFAULT_COLOR"]
+__all__ = [
+    "Annotation",
+    "QuPathObject",
+    "ReadResult",
+    "parse_geojson",
+    "read_geojson",
+    "write_geojson",
+    "to_geojson",
+    "clip_annotations",
+    "union_area",
+    "ellipse_polygon",
+    "classification_of",
+    "measurements_of",
+    "DEFAULT_CLASS",
+    "DEFAULT_COLOR",
+]
 
 DEFAULT_CLASS = "Tumor"
 DEFAULT_COLOR: tuple[int, int, int] = (200, 0, 0)
 #: QuPath 0.2 wrote the object type as the feature id (and no ``objectType``).
-_QUPATH02_IDS = {"PathAnnotationObject": "annotation", "PathDetectionObject": "detection",
-                 "PathCellObject": "cell", "PathTileObject": "tile", "PathRootObject": "root"}
+_QUPATH02_IDS = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathCellObject": "cell",
+    "PathTileObject": "tile",
+    "PathRootObject": "root",
+}
 
 
 def _is_type_id(value: Any) -> bool:
@@ -113,8 +131,12 @@ class Annotation:
         return self.classification, self.color, self.name, self.id, self.properties
 
     def to_feature(self) -> dict[str, Any]:
-        if (self.source is not None and self.geometry is self.source_geometry and self.as_read is not None
-                and self._state() == self.as_read):
+        if (
+            self.source is not None
+            and self.geometry is self.source_geometry
+            and self.as_read is not None
+            and self._state() == self.as_read
+        ):
             return copy.deepcopy(self.source)  # unedited: the feature exactly as it was read
         src = copy.deepcopy(self.source) if self.source is not None else {"type": "Feature"}
         props = src.get("properties") if isinstance(src.get("properties"), dict) else {}
@@ -123,8 +145,11 @@ class Annotation:
             props["objectType"] = "annotation"
         old_name, old_color = classification_of(props)
         unchanged = (old_name == self.classification and old_color in (None, self.color)) or (
-            old_name is None and self.classification == DEFAULT_CLASS and old_color in (None, self.color)
-            and (old_color is not None or self.color == DEFAULT_COLOR))
+            old_name is None
+            and self.classification == DEFAULT_CLASS
+            and old_color in (None, self.color)
+            and (old_color is not None or self.color == DEFAULT_COLOR)
+        )
         if not unchanged:
             props["classification"] = {"name": self.classification, "color": list(self.color)}
         if self.name:
@@ -215,8 +240,15 @@ def _features(doc: Any) -> list[Any]:
         return feats
     if kind == "Feature":
         return [doc]
-    if kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "MultiPoint", "LineString",
-                "MultiLineString"):
+    if kind in (
+        "Polygon",
+        "MultiPolygon",
+        "GeometryCollection",
+        "Point",
+        "MultiPoint",
+        "LineString",
+        "MultiLineString",
+    ):
         return [{"type": "Feature", "geometry": doc, "properties": {}}]
     raise AnnotationError(f"not GeoJSON: top-level type is {kind!r}")
 
@@ -240,7 +272,9 @@ def _kind(obj_type: str, geom: BaseGeometry | None) -> str:
 
 
 def parse_geojson(
-    doc: Any, bounds: tuple[float, float] | None = None, source: str = "GeoJSON",
+    doc: Any,
+    bounds: tuple[float, float] | None = None,
+    source: str = "GeoJSON",
     allow_empty: bool = False,
 ) -> ReadResult:
     """Turn a parsed GeoJSON document into objects and ROIs, repairing what can be repaired.
@@ -275,8 +309,9 @@ def parse_geojson(
             if why:
                 warnings.append(f"{label}: {why}, kept as it is")
             elif kind in ("annotation", "line"):
-                warnings.append(f"{label}: {raw_geom.get('type')} has no area (ROIs must be polygons), "
-                                "kept but not used as an ROI")
+                warnings.append(
+                    f"{label}: {raw_geom.get('type')} has no area (ROIs must be polygons), kept but not used as an ROI"
+                )
             continue
         loaded = area
         area, note = repair_area(area)
@@ -291,12 +326,18 @@ def parse_geojson(
             continue
         name, color = classification_of(props)
         ann = Annotation(
-            geometry=area, classification=name or DEFAULT_CLASS, color=color or DEFAULT_COLOR,
+            geometry=area,
+            classification=name or DEFAULT_CLASS,
+            color=color or DEFAULT_COLOR,
             name=str(props["name"]) if props.get("name") is not None else None,
-            id=str(feat.get("id") if isinstance(feat.get("id"), (str, int)) and not _is_type_id(feat.get("id"))
-                   else uuid.uuid4()),
+            id=str(
+                feat.get("id")
+                if isinstance(feat.get("id"), (str, int)) and not _is_type_id(feat.get("id"))
+                else uuid.uuid4()
+            ),
             properties={k: v for k, v in props.items() if k not in ("classification", "name")},
-            source=feat, source_geometry=area,
+            source=feat,
+            source_geometry=area,
         )
         ann.as_read = copy.deepcopy(ann._state())
         rois.append(ann)
@@ -310,9 +351,7 @@ def parse_geojson(
     return ReadResult(rois, warnings, objects)
 
 
-def read_geojson(
-    path: str | Path, bounds: tuple[float, float] | None = None, allow_empty: bool = False
-) -> ReadResult:
+def read_geojson(path: str | Path, bounds: tuple[float, float] | None = None, allow_empty: bool = False) -> ReadResult:
     """Read a QuPath GeoJSON file (FeatureCollection, Feature or list of features)."""
     path = Path(path)
     try:
@@ -356,8 +395,9 @@ def write_geojson(objects: Iterable[GeoObject], path: str | Path, extra: dict[st
     return atomic_write_text(path, json.dumps(_qupath_json(to_geojson(objects, extra)), indent=1, allow_nan=True))
 
 
-def clip_annotations(annotations: Iterable[Annotation], bounds: tuple[float, float],
-                     source: str = "ROIs") -> ReadResult:
+def clip_annotations(
+    annotations: Iterable[Annotation], bounds: tuple[float, float], source: str = "ROIs"
+) -> ReadResult:
     """ROIs clipped to a slide of ``bounds`` = (width, height) level-0 px, as ``read_geojson`` clips.
 
     An ROI wholly off the slide is dropped with a warning; if none is left that is an error.

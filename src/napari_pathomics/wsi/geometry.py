@@ -81,8 +81,9 @@ def count_crossings(area: Area, limit: int = EXACT_MAX_CROSSINGS) -> int:
     return total
 
 
-def even_odd_mask(rings: list[np.ndarray], shape: tuple[int, int], scale: float,
-                  origin: tuple[float, float]) -> np.ndarray:
+def even_odd_mask(
+    rings: list[np.ndarray], shape: tuple[int, int], scale: float, origin: tuple[float, float]
+) -> np.ndarray:
     """Pixels whose centre lies inside ``rings`` by the even-odd rule (holes and crossings alike).
 
     Pixel (r, c) is centred on ``origin + ((c + ½), (r + ½)) / scale``. A scanline fill in numpy:
@@ -153,8 +154,10 @@ def repair_area(area: Area) -> tuple[Area | None, str | None]:
     """A valid version of ``area`` in bounded time and memory, and what was done (None: it was valid)."""
     n = int(shapely.get_num_coordinates(area))
     if n > MAX_VERTICES:
-        raise AnnotationError(f"an ROI with {n} vertices is more than the {MAX_VERTICES} this tool accepts; "
-                              "simplify it in QuPath (Objects > Annotations > Simplify shape) first")
+        raise AnnotationError(
+            f"an ROI with {n} vertices is more than the {MAX_VERTICES} this tool accepts; "
+            "simplify it in QuPath (Objects > Annotations > Simplify shape) first"
+        )
     if area.is_valid:
         return area, None
     reason = shapely.is_valid_reason(area)
@@ -163,13 +166,17 @@ def repair_area(area: Area) -> tuple[Area | None, str | None]:
         fixed = as_area(shapely.make_valid(area, method="structure", keep_collapsed=False))
         how = "repaired"
     elif n > RASTER_MAX_VERTICES:
-        raise AnnotationError(f"an ROI with {n} vertices crosses itself more than {EXACT_MAX_CROSSINGS} times; "
-                              "it cannot be repaired reliably: redraw it or simplify it in QuPath first")
+        raise AnnotationError(
+            f"an ROI with {n} vertices crosses itself more than {EXACT_MAX_CROSSINGS} times; "
+            "it cannot be repaired reliably: redraw it or simplify it in QuPath first"
+        )
     else:
         fixed = _raster_repair(area)
-        how = (f"has more than {EXACT_MAX_CROSSINGS} self-crossings; its even-odd interior was traced "
-               f"at {min(1.0, RASTER_MAX_SIDE / max(1.0, *(np.subtract(area.bounds[2:], area.bounds[:2])))):.3g} "
-               "raster px per level-0 px")
+        how = (
+            f"has more than {EXACT_MAX_CROSSINGS} self-crossings; its even-odd interior was traced "
+            f"at {min(1.0, RASTER_MAX_SIDE / max(1.0, *(np.subtract(area.bounds[2:], area.bounds[:2])))):.3g} "
+            "raster px per level-0 px"
+        )
     if fixed is None:
         return None, f"invalid polygon ({reason}) could not be repaired"
     return fixed, f"invalid polygon ({reason}) {how}"

@@ -79,8 +79,11 @@ def _legacy_applies(slide_path: Path) -> bool:
     if not legacy.is_file():
         return False
     stem = _stem(slide_path.resolve())
-    others = [q for q in slide_path.resolve().parent.iterdir()
-              if q.is_file() and q.name != slide_path.name and _stem(q) == stem and not q.name.endswith(".geojson")]
+    others = [
+        q
+        for q in slide_path.resolve().parent.iterdir()
+        if q.is_file() and q.name != slide_path.name and _stem(q) == stem and not q.name.endswith(".geojson")
+    ]
     return not others
 
 
@@ -120,8 +123,10 @@ def load_saved_rois(slide_path: str | Path, bounds: tuple[float, float] | None =
         saved = None
     here = _identity(slide_path)
     if isinstance(saved, dict) and (saved.get("name"), saved.get("size")) != (here["name"], here["size"]):
-        res.warnings.append(f"{path.name} was saved for {saved.get('name')} of {saved.get('size')} bytes; "
-                            f"this file is {here['name']} of {here['size']} bytes: check the ROIs before use")
+        res.warnings.append(
+            f"{path.name} was saved for {saved.get('name')} of {saved.get('size')} bytes; "
+            f"this file is {here['name']} of {here['size']} bytes: check the ROIs before use"
+        )
     if path == legacy_sidecar_path(slide_path) and path != sidecar_path(slide_path):
         res.warnings.append(f"ROIs read from {path.name}; they will be saved as {sidecar_path(slide_path).name}")
     return res

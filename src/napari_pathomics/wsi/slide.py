@@ -30,7 +30,15 @@ from ..provenance import file_fingerprint
 
 #: File extensions offered to napari's reader (everything tiffslide reads).
 SLIDE_EXTENSIONS: tuple[str, ...] = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".ome.tif", ".ome.tiff", ".qptiff",
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".scn",
+    ".bif",
+    ".ome.tif",
+    ".ome.tiff",
+    ".qptiff",
 )
 
 #: Chunk side of the dask levels. Bigger than a file tile so a view needs few tasks; reads
@@ -45,12 +53,12 @@ MAX_PIXELS = 250_000_000_000
 PYRAMID_MIN_SIDE = 1024
 
 
-
 def _resize(img: np.ndarray, w: int, h: int, area: bool = True) -> np.ndarray:
     """``img`` at w × h: area-averaged, or bilinear (``area=False``, for enlarging)."""
     import cv2  # heavy (~30 ms): loaded on the first resize, not when a slide opens
 
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR)
+
 
 class SlideReader(Protocol):
     """What ``Slide`` needs from a whole-slide file reader (tiffslide's ``TiffSlide`` has it)."""
@@ -98,8 +106,7 @@ class Slide:
         props = self._reader.properties
         self.properties: dict[str, Any] = dict(props)
         self._mpp_override = self._parse_override(mpp)
-        self._file_mpp = (_to_float(props.get("tiffslide.mpp-x")),
-                          _to_float(props.get("tiffslide.mpp-y")))
+        self._file_mpp = (_to_float(props.get("tiffslide.mpp-x")), _to_float(props.get("tiffslide.mpp-y")))
         if self._file_mpp[0] is None:
             self._file_mpp = _ome_mpp(props.get("tiff.ImageDescription"))
         stored = [
@@ -133,8 +140,10 @@ class Slide:
         if self.width <= 0 or self.height <= 0:
             raise SlideError(f"{name}: the slide reports an empty level 0")
         if max(self.width, self.height) > MAX_SIDE or self.width * self.height > MAX_PIXELS:
-            raise SlideError(f"{name}: level 0 claims {self.width} x {self.height} px, beyond any scanned slide "
-                             f"(limit {MAX_SIDE} px a side, {MAX_PIXELS / 1e9:g} Gpx): a corrupt or hostile header")
+            raise SlideError(
+                f"{name}: level 0 claims {self.width} x {self.height} px, beyond any scanned slide "
+                f"(limit {MAX_SIDE} px a side, {MAX_PIXELS / 1e9:g} Gpx): a corrupt or hostile header"
+            )
         shape = tuple(self._stored_arrays[0].shape)
         if len(shape) != 3 or shape[2] not in (3, 4):  # greyscale/multiplex: the viewer and engine need RGB
             ch = shape[2] if len(shape) == 3 else 1
@@ -144,16 +153,20 @@ class Slide:
             # integer halvings round each side separately: allow a pixel of slack
             tol = max(0.02, 2.0 / min(lv.width, lv.height))
             if abs(dx - dy) / max(dx, dy) > tol:
-                raise SlideError(f"{name}: level {i} is {lv.width}x{lv.height} px but level 0 is "
-                                 f"{self.width}x{self.height}: the pyramid's sizes are inconsistent")
+                raise SlideError(
+                    f"{name}: level {i} is {lv.width}x{lv.height} px but level 0 is "
+                    f"{self.width}x{self.height}: the pyramid's sizes are inconsistent"
+                )
         for i, lv in enumerate(self.levels_info):
             arr = self._stored_arrays[i]
             for y, x in ((0, 0), (lv.height - 1, lv.width - 1)):
                 try:
-                    np.asarray(arr[y:y + 1, x:x + 1])
+                    np.asarray(arr[y : y + 1, x : x + 1])
                 except Exception as exc:  # noqa: BLE001 - codec/IO errors of every kind
-                    raise SlideError(f"{name}: level {i} cannot be decoded at ({x}, {y}) "
-                                     f"(truncated file, unsupported compression or wrong size): {exc}") from exc
+                    raise SlideError(
+                        f"{name}: level {i} cannot be decoded at ({x}, {y}) "
+                        f"(truncated file, unsupported compression or wrong size): {exc}"
+                    ) from exc
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -354,9 +367,12 @@ class Slide:
             self._safe_levels = [_SafeLevel(arr, self.path.name, i) for i, arr in enumerate(self._stored_arrays)]
             for i, (arr, safe) in enumerate(zip(self._stored_arrays, self._safe_levels)):
                 chunks = (min(VIEW_CHUNK, arr.shape[0]), min(VIEW_CHUNK, arr.shape[1]), arr.shape[2])
-                name = f"pathomics-{hashlib.sha1(f'{self.path}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()}-{i}"
-                levels.append(da.from_array(safe, chunks=chunks, name=name, asarray=True, fancy=False,
-                                            lock=False)[..., :3])
+                name = (
+                    f"pathomics-{hashlib.sha1(f'{self.path}|{st.st_size}|{st.st_mtime_ns}'.encode()).hexdigest()}-{i}"
+                )
+                levels.append(
+                    da.from_array(safe, chunks=chunks, name=name, asarray=True, fancy=False, lock=False)[..., :3]
+                )
             infos = list(self.levels_info[: len(levels)])
             while max(levels[-1].shape[:2]) > PYRAMID_MIN_SIDE and min(levels[-1].shape[:2]) >= 4:
                 levels.append(_halve_lazily(levels[-1]))
@@ -374,8 +390,10 @@ class Slide:
         for lv in self._safe_levels:
             ds = self.levels_info[lv._level].downsample
             th, tw = lv.tile
-            out += [(c * tw * ds, r * th * ds, min((c + 1) * tw, lv.shape[1]) * ds, min((r + 1) * th, lv.shape[0]) * ds)
-                    for r, c in sorted(lv.bad)]
+            out += [
+                (c * tw * ds, r * th * ds, min((c + 1) * tw, lv.shape[1]) * ds, min((r + 1) * th, lv.shape[0]) * ds)
+                for r, c in sorted(lv.bad)
+            ]
         return out
 
     def best_level(self, downsample: float, stored_only: bool = True) -> int:
@@ -411,7 +429,7 @@ class Slide:
             raise RegionError(
                 f"{self.path.name}: failed to decode region x={x0} y={y0} {w}x{h} at level {level}: {exc}"
             ) from exc
-        out[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = np.asarray(block)[..., :3]
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = np.asarray(block)[..., :3]
         return out
 
     def read_tile(self, origin: tuple[int, int], size_l0: float, out_px: int) -> np.ndarray:
@@ -461,8 +479,10 @@ class _SafeLevel:
         except Exception:  # noqa: BLE001 - decoder errors of every kind: retried tile by tile
             pass
         keys = key if isinstance(key, tuple) else (key,)
-        ys, xs = (keys[i].indices(self.shape[i]) if i < len(keys) and isinstance(keys[i], slice)
-                  else (0, self.shape[i], 1) for i in (0, 1))
+        ys, xs = (
+            keys[i].indices(self.shape[i]) if i < len(keys) and isinstance(keys[i], slice) else (0, self.shape[i], 1)
+            for i in (0, 1)
+        )
         rest = keys[2] if len(keys) > 2 else slice(None)
         out = np.full((len(range(*ys)), len(range(*xs))) + np.empty(self.shape[2:])[rest].shape, 128, self.dtype)
         th, tw = self.tile
@@ -472,12 +492,18 @@ class _SafeLevel:
                 y0, y1 = max(ys[0], r * th), min(ys[1], (r + 1) * th)
                 x0, x1 = max(xs[0], c * tw), min(xs[1], (c + 1) * tw)
                 try:
-                    out[y0 - ys[0]:y1 - ys[0], x0 - xs[0]:x1 - xs[0]] = np.asarray(self._arr[y0:y1, x0:x1])[..., rest]
+                    out[y0 - ys[0] : y1 - ys[0], x0 - xs[0] : x1 - xs[0]] = np.asarray(self._arr[y0:y1, x0:x1])[
+                        ..., rest
+                    ]
                 except Exception:  # noqa: BLE001
                     self.bad.add((r, c))
         if first and self.bad:
-            warnings.warn(f"{self._name}: level {self._level} has undecodable tiles; they are shown grey and "
-                          "left out of tissue detection", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{self._name}: level {self._level} has undecodable tiles; they are shown grey and "
+                "left out of tissue detection",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return out
 
     @property

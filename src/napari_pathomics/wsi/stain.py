@@ -18,8 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StainEstimate", "estimate_stain", "od_lut", "as_uint8_rgb", "estimate_from_od",
-           "DEFAULT_IO", "DEFAULT_ALPHA", "DEFAULT_BETA"]
+__all__ = [
+    "StainEstimate",
+    "estimate_stain",
+    "od_lut",
+    "as_uint8_rgb",
+    "estimate_from_od",
+    "DEFAULT_IO",
+    "DEFAULT_ALPHA",
+    "DEFAULT_BETA",
+]
 
 DEFAULT_IO: int = 240
 DEFAULT_ALPHA: float = 1.0

@@ -86,34 +86,65 @@ def write_slide(
                 desc += f"|MPP = {mpp:.6f}"
             tw.write(pyramid[0], tile=(tile, tile), description=desc, subfiletype=0, **opts)
             thumb = _thumbnail(level0)
-            tw.write(thumb, description=f"Aperio Image Library v12.0.0 \n{w}x{h} -> "
-                     f"{thumb.shape[1]}x{thumb.shape[0]} - ", photometric="rgb",
-                     compression=comp, metadata=None)
+            tw.write(
+                thumb,
+                description=f"Aperio Image Library v12.0.0 \n{w}x{h} -> {thumb.shape[1]}x{thumb.shape[0]} - ",
+                photometric="rgb",
+                compression=comp,
+                metadata=None,
+            )
             for lvl in pyramid[1:]:
                 lh, lw = lvl.shape[:2]
-                tw.write(lvl, tile=(tile, tile), subfiletype=0,
-                         description=f"Aperio Image Library v12.0.0 \n{w}x{h} -> {lw}x{lh} - ",
-                         **opts)
+                tw.write(
+                    lvl,
+                    tile=(tile, tile),
+                    subfiletype=0,
+                    description=f"Aperio Image Library v12.0.0 \n{w}x{h} -> {lw}x{lh} - ",
+                    **opts,
+                )
             if label is not None:
-                tw.write(label, subfiletype=1, description="Aperio Image Library v12.0.0\nlabel ",
-                         photometric="rgb", compression=None, metadata=None)
+                tw.write(
+                    label,
+                    subfiletype=1,
+                    description="Aperio Image Library v12.0.0\nlabel ",
+                    photometric="rgb",
+                    compression=None,
+                    metadata=None,
+                )
             if macro is not None:
-                tw.write(macro, subfiletype=9, description="Aperio Image Library v12.0.0\nmacro ",
-                         photometric="rgb", compression=comp, metadata=None)
+                tw.write(
+                    macro,
+                    subfiletype=9,
+                    description="Aperio Image Library v12.0.0\nmacro ",
+                    photometric="rgb",
+                    compression=comp,
+                    metadata=None,
+                )
         return path
 
     if fmt == "ome":
         meta: dict = {"axes": "YXS"}
         if mpp is not None:
-            meta.update(PhysicalSizeX=mpp, PhysicalSizeXUnit="µm",
-                        PhysicalSizeY=mpp, PhysicalSizeYUnit="µm")
+            meta.update(PhysicalSizeX=mpp, PhysicalSizeXUnit="µm", PhysicalSizeY=mpp, PhysicalSizeYUnit="µm")
         with tifffile.TiffWriter(path, bigtiff=level0.nbytes > 2**31, ome=True) as tw:
-            tw.write(pyramid[0], tile=(tile, tile), subifds=len(pyramid) - 1,
-                     photometric="rgb", compression=comp, metadata=meta,
-                     compressionargs=opts.get("compressionargs"))
+            tw.write(
+                pyramid[0],
+                tile=(tile, tile),
+                subifds=len(pyramid) - 1,
+                photometric="rgb",
+                compression=comp,
+                metadata=meta,
+                compressionargs=opts.get("compressionargs"),
+            )
             for lvl in pyramid[1:]:
-                tw.write(lvl, tile=(tile, tile), subfiletype=1, photometric="rgb",
-                         compression=comp, compressionargs=opts.get("compressionargs"))
+                tw.write(
+                    lvl,
+                    tile=(tile, tile),
+                    subfiletype=1,
+                    photometric="rgb",
+                    compression=comp,
+                    compressionargs=opts.get("compressionargs"),
+                )
         return path
 
     if fmt == "tiff":

@@ -24,8 +24,18 @@ from .annotations import Annotation, union_area
 from .slide import Slide
 from .tissue import TissueMask, detect_tissue, mask_downsample
 
-__all__ = ["TileGrid", "TileGeometry", "plan_tiles", "plan_for_bundle", "rasterize", "scatter", "stitch_tiles",
-           "DEFAULT_TILE_UM", "DEFAULT_MPP", "DEFAULT_MIN_TISSUE"]
+__all__ = [
+    "TileGrid",
+    "TileGeometry",
+    "plan_tiles",
+    "plan_for_bundle",
+    "rasterize",
+    "scatter",
+    "stitch_tiles",
+    "DEFAULT_TILE_UM",
+    "DEFAULT_MPP",
+    "DEFAULT_MIN_TISSUE",
+]
 
 DEFAULT_MIN_TISSUE = 0.5
 
@@ -40,8 +50,15 @@ class TileGeometry(Protocol):
     def mpp(self) -> float: ...
 
 
-def scatter(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, values: np.ndarray,
-            fill: float = np.nan, dtype: Any = None) -> np.ndarray:
+def scatter(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_rows: int,
+    n_cols: int,
+    values: np.ndarray,
+    fill: float = np.nan,
+    dtype: Any = None,
+) -> np.ndarray:
     """One value per tile into an (n_rows, n_cols, ...) lattice image (a heatmap layer's data).
 
     By default the image is floating point (at least float32) so that ``fill`` (NaN) marks cells
@@ -100,9 +117,9 @@ class TileGrid:
     @property
     def origins(self) -> np.ndarray:
         """(N, 2) int64 level-0 (x, y) of each tile's top-left corner."""
-        return np.column_stack([
-            np.round(self.cols * self.tile_size_l0), np.round(self.rows * self.tile_size_l0)
-        ]).astype(np.int64)
+        return np.column_stack(
+            [np.round(self.cols * self.tile_size_l0), np.round(self.rows * self.tile_size_l0)]
+        ).astype(np.int64)
 
     def lattice_image(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
         """One value per tile into a (n_rows, n_cols) image (see :func:`scatter`)."""
@@ -130,8 +147,9 @@ class TileGrid:
         }
 
 
-def rasterize(area: Polygon | MultiPolygon, shape: tuple[int, int], downsample: float,
-              origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def rasterize(
+    area: Polygon | MultiPolygon, shape: tuple[int, int], downsample: float, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Mask px (r, c) is set when its centre lies inside ``area``.
 
     Pixel (r, c) of the returned (window) mask is global mask px (origin[0] + r, origin[1] + c),
@@ -160,8 +178,9 @@ def _mask_px(edge_l0: np.ndarray, d: float) -> np.ndarray:
     return np.ceil(edge_l0 / d - 0.5).astype(np.int64)
 
 
-def _cell_fractions(mask: np.ndarray, d: float, s: float, rows: range, cols: range,
-                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+def _cell_fractions(
+    mask: np.ndarray, d: float, s: float, rows: range, cols: range, origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
     """Fraction of each lattice cell (rows × cols) covered by ``mask`` (mask px counted by their centres).
 
     ``mask`` is the window of global mask px starting at ``origin``; it must hold every mask px
@@ -227,13 +246,24 @@ def plan_tiles(
         minx, miny, maxx, maxy = area.bounds
         rows = range(max(0, int(miny // s)), min(n_rows, int(math.ceil(maxy / s))))
         cols = range(max(0, int(minx // s)), min(n_cols, int(math.ceil(maxx / s))))
-    params = {"min_tissue": min_tissue, "roi_count": len(annotations or []),
-              "tissue": "detected" if tissue is None else ("none" if tissue is False else "given")}
+    params = {
+        "min_tissue": min_tissue,
+        "roi_count": len(annotations or []),
+        "tissue": "detected" if tissue is None else ("none" if tissue is False else "given"),
+    }
     if len(rows) == 0 or len(cols) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return TileGrid(cols=empty, rows=empty.copy(), tile_size_l0=s, tile_um=float(tile_um), mpp=float(mpp),
-                        slide_width=slide.width, slide_height=slide.height, coverage=np.zeros(0, np.float32),
-                        params=params)
+        return TileGrid(
+            cols=empty,
+            rows=empty.copy(),
+            tile_size_l0=s,
+            tile_um=float(tile_um),
+            mpp=float(mpp),
+            slide_width=slide.width,
+            slide_height=slide.height,
+            coverage=np.zeros(0, np.float32),
+            params=params,
+        )
     d = mask_downsample(slide) if not isinstance(tissue, TissueMask) else tissue.downsample
     win_r, win_c = _window(rows, cols, s, d)
     if tissue is None:
@@ -248,9 +278,15 @@ def plan_tiles(
     frac = _cell_fractions(region, d, s, rows, cols, origin=(win_r.start, win_c.start))
     rr, cc = np.nonzero(frac >= max(min_tissue, 1e-9))
     return TileGrid(
-        cols=(cc + cols.start).astype(np.int64), rows=(rr + rows.start).astype(np.int64), tile_size_l0=s,
-        tile_um=float(tile_um), mpp=float(mpp), slide_width=slide.width, slide_height=slide.height,
-        coverage=frac[rr, cc].astype(np.float32), params=params,
+        cols=(cc + cols.start).astype(np.int64),
+        rows=(rr + rows.start).astype(np.int64),
+        tile_size_l0=s,
+        tile_um=float(tile_um),
+        mpp=float(mpp),
+        slide_width=slide.width,
+        slide_height=slide.height,
+        coverage=frac[rr, cc].astype(np.float32),
+        params=params,
     )
 
 
@@ -259,12 +295,23 @@ def _l0_box(win_r: slice, win_c: slice, d: float) -> tuple[float, float, float, 
     return win_c.start * d, win_r.start * d, win_c.stop * d, win_r.stop * d
 
 
-def plan_for_bundle(slide: Slide, bundle: TileGeometry, annotations: list[Annotation] | None = None,
-                    tissue: TissueMask | None | bool = None, min_tissue: float | None = None) -> TileGrid:
+def plan_for_bundle(
+    slide: Slide,
+    bundle: TileGeometry,
+    annotations: list[Annotation] | None = None,
+    tissue: TissueMask | None | bool = None,
+    min_tissue: float | None = None,
+) -> TileGrid:
     """The TileGrid a model needs on this slide: its tile size in µm at its µm/px.
 
     What the ROI dock previews, ``pathomics tiles``, Analyze, ``infer``, ``score`` and the cohort
     commands run all come from here.
     """
-    return plan_tiles(slide, annotations, tissue=tissue, tile_um=bundle.tile_um, mpp=bundle.mpp,
-                      min_tissue=DEFAULT_MIN_TISSUE if min_tissue is None else min_tissue)
+    return plan_tiles(
+        slide,
+        annotations,
+        tissue=tissue,
+        tile_um=bundle.tile_um,
+        mpp=bundle.mpp,
+        min_tissue=DEFAULT_MIN_TISSUE if min_tissue is None else min_tissue,
+    )

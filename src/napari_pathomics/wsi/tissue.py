@@ -51,10 +51,10 @@ class TissueMask:
         sr0, sr1 = max(rows.start, r0), min(rows.stop, r0 + h)
         sc0, sc1 = max(cols.start, c0), min(cols.stop, c0 + w)
         if sr1 > sr0 and sc1 > sc0:
-            src = self.mask[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0]
+            src = self.mask[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
             if with_unreadable and self.unreadable is not None:
-                src = src | self.unreadable[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0]
-            out[sr0 - rows.start:sr1 - rows.start, sc0 - cols.start:sc1 - cols.start] = src
+                src = src | self.unreadable[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
+            out[sr0 - rows.start : sr1 - rows.start, sc0 - cols.start : sc1 - cols.start] = src
         return out
 
     def unreadable_mm2(self, mpp: float) -> float:
@@ -131,7 +131,7 @@ def _unreadable(slide: Slide, shape: tuple[int, int], d: float, origin: tuple[in
     for x0, y0, x1, y1 in boxes:
         r0, r1 = int(y0 // d) - origin[0], int(np.ceil(y1 / d)) - origin[0]
         c0, c1 = int(x0 // d) - origin[1], int(np.ceil(x1 / d)) - origin[1]
-        out[max(0, r0):max(0, r1), max(0, c0):max(0, c1)] = True
+        out[max(0, r0) : max(0, r1), max(0, c0) : max(0, c1)] = True
     return out if out.any() else None
 
 
