@@ -8,9 +8,14 @@ numpy values, paths and non-finite floats into plain JSON (NaN/inf become null: 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import os
 import platform
+import re
+import secrets
+import stat
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
@@ -96,31 +101,103 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-FINGERPRINT_METHOD = "sha256 of the whole file (remembered per device, inode, size and mtime)"
+FINGERPRINT_METHOD = (
+    "sha256 of the whole file (remembered per device, inode, size and mtime, "
+    "and checked against a sample of the content)"
+)
+
+#: Files smaller than this are hashed whole every time: a memo would save nothing.
+MEMO_MIN_BYTES = 8 << 20
+_SAMPLE_BLOCKS, _SAMPLE_BLOCK = 32, 1 << 16
+
+
+def sampled_digest(path: str | Path) -> str:
+    """sha256 of the size and 32 blocks of 64 KiB at fixed offsets (first, last, evenly between).
+
+    Cheap (2 MiB read whatever the size) and sensitive to content swapped in with the same size
+    and mtime (``cp -p``, ``rsync -t``), which a stat stamp alone cannot see.
+    """
+    size = os.stat(path).st_size
+    h = hashlib.sha256(str(size).encode())
+    span = max(size - _SAMPLE_BLOCK, 0)
+    with open(path, "rb") as fh:
+        for k in range(_SAMPLE_BLOCKS):
+            fh.seek(span * k // (_SAMPLE_BLOCKS - 1))
+            h.update(fh.read(_SAMPLE_BLOCK))
+    return h.hexdigest()
+
+
+def _memo_key(folder: Path) -> bytes | None:
+    """This cache's secret (created once, owner-only): memos not written by us do not verify."""
+    path = folder / "memo.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        return path.read_bytes()
+    except FileExistsError:  # another process made it first
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _memo_mac(key: bytes, stamp: list[int], sample: str, digest: str) -> str:
+    return hmac.new(key, json.dumps([stamp, sample, digest]).encode(), hashlib.sha256).hexdigest()
 
 
 def file_fingerprint(path: str | Path) -> str:
     """The content fingerprint that caches and reports key on: the full sha256 of the file.
 
     Any changed byte changes it. Hashing a 5 GB slide takes seconds, so the value is remembered
-    in the user cache, keyed by the file's device, inode, size and modification time: a file
-    rewritten in place gets a new mtime and is hashed again.
+    in the user cache, keyed by the file's device, inode, size and modification time, and served
+    only when a sample of the content still matches and the memo carries this cache's MAC (a
+    memo edited or copied from elsewhere is ignored, and the file hashed again).
     """
     path = Path(path)
     st = path.stat()
+    if st.st_size < MEMO_MIN_BYTES or not stat.S_ISREG(st.st_mode):
+        return sha256_file(path)
     stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-    memo = cache_dir("fingerprints") / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
+    folder = cache_dir("fingerprints")
+    memo = folder / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
+    key = _memo_key(folder)
+    sample = sampled_digest(path)
     try:
         rec = json.loads(memo.read_text(encoding="utf-8"))
-        if rec.get("stat") == stamp and isinstance(rec.get("sha256"), str):
-            return rec["sha256"]
-    except (OSError, ValueError, AttributeError):
+        digest = rec.get("sha256")
+        if (
+            key is not None
+            and rec.get("stat") == stamp
+            and rec.get("sample") == sample
+            and isinstance(digest, str)
+            and re.fullmatch(r"[0-9a-f]{64}", digest)
+            and hmac.compare_digest(str(rec.get("mac")), _memo_mac(key, stamp, sample, digest))
+        ):
+            return digest
+    except (OSError, ValueError, AttributeError, TypeError):
         pass
     digest = sha256_file(path)
-    try:
-        atomic_write_json(memo, {"path": str(path.resolve()), "stat": stamp, "sha256": digest})
-    except OSError:  # a read-only cache only costs the hash next time
-        pass
+    if key is not None:
+        try:
+            atomic_write_json(
+                memo,
+                {
+                    "path": str(path.resolve()),
+                    "stat": stamp,
+                    "sample": sample,
+                    "sha256": digest,
+                    "mac": _memo_mac(key, stamp, sample, digest),
+                },
+            )
+        except OSError:  # a read-only cache only costs the hash next time
+            pass
     return digest
 
 

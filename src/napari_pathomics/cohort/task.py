@@ -29,7 +29,7 @@ from ..atomic import atomic_write_json, atomic_write_set
 from ..errors import CohortError, PathomicsError
 from ..inference.engine import Engine
 from ..provenance import file_fingerprint, now_iso, sha256_file
-from ..results import TileResults
+from ..results import FAILED, TileResults
 from ..scoring.engines import load_bundle, shared_engine
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide
@@ -116,7 +116,10 @@ def slide_dir(out: str | Path, key: str) -> Path:
 
 
 def completed_record(out: str | Path, row: CohortRow, opts: ScoreOptions) -> dict[str, Any] | None:
-    """The ``done.json`` of a slide if its outputs are complete and valid for ``opts``, else None."""
+    """The ``done.json`` of a slide if its outputs are complete and valid for ``opts``, else None.
+
+    A slide with tiles that failed to decode is run again (those tiles are read again).
+    """
     d = slide_dir(out, row.key)
     try:
         rec = json.loads((d / DONE_NAME).read_text(encoding="utf-8"))
@@ -127,7 +130,7 @@ def completed_record(out: str | Path, row: CohortRow, opts: ScoreOptions) -> dic
         if rec.get("results_sha256") != sha256_file(d / RESULTS_NAME):
             return None
         res = TileResults.load(d / RESULTS_NAME)
-        if not res.complete or res.meta.get("bundle_id") != opts.bundle_id:
+        if not res.complete or FAILED in res.status or res.meta.get("bundle_id") != opts.bundle_id:
             return None
         for name in rec.get("outputs", []):
             if not (d / name).is_file():

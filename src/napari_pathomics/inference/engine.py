@@ -15,7 +15,8 @@ run's results, statistics and cache file. Design points:
   bundle's risk head, or ``results.patch_risk`` of the probabilities). The embeddings are kept
   with the results (float16) so a new head applies to a whole slide without the backbone; an
   adapted bundle (``inference.head``) opens on its base bundle's cached embeddings at once.
-* A region that fails to decode marks its tiles FAILED and the run goes on; tiles that are
+* A region that fails to decode marks its tiles FAILED and the run goes on (the next run reads
+  them again: the file may have been mid-copy); tiles that are
   mostly glass are BACKGROUND (``wsi.tissue``'s per-tile rule) and never reach the model.
 * Results are flushed atomically to a cache keyed by slide fingerprint × bundle id × grid key
   every few seconds and at the end (also on cancel or when the consumer stops iterating), so a
@@ -372,6 +373,7 @@ class Engine:
             and np.array_equal(res.cols, grid.cols)
             and np.array_equal(res.rows, grid.rows)
         ):
+            res.status[res.status == FAILED] = PENDING  # a tile that failed to decode is read again
             return res
         return None
 
