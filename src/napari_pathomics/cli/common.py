@@ -5,11 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from ..provenance import json_default
+
+
+def progress_bar(total: int, *, quiet: bool = False, **kwargs: Any) -> Any:
+    """A tqdm bar on stderr, shown only when stderr is a terminal (piped output keeps result lines only);
+    ``None`` when ``quiet``."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(total=total, file=sys.stderr, disable=not sys.stderr.isatty(), **kwargs)
 
 
 def print_json(obj: Any) -> None:

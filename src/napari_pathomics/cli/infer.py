@@ -19,7 +19,7 @@ from ..errors import TilingError
 from ..outputs import check_output_dir
 from ..provenance import bundle_record, run_record
 from ..resources import DEFAULT_BUNDLE
-from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, add_tta_option, args_dict, print_json
+from .common import BATCH, FRACTION, THREADS, add_slide_mpp_option, add_tta_option, args_dict, print_json, progress_bar
 
 #: What ``infer --out`` writes, and of which kind.
 OUTPUTS = (
@@ -32,8 +32,6 @@ OUTPUTS = (
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..bundle import Bundle
     from ..inference.engine import Engine
     from ..results import cache_root
@@ -63,16 +61,7 @@ def _infer(args: argparse.Namespace) -> int:
         )
         t_plan = time.perf_counter() - t0
         cancel = threading.Event()
-        bar = None
-        if not args.quiet:
-            bar = tqdm(
-                total=len(grid),
-                unit="tile",
-                desc=Path(args.slide).name,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                disable=None,
-            )
+        bar = progress_bar(len(grid), quiet=args.quiet, unit="tile", desc=Path(args.slide).name)
         t_run = time.perf_counter()
         run = engine.run(slide, grid, use_cache=not args.no_cache, cams=tuple(args.cam or ()), cancel=cancel)
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import NucleiError
 from ..units import DEFAULT_TILE_UM
-from .common import FRACTION, MPP, TILE_UM, args_dict, bounded, print_json
+from .common import FRACTION, MPP, TILE_UM, args_dict, bounded, print_json, progress_bar
 
 #: A plain image larger than this is refused (segment it as a pyramidal slide instead).
 MAX_IMAGE_MPX = 256
@@ -108,7 +108,6 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     import numpy as np
-    from tqdm import tqdm
 
     from ..atomic import atomic_write_json
     from ..cells.export import write_nuclei_csv, write_nuclei_geojson, write_tiles_csv
@@ -142,13 +141,7 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         run = run_nuclei(
             slide, grid, work_mpp=args.work_mpp, use_cache=not args.no_cache, cancel=cancel, stain=_stain(args)
         )
-        bar = (
-            None
-            if args.quiet
-            else tqdm(
-                total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr, dynamic_ncols=True, disable=None
-            )
-        )
+        bar = progress_bar(len(grid), quiet=args.quiet, unit="tile", desc=slide.path.name)
         try:
             for upd in run:
                 if bar is not None:

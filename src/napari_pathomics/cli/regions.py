@@ -9,16 +9,13 @@ for ``pathomics score`` and ``pathomics infer``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..resources import DEFAULT_BUNDLE
-from .common import BATCH, add_slide_mpp_option, bounded, print_json
+from .common import BATCH, add_slide_mpp_option, bounded, print_json, progress_bar
 
 
 def _propose(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..bundle import Bundle
     from ..errors import ResultsError
     from ..outputs import check_output
@@ -48,13 +45,7 @@ def _propose(args: argparse.Namespace) -> int:
             )
         engine, _ = shared_engine(bundle, device=args.device, batch_size=args.batch_size)
         run = engine.run(slide, grid)
-        bar = (
-            None
-            if args.quiet
-            else tqdm(
-                total=len(grid), unit="tile", desc=slide.path.name, file=sys.stderr, dynamic_ncols=True, disable=None
-            )
-        )
+        bar = progress_bar(len(grid), quiet=args.quiet, unit="tile", desc=slide.path.name)
         try:
             for upd in run:
                 if bar is not None:

@@ -6,17 +6,14 @@ The same ``scoring.score_patient`` the Score dock calls, so both give the same n
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..errors import ClinicalError, SignatureError
 from ..resources import DEFAULT_BUNDLE
 from ..units import years_short
-from .common import BATCH, add_slide_mpp_option, add_tta_option, print_json
+from .common import BATCH, add_slide_mpp_option, add_tta_option, print_json, progress_bar
 
 
 def _score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..bundle import Bundle
     from ..scoring import load_signature, ordinal, score_patient
     from ..scoring.report import report_targets, write_report_html, write_report_json
@@ -46,9 +43,7 @@ def _score(args: argparse.Namespace) -> int:
     html_path, json_path = report_targets(args.report, args.report_json, inputs)
     rois = [read_geojson(r).annotations for r in args.roi] if args.roi else None
 
-    bar = None
-    if not args.quiet:
-        bar = tqdm(total=100, unit="%", file=sys.stderr, leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}|")
+    bar = progress_bar(100, quiet=args.quiet, unit="%", leave=False, bar_format="{desc} {percentage:3.0f}%|{bar}|")
 
     def progress(msg: str, frac: float) -> None:
         if bar is not None:
