@@ -117,3 +117,41 @@ def sparse_huge_slide(
             subfiletype=0,
         )
     return path
+
+
+def declared_giant_tiff(
+    path: Path,
+    width: int,
+    height: int,
+    tile: int = 4096,
+    levels: int = 1,
+    mpp: float = 0.5,
+    level_sizes: list[tuple[int, int]] | None = None,
+) -> Path:
+    """A hostile SVS that declares ``width`` × ``height`` px but stores one glass tile per level.
+
+    Every other tile is empty (byte count 0): a file of a few hundred KB whatever size it
+    declares. ``level_sizes`` (w, h per level) overrides the halving pyramid, to make one that lies.
+    """
+    sizes = level_sizes or [(max(1, width >> i), max(1, height >> i)) for i in range(levels)]
+    desc = f"Aperio Image Library v12.0.0 \n{width}x{height} ({tile}x{tile}) JPEG/RGB Q=85|AppMag = 20|MPP = {mpp:.6f}"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for i, (w, h) in enumerate(sizes):
+            n = -(-h // tile) * -(-w // tile)
+
+            def tiles(n: int = n):
+                yield np.full((tile, tile, 3), 243, np.uint8)  # tifffile takes the dtype from the first tile
+                yield from (None for _ in range(n - 1))
+
+            tw.write(
+                tiles(),
+                shape=(h, w, 3),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                photometric="rgb",
+                compression="jpeg",
+                description=desc if i == 0 else None,
+                metadata=None,
+                subfiletype=0,
+            )
+    return path

@@ -52,6 +52,14 @@ MAX_PIXELS = 250_000_000_000
 #: A synthesized level is added while the coarsest one is longer than this.
 PYRAMID_MIN_SIDE = 1024
 
+#: Largest file tile (chunk) accepted, 8192² px (192 MB decoded); scanners write 240–4096 px tiles.
+MAX_TILE_PX = 1 << 26
+#: An overview reads its source level whole while that region is at most this many px (~200 MB).
+OVERVIEW_DIRECT_PX = 64_000_000
+#: Beyond that it decodes file tiles one by one, at most this many px of them (a few seconds): a
+#: spread subset when the stored tiles hold more, the rest reported unsampled (``unsampled_boxes``).
+OVERVIEW_DECODE_PX = 256_000_000
+
 
 def _resize(img: np.ndarray, w: int, h: int, area: bool = True) -> np.ndarray:
     """``img`` at w × h: area-averaged, or bilinear (``area=False``, for enlarging)."""
@@ -122,6 +130,8 @@ class Slide:
         self.levels_info: list[LevelInfo] = list(stored)
         self._levels: list[da.Array] | None = None
         self._safe_levels: list[_SafeLevel] = []
+        self._unsampled: list[tuple[float, float, float, float]] = []
+        self._failed_boxes: list[tuple[float, float, float, float]] = []
         self._closed = False
         try:
             self._check_pyramid()
@@ -148,7 +158,20 @@ class Slide:
         if len(shape) != 3 or shape[2] not in (3, 4):  # greyscale/multiplex: the viewer and engine need RGB
             ch = shape[2] if len(shape) == 3 else 1
             raise SlideError(f"{name}: {ch} channel(s) per pixel; only RGB brightfield slides are supported")
+        for i, arr in enumerate(self._stored_arrays):
+            th, tw = _chunk_shape(arr)
+            if th * tw > MAX_TILE_PX:
+                raise SlideError(
+                    f"{name}: level {i} is stored in tiles of {tw} x {th} px, beyond any scanner's "
+                    f"(limit {MAX_TILE_PX // 2**20} Mpx a tile): a corrupt or hostile header"
+                )
         for i, lv in enumerate(self.levels_info[1:], start=1):
+            prev = self.levels_info[i - 1]
+            if lv.width <= 0 or lv.height <= 0 or lv.width > prev.width or lv.height > prev.height:
+                raise SlideError(
+                    f"{name}: level {i} is {lv.width}x{lv.height} px, not smaller than level {i - 1} "
+                    f"({prev.width}x{prev.height}): the pyramid's sizes are inconsistent"
+                )
             dx, dy = self.width / lv.width, self.height / lv.height
             # integer halvings round each side separately: allow a pixel of slack
             tol = max(0.02, 2.0 / min(lv.width, lv.height))
@@ -305,19 +328,35 @@ class Slide:
 
     def overview(self, downsample: float) -> np.ndarray:
         """The whole slide at ``downsample`` (level-0 px per output px), read from the closest
-        finer level, synthesized ones included, so even single-level slides stay cheap."""
+        finer level, synthesized ones included, so even single-level slides stay cheap.
+
+        What it decodes is bounded whatever size the file declares: beyond ``OVERVIEW_DIRECT_PX``
+        of source level it goes tile by tile (``overview_window``)."""
+        h, w = int(np.ceil(self.height / downsample)), int(np.ceil(self.width / downsample))
+        if self._source_px((0, h), (0, w), downsample) > OVERVIEW_DIRECT_PX:
+            return self.overview_window((0, h), (0, w), downsample)
         self.levels  # noqa: B018 - builds synthesized levels
         best = self.best_level(downsample, stored_only=False)
         arr = np.asarray(self.levels[best])
-        h, w = int(np.ceil(self.height / downsample)), int(np.ceil(self.width / downsample))
         if arr.shape[:2] == (h, w):
             return arr
         return _resize(arr, w, h)
+
+    def _source_px(self, rows: tuple[int, int], cols: tuple[int, int], downsample: float) -> float:
+        """Px of the best stored level under overview px ``rows`` × ``cols`` (what reading them decodes)."""
+        ds = self.levels_info[self.best_level(downsample)].downsample
+        return (rows[1] - rows[0]) * (cols[1] - cols[0]) * (downsample / ds) ** 2
+
+    def unsampled_boxes(self) -> list[tuple[float, float, float, float]]:
+        """Level-0 boxes (x0, y0, x1, y1) of stored file tiles an overview skipped to stay within budget."""
+        return list(self._unsampled)
 
     def overview_window(self, rows: tuple[int, int], cols: tuple[int, int], downsample: float) -> np.ndarray:
         """Overview px ``rows`` × ``cols`` (at ``downsample`` level-0 px each) read from the best stored level."""
         (r0, r1), (c0, c1) = rows, cols
         h, w = max(1, r1 - r0), max(1, c1 - c0)
+        if self._source_px((r0, r0 + h), (c0, c0 + w), downsample) > OVERVIEW_DIRECT_PX:
+            return self._tilewise_overview((r0, r0 + h), (c0, c0 + w), downsample)
         level = self.best_level(downsample)
         ds = self.levels_info[level].downsample
         x, y = int(c0 * downsample), int(r0 * downsample)
@@ -327,6 +366,79 @@ class Slide:
         if region.shape[:2] == (h, w):
             return region
         return _resize(region, w, h)
+
+    def _tilewise_overview(self, rows: tuple[int, int], cols: tuple[int, int], downsample: float) -> np.ndarray:
+        """An overview window decoded one file tile at a time, within ``OVERVIEW_DECODE_PX``.
+
+        Empty file tiles (no bytes stored) are not decoded: they read as the file's fill (black).
+        Unsampled tiles are drawn white (they count as tissue through ``unsampled_boxes``).
+        When the stored tiles hold more px than the budget, an evenly spread subset is decoded;
+        the others are left white and their boxes remembered (``unsampled_boxes``) so planning
+        keeps them as tissue instead of losing them. Memory: one tile plus the output.
+        """
+        level = self.best_level(downsample)
+        arr, lv = self._stored_arrays[level], self.levels_info[level]
+        f = downsample / lv.downsample  # level px per overview px
+        out = np.full((rows[1] - rows[0], cols[1] - cols[0], 3), 255, dtype=np.uint8)
+        th, tw = _chunk_shape(arr)
+        y0, y1 = min(lv.height, int(rows[0] * f)), min(lv.height, int(math.ceil(rows[1] * f)))
+        x0, x1 = min(lv.width, int(cols[0] * f)), min(lv.width, int(math.ceil(cols[1] * f)))
+        tr, tc = (y0 // th, -(-y1 // th)), (x0 // tw, -(-x1 // tw))
+        empty = _empty_chunks(self._reader, level, (-(-lv.height // th), -(-lv.width // tw)))
+        if empty is not None:  # what the file leaves empty reads as its fill; only the rest is decoded
+            out[:] = getattr(arr, "fill_value", 0) or 0
+            todo = np.argwhere(~empty[tr[0] : tr[1], tc[0] : tc[1]]) + (tr[0], tc[0])
+        else:
+            todo = np.argwhere(np.ones((tr[1] - tr[0], tc[1] - tc[0]), bool)) + (tr[0], tc[0])
+        step = max(1, math.ceil(len(todo) * th * tw / OVERVIEW_DECODE_PX))
+        if step > 1:
+            warnings.warn(
+                f"{self.path.name}: level {level} stores {len(todo)} tiles of {tw}x{th} px here; tissue "
+                f"is detected on 1 in {step} of them and the others are kept as tissue",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        for k, (r, c) in enumerate(todo):
+            view, src, box = self._tile_view(out, (int(r), int(c)), (th, tw), lv, f, rows, cols)
+            if view.size == 0:
+                continue
+            if k % step:
+                view[:] = 255
+                self._unsampled.append(box)
+                continue
+            try:
+                px = np.ascontiguousarray(np.asarray(arr[src])[..., :3])
+            except Exception:  # noqa: BLE001 - decoder errors of every kind: grey, and reported
+                view[:] = 128
+                self._failed_boxes.append(box)
+                continue
+            view[:] = px if px.shape[:2] == view.shape[:2] else _resize(px, view.shape[1], view.shape[0])
+        return out
+
+    @staticmethod
+    def _tile_view(
+        out: np.ndarray,
+        tile: tuple[int, int],
+        shape: tuple[int, int],
+        lv: LevelInfo,
+        f: float,
+        rows: tuple[int, int],
+        cols: tuple[int, int],
+    ) -> tuple[np.ndarray, tuple[slice, slice], tuple[float, float, float, float]]:
+        """The overview px of file tile ``tile`` (those whose top-left falls in it), the level px
+        they cover, and the tile's level-0 box."""
+        (r, c), (th, tw) = tile, shape
+        ty0, tx0 = r * th, c * tw
+        ty1, tx1 = min(lv.height, ty0 + th), min(lv.width, tx0 + tw)
+        oy0, oy1 = max(rows[0], math.ceil(ty0 / f)), min(rows[1], math.ceil(ty1 / f))
+        ox0, ox1 = max(cols[0], math.ceil(tx0 / f)), min(cols[1], math.ceil(tx1 / f))
+        view = out[max(0, oy0 - rows[0]) : max(0, oy1 - rows[0]), max(0, ox0 - cols[0]) : max(0, ox1 - cols[0])]
+        src = (
+            slice(max(ty0, int(oy0 * f)), max(max(ty0, int(oy0 * f)) + 1, min(ty1, math.ceil(oy1 * f)))),
+            slice(max(tx0, int(ox0 * f)), max(max(tx0, int(ox0 * f)) + 1, min(tx1, math.ceil(ox1 * f)))),
+        )
+        d = lv.downsample
+        return view, src, (tx0 * d, ty0 * d, tx1 * d, ty1 * d)
 
     def thumbnail(self, max_side: int = 1024) -> np.ndarray:
         """A small RGB overview whose longer side is ``max_side`` px (or the slide's, if smaller)."""
@@ -384,9 +496,7 @@ class Slide:
 
     def unreadable_boxes(self) -> list[tuple[float, float, float, float]]:
         """Level-0 boxes (x0, y0, x1, y1) of the file tiles that failed to decode so far."""
-        if self._levels is None:
-            return []
-        out = []
+        out = list(self._failed_boxes)
         for lv in self._safe_levels:
             ds = self.levels_info[lv._level].downsample
             th, tw = lv.tile
@@ -552,3 +662,22 @@ def is_slide_path(path: str | os.PathLike[str]) -> bool:
     """Whether napari should offer this file to our reader (by extension only; cheap)."""
     name = str(path).lower()
     return name.endswith(SLIDE_EXTENSIONS)
+
+
+def _chunk_shape(arr: Any) -> tuple[int, int]:
+    """(rows, cols) of one stored chunk (file tile or strip) of a level array."""
+    chunks = getattr(arr, "chunks", None) or arr.shape
+    return int(chunks[0]), int(chunks[1])
+
+
+def _empty_chunks(reader: Any, level: int, grid: tuple[int, int]) -> np.ndarray | None:
+    """Bool (rows, cols) of the file tiles of ``level`` that store no bytes, from the TIFF's tile
+    byte counts (None when the reader is not tiffslide or the layout is not one plane of tiles)."""
+    try:
+        series = reader.ts_tifffile.series[int(reader.properties.get("tiffslide.series-index", 0))]
+        counts = np.asarray(series.levels[level].pages[0].databytecounts)
+    except Exception:  # noqa: BLE001 - another reader, or a layout tifffile describes otherwise
+        return None
+    if counts.size != grid[0] * grid[1]:
+        return None
+    return (counts == 0).reshape(grid)

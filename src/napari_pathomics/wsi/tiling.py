@@ -268,6 +268,9 @@ def plan_tiles(
     win_r, win_c = _window(rows, cols, s, d)
     if tissue is None:
         tissue = detect_tissue(slide, within=_l0_box(win_r, win_c, d) if area is not None else None)
+        if tissue.downsample != d:  # a huge slide's whole mask is coarser
+            d = tissue.downsample
+            win_r, win_c = _window(rows, cols, s, d)
     if tissue is False:
         region = np.ones((win_r.stop - win_r.start, win_c.stop - win_c.start), dtype=bool)
     else:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -42,6 +43,9 @@ class TissueMask:
     #: Mask px whose pixels could not be decoded (None: all were readable); planned as if tissue,
     #: so the engine tries them and reports them failed instead of dropping them silently.
     unreadable: np.ndarray | None = None
+    #: Mask px of file tiles a bounded overview did not decode (a huge single-level slide);
+    #: planned as if tissue like ``unreadable``, the engine's per-tile rule then drops glass.
+    unsampled: np.ndarray | None = None
 
     def window(self, rows: slice, cols: slice, with_unreadable: bool = False) -> np.ndarray:
         """A copy of mask px ``rows`` × ``cols`` (global indices); False outside what is stored."""
@@ -52,8 +56,9 @@ class TissueMask:
         sc0, sc1 = max(cols.start, c0), min(cols.stop, c0 + w)
         if sr1 > sr0 and sc1 > sc0:
             src = self.mask[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
-            if with_unreadable and self.unreadable is not None:
-                src = src | self.unreadable[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
+            for extra in (self.unreadable, self.unsampled) if with_unreadable else ():
+                if extra is not None:
+                    src = src | extra[sr0 - r0 : sr1 - r0, sc0 - c0 : sc1 - c0]
             out[sr0 - rows.start : sr1 - rows.start, sc0 - cols.start : sc1 - cols.start] = src
         return out
 
@@ -109,6 +114,8 @@ def detect_tissue(
     few tiles of a huge slide reads and holds a few tiles' worth of overview.
     """
     d = downsample or mask_downsample(slide)
+    if within is None and downsample is None and slide.width * slide.height > MAX_FULL_MASK_PX * d * d:
+        d = math.sqrt(slide.width * slide.height / MAX_FULL_MASK_PX)  # a whole mask of a huge slide stays small
     um = d * (slide.mpp[0] if slide.has_mpp else 1.0)
     full_h, full_w = int(np.ceil(slide.height / d)), int(np.ceil(slide.width / d))
     if within is None or full_h * full_w <= MAX_FULL_MASK_PX:
@@ -118,13 +125,21 @@ def detect_tissue(
         c0, r0 = max(0, int(x0 // d)), max(0, int(y0 // d))
         c1, r1 = min(full_w, int(np.ceil(x1 / d))), min(full_h, int(np.ceil(y1 / d)))
         rgb, origin = slide.overview_window((r0, r1), (c0, c1), d), (r0, c0)
-    mask = tissue_from_rgb(rgb, um, min_saturation, min_object_um2)
-    return TissueMask(mask, d, origin=origin, unreadable=_unreadable(slide, mask.shape, d, origin))
+    unsampled = _boxes_mask(slide.unsampled_boxes(), rgb.shape[:2], d, origin)
+    mask = tissue_from_rgb(rgb, um, min_saturation, min_object_um2, assume=unsampled)
+    return TissueMask(
+        mask,
+        d,
+        origin=origin,
+        unreadable=_boxes_mask(slide.unreadable_boxes(), mask.shape, d, origin),
+        unsampled=unsampled,
+    )
 
 
-def _unreadable(slide: Slide, shape: tuple[int, int], d: float, origin: tuple[int, int]) -> np.ndarray | None:
-    """Mask px over file tiles that failed to decode while the overview was read (None if none)."""
-    boxes = slide.unreadable_boxes()
+def _boxes_mask(
+    boxes: list[tuple[float, float, float, float]], shape: tuple[int, int], d: float, origin: tuple[int, int]
+) -> np.ndarray | None:
+    """Mask px over level-0 ``boxes`` (file tiles that failed to decode or were skipped), None if none."""
     if not boxes:
         return None
     out = np.zeros(shape, dtype=bool)
@@ -136,9 +151,17 @@ def _unreadable(slide: Slide, shape: tuple[int, int], d: float, origin: tuple[in
 
 
 def tissue_from_rgb(
-    rgb: np.ndarray, mpp: float, min_saturation: float = 0.05, min_object_um2: float = 20_000.0
+    rgb: np.ndarray,
+    mpp: float,
+    min_saturation: float = 0.05,
+    min_object_um2: float = 20_000.0,
+    assume: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Tissue mask of an RGB overview at ``mpp`` µm/px (pure function, for tests and tiles)."""
+    """Tissue mask of an RGB overview at ``mpp`` µm/px (pure function, for tests and tiles).
+
+    ``assume``: px taken as tissue without looking (not decoded), so that tissue cut by them is
+    not dropped as a small object.
+    """
     from skimage import morphology  # heavy (~0.5 s): opening a slide needs no tissue detection
     from skimage.filters import threshold_otsu  # heavy, as above
 
@@ -146,12 +169,15 @@ def tissue_from_rgb(
     sat = hsv[..., 1].astype(np.float32) / 255.0
     val = hsv[..., 2].astype(np.float32) / 255.0
     valid = val > 0.15  # pen marks, shadows and scanner borders are near-black
-    if sat[valid].size == 0 or np.ptp(sat[valid]) < 1e-3:
-        return np.zeros(rgb.shape[:2], dtype=bool)
+    seen = valid if assume is None else valid & ~assume
+    if sat[seen].size == 0 or np.ptp(sat[seen]) < 1e-3:
+        return np.zeros(rgb.shape[:2], dtype=bool) if assume is None else assume.copy()
     # Otsu separates glass from stain; when tissue fills the view it splits the stain itself
     # (e.g. at a saturated pen mark), so the threshold is capped at a level all H&E exceeds.
-    thr = min(max(min_saturation, float(threshold_otsu(sat[valid]))), MAX_SATURATION_THRESHOLD)
+    thr = min(max(min_saturation, float(threshold_otsu(sat[seen]))), MAX_SATURATION_THRESHOLD)
     mask = (sat > thr) & valid
+    if assume is not None:
+        mask |= assume
     radius = 1
     mask = morphology.closing(mask, morphology.disk(radius))
     mask = morphology.opening(mask, morphology.disk(radius))
