@@ -108,6 +108,21 @@ def _nan_weight(folder: Path) -> None:
     _save_manifest(folder, _manifest(folder))
 
 
+def _name_clinical(name: str, place: str | None = None) -> Callable[[Path], None]:
+    """Point ``signature_clinical`` at a real combined signature (the shipped one) named ``name``:
+    copied to ``place`` (relative to the bundle folder) when given, else used where it lies."""
+
+    def apply(folder: Path) -> None:
+        if place is not None:
+            (folder / place).resolve().parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(DEFAULT_BUNDLE / "signature_clinical.json", folder / place)
+        man = _manifest(folder)
+        man["signature_clinical"] = name
+        _save_manifest(folder, man)
+
+    return apply
+
+
 def _set_model(**kv) -> Callable[[Path], None]:
     return _edit(lambda m: m["model"].update(kv))
 
@@ -144,6 +159,10 @@ FOLDER_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "input-size-4096": (_set_model(input_size=4096), "input_size"),
     "mpp-1e-4": (_set_model(mpp=1e-4), "mpp"),
     "tile-px-absurd": (_set_model(tile_um=9000.0, mpp=0.5), "tile_um"),
+    # every file a bundle reads goes through one resolver: listed, hashed, a plain name inside it
+    "clinical-absolute": (_name_clinical(str(DEFAULT_BUNDLE / "signature_clinical.json")), "signature_clinical"),
+    "clinical-dotdot": (_name_clinical("../outside_clinical.json", "../outside_clinical.json"), "signature_clinical"),
+    "clinical-unlisted": (_name_clinical("signature_clinical.json", "signature_clinical.json"), "signature_clinical"),
 }
 
 
@@ -166,6 +185,25 @@ def _encrypt_flags(path: Path) -> None:
             struct.pack_into("<H", raw, i + flag_at, flags | 0x1)
             i = raw.find(sig, i + 4)
     path.write_bytes(bytes(raw))
+
+
+def _stored_zip_with_bad_crc(folder: Path, dest: Path, entry: str = "signature.json") -> Path:
+    """An uncompressed zip of ``folder`` whose ``entry`` has one data byte flipped: its CRC-32 no longer matches."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, p.name)
+    with zipfile.ZipFile(dest) as zf:
+        info = zf.getinfo(entry)
+    raw = bytearray(dest.read_bytes())
+    (name_len, extra_len) = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    raw[at] ^= 0xFF
+    dest.write_bytes(bytes(raw))
+    return dest
+
+
+#: The zip cases of the corpus (the folder cases are FOLDER_CASES).
+ZIP_CASES = ("encrypted-zip", "zero-zip-1000x", "zip-bad-crc")
 
 
 def make_hostile_corpus(folder: Path, only: list[str] | None = None) -> dict[str, tuple[Path, str]]:
@@ -194,4 +232,6 @@ def make_hostile_corpus(folder: Path, only: list[str] | None = None) -> dict[str
             for entry, data in zeros.items():
                 zf.writestr(entry, data)
         out["zero-zip-1000x"] = (z, "expands")
+    if only is None or "zip-bad-crc" in only:
+        out["zip-bad-crc"] = (_stored_zip_with_bad_crc(base, folder / "bad-crc.zip"), "damaged")
     return out

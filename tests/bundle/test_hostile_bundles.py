@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from _cli import assert_one_line, run_cli
-from _hostile_bundles import FOLDER_CASES, make_hostile_corpus
+from _hostile_bundles import FOLDER_CASES, ZIP_CASES, make_hostile_corpus
 from _slides import small_slide
 from napari_pathomics.bundle import Bundle, validate_bundle
 from napari_pathomics.cli import main as cli_main
@@ -26,7 +26,7 @@ from napari_pathomics.errors import BundleError
 from napari_pathomics.inference.checks import runtime_problems
 from napari_pathomics.inference.engine import Engine
 
-NAMES = [*FOLDER_CASES, "encrypted-zip", "zero-zip-1000x"]
+NAMES = [*FOLDER_CASES, *ZIP_CASES]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_score_refuses_in_one_line_and_writes_no_report(
 
 
 def test_a_refused_zip_leaves_nothing_extracted(corpus) -> None:
-    for name in ("encrypted-zip", "zero-zip-1000x"):
+    for name in ZIP_CASES:
         with pytest.raises(BundleError):
             Bundle.load(corpus[name][0])
     cache = Path(os.environ["PATHOMICS_CACHE_DIR"]) / "bundles"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from _hostile_bundles import FOLDER_CASES, make_hostile_corpus
+from _hostile_bundles import FOLDER_CASES, ZIP_CASES, make_hostile_corpus
 from _slides import small_slide
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
@@ -21,7 +21,7 @@ from napari_pathomics.widgets.score_widget import ScoreWidget
 
 pytestmark = [pytest.mark.viewer, pytest.mark.slow]
 
-CASES = [*FOLDER_CASES, "encrypted-zip", "zero-zip-1000x"]
+CASES = [*FOLDER_CASES, *ZIP_CASES]
 
 
 def _errors_since(start: int) -> list[str]:

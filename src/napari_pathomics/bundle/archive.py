@@ -14,6 +14,7 @@ import stat
 import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ..errors import BundleError
@@ -27,6 +28,36 @@ _ZIP_MAX_TOTAL = 4 * 1024**3
 _ZIP_MAX_RATIO = 200.0
 _ZIP_RATIO_MIN_SIZE = 1024 * 1024
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+#: What a damaged zip entry raises while it is inflated (bad CRC, truncated data, unknown method).
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError, OSError)
+
+
+def parse_manifest(raw: bytes) -> dict:
+    """A manifest's JSON object from its bytes; BundleError in one line when it is not one."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{MANIFEST_NAME}: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BundleError(f"{MANIFEST_NAME}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{MANIFEST_NAME}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise BundleError(f"{MANIFEST_NAME}: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal too long to convert
+        raise BundleError(f"{MANIFEST_NAME}: unreadable JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST_NAME}: top level must be a JSON object")
+    return manifest
+
+
+def listed_names(manifest: dict) -> set[str]:
+    """The safe file names a manifest lists (unsafe ones are the manifest check's to report)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return set()
+    return {n for n in files if isinstance(n, str) and unsafe_name_reason(n) is None and n != MANIFEST_NAME}
 
 
 def unsafe_name_reason(name: str) -> str | None:
@@ -180,42 +211,66 @@ def _zip_plan(zf: zipfile.ZipFile, label: str) -> tuple[str, list[zipfile.ZipInf
     return root, files
 
 
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+    """One (small, size-checked) entry's bytes; a damaged entry is one BundleError line."""
+    try:
+        with zf.open(info) as src:
+            data = src.read(info.file_size + 1)
+    except _ZIP_READ_ERRORS as exc:
+        raise BundleError(f"{label}: entry {info.filename!r} is damaged ({exc})") from None
+    if len(data) > info.file_size:
+        raise BundleError(f"{label}: entry {info.filename!r} inflates past its declared size (zip bomb?)")
+    return data
+
+
+def _listed_entries(
+    zf: zipfile.ZipFile, root: str, files: list[zipfile.ZipInfo], label: str
+) -> tuple[bytes, list[tuple[str, zipfile.ZipInfo]]]:
+    """The zip's manifest bytes and the (name, entry) of the files it lists, from the central directory.
+
+    Only these are extracted: entries the manifest does not list never reach the disk, so what a
+    zip may put in the cache is bounded by what its manifest names.
+    """
+    by_name = {i.filename[len(root) :]: i for i in files if i.filename.startswith(root)}
+    man_info = by_name[MANIFEST_NAME]
+    if man_info.file_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{label}: {MANIFEST_NAME} larger than {MAX_MANIFEST_BYTES} bytes")
+    raw = _read_entry(zf, man_info, label)
+    listed = listed_names(parse_manifest(raw))
+    chosen = [(n, by_name[n]) for n in sorted(listed) if n in by_name]
+    total = sum(i.file_size for _, i in chosen)
+    if total > _ZIP_MAX_TOTAL:
+        raise BundleError(f"{label}: the listed files declare {total} bytes (limit {_ZIP_MAX_TOTAL})")
+    return raw, chosen
+
+
 def _extract_zip(path: Path) -> Path:
-    """Safely extract a bundle zip into the cache (keyed by the zip's sha256) and return the folder."""
+    """Check a bundle zip from its central directory, then extract its manifest and the files it
+    lists (nothing else) into the cache, keyed by the zip's sha256; return the folder."""
     label = path.name
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise BundleError(f"{label}: not a readable zip file ({exc})") from None
     with zf:
         root, files = _zip_plan(zf, label)
+        raw, chosen = _listed_entries(zf, root, files, label)
         dest = cache_dir("bundles") / sha256_file(path)[:24]
         if (dest / MANIFEST_NAME).is_file():
             # Reuse the cached copy only if its manifest is still the zip's (hashes then pin the rest).
-            if (dest / MANIFEST_NAME).read_bytes() == zf.read(root + MANIFEST_NAME):
+            if (dest / MANIFEST_NAME).read_bytes() == raw:
                 return dest
             shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
-            written = 0
-            for info in files:
-                entry_written = 0
-                rel = info.filename[len(root) :] if info.filename.startswith(root) else None
-                if not rel:
-                    continue
+            (tmp / MANIFEST_NAME).write_bytes(raw)
+            for rel, info in chosen:
                 target = (tmp / rel).resolve()
                 if not target.is_relative_to(tmp.resolve()):
                     raise BundleError(f"{label}: entry {info.filename!r} escapes the bundle folder")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        written += len(block)
-                        entry_written += len(block)
-                        # Headers can lie about sizes: count what is actually inflated.
-                        if written > _ZIP_MAX_TOTAL or entry_written > info.file_size:
-                            raise BundleError(f"{label}: inflated data exceeds its declared size (zip bomb?)")
-                        dst.write(block)
+                _inflate(zf, info, target, label)
             try:
                 os.replace(tmp, dest)
             except OSError:  # another process extracted it first
@@ -226,6 +281,22 @@ def _extract_zip(path: Path) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
+
+
+def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, label: str) -> None:
+    """Write one entry, counting what is actually inflated (headers can lie about sizes)."""
+    written = 0
+    try:
+        with zf.open(info) as src, open(target, "wb") as dst:
+            while block := src.read(1 << 20):
+                written += len(block)
+                if written > info.file_size:
+                    raise BundleError(f"{label}: entry {info.filename!r} inflates past its declared size (zip bomb?)")
+                dst.write(block)
+    except BundleError:
+        raise
+    except _ZIP_READ_ERRORS as exc:
+        raise BundleError(f"{label}: entry {info.filename!r} is damaged ({exc})") from None
 
 
 def resolve_folder(path: str | Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import math
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +19,9 @@ from ..errors import BundleError
 from ..provenance import sha256_file
 from .archive import (
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     PICKLE_SUFFIXES,
+    parse_manifest,
     resolve_folder,
     safetensors_problem,
     sniff_pickle,
@@ -28,31 +29,26 @@ from .archive import (
 )
 from .schema import SUPPORTED_SCHEMA_VERSIONS, schema_problems
 
-__all__ = ["Bundle", "validate_bundle", "read_manifest", "manifest_problems", "file_problems", "MANIFEST_NAME"]
-
-_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+__all__ = [
+    "Bundle",
+    "validate_bundle",
+    "read_manifest",
+    "manifest_problems",
+    "file_problems",
+    "named_files",
+    "reference_problem",
+    "MANIFEST_NAME",
+]
 
 
 def read_manifest(folder: Path) -> tuple[dict, bytes]:
     mpath = folder / MANIFEST_NAME
     if not mpath.is_file():
         raise BundleError(f"{folder}: no {MANIFEST_NAME}")
-    if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
-        raise BundleError(f"{MANIFEST_NAME}: larger than {_MAX_MANIFEST_BYTES} bytes")
+    if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{MANIFEST_NAME}: larger than {MAX_MANIFEST_BYTES} bytes")
     raw = mpath.read_bytes()
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BundleError(f"{MANIFEST_NAME}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{MANIFEST_NAME}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise BundleError(f"{MANIFEST_NAME}: JSON nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal too long to convert
-        raise BundleError(f"{MANIFEST_NAME}: unreadable JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{MANIFEST_NAME}: top level must be a JSON object")
-    return manifest, raw
+    return parse_manifest(raw), raw
 
 
 def _non_finite(obj: object, path: str) -> str | None:
@@ -64,6 +60,42 @@ def _non_finite(obj: object, path: str) -> str | None:
         found = _non_finite(v, f"{path}.{k}")
         if found:
             return found
+    return None
+
+
+def named_files(manifest: dict) -> dict[str, object]:
+    """Block → the file name it gives, for every manifest block that makes the program read a file.
+
+    The one list of such blocks: the model's weights, the image-only and combined signatures,
+    the risk head and the class head. An absent, null or empty entry names no file.
+    """
+    out: dict[str, object] = {}
+    model = manifest.get("model")
+    if isinstance(model, dict) and model.get("weights") not in (None, ""):
+        out["model.weights"] = model["weights"]
+    for key in ("signature", "signature_clinical"):
+        if manifest.get(key) not in (None, ""):
+            out[key] = manifest[key]
+    for key in ("risk_head", "head"):
+        spec = manifest.get(key)
+        if isinstance(spec, dict):
+            out[f"{key}.weights"] = spec.get("weights", f"{key}.safetensors")
+    return out
+
+
+def reference_problem(block: str, name: object, files: object) -> str | None:
+    """Why ``name`` (given by manifest ``block``) may not be read (None if it may).
+
+    The one rule for every file a bundle makes the program read: a plain relative name inside
+    the bundle, listed in ``files`` with its sha256 (which loading verifies).
+    """
+    if not isinstance(name, str):
+        return f"{block} must be a file name, got {type(name).__name__} {str(name)[:80]!r}"
+    why = unsafe_name_reason(name)
+    if why:
+        return f"{block} {name[:200]!r} is not a plain relative name inside the bundle ({why})"
+    if not isinstance(files, dict) or name not in files:
+        return f"{block} {name[:200]!r} is not listed in files (every file a bundle reads needs its sha256 there)"
     return None
 
 
@@ -94,22 +126,16 @@ def _semantic_problems(manifest: dict) -> list[str]:
             probs.append(f"files: unsafe file name {name!r} ({why})")
         elif name == MANIFEST_NAME:
             probs.append(f"files: {MANIFEST_NAME} must not list itself")
+    for block, name in named_files(manifest).items():
+        why = reference_problem(block, name, files)
+        if why:
+            probs.append(why)
     weights = model.get("weights")
-    if isinstance(weights, str):
-        if weights not in files:
-            probs.append(f"model.weights {weights!r} is not listed in files")
-        if weights.lower().endswith(PICKLE_SUFFIXES):
-            probs.append(f"model.weights {weights!r}: pickled checkpoints are refused; convert to .safetensors")
+    if isinstance(weights, str) and weights.lower().endswith(PICKLE_SUFFIXES):
+        probs.append(f"model.weights {weights!r}: pickled checkpoints are refused; convert to .safetensors")
     for name in files:
         if name.lower().endswith(PICKLE_SUFFIXES):
             probs.append(f"files: {name!r} looks like a pickled file; bundles carry only safetensors/JSON")
-    sig = manifest.get("signature")
-    if isinstance(sig, str) and sig not in files:
-        probs.append(f"signature {sig!r} is not listed in files")
-    for block in ("head", "risk_head"):
-        spec = manifest.get(block)
-        if isinstance(spec, dict) and isinstance(spec.get("weights"), str) and spec["weights"] not in files:
-            probs.append(f"{block}.weights {spec['weights']!r} is not listed in files")
     return probs
 
 
@@ -294,19 +320,47 @@ class Bundle:
         spec = self.manifest.get(key)
         if not isinstance(spec, dict):
             return None
-        name = spec.get("weights", default_file)
-        if name not in self.file_hashes:
-            raise BundleError(f"{key}.weights {name!r} is not listed in the bundle's files")
+        path = self.file(f"{key}.weights")
+        assert path is not None  # a declared block always names a file (default_file when it omits one)
+        name = path.name
         try:
-            return name, spec, load_file(str(self.path / name))
+            return name, spec, load_file(str(path))
         except (OSError, ValueError, TypeError, SafetensorError) as exc:
             raise BundleError(f"{name}: unreadable {what} ({type(exc).__name__}: {exc})") from None
 
+    def file(self, block: str, verify: bool = True) -> Path | None:
+        """The file manifest ``block`` names (see :func:`named_files`), or None when it names none.
+
+        The one resolver of every file a bundle makes the program read: a listed, plain relative
+        name inside the bundle, no symlink, present, and (``verify``) still the sha256 the
+        manifest pins. BundleError in one line otherwise.
+        """
+        name = named_files(self.manifest).get(block)
+        if name is None:
+            return None
+        why = reference_problem(block, name, self.manifest.get("files"))
+        if why:
+            raise BundleError(why)
+        assert isinstance(name, str)
+        p = self.path / name
+        if p.is_symlink() or not p.resolve().is_relative_to(self.path.resolve()):
+            raise BundleError(f"{block} {name!r}: a symlink or outside the bundle folder")
+        if not p.is_file():
+            raise BundleError(f"{block} {name!r}: listed in files but missing from {self.path}")
+        if verify:
+            actual = sha256_file(p)
+            if actual != str(self.file_hashes[name]).lower():
+                raise BundleError(f"{name}: sha256 changed since the bundle was loaded ({actual[:12]}…)")
+        return p
+
     @property
     def weights_path(self) -> Path:
-        return self.path / self._model["weights"]
+        """The weights file, resolved but not re-hashed (``file("model.weights")`` hashes it)."""
+        p = self.file("model.weights", verify=False)
+        assert p is not None  # the schema requires model.weights
+        return p
 
     @property
     def signature_path(self) -> Path | None:
-        sig = self.manifest.get("signature")
-        return self.path / sig if sig else None
+        """The image-only signature, resolved but not re-hashed (``file("signature")`` hashes it)."""
+        return self.file("signature", verify=False)

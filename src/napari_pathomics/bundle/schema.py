@@ -9,7 +9,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-__all__ = ["SUPPORTED_SCHEMA_VERSIONS", "load_schema", "schema_problems"]
+__all__ = ["SUPPORTED_SCHEMA_VERSIONS", "load_schema", "schema_problems", "model_args_problems"]
 
 #: Manifest schema versions this code reads, oldest first; the last one is written.
 SUPPORTED_SCHEMA_VERSIONS: tuple[str, ...] = ("1.0",)
@@ -33,4 +33,18 @@ def schema_problems(manifest: dict, version: str = "1.0") -> list[str]:
         if len(msg) > 200:
             msg = msg[:197] + "..."
         out.append(f"manifest.json: {where}: {msg}")
+    return out
+
+
+def model_args_problems(model_args: Any, version: str = "1.0") -> list[str]:
+    """``schema_problems`` of a manifest's ``model.model_args`` alone (e.g. before an import builds the model)."""
+    schema = load_schema(version)
+    sub = {"$defs": schema["$defs"], **schema["properties"]["model"]["properties"]["model_args"]}
+    out = []
+    for err in sorted(
+        Draft202012Validator(sub).iter_errors(model_args), key=lambda e: [str(p) for p in e.absolute_path]
+    ):
+        where = ".".join(["model.model_args", *(str(p) for p in err.absolute_path)])
+        msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
+        out.append(f"{where}: {msg}")
     return out

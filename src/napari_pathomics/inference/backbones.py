@@ -14,7 +14,6 @@ from typing import Any
 
 from ..bundle import Bundle
 from ..errors import BundleError
-from ..provenance import sha256_file
 from .head import HEAD_FILE, ClassHead, load_class_head
 
 __all__ = ["PatchModel", "FAMILIES", "build_model", "resolve_layer", "keep_triton_out", "set_classifier"]
@@ -114,13 +113,12 @@ def build_model(bundle: Bundle, device: str | Any = "cpu") -> PatchModel:
     from safetensors.torch import load_file  # heavy: torch
 
     module = _create_timm(bundle)
-    # Re-check the weights file right before reading it (it could have changed since load).
-    name = bundle.manifest["model"]["weights"]
-    actual = sha256_file(bundle.weights_path)
-    if actual != bundle.file_hashes[name]:
-        raise BundleError(f"{name}: sha256 changed since the bundle was loaded ({actual[:12]}…)")
+    # Re-checked right before reading it (it could have changed since load).
+    path = bundle.file("model.weights")
+    assert path is not None  # the schema requires model.weights
+    name = path.name
     try:
-        state = load_file(str(bundle.weights_path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{name}: cannot read safetensors ({exc})") from None
     for key, tensor in state.items():

@@ -33,8 +33,8 @@ def patch_risk_weights(bundle: Bundle) -> np.ndarray:
     Classes the signature does not name weigh 0.
     """
     names = list(bundle.class_names)
-    path = bundle.signature_path
-    if path is not None and path.is_file():
+    path = bundle.file("signature")
+    if path is not None:
         try:
             spec = read_patch_risk_weights(path)
         except SignatureError as exc:

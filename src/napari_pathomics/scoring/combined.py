@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..bundle import Bundle
@@ -55,16 +54,13 @@ RESEARCH_ONLY = (
 
 def load_clinical_signature(bundle: Bundle) -> Signature | None:
     """The bundle's combined (pathomics + clinical) signature; None when the bundle has none."""
-    name = bundle.manifest.get("signature_clinical")
-    if not name:
+    path = bundle.file("signature_clinical")  # the bundle's one resolver: listed, inside, sha256 verified
+    if path is None:
         return None
-    path = Path(bundle.path) / str(name)
-    if not path.is_file():
-        raise SignatureError(f"bundle {bundle.name!r} names clinical signature {name} but the file is missing")
     sig = Signature.from_json(path)
     if sig.clinical is None:
         raise SignatureError(
-            f"{name} of bundle {bundle.name!r} has no clinical covariates; it is not a combined signature"
+            f"{path.name} of bundle {bundle.name!r} has no clinical covariates; it is not a combined signature"
         )
     return sig
 

@@ -207,11 +207,9 @@ class PatientScore:
 # ---------------------------------------------------------------------------------------------
 def load_signature(bundle: Bundle) -> Signature:
     """The bundle's signature, checked against its model; SignatureError says why it cannot score."""
-    path = bundle.signature_path
+    path = bundle.file("signature")  # the bundle's one resolver: listed, inside, sha256 verified
     if path is None:
         raise SignatureError(f"bundle {bundle.name!r} has no signature: it can classify tiles but not score a patient")
-    if not Path(path).is_file():
-        raise SignatureError(f"bundle {bundle.name!r} names signature {Path(path).name} but the file is missing")
     sig = Signature.from_json(path)
     if sig.feature_spec is None:
         raise SignatureError(f"signature {sig.name!r} has no feature spec: it cannot be computed from tile results")
