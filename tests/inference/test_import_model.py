@@ -7,14 +7,21 @@
   with Resize and Normalize, safetensors weights) keeps its geometry and normalisation;
 * pickled (``.pt``/``.bin``) and TorchScript weights are refused with the command that converts
   them on a trusted machine, and are never unpickled: their ``__reduce__`` would create a marker
-  file, which must not exist after the API and the CLI have refused them.
+  file, which must not exist after the API and the CLI have refused them;
+* that command is a fixed program taking the paths as shell-quoted arguments: a file named to
+  break out of Python or shell quoting runs nothing when the printed line is pasted into a shell;
+* a config's ``num_classes`` of 1e9 or a string ``drop_rate`` in ``model_args`` is one line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shlex
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -177,6 +184,62 @@ def test_real_torch_and_torchscript_files_get_the_right_conversion(tmp_path, nam
     with pytest.raises(BundleError, match=r"TorchScript weights are refused.*torch\.jit\.load"):
         import_model(jit_src, tmp_path / "b2")
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil'); __import__('os').system('touch PWNED'); ('.pt",
+        'evil"; touch PWNED; ".pt',
+        "$(touch PWNED).pt",
+        "`touch PWNED`.bin",
+    ],
+)
+def test_the_conversion_hint_runs_no_code_from_the_file_name(tmp_path, name: str) -> None:
+    """Pasting the printed command converts the checkpoint and runs nothing the file name says."""
+    src, model = _wsinfer_folder(tmp_path / "src", weights_name=name)
+    torch.save(model.state_dict(), src / name)
+    with pytest.raises(BundleError) as info:
+        import_model(src, tmp_path / "bundle")
+    msg = str(info.value)
+    assert "\n" not in msg
+    command = msg.split("convert them with: ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "-c"] and argv[3:] == [
+        str((src / name).resolve()),
+        str(src.resolve() / "model.safetensors"),
+    ]
+    assert "touch" not in argv[2] and name not in argv[2]  # the program is fixed: no input inside it
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not list(tmp_path.rglob("PWNED")) and not list(Path.cwd().glob("PWNED"))
+    assert (src / "model.safetensors").is_file()
+    assert import_model(src, tmp_path / "bundle").num_classes == 2  # the converted weights import
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda c: c.update(num_classes=1e9), "num_classes must be a whole number from 1 to 10000"),
+        (lambda c: c.update(num_classes=2.5), "num_classes must be a whole number"),
+        (lambda c: c.setdefault("model_args", {}).update(drop_rate="0.5"), "model_args.drop_rate"),
+        (lambda c: c.setdefault("model_args", {}).update(drop_path_rate=5.0), "model_args.drop_path_rate"),
+        (lambda c: c.setdefault("model_args", {}).update(embed_dim=1e9), "model_args.embed_dim"),
+        (lambda c: c.update(model_args=["x"]), "model_args must be an object"),
+        (lambda c: c["pretrained_cfg"].update(input_size=[3, "a", "a"]), "input_size"),
+    ],
+)
+def test_unbounded_or_mistyped_config_values_are_one_line(tmp_path, hf_model, capsys, edit, words: str) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(hf_model[0], src)
+    cfg = json.loads((src / "config.json").read_text())
+    edit(cfg)
+    (src / "config.json").write_text(json.dumps(cfg))
+    assert cli_main(["import-model", str(src), "--out", str(tmp_path / "bundle")]) == BundleError.exit_code
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_a_pickle_named_safetensors_is_refused_unopened(tmp_path, hf_model) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..bundle import Bundle, staged_bundle, validate_bundle, write_bundle
 from ..bundle.archive import PICKLE_SUFFIXES, safetensors_problem, sniff_pickle
+from ..bundle.schema import model_args_problems
 from ..errors import BundleError
 from ..provenance import now_iso, sha256_file
 from ..units import DEFAULT_MPP
@@ -52,17 +54,28 @@ PALETTE = (
 )
 #: A class whose name contains one of these is high-risk by default (tumour-like classes).
 TUMOUR_WORDS = ("tum", "cancer", "carcinoma", "malignant", "metast", "invasive", "neoplas")
-#: timm's own pretrained_cfg keys that describe preprocessing we reproduce.
+#: Fixed conversion programs (no input is ever put into them): the checkpoint and the output
+#: file come as command-line arguments, shell-quoted (see :func:`_convert_hint`).
 _CONVERT = (
-    'python -c "import torch; from safetensors.torch import save_file; '
-    "sd = torch.load('{src}', map_location='cpu', weights_only=True); "
-    "save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\""
+    "import sys, torch; from safetensors.torch import save_file; "
+    'sd = torch.load(sys.argv[1], map_location="cpu", weights_only=True); '
+    "save_file({k: v.contiguous() for k, v in sd.items()}, sys.argv[2])"
 )
 _CONVERT_JIT = (
-    'python -c "import torch; from safetensors.torch import save_file; '
-    "m = torch.jit.load('{src}', map_location='cpu'); "
-    "save_file({{k: v.contiguous() for k, v in m.state_dict().items()}}, 'model.safetensors')\""
+    "import sys, torch; from safetensors.torch import save_file; "
+    'm = torch.jit.load(sys.argv[1], map_location="cpu"); '
+    "save_file({k: v.contiguous() for k, v in m.state_dict().items()}, sys.argv[2])"
 )
+
+
+def _convert_hint(path: Path, jit: bool) -> str:
+    """The command converting ``path`` to ``model.safetensors`` beside it: a fixed program, the paths
+    as shell-quoted arguments, so no file name can become code when the line is pasted."""
+    src, dst = str(path), str(path.with_name("model.safetensors"))
+    if not (src.isprintable() and dst.isprintable()):
+        return "rename it to a plain file name first; import-model then prints the conversion command"
+    program = _CONVERT_JIT if jit else _CONVERT
+    return f"python -c {shlex.quote(program)} {shlex.quote(src)} {shlex.quote(dst)}"
 
 
 @dataclass
@@ -119,11 +132,10 @@ def _weights(src: Path) -> Path:
     if pickled:
         p = pickled[0]
         jit = "torchscript" in p.name.lower() or "jit" in p.name.lower() or _is_torchscript(p)
-        how = (_CONVERT_JIT if jit else _CONVERT).format(src=p.name)
         kind = "TorchScript" if jit else "pickled"
         raise BundleError(
-            f"{p.name}: {kind} weights are refused (loading them runs code from the file); "
-            f"on a trusted machine, in {src}, convert them with: {how}"
+            f"{p.name!r}: {kind} weights are refused (loading them runs code from the file); "
+            f"on a trusted machine, convert them with: {_convert_hint(p.resolve(), jit)}"
         )
     raise BundleError(f"{src}: no weights (.safetensors) found")
 
@@ -145,6 +157,18 @@ def _finite(value: Any, what: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise BundleError(f"config.json: {what} must be a positive number, got {value!r}")
     return v
+
+
+#: The most classes a bundle may have (the manifest schema's bound).
+MAX_CLASSES = 10_000
+
+
+def _count(value: Any, what: str, hi: int) -> int:
+    """A whole number in 1..``hi`` (a class count, a patch size), before anything is sized by it."""
+    v = _finite(value, what)
+    if v != int(v) or v > hi:
+        raise BundleError(f"config.json: {what} must be a whole number from 1 to {hi}, got {value!r}")
+    return int(v)
 
 
 def _triple(value: Any, what: str) -> list[float]:
@@ -180,19 +204,25 @@ def _from_timm(cfg: dict[str, Any]) -> dict[str, Any]:
     pc = cfg.get("pretrained_cfg") or {}
     if not isinstance(pc, dict):
         raise BundleError("config.json: pretrained_cfg must be an object")
-    n = int(_finite(cfg.get("num_classes", pc.get("num_classes")), "num_classes"))
+    n = _count(cfg.get("num_classes", pc.get("num_classes")), "num_classes", MAX_CLASSES)
     size = pc.get("input_size", [3, 224, 224])
     if not (isinstance(size, (list, tuple)) and len(size) == 3 and size[1] == size[2]):
         raise BundleError(f"config.json: pretrained_cfg.input_size must be [3, S, S], got {size!r}")
+    raw_args = cfg.get("model_args") or {}
+    if not isinstance(raw_args, dict):
+        raise BundleError(f"config.json: model_args must be an object, got {type(raw_args).__name__}")
     args = {
         k: v
-        for k, v in (cfg.get("model_args") or {}).items()
+        for k, v in raw_args.items()
         if k not in ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay")
     }
+    problems = model_args_problems(args)  # typed and bounded before timm builds anything from them
+    if problems:
+        raise BundleError(f"config.json: {problems[0]}")
     return {
         "architecture": str(cfg["architecture"]),
         "num_classes": n,
-        "input_size": int(size[1]),
+        "input_size": _count(size[1], "pretrained_cfg.input_size", 65536),
         "classes": _class_names(cfg.get("label_names"), n),
         "mean": _triple(pc.get("mean", (0.485, 0.456, 0.406)), "pretrained_cfg.mean"),
         "std": _triple(pc.get("std", (0.229, 0.224, 0.225)), "pretrained_cfg.std"),
@@ -207,8 +237,8 @@ def _from_wsinfer(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in ("architecture", "num_classes", "patch_size_pixels", "spacing_um_px"):
         if key not in cfg:
             raise BundleError(f"config.json: WSInfer config lacks {key!r}")
-    n = int(_finite(cfg["num_classes"], "num_classes"))
-    patch = int(_finite(cfg["patch_size_pixels"], "patch_size_pixels"))
+    n = _count(cfg["num_classes"], "num_classes", MAX_CLASSES)
+    patch = _count(cfg["patch_size_pixels"], "patch_size_pixels", 65536)
     spacing = _finite(cfg["spacing_um_px"], "spacing_um_px")
     size, mean, std = patch, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     for t in cfg.get("transform") or []:
@@ -218,7 +248,7 @@ def _from_wsinfer(cfg: dict[str, Any]) -> dict[str, Any]:
         if t.get("name") == "Resize":
             s = a.get("size")
             s = s[0] if isinstance(s, (list, tuple)) and s else s
-            size = int(_finite(s, "transform Resize size"))
+            size = _count(s, "transform Resize size", 65536)
         elif t.get("name") == "Normalize":
             mean, std = (
                 _triple(a.get("mean"), "transform Normalize mean"),
