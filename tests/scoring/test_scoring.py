@@ -9,7 +9,7 @@ from shapely.geometry import box
 from _bundles import make_bundle
 from _cli import CLI
 from _slides import small_slide
-from napari_pathomics.errors import SignatureError
+from napari_pathomics.errors import TilingError
 from napari_pathomics.scoring import load_signature, score_patient, slide_tiles
 from napari_pathomics.scoring.report import render_report_html, write_report_json
 from napari_pathomics.wsi.annotations import Annotation
@@ -40,7 +40,8 @@ def test_score_is_reproducible_and_equals_the_signature_by_hand(tmp_path, sig_bu
 def test_no_tiles_in_roi_is_a_clear_error(tmp_path, sig_bundle):
     s = small_slide(tmp_path / "a.svs")
     tiny = [Annotation(box(0, 0, 5, 5))]
-    with pytest.raises(SignatureError, match="no slide has a classified tile.*no tile lies inside"):
+    # the per-slide step's one rule (as ``infer``, ``score-cohort`` and the Analyze dock): TilingError
+    with pytest.raises(TilingError, match="no slide has a tile to analyse.*lies inside its ROIs and tissue"):
         score_patient([s], sig_bundle, rois=[tiny], device="cpu")
 
 

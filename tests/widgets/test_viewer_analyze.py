@@ -118,3 +118,19 @@ def test_refused_bundle_is_a_notification(make_napari_viewer, tmp_path, marked_t
     w._refresh_bundle()
     assert w.run() is None and "not usable" in w.bundle_info.text()
     assert len(viewer.layers) == 2
+
+
+def test_a_slide_of_glass_is_the_step_tiling_error_as_a_notification(make_napari_viewer, tmp_path):
+    """The dock plans through the per-slide step: an empty plan is its TilingError, as in ``infer``."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    glass = write_slide(tmp_path / "glass.svs", np.full((1024, 1536, 3), 243, np.uint8), mpp=MPP, fmt="svs")
+    viewer = make_napari_viewer()
+    session.add_slide(viewer, glass)
+    w = AnalyzeWidget(viewer)
+    w.bundle_path.setText(str(make_bundle(tmp_path / "bundle").path))
+    w._refresh_bundle()
+    start = len(notification_manager.records)
+    assert w.run() is None and w.worker is None
+    errors = [str(n.message) for n in notification_manager.records[start:] if n.severity == NotificationSeverity.ERROR]
+    assert any("tile of glass.svs lies inside its tissue: nothing to analyse" in e for e in errors), errors

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_set
-from ..errors import TilingError
 from ..outputs import check_output_dir
 from ..provenance import bundle_record, run_record
 from ..resources import DEFAULT_BUNDLE
@@ -33,11 +32,11 @@ OUTPUTS = (
 
 def _infer(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
+    from ..inference.analyze import analyze_slide
     from ..inference.engine import Engine
     from ..results import cache_root
     from ..wsi.annotations import read_geojson
     from ..wsi.slide import open_slide
-    from ..wsi.tiling import plan_for_bundle
 
     t0 = time.perf_counter()
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
@@ -46,24 +45,24 @@ def _infer(args: argparse.Namespace) -> int:
     with open_slide(args.slide, mpp=args.slide_mpp) as slide:
         slide.mpp  # noqa: B018 - fail early and clearly without µm/px
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
-        grid = plan_for_bundle(
-            slide, bundle, rois, tissue=False if args.no_tissue else None, min_tissue=args.min_tissue
-        )
-        if len(grid) == 0:  # as the Analyze dock and score: an empty plan is said, not "0 tiles (all from cache)"
-            where = "its ROIs and tissue" if rois and not args.no_tissue else ("its ROIs" if rois else "its tissue")
-            raise TilingError(
-                f"no {bundle.tile_um:g} µm tile of {slide.path.name} lies inside {where}: nothing "
-                "to analyse (widen the ROI"
-                + (", lower --min-tissue or use --no-tissue)" if not args.no_tissue else ")")
-            )
         engine = Engine(
             bundle, device=args.device, batch_size=args.batch_size, amp=args.amp, num_threads=args.threads, tta=args.tta
         )
-        t_plan = time.perf_counter() - t0
         cancel = threading.Event()
+        run = analyze_slide(
+            slide,
+            engine,
+            rois,
+            tissue=False if args.no_tissue else None,
+            min_tissue=args.min_tissue,
+            use_cache=not args.no_cache,
+            cams=tuple(args.cam or ()),
+            cancel=cancel,
+        )
+        grid = run.grid
+        t_plan = time.perf_counter() - t0
         bar = progress_bar(len(grid), quiet=args.quiet, unit="tile", desc=Path(args.slide).name)
         t_run = time.perf_counter()
-        run = engine.run(slide, grid, use_cache=not args.no_cache, cams=tuple(args.cam or ()), cancel=cancel)
         try:
             for upd in run:
                 if bar is not None:

@@ -18,12 +18,12 @@ from .common import BATCH, add_slide_mpp_option, bounded, print_json, progress_b
 def _propose(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
     from ..errors import ResultsError
+    from ..inference.analyze import analyze_slide
     from ..outputs import check_output
     from ..results.regions import propose_tumour, tumour_classes
     from ..scoring.engines import shared_engine
     from ..wsi.annotations import read_geojson, write_geojson
     from ..wsi.slide import open_slide
-    from ..wsi.tiling import plan_for_bundle
 
     out = check_output(args.out, "GeoJSON", [args.slide, args.roi])
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
@@ -38,13 +38,9 @@ def _propose(args: argparse.Namespace) -> int:
     with open_slide(args.slide, mpp=args.slide_mpp) as slide:
         slide.mpp  # noqa: B018 - fail early and clearly without µm/px
         rois = read_geojson(args.roi, bounds=slide.dimensions).annotations if args.roi else None
-        grid = plan_for_bundle(slide, bundle, rois)
-        if len(grid) == 0:
-            raise ResultsError(
-                f"no {bundle.tile_um:g} µm tile lies in the tissue of {slide.path.name}: nothing to propose"
-            )
         engine, _ = shared_engine(bundle, device=args.device, batch_size=args.batch_size)
-        run = engine.run(slide, grid)
+        run = analyze_slide(slide, engine, rois)
+        grid = run.grid
         bar = progress_bar(len(grid), quiet=args.quiet, unit="tile", desc=slide.path.name)
         try:
             for upd in run:

@@ -1,8 +1,9 @@
 """The per-slide task of ``score-cohort``: score one slide on whichever process runs it.
 
 :func:`score_slide` is a plain top-level function (picklable by reference) that opens one slide,
-plans its tiles as every other command does (``wsi.tiling.plan_for_bundle``, ROIs clipped to the
-slide), runs the process's shared engine and writes the slide's outputs. It never raises: a
+plans and runs its tiles through the per-slide step every command uses
+(``inference.analyze.analyze_slide``; a slide without a tile fails with its TilingError) on the
+process's shared engine and writes the slide's outputs. It never raises: a
 failing slide returns a ``failed`` record with a one-line error, so one bad slide does not stop
 the others.
 
@@ -27,13 +28,13 @@ from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_set
 from ..errors import CohortError, PathomicsError
+from ..inference.analyze import analyze_slide
 from ..inference.engine import Engine
 from ..provenance import file_fingerprint, now_iso, sha256_file
 from ..results import FAILED, TileResults
 from ..scoring.engines import load_bundle, shared_engine
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide
-from ..wsi.tiling import plan_for_bundle
 from .table import CohortRow
 
 __all__ = ["ScoreOptions", "score_slide", "warm_worker", "completed_record", "slide_dir", "DONE_NAME", "RESULTS_NAME"]
@@ -198,15 +199,20 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
     with open_slide(row["slide_path"]) as slide:
         rois = read_geojson(row["roi_path"], bounds=slide.dimensions).annotations if row.get("roi_path") else None
         tp = time.perf_counter()
-        grid = plan_for_bundle(
-            slide, engine.bundle, rois, tissue=False if o.no_tissue else None, min_tissue=o.min_tissue
+        step = analyze_slide(
+            slide,
+            engine,
+            rois,
+            tissue=False if o.no_tissue else None,
+            min_tissue=o.min_tissue,
+            cache_dir=o.cache_dir,
+            use_cache=o.cache_dir is not None,
         )
+        grid = step.grid
         t_plan = time.perf_counter() - tp
         tr = time.perf_counter()
-        run = engine.run(slide, grid, cache_dir=o.cache_dir, use_cache=o.cache_dir is not None)
-        for _ in run:
-            pass
-        res = run.results
+        res = step.run_all()
+        run = step.run
         t_run = time.perf_counter() - tr
         if not res.complete:
             raise CohortError("the engine stopped before every tile had a result")

@@ -1,4 +1,4 @@
-"""Running a bundle's model: backbones, tile reading, preprocessing, the engine, Grad-CAM.
+"""Running a bundle's model: backbones, tile reading, preprocessing, the engine, the per-slide step, Grad-CAM.
 
 torch and timm load only when a model is first built, so importing this package stays cheap.
 """
@@ -14,5 +14,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Engine": "engine",
         "InferenceRun": "engine",
         "Prediction": "engine",
+        "SlideRun": "analyze",
+        "analyze_slide": "analyze",
+        "plan_slide": "analyze",
     },
 )

@@ -21,7 +21,7 @@ from ..errors import CohortError
 from ..results import DONE, FAILED, TileResults
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide
-from ..wsi.tiling import plan_for_bundle
+from .analyze import analyze_slide
 from .engine import Engine
 
 __all__ = ["SlideEmbeddings", "backbone_key", "extract_slide"]
@@ -84,21 +84,24 @@ def extract_slide(
     no_tissue: bool = False,
     min_tissue: float | None = None,
 ) -> SlideEmbeddings:
-    """Embeddings and probabilities of a slide's ROI ∩ tissue tiles (cached when ``cache_dir``)."""
+    """Embeddings and probabilities of a slide's ROI ∩ tissue tiles (cached when ``cache_dir``).
+
+    A slide without a tile in its ROIs ∩ tissue is a TilingError, as in every other command.
+    """
     with open_slide(slide_path) as slide:
         rois = read_geojson(roi_path, bounds=slide.dimensions).annotations if roi_path else None
-        grid = plan_for_bundle(slide, engine.bundle, rois, tissue=False if no_tissue else None, min_tissue=min_tissue)
-        if len(grid) == 0:
-            raise CohortError(f"{Path(slide_path).name}: no tiles in the ROIs/tissue")
-        res = engine.run_all(
+        res = analyze_slide(
             slide,
-            grid,
+            engine,
+            rois,
+            tissue=False if no_tissue else None,
+            min_tissue=min_tissue,
             cache_dir=cache_dir,
             use_cache=cache_dir is not None,
             embeddings=True,
             cache_id=f"emb{backbone_key(engine.bundle)}",
             emb_dtype="float32",
-        )
+        ).run_all()
     if not np.any(res.status == DONE):
         raise CohortError(f"{Path(slide_path).name}: every tile is background or failed to decode")
     return SlideEmbeddings(res)

@@ -24,6 +24,8 @@ import numpy as np
 from ..atomic import atomic_write_set, atomic_write_text
 from ..errors import ResultsError
 from ..provenance import json_default, strict_json
+from ..units import DEFAULT_MPP
+from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid, scatter, stitch_tiles
 from .export import tiles_csv, tiles_geojson
 from .status import BACKGROUND, DONE, FAILED, PENDING, STATUS_NAMES
@@ -86,6 +88,30 @@ class TileResults:
 
     def __len__(self) -> int:
         return int(self.cols.size)
+
+    def grid(self, slide: Slide) -> TileGrid:
+        """The TileGrid these results were computed on, rebuilt on ``slide``.
+
+        Same lattice, same tiles, same key: a run on it (the engine, nuclei) reads and writes the
+        same cache entries. ResultsError when the results carry another grid's key (another slide).
+        """
+        m = self.meta
+        grid = TileGrid(
+            cols=self.cols.copy(),
+            rows=self.rows.copy(),
+            tile_size_l0=self.tile_size_l0,
+            tile_um=float(m.get("tile_um") or self.tile_size_l0 * slide.mpp[0]),
+            mpp=float(m.get("mpp") or DEFAULT_MPP),
+            slide_width=slide.width,
+            slide_height=slide.height,
+            coverage=np.ones(len(self), dtype=np.float32),
+            params={"from": "results"},
+        )
+        if m.get("grid_key") and grid.key() != m["grid_key"]:
+            raise ResultsError(
+                f"these results were computed on another tile grid than {slide.path.name}'s; run the analysis again"
+            )
+        return grid
 
     # ---- views ----------------------------------------------------------------------------
     @property

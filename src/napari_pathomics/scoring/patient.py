@@ -23,7 +23,8 @@ import numpy as np
 
 from ..bundle import Bundle
 from ..cells.run import run_nuclei
-from ..errors import CancelledError, SignatureError
+from ..errors import CancelledError, SignatureError, TilingError
+from ..inference.analyze import analyze_slide
 from ..inference.engine import Engine
 from ..inference.head import ClassHead
 from ..provenance import (
@@ -35,10 +36,8 @@ from ..provenance import (
 )
 from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults
 from ..signature import FeatureSpec, Signature, SignatureScore, SlideTiles
-from ..units import DEFAULT_MPP
 from ..wsi.annotations import Annotation, clip_annotations
 from ..wsi.slide import Slide, open_slide
-from ..wsi.tiling import TileGrid, plan_for_bundle
 from .context import case_context, slide_cancer_type
 from .engines import shared_engine
 
@@ -57,6 +56,7 @@ __all__ = [
 ]
 
 REPORT_KIND = "pathomics-patient-score"
+STATUS_CODES = (DONE, FAILED, BACKGROUND, PENDING)
 REPORT_VERSION = 1
 
 
@@ -260,17 +260,7 @@ def nuclear_tile_values(
     own = not isinstance(slide, Slide)
     s = open_slide(slide) if own else slide
     try:
-        mpp = s.mpp[0]
-        grid = TileGrid(
-            cols=res.cols,
-            rows=res.rows,
-            tile_size_l0=res.tile_size_l0,
-            tile_um=float(res.meta.get("tile_um") or res.tile_size_l0 * mpp),
-            mpp=float(res.meta.get("mpp") or DEFAULT_MPP),
-            slide_width=s.width,
-            slide_height=s.height,
-            coverage=np.ones(len(res), dtype=np.float32),
-        )
+        grid = res.grid(s)
         if len(grid) == 0:
             return {}
         run = run_nuclei(s, grid, cancel=cancel, cache_dir=cache_dir, use_cache=use_cache)
@@ -317,6 +307,191 @@ def _check_len(name: str, items: Sequence[Any] | None, n: int) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+@dataclass
+class _ScoredSlide:
+    """What one slide gives the patient: its summary, its results (None: no tile planned), its nuclei."""
+
+    summary: SlideSummary
+    results: TileResults | None
+    rois: list[Annotation] | None
+    nuclear: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class _Run:
+    """How the slides of one patient are run (the engine options shared by all of them)."""
+
+    bundle: Bundle
+    device: str
+    batch_size: int
+    amp: str
+    tta: str
+    cache_dir: str | Path | None
+    use_cache: bool
+    cancel: threading.Event | None
+    class_head: ClassHead | None
+    engine: Engine | None = None
+
+    def get_engine(self) -> Engine:
+        if self.engine is None:
+            engine, _ = shared_engine(
+                self.bundle,
+                device=self.device,
+                batch_size=self.batch_size,
+                amp=self.amp,
+                **({"tta": self.tta} if self.tta != "none" else {}),
+            )
+            self.engine = engine.with_class_head(self.class_head) if self.class_head is not None else engine
+        return self.engine
+
+
+def _slide_results(
+    slide: Slide,
+    rois: list[Annotation] | None,
+    given: TileResults | None,
+    how: _Run,
+    report: Progress,
+    base: float,
+    span: float,
+    warnings: list[str],
+) -> tuple[TileResults | None, bool, str | None, float]:
+    """Results of one slide: the given ones when usable, else the per-slide step's run.
+
+    Returns (results, from_cache, grid key, unreadable mm²); results are None when the plan has
+    no tile (the step's TilingError becomes a warning: the slide is left out of the score).
+    """
+    name, bundle_id = slide.path.name, how.bundle.bundle_id
+    if given is not None and (given.meta.get("bundle_id") not in (None, bundle_id) or not given.complete):
+        why = "another bundle" if given.meta.get("bundle_id") not in (None, bundle_id) else "incomplete"
+        warnings.append(f"{name}: the given results were {why}; recomputed with {how.bundle.name}")
+        given = None
+    if given is not None:
+        return given, False, given.meta.get("grid_key"), 0.0
+    report(f"{name}: planning tiles", base)
+    try:
+        step = analyze_slide(
+            slide, how.get_engine(), rois, cache_dir=how.cache_dir, use_cache=how.use_cache, cancel=how.cancel
+        )
+    except TilingError as exc:
+        warnings.append(f"{exc}; left out of the score")
+        return None, False, None, 0.0
+    report(f"{name}: inference on {len(step.grid)} tiles", base)
+    for upd in step:
+        report(f"{name}: {upd.done}/{upd.total} tiles", base + upd.fraction * span)
+    res = step.results
+    if not res.complete:
+        raise CancelledError(
+            f"scoring cancelled during inference on {name} ({res.n_done}/{len(res)} tiles; a rerun resumes from the cache)"
+        )
+    return res, step.from_cache, step.grid.key(), step.unreadable_mm2
+
+
+def _summary(
+    slide: Slide,
+    res: TileResults | None,
+    rois: list[Annotation] | None,
+    from_cache: bool,
+    grid_key: str | None,
+    unreadable: float,
+    warnings: list[str],
+) -> SlideSummary:
+    """One slide's contribution as the report shows it; a slide without a classified tile is said."""
+    name = slide.path.name
+    n = len(res) if res is not None else 0
+    counts = {code: int(np.count_nonzero(res.status == code)) if res is not None else 0 for code in STATUS_CODES}
+    used = counts[DONE] > 0
+    if res is not None and not used:
+        warnings.append(
+            f"{name}: none of its {n} tiles could be classified "
+            f"({counts[BACKGROUND]} background, {counts[FAILED]} failed); left out of the score"
+        )
+    elif used and (counts[FAILED] or unreadable):
+        warnings.append(
+            f"{name}: {counts[FAILED]} of {n} tiles failed to decode and were left out"
+            + (f" ({unreadable:.3g} mm² of the slide is unreadable)" if unreadable else "")
+        )
+    path = Path(slide.path)
+    mpp_xy = tuple(float(v) for v in slide.mpp) if slide.has_mpp else None
+    tile_um = (
+        (res.meta.get("tile_um") or (res.tile_size_l0 * mpp_xy[0] if mpp_xy else None)) if res is not None else None
+    )
+    roi_mm2 = float(sum(a.geometry.area for a in rois)) * mpp_xy[0] * mpp_xy[1] / 1e6 if rois and mpp_xy else None
+    return SlideSummary(
+        path=str(path),
+        fingerprint=(fp := slide.file_hash()),
+        sha256=fp,
+        size_bytes=path.stat().st_size,
+        width=slide.width,
+        height=slide.height,
+        mpp=[float(v) for v in slide.mpp] if slide.has_mpp else [],
+        n_tiles=n,
+        n_done=counts[DONE],
+        n_failed=counts[FAILED],
+        n_background=counts[BACKGROUND],
+        n_pending=counts[PENDING],
+        composition=composition(res.probs[res.status == DONE], res.class_names) if res is not None else {},
+        n_rois=len(rois) if rois else None,
+        used=used,
+        from_cache=from_cache,
+        grid_key=grid_key,
+        unreadable_mm2=unreadable,
+        tile_um=float(tile_um) if tile_um else None,
+        roi_mm2=roi_mm2,
+        tissue_metadata=slide_cancer_type(getattr(slide, "properties", {}) or {}),
+    )
+
+
+def score_slide(
+    slide: Slide,
+    sig: Signature,
+    how: _Run,
+    *,
+    rois: list[Annotation] | None = None,
+    given: TileResults | None = None,
+    report: Progress,
+    base: float = 0.0,
+    span: float = 1.0,
+    warnings: list[str],
+) -> _ScoredSlide:
+    """The per-slide half of :func:`score_patient`: ROIs clipped, results (given or run), nuclei."""
+    name = slide.path.name
+    if rois:
+        clipped = clip_annotations(rois, slide.dimensions, source=f"ROIs of {name}")
+        rois = clipped.annotations
+        warnings.extend(f"{name}: {w}" for w in clipped.warnings)
+    res, from_cache, grid_key, unreadable = _slide_results(slide, rois, given, how, report, base, span, warnings)
+    summary = _summary(slide, res, rois, from_cache, grid_key, unreadable, warnings)
+    nuclear = None
+    if summary.used and res is not None and sig.feature_spec is not None and sig.feature_spec.nuclear:
+        report(f"{name}: nuclei on {summary.n_done} tiles", base + 0.9 * span)
+        nuclear = nuclear_tile_values(slide, res, sig.feature_spec, cancel=how.cancel, use_cache=how.use_cache)
+    return _ScoredSlide(summary, res, rois or None, nuclear)
+
+
+def _pool(
+    scored: Sequence[_ScoredSlide], sig: Signature, warnings: list[str]
+) -> tuple[dict[str, float], SignatureScore, dict[str, float], list[str], list[str]]:
+    """The patient half of :func:`score_patient`: features and score from the used slides' tiles.
+
+    TilingError when no slide had a tile to run at all (the per-slide rule, for the patient);
+    SignatureError when tiles ran but none of them could be classified.
+    """
+    used = [s for s in scored if s.summary.used]
+    if not used:
+        detail = "; ".join(w for w in warnings if "left out of the score" in w)
+        if all(s.results is None for s in scored):
+            raise TilingError(f"cannot score patient: no slide has a tile to analyse ({detail})")
+        raise SignatureError(f"cannot score patient: no slide has a classified tile in its ROIs ({detail})")
+    tiles = [
+        slide_tiles(s.results, Path(s.summary.path).name, nuclear=s.nuclear)  # type: ignore[arg-type]
+        for s in used
+    ]
+    features, sc = score_tiles(sig, tiles)
+    names = list(tiles[0].class_names)
+    colors = list(used[0].results.class_colors)  # type: ignore[union-attr]
+    return features, sc, composition(np.concatenate([t.probs for t in tiles]), names), names, colors
+
+
 def score_patient(
     slides: Sequence[str | Path | Slide],
     bundle: Bundle,
@@ -345,8 +520,10 @@ def score_patient(
     ``PatientScore.context``. ``class_head`` replaces the bundle's class head (one adapted in the
     viewer and not saved yet; recorded in ``PatientScore.bundle``). ``tta`` is the engine's
     test-time augmentation (``inference.engine.TTA_MODES``; off by default, as it measured no
-    better). A slide without any classified tile is left out with a warning; if no slide has one,
-    or the bundle has no signature, a :class:`SignatureError` explains why.
+    better). Each slide goes through the per-slide step (``inference.analyze_slide``); a slide
+    without a tile to run, or without a classified tile, is left out with a warning. If no
+    slide has a tile to run that is the step's TilingError; if none has a classified tile, or
+    the bundle has no signature, a :class:`SignatureError` says why.
     """
     t0 = time.perf_counter()
     started = now_iso()
@@ -357,151 +534,44 @@ def score_patient(
     sig = load_signature(bundle)  # before any inference: a bundle that cannot score fails at once
     roi_list = _check_len("ROIs", rois, len(slides))
     given = _check_len("results", results, len(slides))
-    n = len(slides)
-    summaries: list[SlideSummary] = []
-    res_list: list[TileResults | None] = []
-    slide_objs: list[Any] = []
-    warnings: list[str] = []
-    nuclear: dict[int, dict[str, np.ndarray] | None] = {}
-    head_engine: Engine | None = None
-    if class_head is not None and given and any(r is not None for r in given):
+    if class_head is not None and any(r is not None for r in given):
         raise SignatureError("give either results or a class head, not both: results carry their own head")
-
+    how = _Run(bundle, device, batch_size, amp, tta, cache_dir, use_cache, cancel, class_head)
+    n = len(slides)
+    warnings: list[str] = []
+    scored: list[_ScoredSlide] = []
+    slide_objs: list[Any] = []
     for i, item in enumerate(slides):
         if cancel is not None and cancel.is_set():
             raise CancelledError("scoring cancelled")
         own = not isinstance(item, Slide)
         slide = open_slide(item, mpp=slide_mpp) if own else item
         try:
-            name = slide.path.name
-            base = i / n
-            report(f"{name}: planning tiles", base)
-            res = given[i]
-            from_cache = False
-            if res is not None and (res.meta.get("bundle_id") not in (None, bundle.bundle_id) or not res.complete):
-                why = "another bundle" if res.meta.get("bundle_id") not in (None, bundle.bundle_id) else "incomplete"
-                warnings.append(f"{name}: the given results were {why}; recomputed with {bundle.name}")
-                res = None
-            grid_key = res.meta.get("grid_key") if res is not None else None
-            unreadable = 0.0
-            if roi_list[i]:
-                clipped = clip_annotations(roi_list[i], slide.dimensions, source=f"ROIs of {name}")
-                roi_list[i] = clipped.annotations
-                warnings.extend(f"{name}: {w}" for w in clipped.warnings)
-            if res is None:
-                slide.mpp  # noqa: B018 - a slide without µm/px fails here with a clear message
-                grid = plan_for_bundle(slide, bundle, roi_list[i] or None)
-                grid_key = grid.key()
-                unreadable = float(grid.params.get("unreadable_mm2", 0.0))
-                if len(grid) == 0:
-                    res = TileResults.empty(
-                        grid,
-                        bundle.class_names,
-                        bundle.class_colors,
-                        {"slide": str(slide.path), "bundle_id": bundle.bundle_id},
-                    )
-                else:
-                    engine, _ = shared_engine(
-                        bundle, device=device, batch_size=batch_size, amp=amp, **({"tta": tta} if tta != "none" else {})
-                    )
-                    if class_head is not None:
-                        engine = head_engine = head_engine or engine.with_class_head(class_head)
-                    report(f"{name}: inference on {len(grid)} tiles", base)
-                    computed = False
-                    run = engine.run(slide, grid, cache_dir=cache_dir, use_cache=use_cache, cancel=cancel)
-                    for upd in run:
-                        computed = computed or not upd.from_cache
-                        report(f"{name}: {upd.done}/{upd.total} tiles", base + upd.fraction / n)
-                    res = run.results
-                    from_cache = not computed
-                    if not res.complete:
-                        raise CancelledError(
-                            f"scoring cancelled during inference on {name} "
-                            f"({res.n_done}/{len(res)} tiles; a rerun resumes from the cache)"
-                        )
-            counts = {code: int(np.count_nonzero(res.status == code)) for code in (DONE, FAILED, BACKGROUND, PENDING)}
-            ok = res.status == DONE
-            comp = composition(res.probs[ok], res.class_names)
-            used = counts[DONE] > 0
-            if not used:
-                if len(res) == 0:
-                    why = "no tile lies inside its ROIs and tissue" if roi_list[i] else "no tissue tile was found"
-                else:
-                    why = (
-                        f"none of its {len(res)} tiles could be classified "
-                        f"({counts[BACKGROUND]} background, {counts[FAILED]} failed)"
-                    )
-                warnings.append(f"{name}: {why}; left out of the score")
-            elif counts[FAILED] or unreadable:
-                warnings.append(
-                    f"{name}: {counts[FAILED]} of {len(res)} tiles failed to decode and were left out"
-                    + (f" ({unreadable:.3g} mm² of the slide is unreadable)" if unreadable else "")
-                )
-            path = Path(slide.path)
-            mpp_xy = tuple(float(v) for v in slide.mpp) if slide.has_mpp else None
-            tile_um = res.meta.get("tile_um") or (res.tile_size_l0 * mpp_xy[0] if mpp_xy else None)
-            roi_mm2 = (
-                float(sum(a.geometry.area for a in roi_list[i])) * mpp_xy[0] * mpp_xy[1] / 1e6
-                if roi_list[i] and mpp_xy
-                else None
-            )
-            summaries.append(
-                SlideSummary(
-                    path=str(path),
-                    fingerprint=(fp := slide.file_hash()),
-                    sha256=fp,
-                    size_bytes=path.stat().st_size,
-                    width=slide.width,
-                    height=slide.height,
-                    mpp=[float(v) for v in slide.mpp] if slide.has_mpp else [],
-                    n_tiles=len(res),
-                    n_done=counts[DONE],
-                    n_failed=counts[FAILED],
-                    n_background=counts[BACKGROUND],
-                    n_pending=counts[PENDING],
-                    composition=comp,
-                    n_rois=len(roi_list[i]) if roi_list[i] else None,
-                    used=used,
-                    from_cache=from_cache,
-                    grid_key=grid_key,
-                    unreadable_mm2=unreadable,
-                    tile_um=float(tile_um) if tile_um else None,
-                    roi_mm2=roi_mm2,
-                    tissue_metadata=slide_cancer_type(getattr(slide, "properties", {}) or {}),
+            scored.append(
+                score_slide(
+                    slide,
+                    sig,
+                    how,
+                    rois=roi_list[i],
+                    given=given[i],
+                    report=report,
+                    base=i / n,
+                    span=1 / n,
+                    warnings=warnings,
                 )
             )
-            res_list.append(res)
             slide_objs.append(None if own else slide)
-            if used and sig.feature_spec is not None and sig.feature_spec.nuclear:
-                report(f"{name}: nuclei on {counts[DONE]} tiles", base + 0.9 / n)
-                nuclear[i] = nuclear_tile_values(
-                    slide, res, sig.feature_spec, cancel=cancel, cache_dir=None, use_cache=use_cache
-                )
         finally:
             if own:
                 slide.close()
-
-    used_idx = [i for i, s in enumerate(summaries) if s.used]
-    if not used_idx:
-        detail = "; ".join(w for w in warnings if "left out of the score" in w)
-        raise SignatureError(f"cannot score patient: no slide has a classified tile in its ROIs ({detail})")
-    report("computing features", 0.99)
-    tiles = [
-        slide_tiles(res_list[i], Path(summaries[i].path).name, nuclear=nuclear.get(i))  # type: ignore[arg-type]
-        for i in used_idx
-    ]
-    features, sc = score_tiles(sig, tiles)
-    pooled = np.concatenate([t.probs for t in tiles])
-    names = list(tiles[0].class_names)
-    colors = list(res_list[used_idx[0]].class_colors)  # type: ignore[union-attr]
-    pid = patient_id or Path(summaries[0].path).stem
+    features, sc, comp_all, names, colors = _pool(scored, sig, warnings)
+    summaries = [s.summary for s in scored]
     report("done", 1.0)
-    comp_all = composition(pooled, names)
     ctx = case_context(
         summaries, comp_all, names, sc.group, sig, bundle.manifest, case_type, [s.tissue_metadata for s in summaries]
     )
     return PatientScore(
-        patient_id=pid,
+        patient_id=patient_id or Path(summaries[0].path).stem,
         score=sc,
         features=features,
         composition=comp_all,
@@ -529,7 +599,7 @@ def score_patient(
         duration_s=round(time.perf_counter() - t0, 3),
         warnings=warnings,
         context=ctx,
-        results=res_list,
-        rois=[r or None for r in roi_list],
+        results=[s.results for s in scored],
+        rois=[s.rois for s in scored],
         slide_objects=slide_objs,
     )

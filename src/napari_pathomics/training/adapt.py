@@ -53,7 +53,6 @@ from ..provenance import now_iso, versions
 from ..results import DONE, PENDING, TileResults
 from ..results.labels import TileLabels
 from ..wsi.slide import Slide
-from ..wsi.tiling import TileGrid
 
 __all__ = [
     "AdaptConfig",
@@ -63,7 +62,6 @@ __all__ = [
     "adapt_head",
     "suggest_tiles",
     "collect_labelled",
-    "grid_of_results",
     "changed_tiles",
     "base_head",
     "write_adapted_bundle",
@@ -463,25 +461,6 @@ def _adapt_head(
 
 # ---------------------------------------------------------------------------------------------
 # which tiles, and their embeddings
-def grid_of_results(results: TileResults, slide: Slide) -> TileGrid:
-    """The TileGrid a result was computed on (same key, so the engine reads and writes the same cache)."""
-    m = results.meta
-    grid = TileGrid(
-        cols=results.cols.copy(),
-        rows=results.rows.copy(),
-        tile_size_l0=results.tile_size_l0,
-        tile_um=float(m.get("tile_um", 0) or 0),
-        mpp=float(m.get("mpp", 0) or 0),
-        slide_width=slide.width,
-        slide_height=slide.height,
-        coverage=np.ones(len(results), dtype=np.float32),
-        params={"from": "results"},
-    )
-    if m.get("grid_key") and grid.key() != m["grid_key"]:
-        raise LabelsError("these results were computed on another tile grid of the slide; run Analyze again")
-    return grid
-
-
 def collect_labelled(
     engine: Engine,
     slide: Slide,

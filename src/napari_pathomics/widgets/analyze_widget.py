@@ -35,13 +35,13 @@ from qtpy.QtWidgets import (
 from ..bundle import Bundle
 from ..colormaps import PALETTES, class_palette
 from ..errors import PathomicsError
+from ..inference.analyze import analyze_slide
 from ..inference.engine import InferenceRun
 from ..layers import CAM_SCALES, SCALE_KEY, VIEW_KEY, class_legend, views
 from ..resources import DEFAULT_BUNDLE
 from ..results import TileResults
 from ..scoring.engines import load_bundle, shared_engine
 from ..wsi.slide import Slide
-from ..wsi.tiling import plan_for_bundle
 from . import session
 from .cells_panel import CellsPanel
 from .controls import action_row
@@ -167,33 +167,32 @@ class AnalyzeWidget(QWidget):
         bundle = self.bundle()
         if bundle is None:
             return None
+        cams = self.cam_names()
+        cancel = self.cancel_event = threading.Event()
         try:
-            rois = current_rois(self.viewer, slide)
-            grid = plan_for_bundle(slide, bundle, rois or None, tissue=current_tissue(self.viewer, slide))
-            if len(grid) == 0:
-                session.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
-                return None
-            if grid.params.get("unreadable_mm2"):
-                session.show_warning(
-                    f"{slide.path.name}: {grid.params['unreadable_mm2']:.3g} mm² cannot be decoded; "
-                    "its tiles are attempted and will be reported as failed"
-                )
-            # built here, in the UI thread, so the worker thread joins the tuned heap (see Engine)
+            # the engine is built here, in the UI thread, so the worker thread joins the tuned heap (see Engine)
             engine, _ = shared_engine(bundle, device=self.device.currentText(), batch_size=self.batch.value())
+            rois = current_rois(self.viewer, slide)
+            step = analyze_slide(
+                slide, engine, rois, tissue=current_tissue(self.viewer, slide), cancel=cancel, cams=cams
+            )  # plans here; the run opens (hashes the slide, reads the cache) in the worker
         except PathomicsError as exc:
             session.report(exc, "cannot start the analysis")
             return None
-        cams = self.cam_names()
-        cancel = self.cancel_event = threading.Event()
+        grid = step.grid
+        if step.unreadable_mm2:
+            session.show_warning(
+                f"{slide.path.name}: {step.unreadable_mm2:.3g} mm² cannot be decoded; "
+                "its tiles are attempted and will be reported as failed"
+            )
         self.status.setText(f"{len(grid)} tiles · {'RAM + ' if 'risk' in cams else ''}{engine.device}")
         runs: list[InferenceRun] = []
 
         @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Iterator[Any]:
-            run = engine.run(slide, grid, cancel=cancel, cams=cams)  # reads the cache: off the UI thread
-            runs.append(run)
-            for update in run:
-                yield update, run.results
+            runs.append(step.run)
+            for update in step:
+                yield update, step.results
 
         worker = work()
         worker.yielded.connect(lambda payload: self._on_update(slide, *payload))

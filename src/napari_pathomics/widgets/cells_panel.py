@@ -138,16 +138,7 @@ class CellsPanel(QWidget):
         """The Analyze run's tiles when there is one (the join is then exact), else ROIs ∩ tissue."""
         res = self.results_of(slide)
         if res is not None and len(res):
-            return TileGrid(
-                cols=res.cols,
-                rows=res.rows,
-                tile_size_l0=res.tile_size_l0,
-                tile_um=float(res.meta.get("tile_um") or DEFAULT_TILE_UM),
-                mpp=float(res.meta.get("mpp") or 0.5),
-                slide_width=slide.width,
-                slide_height=slide.height,
-                coverage=np.ones(len(res), dtype=np.float32),
-            )
+            return res.grid(slide)
         rois = current_rois(self.viewer, slide)
         return plan_tiles(slide, rois or None, tissue=current_tissue(self.viewer, slide), tile_um=DEFAULT_TILE_UM)
 

@@ -80,7 +80,6 @@ from ..training.adapt import (
     changed_tiles,
     collect_labelled,
     describe_counts,
-    grid_of_results,
     one_blas_thread,
     suggest_tiles,
     write_adapted_bundle,
@@ -649,7 +648,7 @@ class CorrectPanel(QWidget):
             bases: dict[str, TileResults] = {}
             for s, lab, base in work_items:
                 if base is not None and base.missing_emb().any():  # cached before embeddings were kept
-                    run = engine.run(s, grid_of_results(base, s), embeddings=True, cancel=cancel)
+                    run = engine.run(s, base.grid(s), embeddings=True, cancel=cancel)
                     for upd in run:
                         yield ("progress", upd.fraction, f"{s.path.name}: embeddings {upd.done}/{upd.total} tiles")
                     base = run.results
