@@ -19,7 +19,7 @@ from distributed import LocalCluster
 
 from _bundles import tiny_bundle
 from _cli import CLI
-from _slides import small_slide
+from _slides import textured_he
 from napari_pathomics.cli import main
 from napari_pathomics.cohort.batch import score_cohort
 from napari_pathomics.cohort.generator import CohortSpec, make_cohort
@@ -28,6 +28,7 @@ from napari_pathomics.cohort.task import DONE_NAME, RESULTS_NAME, slide_dir
 from napari_pathomics.inference.engine import Engine
 from napari_pathomics.results import TileResults
 from napari_pathomics.wsi.slide import open_slide
+from napari_pathomics.wsi.synthetic import write_slide
 from napari_pathomics.wsi.tiling import plan_for_bundle
 
 pytestmark = pytest.mark.slow
@@ -156,7 +157,8 @@ def test_score_cohort_killed_then_resumed(tmp_path: Path) -> None:
     bundle = tiny_bundle(tmp_path / "bundle")
     rows = []
     for i in range(3):
-        s = small_slide(tmp_path / f"s{i}.svs", h=768, w=1024, seed=i)
+        # all tissue: a slide whose plan has no tile fails (TilingError), and this test is about resuming
+        s = write_slide(tmp_path / f"s{i}.svs", textured_he(768, 1024, seed=i), mpp=0.25)
         rows.append(f"P{i},{s.name}")
     csv = tmp_path / "cohort.csv"
     csv.write_text("patient_id,slide_path\n" + "\n".join(rows) + "\n")
