@@ -113,7 +113,7 @@ def _semantic_problems(manifest: dict) -> list[str]:
     names = [c.get("name") for c in classes if isinstance(c, dict)]
     if isinstance(model.get("num_classes"), int) and len(classes) != model["num_classes"]:
         probs.append(f"model.num_classes is {model['num_classes']} but model.classes lists {len(classes)}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted({n for n in names if names.count(n) > 1}, key=str)  # a broken manifest may mix types
     if dupes:
         probs.append(f"model.classes: duplicate class names {dupes}")
     unknown = [c for c in model.get("high_risk_classes", []) if c not in names]

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import shapely
@@ -138,8 +138,9 @@ class Annotation:
             and self._state() == self.as_read
         ):
             return copy.deepcopy(self.source)  # unedited: the feature exactly as it was read
-        src = copy.deepcopy(self.source) if self.source is not None else {"type": "Feature"}
-        props = src.get("properties") if isinstance(src.get("properties"), dict) else {}
+        src: dict[str, Any] = copy.deepcopy(self.source) if self.source is not None else {"type": "Feature"}
+        old_props = src.get("properties")
+        props: dict[str, Any] = old_props if isinstance(old_props, dict) else {}
         props = {**props, **{k: v for k, v in self.properties.items() if k not in ("classification", "name")}}
         if self.source is None:
             props["objectType"] = "annotation"
@@ -211,7 +212,7 @@ class QuPathObject:
         return copy.deepcopy(self.feature)
 
 
-GeoObject = Annotation | QuPathObject
+GeoObject: TypeAlias = Annotation | QuPathObject
 
 
 @dataclass
@@ -291,10 +292,11 @@ def parse_geojson(
     for i, feat in enumerate(feats):
         label = f"feature {i + 1}"
         if not isinstance(feat, dict):
-            objects.append(QuPathObject(feat, "unknown", None, "not a GeoJSON feature"))  # type: ignore[arg-type]
+            objects.append(QuPathObject(feat, "unknown", None, "not a GeoJSON feature"))
             warnings.append(f"{label}: not a GeoJSON feature, kept as it is")
             continue
-        props = feat.get("properties") if isinstance(feat.get("properties"), dict) else {}
+        raw_props = feat.get("properties")
+        props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
         obj_type = str(props.get("objectType") or _QUPATH02_IDS.get(str(feat.get("id")), "annotation"))
         raw_geom = feat.get("geometry")
         geom, why = _shape(raw_geom) if isinstance(raw_geom, dict) else (None, "no geometry")
@@ -308,7 +310,7 @@ def parse_geojson(
             objects.append(QuPathObject(feat, kind, geom, why))
             if why:
                 warnings.append(f"{label}: {why}, kept as it is")
-            elif kind in ("annotation", "line"):
+            elif kind in ("annotation", "line") and isinstance(raw_geom, dict):  # (a read geometry: a dict)
                 warnings.append(
                     f"{label}: {raw_geom.get('type')} has no area (ROIs must be polygons), kept but not used as an ROI"
                 )

@@ -11,6 +11,7 @@ at most ``RASTER_MAX_VERTICES`` vertices, and refused with a clear message other
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ from ..errors import AnnotationError
 
 __all__ = ["Area", "as_area", "repair_area", "clip_area", "ellipse_polygon", "MAX_VERTICES", "EXACT_MAX_CROSSINGS"]
 
-Area = Polygon | MultiPolygon
+Area: TypeAlias = Polygon | MultiPolygon
 
 #: A single ROI with more vertices than this is refused (QuPath's own exports stay far below).
 MAX_VERTICES = 1_000_000

@@ -71,11 +71,16 @@ def _resize(img: np.ndarray, w: int, h: int, area: bool = True) -> np.ndarray:
 class SlideReader(Protocol):
     """What ``Slide`` needs from a whole-slide file reader (tiffslide's ``TiffSlide`` has it)."""
 
-    properties: Mapping[str, Any]
-    level_dimensions: Sequence[tuple[int, int]]
-    level_downsamples: Sequence[float]
-    associated_images: Mapping[str, Any]  # name -> PIL image
-    zarr_group: Any  # level index as str -> array-like (y, x, c)
+    @property
+    def properties(self) -> Mapping[str, Any]: ...
+    @property
+    def level_dimensions(self) -> Sequence[tuple[int, int]]: ...
+    @property
+    def level_downsamples(self) -> Sequence[float]: ...
+    @property
+    def associated_images(self) -> Mapping[str, Any]: ...  # name -> PIL image
+    @property
+    def zarr_group(self) -> Any: ...  # level index as str -> array-like (y, x, c)
 
     def close(self) -> None: ...
 

@@ -46,7 +46,7 @@ class StainEstimate:
     stain_matrix: np.ndarray
     max_concentrations: np.ndarray
 
-    def to_dict(self, io: int = DEFAULT_IO, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA) -> dict:
+    def to_dict(self, io: float = DEFAULT_IO, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA) -> dict:
         """The manifest form (``model.normalization.macenko``)."""
         return {
             "stain_matrix": [[float(v) for v in row] for row in self.stain_matrix],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import shapely
@@ -213,7 +213,7 @@ def _window(rows: range, cols: range, s: float, d: float) -> tuple[slice, slice]
 def plan_tiles(
     slide: Slide,
     annotations: list[Annotation] | None = None,
-    tissue: TissueMask | None | bool = None,
+    tissue: TissueMask | Literal[False] | None = None,
     tile_um: float = DEFAULT_TILE_UM,
     mpp: float = DEFAULT_MPP,
     min_tissue: float = DEFAULT_MIN_TISSUE,
@@ -302,7 +302,7 @@ def plan_for_bundle(
     slide: Slide,
     bundle: TileGeometry,
     annotations: list[Annotation] | None = None,
-    tissue: TissueMask | None | bool = None,
+    tissue: TissueMask | Literal[False] | None = None,
     min_tissue: float | None = None,
 ) -> TileGrid:
     """The TileGrid a model needs on this slide: its tile size in µm at its µm/px.

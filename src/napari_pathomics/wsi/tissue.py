@@ -70,7 +70,7 @@ class TissueMask:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.mask.shape  # type: ignore[return-value]
+        return self.mask.shape
 
     @property
     def fraction(self) -> float:
