@@ -292,7 +292,7 @@ def _fmt_mm2(v: float | None) -> str:
 
 def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
     """Which area was scored: ROIs or all tissue, tiles classified, mm² (``slides``: SlideSummary or their JSON)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in slides:
         d = s.to_json() if hasattr(s, "to_json") else dict(s)
         tiles = d.get("tiles") or {}

@@ -433,15 +433,15 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
             scores = tuple(float(lv) for lv in levels) if not d.levels else tuple(float(i) for i in range(len(levels)))
         except ValueError:
             scores = tuple(float(i) for i in range(len(levels)))
-    imp = None
+    fill: str | None = None
     if rule == "impute" and miss[used].any():
         if d.type == "ordinal":
             med = float(np.median([scores[levels.index(k)] for k in keys]))
-            imp = levels[int(np.argmin([abs(s - med) for s in scores]))]
+            fill = levels[int(np.argmin([abs(s - med) for s in scores]))]
         else:
             counts = pd.Series(keys).value_counts()
-            imp = max(levels, key=lambda k: (int(counts.get(k, 0)), -levels.index(k)))  # the mode
-    return Covariate(d.name, d.type, "", levels, scores, None, imp, n_missing)
+            fill = max(levels, key=lambda k: (int(counts.get(k, 0)), -levels.index(k)))  # the mode
+    return Covariate(d.name, d.type, "", levels, scores, None, fill, n_missing)
 
 
 def fill_imputed(table: pd.DataFrame, spec: ClinicalSpec) -> pd.DataFrame:

@@ -81,7 +81,9 @@ def hazard_ratio(group_high: np.ndarray, time: np.ndarray, event: np.ndarray) ->
     return {k: (v if np.isfinite(v) else None) for k, v in out.items()}  # type: ignore[misc]
 
 
-def km_by_group(time: np.ndarray, event: np.ndarray, group_high: np.ndarray, grid: Sequence[float]) -> dict[str, Any]:
+def km_by_group(
+    time: np.ndarray, event: np.ndarray, group_high: np.ndarray, grid: Sequence[float] | np.ndarray
+) -> dict[str, Any]:
     """Kaplan–Meier survival (with 95 % CI) and numbers at risk per group on a time grid."""
     time = np.asarray(time, float)
     event = np.asarray(event, int)
@@ -125,7 +127,7 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def percentile(value: float, reference_sorted: Sequence[float]) -> float:
+def percentile(value: float, reference_sorted: Sequence[float] | np.ndarray) -> float:
     """Share (in %) of the reference cohort with a risk at or below ``value``."""
     ref = np.asarray(reference_sorted, float)
     return float(100.0 * np.searchsorted(ref, value, side="right") / len(ref))

@@ -260,7 +260,7 @@ class FeatureSpec:
     # ------------------------------------------------------------ compute
     def _pooled(self, slides: list[SlideTiles]) -> tuple[list[np.ndarray], np.ndarray | None]:
         probs = [_check_slide(s, self.classes, need_risk=self.mil) for s in slides]
-        risk = np.concatenate([s.risk for s in slides]) if self.mil else None  # type: ignore[misc]
+        risk = np.concatenate([s.risk for s in slides]) if self.mil else None
         return probs, risk
 
     def fit(self, patients: Iterable[Any]) -> "FeatureSpec":

@@ -349,7 +349,7 @@ class SignatureFitter:
                 table = fill_imputed(table, clin_spec)
             table = table.loc[used].reset_index(drop=True)
             rows = dict(clin_spec.rows)
-        if short:
+        if short and min_follow_up is not None:  # (short > 0 only with a minimum follow-up)
             rows = dict(rows or {"total": len(table), "used": len(table), "excluded": {}, "n_excluded": 0})
             rows["excluded"] = {
                 f"follow-up <= {float(min_follow_up):g} {self.time_unit}": short,
@@ -472,7 +472,7 @@ def _model_cv(cs: list[float], aucs: list[dict[float, float | None]], horizons: 
     """Mean and sd of a model's test-fold C-indices, and its mean time-dependent AUC per horizon."""
     td = {}
     for h in horizons:
-        vals = [a[float(h)] for a in aucs if a[float(h)] is not None]
+        vals = [v for v in (a[float(h)] for a in aucs) if v is not None]
         td[str(int(h) if float(h).is_integer() else h)] = float(np.mean(vals)) if vals else None
     return {
         "cv_c_index": float(np.mean(cs)),

@@ -105,9 +105,9 @@ def signature_problems(data: Mapping[str, Any]) -> list[str]:
         where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
         msg = err.message if len(err.message) <= 200 else err.message[:197] + "..."
         out.append(f"{where}: {msg}")
-    where = _non_finite(data)
-    if where:
-        out.append(f"{where}: NaN or infinite number")
+    non_finite = _non_finite(data)
+    if non_finite:
+        out.append(f"{non_finite}: NaN or infinite number")
     return out
 
 
