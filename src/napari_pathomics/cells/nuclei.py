@@ -108,7 +108,7 @@ class NucleiParams:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> NucleiParams:
         known = {f for f in cls.__dataclass_fields__}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in known}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in known}
         return cls(**kw)
 
 

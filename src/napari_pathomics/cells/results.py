@@ -254,7 +254,7 @@ class NucleiResults:
             "meta_json": np.array(json.dumps(doc, allow_nan=False, default=json_default)),
         }
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # (numpy's stub reads ** as maybe allow_pickle)
         return buf.getvalue()
 
     def save(self, path: str | Path) -> Path:

@@ -161,6 +161,7 @@ class NucleiRun:
         }
         self.cache_file = nuclei_cache_path(slide_hash, key, grid.key(), cache_dir) if use_cache else None
         self.results = self._open(meta)
+        self.stain: StainVectors | None  # None: estimated from the slide before the first tile
         if stain is not None:
             self.stain, self.reference = stain, self.results.meta.get("reference_threshold")
         elif "stain" in self.results.meta:  # resuming: the cached run's stain and threshold

@@ -61,7 +61,7 @@ class StainVectors:
         if est is None:
             return cls.ruifrok()
         h = np.asarray(est.stain_matrix[:, 0], dtype=np.float64)
-        cos = float(h @ RUIFROK_HE[:, 0].astype(np.float64) / max(np.linalg.norm(h), 1e-12))
+        cos = float(h @ RUIFROK_HE[:, 0].astype(np.float64) / max(float(np.linalg.norm(h)), 1e-12))
         if not np.isfinite(cos) or np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) > MAX_H_ANGLE_DEG:
             return cls.ruifrok()
         return cls(np.asarray(est.stain_matrix, dtype=np.float32), "macenko", io)

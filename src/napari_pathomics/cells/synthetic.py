@@ -176,9 +176,8 @@ def render_he(
     field = cv2.resize(cv2.GaussianBlur(small, (0, 0), 1.5), (w, h), interpolation=cv2.INTER_CUBIC)
     c_e = eosin * (0.6 + 0.8 * field) * rng.normal(1.0, 0.06, size=(h, w)).astype(np.float32)
     back = background_h * (0.6 + 0.8 * field[::-1, ::-1]) * rng.normal(1.0, 0.08, size=(h, w)).astype(np.float32)
-    c_hb = np.where(c_h > 0, c_h, back).astype(np.float32)
     sigma = max(0.3, blur_um / mpp)
-    c_hb = cv2.GaussianBlur(c_hb, (0, 0), sigma)
+    c_hb = cv2.GaussianBlur(np.where(c_h > 0, c_h, back).astype(np.float32), (0, 0), sigma)
     od = c_hb[..., None] * RUIFROK_HE[:, 0] + np.clip(c_e, 0, None)[..., None] * RUIFROK_HE[:, 1]
     rgb = 245.0 * np.exp(-od) + rng.normal(0.0, noise, size=(h, w, 3))
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)

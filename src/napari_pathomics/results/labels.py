@@ -433,7 +433,8 @@ class TileLabels:
                 continue
             name = obj.classification if isinstance(obj, QuPathObject) else obj.classification
             if isinstance(obj, Annotation) and obj.source is not None:
-                props = obj.source.get("properties") if isinstance(obj.source.get("properties"), dict) else {}
+                raw_props = obj.source.get("properties")
+                props = raw_props if isinstance(raw_props, dict) else {}
                 if "classification" not in props and LABEL_PROP not in props:
                     name = None  # an unclassified QuPath annotation (the reader defaults it to Tumor)
             if not name:
@@ -449,7 +450,7 @@ class TileLabels:
             own = _own_cell(obj, self.tile_size_l0)
             if own is not None:
                 cells = [own]
-                meta = obj.source.get("properties", {}).get(LABEL_PROP, {}) if isinstance(obj, Annotation) else {}
+                meta = _label_meta(obj) or {}
                 prev = TileLabel(own[0], own[1], cls, str(meta.get("by", "")), str(meta.get("at", "")))
             elif geom.geom_type in ("Point", "MultiPoint"):
                 pts = shapely.get_coordinates(geom)
@@ -525,13 +526,19 @@ def _mapping_text(mapping: Mapping[str, str], classes: Sequence[str]) -> str:
     return "; ".join(parts) if parts else "(empty)"
 
 
-def _own_cell(obj: Annotation | QuPathObject, tile_size_l0: float) -> tuple[int, int] | None:
-    """The lattice cell of a tile square this module wrote, when it is on the same lattice."""
+def _label_meta(obj: Annotation | QuPathObject) -> dict[str, Any] | None:
+    """The label block this module wrote into an annotation's properties, if it has one."""
     if not isinstance(obj, Annotation) or obj.source is None:
         return None
     props = obj.source.get("properties")
     meta = props.get(LABEL_PROP) if isinstance(props, dict) else None
-    if not isinstance(meta, dict):
+    return meta if isinstance(meta, dict) else None
+
+
+def _own_cell(obj: Annotation | QuPathObject, tile_size_l0: float) -> tuple[int, int] | None:
+    """The lattice cell of a tile square this module wrote, when it is on the same lattice."""
+    meta = _label_meta(obj)
+    if meta is None or obj.geometry is None:
         return None
     try:
         col, row = int(meta["col"]), int(meta["row"])
@@ -553,8 +560,8 @@ def _cells_with_centre_in(geom: Any, tile_size_l0: float) -> list[tuple[int, int
     r0, r1 = max(0, int(math.floor(miny / s - 0.5))), int(math.ceil(maxy / s))
     if c1 < c0 or r1 < r0 or (c1 - c0 + 1) * (r1 - r0 + 1) > 25_000_000:
         return []
-    cols, rows = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
-    cols, rows = cols.ravel(), rows.ravel()
+    col_grid, row_grid = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
+    cols, rows = col_grid.ravel(), row_grid.ravel()
     # centre of tile (c, r) as the TileGrid places it: origin + side / 2 (origins are rounded)
     cx = np.round(cols * s) + s / 2
     cy = np.round(rows * s) + s / 2

@@ -252,7 +252,7 @@ class TileResults:
         if self.emb is not None:
             arrays["emb"] = self.emb
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # (numpy's stub reads ** as maybe allow_pickle)
         return buf.getvalue()
 
     def files(self, name: str = "results.npz") -> dict[str, bytes]:
