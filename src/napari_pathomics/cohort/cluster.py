@@ -137,7 +137,7 @@ def run_tasks(
                     silence_logs=logging.ERROR,
                 )
             client = Client(cluster)
-            client.wait_for_workers(n_workers, timeout="120s")
+            client.wait_for_workers(n_workers, timeout=120.0)
             record["cluster"] = {
                 "kind": "LocalCluster",
                 "workers": n_workers,

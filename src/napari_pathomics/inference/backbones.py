@@ -44,9 +44,13 @@ class PatchModel:
         m = self.module
         return m.forward_head(m.forward_features(x), pre_logits=True)
 
+    def classifier(self) -> Any:
+        """The last layer, features → class scores (timm's ``get_classifier()``)."""
+        return self.module.get_classifier()
+
     def logits(self, features: Any) -> Any:
         """Class scores (B, C) from :meth:`features`."""
-        return self.module.get_classifier()(features)
+        return self.classifier()(features)
 
     def __call__(self, x: Any) -> Any:
         return self.logits(self.features(x))

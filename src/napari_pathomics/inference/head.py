@@ -139,7 +139,7 @@ def apply_head(
         has = done & np.isfinite(results.emb[:, 0])
     idx = np.flatnonzero(has)
     if idx.size:
-        emb = results.emb[idx].astype(np.float32)  # type: ignore[index]
+        emb = results.emb[idx].astype(np.float32)
         probs = head.probs(emb)
         out.probs[idx] = probs
         out.risk[idx] = patch_risk(probs, risk_weights) if risk_head is None else risk_head.predict(emb)

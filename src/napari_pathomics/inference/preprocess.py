@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def to_tensor(tiles: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 def preprocess_batch(
     tiles_uint8: np.ndarray,
     bundle: Bundle,
-    normalizer: MacenkoNormalizer | None | bool = None,
+    normalizer: MacenkoNormalizer | Literal[False] | None = None,
     return_fallback: bool = False,
 ):
     """Model input for a batch of RGB tiles, exactly as the bundle was trained.

@@ -62,8 +62,8 @@ def shape_to_polygon(vertices_yx: np.ndarray, shape_type: str) -> Polygon | None
     if shape_type == "ellipse":
         # napari stores an ellipse as the 4 corners of its bounding box
         center = v.mean(axis=0)
-        rx = np.linalg.norm(v[1] - v[0]) / 2
-        ry = np.linalg.norm(v[2] - v[1]) / 2
+        rx = float(np.linalg.norm(v[1] - v[0])) / 2
+        ry = float(np.linalg.norm(v[2] - v[1])) / 2
         angle = np.arctan2(v[1][1] - v[0][1], v[1][0] - v[0][0])
         base = ellipse_polygon((0.0, 0.0), (rx, ry))
         pts = np.asarray(base.exterior.coords)
@@ -203,16 +203,16 @@ def qupath_point_layers(slide: Slide, objects: Sequence[GeoObject]) -> list[Laye
 
 def qupath_cell_layer(slide: Slide, objects: Sequence[GeoObject]) -> LayerTuple | None:
     """QuPath cells, detections and tiles as centroids coloured by class, measurements as features."""
-    objs = [
-        o
+    found = [
+        (o, o.geometry)
         for o in objects
         if isinstance(o, QuPathObject) and o.kind in ("cell", "detection", "tile") and o.geometry is not None
     ]
-    if not objs:
+    if not found:
         return None
-    cents = [o.geometry.representative_point() if not o.geometry.is_empty else None for o in objs]
-    keep = [i for i, c in enumerate(cents) if c is not None]
-    objs, cents = [objs[i] for i in keep], [cents[i] for i in keep]
+    kept = [(o, g) for o, g in found if not g.is_empty]
+    objs, geoms = [o for o, _ in kept], [g for _, g in kept]
+    cents = [g.representative_point() for g in geoms]
     keys = sorted({k for o in objs for k in o.measurements})
     features: dict[str, Any] = {
         "kind": [o.kind for o in objs],
@@ -223,7 +223,7 @@ def qupath_cell_layer(slide: Slide, objects: Sequence[GeoObject]) -> LayerTuple 
     colors = [_object_color(o) for o in objs]
     # what is drawn when zoomed in: each object's outline, and a cell's nucleus inside it
     outlines = [[g for g in (o.geometry, o.nucleus) if g is not None and not g.is_empty] for o in objs]
-    bounds = np.asarray([o.geometry.bounds for o in objs], dtype=np.float64).reshape(-1, 4)
+    bounds = np.asarray([g.bounds for g in geoms], dtype=np.float64).reshape(-1, 4)
     kwargs = geometry_transform(slide)
     kwargs.update(
         name=f"{slide.path.name} QuPath cells and detections",

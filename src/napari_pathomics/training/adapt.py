@@ -11,7 +11,8 @@ kept with the results) is refitted:
   base's). Labels are class-balanced (each labelled class weighs the same in total).
 * **Fast on 2 cores.** ΔW lies in the span of the centred embeddings; it is fitted in their top
   ``r`` = 256 principal directions (a randomized range finder; exact when there are ≤ 256
-  labels) with a small L-BFGS, so 5 000 labels fit in well under 2 s.
+  labels) with a small L-BFGS, so even thousands of labels fit while the pathologist waits
+  (figures: ``docs/benchmarks.md``, bench_adapt).
 * **Honest figures.** Accuracy on the labels of the base head (it never saw them) and of the
   adapted procedure cross-validated (leave-one-tile-out up to 60 labels, else 5-fold, stratified),
   so "after" is never the accuracy on the labels it was fitted to.
@@ -73,10 +74,9 @@ __all__ = [
 def one_blas_thread() -> contextlib.AbstractContextManager:
     """BLAS/LAPACK on one thread for the block (threadpoolctl, when installed; else nothing changes).
 
-    The fit's matrices are small (a few thousand × 1280): one thread does them in tens of ms. With
-    torch loaded and the cores busy, OpenBLAS's own thread pool was measured (bench_adapt, 2 shared
-    cores) to make one 1280 × 256 QR take 5.8 s instead of 0.03 s and a 5 000-label adapt 15 s
-    instead of 0.9 s.
+    The fit's matrices are small (a few thousand × 1280), so one thread does them quickly. With
+    torch loaded and the cores busy, OpenBLAS's own thread pool fights torch's for the cores and
+    makes the fit many times slower (figures: ``docs/benchmarks.md``, bench_adapt).
     """
     if threadpool_limits is None:  # pragma: no cover
         return contextlib.nullcontext()
@@ -87,9 +87,9 @@ def one_blas_thread() -> contextlib.AbstractContextManager:
 class AdaptConfig:
     """How the head is refitted (recorded in the adapted bundle)."""
 
-    #: λ, the pull toward the base head in labelled tiles' worth (bench_adapt: 0.3–1 best on a new centre).
-    #: None chooses it by cross-validated log-loss on the labels, which trusts labels of neighbouring,
-    #: alike tiles too much (on bench_adapt it picks 0.03 and does worse on the other slide).
+    #: λ, the pull toward the base head in labelled tiles' worth (the default is bench_adapt's best on
+    #: a new centre). None chooses it by cross-validated log-loss on the labels, which trusts labels of
+    #: neighbouring, alike tiles too much: it picks too small a λ (``docs/benchmarks.md``).
     strength: float | None = 0.5
     grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)  # λ tried when it is chosen
     default_strength: float = 0.5  # λ when it cannot be chosen: too few labels per class, or very many
@@ -147,7 +147,7 @@ class AdaptResult:
     accuracy_before: float  # the base head on the labels
     accuracy_after: float  # the adapted procedure, cross-validated
     cv_method: str
-    per_class: dict[str, dict[str, float]]
+    per_class: dict[str, dict[str, float | None]]  # "after" is None without cross-validation
     fit_s: float
     cv_s: float
     config: AdaptConfig
@@ -181,8 +181,8 @@ def _lbfgs(
 ) -> np.ndarray:
     """Minimise a smooth convex ``f`` (value, gradient) by L-BFGS with a backtracking line search.
 
-    (scipy's L-BFGS-B spends ~35 ms per step in its own bookkeeping at 10 k variables here; this
-    loop costs what the gradient costs.)
+    (scipy's L-BFGS-B spends more per step in its own bookkeeping than the gradient costs at this
+    size; this loop costs what the gradient costs.)
     """
     x = x0.copy()
     fx, g = f(x)
@@ -541,7 +541,7 @@ def collect_labelled(
 
 def base_head(engine: Engine) -> ClassHead:
     """The head the engine's model runs (the weights file's classifier, or an adapted bundle's head)."""
-    return ClassHead.from_module(engine.model.get_classifier())
+    return ClassHead.from_module(engine.net.classifier())
 
 
 def changed_tiles(before: TileResults, after: TileResults) -> int:
