@@ -20,19 +20,7 @@ the worst pair), the cross-validated accuracy on the labels, fit time, per class
 per class, the ceiling (every tissue tile of slide A labelled), the fit time for 5 000 labels,
 and the time to refresh the class map of a 20 000-tile slide from its embeddings.
 
-Measured (2026-12-02, 2 CPU cores, defaults, 8 pairs × 5 draws): base 0.826 on B.
-``random``: k = 1 / 3 / 5 → 0.847 / 0.859 / 0.876 (worst pair 0.857 at k = 5).
-``corrections``: 0.876 / 0.895 / **0.902** (worst pair 0.878). Every tile of A labelled:
-0.875, below 5 corrections per class: the errors left are tiles of B cut from source tiles no
-label shows (2–5 source tiles per class and slide; B's STR and DEB mostly). Fit: 0.002–0.003 s
-for 8–40 labels; 5 000 labels: 0.47 s fit + 0.43 s CV. Refresh of 20 000 tiles: 0.16–0.18 s.
-Tried and not kept (no gain beyond the draw-to-draw spread; one-off scripts on 2–8 pairs built
-as here, not this script's pairs): λ from 0.1 to 2 (0.5 is best for both picks; 8 pairs),
-self-training and label propagation over slide A's unlabelled tiles (2 pairs), a per-feature
-standardised penalty (8 pairs), pooled features of earlier blocks added to the embedding (3
-pairs). On 3 pairs with tiles cropped from the image instead of read back from the slide,
-flipped and turned copies of the labelled tiles gave +0.3–0.4 points and d4 TTA on B +0.5
-points (at 6× the model time).
+Figures, with the variants tried and dropped: ``docs/benchmarks.md``.
 
 Caveat: the bundled model was fine-tuned on these very 41 source tiles (unshifted), so "before"
 measures the stain/scanner shift only, not generalisation to unseen tissue; the 5 extra tiles

@@ -1,4 +1,4 @@
-"""Clinical-context benchmark (issue 14): pathomics next to stage and age, and planted interplay.
+"""Clinical-context benchmark: pathomics next to stage and age, and planted interplay.
 
 Part A (TCGA): on the vendored TCGA colorectal table, the nested-CV C-index (mean ± sd over
 5 folds x ``--repeats`` repeats) of the pathomics-only (the bundled signature's tissue-class

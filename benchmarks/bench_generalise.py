@@ -1,5 +1,5 @@
 """Does the tissue classifier generalise better across sources with stronger stain augmentation,
-Macenko-normalised inputs, or test-time augmentation? Measured on a split by source (issue 12).
+Macenko-normalised inputs, or test-time augmentation? Measured on a split by source.
 
 Part 1, a split by source of the vendored real NCT-CRC-HE tiles (``data/tiles/nct-crc-he`` and
 ``nct-crc-he-extra``): NCT-CRC-HE-100K tiles (file names without ``TCGA``: 9 + 3) and CRC-VAL-HE-7K
@@ -27,42 +27,7 @@ generalisation to unseen tissue; part 1 is the honest split.
 
 Run: python benchmarks/bench_generalise.py [--seeds 3] [--finetune] [--skip-part1] [--skip-part2]
 
-Measured 2026-12-02 (2 CPU cores shared with other jobs; linear-probe stage, 2 seeds; test tiles:
-34 VAL7K, 11 NCT100K — BACK, absent from VAL7K, is left out when training on VAL7K)::
-
-    recipe               TTA   NCT→VAL  VAL→NCT  pooled
-    macenko (shipped)    none    0.574    0.682   0.600
-    macenko              d4      0.574    0.727   0.611
-    raw                  none    0.515    0.818   0.589
-    raw                  d4      0.529    0.727   0.578
-    raw+hed-strong       none    0.529    0.818   0.600
-    raw+hed-strong       d4      0.515    0.636   0.544
-    macenko+hed-strong   none    0.603    0.727   0.633
-    macenko+hed-strong   d4      0.603    0.773   0.644
-    macenko+jitter-ref   none    0.515    0.864   0.600
-    macenko+jitter-ref   d4      0.500    0.909   0.600
-
-Reading: on 45 test tiles one tile is 0.022 pooled, so no recipe is clearly better: the
-best (Macenko + strong HED jitter, +0.033 over the shipped recipe) is one or two tiles, and the
-two directions disagree (jittered-reference Macenko is best VAL→NCT and worst NCT→VAL).
-Macenko-normalised against raw inputs, the same jitter: pooled 0.600 vs 0.589 (light jitter) and
-0.633 vs 0.600 (strong): Macenko ahead by half a tile to a tile and a half, within the noise, and
-ahead NCT→VAL (34 tiles) while behind VAL→NCT (11 tiles). d4 TTA adds about 0.01 with Macenko
-inputs and takes 0.01–0.06 away with raw ones. The shipped model was therefore not retrained.
-
-Part 2 (one random crop/turn of each of the 46 tiles; model time per tile in a batch of 32, fp32,
-after a warm-up)::
-
-    TTA    views  acc (as is)  acc (new centre)  ms/tile
-    none       1        0.957             0.848     10.1
-    flips      4        0.978             0.826     32.1
-    d4         8        0.978             0.848     63.0
-
-TTA costs 3× (flips) and 6× (d4) the model time, fixes one of the 46 tiles as they are, and buys
-nothing under the new-centre shift. On bench_adapt's slides (``--tta d4``; slides run 3× slower):
-base on B 0.838 either way (A 0.786 vs 0.759); after 1 / 3 / 5 labels per class 0.859 / 0.888 /
-0.896 against 0.861 / 0.878 / 0.888 without TTA. That is a point at most, still short of 0.90.
-TTA therefore stays an option (``Engine(tta=...)``) and is off by default.
+Figures and what they decided (the shipped recipe, TTA off by default): ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

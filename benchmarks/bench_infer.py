@@ -1,6 +1,6 @@
 """Inference benchmark: tiles/s of the engine end to end vs its parts, and Grad-CAM cost.
 
-Setup (issue 3): a generated 32768² JPEG-tiled SVS at 0.25 µm/px (cached under /tmp), tiles
+Setup: a generated 32768² JPEG-tiled SVS at 0.25 µm/px (cached under /tmp), tiles
 of 112 µm read at 0.5 µm/px (224 px), timm ``resnet18`` with random weights in a real bundle,
 batch 32, all cores of this process; then the same for the bundled model if it exists.
 
