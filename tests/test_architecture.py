@@ -198,3 +198,20 @@ def test_every_lazily_exported_name_resolves(package: str) -> None:
     mod = importlib.import_module(package)
     missing = [name for name in mod.__all__ if not hasattr(mod, name)]
     assert not missing, f"{package} exports names it cannot load: {missing}"
+
+
+def test_every_module_is_named_in_the_architecture_doc() -> None:
+    """docs/architecture.md names each module (`stage.module`, a package as `stage/`), so a new one gets a line."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text(encoding="utf-8")
+    unnamed = []
+    for module, _ in _modules():
+        if module == "__init__":
+            names = ["`napari_pathomics`"]
+        elif module.endswith(".__init__"):
+            package = module.removesuffix(".__init__")
+            names = [f"`{package}/`", f"`{package}`", f"`{module}`"]
+        else:
+            names = [f"`{module}`"]
+        if not any(n in doc for n in names):
+            unnamed.append(module)
+    assert not unnamed, "modules docs/architecture.md does not name (add a line to its Layout):\n" + "\n".join(unnamed)
