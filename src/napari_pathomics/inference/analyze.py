@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from ..errors import TilingError
 from ..results import TileResults
@@ -29,7 +30,7 @@ def plan_slide(
     bundle: TileGeometry,
     rois: Sequence[Annotation] | None = None,
     *,
-    tissue: TissueMask | None | bool = None,
+    tissue: TissueMask | Literal[False] | None = None,
     min_tissue: float | None = None,
 ) -> TileGrid:
     """The tiles ``bundle`` runs on ``slide`` (ROIs ∩ tissue); TilingError when there are none.
@@ -117,7 +118,7 @@ def analyze_slide(
     engine: Engine,
     rois: Sequence[Annotation] | None = None,
     *,
-    tissue: TissueMask | None | bool = None,
+    tissue: TissueMask | Literal[False] | None = None,
     min_tissue: float | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,

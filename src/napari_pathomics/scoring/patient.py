@@ -257,8 +257,8 @@ def nuclear_tile_values(
     """
     if spec is not None and not spec.nuclear:
         return None
-    own = not isinstance(slide, Slide)
-    s = open_slide(slide) if own else slide
+    s = slide if isinstance(slide, Slide) else open_slide(slide)
+    own = s is not slide
     try:
         grid = res.grid(s)
         if len(grid) == 0:
@@ -334,13 +334,9 @@ class _Run:
 
     def get_engine(self) -> Engine:
         if self.engine is None:
-            engine, _ = shared_engine(
-                self.bundle,
-                device=self.device,
-                batch_size=self.batch_size,
-                amp=self.amp,
-                **({"tta": self.tta} if self.tta != "none" else {}),
-            )
+            # no tta argument for the plain engine: the same cached engine as callers that pass none
+            tta: dict[str, Any] = {"tta": self.tta} if self.tta != "none" else {}
+            engine, _ = shared_engine(self.bundle, device=self.device, batch_size=self.batch_size, amp=self.amp, **tta)
             self.engine = engine.with_class_head(self.class_head) if self.class_head is not None else engine
         return self.engine
 
@@ -482,10 +478,7 @@ def _pool(
         if all(s.results is None for s in scored):
             raise TilingError(f"cannot score patient: no slide has a tile to analyse ({detail})")
         raise SignatureError(f"cannot score patient: no slide has a classified tile in its ROIs ({detail})")
-    tiles = [
-        slide_tiles(s.results, Path(s.summary.path).name, nuclear=s.nuclear)  # type: ignore[arg-type]
-        for s in used
-    ]
+    tiles = [slide_tiles(s.results, Path(s.summary.path).name, nuclear=s.nuclear) for s in used]
     features, sc = score_tiles(sig, tiles)
     names = list(tiles[0].class_names)
     colors = list(used[0].results.class_colors)  # type: ignore[union-attr]
@@ -519,11 +512,11 @@ def score_patient(
     it (else the slides' metadata is asked), checked against the signature's in
     ``PatientScore.context``. ``class_head`` replaces the bundle's class head (one adapted in the
     viewer and not saved yet; recorded in ``PatientScore.bundle``). ``tta`` is the engine's
-    test-time augmentation (``inference.engine.TTA_MODES``; off by default, as it measured no
-    better). Each slide goes through the per-slide step (``inference.analyze_slide``); a slide
-    without a tile to run, or without a classified tile, is left out with a warning. If no
-    slide has a tile to run that is the step's TilingError; if none has a classified tile, or
-    the bundle has no signature, a :class:`SignatureError` says why.
+    test-time augmentation (``inference.engine.TTA_MODES``; off by default: it did not help, see
+    ``docs/benchmarks.md``). Each slide goes through the per-slide step
+    (``inference.analyze_slide``); a slide without a tile to run, or without a classified tile,
+    is left out with a warning. If no slide has a tile to run that is the step's TilingError; if
+    none has a classified tile, or the bundle has no signature, a :class:`SignatureError` says why.
     """
     t0 = time.perf_counter()
     started = now_iso()
@@ -544,8 +537,8 @@ def score_patient(
     for i, item in enumerate(slides):
         if cancel is not None and cancel.is_set():
             raise CancelledError("scoring cancelled")
-        own = not isinstance(item, Slide)
-        slide = open_slide(item, mpp=slide_mpp) if own else item
+        slide = item if isinstance(item, Slide) else open_slide(item, mpp=slide_mpp)
+        own = slide is not item
         try:
             scored.append(
                 score_slide(
