@@ -8,7 +8,19 @@ from pathlib import Path
 
 from ..errors import CohortError
 from ..units import DEFAULT_TILE_UM
-from .common import BATCH, COUNT, FRACTION, POSITIVE, POSITIVE_INT, SEED, THREADS, args_dict, bounded, print_json
+from .common import (
+    BATCH,
+    COUNT,
+    FRACTION,
+    POSITIVE,
+    POSITIVE_INT,
+    SCHEDULER,
+    SEED,
+    THREADS,
+    args_dict,
+    bounded,
+    print_json,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cohort", type=Path, help="CSV with patient_id, slide_path[, roi_path] (paths relative to the CSV)")
     p.add_argument("--out", type=Path, required=True, help="output folder (re-running resumes)")
     p.add_argument("--bundle", help="model bundle folder or zip (default: the bundled model)")
-    p.add_argument("--scheduler", help="address of an existing dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument(
+        "--scheduler", type=SCHEDULER, help="address of an existing dask scheduler, e.g. tcp://10.0.0.5:8786"
+    )
     p.add_argument(
         "--workers",
         type=COUNT,

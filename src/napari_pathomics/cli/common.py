@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -90,9 +92,21 @@ def bounded(
 POSITIVE_INT = bounded(int, 1)
 COUNT = bounded(int, 0)
 SEED = bounded(int, 0, 2**32 - 1)
-THREADS = bounded(int, 1, 1024)
+#: Most threads accepted: past 4 × the cores they only contend (1024 exhausted the thread limit).
+MAX_THREADS = max(8, 4 * (os.cpu_count() or 1))
+THREADS = bounded(int, 1, MAX_THREADS)
 BATCH = bounded(int, 1, 4096)
 FRACTION = bounded(float, 0.0, 1.0)
 POSITIVE = bounded(float, 0.0, lo_open=True)
 MPP = bounded(float, 0.01, 100.0)
 TILE_UM = bounded(float, 1.0, 10_000.0)
+
+_SCHEDULER = re.compile(r"(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*):([0-9]{1,5})")
+
+
+def SCHEDULER(text: str) -> str:  # noqa: N802 - an argparse type, named like the others
+    """A dask scheduler address, ``[tcp|tls|ucx|ws|wss://]host:port`` with a port in 1..65535."""
+    m = _SCHEDULER.fullmatch(text.strip())
+    if m is None or not 1 <= int(m.group(1)) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scheduler address like tcp://10.0.0.5:8786")
+    return text.strip()

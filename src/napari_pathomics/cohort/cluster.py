@@ -116,7 +116,7 @@ def run_tasks(
         if scheduler:
             try:
                 client = Client(scheduler, timeout="30s")
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError, TypeError) as exc:  # unreachable, or not an address
                 raise CohortError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
             info = client.scheduler_info()
             record["cluster"] = {

@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import stat
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -353,11 +355,24 @@ def parse_geojson(
     return ReadResult(rois, warnings, objects)
 
 
+#: Largest GeoJSON file read (QuPath exports of a whole slide's cell detections stay well below).
+MAX_GEOJSON_BYTES = 1 << 30
+
+
 def read_geojson(path: str | Path, bounds: tuple[float, float] | None = None, allow_empty: bool = False) -> ReadResult:
-    """Read a QuPath GeoJSON file (FeatureCollection, Feature or list of features)."""
+    """Read a QuPath GeoJSON file (FeatureCollection, Feature or list of features).
+
+    Only a regular file of at most ``MAX_GEOJSON_BYTES`` is read (``/dev/zero`` or a FIFO would never end).
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a BOM (Windows editors add one)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a FIFO blocks
+            raise AnnotationError(f"ROI file {path} is not a regular file")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_GEOJSON_BYTES + 1)
+        if len(data) > MAX_GEOJSON_BYTES:
+            raise AnnotationError(f"ROI file {path.name} is larger than {MAX_GEOJSON_BYTES >> 20} MB")
+        text = data.decode("utf-8-sig")  # tolerate a BOM (Windows editors add one)
     except FileNotFoundError:
         raise AnnotationError(f"ROI file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -368,6 +383,8 @@ def read_geojson(path: str | Path, bounds: tuple[float, float] | None = None, al
         raise AnnotationError(f"{path.name} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:
         raise AnnotationError(f"{path.name} is not usable GeoJSON (JSON nested too deeply)") from None
+    except ValueError:  # an integer of thousands of digits (Python's int-string limit)
+        raise AnnotationError(f"{path.name} is not usable GeoJSON (a number with thousands of digits)") from None
     return parse_geojson(doc, bounds=bounds, source=path.name, allow_empty=allow_empty)
 
 
