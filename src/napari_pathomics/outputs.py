@@ -99,7 +99,10 @@ def check_output(path: str | Path, kind: str, inputs: Iterable[str | Path | None
 def check_output_dir(
     path: str | Path, writes: Iterable[tuple[str, str]], inputs: Iterable[str | Path | None] = ()
 ) -> Path:
-    """``path`` if it may become (or receive) the output folder writing ``(name, kind)`` files."""
+    """``path`` if it may become (or receive) the output folder writing ``(name, kind)`` files.
+
+    A folder holding a bundle manifest never receives files (writers of whole bundles pass no ``writes``).
+    """
     p = Path(path).expanduser()
     ins = [Path(i).expanduser() for i in inputs if i is not None]
     if p.exists() and not p.is_dir():
@@ -107,6 +110,9 @@ def check_output_dir(
     for inp in ins:
         if _same(p, inp):
             raise OutputError(f"{p} is an input of this command; choose another output folder")
+    writes = list(writes)
+    if writes and (p / "manifest.json").is_file():  # files written into a bundle would change it
+        raise OutputError(f"{p} is a model bundle (it holds manifest.json); choose another output folder")
     for name, kind in writes:
         check_output(p / name, kind, ins)
     return p

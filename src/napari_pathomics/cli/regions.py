@@ -76,6 +76,8 @@ def _propose(args: argparse.Namespace) -> int:
         "min_area_mm2": args.min_area,
         "classes": classes,
         "bundle": bundle.name,
+        "failed": res.counts()["failed"],
+        "unreadable_mm2": grid.params.get("unreadable_mm2", 0.0),
     }
     if args.json:
         print_json(summary)
@@ -84,6 +86,11 @@ def _propose(args: argparse.Namespace) -> int:
             f"{summary['regions']} proposed tumour region(s), {summary['area_mm2']:.2f} mm² "
             f"({summary['tiles_proposed']}/{len(res)} tiles, {'+'.join(classes)} ≥ {args.threshold:g}) -> {out}"
         )
+        if summary["unreadable_mm2"] or summary["failed"]:
+            print(
+                f"  unreadable: {summary['failed']} tiles failed to decode and are left out of the proposal; "
+                f"{summary['unreadable_mm2']:.3g} mm² of the slide's overview could not be decoded"
+            )
     return 0
 
 

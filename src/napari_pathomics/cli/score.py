@@ -127,12 +127,16 @@ def _clinical_values(items: list[str] | None) -> dict[str, str]:
     """``--clinical stage=3,age=64`` (repeatable) -> {name: raw text}; ClinicalError names a bad item."""
     out: dict[str, str] = {}
     for item in items or []:
+        if not item.strip():
+            raise ClinicalError("--clinical '': expected NAME=VALUE (e.g. stage=3,age=64)")
         for part in (p.strip() for p in item.split(",")):
             if not part:
                 continue
             name, sep, value = part.partition("=")
             if not sep or not name.strip() or not value.strip():
                 raise ClinicalError(f"--clinical {part!r}: expected NAME=VALUE (e.g. stage=3,age=64)")
+            if name.strip() in out:
+                raise ClinicalError(f"--clinical {name.strip()!r} is given twice; give each covariate once")
             out[name.strip()] = value.strip()
     return out
 

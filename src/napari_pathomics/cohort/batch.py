@@ -22,7 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_json
 from ..bundle import Bundle
 from ..inference.engine import Engine
-from ..outputs import check_output_dir
+from ..outputs import OutputError, check_output_dir
 from ..provenance import bundle_record, now_iso, run_record
 from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature
@@ -77,6 +77,7 @@ def score_cohort(
     b = Bundle.load(bundle or DEFAULT_BUNDLE)
     inputs = [table.path, b.source, *[p for r in table.rows for p in (r.slide_path, r.roi_path)]]
     check_output_dir(out, [("patients.csv", "CSV table"), ("run.json", "JSON")], inputs)
+    _check_own_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
     if b.signature_path is not None:
         load_signature(b)  # a bundle that cannot score patients fails before any slide is read
@@ -153,6 +154,23 @@ def score_cohort(
     record["patients"] = patients_info
     _write_run(out, record, table, records)
     return record
+
+
+def _check_own_outputs(out: Path) -> None:
+    """Refuse a folder whose ``patients.csv`` / ``run.json`` are not an earlier score-cohort's own
+    (told by its run record): a rerun resumes its own outputs and never replaces someone else's."""
+    table, run = out / "patients.csv", out / "run.json"
+    if not (table.exists() or run.exists()):
+        return
+    try:
+        kind = json.loads(run.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != RUN_KIND:
+        name = table if table.exists() else run
+        raise OutputError(
+            f"{name} exists and was not written by score-cohort; refusing to replace it (choose another --out)"
+        )
 
 
 def _write_run(out: Path, record: dict[str, Any], table: CohortTable, records: dict[str, dict[str, Any]]) -> None:

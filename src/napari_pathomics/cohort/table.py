@@ -93,6 +93,22 @@ def _resolve(base: Path, text: str) -> Path:
     return (p if p.is_absolute() else base / p).resolve()
 
 
+def _identity(path: Path) -> Any:
+    """What makes two paths one slide: the file itself (device, inode: hard links and bind
+    mounts too) when it exists, else the resolved path."""
+    try:
+        st = path.stat()
+    except OSError:
+        return path
+    return (st.st_dev, st.st_ino)
+
+
+def _via(ident: Any, slide: Path, rows: list[CohortRow], line: int) -> str:
+    """Say when the earlier row names the same file by another path (a hard link, say)."""
+    first = next((r.slide_path for r in rows if r.line == line), slide)
+    return f", the same file as {first.name} (a hard link or another path to it)" if first != slide else ""
+
+
 def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable:
     """Read and validate a cohort CSV (or TSV by extension); CohortError on the first problem."""
     path = Path(path)
@@ -123,8 +139,8 @@ def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable
     ix = {h: i for i, h in enumerate(header)}
     base = path.parent.resolve()
     rows: list[CohortRow] = []
-    seen_rows: dict[tuple[str, Path], int] = {}
-    seen_slides: dict[Path, tuple[str, int]] = {}
+    seen_rows: dict[tuple[str, Any], int] = {}
+    seen_slides: dict[Any, tuple[str, int]] = {}
     for n, cells in enumerate(lines[1:], start=2):
         if len(cells) != len(header):
             raise CohortError(f"{path.name} line {n}: {len(cells)} cells for {len(header)} columns")
@@ -137,19 +153,20 @@ def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable
         slide = _resolve(base, sp)
         roi_text = get.get("roi_path", "")
         roi = _resolve(base, roi_text) if roi_text else None
-        if (pid, slide) in seen_rows:
+        ident = _identity(slide)
+        if (pid, ident) in seen_rows:
             raise CohortError(
                 f"{path.name} line {n}: duplicate row (patient {pid!r}, slide {sp!r}) "
-                f"already on line {seen_rows[(pid, slide)]}"
+                f"already on line {seen_rows[(pid, ident)]}{_via(ident, slide, rows, seen_rows[(pid, ident)])}"
             )
-        if slide in seen_slides:
-            other, ln = seen_slides[slide]
+        if ident in seen_slides:
+            other, ln = seen_slides[ident]
             raise CohortError(
                 f"{path.name} line {n}: slide {sp!r} is listed for patient {pid!r} and for "
-                f"patient {other!r} (line {ln})"
+                f"patient {other!r} (line {ln}){_via(ident, slide, rows, ln)}"
             )
-        seen_rows[(pid, slide)] = n
-        seen_slides[slide] = (pid, n)
+        seen_rows[(pid, ident)] = n
+        seen_slides[ident] = (pid, n)
         exists = slide.is_file() and (roi is None or roi.is_file())
         extra = {h: v for h, v in get.items() if h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
         rows.append(CohortRow(pid, slide, roi, n, exists, extra))

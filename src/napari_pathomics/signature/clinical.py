@@ -41,6 +41,26 @@ PREFIX = "clin:"
 MIN_LEVEL_ROWS = 5
 
 
+#: A number as users type it, ASCII only: ``float()`` also takes ``6_4``, Arabic-Indic and
+#: full-width digits, which must not silently become 64.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def to_number(value: Any) -> float:
+    """A raw value as a float: numbers as they are, text only when it is a plain ASCII number.
+
+    ValueError otherwise (as ``float()`` raises), so callers keep their messages.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    text = str(value).strip()
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"{text!r} is not a number")
+    return float(text)
+
+
 def canonical(value: Any) -> str:
     """The text form a level is stored under: numbers as ``%g`` (3, 3.0 and '3' are one level)."""
     if isinstance(value, (bool, np.bool_)):
@@ -49,7 +69,7 @@ def canonical(value: Any) -> str:
         return f"{float(value):g}"
     text = str(value).strip()
     try:
-        return f"{float(text):g}" if text and math.isfinite(float(text)) else text
+        return f"{to_number(text):g}" if math.isfinite(to_number(text)) else text
     except ValueError:
         return text
 
@@ -168,7 +188,7 @@ class Covariate:
             raise ClinicalError(f"no value for clinical covariate {self.name!r} (allowed: {self.allowed()})")
         if self.type == "numeric":
             try:
-                v = float(value)
+                v = to_number(value)
             except (TypeError, ValueError):
                 raise ClinicalError(f"clinical covariate {self.name!r} = {shown(value)} is not a number") from None
             if not math.isfinite(v):
@@ -376,7 +396,7 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
         nums = []
         for i in idx:
             try:
-                v = float(values[i])
+                v = to_number(values[i])
             except (TypeError, ValueError):
                 raise ClinicalError(
                     f"clinical column {d.name!r} is declared numeric but {who(i)} holds {values[i]!r}"
@@ -404,7 +424,7 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
         levels = tuple(lv for lv in d.levels if lv in present) if d.type == "categorical" else d.levels
     elif d.type == "ordinal":
         try:
-            nums = sorted({float(k) for k in keys})
+            nums = sorted({to_number(k) for k in keys})
         except ValueError:
             texts = sorted(present)[:6]
             raise ClinicalError(

@@ -37,6 +37,8 @@ from .features import FeatureSpec
 from .model import SCHEMA_VERSION, SIGNATURE_KIND, Signature
 
 MIN_EVENTS = 10
+#: Largest follow-up time accepted, in any unit (a million days or hours is past any patient).
+MAX_TIME = 1e6
 
 
 def validate_survival(
@@ -66,8 +68,17 @@ def validate_survival(
         raise SignatureError(f"time column {duration_col!r} has {int((t < 0).sum())} negative times")
     if not np.isin(e, (0.0, 1.0)).all():
         raise SignatureError(f"event column {event_col!r} must be 0/1 (found {sorted(set(e.tolist()))[:5]})")
+    if (t > MAX_TIME).any():
+        raise SignatureError(
+            f"time column {duration_col!r} has {int((t > MAX_TIME).sum())} times above {MAX_TIME:g} "
+            f"(row {int(np.flatnonzero(t > MAX_TIME)[0]) + 1}); not a follow-up time in any unit"
+        )
     if e.sum() < min_events:
         raise SignatureError(f"only {int(e.sum())} events; at least {min_events} are needed to fit a signature")
+    if np.unique(t[e == 1]).size < 2:
+        raise SignatureError(
+            f"every event in {duration_col!r} is at the same time ({t[e == 1][0]:g}); nothing to order risks by"
+        )
     X = table[list(features)]
     nonnum = [c for c in features if not pd.api.types.is_numeric_dtype(X[c])]
     if nonnum:
