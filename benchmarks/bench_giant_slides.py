@@ -1,17 +1,11 @@
-"""``pathomics info`` / ``tiles`` on slides whose header declares a giant size: wall time and peak RSS.
+"""``pathomics info`` / ``tiles`` on slides whose header declares a giant size: wall time, CPU time, peak RSS.
 
-The hostile files of issue 18, generated with tifffile (``tests/_slides.declared_giant_tiff`` and
-``sparse_huge_slide``): one level of 1 000 000 × 250 000 px, 200 000² and 60 000², a two-level
-100 000² pyramid (one glass tile each, the rest empty: 0.3–2 MB files), and a 200 000² slide
-holding a 1 mm H&E patch. Each command runs in a fresh process; printed: seconds (process start
-to exit, imports included), its CPU seconds (user + system: what the wall time would be on an
-idle machine, less I/O waits) and its peak RSS.
-
-Measured (2026-12-06, the 2-core build machine shared with five other jobs, load average 10–16,
-so wall seconds are inflated ~6×): ``info`` 1.1–1.3 CPU s (9–10 s wall) at 150–165 MB, ``tiles``
-2.7–4.1 CPU s (20–31 s wall) at 410–580 MB; ``pathomics --help`` alone 0.8 CPU s, 5.6 s wall.
-Before the change ``tiles`` on the first file was killed after 60 s (past 120 s at 2–3 GB in the
-issue's runs).
+Planning must be bounded by what a file stores, not by what its header declares. The hostile
+files are generated with tifffile (``tests/_slides.declared_giant_tiff`` and ``sparse_huge_slide``):
+one level of 1 000 000 × 250 000 px, 200 000² and 60 000², a two-level 100 000² pyramid (one
+glass tile each, the rest empty), and a 200 000² slide holding a 1 mm H&E patch. Each command
+runs in a fresh process. CPU seconds (user + system) stand for the wall time of an idle machine.
+Figures: docs/benchmarks.md.
 
 Run: ``.venv/bin/python benchmarks/bench_giant_slides.py``.
 """
@@ -55,6 +49,7 @@ def run(args: list[str]) -> tuple[int, float, float, float]:
 
 def main() -> None:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    print(f"# load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     files = {
         name: declared_giant_tiff(BENCH_DIR / f"giant-{i}.svs", **kw) for i, (name, kw) in enumerate(SLIDES.items())
     }
