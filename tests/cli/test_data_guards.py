@@ -160,3 +160,12 @@ def test_propose_roi_says_how_many_tiles_were_unreadable(case, tmp_path, capsys)
         assert cli_main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["failed"] > 0 or doc["unreadable_mm2"] > 0, doc
+
+
+def test_score_refuses_one_slide_given_twice(case, tmp_path, capsys) -> None:
+    link = tmp_path / "link.svs"
+    os.link(case["slide"], link)
+    for second in (link, case["slide"]):
+        argv = ["score", str(case["slide"]), str(second), "--bundle", str(case["bundle"])]
+        assert cli_main(argv) == SignatureError.exit_code
+        assert "are the same file" in _one_line(capsys)

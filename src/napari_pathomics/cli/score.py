@@ -6,6 +6,7 @@ The same ``scoring.score_patient`` the Score dock calls, so both give the same n
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import ClinicalError, SignatureError
 from ..resources import DEFAULT_BUNDLE
@@ -21,6 +22,7 @@ def _score(args: argparse.Namespace) -> int:
 
     if args.roi and len(args.roi) != len(args.slides):
         raise SignatureError(f"give one --roi per slide ({len(args.slides)}), in the same order")
+    _one_path_per_slide(args.slides)
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
     signature = load_signature(bundle)
     values = _clinical_values(args.clinical)
@@ -121,6 +123,22 @@ def _score(args: argparse.Namespace) -> int:
         print(f"  warning: {w}")
     print(f"  {ps.disclaimer}")
     return 0
+
+
+def _one_path_per_slide(slides: list[str]) -> None:
+    """Refuse one file given twice (the same path, another path to it, a hard link): it would count twice."""
+    seen: dict[tuple[int, int], str] = {}
+    for path in slides:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # a missing slide gets its own message when it is opened
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise SignatureError(
+                f"{path} and {seen[key]} are the same file (a hard link or another path); give it once"
+            )
+        seen[key] = path
 
 
 def _clinical_values(items: list[str] | None) -> dict[str, str]:
