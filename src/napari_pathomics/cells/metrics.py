@@ -8,6 +8,8 @@
   merges, misses and false positives all cost.
 * Detection: a true and a predicted nucleus match when their IoU exceeds 0.5 (such a match is
   unique both ways); precision, recall and F1 count those matches.
+* Panoptic quality (Kirillov et al. 2019), as HoVer-Net reports it: matches at IoU > 0.5,
+  ``PQ = Σ IoU(matches) / (TP + FP/2 + FN/2)`` (detection quality × segmentation quality).
 * Split accuracy: the share of true nuclei that touch another true nucleus and are matched,
   i.e. were separated from their neighbours and not cut apart.
 
@@ -21,7 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import sparse
 
-__all__ = ["InstanceScores", "score_instances", "aji", "dice", "contingency"]
+__all__ = ["InstanceScores", "score_instances", "aji", "dice", "pq", "contingency"]
 
 
 def contingency(truth: np.ndarray, pred: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
@@ -77,6 +79,24 @@ def _aji(table: sparse.csr_matrix, area_t: np.ndarray, area_p: np.ndarray) -> fl
     return c / u if u > 0 else 1.0
 
 
+def pq(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Panoptic quality of the instances (see the module docstring); 1.0 when both are empty."""
+    table, area_t, area_p = contingency(truth, pred)
+    return _pq(table, area_t, area_p)
+
+
+def _pq(table: sparse.csr_matrix, area_t: np.ndarray, area_p: np.ndarray) -> float:
+    n_t = int(np.count_nonzero(area_t[1:]))
+    n_p = int(np.count_nonzero(area_p[1:]))
+    if n_t + n_p == 0:
+        return 1.0
+    _, _, _, iou = _pairs(table, area_t, area_p)
+    hit = iou[iou > 0.5]
+    tp = hit.size
+    denom = tp + 0.5 * (n_p - tp) + 0.5 * (n_t - tp)
+    return float(hit.sum() / denom) if denom > 0 else 0.0
+
+
 @dataclass
 class InstanceScores:
     """Every figure the nuclei benchmark prints for one image (or a pooled set)."""
@@ -89,6 +109,7 @@ class InstanceScores:
     f1: float
     dice: float
     aji: float
+    pq: float
     split_accuracy: float  # of touching true nuclei, the share matched one-to-one
     n_touching: int
     count_ratio: float  # n_pred / n_true (1.5 = 50 % too many: over-splitting)
@@ -126,6 +147,7 @@ def score_instances(truth: np.ndarray, pred: np.ndarray, touching: np.ndarray | 
         f1=f1,
         dice=dice(truth, pred),
         aji=_aji(table, area_t, area_p),
+        pq=_pq(table, area_t, area_p),
         split_accuracy=split,
         n_touching=n_touch,
         count_ratio=n_p / n_t if n_t else float("nan"),

@@ -41,7 +41,8 @@ from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, stained_pixels, tissue_fraction
 from .features import measure_nuclei
-from .nuclei import NucleiParams, _image_threshold, segment_nuclei
+from .methods import Classical, NucleiMethod, resolve_method
+from .nuclei import NucleiParams, _image_threshold
 from .results import NucleiResults
 from .stain import StainVectors, slide_stain
 
@@ -76,10 +77,17 @@ def nuclei_cache_path(slide_hash: str, key: str, grid_key: str, root: str | Path
     return base / f"{slide_hash[:16]}-{key[:16]}-{grid_key[:16]}.npz"
 
 
-def _params_key(params: NucleiParams, work_mpp: float, margin_um: float, stain: StainVectors | None = None) -> str:
+def _params_key(
+    params: NucleiParams,
+    work_mpp: float,
+    margin_um: float,
+    stain: StainVectors | None = None,
+    method: str = "classical",
+) -> str:
     doc = json.dumps(
         {
             "params": params.to_json(),
+            **({"method": method} if method != "classical" else {}),
             "work_mpp": work_mpp,
             "margin_um": margin_um,
             "v": 1,
@@ -124,6 +132,7 @@ class NucleiRun:
         cancel: threading.Event | None = None,
         flush_seconds: float = 10.0,
         stain: StainVectors | None = None,
+        method: NucleiMethod | str | None = None,
     ) -> None:
         slide.mpp  # noqa: B018 - a slide without µm/px fails here with a clear message
         if len(grid) == 0:
@@ -140,6 +149,9 @@ class NucleiRun:
             raise NucleiError(f"nuclei are segmented at 0.1–2 µm/px, not {work_mpp}")
         self.slide, self.grid = slide, grid
         self.params = params or NucleiParams()
+        self.method = method if method is not None and not isinstance(method, str) else resolve_method(method)
+        if isinstance(self.method, Classical) and params is not None:
+            self.method = Classical(params)
         self.work_mpp = float(work_mpp)
         self.margin_um = float(margin_um)
         self.cancel = cancel or threading.Event()
@@ -147,13 +159,14 @@ class NucleiRun:
         self.cache_warning: str | None = None
         self._t0 = time.perf_counter()
         slide_hash = slide.file_hash()
-        key = _params_key(self.params, self.work_mpp, self.margin_um, stain)
+        key = _params_key(self.params, self.work_mpp, self.margin_um, stain, self.method.key)
         meta = {
             "slide": str(slide.path),
             "slide_hash": slide_hash,
             "grid_key": grid.key(),
             "params_key": key,
             "params": self.params.to_json(),
+            "nuclei_model": self.method.describe(),
             "work_mpp": self.work_mpp,
             "margin_um": self.margin_um,
             "slide_mpp": list(slide.mpp),
@@ -253,9 +266,7 @@ class NucleiRun:
             res.mark(i, BACKGROUND)
             return
         mpp_px = scale * self.slide.mpp[0]
-        seg = segment_nuclei(
-            rgb, mpp_px, stain=self.stain, params=self.params, reference_threshold=self.reference, check=False
-        )
+        seg = self.method.segment(rgb, mpp_px, stain=self.stain, reference_threshold=self.reference, check=False)
         table = measure_nuclei(seg, params=self.params)
         keep = (table.x >= m0) & (table.x < m1) & (table.y >= m0) & (table.y < m1)
         table = table.take(keep)

@@ -22,11 +22,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import PathomicsError
 from ..resources import log_dir
-from . import adapt, app, clinical, cohort, infer, model, nuclei, regions, score, signature, slide
+from . import adapt, app, clinical, cohort, infer, model, nuclei, regions, score, signature, slide, train_nuclei
 from .common import OneLineParser
 
 #: Modules that contribute subcommands, in help order.
-COMMAND_MODULES = (slide, model, infer, adapt, nuclei, regions, signature, clinical, score, cohort, app)
+COMMAND_MODULES = (slide, model, infer, adapt, nuclei, train_nuclei, regions, signature, clinical, score, cohort, app)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,17 @@ def add_slide_mpp_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_nuclei_model_option(parser: argparse.ArgumentParser) -> None:
+    """``--nuclei-model``: one option, one meaning, wherever nuclei are segmented."""
+    parser.add_argument(
+        "--nuclei-model",
+        default=None,
+        metavar="NAME|DIR",
+        help="nuclei method: a shipped model (dsb2018; monuseg, CC BY-NC-SA 4.0, opt-in), a model folder "
+        "from train-nuclei, 'otsu' (plain baseline) or 'classical' (default: the best shipped method)",
+    )
+
+
 def args_dict(args: argparse.Namespace) -> dict[str, Any]:
     """The parsed options as plain JSON values (for run records)."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "handler"}

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import NucleiError
 from ..units import DEFAULT_TILE_UM
-from .common import FRACTION, MPP, TILE_UM, args_dict, bounded, print_json, progress_bar
+from .common import FRACTION, MPP, TILE_UM, add_nuclei_model_option, args_dict, bounded, print_json, progress_bar
 
 #: A plain image larger than this is refused (segment it as a pyramidal slide instead).
 MAX_IMAGE_MPX = 256
@@ -51,6 +51,7 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from ..atomic import atomic_write_bytes
     from ..cells.export import write_nuclei_csv, write_nuclei_geojson
     from ..cells.features import classify, measure_nuclei
+    from ..cells.methods import Classical
     from ..cells.nuclei import NucleiParams, check_he, segment_blocks
     from ..cells.stain import haematoxylin
     from ..outputs import check_output_dir
@@ -77,7 +78,12 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         )
     check_he(rgb, args.input.name)
     params = NucleiParams()
-    labels, stain, thr = segment_blocks(rgb, args.mpp, params=params, stain=_stain(args))
+    method = _method(args)
+    if isinstance(method, Classical):
+        labels, stain, thr = segment_blocks(rgb, args.mpp, params=params, stain=_stain(args))
+    else:
+        seg = method.segment(rgb, args.mpp, stain=_stain(args), check=False)
+        labels, stain, thr = seg.labels, seg.stain, seg.threshold
     n = int(labels.max(initial=0))
     if n > 65535:
         raise NucleiError(f"{n} nuclei do not fit a 16-bit label image; crop {args.input.name} into smaller images")
@@ -99,7 +105,8 @@ def _plain_image(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "height": int(rgb.shape[0]),
         "mpp": args.mpp,
         "stain": stain.source,
-        "threshold": thr,
+        "threshold": thr if thr == thr else None,
+        "nuclei_model": method.describe(),
         "density_mm2": n / area_mm2 if area_mm2 else None,
         "outputs": [str(out / f"{name}{s}") for s in (".labels.png", ".nuclei.csv", ".nuclei.geojson")],
         "seconds": round(time.perf_counter() - t0, 3),
@@ -139,7 +146,13 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             raise NucleiError(f"no {args.tile_um:g} µm tile lies in {where} of {slide.path.name}: nothing to segment")
         cancel = threading.Event()
         run = run_nuclei(
-            slide, grid, work_mpp=args.work_mpp, use_cache=not args.no_cache, cancel=cancel, stain=_stain(args)
+            slide,
+            grid,
+            work_mpp=args.work_mpp,
+            use_cache=not args.no_cache,
+            cancel=cancel,
+            stain=_stain(args),
+            method=_method(args),
         )
         bar = progress_bar(len(grid), quiet=args.quiet, unit="tile", desc=slide.path.name)
         try:
@@ -166,6 +179,7 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "tiles": len(res),
             **res.counts(),
             "stain": res.meta.get("stain", {}).get("source"),
+            "nuclei_model": run.method.describe(),
             "work_mpp": args.work_mpp,
             "density_mm2_median": _median(vals["density_mm2"]),
             "nc_ratio_median": _median(vals["nc_ratio_mean"]),
@@ -187,6 +201,13 @@ def _slide(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if not res.complete:
         raise NucleiError(f"cancelled after {res.n_done}/{len(res)} tiles (a rerun resumes from the cache)")
     return summary
+
+
+def _method(args: argparse.Namespace) -> Any:
+    """The nuclei method ``--nuclei-model`` names (the default when not given)."""
+    from ..cells.methods import resolve_method
+
+    return resolve_method(args.nuclei_model)
 
 
 def _stain(args: argparse.Namespace) -> Any:
@@ -222,7 +243,8 @@ def _nuclei(args: argparse.Namespace) -> int:
         where = (
             f"{summary['tiles']} tiles" if summary["kind"] == "slide" else f"{summary['width']}x{summary['height']} px"
         )
-        print(f"{summary['nuclei']} nuclei in {where}{extra} -> {args.out}")
+        m = summary["nuclei_model"]
+        print(f"{summary['nuclei']} nuclei in {where}{extra} -> {args.out} (model {m['name']}, licence {m['licence']})")
     return 0
 
 
@@ -242,6 +264,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--roi", type=Path, default=None, help="QuPath GeoJSON ROIs of a slide (default: all tissue)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_nuclei_model_option(p)
     p.add_argument(
         "--work-mpp",
         type=bounded(float, 0.1, 2.0),

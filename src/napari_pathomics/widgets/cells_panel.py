@@ -24,9 +24,20 @@ import numpy as np
 import shapely
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from shapely.geometry import MultiPolygon, Polygon
 
+from ..cells.methods import DEFAULT_METHOD, method_names
 from ..cells.results import NucleiResults
 from ..cells.run import NucleiRun
 from ..errors import PathomicsError
@@ -80,6 +91,11 @@ class CellsPanel(QWidget):
 
         box = QGroupBox("Nuclei")
         bl = QVBoxLayout(box)
+        self.model = QComboBox()  # one choice with the CLI's --nuclei-model: the default first
+        for name in [DEFAULT_METHOD, *(n for n in method_names() if n != DEFAULT_METHOD)]:
+            self.model.addItem(f"{name} (default)" if name == DEFAULT_METHOD else name, name)
+        self.model.setToolTip("nuclei method; 'monuseg' is CC BY-NC-SA 4.0 (non-commercial), never the default")
+        bl.addWidget(self.model)
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
             bl, ("Compute nuclei", self.compute), ("Cancel", self.cancel)
         )
@@ -164,9 +180,12 @@ class CellsPanel(QWidget):
         runs: list[NucleiRun] = []
         self.status.setText(f"{len(grid)} tiles…")
 
+        method = self.model.currentData()
+
         @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Iterator[Any]:
-            run = NucleiRun(slide, grid, cancel=cancel)  # hashes the slide and reads the cache: off the UI thread
+            # loads the model, hashes the slide and reads the cache: off the UI thread
+            run = NucleiRun(slide, grid, cancel=cancel, method=method)
             runs.append(run)
             yield from run
 
@@ -201,8 +220,9 @@ class CellsPanel(QWidget):
             return
         self.show_nuclei(slide, res)
         state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
+        m = run.method.describe()
         self.status.setText(
-            f"{state}: {len(res.nuclei)} nuclei in {res.n_done}/{len(res)} tiles"
+            f"{state}: {len(res.nuclei)} nuclei in {res.n_done}/{len(res)} tiles · model {m['name']} ({m['licence']})"
             + (f" · {run.cache_warning}" if run.cache_warning else "")
         )
 

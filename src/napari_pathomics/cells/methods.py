@@ -1,0 +1,173 @@
+"""The nuclei methods behind one choice: the default, ``classical``, ``otsu``, shipped and user models.
+
+Every consumer (``pathomics nuclei``, the Nuclei panel, slide runs for the per-tile density and
+N:C layers, ``score`` / ``train-signature`` nuclear features) resolves its method here, with
+:func:`resolve_method`, so they all use the same default. A method segments one RGB region into
+a :class:`~napari_pathomics.cells.nuclei.Segmentation` and says what it is (name, licence) for
+outputs, reports and JSON.
+
+Names: ``classical`` (``cells.nuclei``: adaptive haematoxylin contrast + watershed), ``otsu``
+(``cells.otsu``: the plain baseline), the shipped learned models by name (``dsb2018`` CC0,
+``monuseg`` CC BY-NC-SA 4.0, opt-in only), or a path to a model folder a user trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import NucleiError
+from ..resources import NUCLEI_MODELS
+from ..wsi.tissue import stained_pixels
+from .learned import segment_learned
+from .model_folder import NucleiModel, load_model_folder
+from .nuclei import MAX_MPP, NucleiParams, Segmentation, check_he, segment_nuclei
+from .otsu import segment_otsu
+from .stain import StainVectors, haematoxylin, slide_stain
+
+__all__ = ["NucleiMethod", "resolve_method", "DEFAULT_METHOD", "method_names", "Classical", "Otsu", "Learned"]
+
+#: The default everywhere: the shipped method that scores best on the 13 instance-labelled
+#: MoNuSeg training images (benchmarks/bench_nuclei.py), never one below the Otsu baseline.
+DEFAULT_METHOD = "otsu"
+
+
+class NucleiMethod(Protocol):
+    name: str
+
+    @property
+    def key(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def segment(
+        self,
+        rgb: np.ndarray,
+        mpp: float,
+        *,
+        stain: StainVectors | None = None,
+        reference_threshold: float | None = None,
+        check: bool = True,
+        cancel: Any = None,
+    ) -> Segmentation: ...
+
+
+def _check(rgb: np.ndarray, mpp: float, check: bool) -> np.ndarray:
+    if not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
+        raise NucleiError(f"µm/px must be a positive number, got {mpp!r}")
+    if mpp > MAX_MPP:
+        raise NucleiError(f"{mpp:g} µm/px is too coarse to segment nuclei (needs ≤ {MAX_MPP:g} µm/px)")
+    arr = np.asarray(rgb)
+    if check:
+        check_he(arr)
+    elif arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise NucleiError(f"expected an RGB uint8 image, got shape {arr.shape} {arr.dtype}")
+    return arr
+
+
+def _wrap(
+    arr: np.ndarray, labels: np.ndarray, mpp: float, stain: StainVectors, thr: float, **info: Any
+) -> Segmentation:
+    return Segmentation(
+        labels=labels.astype(np.int32, copy=False),
+        h=haematoxylin(arr, stain),
+        stained=stained_pixels(arr),
+        mpp=float(mpp),
+        threshold=float(thr),
+        stain=stain,
+        info=dict(info),
+    )
+
+
+@dataclass(frozen=True)
+class Classical:
+    """``cells.nuclei``: the adaptive classical path."""
+
+    params: NucleiParams = field(default_factory=NucleiParams)
+    name: str = "classical"
+
+    @property
+    def key(self) -> str:
+        return "classical"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "classical", "licence": "BSD-3-Clause (napari-pathomics)"}
+
+    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:  # type: ignore[no-untyped-def]
+        return segment_nuclei(
+            rgb, mpp, stain=stain, params=self.params, reference_threshold=reference_threshold, check=check
+        )
+
+
+@dataclass(frozen=True)
+class Otsu:
+    """``cells.otsu``: the plain haematoxylin Otsu + distance-transform watershed baseline."""
+
+    name: str = "otsu"
+
+    @property
+    def key(self) -> str:
+        return "otsu"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "classical", "licence": "BSD-3-Clause (napari-pathomics)"}
+
+    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:  # type: ignore[no-untyped-def]
+        arr = _check(rgb, mpp, check)
+        stain = stain or slide_stain(arr)
+        labels = segment_otsu(arr, float(mpp))
+        return _wrap(arr, labels, mpp, stain, float("nan"), method="otsu")
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A learned model folder (``cells.model_folder``): the U-Net at the model's µm/px."""
+
+    model: NucleiModel
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.model.name
+
+    @property
+    def key(self) -> str:
+        return f"learned-{self.model.key}"
+
+    def describe(self) -> dict[str, Any]:
+        return self.model.describe()
+
+    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:  # type: ignore[no-untyped-def]
+        arr = _check(rgb, mpp, check)
+        labels = self.labels(arr, float(mpp), cancel=cancel)
+        stain = stain or slide_stain(arr)
+        return _wrap(arr, labels, mpp, stain, self.model.post.foreground, method=self.name)
+
+    def labels(self, rgb: np.ndarray, mpp: float, cancel: Any = None) -> np.ndarray:
+        """Instance labels on ``rgb``'s own grid."""
+        m = self.model
+        return segment_learned(m.network(), rgb, mpp, m.mpp, m.post, m.normaliser(), cancel=cancel)
+
+
+def method_names() -> list[str]:
+    """The names a user can choose (shipped models that are present, and the classical paths)."""
+    return [n for n in NUCLEI_MODELS if (NUCLEI_MODELS[n] / "manifest.json").is_file()] + ["otsu", "classical"]
+
+
+def resolve_method(spec: str | Path | None = None) -> NucleiMethod:
+    """The method named by ``spec``: None → the default; a name; or a model folder path."""
+    spec = DEFAULT_METHOD if spec is None or str(spec) == "" else spec
+    s = str(spec)
+    if s == "classical":
+        return Classical()
+    if s == "otsu":
+        return Otsu()
+    if s in NUCLEI_MODELS:
+        return Learned(load_model_folder(NUCLEI_MODELS[s]))
+    p = Path(s).expanduser()
+    if p.is_dir():
+        return Learned(load_model_folder(p))
+    raise NucleiError(f"nuclei model {s!r}: neither a model folder nor one of {', '.join(method_names())}")

@@ -1,0 +1,140 @@
+"""``pathomics train-nuclei DATA --out MODEL_DIR``: train a learned nuclei model on labelled H&E images.
+
+DATA holds ``images/<name>.png`` with ``labels/<name>.png`` (16-bit instance labels) or QuPath
+GeoJSON nucleus detections beside the images. A validation split by image (at least one image)
+picks the best epoch and tunes the post-processing. Checkpoints go to ``.<MODEL_DIR>.train``
+beside the output after every epoch: a killed run resumes when the same command is run again.
+The model folder is written whole at the end (``cells.model_folder``), ready for
+``pathomics nuclei --nuclei-model MODEL_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from ..errors import CancelledError, TrainingError
+from .common import FRACTION, MPP, POSITIVE_INT, print_json, progress_bar
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..cells.model_folder import validate_model_folder
+    from ..training.nuclei import TrainConfig, export_model, split_by_image, train_nuclei, tune_post
+    from ..training.nuclei_data import read_training_folder
+    from ..wsi.normalize import MacenkoNormalizer
+
+    samples = read_training_folder(args.data, args.mpp)
+    out: Path = args.out
+    if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
+        raise TrainingError(f"{out} exists and is not a nuclei model folder: choose another --out")
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        pretrained=not args.no_pretrained,
+        val_fraction=args.val_fraction,
+    )
+    train, val = split_by_image(samples, cfg.val_fraction, cfg.seed)
+    work = out.with_name(f".{out.name}.train")
+    if args.restart and work.exists():
+        shutil.rmtree(work)
+    torch.set_num_threads(args.threads) if args.threads else None
+    bar = progress_bar(cfg.epochs * cfg.steps_per_epoch, quiet=args.quiet, unit="step")
+
+    def progress(step: int, total: int, fig: dict[str, float]) -> None:
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix_str(f"loss {fig['loss']:.3f}", refresh=True)
+
+    def log(msg: str) -> None:
+        if bar is not None and not bar.disable:
+            bar.write(msg, file=sys.stderr)
+        elif not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    try:
+        net, state = train_nuclei(
+            train,
+            work,
+            cfg,
+            val=val,
+            progress=progress,
+            log=log,
+        )
+    except KeyboardInterrupt:
+        raise CancelledError(f"training interrupted; run the same command again to resume from {work}") from None
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    ref = state.get("stain_reference")
+    norm = MacenkoNormalizer.from_dict(ref) if ref else None
+    post, figs = tune_post(net, val, cfg.mpp, norm) if val else (None, {})
+    data = {
+        "folder": str(args.data),
+        "images": len(samples),
+        "nuclei": int(sum(int(s.labels.max()) for s in samples)),
+        "train": [s.name for s in train],
+        "validation": [s.name for s in val],
+        "mpp": args.mpp,
+    }
+    kw = {"post": post} if post else {}
+    export_model(
+        net,
+        out,
+        cfg,
+        state,
+        name=args.name or out.name,
+        licence=args.licence,
+        attribution=args.attribution,
+        data=data,
+        figures={"validation": figs} if figs else {},
+        **kw,
+    )
+    probs = validate_model_folder(out)
+    if probs:
+        raise TrainingError(f"the written model folder does not validate: {probs[0]}")
+    shutil.rmtree(work, ignore_errors=True)
+    summary = {"model": str(out), "images": len(samples), "validation": figs, "best_epoch": state.get("best_epoch")}
+    if args.json:
+        print_json(summary)
+    else:
+        v = f" (validation Dice {figs['dice']:.3f}, AJI {figs['aji']:.3f} on {len(val)} images)" if figs else ""
+        print(f"nuclei model -> {out}{v}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-nuclei",
+        help="train a learned nuclei model on labelled H&E images (images/ + labels/ or GeoJSON)",
+        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+    )
+    p.add_argument("data", type=Path, help="folder with images/<name>.png and labels/<name>.png (or <name>.geojson)")
+    p.add_argument("--out", type=Path, required=True, help="model folder to write")
+    p.add_argument("--mpp", type=MPP, default=0.25, help="µm per pixel of the images (default 0.25, i.e. 40x)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=25, help="epochs of 40 steps (default 25)")
+    p.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=40, help="batches of 8 crops per epoch (default 40)")
+    p.add_argument(
+        "--val-fraction",
+        type=FRACTION,
+        default=0.15,
+        help="share of the images held out to pick the best epoch and tune post-processing (default 0.15, at least one; 0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="model name (default: the folder name)")
+    p.add_argument(
+        "--licence", default="user data: see its licence", help="licence of the training data, recorded in the model"
+    )
+    p.add_argument("--attribution", default="", help="attribution the training data requires")
+    p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--no-pretrained", action="store_true", help="start from random weights (no train extra needed)")
+    p.add_argument("--restart", action="store_true", help="discard the checkpoint of an earlier run and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=_train)

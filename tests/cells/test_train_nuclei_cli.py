@@ -1,0 +1,101 @@
+"""``pathomics train-nuclei``: bad input gets one line and a non-zero exit; a run writes a usable model
+folder; an interrupted run resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from _cli import assert_one_line, run_cli
+from napari_pathomics.cells.model_folder import validate_model_folder
+
+DSB = Path(__file__).parents[1] / "data" / "nuclei-dsb2018"
+TRAINING = 12  # errors.TrainingError.exit_code
+
+
+def _data(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    shutil.copytree(DSB, d, ignore=shutil.ignore_patterns("*.txt", "*.tsv"))
+    return d
+
+
+def test_an_empty_or_missing_folder_is_refused(tmp_path: Path) -> None:
+    assert_one_line(run_cli("train-nuclei", tmp_path / "nope", "--out", tmp_path / "m"), TRAINING, "not found")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    assert_one_line(run_cli("train-nuclei", tmp_path / "empty", "--out", tmp_path / "m"), TRAINING, "no images")
+
+
+def test_missing_and_mismatched_labels_are_refused(tmp_path: Path) -> None:
+    d = _data(tmp_path)
+    first = sorted((d / "labels").glob("*.png"))[0]
+    first.rename(d / "labels" / "zzzz.png")
+    r = run_cli("train-nuclei", d, "--out", tmp_path / "m", "--mpp", "0.3")
+    assert_one_line(r, TRAINING, "no labels for")
+    (d / "labels" / "zzzz.png").rename(first)
+    shutil.copy(first, d / "labels" / "orphan.png")
+    assert_one_line(run_cli("train-nuclei", d, "--out", tmp_path / "m", "--mpp", "0.3"), TRAINING, "without an image")
+
+
+def test_labels_of_the_wrong_dtype_or_size_are_refused(tmp_path: Path) -> None:
+    d = _data(tmp_path)
+    lab = sorted((d / "labels").glob("*.png"))[0]
+    arr = cv2.imread(str(lab), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(lab), (arr > 0).astype(np.uint8) * 255)
+    assert_one_line(run_cli("train-nuclei", d, "--out", tmp_path / "m", "--mpp", "0.3"), TRAINING, "16-bit")
+    cv2.imwrite(str(lab), arr[:100, :100])
+    assert_one_line(run_cli("train-nuclei", d, "--out", tmp_path / "m", "--mpp", "0.3"), TRAINING, "px, the image is")
+
+
+def test_an_image_that_is_not_he_is_refused(tmp_path: Path) -> None:
+    d = _data(tmp_path)
+    img = sorted((d / "images").glob("*.png"))[0]
+    grey = np.asarray(Image.open(img).convert("L"))
+    Image.fromarray(np.stack([grey] * 3, -1)).save(img)
+    assert_one_line(run_cli("train-nuclei", d, "--out", tmp_path / "m", "--mpp", "0.3"), TRAINING, "no colour")
+
+
+def test_train_then_segment_with_the_new_model(tmp_path: Path) -> None:
+    d = _data(tmp_path)
+    out = tmp_path / "model"
+    args = ["--mpp", "0.3", "--epochs", "1", "--steps-per-epoch", "2", "--no-pretrained", "--threads", "1"]
+    r = run_cli("train-nuclei", d, "--out", out, *args, "--licence", "CC0-1.0", "--json", "--quiet", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert validate_model_folder(out) == []
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["licence"] == "CC0-1.0" and len(man["training"]["data"]["validation"]) == 1
+    assert not (tmp_path / ".model.train").exists()  # the checkpoint folder goes once the model is written
+    img = sorted((d / "images").glob("*.png"))[0]
+    r = run_cli("nuclei", img, "--mpp", "0.3", "--out", tmp_path / "o", "--nuclei-model", out, "--json", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    assert summary["nuclei_model"]["name"] == "model" and summary["nuclei_model"]["licence"] == "CC0-1.0"
+    (out / "weights.safetensors").write_bytes((out / "weights.safetensors").read_bytes()[:-8] + b"\0" * 8)
+    r = run_cli("nuclei", img, "--mpp", "0.3", "--out", tmp_path / "o2", "--nuclei-model", out)
+    assert_one_line(r, 16, "sha256 mismatch")
+
+
+def test_an_interrupted_run_resumes_after_its_last_epoch(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from napari_pathomics.training.nuclei import Sample, TrainConfig, train_nuclei
+
+    samples = []
+    for p in sorted((DSB / "images").glob("*.png"))[:2]:
+        rgb = np.asarray(Image.open(p).convert("RGB"))
+        lab = np.asarray(Image.open(DSB / "labels" / p.name)).astype(np.int32)
+        samples.append(Sample(p.stem, rgb, lab, 0.3))
+    cfg = TrainConfig(epochs=1, steps_per_epoch=1, batch=2, crop=64, pretrained=False)
+    _, state = train_nuclei(samples[:1], tmp_path / "w", cfg, val=samples[1:])
+    assert state["epoch"] == 1 and (tmp_path / "w" / "checkpoint.safetensors").is_file()
+    said: list[str] = []
+    _, state = train_nuclei(
+        samples[:1], tmp_path / "w", TrainConfig(**{**cfg.__dict__, "epochs": 2}), val=samples[1:], log=said.append
+    )
+    assert said[0].startswith("resuming after epoch 1") and [h["epoch"] for h in state["history"]] == [1, 2]
+    with pytest.raises(ValueError, match="other settings"):
+        train_nuclei(samples[:1], tmp_path / "w", TrainConfig(**{**cfg.__dict__, "crop": 96}), val=samples[1:])
