@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from _cells_helpers import nuclei_slide, tile_results
 
+from napari_pathomics.cells.methods import DEFAULT_METHOD
 from napari_pathomics.layers import (
     OUTLINE_MAX_SHAPES,
     ROLE_NC_RATIO,
@@ -47,9 +48,11 @@ def test_nuclei_layers_lazy_outlines_and_hover(make_napari_viewer, qtbot, plante
     slide = session.slide_of(img)
     dock = AnalyzeWidget(viewer)
     panel = dock.cells  # embedded in the Analyze dock
+    assert panel.model.currentData() == DEFAULT_METHOD  # the chooser starts on the default, like the CLI
     _compute(qtbot, panel)
     res = panel.nuclei[str(slide.path)]
     assert res.complete and len(res.nuclei) > 100
+    assert f"model {DEFAULT_METHOD}" in panel.status.text()  # the panel names the model it used
     dens = session.find_layer(viewer, slide, ROLE_NUCLEI_DENSITY)
     nc = session.find_layer(viewer, slide, ROLE_NC_RATIO)
     outlines = session.find_layer(viewer, slide, ROLE_NUCLEI_OUTLINES)

@@ -16,17 +16,12 @@ from ..bundle import Bundle
 from ..errors import PathomicsError
 from ..results import TileResults
 from ..scoring import load_signature, nuclear_tile_values, score_tiles, slide_tiles
-from ..signature import FeatureSpec, Signature
+from ..signature import Signature
 from ..tables import safe_cell
 from .table import CohortTable
-from .task import RESULTS_NAME, one_line, slide_dir
+from .task import RESULTS_NAME, one_line, patient_feature_spec, slide_dir
 
 __all__ = ["write_patient_table"]
-
-
-def _features_only_spec(bundle: Bundle) -> FeatureSpec:
-    """What a bundle without a signature reports per patient: TME composition, tile-weighted."""
-    return FeatureSpec(classes=list(bundle.class_names), tme_stats=["mean", "frac"], combine="weighted")
 
 
 def write_patient_table(
@@ -34,7 +29,7 @@ def write_patient_table(
 ) -> dict[str, Any]:
     """Write ``out/patients.csv``; returns a summary for ``run.json``."""
     sig: Signature | None = load_signature(bundle) if bundle.signature_path is not None else None
-    spec = sig.feature_spec if sig is not None else _features_only_spec(bundle)
+    spec = sig.feature_spec if sig is not None else patient_feature_spec(bundle)
     assert spec is not None
     rows = []
     for pid, prow in table.by_patient().items():

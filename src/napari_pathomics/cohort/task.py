@@ -27,12 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, atomic_write_set
+from ..bundle import Bundle
+from ..cells.methods import resolve_method
 from ..errors import CohortError, PathomicsError
 from ..inference.analyze import analyze_slide
 from ..inference.engine import Engine
 from ..provenance import file_fingerprint, now_iso, sha256_file
 from ..results import FAILED, TileResults
+from ..scoring import load_signature, nuclear_tile_values
 from ..scoring.engines import load_bundle, shared_engine
+from ..signature import FeatureSpec
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide
 from .table import CohortRow
@@ -141,6 +145,27 @@ def completed_record(out: str | Path, row: CohortRow, opts: ScoreOptions) -> dic
         return None
 
 
+def patient_feature_spec(bundle: Bundle) -> FeatureSpec | None:
+    """The features a patient row holds: the signature's frozen spec, else TME composition."""
+    sig = load_signature(bundle) if bundle.signature_path is not None else None
+    if sig is not None:
+        return sig.feature_spec
+    return FeatureSpec(classes=list(bundle.class_names), tme_stats=["mean", "frac"], combine="weighted")
+
+
+def _nuclei_on_worker(slide: Any, res: TileResults, bundle: Bundle) -> dict[str, Any]:
+    """Segment this slide's nuclei here, on the worker, when the patient features need them: the
+    nuclei cache then serves the patient table in the main process without segmenting again."""
+    spec = patient_feature_spec(bundle)
+    if spec is None or not spec.nuclear:
+        return {}
+    try:
+        nuclear_tile_values(slide, res, spec)
+    except PathomicsError as exc:  # the patient table retries and reports it
+        return {"nuclei_error": one_line(exc)}
+    return {"nuclei_model": resolve_method(None).describe()}
+
+
 def one_line(exc: BaseException) -> str:
     """A failure as one line (the type name too when it is a bug, not a user error)."""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -216,6 +241,9 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
         t_run = time.perf_counter() - tr
         if not res.complete:
             raise CohortError("the engine stopped before every tile had a result")
+        tn = time.perf_counter()
+        nuclei = _nuclei_on_worker(slide, res, engine.bundle)
+        t_nuclei = time.perf_counter() - tn
     tw = time.perf_counter()
     risk_source = res.meta.get("risk_source", "class_weights")  # the engine applies a risk head
     files = {**res.files(RESULTS_NAME), "tiles.csv": res.csv_text().encode("utf-8")}
@@ -242,10 +270,12 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
             "engine_load_s": round(t_engine, 4),
             "plan_s": round(t_plan, 4),
             "run_s": round(t_run, 4),
+            "nuclei_s": round(t_nuclei, 4),
             "write_s": 0.0,
             **{f"engine_{k}": v for k, v in stats.items()},
         },
         "finished": now_iso(),
+        **nuclei,
     }
     rec["timings"]["write_s"] = round(time.perf_counter() - tw, 4)
     atomic_write_json(d / DONE_NAME, rec)  # last: marks the folder complete
