@@ -15,7 +15,7 @@ haematoxylin Otsu + distance-transform watershed baseline). Speed is Mpx/s of 40
 ``--train-own`` trains with ``pathomics train-nuclei`` on part of monuseg-train and measures on the
 rest, cross-validated by image (``--folds``, default 3; ``--epochs`` per fold).
 
-Run: python benchmarks/bench_nuclei.py [--data DIR] [--methods otsu,classical,dsb2018,monuseg]
+Run: python benchmarks/bench_nuclei.py [--data DIR] [--methods otsu,classical,monuseg,MODEL_DIR]
      python benchmarks/bench_nuclei.py --train-own [--folds 3] [--epochs N]
 """
 
@@ -133,7 +133,7 @@ def train_own(data: Path, folds: int, epochs: int | None, threads: int | None = 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--methods", default="otsu,classical,dsb2018,monuseg")
+    ap.add_argument("--methods", default="otsu,classical,monuseg")
     ap.add_argument("--sets", default="monuseg,dsb")
     ap.add_argument("--train-own", action="store_true")
     ap.add_argument("--folds", type=int, default=3)

@@ -26,10 +26,7 @@ BUNDLES_DIR: Path = _ROOT / "bundles"
 DEFAULT_BUNDLE: Path = BUNDLES_DIR / "default"
 #: Learned nuclei model folders shipped in the package, by the name ``--nuclei-model`` takes.
 NUCLEI_MODELS_DIR: Path = _ROOT / "models"
-NUCLEI_MODELS: dict[str, Path] = {
-    "dsb2018": NUCLEI_MODELS_DIR / "nuclei-dsb2018",
-    "monuseg": NUCLEI_MODELS_DIR / "nuclei-monuseg",
-}
+NUCLEI_MODELS: dict[str, Path] = {"monuseg": NUCLEI_MODELS_DIR / "nuclei-monuseg"}
 
 
 def cache_dir(kind: str) -> Path:

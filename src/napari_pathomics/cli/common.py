@@ -60,7 +60,7 @@ def add_nuclei_model_option(parser: argparse.ArgumentParser) -> None:
         "--nuclei-model",
         default=None,
         metavar="NAME|DIR",
-        help="nuclei method: a shipped model (dsb2018; monuseg, CC BY-NC-SA 4.0, opt-in), a model folder "
+        help="nuclei method: the shipped model monuseg (CC BY-NC-SA 4.0, non-commercial, opt-in), a model folder "
         "from train-nuclei, 'otsu' (plain baseline) or 'classical' (default: the best shipped method)",
     )
 
