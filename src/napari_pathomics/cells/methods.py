@@ -38,7 +38,8 @@ DEFAULT_METHOD = "otsu"
 
 
 class NucleiMethod(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def key(self) -> str: ...
@@ -98,7 +99,7 @@ class Classical:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "classical", "licence": "BSD-3-Clause (napari-pathomics)"}
 
-    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:  # type: ignore[no-untyped-def]
+    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:
         return segment_nuclei(
             rgb, mpp, stain=stain, params=self.params, reference_threshold=reference_threshold, check=check
         )
@@ -117,7 +118,7 @@ class Otsu:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "classical", "licence": "BSD-3-Clause (napari-pathomics)"}
 
-    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:  # type: ignore[no-untyped-def]
+    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:
         arr = _check(rgb, mpp, check)
         stain = stain or slide_stain(arr)
         labels = segment_otsu(arr, float(mpp))
@@ -131,7 +132,7 @@ class Learned:
     model: NucleiModel
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self.model.name
 
     @property
@@ -141,7 +142,7 @@ class Learned:
     def describe(self) -> dict[str, Any]:
         return self.model.describe()
 
-    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:  # type: ignore[no-untyped-def]
+    def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:
         arr = _check(rgb, mpp, check)
         labels = self.labels(arr, float(mpp), cancel=cancel)
         stain = stain or slide_stain(arr)

@@ -40,8 +40,9 @@ def build_unet(encoder: str = DEFAULT_ENCODER, decoder: tuple[int, ...] = DEFAUL
     class NucleiUNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = timm.create_model(encoder, features_only=True, pretrained=False)
-            chans = list(self.encoder.feature_info.channels())  # strides 2, 4, 8, 16, 32
+            enc: Any = timm.create_model(encoder, features_only=True, pretrained=False)
+            self.encoder = enc
+            chans = list(enc.feature_info.channels())  # strides 2, 4, 8, 16, 32
             ups = []
             cin = chans[-1]
             for skip, cout in zip(reversed(chans[:-1]), decoder):

@@ -83,7 +83,6 @@ def _train(args: argparse.Namespace) -> int:
         "validation": [s.name for s in val],
         "mpp": args.mpp,
     }
-    kw = {"post": post} if post else {}
     export_model(
         net,
         out,
@@ -94,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         attribution=args.attribution,
         data=data,
         figures={"validation": figs} if figs else {},
-        **kw,
+        post=post,
     )
     probs = validate_model_folder(out)
     if probs:
