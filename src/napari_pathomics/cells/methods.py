@@ -33,7 +33,7 @@ __all__ = ["NucleiMethod", "resolve_method", "DEFAULT_METHOD", "method_names", "
 
 #: The default everywhere: the best shipped method on the 13 instance-labelled MoNuSeg training
 #: images that may be a default (``monuseg`` is non-commercial and opt-in), never one below the
-#: Otsu baseline (benchmarks/bench_nuclei.py: otsu Dice 0.727 / AJI 0.386, classical 0.672 / 0.384).
+#: Otsu baseline (figures: docs/benchmarks.md, bench_nuclei).
 DEFAULT_METHOD = "otsu"
 
 
