@@ -215,3 +215,84 @@ def test_every_module_is_named_in_the_architecture_doc() -> None:
         if not any(n in doc for n in names):
             unnamed.append(module)
     assert not unnamed, "modules docs/architecture.md does not name (add a line to its Layout):\n" + "\n".join(unnamed)
+
+
+# ---- the viewer's state has an owner (layers.case), and napari is used through its public API -----
+WIDGETS = PACKAGE / "widgets"
+#: A file under widgets/ is a dock or a piece of one: past this many lines it holds two concerns.
+MAX_WIDGET_LINES = 500
+#: Module-level calls that make immutable values (or the logger, which logging owns).
+IMMUTABLE_CALLS = {"str", "int", "float", "bool", "tuple", "frozenset", "Path", "getLogger", "TypeVar"}
+#: Private napari access in widgets/ (a line that needs one says so with "no public" in a comment).
+PRIVATE_NAPARI = (
+    "viewer._",
+    "window._",
+    "._dock_widgets",
+    "_add_layer_from_data",
+    "_qt_viewer",
+    "_qt_window",
+    "_instances",
+    "layers._",
+    "camera._",
+    "cursor._",
+    "napari._",
+)
+
+
+def module_state(source: str) -> list[str]:
+    """Module-level mutable state in ``source``: mutable literals, calls (bar ``IMMUTABLE_CALLS``), ``global``."""
+    tree = ast.parse(source)
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+            value = node.value
+            if value is None or names == ["__all__"]:
+                continue
+            mutable = isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp))
+            if isinstance(value, ast.Call):
+                func = value.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                mutable = name not in IMMUTABLE_CALLS
+            if mutable:
+                out.append(f"{node.lineno}: {ast.unparse(node)[:80]}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            out.append(f"{node.lineno}: global {', '.join(node.names)}")
+    return out
+
+
+def private_napari(source: str) -> list[str]:
+    """Lines of ``source`` that reach into napari's private attributes without saying why."""
+    out = []
+    for i, line in enumerate(source.splitlines(), 1):
+        code, _, comment = line.partition("#")
+        if any(p in code for p in PRIVATE_NAPARI) and "no public" not in comment:
+            out.append(f"{i}: {line.strip()}")
+    return out
+
+
+def test_the_checks_below_can_fail() -> None:
+    bad = "CACHE = {}\nSEEN: list[int] = []\nTIMERS = weakref.WeakKeyDictionary()\ndef f():\n    global X\n"
+    assert len(module_state(bad)) == 4
+    assert module_state("__all__ = ['a']\nLOG = logging.getLogger('x')\nN = int('3')\nT = (1, 2)\n") == []
+    assert private_napari("ly = viewer._add_layer_from_data(*t)\nw = viewer.window._qt_window\n") != []
+    assert private_napari("w = viewer.window._qt_window  # napari has no public main window\n") == []
+    assert private_napari("viewer.add_layer(Layer.create(*t))\n") == []
+
+
+def test_widgets_keep_no_module_level_state() -> None:
+    state = {}
+    for path in sorted(WIDGETS.glob("*.py")):
+        if found := module_state(path.read_text(encoding="utf-8")):
+            state[path.name] = found
+    assert not state, f"module-level mutable state in widgets/ (it belongs in the viewer's case): {state}"
+
+
+def test_widgets_use_public_napari_api() -> None:
+    found = {}
+    for path in sorted(WIDGETS.glob("*.py")):
+        if hits := private_napari(path.read_text(encoding="utf-8")):
+            found[path.name] = hits
+    assert not found, f"private napari attributes (say 'no public …' in a comment where napari has none): {found}"

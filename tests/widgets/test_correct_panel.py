@@ -21,7 +21,7 @@ from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.results import DONE, TileResults
 from napari_pathomics.results.labels import labels_path, saved_labels_path
 from napari_pathomics.scoring import score_patient
-from napari_pathomics.widgets import correct_panel, session
+from napari_pathomics.widgets import adapted_maps, session
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.correct_panel import ROLE_SUGGESTIONS, ROLE_TILE_LABELS
 from napari_pathomics.widgets.result_layers import display_of
@@ -404,8 +404,9 @@ def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer,
     img = session.add_slide(viewer, two_tissue_slide)
     dock = AnalyzeWidget(viewer)
     dock.bundle_path.setText(str(tmp_path / "no-such-bundle"))
+    dock._refresh_bundle()  # what Enter in the path box does
     panel = dock.correct
-    panel._classes = []  # as if no bundle had ever been usable
+    panel.tool._classes = []  # as if no bundle had ever been usable
     panel.current = "TUM"
     assert panel.label_world(_world(5, 5)) == 0
     assert "no usable bundle" in panel.status.text()
@@ -496,7 +497,7 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(
     assert len(panel.labels_of(slide)) == len(_brushed(LEFT) | _brushed(RIGHT))
 
     # more tiles in view than are recomputed at once: the maps wait for the button, and say so
-    monkeypatch.setattr(correct_panel, "AUTO_CAM_TILES", 1)
+    monkeypatch.setattr(adapted_maps, "AUTO_CAM_TILES", 1)
     _wait(qtbot, panel.adapt(), panel)
     assert panel.cam_worker is None and "the activation maps wait" in panel.status.text()
     assert not dock.results[str(slide.path)].cams

@@ -231,7 +231,7 @@ def test_problems_shown_together_merge_stale_ones_go_and_library_warnings_are_lo
     assert "a.svs" in errors[-1] and "b.svs" in errors[-1] and "2 problems" in errors[-1]
     notices.show_warning("no pixel size", key="mpp:x")
     notices.withdraw("mpp:x")
-    assert not any(any(k == "mpp:x" for k, _ in s.messages) for s in notices._SHOWN)
+    assert not any(any(k == "mpp:x" for k, _ in s.messages) for s in notices.shown_notices())
     before = len(notification_manager.records)
     with caplog.at_level(logging.WARNING, logger="napari_pathomics"):
         # what napari's hook and its worker threads call with a warning

@@ -40,17 +40,14 @@ def _adapt(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
     from ..inference.engine import Engine
     from ..outputs import OutputError, check_output_dir
-    from ..results.labels import SlideIdentity, read_labels
     from ..training.adapt import (
         AdaptConfig,
-        LabelledTiles,
-        adapt_head,
-        base_head,
-        collect_labelled,
         describe_counts,
+        fit_and_apply,
+        gather_labelled,
+        run_to_end,
         write_adapted_bundle,
     )
-    from ..wsi.slide import open_slide
 
     slides, label_files = args.slide or [], args.labels or []
     if not slides or len(slides) != len(label_files):
@@ -64,23 +61,16 @@ def _adapt(args: argparse.Namespace) -> int:
         raise OutputError(f"{out} is the base bundle (or inside it); choose another folder for the adapted bundle")
     mapping = _mapping(args.map or [])
     engine = Engine(bundle, device=args.device, batch_size=args.batch_size, amp=args.amp, num_threads=args.threads)
-    parts: list[LabelledTiles] = []
-    for slide_path, labels_path in zip(slides, label_files):
-        with open_slide(slide_path, mpp=args.slide_mpp) as slide:
-            ident = SlideIdentity.of(slide)
-            labels, notes = read_labels(
-                labels_path,
-                bundle.tile_um / slide.mpp[0],
-                bundle.class_names,
-                slide=ident,
-                bounds=(slide.width, slide.height),
-                mapping=mapping,
-                force=args.force,
-            )
-            part = collect_labelled(engine, slide, labels, use_cache=not args.no_cache, source=str(labels_path))
-            part.notes[:0] = notes
-            parts.append(part)
-    data = LabelledTiles.join(parts)
+    data, _ = run_to_end(
+        gather_labelled(
+            engine,
+            files=list(zip(slides, label_files)),
+            mapping=mapping,
+            force=args.force,
+            mpp=args.slide_mpp,
+            use_cache=not args.no_cache,
+        )
+    )
     for note in data.notes:
         print(f"pathomics adapt: warning: {note}", file=sys.stderr)
     cfg = (
@@ -88,7 +78,7 @@ def _adapt(args: argparse.Namespace) -> int:
         if args.strength is None
         else AdaptConfig(strength=None if args.strength == "auto" else args.strength)
     )
-    result = adapt_head(data.emb, data.y, base_head(engine), bundle.class_names, cfg)
+    result = fit_and_apply(engine, data, cfg=cfg).result
     adapted = write_adapted_bundle(bundle, result, data.sets, out, name=args.name)
     summary = {
         "bundle": str(out),

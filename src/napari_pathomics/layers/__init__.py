@@ -1,6 +1,6 @@
 """Core objects → napari layer data tuples, with the one transform that keeps them aligned.
 
-Qt-free: returns ``(data, kwargs, layer_type)`` tuples that napari's ``Viewer._add_layer_from_data``
+Qt-free: returns ``(data, kwargs, layer_type)`` tuples that napari's ``Layer.create(data, kwargs, type)``
 or ``add_<type>(data, **kwargs)`` accept; colormaps are plain dicts napari turns into its own
 objects. Conventions (docs/architecture.md, "Coordinates"):
 
@@ -12,8 +12,9 @@ objects. Conventions (docs/architecture.md, "Coordinates"):
   ``translate = (o + (s − 1)/2)·mpp``.
 
 Submodules: ``base`` (roles, transforms, the slide image), ``rois`` (ROIs and QuPath objects),
-``results`` (class map, heatmaps, uncertainty), ``cells`` (nuclei, the tumour proposal). Names load
-lazily, so opening a slide does not import the result or nuclei code.
+``results`` (class map, heatmaps, uncertainty), ``cells`` (nuclei, the tumour proposal), ``labels``
+(tile labels, suggested tiles) and ``case`` (the viewer's Qt-free case model the docks share).
+Names load lazily, so opening a slide does not import the result or nuclei code.
 """
 
 from ..lazy import lazy_exports
@@ -41,11 +42,21 @@ _CELLS = (
     "nuclei_outlines nuclei_outline_layer proposal_layer nuclei_readout"
 )
 
+_LABELS = "ROLE_TILE_LABELS ROLE_SUGGESTIONS OUTLINE_K labels_layer suggestions_layer"
+_CASE = "Case Adaptation case_of"
+
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         name: module
-        for module, names in (("base", _BASE), ("rois", _ROIS), ("results", _RESULTS), ("cells", _CELLS))
+        for module, names in (
+            ("base", _BASE),
+            ("rois", _ROIS),
+            ("results", _RESULTS),
+            ("cells", _CELLS),
+            ("labels", _LABELS),
+            ("case", _CASE),
+        )
         for name in names.split()
     },
 )

@@ -31,7 +31,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,12 @@ from ..bundle.archive import MANIFEST_NAME
 from ..errors import BundleError, LabelsError
 from ..inference.checks import runtime_problems
 from ..inference.engine import Engine
-from ..inference.head import HEAD_FILE, ClassHead
+from ..inference.head import HEAD_FILE, ClassHead, apply_head
 from ..inference.subset import cell_index, cells_grid
 from ..provenance import now_iso, versions
 from ..results import DONE, PENDING, TileResults
-from ..results.labels import TileLabels
-from ..wsi.slide import Slide
+from ..results.labels import SlideIdentity, TileLabels, read_labels
+from ..wsi.slide import Slide, open_slide
 
 __all__ = [
     "AdaptConfig",
@@ -68,6 +68,13 @@ __all__ = [
     "write_adapted_bundle",
     "describe_counts",
     "one_blas_thread",
+    "OpenSlide",
+    "Adapted",
+    "labelled_from_file",
+    "gather_labelled",
+    "fit_and_apply",
+    "adapt_slides",
+    "run_to_end",
 ]
 
 
@@ -684,3 +691,137 @@ def write_adapted_bundle(
         if problems:
             raise BundleError(f"the adapted bundle does not run: {problems[0]}")
     return Bundle.load(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the workflow, shared by ``pathomics adapt`` and the viewer's Correct panel
+#: Progress of a step: (fraction done, what is being done).
+Progress = tuple[float, str]
+
+
+@dataclass
+class OpenSlide:
+    """A slide open in the viewer: its labels and the bundle's own results of it (either may be missing)."""
+
+    slide: Slide
+    labels: TileLabels | None
+    base: TileResults | None
+
+
+@dataclass
+class Adapted:
+    """An adapted head, what it was fitted on, and the open slides' results before and after it."""
+
+    result: AdaptResult
+    data: LabelledTiles
+    bases: dict[str, TileResults]  # slide path -> the bundle's own results (with embeddings)
+    refreshed: dict[str, TileResults]  # slide path -> the same tiles through the adapted head
+
+
+def labelled_from_file(
+    engine: Engine,
+    slide_path: str | Path,
+    labels_path: str | Path,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    force: bool = False,
+    mpp: float | None = None,
+    use_cache: bool = True,
+    cancel: threading.Event | None = None,
+) -> LabelledTiles:
+    """A labels file (ours or QuPath's) on a slide file → its labelled tiles' embeddings, with the file's notes."""
+    with open_slide(slide_path, mpp=mpp) as slide:
+        labels, notes = read_labels(
+            labels_path,
+            engine.bundle.tile_um / slide.mpp[0],
+            engine.bundle.class_names,
+            slide=SlideIdentity.of(slide),
+            bounds=(slide.width, slide.height),
+            mapping=mapping,
+            force=force,
+        )
+        part = collect_labelled(engine, slide, labels, use_cache=use_cache, cancel=cancel, source=str(labels_path))
+    part.notes[:0] = notes
+    return part
+
+
+def gather_labelled(
+    engine: Engine,
+    open_slides: Sequence[OpenSlide] = (),
+    files: Sequence[tuple[str | Path, str | Path]] = (),
+    *,
+    mapping: Mapping[str, str] | None = None,
+    force: bool = False,
+    mpp: float | None = None,
+    use_cache: bool = True,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, tuple[LabelledTiles, dict[str, TileResults]]]:
+    """Every labelled tile's embedding: of the open slides (from their results, whose missing embeddings
+    are computed once) and of (slide file, labels file) pairs. Yields progress; returns
+    ``(LabelledTiles, {slide path: results with embeddings})``."""
+    parts: list[LabelledTiles] = []
+    bases: dict[str, TileResults] = {}
+    for item in open_slides:
+        s, base = item.slide, item.base
+        if base is not None and base.missing_emb().any():  # cached before embeddings were kept
+            run = engine.run(s, base.grid(s), embeddings=True, cancel=cancel)
+            for upd in run:
+                yield upd.fraction, f"{s.path.name}: embeddings {upd.done}/{upd.total} tiles"
+            base = run.results
+        if base is not None:
+            bases[str(s.path)] = base
+        if item.labels is not None and len(item.labels):
+            parts.append(collect_labelled(engine, s, item.labels, base, cancel=cancel, source="viewer"))
+    for slide_path, labels_path in files:
+        parts.append(
+            labelled_from_file(
+                engine,
+                slide_path,
+                labels_path,
+                mapping=mapping,
+                force=force,
+                mpp=mpp,
+                use_cache=use_cache,
+                cancel=cancel,
+            )
+        )
+    return LabelledTiles.join(parts), bases
+
+
+def fit_and_apply(
+    engine: Engine,
+    data: LabelledTiles,
+    bases: Mapping[str, TileResults] | None = None,
+    cfg: AdaptConfig = AdaptConfig(),
+) -> Adapted:
+    """Fit the head to the labels and run it on ``bases``' kept embeddings (their maps, at once)."""
+    result = adapt_head(data.emb, data.y, base_head(engine), engine.bundle.class_names, cfg)
+    meta = {"adapted": True, "adapted_labels": result.n}
+    with one_blas_thread():  # small GEMMs: BLAS's thread pool only fights torch's for the cores
+        refreshed = {
+            p: apply_head(b, result.head, engine.weights, engine.risk_head, meta=meta) for p, b in (bases or {}).items()
+        }
+    return Adapted(result, data, dict(bases or {}), refreshed)
+
+
+def adapt_slides(
+    engine: Engine,
+    open_slides: Sequence[OpenSlide] = (),
+    files: Sequence[tuple[str | Path, str | Path]] = (),
+    *,
+    cfg: AdaptConfig = AdaptConfig(),
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, Adapted]:
+    """The Correct panel's Adapt: ``gather_labelled`` then ``fit_and_apply``; yields progress, returns ``Adapted``."""
+    data, bases = yield from gather_labelled(engine, open_slides, files, cancel=cancel)
+    yield 0.9, f"fitting on {len(data)} labels…"
+    return fit_and_apply(engine, data, bases, cfg)
+
+
+def run_to_end(steps: Generator[Progress, None, Any]) -> Any:
+    """The return value of a progress generator, its progress dropped (the command line's way)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

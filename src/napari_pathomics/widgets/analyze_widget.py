@@ -3,6 +3,9 @@
 Layers fill in as batches finish; cached results of the same slide × bundle × grid show at
 once and an interrupted run resumes. The "Show" box picks the one map drawn over the slide
 (Alt+1…Alt+6 too), where it starts, how it is rendered, and explains the classes.
+
+The dock keeps no state another dock needs: results, the bundle and how maps are drawn are the
+viewer's case (``layers.case.Case``); the dock writes them there and redraws when they change.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from . import session
 from .cells_panel import CellsPanel
 from .controls import action_row
 from .correct_panel import CorrectPanel
-from .result_layers import display_of, readout, redraw, select_shown, show_results
+from .result_layers import readout, redraw, select_shown, show_results
 from .roi_widget import current_rois, current_tissue
 
 
@@ -57,10 +60,11 @@ class AnalyzeWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         session.install(napari_viewer)
-        self.results: dict[str, TileResults] = {}  # slide path -> results
+        self.case = session.case_of(napari_viewer)
         self.worker: Any = None
         self.cancel_event = threading.Event()
         self._last_draw = 0.0
+        self._shown_before = self.case.display.shown
         layout = QVBoxLayout(self)
 
         box = QGroupBox("Model bundle")
@@ -78,10 +82,12 @@ class AnalyzeWidget(QWidget):
         form.addRow(self.bundle_info)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.currentTextChanged.connect(self._engine_options)
         form.addRow("device", self.device)
         self.batch = QSpinBox()
         self.batch.setRange(1, 512)
         self.batch.setValue(32)
+        self.batch.valueChanged.connect(self._engine_options)
         form.addRow("batch size", self.batch)
         layout.addWidget(box)
 
@@ -93,6 +99,8 @@ class AnalyzeWidget(QWidget):
         self.cam_on = QCheckBox("Grad-CAM for class")
         self.cam_class = QComboBox()
         cl.addRow(self.cam_on, self.cam_class)
+        for changed in (self.ram.toggled, self.cam_on.toggled, self.cam_class.currentTextChanged):
+            changed.connect(self._cams_changed)
         layout.addWidget(cams)
 
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
@@ -108,13 +116,22 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(self.hover)
         self.cells = CellsPanel(napari_viewer, results_of=lambda slide: self.results.get(str(slide.path)))
         layout.addWidget(self.cells)
-        self.correct = CorrectPanel(napari_viewer, self)  # label tiles, adapt the head, suggest, save
+        self.correct = CorrectPanel(napari_viewer)  # label tiles, adapt the head, suggest, save
         layout.addWidget(self.correct)
         layout.addStretch(1)
 
         self.bundle_path.editingFinished.connect(self._refresh_bundle)
         self._refresh_bundle()
+        self._cams_changed()
+        session.listen(self, self.case.results_changed, self._on_results)
+        session.listen(self, self.case.display_changed, self._on_display_changed)
+        session.listen(self, self.case.bundle_changed, self._on_bundle_changed)
         napari_viewer.mouse_move_callbacks.append(self._on_mouse_move)
+
+    @property
+    def results(self) -> dict[str, TileResults]:
+        """Slide path -> the analysis shown (the case's)."""
+        return self.case.results
 
     # ------------------------------------------------------------------ bundle
     def _browse(self) -> None:
@@ -130,7 +147,20 @@ class AnalyzeWidget(QWidget):
             session.report(exc, "bundle refused")
             return None
 
+    def _engine_options(self, *_: Any) -> None:
+        self.case.set_bundle(self.bundle_path.text(), self.device.currentText(), self.batch.value())
+
+    def _on_bundle_changed(self) -> None:
+        """Another dock changed the case's bundle (the Correct panel saved an adapted model)."""
+        if self.case.bundle_path != self.bundle_path.text():
+            self.bundle_path.setText(self.case.bundle_path)
+            self._refresh_bundle()
+
+    def _cams_changed(self, *_: Any) -> None:
+        self.case.cam_names = self.cam_names()
+
     def _refresh_bundle(self) -> None:
+        self._engine_options()
         b = self.bundle()
         self.cam_class.clear()
         if b is None:
@@ -197,9 +227,7 @@ class AnalyzeWidget(QWidget):
         worker = work()
         worker.yielded.connect(lambda payload: self._on_update(slide, *payload))
         worker.errored.connect(lambda exc: session.report(exc, "analysis failed"))
-        # a head adapted on this bundle is applied again to the new results (the labels are all kept)
-        readapt = self.correct.result is not None and self.correct.adapted_for == bundle.bundle_id
-        worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None, readapt))
+        worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None))
         self.worker = worker
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
@@ -211,28 +239,32 @@ class AnalyzeWidget(QWidget):
         self.status.setText("cancelling after the current batch…")
 
     def _on_update(self, slide: Slide, update: Any, results: TileResults) -> None:
-        self.results[str(slide.path)] = results
         self.progress.setValue(int(100 * update.fraction))
         now = time.monotonic()
-        if update.done == update.total or now - self._last_draw > 0.5 or update.from_cache:
-            self.show_results(slide, results)
+        draw = update.done == update.total or now - self._last_draw > 0.5 or update.from_cache
+        self.case.set_results(str(slide.path), results, notify=draw)  # drawn by _on_results
+        if draw:
             self._last_draw = now
         self.status.setText(f"{update.done}/{update.total} tiles" + (" (from cache)" if update.from_cache else ""))
 
-    def _on_finished(self, slide: Slide, run: InferenceRun | None, readapt: bool = False) -> None:
+    def _on_finished(self, slide: Slide, run: InferenceRun | None) -> None:
         self.worker = None
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
         if run is None:
             return
         res = run.results
-        self.results[str(slide.path)] = res
-        self.show_results(slide, res)
+        self.case.set_results(str(slide.path), res)
         c = res.counts()
         state = "cancelled" if self.cancel_event.is_set() and not res.complete else "done"
         self.status.setText(f"{state}: " + ", ".join(f"{v} {k}" for k, v in c.items() if v))
-        if readapt and res.complete:
-            self.correct.adapt()
+        if res.complete:
+            self.case.analysis_finished.emit(str(slide.path))  # an adapted head is applied again
+
+    def _on_results(self, path: str) -> None:
+        slide = self.case.slide(path)
+        if slide is not None and path in self.case.results:
+            self.show_results(slide, self.case.results[path])
 
     # ------------------------------------------------------------------ hover
     def _on_mouse_move(self, viewer: napari.Viewer, event: Any) -> None:
@@ -275,7 +307,7 @@ class AnalyzeWidget(QWidget):
         self.low_conf = QDoubleSpinBox()
         self.low_conf.setRange(0.0, 1.0)
         self.low_conf.setSingleStep(0.05)
-        self.low_conf.setValue(display_of(self.viewer).low_confidence)
+        self.low_conf.setValue(self.case.display.low_confidence)
         self.low_conf.setToolTip("tiles whose top-class probability is below this are hatched on the class map")
         self.low_conf.valueChanged.connect(self._on_display)
         form.addRow("hatch below", self.low_conf)
@@ -298,7 +330,7 @@ class AnalyzeWidget(QWidget):
         self.view.clear()
         for key, title in items:
             self.view.addItem(title, key)
-        shown = display_of(self.viewer).shown
+        shown = self.case.display.shown
         self.view.setCurrentIndex(keys.index(shown) if shown in keys else 0)
         self.view.blockSignals(False)
 
@@ -315,15 +347,26 @@ class AnalyzeWidget(QWidget):
     def _on_view(self, _index: int = 0) -> None:
         key = self.view.currentData()
         if key:
-            display_of(self.viewer).shown = key
-            redraw(self.viewer)
+            self.case.update_display(shown=key)
+
+    def _on_display_changed(self) -> None:
+        """The case's display changed (here or in another panel): redraw, follow it in the controls."""
+        redraw(self.viewer)
+        shown = self.case.display.shown
+        if self.view.currentData() != shown:
+            self.view.blockSignals(True)
+            self.show_view(shown)
+            self.view.blockSignals(False)
+        if shown != self._shown_before:
+            self._shown_before = shown
             slide = session.slide_of(session.active_slide_layer(self.viewer))
             if slide is not None:
                 select_shown(self.viewer, slide)
-            self._sync_threshold()
+        self._sync_threshold()
+        self._update_legend()
 
     def _shown_scale(self) -> dict[str, Any] | None:
-        key = display_of(self.viewer).shown
+        key = self.case.display.shown
         for ly in self.viewer.layers:
             if ly.metadata.get(VIEW_KEY) == key and SCALE_KEY in ly.metadata:
                 return ly.metadata[SCALE_KEY]
@@ -347,20 +390,18 @@ class AnalyzeWidget(QWidget):
         if scale is None:
             return
         lo, hi = scale["limits"]
-        display = display_of(self.viewer)
-        display.thresholds[display.shown] = lo + (hi - lo) * value / 100.0
-        redraw(self.viewer)
-        self.threshold_label.setText(f"{display.thresholds[display.shown]:.3g}")
+        display = self.case.display
+        thresholds = {**display.thresholds, display.shown: lo + (hi - lo) * value / 100.0}
+        self.case.update_display(thresholds=thresholds)
+        self.threshold_label.setText(f"{thresholds[display.shown]:.3g}")
 
     def _on_display(self, *_: Any) -> None:
-        display = display_of(self.viewer)
-        display.smooth = self.smooth.currentIndex() == 1
-        display.cam_scale = CAM_SCALES[self.cam_scale.currentIndex()]
-        display.palette = PALETTES[self.palette.currentIndex()]
-        display.low_confidence = float(self.low_conf.value())
-        redraw(self.viewer)
-        self._sync_threshold()
-        self._update_legend()
+        self.case.update_display(
+            smooth=self.smooth.currentIndex() == 1,
+            cam_scale=CAM_SCALES[self.cam_scale.currentIndex()],
+            palette=PALETTES[self.palette.currentIndex()],
+            low_confidence=float(self.low_conf.value()),
+        )
 
     def _descriptions(self) -> dict[str, str]:
         b = self.bundle()
@@ -383,13 +424,13 @@ class AnalyzeWidget(QWidget):
             if b is None:
                 self.legend.setText("")
                 return
-            colors = class_palette(b.class_names, b.class_colors, display_of(self.viewer).palette)
+            colors = class_palette(b.class_names, b.class_colors, self.case.display.palette)
             rows = [
                 {"name": n, "title": b.class_descriptions.get(n, n), "color": c, "share": None}
                 for n, c in zip(b.class_names, colors)
             ]
         else:
-            rows = class_legend(results, self._descriptions(), display_of(self.viewer))
+            rows = class_legend(results, self._descriptions(), self.case.display)
         cells = []
         for r in rows:
             share = "" if r["share"] is None else f"{100 * r['share']:.0f} %"

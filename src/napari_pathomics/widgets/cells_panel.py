@@ -237,7 +237,7 @@ class CellsPanel(QWidget):
             role = kwargs["metadata"]["pathomics_role"]
             ly = session.find_layer(self.viewer, slide, role)
             if ly is None:
-                ly = self.viewer._add_layer_from_data(data, kwargs, kind)[0]
+                ly = session.add_layer(self.viewer, (data, kwargs, kind))
                 ly.colorbar.visible = True
                 ly.visible = measure == "density_mm2"
             else:
@@ -245,7 +245,7 @@ class CellsPanel(QWidget):
                 ly.contrast_limits = kwargs["contrast_limits"]
             out[role] = ly
         if session.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES) is None:
-            self.viewer._add_layer_from_data(*nuclei_outline_layer(slide))
+            session.add_layer(self.viewer, nuclei_outline_layer(slide))
         out[ROLE_NUCLEI_OUTLINES] = session.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES)
         self.refresh_outlines()
         return out
@@ -324,7 +324,7 @@ class CellsPanel(QWidget):
             return None
         data, kwargs, kind = proposal_layer(slide, prop.annotations)
         kwargs["properties"] = {"part": np.array(_parts(prop.annotations), dtype=object)}
-        ly = self.viewer._add_layer_from_data(data, kwargs, kind)[0]
+        ly = session.add_layer(self.viewer, (data, kwargs, kind))
         self.accept_btn.setEnabled(True)
         self.discard_btn.setEnabled(True)
         self.proposal_status.setText(
@@ -411,7 +411,7 @@ def add_rois(viewer: napari.Viewer, slide: Slide, annotations: list[Annotation])
     """Append ROIs to the slide's ROI layer (what was drawn stays) and autosave (``session``)."""
     ly = session.roi_layer_of(viewer, slide)
     if ly is None:
-        ly = viewer._add_layer_from_data(*session.roi_layer_data(slide, []))[0]
+        ly = session.add_layer(viewer, session.roi_layer_data(slide, []))
     merged = session.layer_annotations(ly) + list(annotations)
     data, kwargs, _ = session.roi_layer_data(slide, merged)
     ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
@@ -426,5 +426,5 @@ def add_rois(viewer: napari.Viewer, slide: Slide, annotations: list[Annotation])
                 edge_width=3,
             )
     ly.properties = kwargs["properties"]
-    session.autosave_now(ly)
+    session.autosave_now(ly, viewer)
     return ly

@@ -4,6 +4,9 @@ napari stacks its toasts in one corner, so a second error hides the first: a pro
 an earlier one of the same severity is still up is merged with it into one toast. A notice raised
 under a key (e.g. a slide's missing pixel size) is withdrawn when its cause is fixed. Warnings of
 libraries (scikit-image, dask, …) name internals a pathologist cannot act on: they go to the log.
+
+What a toast of ours lists is kept on the toast itself (``pathomics_notice``), so nothing here
+outlives the toasts napari shows.
 """
 
 from __future__ import annotations
@@ -25,30 +28,32 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 
 @dataclass
-class _Shown:
+class Shown:
     """One toast of ours: the problems it lists, under which keys, and the widget (while it lives)."""
 
     severity: NotificationSeverity
     messages: list[tuple[str | None, str]] = field(default_factory=list)  # (key, message)
     toast: Any = None  # weakref to the NapariQtNotification
 
-    def alive(self) -> bool:
-        t = self.toast() if self.toast is not None else None
-        if t is None or t not in _toasts():
-            return False
-        try:
-            return bool(t.isVisible())
-        except RuntimeError:  # its Qt object went with a closed window
-            return False
-
-
-_SHOWN: list[_Shown] = []
-
 
 def _toasts() -> list[Any]:
-    from napari._qt.dialogs.qt_notification import NapariQtNotification  # heavy (Qt): only once a toast exists
+    from napari._qt.dialogs.qt_notification import NapariQtNotification  # no public list of toasts; heavy (Qt)
 
-    return list(NapariQtNotification._instances)
+    return list(NapariQtNotification._instances)  # no public list of the toasts on screen
+
+
+def shown_notices() -> list[Shown]:
+    """Our toasts still on screen."""
+    out = []
+    for t in _toasts():
+        shown = getattr(t, "pathomics_notice", None)
+        try:
+            visible = shown is not None and bool(t.isVisible())
+        except RuntimeError:  # its Qt object went with a closed window
+            visible = False
+        if visible:
+            out.append(shown)
+    return out
 
 
 def _text(messages: list[tuple[str | None, str]]) -> str:
@@ -57,23 +62,23 @@ def _text(messages: list[tuple[str | None, str]]) -> str:
     return f"{len(messages)} problems:\n" + "\n".join(f"• {m}" for _, m in messages)
 
 
-def _dispatch(shown: _Shown) -> None:
+def _dispatch(shown: Shown) -> None:
     before = set(map(id, _toasts()))
     notification_manager.dispatch(Notification(_text(shown.messages), severity=shown.severity))
     new = [t for t in _toasts() if id(t) not in before]
     shown.toast = weakref.ref(new[-1]) if new else None
-    _SHOWN.append(shown)
+    if new:
+        new[-1].pathomics_notice = shown
 
 
-def _close(shown: _Shown) -> None:
+def _close(shown: Shown) -> None:
     t = shown.toast() if shown.toast is not None else None
     if t is not None:
         try:
+            t.pathomics_notice = None
             t.close()
         except RuntimeError:  # already deleted with its window
             pass
-    if shown in _SHOWN:
-        _SHOWN.remove(shown)
 
 
 def notify(message: str, severity: NotificationSeverity = NotificationSeverity.WARNING, key: str | None = None) -> None:
@@ -86,9 +91,8 @@ def notify(message: str, severity: NotificationSeverity = NotificationSeverity.W
         else logging.INFO,
         message,
     )
-    _SHOWN[:] = [s for s in _SHOWN if s.alive()]
-    merged = _Shown(severity)
-    for s in [s for s in _SHOWN if s.severity == severity]:
+    merged = Shown(severity)
+    for s in [s for s in shown_notices() if s.severity == severity]:
         merged.messages.extend(m for m in s.messages if m[0] is None or m[0] != key)
         _close(s)
     merged.messages = [m for m in merged.messages if m[1] != message] + [(key, message)]
@@ -97,11 +101,11 @@ def notify(message: str, severity: NotificationSeverity = NotificationSeverity.W
 
 def withdraw(key: str) -> None:
     """Take back the notices raised under ``key`` (their cause is fixed); other problems stay shown."""
-    for s in [s for s in _SHOWN if any(k == key for k, _ in s.messages)]:
+    for s in [s for s in shown_notices() if any(k == key for k, _ in s.messages)]:
         rest = [m for m in s.messages if m[0] != key]
         _close(s)
         if rest:
-            _dispatch(_Shown(s.severity, rest))
+            _dispatch(Shown(s.severity, rest))
 
 
 def show_warning(message: str, key: str | None = None) -> None:
@@ -130,24 +134,26 @@ def _from_package(filename: Any) -> bool:
     return str(filename).startswith(_PACKAGE_DIR)
 
 
-_ORIGINAL_RECEIVE: Any = None
+def _warnings_to_log(original: Any) -> Any:
+    """``original`` (napari's warning receiver) for our own warnings; the log for those of libraries."""
 
+    def receive(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
+        if _from_package(filename):
+            original(message, category, filename, lineno, file, line)
+        else:
+            LOG.warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
 
-def _receive_warning(
-    message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
-) -> None:
-    if _from_package(filename):
-        _ORIGINAL_RECEIVE(message, category, filename, lineno, file, line)
-    else:
-        LOG.warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
+    receive.pathomics = True  # type: ignore[attr-defined]
+    return receive
 
 
 def install() -> None:
     """Route library warnings to the log (idempotent); our own warnings still reach the user."""
-    global _ORIGINAL_RECEIVE
-    if _ORIGINAL_RECEIVE is None:
-        _ORIGINAL_RECEIVE = notification_manager.receive_warning
-        notification_manager.receive_warning = _receive_warning  # what warnings from worker threads reach
+    if not getattr(notification_manager.receive_warning, "pathomics", False):
+        receive = _warnings_to_log(notification_manager.receive_warning)
+        notification_manager.receive_warning = receive  # what warnings from worker threads reach
         if not LOG.handlers:
             try:
                 handler: logging.Handler = logging.FileHandler(log_dir() / "viewer.log", encoding="utf-8")
@@ -157,4 +163,4 @@ def install() -> None:
             LOG.addHandler(handler)
             LOG.setLevel(logging.INFO)
     if getattr(warnings.showwarning, "__self__", None) is notification_manager:
-        warnings.showwarning = _receive_warning  # napari's hook for warnings of the UI thread
+        warnings.showwarning = notification_manager.receive_warning  # napari's hook for warnings of the UI thread

@@ -2,9 +2,10 @@
 
 Shared by the Analyze, Score and correction panels. Layers are found by slide path and role in
 their metadata (``layers.ROLE``), so a rerun refreshes them and a second slide keeps its own.
-How results are drawn (``layers.Display``) belongs to the viewer: the Analyze dock edits it and
-every panel that shows results draws with it. The status bar reads the tile under the cursor
-(top-3 classes) whichever layer is active.
+How results are drawn (``layers.Display``) and what each slide showed last belong to the viewer's
+case (``session.case_of``): the Analyze dock edits the display and every panel that shows results
+draws with it. The status bar reads the tile under the cursor (top-3 classes) whichever layer is
+active.
 """
 
 from __future__ import annotations
@@ -29,22 +30,16 @@ from ..layers import (
 )
 from ..results import TileResults
 from ..wsi.slide import Slide
-from .session import find_layer, slide_layers, slide_of
+from .session import add_layer, case_of, find_layer, slide_layers, slide_of
 
 __all__ = ["show_results", "find_layer", "display_of", "redraw", "readout"]
 
-_DISPLAYS: weakref.WeakKeyDictionary[Any, Display] = weakref.WeakKeyDictionary()
-#: Per viewer: slide path -> (results, class descriptions) last shown.
-_SHOWN: weakref.WeakKeyDictionary[Any, dict[str, tuple[TileResults, dict[str, str]]]] = weakref.WeakKeyDictionary()
 _UPDATABLE = ("colormap", "contrast_limits", "opacity", "interpolation2d", "name", "blending")
 
 
 def display_of(viewer: napari.Viewer) -> Display:
-    """The viewer's display settings (created on first use)."""
-    d = _DISPLAYS.get(viewer)
-    if d is None:
-        d = _DISPLAYS[viewer] = Display()
-    return d
+    """The viewer's display settings (its case's)."""
+    return case_of(viewer).display
 
 
 def _update(ly: Layer, data: Any, kwargs: dict[str, Any]) -> None:
@@ -64,7 +59,7 @@ def show_results(
     keys = [k for k, _ in views(results)]
     if display.shown not in keys:
         display.shown = VIEW_CLASSES
-    shown = _SHOWN.setdefault(viewer, {})
+    shown = case_of(viewer).shown
     previous = shown.get(str(slide.path))
     shown[str(slide.path)] = (results, descriptions if descriptions is not None else (previous[1] if previous else {}))
     out: dict[str, Any] = {}
@@ -73,7 +68,7 @@ def show_results(
         role = kwargs["metadata"][ROLE]
         ly = find_layer(viewer, slide, role)
         if ly is None:
-            ly, created = viewer._add_layer_from_data(data, kwargs, kind)[0], True
+            ly, created = add_layer(viewer, (data, kwargs, kind)), True
         else:
             _update(ly, data, kwargs)
         _attach_readout(viewer, ly)
@@ -99,7 +94,7 @@ def select_shown(viewer: napari.Viewer, slide: Slide) -> None:
 def redraw(viewer: napari.Viewer) -> None:
     """Draw every slide's last results again with the viewer's current display settings."""
     by_path = {str(slide_of(ly).path): slide_of(ly) for ly in slide_layers(viewer)}
-    for path, (results, descriptions) in list(_SHOWN.get(viewer, {}).items()):
+    for path, (results, descriptions) in list(case_of(viewer).shown.items()):
         if path in by_path:
             show_results(viewer, by_path[path], results, descriptions)
 
@@ -127,7 +122,7 @@ def _sync_overlays(viewer: napari.Viewer) -> None:
 
 def readout(viewer: napari.Viewer, slide: Slide, world_yx: tuple[float, float]) -> str:
     """The read-out of the tile under ``world_yx`` in the results last shown for ``slide``."""
-    entry = _SHOWN.get(viewer, {}).get(str(slide.path))
+    entry = case_of(viewer).shown.get(str(slide.path))
     if entry is None or not slide.has_mpp:
         return ""
     results, descriptions = entry
@@ -135,10 +130,16 @@ def readout(viewer: napari.Viewer, slide: Slide, world_yx: tuple[float, float]) 
 
 
 def _attach_readout(viewer: napari.Viewer, *layers: Layer) -> None:
-    """Put the tile read-out into the status napari computes for ``layers`` (it asks the active layer)."""
+    """Put the tile read-out into the status napari computes for ``layers``.
+
+    napari (0.9) has no public hook into its status bar: a thread asks the active layer's public
+    ``get_status`` and overwrites ``viewer.status`` with the answer. A Layer subclass could override
+    it, but the slide's image layer is napari's own (File ▸ Open), so each layer's ``get_status`` is
+    wrapped instead.
+    """
     ref = weakref.ref(viewer)
     for ly in layers:
-        if getattr(ly, "_pathomics_readout", False):
+        if getattr(ly.get_status, "pathomics_readout", False):
             continue
         original = ly.get_status
 
@@ -149,12 +150,11 @@ def _attach_readout(viewer: napari.Viewer, *layers: Layer) -> None:
             v = ref()
             if v is None or position is None or not kwargs.get("world", False) or not isinstance(status, dict):
                 return status
-            path = _ly.metadata.get(SLIDE_PATH)
-            slide = next((slide_of(s) for s in slide_layers(v) if str(slide_of(s).path) == path), None)
+            slide = case_of(v).slide(_ly.metadata.get(SLIDE_PATH))
             text = readout(v, slide, tuple(position[-2:])) if slide is not None else ""
             if text:
                 status["coordinates"] = text
             return status
 
-        ly.get_status = get_status
-        ly._pathomics_readout = True
+        get_status.pathomics_readout = True  # type: ignore[attr-defined]
+        ly.get_status = get_status  # type: ignore[method-assign]

@@ -115,7 +115,7 @@ class RoiTilesWidget(QWidget):
     def roi_layer(self, slide: Slide) -> Shapes:
         ly = session.roi_layer_of(self.viewer, slide)
         if ly is None:
-            ly = self.viewer._add_layer_from_data(*session.roi_layer_data(slide, []))[0]
+            ly = session.add_layer(self.viewer, session.roi_layer_data(slide, []))
         return ly
 
     # ------------------------------------------------------------------ ROIs
@@ -207,7 +207,7 @@ class RoiTilesWidget(QWidget):
                     edge_width=3,
                 )
         ly.properties = kwargs["properties"]
-        session.autosave_now(ly)
+        session.autosave_now(ly, self.viewer)
         if others:
             session.show_object_layers(self.viewer, slide, objects)
         return ly

@@ -184,7 +184,8 @@ class ScoreWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self.refresh_slides)
         napari_viewer.layers.events.removed.connect(self.refresh_slides)
         self.refresh_slides()
-        session.on_adapted_head(napari_viewer, self._on_adapted_head)
+        self.case = session.case_of(napari_viewer)
+        session.listen(self, self.case.adapted_changed, self._on_adapted_head)
 
     # ------------------------------------------------------------------ slides
     def refresh_slides(self, event: object = None) -> None:
@@ -234,7 +235,7 @@ class ScoreWidget(QWidget):
         patient = self.patient_id.text().strip() or None
         case_type = self.case_type.currentText().strip() or None
         self.cancel_event = threading.Event()
-        head = session.adapted_head(self.viewer, bundle.bundle_id)  # the Correct panel's, until saved or reverted
+        head = self.case.adapted_head(bundle.bundle_id)  # the Correct panel's, until saved or reverted
 
         @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Any:

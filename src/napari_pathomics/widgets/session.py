@@ -1,9 +1,10 @@
-"""Glue between a viewer's layers and the core: which slide a layer shows, its ROI layer, autosave.
+"""Glue between a viewer's layers and its case: which slide a layer shows, its ROI layer, autosave.
 
 Slides travel in layer metadata (``pathomics_slide``) so every widget finds the open ``Slide``
-behind an image layer without reopening the file. ROI layers autosave through one listener per
-viewer, installed by the reader and by every widget, so a pathologist's drawing is saved on
-each change whether or not a dock is open.
+behind an image layer without reopening the file. ``case_of(viewer)`` is the viewer's Qt-free
+``layers.case.Case``; the first call binds the viewer's layer events to it: ROI layers autosave on
+each change whether or not a dock is open, the case knows the open slides, and QuPath outlines
+follow the camera.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ import napari
 import numpy as np
 from napari.layers import Image, Layer, Shapes
 from napari.utils import resize_dask_cache
-from qtpy.QtCore import QTimer
+from psygnal import SignalInstance
+from qtpy.QtCore import QObject, QTimer
 
 from ..errors import PathomicsError
 from ..layers import (
@@ -42,6 +45,8 @@ from ..layers import (
     slide_layer,
     world_to_level0,
 )
+from ..layers.case import Case
+from ..layers.case import case_of as _case_of
 from ..units import DEFAULT_MPP
 from ..wsi.annotations import Annotation, GeoObject, QuPathObject
 from ..wsi.roi_store import load_saved_rois, save_rois, saved_rois_path
@@ -51,6 +56,29 @@ from .notices import report, show_error, show_info, show_warning, withdraw  # no
 from .window import after_first_frame
 
 ROI_LAYER_SUFFIX = " ROIs"
+
+
+def case_of(viewer: napari.Viewer) -> Case:
+    """The viewer's case; the first call binds the viewer's layer and camera events to it."""
+    case, new = _case_of(viewer)
+    if new:
+        _bind(viewer, case)
+    return case
+
+
+def listen(widget: QObject, signal: SignalInstance, slot: Callable[..., Any]) -> None:
+    """Connect a dock's ``slot`` to a case signal until the dock's Qt object is deleted.
+
+    psygnal drops a bound method once its Python object is collected; a closed dock's Python
+    object can outlive its Qt object, whose methods then raise.
+    """
+    signal.connect(slot)
+    widget.destroyed.connect(lambda *_: signal.disconnect(slot, missing_ok=True))
+
+
+def add_layer(viewer: napari.Viewer, layer_tuple: tuple[Any, dict, str]) -> Layer:
+    """Add a ``layers`` tuple ``(data, kwargs, type)`` to the viewer; the new layer."""
+    return viewer.add_layer(Layer.create(*layer_tuple))
 
 
 def slide_of(layer: Layer | None) -> Slide | None:
@@ -91,10 +119,6 @@ def roi_layer_of(viewer: napari.Viewer, slide: Slide) -> Shapes | None:
     return find_layer(viewer, slide, ROLE_ROIS, Shapes)
 
 
-#: Layers the reader holds back until the slide has drawn (viewer id -> layer tuples).
-_DEFERRED: dict[int, list[tuple[Any, dict, str]]] = {}
-
-
 def defer_layers(viewer: napari.Viewer | None, layers: list[tuple[Any, dict, str]]) -> list[tuple[Any, dict, str]]:
     """Hold ``layers`` back until the viewer's next frame, so the slide shows before the ROI machinery.
 
@@ -103,9 +127,9 @@ def defer_layers(viewer: napari.Viewer | None, layers: list[tuple[Any, dict, str
     """
     if viewer is None or not layers:
         return layers
-    key = id(viewer)
-    first = key not in _DEFERRED
-    _DEFERRED.setdefault(key, []).extend(layers)
+    pending = case_of(viewer).pending_layers
+    first = not pending
+    pending.extend(layers)
     if first:
         ref = weakref.ref(viewer)
 
@@ -120,8 +144,9 @@ def defer_layers(viewer: napari.Viewer | None, layers: list[tuple[Any, dict, str
 
 def flush_deferred(viewer: napari.Viewer) -> None:
     """Add the layers ``defer_layers`` held back for this viewer (idempotent)."""
-    for t in _DEFERRED.pop(id(viewer), []):
-        viewer._add_layer_from_data(*t)
+    pending = case_of(viewer).pending_layers
+    while pending:
+        add_layer(viewer, pending.pop(0))
 
 
 def _quarantine(path: Path) -> Path:
@@ -197,15 +222,15 @@ def show_object_layers(viewer: napari.Viewer, slide: Slide, objects: list[GeoObj
     ]:
         viewer.layers.remove(ly)
     for t in object_layers(slide, objects):
-        viewer._add_layer_from_data(*t)
+        add_layer(viewer, t)
     refresh_qupath_outlines(viewer)
 
 
 # ---------------------------------------------------------------------------------------------
 def canvas_size(viewer: napari.Viewer) -> tuple[float, float]:
-    """(height, width) of the viewer's canvas in screen px (napari has no public accessor; 1024² if unknown)."""
+    """(height, width) of the viewer's canvas in screen px (1024² if unknown)."""
     try:
-        h, w = viewer.window._qt_viewer.canvas.size
+        h, w = viewer.canvas.size
         return float(h), float(w)
     except (AttributeError, TypeError, ValueError):
         return 1024.0, 1024.0
@@ -238,11 +263,9 @@ def zoomed_in(viewer: napari.Viewer, slide: Slide) -> bool:
 def refresh_qupath_outlines(viewer: napari.Viewer) -> int:
     """Outline the QuPath cells/detections in view when zoomed in (none otherwise); returns how many."""
     drawn = 0
+    case = case_of(viewer)
     for cells in [ly for ly in viewer.layers if ly.metadata.get(ROLE) == ROLE_QUPATH_CELLS]:
-        slide = next(
-            (slide_of(ly) for ly in slide_layers(viewer) if str(slide_of(ly).path) == cells.metadata.get(SLIDE_PATH)),
-            None,
-        )  # type: ignore[union-attr]
+        slide = case.slide(cells.metadata.get(SLIDE_PATH))
         if slide is None:
             continue
         shapes = find_layer(viewer, slide, ROLE_QUPATH_OUTLINES, Shapes)
@@ -254,7 +277,7 @@ def refresh_qupath_outlines(viewer: napari.Viewer) -> int:
         if shapes is None:
             if not data:
                 continue
-            shapes = viewer._add_layer_from_data(*qupath_outline_layer(slide))[0]
+            shapes = add_layer(viewer, qupath_outline_layer(slide))
         with shapes.events.data.blocker():
             shapes.data = []
             if data:
@@ -266,13 +289,10 @@ def refresh_qupath_outlines(viewer: napari.Viewer) -> int:
 
 #: Camera changes are followed after this pause (ms), so a pan redraws the outlines once.
 OUTLINE_DELAY_MS = 150
-_OUTLINE_TIMERS: dict[int, QTimer] = {}
 
 
 def _follow_camera(viewer: napari.Viewer) -> None:
-    """Redraw the QuPath outlines shortly after the camera moves (idempotent per viewer)."""
-    if id(viewer) in _OUTLINE_TIMERS:
-        return
+    """Redraw the QuPath outlines shortly after the camera moves (the timer lives as long as the viewer)."""
     timer = QTimer()
     timer.setSingleShot(True)
     timer.setInterval(OUTLINE_DELAY_MS)
@@ -286,7 +306,6 @@ def _follow_camera(viewer: napari.Viewer) -> None:
     timer.timeout.connect(fire)
     viewer.camera.events.zoom.connect(lambda e=None: timer.start())
     viewer.camera.events.center.connect(lambda e=None: timer.start())
-    _OUTLINE_TIMERS[id(viewer)] = timer
 
 
 def layer_annotations(layer: Shapes, notes: list[str] | None = None) -> list[Annotation]:
@@ -315,7 +334,8 @@ def layer_objects(layer: Shapes, notes: list[str] | None = None) -> list[GeoObje
     return out + list(now.values())
 
 
-def autosave_now(layer: Shapes) -> Path | None:
+def autosave_now(layer: Shapes, viewer: napari.Viewer | None = None) -> Path | None:
+    """Save the ROI layer's objects beside its slide; with the ``viewer``, its hole rings follow."""
     path = layer.metadata.get(SLIDE_PATH)
     if not path:
         return None
@@ -330,27 +350,23 @@ def autosave_now(layer: Shapes) -> Path | None:
     layer.metadata["pathomics_annotations"] = {o.id: o for o in objects if isinstance(o, Annotation)}
     for note in notes:
         show_warning(note)
-    _refresh_holes(layer, [o for o in objects if isinstance(o, Annotation)])
+    if viewer is not None:
+        _refresh_holes(viewer, layer, [o for o in objects if isinstance(o, Annotation)])
     return saved
 
 
-def _refresh_holes(layer: Shapes, annotations: list[Annotation]) -> None:
-    viewer = _VIEWER_OF.get(id(layer))
-    slide_path = layer.metadata.get(SLIDE_PATH)
-    if viewer is None or viewer() is None or not slide_path:
-        return
-    v = viewer()
-    slide = next((slide_of(s) for s in slide_layers(v) if str(slide_of(s).path) == slide_path), None)
+def _refresh_holes(viewer: napari.Viewer, layer: Shapes, annotations: list[Annotation]) -> None:
+    slide = case_of(viewer).slide(layer.metadata.get(SLIDE_PATH))
     if slide is None:
         return
     data, kwargs, kind = roi_holes_layer(slide, annotations)
-    ly = find_layer(v, slide, ROLE_ROI_HOLES)
+    ly = find_layer(viewer, slide, ROLE_ROI_HOLES)
     if ly is not None:
         ly.data = data
         if data:
             ly.shape_type = ["polygon"] * len(data)
     elif data:
-        v._add_layer_from_data(data, kwargs, kind)
+        add_layer(viewer, (data, kwargs, kind))
 
 
 def _fresh_ids(layer: Shapes, indices: Any) -> None:
@@ -365,7 +381,7 @@ def _fresh_ids(layer: Shapes, indices: Any) -> None:
         layer.properties = props
 
 
-def _attach_autosave(layer: Shapes) -> None:
+def _attach_autosave(layer: Shapes, viewer_ref: Callable[[], napari.Viewer | None]) -> None:
     if layer.metadata.get("_pathomics_autosave"):
         return
     layer.metadata["_pathomics_autosave"] = True
@@ -375,37 +391,41 @@ def _attach_autosave(layer: Shapes) -> None:
         if action == "added":
             _fresh_ids(layer, getattr(event, "data_indices", ()))
         if event is None or action in ("added", "changed", "removed", "None", ""):
-            autosave_now(layer)
+            autosave_now(layer, viewer_ref())
 
     layer.events.data.connect(on_data)
 
 
-def _on_removed(event: Any) -> None:
-    """Close a slide's file when its last image layer leaves the viewer (no leaked handles)."""
-    slide = slide_of(event.value)
-    if slide is None:
-        return
-    source = getattr(event, "source", None)
-    remaining = list(source) if source is not None else []
-    if not any(slide_of(ly) is slide for ly in remaining):
-        slide.close()
+def _bind(viewer: napari.Viewer, case: Case) -> None:
+    """Follow the viewer's layers: slides into the case, ROI autosave, file handles, QuPath outlines."""
+    ref = weakref.ref(viewer)  # the case and these listeners must not keep the viewer alive
 
+    def take(layer: Layer) -> None:
+        slide = slide_of(layer)
+        if slide is not None:
+            case.add_slide(slide)
+        if isinstance(layer, Shapes) and layer.metadata.get(ROLE) == ROLE_ROIS:
+            _attach_autosave(layer, ref)
 
-#: The viewer a ROI layer was inserted into (hole rings live in a sibling layer).
-_VIEWER_OF: dict[int, weakref.ref] = {}
+    def on_removed(event: Any) -> None:
+        """Close a slide's file when its last image layer leaves the viewer (no leaked handles)."""
+        slide = slide_of(event.value)
+        v = ref()
+        if slide is None or v is None:
+            return
+        same_file = [s for s in map(slide_of, v.layers) if s is not None and s.path == slide.path]
+        if same_file:
+            case.add_slide(same_file[-1])
+        else:
+            case.remove_slide(str(slide.path))
+        if not any(s is slide for s in same_file):
+            slide.close()
 
-
-def _on_inserted(event: Any) -> None:
-    layer = event.value
-    if isinstance(layer, Shapes) and layer.metadata.get(ROLE) == ROLE_ROIS:
-        source = getattr(event, "source", None)
-        viewer = next((ref() for ref in _INSTALLED.values() if ref() is not None and ref().layers is source), None)
-        if viewer is not None:
-            _VIEWER_OF[id(layer)] = weakref.ref(viewer)
-        _attach_autosave(layer)
-
-
-_INSTALLED: dict[int, weakref.ref] = {}
+    viewer.layers.events.inserted.connect(lambda event: take(event.value))
+    viewer.layers.events.removed.connect(on_removed)
+    _follow_camera(viewer)
+    for ly in viewer.layers:
+        take(ly)
 
 
 def mpp_notice(slide: Slide) -> str:
@@ -414,21 +434,10 @@ def mpp_notice(slide: Slide) -> str:
 
 
 def install(viewer: napari.Viewer | None) -> None:
-    """Attach ROI autosave to this viewer's current and future ROI layers (idempotent)."""
+    """Bind the viewer to its case (idempotent) and route library warnings to the log."""
     notices.install()
-    if viewer is None:
-        return
-    ref = _INSTALLED.get(id(viewer))
-    if ref is None or ref() is not viewer:
-        viewer.layers.events.inserted.connect(_on_inserted)
-        viewer.layers.events.removed.connect(_on_removed)
-        _INSTALLED[id(viewer)] = weakref.ref(viewer)
-        _OUTLINE_TIMERS.pop(id(viewer), None)  # a new viewer at a recycled id
-        _follow_camera(viewer)
-    for ly in viewer.layers:
-        if isinstance(ly, Shapes) and ly.metadata.get(ROLE) == ROLE_ROIS:
-            _VIEWER_OF[id(ly)] = weakref.ref(viewer)
-            _attach_autosave(ly)
+    if viewer is not None:
+        case_of(viewer)
 
 
 #: napari's dask chunk cache defaults to a quarter of RAM; panning a slide must not grow without bound.
@@ -458,49 +467,7 @@ def add_slide(viewer: napari.Viewer, path: str | Path, mpp: float | None = None,
     """Open a slide into the viewer; ``defer``: its ROI and object layers follow the first frame."""
     install(viewer)
     image, *rest = open_slide_layers(path, mpp)
-    added = viewer._add_layer_from_data(*image)[0]
+    added = add_layer(viewer, image)
     for t in defer_layers(viewer, rest) if defer else rest:
-        viewer._add_layer_from_data(*t)
+        add_layer(viewer, t)
     return added
-
-
-# ---------------------------------------------------------------------------------------------
-# a head adapted in the Correct panel and not saved yet, shared with the Score dock
-#: viewer id -> (the viewer, {bundle id: head}, listeners called with the bundle id)
-_ADAPTED: dict[int, tuple[weakref.ref, dict[str, Any], list[weakref.WeakMethod]]] = {}
-
-
-def _adapted_of(viewer: napari.Viewer) -> tuple[dict[str, Any], list[weakref.WeakMethod]]:
-    entry = _ADAPTED.get(id(viewer))
-    if entry is None or entry[0]() is not viewer:  # none yet, or a new viewer at a recycled id
-        entry = _ADAPTED[id(viewer)] = (weakref.ref(viewer), {}, [])
-    return entry[1], entry[2]
-
-
-def set_adapted_head(viewer: napari.Viewer, bundle_id: str, head: Any | None) -> None:
-    """The head the Correct panel adapted for ``bundle_id`` (None: back to the bundle's own); listeners hear it."""
-    heads, listeners = _adapted_of(viewer)
-    if head is None:
-        heads.pop(bundle_id, None)
-    else:
-        heads[bundle_id] = head
-    for ref in list(listeners):
-        fn = ref()
-        try:
-            if fn is not None:
-                fn(bundle_id)
-                continue
-        except RuntimeError as exc:  # a dock closed: its Qt object is gone ("… has been deleted")
-            if "deleted" not in str(exc):
-                raise
-        listeners.remove(ref)
-
-
-def adapted_head(viewer: napari.Viewer, bundle_id: str) -> Any | None:
-    """The unsaved head adapted for ``bundle_id`` in this viewer, if any."""
-    return _adapted_of(viewer)[0].get(bundle_id)
-
-
-def on_adapted_head(viewer: napari.Viewer, method: Any) -> None:
-    """Call the bound ``method(bundle_id)`` whenever an adapted head is set or dropped (held weakly)."""
-    _adapted_of(viewer)[1].append(weakref.WeakMethod(method))

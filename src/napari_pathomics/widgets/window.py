@@ -35,12 +35,12 @@ def dock_width(screen_width: int) -> int:
 
 def fit_to_screen(viewer: napari.Viewer) -> None:
     """Open the window maximised; sized to most of the screen where maximising is not possible."""
-    win = viewer.window._qt_window
+    win = viewer.window._qt_window  # no public QMainWindow in napari (maximising needs it)
     w, h = screen_size()
     win.resize(int(w * SCREEN_SHARE), int(h * SCREEN_SHARE))
     win.move(int(w * (1 - SCREEN_SHARE) / 2), int(h * (1 - SCREEN_SHARE) / 2))
     win.showMaximized()
-    qt_viewer = viewer.window._qt_viewer
+    qt_viewer = viewer.window._qt_viewer  # no public access to napari's own layer docks
     for dock in (getattr(qt_viewer, "dockLayerControls", None), getattr(qt_viewer, "dockLayerList", None)):
         if dock is not None:
             dock.setMaximumWidth(LEFT_DOCK_PX)
@@ -75,7 +75,7 @@ def add_right_docks(viewer: napari.Viewer, widgets: dict[str, QWidget], front: s
     if front in docks:
         docks[front].show()
         docks[front].raise_()
-        viewer.window._qt_window.resizeDocks([docks[front]], [width], Qt.Orientation.Horizontal)
+        docks[front].window().resizeDocks([docks[front]], [width], Qt.Orientation.Horizontal)
     return docks
 
 
@@ -88,8 +88,8 @@ def after_first_frame(viewer: napari.Viewer, callback: Callable[[], None], fallb
             done.append(True)
             callback()
 
-    canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
-    events = getattr(getattr(canvas, "_scene_canvas", None), "events", None)
+    canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)  # no public draw event in napari
+    events = getattr(getattr(canvas, "_scene_canvas", None), "events", None)  # no public draw event in napari
     if events is not None:
 
         def on_draw(event: Any = None) -> None:
