@@ -207,7 +207,7 @@ def test_the_window_fits_the_screen_with_the_slide_wide_and_a_scale_bar(
         qtbot.wait(200)
         canvas = viewer.window._qt_viewer.canvas.native
         assert canvas.width() >= 0.6 * win.width(), (canvas.width(), win.width())
-        docks = viewer.window._dock_widgets
+        docks = {name: w.parent() for name, w in viewer.window.dock_widgets.items()}  # the dock wrappers
         assert {"Slide", "ROIs, tissue and tiles", "Analyze", "Score"} <= set(docks)
         assert not docks["Slide"].visibleRegion().isEmpty()  # the Slide tab is in front
         assert viewer.scale_bar.visible
