@@ -274,3 +274,25 @@ def test_the_research_use_statement_names_the_signatures_own_cancer() -> None:
     assert "derived from pancreatic ductal adenocarcinoma" in disclaimer("pancreatic ductal adenocarcinoma")
     generic = disclaimer(None)
     assert "Research use only" in generic and "colorectal" not in generic and "not a clinical test" in generic
+
+
+def test_a_pixel_size_set_by_the_user_is_said_in_the_score_json_report_and_cli(tmp_path, sig_bundle, capsys) -> None:
+    """A slide without µm/px scored with one the user gave: never silent (the area, the score and the
+    percentile rest on it)."""
+    from napari_pathomics.wsi.synthetic import synthetic_he, write_slide
+
+    p = write_slide(tmp_path / "nompp.tif", synthetic_he(1024, 1536, seed=1), mpp=None, fmt="tiff", min_size=256)
+    ps = score_patient([p], sig_bundle, device="cpu", slide_mpp=0.25)
+    mark = "µm/px 0.25, set by the user"
+    doc = ps.to_json()
+    assert ps.slides[0].mpp_source == "user" and doc["slides"][0]["mpp_source"] == "user"
+    assert mark in doc["context"]["area"]["text"]
+    assert any(w.startswith(f"nompp.tif: {mark}") for w in doc["context"]["warnings"])
+    assert mark in render_report_html(ps, load_signature(sig_bundle), slides_images=[None])
+    capsys.readouterr()
+    assert main(["score", str(p), "--bundle", str(sig_bundle.path), "--slide-mpp", "0.25", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "scored: all tissue on 1 slide" in out and f"({mark})" in out and "warning: nompp.tif: " + mark in out
+    # a pixel size read from the file carries no such mark
+    own = score_patient([small_slide(tmp_path / "own.svs")], sig_bundle, device="cpu")
+    assert own.slides[0].mpp_source == "file" and "set by the user" not in json.dumps(own.to_json())

@@ -182,10 +182,14 @@ def test_slide_widget_facts_and_missing_mpp(make_napari_viewer, tmp_path, he_ima
     img = session.active_slide_layer(viewer)
     assert img is not None and "unknown" in w.fields["µm/px"].text()
     assert "pixel size" in w.mpp_note.text()
+    # no pre-filled guess: the box asks, and Set with nothing entered sets nothing
+    assert w.mpp_spin.value() == 0 and w.mpp_spin.text() == "enter µm/px"
+    w._apply_mpp()
+    assert not session.slide_of(img).has_mpp
     w.mpp_spin.setValue(0.5)
     w._apply_mpp()
     np.testing.assert_allclose(img.scale, (0.5, 0.5))
-    assert "0.5000" in w.fields["µm/px"].text()
+    assert "0.5000" in w.fields["µm/px"].text() and "set by the user" in w.fields["µm/px"].text()
     rois = session.roi_layer_of(viewer, session.slide_of(img))
     np.testing.assert_allclose(rois.scale, (0.5, 0.5))
 

@@ -290,6 +290,16 @@ def _fmt_mm2(v: float | None) -> str:
     return "—" if v is None else (f"{v:.2f} mm²" if v < 100 else f"{v:.0f} mm²")
 
 
+def mpp_set_by_user(rows: Sequence[Mapping[str, Any]], name_slides: bool) -> list[str]:
+    """ "µm/px 0.25, set by the user" for each slide whose pixel size the file did not give: areas, tile sizes
+    and the score rest on it, so it is never silent (``rows``: ``scored_area``'s per-slide rows)."""
+    return [
+        (f"{r['slide']}: " if name_slides else "") + f"µm/px {r['mpp']:.4g}, set by the user"
+        for r in rows
+        if r.get("mpp_source") == "user" and r.get("mpp") is not None
+    ]
+
+
 def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
     """Which area was scored: ROIs or all tissue, tiles classified, mm² (``slides``: SlideSummary or their JSON)."""
     rows: list[dict[str, Any]] = []
@@ -310,6 +320,8 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
                 "tile_um": tile_um,
                 "scored_mm2": mm2(done, tile_um),
                 "roi_mm2": _num(d.get("roi_mm2")),
+                "mpp": _num((d.get("mpp") or [None])[0]),
+                "mpp_source": d.get("mpp_source"),
             }
         )
     used = [r for r in rows if r["used"]]
@@ -325,6 +337,9 @@ def scored_area(slides: Sequence[Any]) -> dict[str, Any]:
     text = f"{where} on {_plural(len(used), 'slide')} — {_plural(tiles, 'tissue tile')}, {_fmt_mm2(total)}" + (
         f" (ROIs drawn: {_fmt_mm2(roi_total)})" if roi_total is not None else ""
     )
+    user_mpp = mpp_set_by_user(used, name_slides=len(used) > 1)
+    if user_mpp:
+        text += f" ({'; '.join(user_mpp)})"
     return {
         "scope": scope,
         "n_slides": len(used),
@@ -380,8 +395,13 @@ def case_context(
     )
     check["slide_metadata"] = meta
     warnings = [check["warning"]] if check.get("warning") else []
+    area = scored_area(slides)
+    warnings += [
+        f"{note} (not read from the file): tile size, areas and the score depend on it"
+        for note in mpp_set_by_user([r for r in area["slides"] if r["used"]], name_slides=True)
+    ]
     return {
-        "area": scored_area(slides),
+        "area": area,
         "evidence": evidence,
         "group_headline": group_headline(group, evidence),
         "group_text": group_wording(group, evidence),

@@ -98,6 +98,7 @@ class SlideSummary:
     tile_um: float | None = None  # side of one tile in µm (scored area = n_done × tile_um²)
     roi_mm2: float | None = None  # area of the ROIs (clipped to the slide), None when all tissue was scored
     tissue_metadata: str | None = None  # a tissue / diagnosis the slide's metadata records, if any
+    mpp_source: str | None = None  # Slide.mpp_source: "file", or "user" when the user set the µm/px
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +126,7 @@ class SlideSummary:
             "tile_um": self.tile_um,
             "roi_mm2": self.roi_mm2,
             "tissue_metadata": self.tissue_metadata,
+            "mpp_source": self.mpp_source,
         }
 
 
@@ -434,6 +436,7 @@ def _summary(
         tile_um=float(tile_um) if tile_um else None,
         roi_mm2=roi_mm2,
         tissue_metadata=slide_cancer_type(getattr(slide, "properties", {}) or {}),
+        mpp_source=getattr(slide, "mpp_source", None),
     )
 
 

@@ -73,9 +73,10 @@ class SlideWidget(QWidget):
         mpp_row = QHBoxLayout()
         self.mpp_spin = QDoubleSpinBox()
         self.mpp_spin.setDecimals(4)
-        self.mpp_spin.setRange(0.01, 100.0)
+        self.mpp_spin.setRange(0.0, 100.0)  # 0 = nothing entered: never a pre-filled guess
+        self.mpp_spin.setSpecialValueText("enter µm/px")
         self.mpp_spin.setSingleStep(0.01)
-        self.mpp_spin.setValue(0.25)
+        self.mpp_spin.setValue(0.0)
         self.mpp_spin.setSuffix(" µm/px")
         self.mpp_btn = QPushButton("Set µm/px")
         self.mpp_btn.clicked.connect(self._apply_mpp)
@@ -115,6 +116,9 @@ class SlideWidget(QWidget):
         slide = session.slide_of(layer)
         if slide is None:
             session.show_warning("open a slide first")
+            return
+        if self.mpp_spin.value() < 0.01:
+            session.show_warning("enter the slide's µm/px first (e.g. 0.25 at 40×, 0.5 at 20×)")
             return
         try:
             slide.set_mpp(float(self.mpp_spin.value()))
@@ -167,11 +171,17 @@ class SlideWidget(QWidget):
         text = "; ".join(levels) + (f" + {extra} built lazily" if extra > 0 else "")
         self.fields["levels"].setText(text)
         if slide.has_mpp:
-            self.fields["µm/px"].setText(f"{slide.mpp_x:.4f} × {slide.mpp_y:.4f} ({info['mpp_source']})")
-            self.mpp_note.setText("")
-            self.mpp_spin.setValue(slide.mpp_x or 0.25)
+            source = "set by the user" if slide.mpp_source == "user" else "from the file"
+            self.fields["µm/px"].setText(f"{slide.mpp_x:.4f} × {slide.mpp_y:.4f} ({source})")
+            self.mpp_note.setText(
+                "The score, its report and JSON record this µm/px as set by the user."
+                if slide.mpp_source == "user"
+                else ""
+            )
+            self.mpp_spin.setValue(slide.mpp_x or 0.0)
         else:
             self.fields["µm/px"].setText("unknown")
+            self.mpp_spin.setValue(0.0)
             self.mpp_note.setText(
                 "⚠ This slide does not record its pixel size. Enter µm/px (e.g. 0.25 at 40×, 0.5 at 20×) and press Set."
             )

@@ -312,6 +312,14 @@ class Slide:
             )
         return self.mpp_x, self.mpp_y
 
+    @property
+    def mpp_source(self) -> str | None:
+        """Where the µm/px comes from: ``"file"``, ``"user"`` (given when opening or with ``set_mpp``; the
+        score, its JSON and the report say so) or None when unknown."""
+        if self._mpp_override:
+            return "user"
+        return "file" if self._file_mpp[0] else None
+
     def set_mpp(self, mpp: float | tuple[float, float] | None) -> None:
         """Override the pixel size (a slide without µm/px, or a wrong one in the file)."""
         self._mpp_override = self._parse_override(mpp)
@@ -461,7 +469,7 @@ class Slide:
             "level_downsamples": [lv.downsample for lv in self.levels_info if lv.stored],
             "mpp_x": self.mpp_x,
             "mpp_y": self.mpp_y,
-            "mpp_source": "override" if self._mpp_override else ("file" if self._file_mpp[0] else None),
+            "mpp_source": self.mpp_source,
             "objective_power": self.objective_power,
             "associated_images": self.associated_image_names,
             "file_size": self.path.stat().st_size,
