@@ -116,6 +116,9 @@ def test_cancer_type_mismatch_warns_and_match_or_unknown_does_not() -> None:
     assert cancer_type_check(None, "skin")["warning"] is None
     assert "does not record" in cancer_type_check(None, "skin")["note"]
     assert "check it yourself" in cancer_type_check("colorectal", "sarcoma NOS")["note"]
+    demo = cancer_type_check("colorectal adenocarcinoma", "skin", source="the demo")
+    assert "pre-filled by the demo" in demo["warning"] and "stated by the user" not in demo["warning"]
+    assert "(stated by the user)" in cancer_type_check("colorectal", "skin")["warning"]
     assert signature_cancer_type(None, {"cancer_type": "colorectal"}) == "colorectal"
     assert signature_cancer_type(None, {"signature_summary": {"cancer_type": "breast"}}) == "breast"
     assert signature_cancer_type(None, {}) is None

@@ -119,6 +119,15 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     assert w.mismatch.isVisibleTo(w) and "not validated for this case" in w.mismatch.text()
     w.case_type.setEditText("colorectal adenocarcinoma")
     assert not w.mismatch.isVisibleTo(w) and "match" in w.out["cancer type"].text()
+    # a pre-filled case type says where it came from; it is the user's only once the user states it
+    w.prefill_case_type("skin (e.g. melanoma, carcinoma)", "the demo")
+    for text in (w.out["cancer type"].text(), w.mismatch.text(), w.case_type_note.text()):
+        assert "pre-filled by the demo" in text and "stated by the user" not in text, text
+    assert ps.to_json()["context"]["cancer_type"]["case_source"] == "the demo"
+    w.case_type.lineEdit().clear()
+    qtbot.keyClicks(w.case_type.lineEdit(), "colorectal adenocarcinoma")
+    assert "stated by the user" in w.out["cancer type"].text() and not w.case_type_note.isVisibleTo(w)
+    assert ps.to_json()["context"]["cancer_type"]["case_source"] == "the user"
 
     # what a pathologist sees at a dock width of ~360 px (looked at by hand; saved for review)
     # the dock's width on a 1366 px screen, less the scroll bar

@@ -20,6 +20,9 @@ __all__ = [
     "background_classes",
     "tissue_composition",
     "cancer_type_check",
+    "case_source_text",
+    "USER",
+    "SLIDE_METADATA",
     "slide_cancer_type",
     "signature_cancer_type",
     "scored_area",
@@ -224,13 +227,29 @@ def organs(text: str | None) -> set[str]:
     return found
 
 
-def cancer_type_check(signature_type: str | None, case_type: str | None, source: str = "the user") -> dict[str, Any]:
-    """Does the case's stated type match the signature's? ``match`` is None when either is unknown."""
+USER = "the user"
+SLIDE_METADATA = "the slide's metadata"
+
+
+def case_source_text(source: str) -> str:
+    """How a case type came to be: "stated by the user" only when the user stated it; a value read or
+    pre-filled elsewhere (the slide's metadata, the demo) says where from."""
+    if source == USER:
+        return "stated by the user"
+    if source == SLIDE_METADATA:
+        return "read from the slide's metadata"
+    return f"pre-filled by {source}"
+
+
+def cancer_type_check(signature_type: str | None, case_type: str | None, source: str = USER) -> dict[str, Any]:
+    """Does the case's type match the signature's? ``match`` is None when either is unknown; ``source`` says who
+    gave the case type (``USER``, ``SLIDE_METADATA`` or what pre-filled it, e.g. "the demo")."""
     sig_o, case_o = organs(signature_type), organs(case_type)
     out: dict[str, Any] = {
         "signature": signature_type or None,
         "case": case_type or None,
         "case_source": source,
+        "case_source_text": case_source_text(source),
         "match": None,
         "warning": None,
     }
@@ -246,7 +265,7 @@ def cancer_type_check(signature_type: str | None, case_type: str | None, source:
     out["match"] = bool(sig_o & case_o)
     if not out["match"]:
         out["warning"] = (
-            f"the case is {case_type} (as stated by {source}) but the signature was derived from "
+            f"the case is {case_type} ({out['case_source_text']}) but the signature was derived from "
             f"{signature_type}: the score is not validated for this case and says nothing about it"
         )
     return out
@@ -378,11 +397,12 @@ def case_context(
     manifest: Mapping[str, Any] | None = None,
     case_type: str | None = None,
     slide_types: Sequence[str | None] = (),
+    case_type_source: str = USER,
 ) -> dict[str, Any]:
     """Everything the Score dock, ``pathomics score --json`` and the report say around the number.
 
-    ``case_type`` is what the user states (it wins); otherwise the first tissue / diagnosis the
-    slides' metadata record (``slide_types``) is compared with the signature's cancer type.
+    ``case_type`` is what the user states, or what ``case_type_source`` pre-filled (it wins); otherwise the
+    first tissue / diagnosis the slides' metadata record (``slide_types``) is compared with the signature's.
     """
     summary = signature.summary() if hasattr(signature, "summary") else dict(signature or {})
     evidence = validated_evidence(summary)
@@ -391,7 +411,7 @@ def case_context(
     check = cancer_type_check(
         signature_cancer_type(signature, manifest),
         stated or meta,
-        source="the user" if stated else "the slide's metadata",
+        source=case_type_source if stated else SLIDE_METADATA,
     )
     check["slide_metadata"] = meta
     warnings = [check["warning"]] if check.get("warning") else []
@@ -412,9 +432,13 @@ def case_context(
 
 
 def refresh_context(
-    score: Any, signature: Any, manifest: Mapping[str, Any] | None = None, case_type: str | None = None
+    score: Any,
+    signature: Any,
+    manifest: Mapping[str, Any] | None = None,
+    case_type: str | None = None,
+    case_type_source: str = USER,
 ) -> dict[str, Any]:
-    """Recompute ``score.context`` (a PatientScore) for a case type the user states after scoring."""
+    """Recompute ``score.context`` (a PatientScore) for a case type stated (or pre-filled) after scoring."""
     score.context = case_context(
         score.slides,
         score.composition,
@@ -424,5 +448,6 @@ def refresh_context(
         manifest,
         case_type,
         [getattr(s, "tissue_metadata", None) for s in score.slides],
+        case_type_source,
     )
     return score.context

@@ -58,7 +58,7 @@ def finish_viewer(viewer: napari.Viewer, demo: bool = False, run: bool = False) 
         slide = session.slide_of(session.active_slide_layer(viewer))
         if slide is not None and not current_rois(viewer, slide):
             docks["ROIs, tissue and tiles"].add_annotations(slide, [default_roi(slide)])
-        docks["Score"].case_type.setCurrentText(SAMPLE_CASE_TYPE)  # the sample is skin; the signature is not
+        docks["Score"].prefill_case_type(SAMPLE_CASE_TYPE, "the demo")  # the sample is skin; the signature is not
         if run:
             worker = docks["Analyze"].run()
             if worker is not None:

@@ -46,7 +46,7 @@ from ..errors import ClinicalError, PathomicsError
 from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature, ordinal, score_patient
 from ..scoring.combined import RESEARCH_ONLY, clinical_fields, combined_score, interplay_docs, load_clinical_signature
-from ..scoring.context import CASE_TYPES, refresh_context
+from ..scoring.context import CASE_TYPES, USER, case_source_text, refresh_context
 from ..scoring.engines import load_bundle, shared_engine
 from ..scoring.plots import GROUP_COLORS, composition_figure, interplay_figure, survival_figure
 from ..scoring.report import report_targets, write_report_html, write_report_json
@@ -103,7 +103,14 @@ class ScoreWidget(QWidget):
             "from; left empty, the slide's metadata is asked (if it records a tissue)"
         )
         self.case_type.currentTextChanged.connect(self._case_type_changed)
+        self.case_type.lineEdit().textEdited.connect(self._case_type_stated)
+        self.case_type.activated.connect(self._case_type_stated)
+        self._prefill: tuple[str, str] | None = None  # (text, who pre-filled it) until the user states a type
         form.addRow("case type", self.case_type)
+        self.case_type_note = QLabel("")
+        self.case_type_note.setWordWrap(True)
+        self.case_type_note.setStyleSheet("font-size: small; color: #888")
+        form.addRow("", self.case_type_note)
         layout.addWidget(box)
 
         self.score_btn, self.export_btn, self.progress, self.status = action_row(
@@ -303,7 +310,7 @@ class ScoreWidget(QWidget):
         self.out["survival"].setText(
             " · ".join(f"{years_short(float(k), sc.time_unit)}: {100 * v:.0f} %" for k, v in sc.survival_at.items())
         )
-        self._show_context(ps)
+        self._case_type_changed(self.case_type.currentText())  # the context names who gave the case type
         self.disclaimer.setText(ps.disclaimer)
         adapted = (ps.bundle or {}).get("class_head")
         self.status.setText(
@@ -344,7 +351,7 @@ class ScoreWidget(QWidget):
         ct = ctx.get("cancer_type") or {}
         sig_type = ct.get("signature") or "not recorded"
         case = (
-            f"{ct['case']} ({ct.get('case_source')})"
+            f"{ct['case']} ({ct.get('case_source_text') or ct.get('case_source')})"
             if ct.get("case")
             else "<b>not stated</b> (nor in the slide's metadata): choose the case type above to check it"
         )
@@ -355,10 +362,32 @@ class ScoreWidget(QWidget):
         self.mismatch.setText(f"⚠ {warn}" if warn else "")
         self.mismatch.setVisible(bool(warn))
 
+    def prefill_case_type(self, text: str, source: str) -> None:
+        """Fill in a case type that the user did not state (``source``: e.g. "the demo"); it says so until the
+        user edits or picks one."""
+        self._prefill = (text, source)
+        self.case_type.setCurrentText(text)
+        self._case_type_changed(text)
+
+    def case_type_source(self) -> str:
+        text = self.case_type.currentText().strip()
+        return self._prefill[1] if self._prefill and text == self._prefill[0] else USER
+
+    def _case_type_stated(self, *_: object) -> None:
+        self._prefill = None
+        self._case_type_changed(self.case_type.currentText())
+
     def _case_type_changed(self, text: str) -> None:
+        source = self.case_type_source()
+        self.case_type_note.setText(
+            f"{case_source_text(source)}: pick or type the case's own type" if text.strip() and source != USER else ""
+        )
+        self.case_type_note.setVisible(bool(self.case_type_note.text()))
         if self.patient_score is None or self.signature is None:
             return
-        refresh_context(self.patient_score, self.signature, getattr(self, "manifest", None), text.strip() or None)
+        refresh_context(
+            self.patient_score, self.signature, getattr(self, "manifest", None), text.strip() or None, source
+        )
         self._show_context(self.patient_score)
 
     def _draw_plots(self, ps: Any, signature: Any) -> None:
