@@ -67,7 +67,17 @@ def test_build_signature_clinical_json_has_the_three_models(tmp_path, capsys) ->
     rc, so, se = _build(
         tmp_path,
         d,
-        ["--clinical", "stage:ordinal,age:numeric(years)", "--clinical-missing", "drop", "--out", str(out), "--json"],
+        [
+            "--clinical",
+            "stage:ordinal,age:numeric(years)",
+            "--clinical-label",
+            "stage=stage (I–IV)",
+            "--clinical-missing",
+            "drop",
+            "--out",
+            str(out),
+            "--json",
+        ],
         capsys,
     )
     assert rc == 0, se
@@ -79,6 +89,9 @@ def test_build_signature_clinical_json_has_the_three_models(tmp_path, capsys) ->
     sig = Signature.from_json(out)
     assert sig.to_json()["evaluation"]["models"] == doc["evaluation"]["models"]
     assert sig.clinical.names == ["stage", "age"]
+    # the human label is stored with the covariate (the Score dock shows it); unlabelled: the column name
+    assert [c.title for c in sig.clinical.covariates] == ["stage (I–IV)", "age"]
+    assert json.loads(out.read_text())["clinical"]["covariates"][0]["label"] == "stage (I–IV)"
 
 
 def test_human_output_states_rows_models_and_increment(tmp_path, capsys) -> None:
@@ -506,3 +519,18 @@ def test_an_analysis_attached_to_a_bundle_places_a_patient_on_its_curves(virtual
     )
     err = capsys.readouterr().err
     assert rc == ClinicalError.exit_code and "give --signature as one of that bundle's signature files" in err
+
+
+@pytest.mark.parametrize(
+    "label, words",
+    [
+        ("grade=tumour grade", "not a --clinical column"),
+        ("stage", "expected COL=TEXT"),
+        ("stage=", "expected COL=TEXT"),
+    ],
+)
+def test_a_label_for_no_declared_column_is_one_line(tmp_path, capsys, label: str, words: str) -> None:
+    extra = ["--clinical", "stage:ordinal,age:numeric", "--clinical-label", label, "--out", str(tmp_path / "x.json")]
+    rc, so, se = _build(tmp_path, _table(), extra, capsys)
+    assert rc != 0 and words in se and len(se.strip().splitlines()) == 1 and "Traceback" not in se, se
+    assert not (tmp_path / "x.json").exists()

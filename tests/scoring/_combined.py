@@ -17,6 +17,7 @@ import pandas as pd
 from napari_pathomics.bundle import Bundle
 from napari_pathomics.cli.signature import attach_to_bundle
 from napari_pathomics.signature import FeatureSpec, Signature, SignatureFitter
+from napari_pathomics.signature.clinical import parse_clinical, with_labels
 from napari_pathomics.signature.interplay import analyze_interaction
 
 FEATURES = ["tme_mean_DEB", "tme_mean_MUS", "tme_mean_TUM"]
@@ -63,7 +64,7 @@ def fit_combined(spec: FeatureSpec | None, cancer_type: str = "colorectal adenoc
         feature_spec=spec,
         id_col="pid",
         name="test-combined",
-        clinical="stage:ordinal,age:numeric(years)",
+        clinical=with_labels(parse_clinical("stage:ordinal,age:numeric(years)"), ["stage=stage (I–IV)"]),
         cancer_type=cancer_type,
     )
     doc = sig.to_json()

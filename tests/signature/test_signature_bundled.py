@@ -73,6 +73,7 @@ def clin() -> Signature:
 
 def test_combined_signature_records_three_models_and_its_rows(clin: Signature) -> None:
     assert clin.clinical.names == ["cleanstage", "years_to_birth"]
+    assert [c.title for c in clin.clinical.covariates] == ["stage (I–IV)", "age at diagnosis (years)"]
     assert clin.cancer_type == "colorectal adenocarcinoma"
     ev = clin.evaluation
     for m in ("image", "clinical", "combined"):
@@ -140,6 +141,10 @@ def test_combined_signature_refits_from_its_recorded_command(clin: Signature, tm
                 "DEB,MUS,TUM",
                 "--clinical",
                 "cleanstage:ordinal,years_to_birth:numeric(years)",
+                "--clinical-label",
+                "cleanstage=stage (I–IV)",
+                "--clinical-label",
+                "years_to_birth=age at diagnosis (years)",
                 "--clinical-missing",
                 "drop",
                 "--min-follow-up",
@@ -160,6 +165,7 @@ def test_combined_signature_refits_from_its_recorded_command(clin: Signature, tm
     )
     again = Signature.from_json(bundle / "signature_clinical.json")
     assert again.features == clin.features
+    assert again.to_json()["clinical"] == clin.to_json()["clinical"]  # the human labels included
     np.testing.assert_allclose(again.cox.beta, clin.cox.beta, atol=1e-9)
     for m in ("image", "clinical", "combined"):
         assert again.evaluation["models"][m]["cv_c_index"] == pytest.approx(

@@ -85,6 +85,10 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     assert list(w.fields) == ["stage", "age", "marker"]  # two covariates, one interplay column
     assert [w.fields["stage"].itemText(i) for i in range(w.fields["stage"].count())] == ["", "1", "2", "3", "4"]
     assert w.fields["age"].placeholderText() == "35–85 years"
+    # the signature's human label, the column name in small print; an unlabelled column keeps its name and unit
+    stage_label = w.clinical_form.labelForField(w.fields["stage"]).text()
+    assert stage_label.startswith("stage (I–IV)<br><small") and stage_label.endswith(">stage</small>")
+    assert w.clinical_form.labelForField(w.fields["age"]).text() == "age (years)"
     w.set_clinical_values({"stage": "3", "age": "120"})  # out of the fitted range
     _score(qtbot, w)
     ps = w.patient_score

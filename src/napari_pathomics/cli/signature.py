@@ -99,6 +99,14 @@ def register(subparsers: Any) -> None:
         "combined model is fitted and compared with image-only and clinical-only ones",
     )
     p.add_argument(
+        "--clinical-label",
+        action="append",
+        default=None,
+        metavar="COL=TEXT",
+        help="the human name of a --clinical column, shown in the Score dock (e.g. 'cleanstage=stage (I–IV)'); "
+        "repeatable",
+    )
+    p.add_argument(
         "--clinical-missing",
         choices=("refuse", "drop", "impute"),
         default="refuse",
@@ -233,6 +241,7 @@ def _add_nuclear(table: Any, feats: list[str], spec: Any, args: argparse.Namespa
 
 
 def build_signature(args: argparse.Namespace) -> int:
+    from ..signature.clinical import parse_clinical, with_labels
     from ..signature.cox import DEFAULT_PENALIZERS
     from ..signature.fit import SignatureFitter
 
@@ -281,7 +290,7 @@ def build_signature(args: argparse.Namespace) -> int:
         name=args.name or args.table.stem,
         description=args.description,
         provenance={"table": args.table.name},
-        clinical=args.clinical,
+        clinical=with_labels(parse_clinical(args.clinical), args.clinical_label) if args.clinical else None,
         clinical_missing=args.clinical_missing,
         cancer_type=args.cancer_type,
         min_follow_up=args.min_follow_up,

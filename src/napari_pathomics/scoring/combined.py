@@ -91,6 +91,7 @@ def clinical_fields(signature: Signature | None, extra_signatures: Sequence[Sign
         for c in signature.clinical.covariates:
             f: dict[str, Any] = {
                 "name": c.name,
+                "label": c.title,  # the signature's human name ("stage (I–IV)"), else the column name
                 "type": c.type,
                 "unit": c.unit,
                 "allowed": c.allowed(),
@@ -113,6 +114,7 @@ def clinical_fields(signature: Signature | None, extra_signatures: Sequence[Sign
             fields.append(
                 {
                     "name": col,
+                    "label": col,
                     "type": "marker" if doc.get("marker") else "treatment",
                     "unit": "",
                     "allowed": ", ".join(map(str, doc["levels"])),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,7 @@ class Declared:
     type: str
     unit: str = ""
     levels: tuple[str, ...] = ()
+    label: str = ""  # what a person reads, e.g. "stage (I–IV)" (default: the column name)
 
 
 def _split_top(text: str) -> list[str]:
@@ -152,6 +153,22 @@ def parse_clinical(text: str | Sequence[str] | None) -> list[Declared]:
     return out
 
 
+def with_labels(declared: Sequence[Declared], labels: Sequence[str] | None) -> list[Declared]:
+    """Declared covariates with ``COL=TEXT`` labels (``--clinical-label``); ClinicalError names a bad one."""
+    by_name: dict[str, str] = {}
+    for item in labels or []:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name or not text:
+            raise ClinicalError(f"--clinical-label {item!r}: expected COL=TEXT (e.g. 'cleanstage=stage (I–IV)')")
+        if name not in {d.name for d in declared}:
+            raise ClinicalError(
+                f"--clinical-label {name}: not a --clinical column ({', '.join(d.name for d in declared)})"
+            )
+        by_name[name] = text
+    return [replace(d, label=by_name.get(d.name, d.label)) for d in declared]
+
+
 @dataclass(frozen=True)
 class Covariate:
     """One frozen clinical covariate: how a raw value becomes model columns."""
@@ -164,6 +181,12 @@ class Covariate:
     range: tuple[float, float] | None = None  # numeric: observed [min, max] (values outside are refused)
     impute: str | float | None = None  # the value missing training rows got (rule "impute")
     n_missing: int = 0
+    label: str = ""  # the human name ("age (years)"); fields show it, with the column name in small print
+
+    @property
+    def title(self) -> str:
+        """What a person reads: the label, else the column name."""
+        return self.label or self.name
 
     @property
     def reference(self) -> str | None:
@@ -228,6 +251,8 @@ class Covariate:
             d["reference"] = self.reference
         if self.impute is not None:
             d["impute"] = self.impute
+        if self.label:
+            d["label"] = self.label
         return d
 
     @classmethod
@@ -246,6 +271,7 @@ class Covariate:
                 range=(float(rng[0]), float(rng[1])) if rng is not None else None,
                 impute=obj.get("impute"),
                 n_missing=int(obj.get("n_missing", 0)),
+                label=str(obj.get("label", "")),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ClinicalError(f"malformed clinical covariate in signature: {exc}") from None
@@ -305,7 +331,7 @@ class ClinicalSpec:
         return pd.DataFrame(rows, columns=self.columns, index=table.index).astype(float)
 
     def describe(self) -> str:
-        """'stage (ordinal 1-4) + age (numeric, years)' for labels."""
+        """'cleanstage (ordinal) + years_to_birth (numeric, years)' for labels."""
         parts = []
         for c in self.covariates:
             parts.append(f"{c.name} ({c.type}{', ' + c.unit if c.unit else ''})")
@@ -409,7 +435,13 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
             raise ClinicalError(f"clinical column {d.name!r} has one value only ({arr[0]:g}); it cannot be a covariate")
         imp = float(np.median(arr)) if rule == "impute" and miss[used].any() else None
         return Covariate(
-            d.name, "numeric", d.unit, range=(float(arr.min()), float(arr.max())), impute=imp, n_missing=n_missing
+            d.name,
+            "numeric",
+            d.unit,
+            range=(float(arr.min()), float(arr.max())),
+            impute=imp,
+            n_missing=n_missing,
+            label=d.label,
         )
     keys = [canonical(values[i]) for i in idx]
     present = set(keys)
@@ -461,7 +493,7 @@ def _freeze(d: Declared, values: list[Any], miss: np.ndarray, used: np.ndarray, 
         else:
             counts = pd.Series(keys).value_counts()
             fill = max(levels, key=lambda k: (int(counts.get(k, 0)), -levels.index(k)))  # the mode
-    return Covariate(d.name, d.type, "", levels, scores, None, fill, n_missing)
+    return Covariate(d.name, d.type, "", levels, scores, None, fill, n_missing, label=d.label)
 
 
 def fill_imputed(table: pd.DataFrame, spec: ClinicalSpec) -> pd.DataFrame:

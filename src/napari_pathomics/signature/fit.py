@@ -448,7 +448,11 @@ class SignatureFitter:
                 "event_col": event_col,
                 "id_col": id_col,
                 "input_features": list(features),
-                "clinical": [d.__dict__ | {"levels": list(d.levels)} for d in declared] or None,
+                "clinical": [
+                    {k: v for k, v in d.__dict__.items() if k != "label" or v} | {"levels": list(d.levels)}
+                    for d in declared
+                ]
+                or None,
                 "clinical_missing": clinical_missing if declared else None,
                 **({"min_follow_up": float(min_follow_up)} if min_follow_up is not None else {}),
                 "versions": versions(),

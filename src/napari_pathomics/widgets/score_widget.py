@@ -18,6 +18,7 @@ Exports an HTML + JSON case report.
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from pathlib import Path
@@ -66,6 +67,18 @@ def _drop(widget: QWidget) -> None:
     widget.hide()
     widget.setParent(None)
     widget.deleteLater()
+
+
+def _field_label(f: dict[str, Any]) -> QLabel:
+    """A clinical field's row label: the signature's human name (and unit), the column name in small print."""
+    label = str(f.get("label") or f["name"])
+    unit = f" ({f['unit']})" if f.get("unit") and f["unit"] not in label else ""
+    text = html.escape(label + unit) + ("" if f["in_score"] else " *")
+    if label != f["name"]:
+        text += f"<br><small style='color:#888'>{html.escape(f['name'])}</small>"
+    lab = QLabel(text)
+    lab.setTextFormat(Qt.TextFormat.RichText)
+    return lab
 
 
 class ScoreWidget(QWidget):
@@ -488,11 +501,9 @@ class ScoreWidget(QWidget):
                 w.setPlaceholderText(f["allowed"] if f["type"] == "numeric" else "value")
                 w.returnPressed.connect(self.apply_clinical)
             w.setToolTip(f["hint"])
-            unit = f" ({f['unit']})" if f.get("unit") else ""
-            label = f"{f['name']}{unit}" + ("" if f["in_score"] else " *")
             self.fields[f["name"]] = w
             self.field_specs[f["name"]] = f
-            self.clinical_form.addRow(label, w)
+            self.clinical_form.addRow(_field_label(f), w)
         if any(not f["in_score"] for f in self.field_specs.values()):
             star = QLabel("<i>* places the patient on the interplay curves; not in the score</i>")
             star.setWordWrap(True)
