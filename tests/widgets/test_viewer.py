@@ -210,8 +210,11 @@ def test_npe2_open_sample_open_and_save(make_napari_viewer, pyramid_svs, tmp_pat
     viewer = make_napari_viewer()
     viewer.open_sample("napari-pathomics", "cmu1-small-region")
     assert viewer.layers[0].multiscale and viewer.layers[0].data[0].shape == (2967, 2220, 3)
+    assert viewer.scale_bar.visible  # the sample, like File ▸ Open, turns the µm scale bar on
     viewer.layers.clear()
+    viewer.scale_bar.visible = False
     (img,) = viewer.open(str(pyramid_svs), plugin="napari-pathomics")
+    assert viewer.scale_bar.visible and tuple(str(u) for u in img.units) == ("micrometer", "micrometer")
     rois = session.roi_layer_of(viewer, session.slide_of(img))
     rois.add_polygons([np.array([[100.0, 200.0], [100.0, 600.0], [500.0, 400.0]])])
     out = tmp_path / "saved.geojson"

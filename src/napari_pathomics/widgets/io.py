@@ -24,6 +24,7 @@ from ..resources import SAMPLE_SLIDE
 from ..wsi.annotations import Annotation, read_geojson, write_geojson
 from ..wsi.slide import is_slide_path
 from . import session
+from .window import show_scale_bar
 
 
 def _current_viewer() -> Any:
@@ -35,6 +36,8 @@ def _read_slide(path: str | list[str]) -> list[tuple[Any, dict, str]]:
     paths = [path] if isinstance(path, str) else list(path)
     viewer = _current_viewer()
     session.install(viewer)
+    if viewer is not None:
+        show_scale_bar(viewer)  # as `pathomics view` does: the layers are in µm
     out: list[tuple[Any, dict, str]] = []
     for p in paths:
         try:
@@ -123,5 +126,8 @@ def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) ->
 
 def sample_slide() -> list[tuple[Any, dict, str]]:
     """The bundled real H&E slide (CMU-1-Small-Region, CC0), with its saved ROIs."""
-    session.install(_current_viewer())
+    viewer = _current_viewer()
+    session.install(viewer)
+    if viewer is not None:
+        show_scale_bar(viewer)
     return session.open_slide_layers(SAMPLE_SLIDE)
