@@ -208,3 +208,36 @@ def test_no_cells_no_layer(tmp_path):
 
     with _slide(tmp_path) as slide:
         assert qupath_cell_layer(slide, []) is None and qupath_point_layers(slide, []) == []
+
+
+def test_a_near_zero_activation_map_is_not_washed_over_the_roi_and_its_bar_says_what_it_reads(tmp_path):
+    """A RAM whose values are 0–0.01, mostly near 0: its colour bar names the number, and only the tiles
+    that stand out are coloured (the rest are transparent until the user moves the threshold)."""
+    from _slides import small_slide
+    from napari_pathomics.layers.results import SCALE_KEY, Display, cam_layer, uncertainty_layer
+    from napari_pathomics.results import DONE, TileResults
+    from napari_pathomics.wsi.slide import open_slide
+    from napari_pathomics.wsi.tiling import plan_tiles
+
+    with open_slide(small_slide(tmp_path / "s.svs")) as slide:
+        grid = plan_tiles(slide, tissue=False, tile_um=32, mpp=0.25)
+        res = TileResults.empty(grid, ["STR", "TUM"], ["#ff9f1c", "#e6194b"])
+        res.status[:] = DONE
+        res.probs[:] = (0.3, 0.7)
+        rng = np.random.default_rng(0)
+        cams = rng.uniform(0, 2e-4, (len(res), 4, 4)).astype(np.float32)
+        cams[:5] = rng.uniform(0.006, 0.01, (5, 4, 4))  # a few tiles that stand out
+        res.cams["risk"] = cams
+        for layer in (cam_layer(slide, res, "risk", Display(shown="cam:risk")), uncertainty_layer(slide, res)):
+            data, kw, _ = layer
+            scale = kw["metadata"][SCALE_KEY]
+            assert scale["units"], kw["name"]  # the colour bar says what the number is
+        data, kw, _ = cam_layer(slide, res, "risk", Display(shown="cam:risk"))
+        scale = kw["metadata"][SCALE_KEY]
+        lo, hi = scale["limits"]
+        assert "activation" in scale["units"] and hi <= 0.01 + 1e-9
+        drawn = data[np.isfinite(data)] >= scale["threshold"]
+        assert 0 < drawn.mean() < 0.2, drawn.mean()  # the standing-out tiles, not the whole ROI
+        # a threshold the user sets wins
+        _, kw2, _ = cam_layer(slide, res, "risk", Display(shown="cam:risk", thresholds={"cam:risk": lo}))
+        assert kw2["metadata"][SCALE_KEY]["threshold"] == lo

@@ -23,13 +23,16 @@ class MapSpec:
     title: str
     units: str
     start: float = 0.0  # the part of the colormap below this is skipped (too close to H&E or to white)
+    #: until the user moves the threshold, values in the lowest this share of the range are transparent, so a
+    #: map whose values are mostly near zero shows its peaks over the slide instead of one colour over the ROI
+    transparent_below: float = 0.0
 
 
 #: Continuous result maps (patch risk, the activation maps, uncertainty).
 MAPS: dict[str, MapSpec] = {
     "risk": MapSpec("cividis", "patch risk", "0–1, share of high-risk tissue"),
-    "cam": MapSpec("viridis", "activation", "", start=0.12),
-    "uncertainty": MapSpec("YlOrBr", "uncertainty", "1 − top-class probability", start=0.2),
+    "cam": MapSpec("viridis", "activation", "Grad-CAM activation, arbitrary units", start=0.12, transparent_below=0.1),
+    "uncertainty": MapSpec("YlOrBr", "uncertainty", "1 − top-class probability", start=0.2, transparent_below=0.1),
 }
 #: Alpha of the drawn part of a continuous map (the slide stays visible beneath).
 MAP_ALPHA = 0.85

@@ -180,9 +180,9 @@ def _scalar(
     eps = (hi - lo) / 50.0
     clim = (lo - eps, hi)
     data = np.where(np.isfinite(values), np.maximum(values, lo), lo - 2 * eps).astype(np.float32)
-    thr = float(display.thresholds.get(key, lo))
-    fraction = (thr - clim[0]) / (clim[1] - clim[0]) if thr > lo else 0.0
     spec = MAPS[kind]
+    thr = float(display.thresholds.get(key, lo + spec.transparent_below * (hi - lo)))
+    fraction = (thr - clim[0]) / (clim[1] - clim[0]) if thr > lo else 0.0
     kwargs = grid_transform(slide, cell_l0)
     kwargs.update(
         name=name,

@@ -111,8 +111,8 @@ def _sync_overlays(viewer: napari.Viewer) -> None:
             ly.colorbar.visible = has_bar
         if has_bar:
             scale = meta.get(SCALE_KEY) or {}
-            units = f" ({scale['units']})" if scale.get("units") else ""
-            title = f"{ly.name}{units} · shown from {scale.get('threshold', 0):.3g}"
+            units = f"\n{scale['units']}" if scale.get("units") else ""  # short lines: clear of the colour bar
+            title = f"{ly.name}{units}\ntransparent below {scale.get('threshold', 0):.3g}"
         elif ly.visible and meta.get(VIEW_KEY) == VIEW_CLASSES and "classes" in ly.name.lower():
             title = "Tissue classes (hatched: low confidence)"
     viewer.text_overlay.text = title
