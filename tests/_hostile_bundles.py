@@ -123,6 +123,27 @@ def _name_clinical(name: str, place: str | None = None) -> Callable[[Path], None
     return apply
 
 
+def _signature(fn: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Edit the base's signature.json (the manifest then lists its new sha256: only the values are hostile)."""
+
+    def apply(folder: Path) -> None:
+        sig = json.loads((folder / "signature.json").read_text())
+        fn(sig)
+        (folder / "signature.json").write_text(json.dumps(sig))
+        _save_manifest(folder, _manifest(folder))
+
+    return apply
+
+
+def _set_stain(matrix: list[list[float]]) -> Callable[[Path], None]:
+    return _edit(lambda m: m["model"]["normalization"]["macenko"].__setitem__("stain_matrix", matrix))
+
+
+def _rename_covariate(sig: dict) -> None:
+    sig["cox"]["covariates"][0] = "tme_mean_XYZ"
+    sig["features"] = list(sig["cox"]["covariates"])
+
+
 def _set_model(**kv) -> Callable[[Path], None]:
     return _edit(lambda m: m["model"].update(kv))
 
@@ -163,6 +184,35 @@ FOLDER_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "clinical-absolute": (_name_clinical(str(DEFAULT_BUNDLE / "signature_clinical.json")), "signature_clinical"),
     "clinical-dotdot": (_name_clinical("../outside_clinical.json", "../outside_clinical.json"), "signature_clinical"),
     "clinical-unlisted": (_name_clinical("signature_clinical.json", "signature_clinical.json"), "signature_clinical"),
+    # values a schema cannot see, refused where the run reads them (the engine) and by validate-bundle
+    "stain-zeros": (_set_stain([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]), "macenko"),
+    "stain-collinear": (_set_stain([[0.6, 0.6], [0.64, 0.64], [0.48, 0.48]]), "macenko"),
+    "stain-not-unit": (_set_stain([[1.5, 0.6], [2.2, 2.6], [1.2, 1.4]]), "macenko"),
+    "risk-head-overflow": (_risk_head(_good_head(weight=np.full(96, 1e300), mean=np.full(96, -1e300))), RISK_HEAD),
+}
+
+#: Signatures whose values cannot score: name -> (breaker, words, whether ``infer`` refuses it too).
+#: ``infer`` reads only the patch-risk weights of a signature; ``score`` and validate-bundle read it all.
+SIGNATURE_CASES: dict[str, tuple[Callable[[Path], None], str, bool]] = {
+    "cox-nan": (_signature(lambda s: s["cox"]["coefficients"].__setitem__(0, float("nan"))), "cox.coefficients", False),
+    "cox-block-short": (_signature(lambda s: s["cox"]["coefficients"].pop()), "cox.coefficients", False),
+    "unknown-feature": (_signature(_rename_covariate), "unknown feature names", False),
+    "hazard-strings": (
+        _signature(
+            lambda s: s["cox"]["baseline"].__setitem__("cumulative_hazard", ["x"] * len(s["cox"]["baseline"]["times"]))
+        ),
+        "cox.baseline.cumulative_hazard",
+        False,
+    ),
+    "hazard-backwards": (_signature(lambda s: s["cox"]["baseline"]["times"].reverse()), "cox.baseline.times", False),
+    "time-unit-odd": (_signature(lambda s: s.__setitem__("time_unit", "fortnights")), "time_unit", False),
+    "horizons-million": (_signature(lambda s: s.__setitem__("horizons", [365.0] * 1_000_000)), "horizons", False),
+    "reference-empty": (_signature(lambda s: s["reference"].__setitem__("risk_sorted", [])), "risk_sorted", False),
+    "patch-weights-1e308": (
+        _signature(lambda s: s["patch_risk_weights"].__setitem__("TUM", 1e308)),
+        "patch_risk_weights",
+        True,
+    ),
 }
 
 
@@ -211,7 +261,8 @@ def make_hostile_corpus(folder: Path, only: list[str] | None = None) -> dict[str
     folder.mkdir(parents=True, exist_ok=True)
     base = base_bundle(folder / "base")
     out: dict[str, tuple[Path, str]] = {}
-    for name, (breaker, words) in FOLDER_CASES.items():
+    cases = {**FOLDER_CASES, **{k: (v[0], v[1]) for k, v in SIGNATURE_CASES.items()}}
+    for name, (breaker, words) in cases.items():
         if only is not None and name not in only:
             continue
         dst = folder / name

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..provenance import json_default
+from ..provenance import json_default, strict_json
 
 
 def progress_bar(total: int, *, quiet: bool = False, **kwargs: Any) -> Any:
@@ -27,8 +27,8 @@ def progress_bar(total: int, *, quiet: bool = False, **kwargs: Any) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    """Print JSON the same way in every command (sorted keys, no NaN)."""
-    print(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default))
+    """Print JSON the same way in every command (sorted keys; a NaN or infinite number is null)."""
+    print(json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False, default=json_default))
 
 
 def add_tta_option(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", help="bundle folder, its manifest.json, or a .zip of it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--no-model", action="store_true", help="skip building the model and loading its weights")
+    p.add_argument(
+        "--no-model", action="store_true", help="skip building the model and loading its weights (values are checked)"
+    )
     p.set_defaults(handler=_validate_bundle)
 
     p = subparsers.add_parser(
@@ -103,11 +105,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _validate_bundle(args: argparse.Namespace) -> int:
     from ..bundle import Bundle, validate_bundle
-    from ..inference.checks import runtime_problems
+    from ..inference.checks import runtime_problems, value_problems
 
     problems = validate_bundle(args.path)
-    if not problems and not args.no_model:
-        problems = runtime_problems(Bundle.load(args.path))
+    if not problems:  # the values every run checks, and (unless --no-model) the model built and run once
+        b = Bundle.load(args.path)
+        problems = value_problems(b) if args.no_model else runtime_problems(b)
     if problems:
         if args.json:
             print_json({"path": str(args.path), "valid": False, "problems": problems})

@@ -49,7 +49,7 @@ from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, is_background
 from .backbones import PatchModel, build_model, set_classifier
 from .cam import GradCamRunner, make_targets, validate_cam_names
-from .checks import check_forward
+from .checks import check_forward, check_values
 from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
 from .head import ClassHead, apply_head, load_class_head
 from .preprocess import preprocess_batch
@@ -179,6 +179,7 @@ class Engine:
         self.min_tile_tissue = float(min_tile_tissue)
         self.flush_seconds = float(flush_seconds)
         self.reader_nice = int(reader_nice)
+        check_values(bundle)  # the values validate-bundle checks (stain reference, patch-risk weights), before any work
         self.weights = patch_risk_weights(bundle)
         self.risk_head = load_risk_head(bundle)  # None: risk = class-weighted probabilities
         self.class_head = load_class_head(bundle)  # an adapted bundle's head (None: the weights' own)

@@ -24,7 +24,7 @@ from safetensors.numpy import save
 from ..bundle import Bundle
 from ..errors import BundleError
 from ..results import DONE, PENDING, TileResults, patch_risk
-from .risk_head import RiskHead
+from .risk_head import MAX_HEAD_VALUE, RiskHead
 
 __all__ = ["ClassHead", "HEAD_FILE", "load_class_head", "apply_head", "softmax"]
 
@@ -105,6 +105,8 @@ def load_class_head(bundle: Bundle) -> ClassHead | None:
         raise BundleError(f"{name}: head has {head.dim} inputs but head.dim says {spec['dim']}")
     if not (np.all(np.isfinite(head.weight)) and np.all(np.isfinite(head.bias))):
         raise BundleError(f"{name}: head holds NaN or infinite values")
+    if np.abs(head.weight).max(initial=0.0) > MAX_HEAD_VALUE or np.abs(head.bias).max(initial=0.0) > MAX_HEAD_VALUE:
+        raise BundleError(f"{name}: head values above ±{MAX_HEAD_VALUE:g} (its logits would overflow)")
     return head
 
 

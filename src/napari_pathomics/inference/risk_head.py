@@ -20,6 +20,9 @@ from ..bundle import Bundle
 from ..errors import BundleError
 
 RISK_HEAD_FILE = "risk_head.safetensors"
+#: Bounds that keep ``(emb - mean) / scale @ weight`` finite in float64 for any finite float32 embedding.
+MAX_HEAD_VALUE = 1e6
+SCALE_RANGE = (1e-9, 1e9)
 
 
 @dataclass
@@ -72,6 +75,9 @@ def load_risk_head(bundle: Bundle) -> RiskHead | None:
             raise BundleError(f"{name}: risk head {field_name} holds NaN or infinite values")
     if not np.isfinite(head.bias):
         raise BundleError(f"{name}: risk head bias is NaN or infinite")
-    if np.any(head.scale <= 0):
-        raise BundleError(f"{name}: risk head scale must be positive")
+    if np.any(head.scale < SCALE_RANGE[0]) or np.any(head.scale > SCALE_RANGE[1]):
+        raise BundleError(f"{name}: risk head scale must lie in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}]")
+    big = [f for f in ("weight", "mean") if np.any(np.abs(getattr(head, f)) > MAX_HEAD_VALUE)]
+    if big or abs(head.bias) > MAX_HEAD_VALUE:
+        raise BundleError(f"{name}: risk head {(big or ['bias'])[0]} above ±{MAX_HEAD_VALUE:g} (it would overflow)")
     return head

@@ -245,7 +245,7 @@ class TileResults:
             "risk": self.risk,
             "status": self.status,
             "stain_fallback": self.stain_fallback,
-            "meta_json": np.array(json.dumps(self._meta_doc(), allow_nan=False, default=json_default)),
+            "meta_json": np.array(json.dumps(strict_json(self._meta_doc()), allow_nan=False, default=json_default)),
         }
         for name, arr in self.cams.items():
             arrays[f"cam__{name}"] = arr

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..bundle import Bundle
 from ..errors import ClinicalError, SignatureError
+from ..inference.checks import check_values
 from ..signature import Signature
 from ..signature.clinical import canonical, is_missing
 from ..signature.combined import score_combined
@@ -57,12 +58,8 @@ def load_clinical_signature(bundle: Bundle) -> Signature | None:
     path = bundle.file("signature_clinical")  # the bundle's one resolver: listed, inside, sha256 verified
     if path is None:
         return None
-    sig = Signature.from_json(path)
-    if sig.clinical is None:
-        raise SignatureError(
-            f"{path.name} of bundle {bundle.name!r} has no clinical covariates; it is not a combined signature"
-        )
-    return sig
+    check_values(bundle, ["signature_clinical"])  # the values validate-bundle checks, and its fit to the bundle
+    return Signature.from_json(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ..bundle import Bundle
 from ..cells.run import run_nuclei
 from ..errors import CancelledError, SignatureError, TilingError
 from ..inference.analyze import analyze_slide
+from ..inference.checks import check_values
 from ..inference.engine import Engine
 from ..inference.head import ClassHead
 from ..provenance import (
@@ -212,16 +213,8 @@ def load_signature(bundle: Bundle) -> Signature:
     path = bundle.file("signature")  # the bundle's one resolver: listed, inside, sha256 verified
     if path is None:
         raise SignatureError(f"bundle {bundle.name!r} has no signature: it can classify tiles but not score a patient")
-    sig = Signature.from_json(path)
-    if sig.feature_spec is None:
-        raise SignatureError(f"signature {sig.name!r} has no feature spec: it cannot be computed from tile results")
-    missing = [c for c in sig.feature_spec.classes if c not in bundle.class_names]
-    if missing:
-        raise SignatureError(
-            f"signature {sig.name!r} needs classes {missing} that model {bundle.name!r} "
-            f"does not predict (it has {list(bundle.class_names)})"
-        )
-    return sig
+    check_values(bundle, ["signature"])  # the values validate-bundle checks, and its fit to the model
+    return Signature.from_json(path)
 
 
 def slide_tiles(

@@ -1,7 +1,9 @@
 """Figures of a patient's score: survival in context and tissue composition.
 
 Plain ``matplotlib.figure.Figure`` objects (no pyplot, so no global state and no GUI backend):
-the Score dock wraps them in a Qt canvas, the report renders them to PNG with Agg.
+the Score dock wraps them in a Qt canvas, the report renders them to PNG with Agg. Every string
+that comes from input (signature, class, marker and level names, titles) goes through
+:func:`plain_text`, so matplotlib never reads it as mathtext.
 """
 
 from __future__ import annotations
@@ -17,8 +19,25 @@ from matplotlib.figure import Figure
 from ..colormaps import class_palette
 from ..units import per_year
 
+__all__ = [
+    "plain_text",
+    "survival_figure",
+    "composition_figure",
+    "interplay_figure",
+    "forest_figure",
+    "figure_png",
+    "GROUP_COLORS",
+    "PATIENT_COLOR",
+]
+
 GROUP_COLORS = {"high": "#c0392b", "low": "#1e8449"}
 PATIENT_COLOR = "#1f3fbf"
+
+
+def plain_text(value: object) -> str:
+    """``value`` as text matplotlib draws as it is: ``$`` escaped, so a name like ``$\\undefined$``
+    is never parsed as mathtext (which raises in ``savefig`` or in a Qt canvas's paint)."""
+    return str(value).replace("$", r"\$")
 
 
 def _signature_score(score: Any) -> Any:
@@ -63,7 +82,7 @@ def survival_figure(
         where="post",
         color=PATIENT_COLOR,
         lw=2.4,
-        label=patient_label or f"this patient ({sc.group} risk)",
+        label=plain_text(patient_label or f"this patient ({sc.group} risk)"),
     )
     for key, s in sc.survival_at.items():
         h = float(key) * f
@@ -76,7 +95,7 @@ def survival_figure(
     if grid.size:
         ax.set_xlim(0, float(grid[-1]))
     ax.set_ylabel("overall survival")
-    ax.set_title(title or f"Predicted survival vs reference cohort ({signature.name})", fontsize=10)
+    ax.set_title(plain_text(title or f"Predicted survival vs reference cohort ({signature.name})"), fontsize=10)
     ax.grid(alpha=0.3)
     narrow = fig.get_figwidth() < 5.5
     ax.legend(loc="lower left", fontsize=7 if narrow else 8, frameon=narrow, framealpha=0.85)
@@ -137,7 +156,9 @@ def composition_figure(
     vals = np.array([comp[n] for n in names], float) * 100
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     ax = fig.add_subplot(111)
-    bars = ax.bar(names, vals, color=[colors.get(n, "#999999") for n in names], edgecolor="#333", lw=0.6)
+    bars = ax.bar(
+        [plain_text(n) for n in names], vals, color=[colors.get(n, "#999999") for n in names], edgecolor="#333", lw=0.6
+    )
     for b, v in zip(bars, vals):
         ax.annotate(
             f"{v:.0f}",
@@ -147,12 +168,12 @@ def composition_figure(
             ha="center",
             fontsize=8,
         )
-    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_ylabel(plain_text(ylabel), fontsize=8)
     ax.set_ylim(0, max(10.0, float(vals.max()) * 1.15) if vals.size else 100)
     if title is None:
         scope = ((getattr(score, "context", None) or {}).get("area") or {}).get("scope")
         title = f"Tissue composition ({'tiles in ROIs' if scope == 'ROIs' else scope or 'scored tiles'})"
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain_text(title), fontsize=10)
     narrow = fig.get_figwidth() < 4.5 and len(names) > 6
     ax.tick_params(axis="x", labelsize=7 if narrow else 8, labelrotation=45 if narrow else 0)
     ax.grid(axis="y", alpha=0.3)
@@ -215,7 +236,9 @@ def interplay_figure(
                 color=col,
                 lw=3.0 if mine else 1.6,
                 alpha=alpha,
-                label=f"{level} (n={km['n']}, {km['events']} events)" + ("  ← this patient" if mine else ""),
+                label=plain_text(
+                    f"{level} (n={km['n']}, {km['events']} events)" + ("  ← this patient" if mine else "")
+                ),
             )
             ax.fill_between(
                 grid, km["ci_lower"], km["ci_upper"], step="post", color=col, alpha=0.16 if mine else 0.06, lw=0
@@ -230,9 +253,9 @@ def interplay_figure(
             if patient is not None and g == pg
             else ""
         )
-        ax.set_title(f"pathomics {g}-risk group (n={grp['n']}){mark}\n" + "\n".join(hrs), fontsize=8)
+        ax.set_title(plain_text(f"pathomics {g}-risk group (n={grp['n']}){mark}\n" + "\n".join(hrs)), fontsize=8)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel(f"time ({'years' if f != 1.0 else time_unit})")
+        ax.set_xlabel(plain_text(f"time ({'years' if f != 1.0 else time_unit})"))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=7, frameon=False)
     for ax in axes[:: 3 - rows]:
@@ -241,9 +264,11 @@ def interplay_figure(
     what = result.get("marker") or result.get("treatment") or ""
     sep = "\n" if rows > 1 else " — "
     fig.suptitle(
-        f"{what} within pathomics risk groups{sep}interaction p = {p:.2g}"
-        if p is not None
-        else f"{what} within pathomics risk groups",
+        plain_text(
+            f"{what} within pathomics risk groups{sep}interaction p = {p:.2g}"
+            if p is not None
+            else f"{what} within pathomics risk groups"
+        ),
         fontsize=10,
     )
     return fig
@@ -270,7 +295,7 @@ def forest_figure(rows: Sequence[Mapping[str, Any]], *, dpi: int = 100) -> Figur
         ax.plot([hr["hr"]], [y], "s", color="#c0392b" if r["covariate"] == "all patients" else "#1f3fbf", ms=5)
     ax.axvline(1.0, color="#888", ls="--", lw=0.8)
     ax.set_xscale("log")
-    ax.set_yticks(range(n), list(reversed(labels)), fontsize=7)
+    ax.set_yticks(range(n), [plain_text(lb) for lb in reversed(labels)], fontsize=7)
     ax.set_xlabel("hazard ratio, pathomics high vs low risk (95 % CI, log scale)", fontsize=8)
     ax.set_title("Subgroups: does the pathomics group separate patients in each?", fontsize=9)
     ax.grid(axis="x", alpha=0.3)

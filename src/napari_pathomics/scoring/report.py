@@ -9,7 +9,6 @@ forbids both. Both files are written atomically (temp file, then rename).
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..bundle import Bundle
 from ..colormaps import class_palette, mpl_colormap, robust_limits
 from ..errors import SignatureError
 from ..outputs import OutputError, check_output
-from ..provenance import now_iso
+from ..provenance import now_iso, strict_json
 from ..results import TileResults
 from ..signature import Signature, SignatureScore
 from ..units import years_label
@@ -36,7 +35,7 @@ from ..wsi.slide import Slide, open_slide
 from .combined import RESEARCH_ONLY, interplay_docs, load_clinical_signature
 from .context import case_context
 from .patient import PatientScore, load_signature, ordinal
-from .plots import composition_figure, figure_png, interplay_figure, survival_figure
+from .plots import composition_figure, figure_png, interplay_figure, plain_text, survival_figure
 
 __all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png", "report_targets"]
 
@@ -68,7 +67,7 @@ def write_report_json(score: PatientScore, path: str | Path) -> Path:
     """All numbers, bundle id and file hashes, versions and slide hashes, as strict JSON."""
     doc = score.to_json()
     doc["report_written"] = now_iso()
-    return atomic_write_json(path, json.loads(json.dumps(doc, allow_nan=False)))
+    return atomic_write_json(path, strict_json(doc))  # a non-finite number is null, never a traceback
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +122,9 @@ def slide_overview_png(
         axes[1].imshow(rgba, extent=ext, interpolation="nearest")
         present = sorted({int(k) for k in np.unique(cmap) if k >= 0})
         if present:
-            handles = [Patch(facecolor=colors[k], edgecolor="#333", label=results.class_names[k]) for k in present]
+            handles = [
+                Patch(facecolor=colors[k], edgecolor="#333", label=plain_text(results.class_names[k])) for k in present
+            ]
             axes[1].legend(handles=handles, fontsize=6, loc="upper right", framealpha=0.8, ncol=1)
         risk_map = results.risk_map()
         lo, hi = robust_limits(risk_map)  # the viewer's scale and colours for the same slide

@@ -27,6 +27,7 @@ from .clinical import ClinicalSpec
 from .cox import FrozenCox
 from .evaluate import percentile
 from .features import FeatureSpec
+from .values import MAX_PATCH_RISK_WEIGHT, size_problems, value_problems
 
 SIGNATURE_KIND = "pathomics-signature"
 SCHEMA_VERSION = 1
@@ -99,7 +100,16 @@ def _non_finite(obj: Any, path: str = "") -> str | None:
 
 
 def signature_problems(data: Mapping[str, Any]) -> list[str]:
-    """One line per way a signature document breaks its schema (numbers must be finite numbers)."""
+    """One line per way a signature document cannot score: sizes, schema, finite numbers, values, names.
+
+    The one check of a signature's content, shared by every reader (``Signature``) and by
+    ``validate-bundle``, so a signature that validates never fails scoring on a value.
+    """
+    if not isinstance(data, Mapping):
+        return ["<top level>: a signature must be a JSON object"]
+    sizes = size_problems(data)
+    if sizes:
+        return sizes
     out = []
     for err in sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
         where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
@@ -108,7 +118,34 @@ def signature_problems(data: Mapping[str, Any]) -> list[str]:
     non_finite = _non_finite(data)
     if non_finite:
         out.append(f"{non_finite}: NaN or infinite number")
-    return out
+    if out:
+        return out
+    return value_problems(data) + _name_problems(data)
+
+
+def _name_problems(data: Mapping[str, Any]) -> list[str]:
+    """Covariates that nothing computes: each is a feature of the spec or a clinical column."""
+    cov = [str(c) for c in data["cox"]["covariates"]]
+    if list(data.get("features", cov)) != cov:
+        return ["features: differ from the Cox covariates (cox.covariates)"]
+    known: set[str] = set()
+    spec, clin = data.get("feature_spec"), data.get("clinical")
+    for block, doc, names in (
+        ("feature_spec", spec, lambda d: FeatureSpec.from_json(d).feature_names),
+        ("clinical", clin, lambda d: ClinicalSpec.from_json(d).columns),
+    ):
+        if not doc:
+            continue
+        try:
+            known |= set(names(doc))
+        except (SignatureError, KeyError, TypeError, ValueError) as exc:
+            return [f"{block}: unusable ({str(exc)[:200]})"]
+    if not spec:
+        return []  # a table-only signature: features come from the caller's table, not from tiles
+    unknown = [c for c in cov if c not in known]
+    if unknown:
+        return [f"cox.covariates: unknown feature names {unknown[:5]} (not computed by feature_spec or clinical)"]
+    return []
 
 
 def _read_json(obj: str | Path) -> Any:
@@ -132,9 +169,12 @@ def _class_weights(data: Any) -> dict[str, float]:
     if not isinstance(spec, Mapping):
         raise SignatureError("patch_risk_weights must map class names to numbers")
     try:
-        return {str(k): float(v) for k, v in spec.items()}
+        weights = {str(k): float(v) for k, v in spec.items()}
     except (TypeError, ValueError):
         raise SignatureError("patch_risk_weights must map class names to numbers") from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_PATCH_RISK_WEIGHT for v in weights.values()):
+        raise SignatureError(f"patch_risk_weights must be finite numbers within ±{MAX_PATCH_RISK_WEIGHT:g}")
+    return weights
 
 
 def read_patch_risk_weights(path: str | Path) -> dict[str, float]:

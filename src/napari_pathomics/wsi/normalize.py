@@ -26,6 +26,7 @@ from .stain import (
     estimate_from_od,
     estimate_stain,
     od_lut,
+    stain_reference_problem,
 )
 
 __all__ = [
@@ -83,7 +84,10 @@ class MacenkoNormalizer:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MacenkoNormalizer":
-        """From the manifest form (see :meth:`to_dict`)."""
+        """From the manifest form (see :meth:`to_dict`); ValueError when it is no H&E reference."""
+        why = stain_reference_problem(d["stain_matrix"], d["max_concentrations"])
+        if why:
+            raise ValueError(why)
         return cls(
             np.asarray(d["stain_matrix"], dtype=np.float64),
             np.asarray(d["max_concentrations"], dtype=np.float64),

@@ -24,6 +24,7 @@ __all__ = [
     "od_lut",
     "as_uint8_rgb",
     "estimate_from_od",
+    "stain_reference_problem",
     "DEFAULT_IO",
     "DEFAULT_ALPHA",
     "DEFAULT_BETA",
@@ -37,6 +38,12 @@ _MAX_ESTIMATE_PIXELS: int = 16384
 #: Fewer tissue pixels than this (absolute, and as a fraction) → no estimate.
 _MIN_TISSUE_PIXELS: int = 200
 _MIN_TISSUE_FRACTION: float = 0.02
+#: Two stain vectors closer than this (|cos|) cannot be unmixed (the estimate refuses them too).
+MAX_STAIN_COSINE: float = 0.999
+#: A stored reference's stain vectors are unit OD vectors up to this rounding.
+_UNIT_TOLERANCE: float = 0.02
+#: 99th-percentile concentrations of a real reference (H&E OD units are ~0.5-3).
+_CONCENTRATION_RANGE: tuple[float, float] = (1e-6, 1e3)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,36 @@ class StainEstimate:
             "alpha": float(alpha),
             "beta": float(beta),
         }
+
+
+def stain_reference_problem(stain_matrix: object, max_concentrations: object) -> str | None:
+    """Why a stored (3, 2) stain matrix and its max concentrations are no H&E reference (None if they are).
+
+    What an estimate gives: two finite unit OD vectors (H then E) pointing into positive OD,
+    far enough apart to unmix, and positive finite concentrations. A matrix of zeros or two
+    collinear vectors would turn every tile into background after normalisation.
+    """
+    try:
+        he = np.asarray(stain_matrix, dtype=np.float64)
+        mc = np.asarray(max_concentrations, dtype=np.float64)
+    except (TypeError, ValueError):
+        return "stain_matrix and max_concentrations must be numbers"
+    if he.shape != (3, 2) or mc.shape != (2,):
+        return f"stain_matrix must be 3 x 2 and max_concentrations 2 numbers, got {he.shape} and {mc.shape}"
+    if not (np.all(np.isfinite(he)) and np.all(np.isfinite(mc))):
+        return "stain_matrix and max_concentrations must be finite"
+    norms = np.linalg.norm(he, axis=0)
+    if np.any(np.abs(norms - 1.0) > _UNIT_TOLERANCE):
+        return f"stain vectors must be unit OD vectors, their lengths are {[round(float(n), 3) for n in norms]}"
+    if np.any(he.sum(axis=0) <= 0):
+        return "stain vectors must point into positive optical density"
+    cos = abs(float(he[:, 0] @ he[:, 1])) / float(norms[0] * norms[1])
+    if cos > MAX_STAIN_COSINE:
+        return f"the two stain vectors are collinear (|cos| = {cos:.4f}); they cannot be unmixed"
+    lo, hi = _CONCENTRATION_RANGE
+    if np.any(mc < lo) or np.any(mc > hi):
+        return f"max_concentrations must lie in [{lo:g}, {hi:g}], got {mc.tolist()}"
+    return None
 
 
 def od_lut(io: float) -> np.ndarray:
@@ -111,7 +148,7 @@ def estimate_from_od(
         return None
     he = he / norms
     # Two stain vectors too close to each other → unmixing is ill-conditioned.
-    if abs(float(he[:, 0] @ he[:, 1])) > 0.999:
+    if abs(float(he[:, 0] @ he[:, 1])) > MAX_STAIN_COSINE:
         return None
     pinv = np.linalg.pinv(he).astype(np.float32)  # (2, 3); least-squares unmixing
     conc = sub @ pinv.T  # (n, 2)
