@@ -2,7 +2,8 @@
 
 The whole generated corpus (``_hostile_bundles``): bundles the format check refuses when the dock
 loads them, encrypted and expanding zips, a corrupt risk head (refused when the engine is built),
-NaN weights (refused when the model is built for the run)... Each one must give at least one
+NaN weights (refused when the model is built for the run), and in the Score dock signatures whose
+values cannot score (NaN Cox coefficients, an empty reference cohort...). Each one must give at least one
 one-line error notification naming what is wrong, no "unexpected" crash, and leave the dock
 ready; a good bundle still works afterwards. The base carries a signature, so the Score dock gets
 as far as the model too.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from _hostile_bundles import FOLDER_CASES, ZIP_CASES, make_hostile_corpus
+from _hostile_bundles import FOLDER_CASES, SIGNATURE_CASES, ZIP_CASES, make_hostile_corpus
 from _slides import small_slide
 from napari_pathomics.widgets import session
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
@@ -78,7 +79,7 @@ def test_each_hostile_bundle_is_one_notification_in_the_score_dock(make_napari_v
     viewer = make_napari_viewer()
     session.add_slide(viewer, slide)
     w = ScoreWidget(viewer)
-    for name in CASES:
+    for name in [*CASES, *SIGNATURE_CASES]:  # signatures whose values cannot score too
         path, words = corpus[name]
         start = len(notification_manager.records)
         w.bundle_path.setText(str(path))
