@@ -173,11 +173,12 @@ def test_from_package_import_submodule_gives_the_module(package: str) -> None:
         assert getattr(got, "__name__", None) == f"{package}.{info.name}", (package, info.name, got)
 
 
-def test_from_napari_pathomics_import_annotations_is_the_module() -> None:
-    from napari_pathomics import annotations, tiling
-
-    assert annotations.read_geojson and tiling.TileGrid
+def test_the_first_builds_flat_module_names_are_gone() -> None:
+    """Modules live in their stage (``napari_pathomics.wsi.annotations``); the old flat names do not resolve."""
+    with pytest.raises(ImportError):
+        from napari_pathomics import annotations  # noqa: F401
     assert napari_pathomics.Slide is importlib.import_module("napari_pathomics.wsi.slide").Slide
+    assert napari_pathomics.read_geojson is importlib.import_module("napari_pathomics.wsi.annotations").read_geojson
 
 
 @pytest.mark.parametrize(
@@ -296,3 +297,24 @@ def test_widgets_use_public_napari_api() -> None:
         if hits := private_napari(path.read_text(encoding="utf-8")):
             found[path.name] = hits
     assert not found, f"private napari attributes (say 'no public …' in a comment where napari has none): {found}"
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """A module pair importing each other (even for type hints only) is one concept with two owners."""
+    names = {m for m, _ in _modules()}
+
+    def resolve(target: str) -> str | None:
+        for cand in (target, f"{target}.__init__", target.rsplit(".", 1)[0]):
+            if cand in names:
+                return cand
+        return None
+
+    edges: set[tuple[str, str]] = set()
+    for module, path in _modules():
+        for node, _ in _imports(path):
+            for target in _target(module, node):  # type: ignore[arg-type]
+                dst = resolve(target)
+                if dst is not None and dst != module and not dst.endswith("__init__"):
+                    edges.add((module, dst))
+    loops = sorted(f"{a} <-> {b}" for a, b in edges if (b, a) in edges and a < b)
+    assert not loops, "modules importing each other:\n" + "\n".join(loops)

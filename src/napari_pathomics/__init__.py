@@ -16,9 +16,6 @@ napari). Stages: ``wsi``, ``bundle``, ``inference``, ``results``, ``signature``,
 ``cohort``, ``training``; see docs/architecture.md.
 """
 
-import importlib
-from typing import Any
-
 from .lazy import lazy_exports
 
 __version__ = "0.1.0"
@@ -45,32 +42,9 @@ _API: dict[str, str] = {
     "FeatureSpec": "signature.features",
     "score_patient": "scoring.patient",
     "PatientScore": "scoring.patient",
-    "load_signature": "scoring.patient",
+    "load_signature": "scoring.tiles",
     "DEFAULT_BUNDLE": "resources",
     "SAMPLE_SLIDE": "resources",
 }
-#: Modules of the first build's flat layout, still importable under their old names.
-_MOVED: dict[str, str] = {
-    "annotations": "wsi.annotations",
-    "slide": "wsi.slide",
-    "tiling": "wsi.tiling",
-    "tissue": "wsi.tissue",
-    "roi_store": "wsi.roi_store",
-    "synthetic": "wsi.synthetic",
-    "stain": "inference.stain",
-}
-
-_api_getattr, _api_dir, _api_all = lazy_exports(__name__, _API)
+__getattr__, __dir__, _api_all = lazy_exports(__name__, _API)
 __all__ = ["__version__", *_api_all]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        value = importlib.import_module(f".{_MOVED[name]}", __name__)
-        globals()[name] = value
-        return value
-    return _api_getattr(name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*_api_dir(), *_MOVED})

@@ -26,7 +26,7 @@ from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import BundleError
 from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.scoring.combined import load_clinical_signature
-from napari_pathomics.scoring.patient import load_signature
+from napari_pathomics.scoring.tiles import load_signature
 
 CLINICAL_CASES = [n for n in FOLDER_CASES if n.startswith("clinical-")]
 

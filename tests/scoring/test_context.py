@@ -15,9 +15,11 @@ import pytest
 from _combined import add_combined
 from shapely.geometry import box
 
+from _bundles import make_bundle
 from _slides import small_slide
 from napari_pathomics.cli import main
 from napari_pathomics.errors import ClinicalError
+from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.scoring import load_signature, score_patient
 from napari_pathomics.scoring.combined import (
     clinical_fields,
@@ -236,6 +238,23 @@ def test_combined_score_side_by_side_and_bad_values_named(tmp_path, clin_bundle)
     assert f"{c['risk']:+.3f}" in html and f"{ev['combined']['cv_c_index']:.3f}" in html
     assert "Research use only" in html and "marker &gt; 37" in html
     assert html.count("data:image/png;base64,") == 4  # survival, composition, combined survival, interplay
+
+
+def test_score_patient_with_clinical_values_gives_the_combined_score_as_a_field(tmp_path, clin_bundle):
+    """``score_patient(clinical=...)`` fills ``PatientScore.clinical`` with what combined_score gives."""
+    s = small_slide(tmp_path / "case.svs")
+    values = {"stage": "3", "age": "64"}
+    ps = score_patient([s], clin_bundle, device="cpu", clinical=values)
+    image, combined = load_signature(clin_bundle), load_clinical_signature(clin_bundle)
+    assert ps.clinical is not None and ps.clinical == combined_score(ps, combined, values, image)
+    assert ps.to_json()["clinical"]["image_only"]["risk"] == ps.score.risk
+    assert score_patient([s], clin_bundle, device="cpu").clinical is None
+    # refused before any inference: a name that is no covariate, a bundle without a combined signature
+    with pytest.raises(ClinicalError, match="grade: not a covariate of signature"):
+        score_patient([s], clin_bundle, device="cpu", clinical={"grade": "2"})
+    with pytest.raises(ClinicalError, match="has no combined \\(clinical\\) signature"):
+        plain = make_bundle(tmp_path / "plain", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))
+        score_patient([s], plain, device="cpu", clinical=values)
 
 
 def test_patient_level_of_split_treatment_and_categorical_curves() -> None:

@@ -16,6 +16,7 @@ from _signature_sim import simulate_cox
 from napari_pathomics.bundle import Bundle
 from napari_pathomics.errors import BundleError, PathomicsError, SignatureError
 from napari_pathomics.resources import DEFAULT_BUNDLE
+from napari_pathomics.scoring.tiles import score_tiles
 from napari_pathomics.signature import FeatureSpec, Signature, SignatureFitter, SlideTiles
 from napari_pathomics.signature.evaluate import hazard_ratio, km_by_group, time_dependent_auc
 
@@ -56,7 +57,7 @@ def test_roundtrip_and_score(tme_signature: Signature, tmp_path) -> None:
 
 def test_score_tiles_uses_stored_spec(tme_signature: Signature) -> None:
     slide = SlideTiles(np.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]]), ("STR", "TUM", "LYM"))
-    a = tme_signature.score_tiles([slide])
+    a = score_tiles(tme_signature, [slide])[1]
     b = tme_signature.score(tme_signature.feature_spec.transform([slide]))
     assert a.risk == b.risk
     w = tme_signature.patch_risk_weights
@@ -66,7 +67,7 @@ def test_score_tiles_uses_stored_spec(tme_signature: Signature) -> None:
     one = SlideTiles(np.tile(tile, (5, 1)), ("STR", "TUM", "LYM"))
     off = tme_signature.to_json()["patch_risk"]["offset"]
     lin = sum(w[c] * tile[i] for i, c in enumerate(["STR", "TUM", "LYM"]) if c in w) + off
-    assert tme_signature.score_tiles(one).risk == pytest.approx(lin, abs=1e-9)
+    assert score_tiles(tme_signature, [one])[1].risk == pytest.approx(lin, abs=1e-9)
 
 
 def test_signature_errors(tme_signature: Signature) -> None:

@@ -21,7 +21,7 @@ def _propose(args: argparse.Namespace) -> int:
     from ..inference.analyze import analyze_slide
     from ..outputs import check_output
     from ..results.regions import propose_tumour, tumour_classes
-    from ..scoring.engines import shared_engine
+    from ..scoring.engine_cache import shared_engine
     from ..wsi.annotations import read_geojson, write_geojson
     from ..wsi.slide import open_slide
 

@@ -17,6 +17,7 @@ from .common import BATCH, add_slide_mpp_option, add_tta_option, print_json, pro
 def _score(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
     from ..scoring import load_signature, ordinal, score_patient
+    from ..scoring.combined import clinical_signature_for
     from ..scoring.report import report_targets, write_report_html, write_report_json
     from ..wsi.annotations import read_geojson
 
@@ -26,21 +27,7 @@ def _score(args: argparse.Namespace) -> int:
     bundle = Bundle.load(args.bundle or DEFAULT_BUNDLE)
     signature = load_signature(bundle)
     values = _clinical_values(args.clinical)
-    combined = None
-    if values:
-        from ..scoring.combined import clinical_fields, load_clinical_signature
-
-        combined = load_clinical_signature(bundle)
-        if combined is None:
-            raise ClinicalError(
-                f"bundle {bundle.name!r} has no combined (clinical) signature; score without --clinical"
-            )
-        known = [f["name"] for f in clinical_fields(combined, [signature])]
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            raise ClinicalError(
-                f"--clinical {unknown[0]}: not a covariate of signature {combined.name!r} (it takes {', '.join(known)})"
-            )
+    combined = clinical_signature_for(bundle, signature, values, option="--clinical")  # before any inference
     inputs = [*args.slides, *(args.roi or []), bundle.source, *bundle.path.iterdir()]
     html_path, json_path = report_targets(args.report, args.report_json, inputs)
     rois = [read_geojson(r).annotations for r in args.roi] if args.roi else None
@@ -66,14 +53,11 @@ def _score(args: argparse.Namespace) -> int:
             progress=progress,
             case_type=args.case_type,
             tta=args.tta,
+            clinical=values,
         )
     finally:
         if bar is not None:
             bar.close()
-    if combined is not None:
-        from ..scoring.combined import combined_score
-
-        ps.clinical = combined_score(ps, combined, values, signature)
     if html_path is not None:
         write_report_html(ps, html_path, signature=signature, combined=combined)
     if json_path is not None:

@@ -15,7 +15,7 @@ from ..atomic import atomic_write_text
 from ..bundle import Bundle
 from ..errors import PathomicsError
 from ..results import TileResults
-from ..scoring import load_signature, nuclear_tile_values, score_tiles, slide_tiles
+from ..scoring import load_signature, nuclear_tile_values, score_tiles, slide_tiles, tile_features
 from ..signature import Signature
 from ..tables import safe_cell
 from .table import CohortTable
@@ -55,7 +55,7 @@ def write_patient_table(
                 entry.update({"risk": sc.risk, "percentile": sc.percentile, "group": sc.group, "cutoff": sc.cutoff})
                 entry.update({f"survival_{h}{sig.time_unit}": v for h, v in sc.survival_at.items()})
             else:
-                feats = spec.transform(tiles)
+                feats = tile_features(spec, tiles)
             entry.update(feats)
             rows.append(entry)
         except PathomicsError as exc:

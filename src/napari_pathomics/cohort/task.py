@@ -35,7 +35,7 @@ from ..inference.engine import Engine
 from ..provenance import file_fingerprint, now_iso, sha256_file
 from ..results import FAILED, TileResults
 from ..scoring import load_signature, nuclear_tile_values
-from ..scoring.engines import load_bundle, shared_engine
+from ..scoring.engine_cache import load_bundle, shared_engine
 from ..signature import FeatureSpec
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide

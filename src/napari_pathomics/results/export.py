@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -13,13 +13,29 @@ from ..errors import ResultsError
 from ..tables import csv_text
 from .status import DONE, STATUS_NAMES
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .tiles import TileResults
-
-__all__ = ["tiles_csv", "tiles_geojson", "read_csv"]
+__all__ = ["TileTable", "tiles_csv", "tiles_geojson", "read_csv"]
 
 
-def tiles_csv(res: TileResults) -> str:
+class TileTable(Protocol):
+    """What an export reads of per-tile results (``TileResults`` is one; it imports this module, not the reverse)."""
+
+    cols: np.ndarray
+    rows: np.ndarray
+    origins: np.ndarray
+    tile_size_l0: float
+    class_names: list[str]
+    class_colors: list[str]
+    probs: np.ndarray
+    risk: np.ndarray
+    status: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    @property
+    def pred(self) -> np.ndarray: ...
+
+
+def tiles_csv(res: TileTable) -> str:
     """One row per tile: x, y, size (level-0 px), status, class, risk, prob_<CLASS>…"""
     pred = res.pred
     size = _fmt(res.tile_size_l0)
@@ -45,7 +61,7 @@ def tiles_csv(res: TileResults) -> str:
     )
 
 
-def tiles_geojson(res: TileResults, include: str = "done") -> dict[str, Any]:
+def tiles_geojson(res: TileTable, include: str = "done") -> dict[str, Any]:
     """QuPath tile detections: square polygons in level-0 px with class and measurements.
 
     ``include``: "done" (classified tiles) or "all" (failed/background tiles too, with a

@@ -6,15 +6,17 @@ from ..lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "shared_engine": "engines",
+        "shared_engine": "engine_cache",
         "DISCLAIMER": "patient",
         "PatientScore": "patient",
         "SlideSummary": "patient",
-        "load_signature": "patient",
-        "nuclear_tile_values": "patient",
+        "load_signature": "tiles",
+        "nuclear_tile_values": "tiles",
         "ordinal": "patient",
         "score_patient": "patient",
-        "score_tiles": "patient",
-        "slide_tiles": "patient",
+        "score_slide": "patient",
+        "score_tiles": "tiles",
+        "slide_tiles": "tiles",
+        "tile_features": "tiles",
     },
 )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from ..bundle import Bundle
 from ..errors import ClinicalError, SignatureError
@@ -35,10 +35,12 @@ from ..signature import Signature
 from ..signature.clinical import canonical, is_missing
 from ..signature.combined import score_combined
 from .context import group_headline, group_wording, model_evidence, validated_evidence
-from .patient import slide_tiles
+from .tiles import slide_tiles, tile_features
 
 __all__ = [
+    "CombinedResult",
     "load_clinical_signature",
+    "clinical_signature_for",
     "clinical_fields",
     "clean_values",
     "combined_score",
@@ -60,6 +62,62 @@ def load_clinical_signature(bundle: Bundle) -> Signature | None:
         return None
     check_values(bundle, ["signature_clinical"])  # the values validate-bundle checks, and its fit to the bundle
     return Signature.from_json(path)
+
+
+def clinical_signature_for(
+    bundle: Bundle, image: Signature | None, values: Mapping[str, Any] | None, option: str = "clinical values"
+) -> Signature | None:
+    """The combined signature that scores ``values`` (None when none are given), checked before any inference.
+
+    ClinicalError when the bundle has no combined signature or a value names no covariate or
+    interplay column of it; ``option`` names the input in the message (``--clinical`` in the CLI).
+    """
+    if not values:
+        return None
+    combined = load_clinical_signature(bundle)
+    if combined is None:
+        raise ClinicalError(f"bundle {bundle.name!r} has no combined (clinical) signature; score without {option}")
+    known = [f["name"] for f in clinical_fields(combined, [image])]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise ClinicalError(
+            f"{option} {unknown[0]}: not a covariate of signature {combined.name!r} (it takes {', '.join(known)})"
+        )
+    return combined
+
+
+class _Side(TypedDict):
+    """One model's score as the report shows it (the combined one, and the image-only one beside it)."""
+
+    signature: str
+    risk: float
+    percentile: float
+    group: str
+    cutoff: float
+    survival: dict[str, float]
+    time_unit: str
+    group_headline: str
+    group_text: str
+    evidence: dict[str, Any]
+
+
+class _CombinedRequired(_Side):
+    covariates: Any
+    values: dict[str, Any]
+    encoded: dict[str, float]
+    contributions: dict[str, float]
+    rows: dict[str, Any]
+    survival_curve: dict[str, list[float]]
+    models: dict[str, dict[str, Any]]
+    increment_over_clinical: dict[str, Any]
+    research_use: str
+    interplay: list[dict[str, Any]]
+
+
+class CombinedResult(_CombinedRequired, total=False):
+    """What :func:`combined_score` gives (``PatientScore.clinical``; the ``clinical`` key of the JSON)."""
+
+    image_only: _Side
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,11 +262,11 @@ def _image_features(ps: Any, sig: Signature) -> dict[str, float]:
             f"combined signature {sig.name!r} needs image features {missing} that the image "
             "signature did not compute (and it has no tile feature spec to compute them)"
         )
-    feats = spec.transform([slide_tiles(r) for r in results])
-    return {f: float(feats[f]) for f in need}
+    feats = tile_features(spec, [slide_tiles(r) for r in results], sig.name)
+    return {f: feats[f] for f in need}
 
 
-def _side(sig: Signature, sc: Any) -> dict[str, Any]:
+def _side(sig: Signature, sc: Any) -> _Side:
     ev = validated_evidence(sig.summary())
     return {
         "signature": sig.name,
@@ -226,7 +284,7 @@ def _side(sig: Signature, sc: Any) -> dict[str, Any]:
 
 def combined_score(
     ps: Any, combined: Signature, values: Mapping[str, Any], image: Signature | None = None
-) -> dict[str, Any] | None:
+) -> CombinedResult | None:
     """The combined score of a scored patient (``ps``: a PatientScore) with raw clinical ``values``.
 
     None when no covariate value was entered (the image-only score stands alone). Every covariate
@@ -253,19 +311,22 @@ def combined_score(
             text=e["text"].split(";")[0],
             source="the image-only signature's own CV",
         )
-    out: dict[str, Any] = {
-        "signature": combined.name,
-        "covariates": cs.covariates,
-        "values": {n: vals[n] for n in clin.names},
-        "encoded": dict(cs.encoded),
-        "contributions": dict(cs.contributions),
-        "rows": dict(cs.rows),
-        **_side(combined, sc),
-        "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
-        "models": models,
-        "increment_over_clinical": dict(cs.increment),
-        "research_use": RESEARCH_ONLY,
-    }
+    out = cast(
+        CombinedResult,
+        {
+            "signature": combined.name,
+            "covariates": cs.covariates,
+            "values": {n: vals[n] for n in clin.names},
+            "encoded": dict(cs.encoded),
+            "contributions": dict(cs.contributions),
+            "rows": dict(cs.rows),
+            **_side(combined, sc),
+            "survival_curve": {"times": list(sc.curve_times), "survival": list(sc.curve_survival)},
+            "models": models,
+            "increment_over_clinical": dict(cs.increment),
+            "research_use": RESEARCH_ONLY,
+        },
+    )
     if image is not None:
         out["image_only"] = _side(image, ps.score)
     risks = {id(combined): sc.risk}

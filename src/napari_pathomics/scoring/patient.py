@@ -1,20 +1,18 @@
 """Score one patient (one or more slides) against a bundle's signature, headless and Qt-free.
 
-The Score dock, ``pathomics score`` and ``score-cohort``'s ``patients.csv`` all go through
-:func:`score_tiles`, so the viewer, the command line and a cohort give the same number for the
-same slides. :func:`score_patient` runs inference only where results are missing; the engine's
-cache (slide fingerprint × bundle id × grid key) makes a second scoring instant and identical.
-
-Features are computed from DONE tiles only (background, failed and pending tiles carry no
-probabilities) with the signature's own frozen :class:`~napari_pathomics.signature.FeatureSpec`,
-then scored with :meth:`Signature.score` — the same two calls a researcher would make by hand.
+Two halves: :func:`score_slide`, the per-slide step (ROIs clipped, the slide analysed through
+``inference.analyze_slide`` unless complete results are given, nuclei where the signature needs
+them), and the patient pooling (features and score through ``scoring.tiles.score_tiles``, the
+call ``score-cohort``'s ``patients.csv`` makes too; with clinical values, the combined score of
+``scoring.combined``). Inference runs only where results are missing; the engine's cache (slide
+fingerprint × bundle id × grid key) makes a second scoring instant and identical.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,8 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle
-from ..cells.run import run_nuclei
 from ..errors import CancelledError, SignatureError, TilingError
 from ..inference.analyze import analyze_slide
-from ..inference.checks import check_values
 from ..inference.engine import Engine
 from ..inference.head import ClassHead
 from ..provenance import (
@@ -36,20 +32,19 @@ from ..provenance import (
     versions,
 )
 from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults
-from ..signature import FeatureSpec, Signature, SignatureScore, SlideTiles
+from ..signature import Signature, SignatureScore
 from ..wsi.annotations import Annotation, clip_annotations
 from ..wsi.slide import Slide, open_slide
+from .combined import CombinedResult, clinical_signature_for, combined_score
 from .context import case_context, slide_cancer_type
-from .engines import shared_engine
+from .engine_cache import shared_engine
+from .tiles import composition, load_signature, nuclear_tile_values, score_tiles, slide_tiles
 
 __all__ = [
     "PatientScore",
     "SlideSummary",
     "score_patient",
-    "score_tiles",
-    "load_signature",
-    "slide_tiles",
-    "nuclear_tile_values",
+    "score_slide",
     "ordinal",
     "REPORT_KIND",
     "DISCLAIMER",
@@ -152,8 +147,8 @@ class PatientScore:
     #: the score in context (scoring.context.case_context): area scored, validated evidence, the
     #: group as it may be said, composition without background, cancer-type check
     context: dict[str, Any] = field(default_factory=dict)
-    #: the combined (pathomics + clinical) score when clinical values were given (scoring.clinical)
-    clinical: dict[str, Any] | None = None
+    #: the combined (pathomics + clinical) score when clinical values were given (scoring.combined)
+    clinical: CombinedResult | None = None
     # not serialised: what the report needs to draw overviews, and the widget to show layers
     results: list[TileResults | None] = field(default_factory=list, repr=False, compare=False)
     rois: list[list[Annotation] | None] = field(default_factory=list, repr=False, compare=False)
@@ -208,83 +203,6 @@ class PatientScore:
 
 
 # ---------------------------------------------------------------------------------------------
-def load_signature(bundle: Bundle) -> Signature:
-    """The bundle's signature, checked against its model; SignatureError says why it cannot score."""
-    path = bundle.file("signature")  # the bundle's one resolver: listed, inside, sha256 verified
-    if path is None:
-        raise SignatureError(f"bundle {bundle.name!r} has no signature: it can classify tiles but not score a patient")
-    check_values(bundle, ["signature"])  # the values validate-bundle checks, and its fit to the model
-    return Signature.from_json(path)
-
-
-def slide_tiles(
-    res: TileResults, slide_id: str = "", risk: np.ndarray | None = None, nuclear: dict[str, np.ndarray] | None = None
-) -> SlideTiles:
-    """The DONE tiles of one result as :class:`SlideTiles`: what every feature spec consumes.
-
-    ``risk`` replaces the stored patch risk of those tiles (training scores them with a new head);
-    ``nuclear`` holds per-tile nuclear values indexed like ``res`` (see :func:`nuclear_tile_values`).
-    """
-    ok = res.status == DONE
-    r = res.risk[ok] if risk is None else np.asarray(risk)
-    nuc = None if nuclear is None else {k: np.asarray(v, dtype=np.float64)[ok] for k, v in nuclear.items()}
-    return SlideTiles(
-        probs=res.probs[ok].astype(np.float64),
-        class_names=tuple(res.class_names),
-        risk=r.astype(np.float64),
-        slide_id=slide_id,
-        nuclear=nuc,
-    )
-
-
-def nuclear_tile_values(
-    slide: Slide | str | Path,
-    res: TileResults,
-    spec: FeatureSpec | None = None,
-    cancel: threading.Event | None = None,
-    cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-) -> dict[str, np.ndarray] | None:
-    """Per-tile nuclear values for ``res``'s tiles (None when ``spec`` needs none).
-
-    Nuclei are segmented over exactly the result's tiles (the same lattice), through the nuclei
-    cache, so the viewer, ``score``, ``score-cohort`` and ``train-signature`` get the same values.
-    """
-    if spec is not None and not spec.nuclear:
-        return None
-    s = slide if isinstance(slide, Slide) else open_slide(slide)
-    own = s is not slide
-    try:
-        grid = res.grid(s)
-        if len(grid) == 0:
-            return {}
-        run = run_nuclei(s, grid, cancel=cancel, cache_dir=cache_dir, use_cache=use_cache)
-        nres = run.run_all()
-        if not nres.complete:
-            raise CancelledError(f"nuclei of {s.path.name} cancelled ({nres.n_done}/{len(nres)} tiles)")
-        return nres.aligned_to(res.cols, res.rows, res.tile_size_l0)
-    finally:
-        if own:
-            s.close()
-
-
-def score_tiles(signature: Signature, tiles: Sequence[SlideTiles]) -> tuple[dict[str, float], SignatureScore]:
-    """One patient's features (the signature's frozen spec) and score, from its slides' tiles."""
-    spec = signature.feature_spec
-    if spec is None:
-        raise SignatureError(f"signature {signature.name!r} has no feature spec: it cannot be computed from tiles")
-    features = spec.transform(list(tiles))
-    return {k: float(v) for k, v in features.items()}, signature.score(features)
-
-
-def composition(probs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    """Mean class probability over tiles (the tissue composition), by class name."""
-    if probs.shape[0] == 0:
-        return {}
-    m = probs.astype(np.float64).mean(axis=0)
-    return {n: float(v) for n, v in zip(names, m)}
-
-
 def ordinal(n: float) -> str:
     """'83rd', '11th', '2nd': percentiles read as a pathologist says them."""
     k = int(round(n))
@@ -499,6 +417,7 @@ def score_patient(
     case_type: str | None = None,
     class_head: ClassHead | None = None,
     tta: str = "none",
+    clinical: Mapping[str, Any] | None = None,
 ) -> PatientScore:
     """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
 
@@ -509,10 +428,14 @@ def score_patient(
     ``PatientScore.context``. ``class_head`` replaces the bundle's class head (one adapted in the
     viewer and not saved yet; recorded in ``PatientScore.bundle``). ``tta`` is the engine's
     test-time augmentation (``inference.engine.TTA_MODES``; off by default: it did not help, see
-    ``docs/benchmarks.md``). Each slide goes through the per-slide step
-    (``inference.analyze_slide``); a slide without a tile to run, or without a classified tile,
-    is left out with a warning. If no slide has a tile to run that is the step's TilingError; if
-    none has a classified tile, or the bundle has no signature, a :class:`SignatureError` says why.
+    ``docs/benchmarks.md``). ``clinical`` holds the patient's raw clinical values
+    (``{"stage": "3", ...}``): the bundle's combined signature then scores them with the image
+    features, in ``PatientScore.clinical`` (a bundle without one, or an unknown name, is a
+    ClinicalError before any inference; a value outside the frozen encoding one after it). Each
+    slide goes through the per-slide step (``inference.analyze_slide``); a slide without a tile
+    to run, or without a classified tile, is left out with a warning. If no slide has a tile to
+    run that is the step's TilingError; if none has a classified tile, or the bundle has no
+    signature, a :class:`SignatureError` says why.
     """
     t0 = time.perf_counter()
     started = now_iso()
@@ -521,6 +444,7 @@ def score_patient(
     if not slides:
         raise SignatureError("no slides to score: give at least one slide of the patient")
     sig = load_signature(bundle)  # before any inference: a bundle that cannot score fails at once
+    combined = clinical_signature_for(bundle, sig, clinical)
     roi_list = _check_len("ROIs", rois, len(slides))
     given = _check_len("results", results, len(slides))
     if class_head is not None and any(r is not None for r in given):
@@ -559,7 +483,7 @@ def score_patient(
     ctx = case_context(
         summaries, comp_all, names, sc.group, sig, bundle.manifest, case_type, [s.tissue_metadata for s in summaries]
     )
-    return PatientScore(
+    ps = PatientScore(
         patient_id=patient_id or Path(summaries[0].path).stem,
         score=sc,
         features=features,
@@ -592,3 +516,6 @@ def score_patient(
         rois=[s.rois for s in scored],
         slide_objects=slide_objs,
     )
+    if combined is not None and clinical is not None:
+        ps.clinical = combined_score(ps, combined, clinical, sig)
+    return ps

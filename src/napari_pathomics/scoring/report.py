@@ -34,8 +34,9 @@ from ..wsi.annotations import Annotation
 from ..wsi.slide import Slide, open_slide
 from .combined import RESEARCH_ONLY, interplay_docs, load_clinical_signature
 from .context import case_context
-from .patient import PatientScore, load_signature, ordinal
+from .patient import PatientScore, ordinal
 from .plots import composition_figure, figure_png, interplay_figure, plain_text, survival_figure
+from .tiles import load_signature
 
 __all__ = ["write_report_json", "write_report_html", "render_report_html", "slide_overview_png", "report_targets"]
 

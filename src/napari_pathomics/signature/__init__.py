@@ -4,7 +4,9 @@ Typical use::
 
     from napari_pathomics.signature import Signature
     sig = Signature.from_json(bundle_dir)              # or a signature.json / dict
-    result = sig.score_tiles([slide_results, ...])     # or sig.score({"tme_mean_STR": ...})
+    result = sig.score(sig.feature_spec.transform([slide_tiles, ...]))  # or sig.score({"tme_mean_STR": ...})
+
+(``scoring.score_tiles`` makes those two calls from tile results, for every command and dock),
 
 and for training, :class:`SignatureFitter` on a per-patient table.
 """

@@ -398,11 +398,5 @@ class Signature:
             features={c: float(features[c]) for c in self.features},
         )
 
-    def score_tiles(self, patient: Any, clinical: Mapping[str, Any] | None = None) -> SignatureScore:
-        """Compute features from tile results with the stored spec, then :meth:`score`."""
-        if self._spec is None:
-            raise SignatureError("this signature has no feature spec; pass features to score()")
-        return self.score(self._spec.transform(patient), clinical)
-
     def __repr__(self) -> str:
         return f"Signature(name={self.name!r}, features={self.features}, cutoff={self._cutoff:.4g})"

@@ -25,8 +25,8 @@ from ..bundle import Bundle
 from ..errors import PathomicsError
 from ..layers.case import Adaptation
 from ..results import TileResults
-from ..scoring.engines import shared_engine
-from ..scoring.patient import load_signature, score_tiles, slide_tiles
+from ..scoring.engine_cache import shared_engine
+from ..scoring.tiles import load_signature, score_tiles, slide_tiles
 from ..training.adapt import Adapted, OpenSlide, adapt_slides, changed_tiles, describe_counts, write_adapted_bundle
 from . import session
 from .adapted_maps import AdaptedMaps

@@ -43,7 +43,7 @@ from ..inference.engine import InferenceRun
 from ..layers import CAM_SCALES, SCALE_KEY, VIEW_KEY, class_legend, views
 from ..resources import DEFAULT_BUNDLE
 from ..results import TileResults
-from ..scoring.engines import load_bundle, shared_engine
+from ..scoring.engine_cache import load_bundle, shared_engine
 from ..wsi.slide import Slide
 from . import session
 from .cells_panel import CellsPanel

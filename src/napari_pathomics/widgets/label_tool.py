@@ -45,7 +45,7 @@ from ..results.labels import (
     outline_image,
     read_labels,
 )
-from ..scoring.engines import load_bundle
+from ..scoring.engine_cache import load_bundle
 from ..training.adapt import describe_counts
 from ..units import DEFAULT_TILE_UM
 from ..wsi.slide import Slide

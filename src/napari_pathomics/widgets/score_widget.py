@@ -48,7 +48,7 @@ from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature, ordinal, score_patient
 from ..scoring.combined import RESEARCH_ONLY, clinical_fields, combined_score, interplay_docs, load_clinical_signature
 from ..scoring.context import CASE_TYPES, USER, case_source_text, refresh_context
-from ..scoring.engines import load_bundle, shared_engine
+from ..scoring.engine_cache import load_bundle, shared_engine
 from ..scoring.plots import GROUP_COLORS, composition_figure, interplay_figure, survival_figure
 from ..scoring.report import report_targets, write_report_html, write_report_json
 from ..signature import SignatureScore
