@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +252,7 @@ def _clinical_section(score: PatientScore, sig: Signature, combined: Signature |
         units = {cv.name: (cv.unit, cv.allowed(), cv.type) for cv in combined.clinical.covariates}
     values = [(k, v, *units.get(k, ("", "", ""))) for k, v in (c.get("values") or {}).items()]
     horizons = list((c.get("survival") or {}).keys())
-    img = c.get("image_only") or {}
+    img: Mapping[str, Any] = c.get("image_only") or {}
     surv = [
         (
             years_label(float(h), c.get("time_unit", "days")),
