@@ -14,8 +14,8 @@ from napari_pathomics.inference.head import ClassHead, apply_head
 from napari_pathomics.inference.subset import cams_missing, cams_run, merge_cams, tiles_in_box
 from napari_pathomics.results import DONE
 from napari_pathomics.scoring import score_patient
-from napari_pathomics.scoring.tiles import load_signature, score_tiles, slide_tiles
 from napari_pathomics.scoring.report import write_report_html
+from napari_pathomics.scoring.tiles import load_signature, score_tiles, slide_tiles
 from napari_pathomics.training.adapt import base_head
 from napari_pathomics.wsi.slide import open_slide
 from napari_pathomics.wsi.tiling import plan_for_bundle
