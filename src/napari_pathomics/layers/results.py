@@ -128,7 +128,7 @@ def low_confidence_layer(slide: Slide, results: TileResults, display: Display | 
         rgba[mask] = tiled[mask]
     kwargs = grid_transform(slide, results.tile_size_l0 / k)
     kwargs.update(
-        name=f"Low confidence (top class < {display.low_confidence:.2f})",
+        name=f"Low confidence < {display.low_confidence:.2f}",  # short: the layer list is narrow
         rgb=True,
         visible=display.shown == VIEW_CLASSES,
         opacity=0.85,
@@ -247,7 +247,7 @@ def cam_layer(slide: Slide, results: TileResults, name: str, display: Display | 
         "cam",
         cam_role(name),
         cam_role(name),
-        f"{title} ({note})",
+        title,  # the scale note is in the map's title on the canvas: the layer list is narrow
         display,
         floor=0.0,
         scale_note=note,
@@ -264,7 +264,7 @@ def uncertainty_layer(slide: Slide, results: TileResults, display: Display | Non
         "uncertainty",
         VIEW_UNCERTAINTY,
         ROLE_UNCERTAINTY,
-        "Uncertainty (1 − top-class probability)",
+        "Uncertainty",  # what it measures is in the map's title and colour-bar units
         display or Display(),
         floor=0.0,
     )

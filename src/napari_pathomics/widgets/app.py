@@ -21,20 +21,20 @@ from .roi_widget import RoiTilesWidget, current_rois
 from .score_widget import ScoreWidget
 from .slide_widget import SlideWidget
 from .viewer import open_window
-from .window import add_right_docks
+from .window import add_right_docks, bring_into_view
 
 DOCK_NAMES = ("Slide", "ROIs, tissue and tiles", "Analyze", "Score")
 
 
 def add_docks(viewer: napari.Viewer) -> dict[str, Any]:
-    """The four docks, tabbed on the right with the Slide tab in front; returns the widgets by name."""
+    """The four docks on the right, the Slide tab in front and the Score under the tabs; returns the widgets by name."""
     widgets = {
         "Slide": SlideWidget(viewer),
         "ROIs, tissue and tiles": RoiTilesWidget(viewer),
         "Analyze": AnalyzeWidget(viewer),
         "Score": ScoreWidget(viewer),
     }
-    add_right_docks(viewer, widgets, front="Slide")
+    add_right_docks(viewer, widgets, front="Slide", below=("Score",))
     return widgets
 
 
@@ -62,8 +62,14 @@ def finish_viewer(viewer: napari.Viewer, demo: bool = False, run: bool = False) 
         if run:
             worker = docks["Analyze"].run()
             if worker is not None:
-                worker.finished.connect(docks["Score"].score)
+                worker.finished.connect(lambda: _score_in_view(docks))
     return docks
+
+
+def _score_in_view(docks: dict[str, Any]) -> None:
+    """The demo's last step: the map's legend in front on the Analyze tab, the score beneath it."""
+    bring_into_view(docks["Analyze"].legend)
+    docks["Score"].score()  # which shows its result when done
 
 
 def build_viewer(slides: list[str], demo: bool = False, run: bool = False) -> napari.Viewer:

@@ -134,7 +134,9 @@ class LabelTool(QWidget):
             "QuPath class name = bundle class (empty class: ignore the name); saved with the labels"
         )
         self.mapping.setMaximumHeight(70)
-        bl.addWidget(QLabel("class mapping for imports (QuPath name = class):"))
+        mapping = QLabel("class mapping for imports (QuPath name = class):")
+        mapping.setWordWrap(True)  # the dock is narrow on small screens
+        bl.addWidget(mapping)
         bl.addWidget(self.mapping)
         self.force_other = QCheckBox("Accept labels made on another slide (another file fingerprint)")
         self.force_other.setToolTip(

@@ -111,8 +111,9 @@ def _sync_overlays(viewer: napari.Viewer) -> None:
             ly.colorbar.visible = has_bar
         if has_bar:
             scale = meta.get(SCALE_KEY) or {}
-            units = f"\n{scale['units']}" if scale.get("units") else ""  # short lines: clear of the colour bar
-            title = f"{ly.name}{units}\ntransparent below {scale.get('threshold', 0):.3g}"
+            lines = [ly.name, scale.get("scale", ""), scale.get("units", "")]  # short lines: clear of the colour bar
+            lines.append(f"transparent below {scale.get('threshold', 0):.3g}")
+            title = "\n".join(line for line in lines if line)
         elif ly.visible and meta.get(VIEW_KEY) == VIEW_CLASSES and "classes" in ly.name.lower():
             title = "Tissue classes (hatched: low confidence)"
     viewer.text_overlay.text = title

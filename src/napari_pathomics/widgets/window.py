@@ -10,11 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import napari
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QApplication, QScrollArea, QWidget
+from qtpy.QtCore import QPoint, Qt, QTimer
+from qtpy.QtWidgets import QApplication, QDockWidget, QScrollArea, QWidget
 
 #: Right-hand docks take this share of the screen's width, within these bounds (px).
 DOCK_SHARE, DOCK_MIN_PX, DOCK_MAX_PX = 0.2, 330, 400
+#: Share of the right-hand column's height given to the docks stacked under the tabs (the Score).
+BELOW_SHARE = 0.45
 #: napari's layer controls and list (left) are kept to this width (px).
 LEFT_DOCK_PX = 300
 #: When the window manager cannot maximise (e.g. a bare X server), the window takes this share of the screen.
@@ -65,18 +67,64 @@ def scrollable(widget: QWidget, width: int) -> QScrollArea:
     return area
 
 
-def add_right_docks(viewer: napari.Viewer, widgets: dict[str, QWidget], front: str) -> dict[str, Any]:
-    """Tabify ``widgets`` on the right, each scrollable and of bounded width; ``front`` shown first."""
+def add_right_docks(
+    viewer: napari.Viewer, widgets: dict[str, QWidget], front: str, below: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Tabify ``widgets`` on the right, each scrollable and of bounded width; ``front`` shown first.
+
+    The docks named in ``below`` get their own group under the tabs, so what they show (the
+    score) stays on screen beside whichever tab is in front (the map's legend).
+    """
     width = dock_width(screen_size()[0])
-    docks = {}
-    for i, (name, widget) in enumerate(widgets.items()):
-        docks[name] = viewer.window.add_dock_widget(scrollable(widget, width), name=name, area="right", tabify=i > 0)
+    docks: dict[str, Any] = {}
+    tabs = [name for name in widgets if name not in below]
+    for name in tabs + [name for name in widgets if name in below]:
+        tabify = name in tabs[1:] or name in below[1:]
+        docks[name] = viewer.window.add_dock_widget(
+            scrollable(widgets[name], width), name=name, area="right", tabify=tabify
+        )
         docks[name].setMaximumWidth(width + 8)
     if front in docks:
         docks[front].show()
         docks[front].raise_()
-        docks[front].window().resizeDocks([docks[front]], [width], Qt.Orientation.Horizontal)
+        main = docks[front].window()
+        main.resizeDocks([docks[front]], [width], Qt.Orientation.Horizontal)
+        if below and below[0] in docks:
+            height = screen_size()[1]
+            main.resizeDocks(
+                [docks[front], docks[below[0]]],
+                [int(height * (1 - BELOW_SHARE)), int(height * BELOW_SHARE)],
+                Qt.Orientation.Vertical,
+            )
     return docks
+
+
+def bring_into_view(widget: QWidget) -> None:
+    """Raise the dock holding ``widget`` to the front of its tabs and scroll ``widget`` into sight."""
+    parent = widget.parentWidget()
+    area = None
+    while parent is not None:
+        if area is None and isinstance(parent, QScrollArea):
+            area = parent
+        if isinstance(parent, QDockWidget):
+            parent.show()
+            parent.raise_()
+            break
+        parent = parent.parentWidget()
+    if area is not None:  # once the layout has taken in what just changed
+        QTimer.singleShot(0, lambda: _scroll_to(area, widget))
+
+
+def _scroll_to(area: QScrollArea, widget: QWidget, margin: int = 8) -> None:
+    """All of ``widget`` in ``area``'s view, or its top when it is taller than the view."""
+    content = area.widget()
+    if content is None:
+        return
+    top = widget.mapTo(content, QPoint(0, 0)).y()
+    if widget.height() + 2 * margin > area.viewport().height():
+        area.verticalScrollBar().setValue(max(0, top - margin))
+    else:
+        area.ensureWidgetVisible(widget, 0, margin)
 
 
 def after_first_frame(viewer: napari.Viewer, callback: Callable[[], None], fallback_ms: int = 500) -> None:
