@@ -107,7 +107,8 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     w.set_clinical_values({"age": "sixty"})
     assert w.apply_clinical() is None and "'age' = 'sixty' is not a number" in w.clinical_error.text()
     w.set_clinical_values({"stage": "3", "age": "64", "marker": "50"})
-    c = w.apply_clinical()
+    w.apply_btn.click()  # the button, as a user applies them: the plots are redrawn too
+    c = ps.clinical
     assert c is not None and ps.clinical is c and w.out["risk score"].text() == risk_text
     assert w.fields["age"].styleSheet() == "" and len(viewer.layers) == layers and not w.clinical_error.isVisibleTo(w)
     combined = load_clinical_signature(bundle)

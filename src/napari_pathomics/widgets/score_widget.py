@@ -168,7 +168,7 @@ class ScoreWidget(QWidget):
         self.clinical_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         cl.addLayout(self.clinical_form)
         self.apply_btn = QPushButton("Apply clinical values")
-        self.apply_btn.clicked.connect(self.apply_clinical)
+        self.apply_btn.clicked.connect(lambda *_: self.apply_clinical())  # clicked(bool) would fill redraw
         cl.addWidget(self.apply_btn)
         self.clinical_error = QLabel("")
         self.clinical_error.setWordWrap(True)
