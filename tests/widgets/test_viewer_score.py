@@ -81,21 +81,22 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     w = ScoreWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     w.load_fields()
-    assert w.clinical_box.isVisibleTo(w)
-    assert list(w.fields) == ["stage", "age", "marker"]  # two covariates, one interplay column
-    assert [w.fields["stage"].itemText(i) for i in range(w.fields["stage"].count())] == ["", "1", "2", "3", "4"]
-    assert w.fields["age"].placeholderText() == "35–85 years"
+    panel = w.clinical_panel
+    assert panel.isVisibleTo(w)
+    assert list(panel.fields) == ["stage", "age", "marker"]  # two covariates, one interplay column
+    assert [panel.fields["stage"].itemText(i) for i in range(panel.fields["stage"].count())] == ["", "1", "2", "3", "4"]
+    assert panel.fields["age"].placeholderText() == "35–85 years"
     # the signature's human label, the column name in small print; an unlabelled column keeps its name and unit
-    stage_label = w.clinical_form.labelForField(w.fields["stage"]).text()
+    stage_label = panel.form.labelForField(panel.fields["stage"]).text()
     assert stage_label.startswith("stage (I–IV)<br><small") and stage_label.endswith(">stage</small>")
-    assert w.clinical_form.labelForField(w.fields["age"]).text() == "age (years)"
-    w.set_clinical_values({"stage": "3", "age": "120"})  # out of the fitted range
+    assert panel.form.labelForField(panel.fields["age"]).text() == "age (years)"
+    panel.set_values({"stage": "3", "age": "120"})  # out of the fitted range
     _score(qtbot, w)
     ps = w.patient_score
     risk_text = w.out["risk score"].text()
     assert ps is not None and ps.clinical is None  # the bad value refused, the image-only score shown
-    assert "'age' = 120 is outside the range" in w.clinical_error.text() and "unchanged" in w.clinical_error.text()
-    assert "e53935" in w.fields["age"].styleSheet() and w.fields["stage"].styleSheet() == ""
+    assert "'age' = 120 is outside the range" in panel.error.text() and "unchanged" in panel.error.text()
+    assert "e53935" in panel.fields["age"].styleSheet() and panel.fields["stage"].styleSheet() == ""
     # the context: area, evidence, no shouted group for a split the test signature does not validate
     assert "all tissue on 1 slide" in w.out["area scored"].text()
     assert f"{ps.slides[0].n_done} tissue tile" in w.out["area scored"].text()
@@ -104,19 +105,19 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     assert "HIGH" not in w.out["risk group"].text() and "BACK" in w.out["composition"].text()
     layers = len(viewer.layers)
 
-    w.set_clinical_values({"age": "sixty"})
-    assert w.apply_clinical() is None and "'age' = 'sixty' is not a number" in w.clinical_error.text()
-    w.set_clinical_values({"stage": "3", "age": "64", "marker": "50"})
-    w.apply_btn.click()  # the button, as a user applies them: the plots are redrawn too
+    panel.set_values({"age": "sixty"})
+    assert w.apply_clinical() is None and "'age' = 'sixty' is not a number" in panel.error.text()
+    panel.set_values({"stage": "3", "age": "64", "marker": "50"})
+    panel.apply_btn.click()  # the button, as a user applies them: the plots are redrawn too
     c = ps.clinical
     assert c is not None and ps.clinical is c and w.out["risk score"].text() == risk_text
-    assert w.fields["age"].styleSheet() == "" and len(viewer.layers) == layers and not w.clinical_error.isVisibleTo(w)
+    assert panel.fields["age"].styleSheet() == "" and len(viewer.layers) == layers and not panel.error.isVisibleTo(w)
     combined = load_clinical_signature(bundle)
-    cells = [w.compare.itemAt(i).widget().text() for i in range(w.compare.count())]
+    cells = [panel.compare.itemAt(i).widget().text() for i in range(panel.compare.count())]
     assert f"{c['risk']:+.3f}" in cells and f"{ps.score.risk:+.3f}" in cells
     assert f"{combined.evaluation['models']['combined']['cv_c_index']:.2f}" in " ".join(cells)
-    assert "marker curves: pathomics" in w.compare_note.text() and "ΔC" in w.compare_note.text()
-    assert "log-hazard parts (vs the reference mean): pathomics" in w.compare_note.text()
+    assert "marker curves: pathomics" in panel.compare_note.text() and "ΔC" in panel.compare_note.text()
+    assert "log-hazard parts (vs the reference mean): pathomics" in panel.compare_note.text()
     assert w.plots.count() == 3  # combined survival, tissue composition, the marker's interplay curves
     assert "combined signature" in w.status.text()
 
@@ -154,7 +155,7 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     doc = json.loads(js.read_text())
     assert doc["clinical"]["values"] == {"stage": "3", "age": "64"} and doc["context"]["area"]["scope"] == "all tissue"
 
-    for n in w.fields:  # all empty again: the image-only signature, and the report says nothing clinical
-        w.set_clinical_values({n: ""})
+    for n in panel.fields:  # all empty again: the image-only signature, and the report says nothing clinical
+        panel.set_values({n: ""})
     assert w.apply_clinical() is None and ps.clinical is None and "pathomics-only" in w.status.text()
     assert w.plots.count() == 2

@@ -1,10 +1,13 @@
-"""Small Qt building blocks shared by the docks (spin boxes, action row with progress/status)."""
+"""Small Qt building blocks shared by the docks (spin boxes, action row with progress/status, alerts)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QVBoxLayout
+
+#: An alert box readable in napari's dark and light themes (its own background, dark red text).
+ALERT_STYLE = "QLabel{background:#fdecea;color:#7a1c1c;border:1px solid #e57373;border-radius:3px;padding:4px}"
 
 
 def spin(value: float, lo: float, hi: float, step: float, suffix: str, decimals: int = 3) -> QDoubleSpinBox:
@@ -37,3 +40,13 @@ def action_row(
     status.setWordWrap(True)
     layout.addWidget(status)
     return buttons[0], buttons[1], progress, status
+
+
+def clear_layout(layout: QLayout) -> None:
+    """Empty ``layout``: each widget hidden and unparented now, deleted later (never left drawn at (0, 0))."""
+    while layout.count():
+        item = layout.takeAt(0)
+        if widget := item.widget():
+            widget.hide()
+            widget.setParent(None)
+            widget.deleteLater()

@@ -13,32 +13,29 @@ nested-CV C-index, the patient is placed on the interplay curves the signature c
 report includes it. A value outside the encoding is named in the dock; nothing else is lost.
 While the Analyze dock's Correct panel holds an adapted, unsaved tissue classifier for this
 bundle, scores use it (and are redone when it changes), and the status and report say so.
-Exports an HTML + JSON case report.
+Exports an HTML + JSON case report. The clinical fields are ``clinical_panel``'s, the figures
+``score_plots``'; this dock holds the patient and decides when to score.
 """
 
 from __future__ import annotations
 
-import html
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import napari
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QGridLayout,
     QGroupBox,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -46,39 +43,18 @@ from qtpy.QtWidgets import (
 from ..errors import ClinicalError, PathomicsError
 from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature, ordinal, score_patient
-from ..scoring.combined import RESEARCH_ONLY, clinical_fields, combined_score, interplay_docs, load_clinical_signature
+from ..scoring.combined import CombinedResult
 from ..scoring.context import CASE_TYPES, USER, case_source_text, refresh_context
 from ..scoring.engine_cache import load_bundle, shared_engine
-from ..scoring.plots import GROUP_COLORS, composition_figure, interplay_figure, survival_figure
+from ..scoring.plots import GROUP_COLORS
 from ..scoring.report import report_targets, write_report_html, write_report_json
-from ..signature import SignatureScore
 from ..units import years_short
 from . import session
-from .controls import action_row
+from .clinical_panel import ClinicalPanel
+from .controls import ALERT_STYLE, action_row
 from .result_layers import show_results
 from .roi_widget import current_rois
-
-#: An alert box readable in napari's dark and light themes (its own background, dark red text).
-_ALERT = "QLabel{background:#fdecea;color:#7a1c1c;border:1px solid #e57373;border-radius:3px;padding:4px}"
-
-
-def _drop(widget: QWidget) -> None:
-    """Take a widget out now (hidden, unparented) and delete it later: never left drawn at (0, 0)."""
-    widget.hide()
-    widget.setParent(None)
-    widget.deleteLater()
-
-
-def _field_label(f: dict[str, Any]) -> QLabel:
-    """A clinical field's row label: the signature's human name (and unit), the column name in small print."""
-    label = str(f.get("label") or f["name"])
-    unit = f" ({f['unit']})" if f.get("unit") and f["unit"] not in label else ""
-    text = html.escape(label + unit) + ("" if f["in_score"] else " *")
-    if label != f["name"]:
-        text += f"<br><small style='color:#888'>{html.escape(f['name'])}</small>"
-    lab = QLabel(text)
-    lab.setTextFormat(Qt.TextFormat.RichText)
-    return lab
+from .score_plots import draw_score_plots
 
 
 class ScoreWidget(QWidget):
@@ -151,7 +127,7 @@ class ScoreWidget(QWidget):
             rf.addRow(key, lab)
         self.mismatch = QLabel("")
         self.mismatch.setWordWrap(True)
-        self.mismatch.setStyleSheet(_ALERT)
+        self.mismatch.setStyleSheet(ALERT_STYLE)
         self.mismatch.setVisible(False)
         rf.addRow(self.mismatch)
         self.disclaimer = QLabel("")
@@ -159,41 +135,9 @@ class ScoreWidget(QWidget):
         rf.addRow(self.disclaimer)
         layout.addWidget(res)
 
-        self.clinical_box = QGroupBox("Clinical values (combined signature)")
-        cl = QVBoxLayout(self.clinical_box)
-        self.clinical_intro = QLabel("")
-        self.clinical_intro.setWordWrap(True)
-        cl.addWidget(self.clinical_intro)
-        self.clinical_form = QFormLayout()
-        self.clinical_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
-        cl.addLayout(self.clinical_form)
-        self.apply_btn = QPushButton("Apply clinical values")
-        self.apply_btn.clicked.connect(lambda *_: self.apply_clinical())  # clicked(bool) would fill redraw
-        cl.addWidget(self.apply_btn)
-        self.clinical_error = QLabel("")
-        self.clinical_error.setWordWrap(True)
-        self.clinical_error.setStyleSheet(_ALERT)
-        self.clinical_error.setVisible(False)
-        self.clinical_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        cl.addWidget(self.clinical_error)
-        self.compare = QGridLayout()
-        self.compare.setHorizontalSpacing(10)
-        self.compare.setVerticalSpacing(3)
-        cl.addLayout(self.compare)
-        self.compare_note = QLabel("")
-        self.compare_note.setWordWrap(True)
-        self.compare_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        cl.addWidget(self.compare_note)
-        research = QLabel(RESEARCH_ONLY)
-        research.setWordWrap(True)
-        research.setStyleSheet("QLabel{font-size:11px;font-style:italic}")
-        cl.addWidget(research)
-        self.clinical_box.setVisible(False)
-        layout.addWidget(self.clinical_box)
-        self.fields: dict[str, Any] = {}  # covariate name -> QLineEdit / QComboBox
-        self.field_specs: dict[str, dict[str, Any]] = {}
-        self.combined: Any = None  # the bundle's combined signature, when it has one
-        self._fields_for: str | None = None  # bundle path the fields were generated from
+        self.clinical_panel = ClinicalPanel()
+        self.clinical_panel.apply_requested.connect(self.apply_clinical)
+        layout.addWidget(self.clinical_panel)
         self.bundle_path.editingFinished.connect(self.load_fields)
         QTimer.singleShot(0, self.load_fields)
 
@@ -335,7 +279,7 @@ class ScoreWidget(QWidget):
             )
         )
         self.export_btn.setEnabled(True)
-        if self.combined is not None and self._entered():
+        if self.clinical_panel.combined is not None and self.clinical_panel.entered():
             self.apply_clinical(redraw=False)
         self._draw_plots(ps, signature)
         for slide, res in zip(self.selected_slides(), getattr(ps, "results", []) or []):
@@ -404,171 +348,30 @@ class ScoreWidget(QWidget):
         self._show_context(self.patient_score)
 
     def _draw_plots(self, ps: Any, signature: Any) -> None:
-        while self.plots.count():
-            item = self.plots.takeAt(0)
-            if item.widget():
-                _drop(item.widget())
-        c = getattr(ps, "clinical", None)
-        figs = []
-        wi = min(4.6, max(3.0, (self.width() - 24) / 100))  # inches at 100 dpi: laid out for the dock's width
-        if c and self.combined is not None:
-            curve = c.get("survival_curve") or {}
-            csc = SignatureScore(
-                risk=c["risk"],
-                percentile=c["percentile"],
-                group=c["group"],
-                cutoff=c["cutoff"],
-                survival_at=dict(c.get("survival") or {}),
-                curve_times=list(curve.get("times", [])),
-                curve_survival=list(curve.get("survival", [])),
-                time_unit=c.get("time_unit", "days"),
-            )
-            figs.append(
-                survival_figure(
-                    self.combined,
-                    csc,
-                    figsize=(wi, 3.6),
-                    patient_label="this patient (pathomics + clinical)",
-                    title="Combined model",
-                )
-            )
-        else:
-            figs.append(
-                survival_figure(
-                    signature,
-                    ps.score,
-                    figsize=(wi, 3.6),
-                    patient_label=f"this patient ({(ps.context or {}).get('group_headline', ps.score.group)})",
-                    title="Pathomics only",
-                )
-            )
-        figs.append(composition_figure(ps, figsize=(wi, 2.8)))
-        if c:
-            places = {(p.get("column"), p.get("signature")): p for p in c.get("interplay") or []}
-            for sig, doc in interplay_docs(self.combined, signature):
-                pl = places.get((doc.get("marker") or doc.get("treatment"), sig.name)) or {}
-                figs.append(
-                    interplay_figure(
-                        doc, sig.time_unit, figsize=(wi, 6.0), rows=2, patient=pl if pl.get("level") else None
-                    )
-                )
-        for fig in figs:
-            canvas = FigureCanvasQTAgg(fig)
-            canvas.setMinimumSize(200, int(fig.get_figheight() * 62))  # narrow docks shrink the figure, not widen
-            self.plots.addWidget(canvas)
+        draw_score_plots(self.plots, ps, signature, self.clinical_panel.combined, self.width())
 
     # ------------------------------------------------------------------ clinical values
     def load_fields(self) -> None:
         """Fields for the bundle's combined signature (hidden when the bundle has none)."""
-        path = self.bundle_path.text().strip()
-        if path == self._fields_for:
-            return
-        self._fields_for = path
-        while self.clinical_form.rowCount():
-            self.clinical_form.removeRow(0)
-        self.fields, self.field_specs, self.combined = {}, {}, None
-        try:
-            bundle = load_bundle(path)
-            self.combined = load_clinical_signature(bundle)
-            image = load_signature(bundle) if bundle.signature_path else None
-        except Exception as exc:  # noqa: BLE001 - a slot must not raise; score() reports an unusable bundle itself
-            self.clinical_box.setVisible(False)
-            if not isinstance(exc, PathomicsError) or "clinical" in str(exc):
-                session.report(exc, "combined signature not usable")
-            self.combined = None
-            return
-        self.clinical_box.setVisible(self.combined is not None)
-        if self.combined is None:
-            return
-        ev = self.combined.evaluation.get("rows") or {}
-        used = f"; fitted on {ev['used']} of {ev['total']} patients" if ev.get("total") else ""
-        self.clinical_intro.setText(
-            f"<b>{self.combined.name}</b>: pathomics + {self.combined.clinical.describe()}"
-            f"{used}. Enter every value to use it; leave all empty for pathomics only."
-        )
-        for f in clinical_fields(self.combined, [image]):
-            if f["levels"]:
-                w: Any = QComboBox()
-                w.setEditable(True)  # a typed value outside the levels is named, not silently replaced
-                w.addItems(["", *f["levels"]])
-                w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-                w.setMinimumContentsLength(6)
-                w.lineEdit().setPlaceholderText(f["allowed"])
-                w.lineEdit().returnPressed.connect(self.apply_clinical)
-                w.activated.connect(lambda _i: self.apply_clinical())
-            else:
-                w = QLineEdit()
-                w.setPlaceholderText(f["allowed"] if f["type"] == "numeric" else "value")
-                w.returnPressed.connect(self.apply_clinical)
-            w.setToolTip(f["hint"])
-            self.fields[f["name"]] = w
-            self.field_specs[f["name"]] = f
-            self.clinical_form.addRow(_field_label(f), w)
-        if any(not f["in_score"] for f in self.field_specs.values()):
-            star = QLabel("<i>* places the patient on the interplay curves; not in the score</i>")
-            star.setWordWrap(True)
-            self.clinical_form.addRow(star)
+        self.clinical_panel.load(self.bundle_path.text().strip())
 
-    def clinical_values(self) -> dict[str, str]:
-        """The text of every clinical field, by covariate name."""
-        return {n: (w.currentText() if isinstance(w, QComboBox) else w.text()).strip() for n, w in self.fields.items()}
-
-    def set_clinical_values(self, values: dict[str, Any]) -> None:
-        for n, v in values.items():
-            w = self.fields[n]
-            if isinstance(w, QComboBox):
-                w.setEditText(str(v))
-            else:
-                w.setText(str(v))
-
-    def _entered(self) -> bool:
-        return any(self.clinical_values().values())
-
-    def _alert(self, text: str) -> None:
-        self.clinical_error.setText(text)
-        self.clinical_error.setVisible(bool(text))
-
-    def _mark(self, bad: set[str]) -> None:
-        for n, w in self.fields.items():
-            w.setStyleSheet("border:2px solid #e53935;" if n in bad else "")
-
-    def _bad_fields(self, values: dict[str, str]) -> set[str]:
-        bad = set()
-        spec = self.combined.clinical if self.combined is not None else None
-        for n, v in values.items():
-            if not v or spec is None or n not in spec.names:
-                continue
-            try:
-                spec.covariate(n).encode(v)
-            except ClinicalError:
-                bad.add(n)
-        return bad
-
-    def apply_clinical(self, redraw: bool = True) -> dict[str, Any] | None:
+    def apply_clinical(self, redraw: bool = True) -> CombinedResult | None:
         """Score with the combined signature from the entered values (None: image only, or refused)."""
-        ps = self.patient_score
-        if self.combined is None:
+        ps, panel = self.patient_score, self.clinical_panel
+        if panel.combined is None:
             return None
-        values = self.clinical_values()
         if ps is None:
-            self._alert("score the patient first; the values are kept")
+            panel.alert("score the patient first; the values are kept")
             return None
         previous = ps.clinical
         try:
-            c = combined_score(ps, self.combined, values, self.signature)
-        except (ClinicalError, PathomicsError) as exc:
-            bad = self._bad_fields(values) or {n for n in self.fields if f"{n!r}" in str(exc) or f"{n} =" in str(exc)}
-            self._mark(bad)
-            self._alert(f"⚠ {exc}. The pathomics-only result above is unchanged.")
+            c = panel.combined_score(ps, self.signature)
+        except (ClinicalError, PathomicsError):
             ps.clinical = None
-            self._show_compare(None)
             if redraw and previous is not None:
                 self._draw_plots(ps, self.signature)
             return None
-        self._mark(set())
-        self._alert("")
         ps.clinical = c
-        self._show_compare(c)
         if redraw:
             self._draw_plots(ps, self.signature)
         self.status.setText(
@@ -576,83 +379,6 @@ class ScoreWidget(QWidget):
             + ("combined signature (pathomics + clinical)" if c else "pathomics-only signature (no clinical values)")
         )
         return c
-
-    def _show_compare(self, c: dict[str, Any] | None) -> None:
-        while self.compare.count():
-            item = self.compare.takeAt(0)
-            if item.widget():
-                _drop(item.widget())
-        self.compare_note.setText("")
-        if not c:
-            return
-        img = c.get("image_only") or {}
-        m = c["models"]
-
-        def cidx(rec: dict[str, Any]) -> str:
-            v, sd = rec.get("cv_c_index"), rec.get("cv_c_index_sd")
-            return "—" if v is None else f"{v:.2f}" + (f" ± {sd:.2f}" if sd is not None else "")
-
-        def head(side: dict[str, Any]) -> str:
-            ev = side.get("evidence") or {}
-            h = side.get("group_headline", "—")
-            return (
-                f"<b style='color:{GROUP_COLORS.get(side.get('group'), '#333')}'>{h}</b>" if ev.get("validated") else h
-            )
-
-        rows = [
-            ("", "<b>pathomics only</b>", "<b>pathomics + clinical</b>"),
-            ("risk", f"{img.get('risk', float('nan')):+.3f}" if img else "—", f"{c['risk']:+.3f}"),
-            ("percentile", ordinal(img["percentile"]) if img else "—", ordinal(c["percentile"])),
-            ("group", head(img) if img else "—", head(c)),
-        ]
-        for h, v in (c.get("survival") or {}).items():
-            iv = (img.get("survival") or {}).get(h)
-            rows.append(
-                (
-                    f"survival {years_short(float(h), c.get('time_unit', 'days'))}",
-                    "—" if iv is None else f"{100 * iv:.0f} %",
-                    f"{100 * v:.0f} %",
-                )
-            )
-        rows.append(("CV C-index*", cidx(m["image"]), cidx(m["combined"])))
-        for r, row in enumerate(rows):
-            for col, text in enumerate(row):
-                lab = QLabel(text)
-                lab.setWordWrap(True)  # a ~320 px dock: cells wrap rather than widen it
-                lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-                self.compare.addWidget(lab, r, col)
-        self.compare.setColumnStretch(1, 1)
-        self.compare.setColumnStretch(2, 1)
-        inc = c.get("increment_over_clinical") or {}
-        note = (
-            "* nested CV of the combined signature: both models refitted in the same folds on the same "
-            f"{(self.combined.evaluation.get('rows') or {}).get('used', '')} patients"
-        )
-        own = (
-            ((self.patient_score.context or {}).get("evidence") or {}).get("cv_c_index") if self.patient_score else None
-        )
-        if (
-            own is not None
-            and m["image"].get("cv_c_index") is not None
-            and abs(own - m["image"]["cv_c_index"]) >= 0.005
-        ):
-            note += f" (the image-only signature's own CV, on its cohort: C {own:.2f})"
-        note += f".<br>clinical values alone: C {cidx(m['clinical'])}"
-        if inc.get("delta_c") is not None:
-            note += (
-                f"; combined − clinical ΔC {inc['delta_c']:+.3f} [{inc.get('ci_lower', 0):+.3f}, "
-                f"{inc.get('ci_upper', 0):+.3f}] — what the image adds to the clinical values"
-            )
-        parts = c.get("contributions") or {}
-        if parts:
-            note += "<br>log-hazard parts (vs the reference mean): " + " · ".join(
-                f"{k} {v:+.2f}" for k, v in parts.items()
-            )
-        for pl in c.get("interplay") or []:
-            note += f"<br>{pl['column']} curves: {pl['note']}" + (
-                f" (interaction p = {pl['interaction_p']:.2g})" if pl.get("interaction_p") is not None else ""
-            )
-        self.compare_note.setText(note)
 
     # ------------------------------------------------------------------ report
     def _export_dialog(self) -> None:
@@ -670,7 +396,9 @@ class ScoreWidget(QWidget):
         inputs = [s.path for s in ps.slides] + ([b, *b.iterdir()] if b is not None and b.is_dir() else [b])
         try:
             html_path, json_path = report_targets(html_path, None, inputs)  # never over a slide, ROI file or bundle
-            write_report_html(ps, html_path, signature=self.signature, combined=self.combined if ps.clinical else None)
+            write_report_html(
+                ps, html_path, signature=self.signature, combined=self.clinical_panel.combined if ps.clinical else None
+            )
             write_report_json(ps, json_path)
         except (PathomicsError, OSError) as exc:
             session.report(exc, "report export failed")
