@@ -54,14 +54,14 @@ def bench_scoring(slides: list[Path]) -> None:
 def bench_viewer_fds(slides: list[Path], cycles: int = 50) -> None:
     import napari
 
-    from napari_pathomics.widgets import session
+    from napari_pathomics.widgets import layer_registry
 
     viewer = napari.Viewer(show=False)
-    session.add_slide(viewer, slides[0])
+    layer_registry.add_slide(viewer, slides[0])
     viewer.layers.clear()
     start = len(os.listdir("/proc/self/fd"))
     for i in range(cycles):
-        img = session.add_slide(viewer, slides[i % len(slides)])
+        img = layer_registry.add_slide(viewer, slides[i % len(slides)])
         np.asarray(img.data[-1])
         viewer.layers.clear()
     end = len(os.listdir("/proc/self/fd"))

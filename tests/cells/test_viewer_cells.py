@@ -18,7 +18,7 @@ from napari_pathomics.layers import (
     UNITS_KEY,
     nuclei_readout,
 )
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.wsi.annotations import read_geojson
 from napari_pathomics.wsi.roi_store import saved_rois_path
@@ -44,8 +44,8 @@ def _compute(qtbot, panel) -> None:  # noqa: ANN001 - qtbot and the panel are fi
 
 def test_nuclei_layers_lazy_outlines_and_hover(make_napari_viewer, qtbot, planted_slide: Path) -> None:
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, planted_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, planted_slide)
+    slide = layer_registry.slide_of(img)
     dock = AnalyzeWidget(viewer)
     panel = dock.cells  # embedded in the Analyze dock
     assert panel.model.currentData() == DEFAULT_METHOD  # the chooser starts on the default, like the CLI
@@ -53,9 +53,9 @@ def test_nuclei_layers_lazy_outlines_and_hover(make_napari_viewer, qtbot, plante
     res = panel.nuclei[str(slide.path)]
     assert res.complete and len(res.nuclei) > 100
     assert f"model {DEFAULT_METHOD}" in panel.status.text()  # the panel names the model it used
-    dens = session.find_layer(viewer, slide, ROLE_NUCLEI_DENSITY)
-    nc = session.find_layer(viewer, slide, ROLE_NC_RATIO)
-    outlines = session.find_layer(viewer, slide, ROLE_NUCLEI_OUTLINES)
+    dens = layer_registry.find_layer(viewer, slide, ROLE_NUCLEI_DENSITY)
+    nc = layer_registry.find_layer(viewer, slide, ROLE_NC_RATIO)
+    outlines = layer_registry.find_layer(viewer, slide, ROLE_NUCLEI_OUTLINES)
     assert dens is not None and nc is not None and outlines is not None
     assert dens.colorbar.visible and nc.colorbar.visible
     assert dens.metadata[UNITS_KEY] == "nuclei/mm²" and "nuclei/mm²" in dens.name
@@ -98,11 +98,11 @@ def test_nuclei_layers_lazy_outlines_and_hover(make_napari_viewer, qtbot, plante
 
 def test_proposal_accept_and_discard(make_napari_viewer, qtbot, planted_slide: Path) -> None:
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, planted_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, planted_slide)
+    slide = layer_registry.slide_of(img)
     dock = AnalyzeWidget(viewer)
     panel = dock.cells
-    roi_layer = session.roi_layer_of(viewer, slide)
+    roi_layer = layer_registry.roi_layer_of(viewer, slide)
     assert roi_layer is not None and len(roi_layer.data) == 0
     # no analysis yet: a warning, nothing proposed
     assert panel.propose() is None
@@ -116,14 +116,14 @@ def test_proposal_accept_and_discard(make_napari_viewer, qtbot, planted_slide: P
     assert ly is not None and ly.metadata["pathomics_role"] == ROLE_TUMOUR_PROPOSAL
     assert len(roi_layer.data) == 0  # nothing the user drew (or did not) changes before Accept
     panel.discard()
-    assert session.find_layer(viewer, slide, ROLE_TUMOUR_PROPOSAL) is None and len(roi_layer.data) == 0
+    assert layer_registry.find_layer(viewer, slide, ROLE_TUMOUR_PROPOSAL) is None and len(roi_layer.data) == 0
     # the user draws an ROI, proposes, accepts: the drawn ROI stays, the proposal joins it, autosaved
     roi_layer.add(np.array([[0, 0], [0, 100], [100, 100], [100, 0]], float), shape_type="polygon")
     panel.propose()
     anns = panel.accept()
     assert len(anns) == 1 and anns[0].classification == "Tumor (proposed)"
     assert anns[0].geometry.area == pytest.approx(tum.sum() * S * S)
-    assert session.find_layer(viewer, slide, ROLE_TUMOUR_PROPOSAL) is None
+    assert layer_registry.find_layer(viewer, slide, ROLE_TUMOUR_PROPOSAL) is None
     saved = read_geojson(saved_rois_path(slide.path)).annotations
     assert sorted(a.classification for a in saved) == ["Tumor", "Tumor (proposed)"]
-    assert len(session.layer_annotations(roi_layer)) == 2
+    assert len(layer_registry.layer_annotations(roi_layer)) == 2

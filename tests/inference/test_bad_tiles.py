@@ -126,12 +126,12 @@ def test_the_case_report_shows_the_unreadable_area(slides, tmp_path, capsys) -> 
 def test_the_analyze_dock_warns_and_counts_failed_tiles(make_napari_viewer, qtbot, slides) -> None:
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
-    from napari_pathomics.widgets import session
+    from napari_pathomics.widgets import layer_registry
     from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 
     viewer = make_napari_viewer()
     with pytest.warns(RuntimeWarning):
-        session.add_slide(viewer, slides["bad"])
+        layer_registry.add_slide(viewer, slides["bad"])
         w = AnalyzeWidget(viewer)
         w.bundle_path.setText(str(slides["bundle"]))
         w._refresh_bundle()

@@ -21,7 +21,7 @@ from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.results import DONE, TileResults
 from napari_pathomics.results.labels import labels_path, saved_labels_path
 from napari_pathomics.scoring import score_patient
-from napari_pathomics.widgets import adapted_maps, session
+from napari_pathomics.widgets import adapted_maps, layer_registry
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.correct_panel import ROLE_SUGGESTIONS, ROLE_TILE_LABELS
 from napari_pathomics.widgets.result_layers import display_of
@@ -112,8 +112,8 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(
     make_napari_viewer, qtbot, two_tissue_slide, bundle, tmp_path
 ):
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, two_tissue_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, two_tissue_slide)
+    slide = layer_registry.slide_of(img)
     dock = _analyze(qtbot, viewer, bundle.path)
     panel = dock.correct
     before = dock.results[str(slide.path)]
@@ -122,7 +122,7 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(
 
     panel.brush.setValue(3)  # a 3 × 3-tile brush
     panel.set_mode(True)
-    layer = session.find_layer(viewer, slide, ROLE_TILE_LABELS)
+    layer = layer_registry.find_layer(viewer, slide, ROLE_TILE_LABELS)
     assert layer is not None and viewer.layers.selection.active is layer and not layer.mouse_pan
     # keys pick the class on the canvas: 9 = TUM (the 9th class), 8 = STR
     _key(viewer, qtbot, Qt.Key.Key_9)
@@ -149,7 +149,7 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(
     _wait(qtbot, panel.adapt(), panel)
     after = dock.results[str(slide.path)]
     assert after is not before and panel.result is not None
-    cls_map = session.find_layer(viewer, slide, "class_map")
+    cls_map = layer_registry.find_layer(viewer, slide, "class_map")
     tum, strm = bundle.class_names.index("TUM"), bundle.class_names.index("STR")
     pred = after.class_map()
     assert all(pred[r, c] == tum for c, r in LEFT) and all(pred[r, c] == strm for c, r in RIGHT)
@@ -162,7 +162,7 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(
     # suggestions: a points layer; Next pans the view to a suggested tile
     idx = panel.suggest(6)
     assert idx.size == 6
-    pts = session.find_layer(viewer, slide, ROLE_SUGGESTIONS)
+    pts = layer_registry.find_layer(viewer, slide, ROLE_SUGGESTIONS)
     assert pts is not None and len(pts.data) == 6
     i = panel.step_suggestion(1)
     xy = after.origins[i] + after.tile_size_l0 / 2
@@ -172,22 +172,22 @@ def test_click_labels_adapt_changes_the_class_map_and_labels_come_back(
     # the slide closed and opened again in a new viewer: the labels come back
     viewer.close()
     viewer2 = make_napari_viewer()
-    img2 = session.add_slide(viewer2, two_tissue_slide)
+    img2 = layer_registry.add_slide(viewer2, two_tissue_slide)
     dock2 = AnalyzeWidget(viewer2)
     dock2.bundle_path.setText(str(bundle.path))
     dock2._refresh_bundle()
-    lab2 = dock2.correct.labels_of(session.slide_of(img2))
+    lab2 = dock2.correct.labels_of(layer_registry.slide_of(img2))
     assert lab2.counts() == lab.counts()
     assert {(t.col, t.row, t.cls) for t in lab2} == {(t.col, t.row, t.cls) for t in lab}
-    assert session.find_layer(viewer2, session.slide_of(img2), ROLE_TILE_LABELS) is not None
+    assert layer_registry.find_layer(viewer2, layer_registry.slide_of(img2), ROLE_TILE_LABELS) is not None
 
 
 def test_adapted_bundle_gives_the_same_class_map_in_viewer_infer_and_score(
     make_napari_viewer, qtbot, two_tissue_slide, bundle, tmp_path, capsys
 ):
     viewer = make_napari_viewer()
-    img = session.add_slide(viewer, two_tissue_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, two_tissue_slide)
+    slide = layer_registry.slide_of(img)
     dock = _analyze(qtbot, viewer, bundle.path)
     panel = dock.correct
     panel.brush.setValue(3)
@@ -249,8 +249,8 @@ def test_adapted_bundle_gives_the_same_class_map_in_viewer_infer_and_score(
 
 def test_bad_input_is_a_message_and_nothing_is_lost(make_napari_viewer, qtbot, two_tissue_slide, bundle, tmp_path):
     viewer = make_napari_viewer()
-    img = session.add_slide(viewer, two_tissue_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, two_tissue_slide)
+    slide = layer_registry.slide_of(img)
     dock = _analyze(qtbot, viewer, bundle.path)
     panel = dock.correct
     assert panel.adapt() is None and "no labelled tiles" in panel.status.text()
@@ -320,8 +320,8 @@ def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_b
     from napari_pathomics.wsi.annotations import read_geojson
 
     viewer = make_napari_viewer()
-    img = session.add_slide(viewer, two_tissue_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, two_tissue_slide)
+    slide = layer_registry.slide_of(img)
     dock = AnalyzeWidget(viewer)  # importing needs no analysis: labels live on the bundle's lattice
     dock.bundle_path.setText(str(bundle.path))
     dock._refresh_bundle()
@@ -344,7 +344,7 @@ def test_qupath_polygons_import_export_round_trips_and_foreign_labels_need_the_b
     want[(7, 11)] = "LYM"
     assert {(t.col, t.row): t.cls for t in lab} == want
     assert "imported 100 labelled tiles" in text and text in panel.status.text()
-    layer = session.find_layer(viewer, slide, ROLE_TILE_LABELS)
+    layer = layer_registry.find_layer(viewer, slide, ROLE_TILE_LABELS)
     k = layer.data.shape[0] // N_ROWS
     assert layer.data[2 * k, 3 * k] == bundle.class_names.index("TUM") + 1  # drawn: the top edge of tile (3, 2)
     assert saved_labels_path(slide.path) == labels_path(slide.path)  # and autosaved
@@ -401,7 +401,7 @@ def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer,
         saved = lab.save(labels_path(s.path))
     before = saved.read_bytes()
     viewer = make_napari_viewer()
-    img = session.add_slide(viewer, two_tissue_slide)
+    img = layer_registry.add_slide(viewer, two_tissue_slide)
     dock = AnalyzeWidget(viewer)
     dock.bundle_path.setText(str(tmp_path / "no-such-bundle"))
     dock._refresh_bundle()  # what Enter in the path box does
@@ -413,15 +413,15 @@ def test_without_a_usable_bundle_saved_labels_are_left_alone(make_napari_viewer,
     assert (
         saved.read_bytes() == before and saved_labels_path(two_tissue_slide) == saved
     )  # not set aside, not overwritten
-    assert str(session.slide_of(img).path) not in panel.labels
+    assert str(layer_registry.slide_of(img).path) not in panel.labels
 
 
 def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(
     make_napari_viewer, qtbot, two_tissue_slide, bundle, monkeypatch
 ):
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, two_tissue_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, two_tissue_slide)
+    slide = layer_registry.slide_of(img)
     dock = _analyze(qtbot, viewer, bundle.path, ram=True)
     base = dock.results[str(slide.path)]
     assert "risk" in base.cams and not base.missing_cam("risk").any()
@@ -444,7 +444,7 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(
     qtbot.waitUntil(lambda: panel.cam_worker is None and "recomputed" in panel.status.text(), timeout=180_000)
 
     # the RAM of the tiles in view is the adapted head's (not the model's), the rest waits for the button
-    box = session.visible_box(viewer, slide)
+    box = layer_registry.visible_box(viewer, slide)
     in_view = tiles_in_box(after, box)
     assert 0 < in_view.size < len(after)
     have = ~after.missing_cam("risk")
@@ -461,7 +461,7 @@ def test_adapt_recomputes_the_ram_in_view_and_rescores_the_score_dock(
     assert display_of(viewer).shown == cam_role("risk")  # the map the pathologist was looking at comes back
 
     viewer.camera.center = _world(12, 8)  # panned elsewhere: the tiles now in view get theirs
-    panned = tiles_in_box(after, session.visible_box(viewer, slide))
+    panned = tiles_in_box(after, layer_registry.visible_box(viewer, slide))
     assert after.missing_cam("risk")[panned].any()
     qtbot.waitUntil(lambda: panel.cam_worker is None and not after.missing_cam("risk")[panned].any(), timeout=180_000)
 

@@ -5,7 +5,7 @@ Bad input: the whole broken-slide corpus through the Slide dock and through napa
 ``viewer.open`` (npe2 reader) with the notification each one produces, bad GeoJSON imports, a
 self-intersecting import repaired with a warning, a damaged autosave kept aside, an autosave that
 cannot be written (notification, drawing kept in the layer), a deleted ROI layer that does not wipe
-the saved file, and the fd count over open/remove cycles (session and ``viewer.open``).
+the saved file, and the fd count over open/remove cycles (``layer_registry.add_slide`` and ``viewer.open``).
 """
 
 import json
@@ -20,7 +20,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 
 from _slides import make_corpus, open_fds
 from napari_pathomics.cli import main
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.io import get_reader
 from napari_pathomics.widgets.roi_widget import RoiTilesWidget
 from napari_pathomics.widgets.slide_widget import SlideWidget
@@ -47,7 +47,7 @@ def test_reader_gives_lazy_multiscale_in_microns(make_napari_viewer, pyramid_svs
     layers = [viewer._add_layer_from_data(*t)[0] for t in reader(str(pyramid_svs))]
     (img,) = layers  # the ROI layer follows the first frame: the slide is drawn first
     assert not any(isinstance(ly, Shapes) for ly in viewer.layers)
-    rois = session.roi_layer_of(viewer, session.slide_of(img))
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(img))
     assert isinstance(img, Image) and img.multiscale and img.rgb
     assert len(img.data) >= 4 and all(hasattr(lv, "dask") for lv in img.data)
     np.testing.assert_allclose(img.scale, (0.25, 0.25))
@@ -57,7 +57,7 @@ def test_reader_gives_lazy_multiscale_in_microns(make_napari_viewer, pyramid_svs
 
 def test_screenshot_shows_the_slide(make_napari_viewer, sample_slide_path):
     viewer = make_napari_viewer(show=True)
-    session.add_slide(viewer, sample_slide_path)
+    layer_registry.add_slide(viewer, sample_slide_path)
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
     # real H&E fills a good part of the canvas: bright glass with pink/purple tissue, never black
@@ -70,8 +70,8 @@ def test_screenshot_shows_the_slide(make_napari_viewer, sample_slide_path):
 
 def test_roi_drawn_in_world_microns_exports_level0_pixels(make_napari_viewer, marked_slide, tmp_path):
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, marked_slide)
-    rois = session.roi_layer_of(viewer, session.slide_of(img))
+    img = layer_registry.add_slide(viewer, marked_slide)
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(img))
     # the pathologist outlines the black square: its pixel edges in world µm
     y0, y1 = (1000 - 0.5) * MPP, (1100 - 0.5) * MPP
     x0, x1 = (2000 - 0.5) * MPP, (2100 - 0.5) * MPP
@@ -103,9 +103,9 @@ def test_roi_drawn_in_world_microns_exports_level0_pixels(make_napari_viewer, ma
 
 def test_roi_autosave_and_reopen(make_napari_viewer, pyramid_svs):
     viewer = make_napari_viewer()
-    img = session.add_slide(viewer, pyramid_svs)
-    slide = session.slide_of(img)
-    rois = session.roi_layer_of(viewer, slide)
+    img = layer_registry.add_slide(viewer, pyramid_svs)
+    slide = layer_registry.slide_of(img)
+    rois = layer_registry.roi_layer_of(viewer, slide)
     rois.add_rectangles(np.array([[100.0, 100.0], [100.0, 900.0], [700.0, 900.0], [700.0, 100.0]]))
     rois.add_ellipses(np.array([[1500.0, 1500.0], [1500.0, 2500.0], [2000.0, 2500.0], [2000.0, 1500.0]]))
     saved = json.loads(sidecar_path(pyramid_svs).read_text())
@@ -114,8 +114,8 @@ def test_roi_autosave_and_reopen(make_napari_viewer, pyramid_svs):
     rois.remove_selected()
     assert len(json.loads(sidecar_path(pyramid_svs).read_text())["features"]) == 1
     viewer.layers.clear()
-    img2 = session.add_slide(viewer, pyramid_svs)
-    back = session.roi_layer_of(viewer, session.slide_of(img2))
+    img2 = layer_registry.add_slide(viewer, pyramid_svs)
+    back = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(img2))
     assert len(back.data) == 1
     xs = back.data[0][:, 1]
     assert xs.min() == pytest.approx(1500, abs=2) and xs.max() == pytest.approx(2500, abs=2)
@@ -144,7 +144,7 @@ def test_widget_tiles_equal_cli(make_napari_viewer, pyramid_svs, tmp_path, capsy
         )
     )
     viewer = make_napari_viewer()
-    session.add_slide(viewer, pyramid_svs)
+    layer_registry.add_slide(viewer, pyramid_svs)
     w = RoiTilesWidget(viewer)
     assert w.import_rois(roi) == 1
     grid = w.preview_tiles()
@@ -160,7 +160,7 @@ def test_widget_tiles_equal_cli(make_napari_viewer, pyramid_svs, tmp_path, capsy
 
 def test_many_tiles_are_one_overlay_layer(make_napari_viewer, pyramid_svs):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, pyramid_svs)
+    layer_registry.add_slide(viewer, pyramid_svs)
     w = RoiTilesWidget(viewer)
     w.tile_um.setValue(5.0)
     w.mpp.setValue(0.25)
@@ -179,25 +179,25 @@ def test_slide_widget_facts_and_missing_mpp(make_napari_viewer, tmp_path, he_ima
     viewer = make_napari_viewer()
     w = SlideWidget(viewer)
     w.open_path(p)
-    img = session.active_slide_layer(viewer)
+    img = layer_registry.active_slide_layer(viewer)
     assert img is not None and "unknown" in w.fields["µm/px"].text()
     assert "pixel size" in w.mpp_note.text()
     # no pre-filled guess: the box asks, and Set with nothing entered sets nothing
     assert w.mpp_spin.value() == 0 and w.mpp_spin.text() == "enter µm/px"
     w._apply_mpp()
-    assert not session.slide_of(img).has_mpp
+    assert not layer_registry.slide_of(img).has_mpp
     w.mpp_spin.setValue(0.5)
     w._apply_mpp()
     np.testing.assert_allclose(img.scale, (0.5, 0.5))
     assert "0.5000" in w.fields["µm/px"].text() and "set by the user" in w.fields["µm/px"].text()
-    rois = session.roi_layer_of(viewer, session.slide_of(img))
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(img))
     np.testing.assert_allclose(rois.scale, (0.5, 0.5))
 
 
 def test_bad_slide_in_viewer_is_a_notification(make_napari_viewer, tmp_path, pyramid_svs):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, pyramid_svs)
-    rois = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
+    layer_registry.add_slide(viewer, pyramid_svs)
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(viewer.layers[0]))
     rois.add_rectangles(np.array([[10.0, 10.0], [10.0, 90.0], [90.0, 90.0], [90.0, 10.0]]))
     bad = tmp_path / "bad.svs"
     bad.write_bytes(b"garbage" * 100)
@@ -215,7 +215,7 @@ def test_npe2_open_sample_open_and_save(make_napari_viewer, pyramid_svs, tmp_pat
     viewer.scale_bar.visible = False
     (img,) = viewer.open(str(pyramid_svs), plugin="napari-pathomics")
     assert viewer.scale_bar.visible and tuple(str(u) for u in img.units) == ("micrometer", "micrometer")
-    rois = session.roi_layer_of(viewer, session.slide_of(img))
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(img))
     rois.add_polygons([np.array([[100.0, 200.0], [100.0, 600.0], [500.0, 400.0]])])
     out = tmp_path / "saved.geojson"
     rois.save(str(out), plugin="napari-pathomics")
@@ -230,7 +230,7 @@ def test_npe2_open_sample_open_and_save(make_napari_viewer, pyramid_svs, tmp_pat
 
 def test_plain_shapes_layer_in_microns_saves_as_level0(make_napari_viewer, marked_slide, tmp_path):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, marked_slide)
+    layer_registry.add_slide(viewer, marked_slide)
     y0, x0 = (1000 - 0.5) * MPP, (2000 - 0.5) * MPP
     y1, x1 = (1100 - 0.5) * MPP, (2100 - 0.5) * MPP
     plain = viewer.add_shapes(
@@ -246,11 +246,11 @@ def test_plain_shapes_layer_in_microns_saves_as_level0(make_napari_viewer, marke
 # ---- bad input, lost work, leaked handles ------------------------------------------------------
 def test_open_close_slides_leaks_no_file_handles(make_napari_viewer, pyramid_svs):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, pyramid_svs)  # warm-up: GL, caches, lazy imports
+    layer_registry.add_slide(viewer, pyramid_svs)  # warm-up: GL, caches, lazy imports
     viewer.layers.clear()
     start = open_fds()
     for _ in range(10):
-        img = session.add_slide(viewer, pyramid_svs)
+        img = layer_registry.add_slide(viewer, pyramid_svs)
         np.asarray(img.data[-1])  # read pixels so the file is really in use
         viewer.layers.clear()
     assert open_fds() <= start
@@ -258,8 +258,8 @@ def test_open_close_slides_leaks_no_file_handles(make_napari_viewer, pyramid_svs
 
 def test_bad_geojson_and_bad_slide_keep_drawings(make_napari_viewer, pyramid_svs, tmp_path):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, pyramid_svs)
-    rois = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
+    layer_registry.add_slide(viewer, pyramid_svs)
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(viewer.layers[0]))
     rois.add_rectangles(np.array([[10.0, 10.0], [10.0, 90.0], [90.0, 90.0], [90.0, 10.0]]))
     w = RoiTilesWidget(viewer)
     for text in (
@@ -277,7 +277,7 @@ def test_bad_geojson_and_bad_slide_keep_drawings(make_napari_viewer, pyramid_svs
     assert len(rois.data) == 1 and len(viewer.layers) == 2
     assert len(json.loads(sidecar_path(pyramid_svs).read_text())["features"]) == 1
     # the viewer still works: another slide opens
-    session.add_slide(viewer, pyramid_svs)
+    layer_registry.add_slide(viewer, pyramid_svs)
     assert len(viewer.layers) == 4
 
 
@@ -285,7 +285,7 @@ def test_unreadable_autosave_is_kept_aside_not_overwritten(make_napari_viewer, p
     side = sidecar_path(pyramid_svs)
     side.write_text("{ this was the pathologist's work, damaged")
     viewer = make_napari_viewer()
-    session.add_slide(viewer, pyramid_svs)
+    layer_registry.add_slide(viewer, pyramid_svs)
     kept = list(side.parent.glob(side.name + ".unreadable-*"))
     assert len(kept) == 1 and "pathologist" in kept[0].read_text()
 
@@ -306,8 +306,8 @@ class _Notes:
 
 def _viewer_with_drawing(make_napari_viewer, slide: Path):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide)
-    rois = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
+    layer_registry.add_slide(viewer, slide)
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(viewer.layers[0]))
     rois.add_rectangles(RECT)
     return viewer, rois
 
@@ -331,7 +331,7 @@ def test_every_broken_slide_is_one_notification_and_the_viewer_keeps_working(mak
         errors = notes.new(NotificationSeverity.ERROR)
         assert len(errors) == 1 and name in errors[0] and errors[0].startswith("cannot open slide: "), errors
     assert len(viewer.layers) == 2 and len(rois.data) == 1 and _saved_features(pyramid_svs) == 1
-    img = session.add_slide(viewer, corpus["zero.svs"].parent / "good.svs")  # still opens slides
+    img = layer_registry.add_slide(viewer, corpus["zero.svs"].parent / "good.svs")  # still opens slides
     assert len(viewer.layers) == 4 and np.asarray(img.data[-1]).size > 0
 
 
@@ -347,7 +347,7 @@ def test_broken_slide_through_napari_open(make_napari_viewer, pyramid_svs, tmp_p
     assert len(errors) == 1 and "cannot open trunc.svs" in errors[0]
     assert len(viewer.layers) == 2 and len(rois.data) == 1
     added = viewer.open(str(pyramid_svs), plugin="napari-pathomics")  # and it still works
-    assert len(added) == 1 and session.roi_layer_of(viewer, session.slide_of(added[0])) is not None
+    assert len(added) == 1 and layer_registry.roi_layer_of(viewer, layer_registry.slide_of(added[0])) is not None
 
 
 def test_self_intersecting_import_is_repaired_with_a_warning(make_napari_viewer, pyramid_svs, tmp_path):
@@ -387,8 +387,8 @@ def test_deleting_the_roi_layer_does_not_wipe_the_saved_rois(make_napari_viewer,
     viewer.layers.remove(rois)
     assert _saved_features(pyramid_svs) == 1
     viewer.layers.clear()
-    session.add_slide(viewer, pyramid_svs)  # reopening restores them
-    again = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
+    layer_registry.add_slide(viewer, pyramid_svs)  # reopening restores them
+    again = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(viewer.layers[0]))
     assert len(again.data) == 1
 
 

@@ -6,7 +6,7 @@ import pytest
 from _bundles import make_bundle
 from _slides import textured_he
 from napari_pathomics.layers import tile_readout
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.result_layers import find_layer
 from napari_pathomics.wsi.synthetic import write_slide
@@ -39,8 +39,8 @@ def _run(qtbot, widget):
 def test_run_fills_aligned_layers(make_napari_viewer, qtbot, tmp_path, marked_tissue_slide):
     bundle = make_bundle(tmp_path / "bundle")
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, marked_tissue_slide)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, marked_tissue_slide)
+    slide = layer_registry.slide_of(img)
     w = AnalyzeWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     w._refresh_bundle()
@@ -92,7 +92,7 @@ def test_run_fills_aligned_layers(make_napari_viewer, qtbot, tmp_path, marked_ti
 def test_cached_results_show_at_once_and_cancel_is_clean(make_napari_viewer, qtbot, tmp_path, marked_tissue_slide):
     bundle = make_bundle(tmp_path / "bundle")
     viewer = make_napari_viewer()
-    session.add_slide(viewer, marked_tissue_slide)
+    layer_registry.add_slide(viewer, marked_tissue_slide)
     w = AnalyzeWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     w._refresh_bundle()
@@ -101,7 +101,7 @@ def test_cached_results_show_at_once_and_cancel_is_clean(make_napari_viewer, qtb
     assert w.run() is not None
     w.cancel()  # cancelled before/within the first batch
     qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
-    slide = session.slide_of(session.active_slide_layer(viewer))
+    slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer))
     partial = w.results[str(slide.path)]
     assert partial.n_done < len(partial)
     _run(qtbot, w)  # resumes from the cache
@@ -111,7 +111,7 @@ def test_cached_results_show_at_once_and_cancel_is_clean(make_napari_viewer, qtb
 
 def test_refused_bundle_is_a_notification(make_napari_viewer, tmp_path, marked_tissue_slide):
     viewer = make_napari_viewer()
-    session.add_slide(viewer, marked_tissue_slide)
+    layer_registry.add_slide(viewer, marked_tissue_slide)
     w = AnalyzeWidget(viewer)
     (tmp_path / "nob").mkdir()
     w.bundle_path.setText(str(tmp_path / "nob"))
@@ -126,7 +126,7 @@ def test_a_slide_of_glass_is_the_step_tiling_error_as_a_notification(make_napari
 
     glass = write_slide(tmp_path / "glass.svs", np.full((1024, 1536, 3), 243, np.uint8), mpp=MPP, fmt="svs")
     viewer = make_napari_viewer()
-    session.add_slide(viewer, glass)
+    layer_registry.add_slide(viewer, glass)
     w = AnalyzeWidget(viewer)
     w.bundle_path.setText(str(make_bundle(tmp_path / "bundle").path))
     w._refresh_bundle()

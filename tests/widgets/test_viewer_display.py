@@ -15,7 +15,7 @@ from _slides import textured_he
 from napari_pathomics.layers import COLORBAR_KEY, SCALE_KEY, VIEW_KEY
 from napari_pathomics.layers.results import HATCH_PX
 from napari_pathomics.results import DONE, TileResults
-from napari_pathomics.widgets import notices, session
+from napari_pathomics.widgets import layer_registry, notices
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.app import build_viewer
 from napari_pathomics.widgets.result_layers import display_of, find_layer, show_results
@@ -49,8 +49,8 @@ def _colorbar_visual(viewer, layer):
 def test_one_map_at_a_time_with_colour_bars_that_read_the_limits(make_napari_viewer, qtbot, tmp_path, slide_path):
     bundle = make_bundle(tmp_path / "bundle")
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, slide_path)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, slide_path)
+    slide = layer_registry.slide_of(img)
     w = AnalyzeWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     w._refresh_bundle()
@@ -116,7 +116,7 @@ def _results_with_one_doubtful_tile(slide, doubtful: tuple[int, int]) -> TileRes
 
 def test_a_low_confidence_tile_is_hatched_and_read_out(make_napari_viewer, slide_path):
     viewer = make_napari_viewer(show=True)
-    slide = session.slide_of(session.add_slide(viewer, slide_path))
+    slide = layer_registry.slide_of(layer_registry.add_slide(viewer, slide_path))
     row, col = 3, 4
     res = _results_with_one_doubtful_tile(slide, (row, col))
     layers = show_results(viewer, slide, res, {"TUM": "tumour epithelium"})
@@ -163,8 +163,8 @@ def test_the_hole_of_a_qupath_roi_is_drawn_and_survives_an_edit(make_napari_view
     geo = tmp_path / "holed.geojson"
     write_geojson([roi], geo)
     viewer = make_napari_viewer(show=True)
-    img = session.add_slide(viewer, slide_path)
-    slide = session.slide_of(img)
+    img = layer_registry.add_slide(viewer, slide_path)
+    slide = layer_registry.slide_of(img)
     viewer.open(str(geo), plugin="napari-pathomics")
     holes = next(ly for ly in viewer.layers if ly.metadata.get("pathomics_role") == "roi_holes")
     for ly in viewer.layers:
@@ -223,7 +223,7 @@ def test_problems_shown_together_merge_stale_ones_go_and_library_warnings_are_lo
     make_napari_viewer, slide_path, caplog
 ):
     viewer = make_napari_viewer(show=True)
-    session.install(viewer)
+    layer_registry.install(viewer)
     start = len(notification_manager.records)
     notices.show_error("cannot open a.svs: empty")
     notices.show_error("cannot open b.svs: truncated")

@@ -16,7 +16,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 
 from _hostile_bundles import FOLDER_CASES, SIGNATURE_CASES, ZIP_CASES, make_hostile_corpus
 from _slides import small_slide
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.analyze_widget import AnalyzeWidget
 from napari_pathomics.widgets.score_widget import ScoreWidget
 
@@ -53,7 +53,7 @@ def test_each_hostile_bundle_is_one_notification_in_the_analyze_dock(
 ) -> None:
     slide = small_slide(tmp_path / "case.svs", h=512, w=512, mpp=0.5)
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide)
+    layer_registry.add_slide(viewer, slide)
     w = AnalyzeWidget(viewer)
     for name in CASES:
         path, words = corpus[name]
@@ -77,7 +77,7 @@ def test_each_hostile_bundle_is_one_notification_in_the_analyze_dock(
 def test_each_hostile_bundle_is_one_notification_in_the_score_dock(make_napari_viewer, qtbot, tmp_path, corpus) -> None:
     slide = small_slide(tmp_path / "case.svs", h=512, w=512, mpp=0.5)
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide)
+    layer_registry.add_slide(viewer, slide)
     w = ScoreWidget(viewer)
     for name in [*CASES, *SIGNATURE_CASES]:  # signatures whose values cannot score too
         path, words = corpus[name]

@@ -19,7 +19,7 @@ from _bundles import tiny_bundle
 from _slides import small_slide
 from napari_pathomics.outputs import OutputError
 from napari_pathomics.resources import DEFAULT_BUNDLE
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.io import write_rois
 from napari_pathomics.widgets.roi_widget import RoiTilesWidget
 from napari_pathomics.widgets.score_widget import ScoreWidget
@@ -42,8 +42,8 @@ def test_roi_export_and_napari_save_refuse_the_slide(make_napari_viewer, tmp_pat
     (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
     before = {p.name: _sha(p) for p in (slide, tmp_path / "picture.png")}
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide)
-    rois = session.roi_layer_of(viewer, session.slide_of(viewer.layers[0]))
+    layer_registry.add_slide(viewer, slide)
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(viewer.layers[0]))
     rois.add_rectangles(RECT)
     dock = RoiTilesWidget(viewer)
     for target in (slide, tmp_path / "picture.png"):
@@ -62,7 +62,7 @@ def test_score_dock_report_refuses_inputs_and_the_twin_on_one_file(make_napari_v
     slide = small_slide(tmp_path / "case.svs")
     bundle = tiny_bundle(tmp_path / "bundle", signature=json.loads((DEFAULT_BUNDLE / "signature.json").read_text()))
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide)
+    layer_registry.add_slide(viewer, slide)
     w = ScoreWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     worker = w.score()

@@ -18,7 +18,7 @@ from napari.layers import Points
 
 from _slides import small_slide
 from napari_pathomics.layers import ROLE, ROLE_QUPATH_CELLS, ROLE_QUPATH_POINTS
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.roi_widget import RoiTilesWidget
 from napari_pathomics.wsi.roi_store import sidecar_path
 
@@ -109,7 +109,7 @@ def _check_object_layers(viewer) -> None:
     np.testing.assert_allclose(cells.features["Nucleus: Area µm^2"], [25.0, np.nan, np.nan])
     np.testing.assert_allclose(cells.features["Hematoxylin OD mean"], [np.nan, 0.3, np.nan])
     # the layers sit on the slide: same world transform as its image
-    img = session.active_slide_layer(viewer)
+    img = layer_registry.active_slide_layer(viewer)
     np.testing.assert_allclose(imm.scale, img.scale[-2:])
 
 
@@ -118,7 +118,7 @@ def test_qupath_objects_are_shown_kept_and_exported_unchanged(make_napari_viewer
     src = tmp_path / "qupath.geojson"
     src.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES}))
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide_path)
+    layer_registry.add_slide(viewer, slide_path)
     w = RoiTilesWidget(viewer)
     assert w.import_rois(src) == 1
     assert "5 other QuPath object(s) kept" in w.roi_status.text()
@@ -130,8 +130,8 @@ def test_qupath_objects_are_shown_kept_and_exported_unchanged(make_napari_viewer
     assert json.loads(out.read_text())["features"] == FEATURES
 
     # delete the ROI in the viewer: the autosave keeps the five other objects, verbatim
-    slide = session.slide_of(session.active_slide_layer(viewer))
-    rois = session.roi_layer_of(viewer, slide)
+    slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer))
+    rois = layer_registry.roi_layer_of(viewer, slide)
     rois.selected_data = {0}
     rois.remove_selected()
     saved = json.loads(sidecar_path(slide_path).read_text())["features"]
@@ -139,9 +139,10 @@ def test_qupath_objects_are_shown_kept_and_exported_unchanged(make_napari_viewer
 
     # reopen the slide: the points and cells come back from the autosave
     viewer.layers.clear()
-    session.add_slide(viewer, slide_path)
+    layer_registry.add_slide(viewer, slide_path)
     _check_object_layers(viewer)
-    assert len(session.roi_layer_of(viewer, session.slide_of(session.active_slide_layer(viewer))).data) == 0
+    slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer))
+    assert len(layer_registry.roi_layer_of(viewer, slide).data) == 0
 
 
 def test_cells_are_outlined_when_zoomed_in_and_only_then(make_napari_viewer, qtbot, tmp_path: Path) -> None:
@@ -151,11 +152,11 @@ def test_cells_are_outlined_when_zoomed_in_and_only_then(make_napari_viewer, qtb
     src = tmp_path / "qupath.geojson"
     src.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES}))
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide_path)
+    layer_registry.add_slide(viewer, slide_path)
     RoiTilesWidget(viewer).import_rois(src)
     viewer.reset_view()
     assert viewer.camera.zoom < OUTLINE_MIN_ZOOM
-    assert session.refresh_qupath_outlines(viewer) == 0  # zoomed out: centroids only
+    assert layer_registry.refresh_qupath_outlines(viewer) == 0  # zoomed out: centroids only
     # zoom onto the cell (level-0 px 300..330 at 0.5 µm/px): outlines follow the camera
     viewer.camera.center = (315 * 0.5, 315 * 0.5)
     viewer.camera.zoom = 4 * OUTLINE_MIN_ZOOM
@@ -171,7 +172,7 @@ def test_cells_are_outlined_when_zoomed_in_and_only_then(make_napari_viewer, qtb
     assert any(
         np.allclose(sorted(map(tuple, r)), sorted([(310, 310), (310, 320), (320, 320), (320, 310)])) for r in rings
     )  # and its nucleus
-    np.testing.assert_allclose(outlines.scale, session.active_slide_layer(viewer).scale[-2:])
+    np.testing.assert_allclose(outlines.scale, layer_registry.active_slide_layer(viewer).scale[-2:])
     # zoom out again: the outlines go, the centroids stay
     viewer.reset_view()
     qtbot.waitUntil(lambda: len(outlines.data) == 0, timeout=5_000)
@@ -196,13 +197,13 @@ def test_the_import_button_reads_and_repairs_in_a_worker(make_napari_viewer, qtb
     broken = tmp_path / "broken.geojson"
     broken.write_text('{"type": "FeatureCollection", "features": [')
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide_path)
+    layer_registry.add_slide(viewer, slide_path)
     w = RoiTilesWidget(viewer)
     start = len(notification_manager.records)
     assert w.import_rois_in_background(scribble) is not None
     qtbot.waitUntil(lambda: w.import_worker is None, timeout=120_000)  # (finished may come before a waitSignal)
-    rois = session.roi_layer_of(viewer, session.slide_of(session.active_slide_layer(viewer)))
-    assert len(session.layer_annotations(rois)) >= 1 and "imported from scribble.geojson" in w.roi_status.text()
+    rois = layer_registry.roi_layer_of(viewer, layer_registry.slide_of(layer_registry.active_slide_layer(viewer)))
+    assert len(layer_registry.layer_annotations(rois)) >= 1 and "imported from scribble.geojson" in w.roi_status.text()
     warnings = [
         str(r.message) for r in notification_manager.records[start:] if r.severity == NotificationSeverity.WARNING
     ]

@@ -11,7 +11,7 @@ from _bundles import make_bundle
 from _slides import small_slide
 from napari_pathomics.cli import main
 from napari_pathomics.scoring.combined import load_clinical_signature
-from napari_pathomics.widgets import session
+from napari_pathomics.widgets import layer_registry
 from napari_pathomics.widgets.score_widget import ScoreWidget
 from scoring._combined import add_combined  # tests/scoring: a combined signature fitted with the real API
 
@@ -29,7 +29,7 @@ def _score(qtbot, w):
 def test_widget_and_cli_give_the_same_score(make_napari_viewer, qtbot, tmp_path, sig_bundle, capsys, monkeypatch):
     slide_path = small_slide(tmp_path / "case.svs")
     viewer = make_napari_viewer()
-    session.add_slide(viewer, slide_path)
+    layer_registry.add_slide(viewer, slide_path)
     w = ScoreWidget(viewer)
     w.bundle_path.setText(str(sig_bundle.path))
     w.patient_id.setText("P-001")
@@ -58,7 +58,7 @@ def test_widget_and_cli_give_the_same_score(make_napari_viewer, qtbot, tmp_path,
 def test_bundle_without_signature_is_refused(make_napari_viewer, tmp_path):
     bundle = make_bundle(tmp_path / "nosig")
     viewer = make_napari_viewer()
-    session.add_slide(viewer, small_slide(tmp_path / "c.svs"))
+    layer_registry.add_slide(viewer, small_slide(tmp_path / "c.svs"))
     w = ScoreWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     assert w.score() is None
@@ -77,7 +77,7 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
     losing the results, shows both risks side by side and puts them into the report."""
     bundle = add_combined(sig_bundle)
     viewer = make_napari_viewer()
-    session.add_slide(viewer, small_slide(tmp_path / "case.svs"))
+    layer_registry.add_slide(viewer, small_slide(tmp_path / "case.svs"))
     w = ScoreWidget(viewer)
     w.bundle_path.setText(str(bundle.path))
     w.load_fields()

@@ -28,7 +28,7 @@ from ..results import TileResults
 from ..scoring.engine_cache import shared_engine
 from ..scoring.tiles import load_signature, score_tiles, slide_tiles
 from ..training.adapt import Adapted, OpenSlide, adapt_slides, changed_tiles, describe_counts, write_adapted_bundle
-from . import session
+from . import layer_registry, notices
 from .adapted_maps import AdaptedMaps
 from .label_tool import LabelTool
 
@@ -46,7 +46,7 @@ class AdaptController(QObject):
     def __init__(self, napari_viewer: napari.Viewer, tool: LabelTool, maps: AdaptedMaps) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.case = session.case_of(napari_viewer)
+        self.case = layer_registry.case_of(napari_viewer)
         self.tool = tool
         self.maps = maps
         self.worker: Any = None
@@ -55,12 +55,12 @@ class AdaptController(QObject):
     def fail(self, msg: str, exc: BaseException | None = None) -> None:
         self.message.emit(f"⚠ {msg}")
         if exc is not None:
-            session.report(exc, "adapt failed")
+            notices.report(exc, "adapt failed")
         else:
-            session.show_warning(msg)
+            notices.show_warning(msg)
 
     def _open_slides(self) -> list[Any]:
-        return [s for s in map(session.slide_of, session.slide_layers(self.viewer)) if s is not None]
+        return [s for s in map(layer_registry.slide_of, layer_registry.slide_layers(self.viewer)) if s is not None]
 
     def _base_of(self, path: str) -> TileResults | None:
         """The bundle's own results of a slide (not an earlier adaptation's)."""
@@ -72,7 +72,7 @@ class AdaptController(QObject):
     def adapt(self) -> Any:
         """Refit the head to every label of the open slides (+ added sets); returns the worker."""
         if self.worker is not None:
-            session.show_warning("an adaptation is already running")
+            notices.show_warning("an adaptation is already running")
             return None
         bundle = self.tool.bundle()
         slide = self.tool.slide()
@@ -140,7 +140,7 @@ class AdaptController(QObject):
                 self.case.set_results(str(s.path), a.adapted[str(s.path)])
                 self.tool.draw(s)
         for note in data.notes:
-            session.show_warning(note)
+            notices.show_warning(note)
         a.summary = (
             f"adapted on {result.n} labels ({describe_counts(result.counts)}): accuracy on the labels "
             f"{result.accuracy_before:.2f} (model) → {result.accuracy_after:.2f} (adapted, {result.cv_method}); "

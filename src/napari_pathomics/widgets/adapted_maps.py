@@ -16,7 +16,7 @@ from ..inference.subset import cams_missing, cams_run, merge_cams, tiles_in_box
 from ..layers import views
 from ..results.status import RISK_CAM
 from ..wsi.slide import Slide
-from . import session
+from . import layer_registry
 
 MAPS_TEXT = "Activation maps for the whole slide"
 #: After Adapt, the CAMs of the tiles in view are recomputed at once up to this many tiles (else on request).
@@ -36,7 +36,7 @@ class AdaptedMaps(QObject):
     def __init__(self, napari_viewer: napari.Viewer, fail: Callable[[str, BaseException | None], None]) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.case = session.case_of(napari_viewer)
+        self.case = layer_registry.case_of(napari_viewer)
         self.fail = fail
         self.worker: Any = None
         self.cancel = threading.Event()
@@ -74,7 +74,7 @@ class AdaptedMaps(QObject):
 
     def refresh(self, whole: bool = False, show: str | None = None) -> Any:
         """Recompute the CAMs with the adapted head: tiles in view (``whole``: every tile); returns the worker."""
-        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
         a = self.case.adaptation
         if slide is None or a is None or a.engine is None or self.worker is not None:
             return None
@@ -83,7 +83,7 @@ class AdaptedMaps(QObject):
         names = self.cam_names(path)
         if res is None or not names:
             return None
-        box = None if whole else session.visible_box(self.viewer, slide)
+        box = None if whole else layer_registry.visible_box(self.viewer, slide)
         idx = cams_missing(res, names, None if box is None else tiles_in_box(res, box))
         if idx.size == 0:
             return None

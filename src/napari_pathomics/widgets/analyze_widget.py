@@ -45,7 +45,7 @@ from ..resources import DEFAULT_BUNDLE
 from ..results import TileResults
 from ..scoring.engine_cache import load_bundle, shared_engine
 from ..wsi.slide import Slide
-from . import session
+from . import layer_registry, notices
 from .cells_panel import CellsPanel
 from .controls import action_row
 from .correct_panel import CorrectPanel
@@ -59,8 +59,8 @@ class AnalyzeWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        session.install(napari_viewer)
-        self.case = session.case_of(napari_viewer)
+        layer_registry.install(napari_viewer)
+        self.case = layer_registry.case_of(napari_viewer)
         self.worker: Any = None
         self.cancel_event = threading.Event()
         self._last_draw = 0.0
@@ -123,9 +123,9 @@ class AnalyzeWidget(QWidget):
         self.bundle_path.editingFinished.connect(self._refresh_bundle)
         self._refresh_bundle()
         self._cams_changed()
-        session.listen(self, self.case.results_changed, self._on_results)
-        session.listen(self, self.case.display_changed, self._on_display_changed)
-        session.listen(self, self.case.bundle_changed, self._on_bundle_changed)
+        layer_registry.listen(self, self.case.results_changed, self._on_results)
+        layer_registry.listen(self, self.case.display_changed, self._on_display_changed)
+        layer_registry.listen(self, self.case.bundle_changed, self._on_bundle_changed)
         napari_viewer.mouse_move_callbacks.append(self._on_mouse_move)
 
     @property
@@ -144,7 +144,7 @@ class AnalyzeWidget(QWidget):
         try:
             return load_bundle(self.bundle_path.text())
         except PathomicsError as exc:
-            session.report(exc, "bundle refused")
+            notices.report(exc, "bundle refused")
             return None
 
     def _engine_options(self, *_: Any) -> None:
@@ -187,12 +187,12 @@ class AnalyzeWidget(QWidget):
     def run(self) -> Any:
         """Start the analysis of the active slide; returns the worker (tests wait on it)."""
         if self.worker is not None:
-            session.show_warning("an analysis is already running")
+            notices.show_warning("an analysis is already running")
             return None
-        layer = session.active_slide_layer(self.viewer)
-        slide = session.slide_of(layer)
+        layer = layer_registry.active_slide_layer(self.viewer)
+        slide = layer_registry.slide_of(layer)
         if slide is None:
-            session.show_warning("open a slide first")
+            notices.show_warning("open a slide first")
             return None
         bundle = self.bundle()
         if bundle is None:
@@ -207,11 +207,11 @@ class AnalyzeWidget(QWidget):
                 slide, engine, rois, tissue=current_tissue(self.viewer, slide), cancel=cancel, cams=cams
             )  # plans here; the run opens (hashes the slide, reads the cache) in the worker
         except PathomicsError as exc:
-            session.report(exc, "cannot start the analysis")
+            notices.report(exc, "cannot start the analysis")
             return None
         grid = step.grid
         if step.unreadable_mm2:
-            session.show_warning(
+            notices.show_warning(
                 f"{slide.path.name}: {step.unreadable_mm2:.3g} mm² cannot be decoded; "
                 "its tiles are attempted and will be reported as failed"
             )
@@ -226,7 +226,7 @@ class AnalyzeWidget(QWidget):
 
         worker = work()
         worker.yielded.connect(lambda payload: self._on_update(slide, *payload))
-        worker.errored.connect(lambda exc: session.report(exc, "analysis failed"))
+        worker.errored.connect(lambda exc: notices.report(exc, "analysis failed"))
         worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None))
         self.worker = worker
         self.run_btn.setEnabled(False)
@@ -268,7 +268,7 @@ class AnalyzeWidget(QWidget):
 
     # ------------------------------------------------------------------ hover
     def _on_mouse_move(self, viewer: napari.Viewer, event: Any) -> None:
-        slide = session.slide_of(session.active_slide_layer(viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer))
         if slide is None or not slide.has_mpp:
             return
         text = readout(viewer, slide, tuple(viewer.cursor.position[-2:]))
@@ -317,7 +317,7 @@ class AnalyzeWidget(QWidget):
 
     def _views(self) -> list[tuple[str, str]]:
         res = next(iter(self.results.values()), None)
-        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
         res = self.results.get(str(slide.path), res) if slide is not None else res
         return views(res) if res is not None else []
 
@@ -359,7 +359,7 @@ class AnalyzeWidget(QWidget):
             self.view.blockSignals(False)
         if shown != self._shown_before:
             self._shown_before = shown
-            slide = session.slide_of(session.active_slide_layer(self.viewer))
+            slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
             if slide is not None:
                 select_shown(self.viewer, slide)
         self._sync_threshold()
@@ -417,7 +417,7 @@ class AnalyzeWidget(QWidget):
     def _update_legend(self, results: TileResults | None = None) -> None:
         """Every class with its colour and full name; with results, its share of the classified tiles."""
         if results is None:
-            slide = session.slide_of(session.active_slide_layer(self.viewer))
+            slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
             results = self.results.get(str(slide.path)) if slide is not None else None
         if results is None:
             b = self.bundle()

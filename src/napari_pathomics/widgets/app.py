@@ -15,7 +15,7 @@ from shapely.geometry import box
 from ..resources import SAMPLE_CASE_TYPE, SAMPLE_SLIDE
 from ..wsi.annotations import Annotation
 from ..wsi.tissue import detect_tissue
-from . import session
+from . import layer_registry
 from .analyze_widget import AnalyzeWidget
 from .roi_widget import RoiTilesWidget, current_rois
 from .score_widget import ScoreWidget
@@ -55,7 +55,7 @@ def finish_viewer(viewer: napari.Viewer, demo: bool = False, run: bool = False) 
     """Add the docks; for the demo, a default ROI and (``run``) the analysis, then the score."""
     docks = add_docks(viewer)
     if demo:
-        slide = session.slide_of(session.active_slide_layer(viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer))
         if slide is not None and not current_rois(viewer, slide):
             docks["ROIs, tissue and tiles"].add_annotations(slide, [default_roi(slide)])
         docks["Score"].prefill_case_type(SAMPLE_CASE_TYPE, "the demo")  # the sample is skin; the signature is not

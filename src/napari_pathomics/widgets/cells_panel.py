@@ -65,7 +65,7 @@ from ..units import DEFAULT_TILE_UM
 from ..wsi.annotations import Annotation
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid, plan_tiles
-from . import session
+from . import layer_registry, notices
 from .controls import action_row, spin
 from .roi_widget import current_rois, current_tissue
 
@@ -80,7 +80,7 @@ class CellsPanel(QWidget):
     ) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        session.install(napari_viewer)
+        layer_registry.install(napari_viewer)
         self.results_of = results_of or (lambda slide: None)
         self.nuclei: dict[str, NucleiResults] = {}  # slide path -> nuclei
         self._values: dict[str, dict[str, np.ndarray]] = {}
@@ -145,9 +145,9 @@ class CellsPanel(QWidget):
 
     # ------------------------------------------------------------------ helpers
     def _slide(self) -> Slide | None:
-        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
         if slide is None:
-            session.show_warning("open a slide first")
+            notices.show_warning("open a slide first")
         return slide
 
     def _grid(self, slide: Slide) -> TileGrid:
@@ -162,7 +162,7 @@ class CellsPanel(QWidget):
     def compute(self) -> Any:
         """Start the nuclei run of the active slide; returns the worker (tests wait on it)."""
         if self.worker is not None:
-            session.show_warning("nuclei are already being computed")
+            notices.show_warning("nuclei are already being computed")
             return None
         slide = self._slide()
         if slide is None:
@@ -171,10 +171,10 @@ class CellsPanel(QWidget):
             grid = self._grid(slide)
             slide.mpp  # noqa: B018 - a slide without µm/px is refused here, with the reason
         except PathomicsError as exc:
-            session.report(exc, "cannot compute nuclei")
+            notices.report(exc, "cannot compute nuclei")
             return None
         if len(grid) == 0:
-            session.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
+            notices.show_warning("no tile lies inside ROI ∩ tissue: draw or widen an ROI")
             return None
         cancel = self.cancel_event = threading.Event()
         runs: list[NucleiRun] = []
@@ -191,7 +191,7 @@ class CellsPanel(QWidget):
 
         worker = work()
         worker.yielded.connect(self._on_update)
-        worker.errored.connect(lambda exc: session.report(exc, "nuclei failed"))
+        worker.errored.connect(lambda exc: notices.report(exc, "nuclei failed"))
         worker.finished.connect(lambda: self._on_finished(slide, runs[0] if runs else None))
         self.worker = worker
         self.run_btn.setEnabled(False)
@@ -235,18 +235,18 @@ class CellsPanel(QWidget):
         for measure in ("density_mm2", "nc_ratio_mean"):
             data, kwargs, kind = nuclei_map_layer(slide, res, measure)
             role = kwargs["metadata"]["pathomics_role"]
-            ly = session.find_layer(self.viewer, slide, role)
+            ly = layer_registry.find_layer(self.viewer, slide, role)
             if ly is None:
-                ly = session.add_layer(self.viewer, (data, kwargs, kind))
+                ly = layer_registry.add_layer(self.viewer, (data, kwargs, kind))
                 ly.colorbar.visible = True
                 ly.visible = measure == "density_mm2"
             else:
                 ly.data = data
                 ly.contrast_limits = kwargs["contrast_limits"]
             out[role] = ly
-        if session.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES) is None:
-            session.add_layer(self.viewer, nuclei_outline_layer(slide))
-        out[ROLE_NUCLEI_OUTLINES] = session.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES)
+        if layer_registry.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES) is None:
+            layer_registry.add_layer(self.viewer, nuclei_outline_layer(slide))
+        out[ROLE_NUCLEI_OUTLINES] = layer_registry.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES)
         self.refresh_outlines()
         return out
 
@@ -256,18 +256,18 @@ class CellsPanel(QWidget):
             self._timer.start()
 
     def visible_box(self, slide_layer: Any) -> tuple[float, float, float, float] | None:
-        """The level-0 box (x0, y0, x1, y1) the canvas shows of a slide layer, or None (``session.visible_box``)."""
-        slide = session.slide_of(slide_layer)
-        return session.visible_box(self.viewer, slide) if slide is not None else None
+        """The level-0 box (x0, y0, x1, y1) the canvas shows of a slide layer, or None (``layer_registry.visible_box``)."""
+        slide = layer_registry.slide_of(slide_layer)
+        return layer_registry.visible_box(self.viewer, slide) if slide is not None else None
 
     def refresh_outlines(self) -> int:
         """Draw the outlines of the nuclei in view (none when zoomed out); returns how many are drawn."""
-        layer = session.active_slide_layer(self.viewer)
-        slide = session.slide_of(layer)
+        layer = layer_registry.active_slide_layer(self.viewer)
+        slide = layer_registry.slide_of(layer)
         if slide is None or not slide.has_mpp:
             return 0
         res = self.nuclei.get(str(slide.path))
-        shapes = session.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES)
+        shapes = layer_registry.find_layer(self.viewer, slide, ROLE_NUCLEI_OUTLINES)
         if res is None or shapes is None:
             return 0
         box = self.visible_box(layer)
@@ -284,7 +284,7 @@ class CellsPanel(QWidget):
 
     # ------------------------------------------------------------------ hover
     def _on_mouse_move(self, viewer: napari.Viewer, event: Any) -> None:
-        slide = session.slide_of(session.active_slide_layer(viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer))
         if slide is None or not slide.has_mpp:
             return
         res = self.nuclei.get(str(slide.path))
@@ -296,7 +296,7 @@ class CellsPanel(QWidget):
 
     # ------------------------------------------------------------------ proposal
     def proposal_layer_of(self, slide: Slide) -> Any:
-        return session.find_layer(self.viewer, slide, ROLE_TUMOUR_PROPOSAL)
+        return layer_registry.find_layer(self.viewer, slide, ROLE_TUMOUR_PROPOSAL)
 
     def propose(self) -> Any:
         """Show a proposed tumour ROI in its own layer (the ROI layer is not touched)."""
@@ -305,7 +305,7 @@ class CellsPanel(QWidget):
             return None
         res = self.results_of(slide)
         if res is None or res.n_done == 0:
-            session.show_warning("run the analysis first: the proposal needs the model's tumour probability")
+            notices.show_warning("run the analysis first: the proposal needs the model's tumour probability")
             return None
         try:
             prop = propose_tumour(
@@ -316,7 +316,7 @@ class CellsPanel(QWidget):
                 mpp=slide.mpp[0],
             )
         except PathomicsError as exc:
-            session.report(exc, "cannot propose a tumour ROI")
+            notices.report(exc, "cannot propose a tumour ROI")
             return None
         self.discard()
         if not prop.annotations:
@@ -324,7 +324,7 @@ class CellsPanel(QWidget):
             return None
         data, kwargs, kind = proposal_layer(slide, prop.annotations)
         kwargs["properties"] = {"part": np.array(_parts(prop.annotations), dtype=object)}
-        ly = session.add_layer(self.viewer, (data, kwargs, kind))
+        ly = layer_registry.add_layer(self.viewer, (data, kwargs, kind))
         self.accept_btn.setEnabled(True)
         self.discard_btn.setEnabled(True)
         self.proposal_status.setText(
@@ -352,7 +352,7 @@ class CellsPanel(QWidget):
 
     def discard(self) -> None:
         """Remove the proposal layer; the ROIs stay as they are."""
-        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
         if slide is not None:
             while (ly := self.proposal_layer_of(slide)) is not None:
                 self.viewer.layers.remove(ly)
@@ -408,12 +408,12 @@ def proposal_annotations(layer: Any) -> list[Annotation]:
 
 
 def add_rois(viewer: napari.Viewer, slide: Slide, annotations: list[Annotation]) -> Any:
-    """Append ROIs to the slide's ROI layer (what was drawn stays) and autosave (``session``)."""
-    ly = session.roi_layer_of(viewer, slide)
+    """Append ROIs to the slide's ROI layer (what was drawn stays) and autosave (``layer_registry``)."""
+    ly = layer_registry.roi_layer_of(viewer, slide)
     if ly is None:
-        ly = session.add_layer(viewer, session.roi_layer_data(slide, []))
-    merged = session.layer_annotations(ly) + list(annotations)
-    data, kwargs, _ = session.roi_layer_data(slide, merged)
+        ly = layer_registry.add_layer(viewer, layer_registry.roi_layer_data(slide, []))
+    merged = layer_registry.layer_annotations(ly) + list(annotations)
+    data, kwargs, _ = layer_registry.roi_layer_data(slide, merged)
     ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
     with ly.events.data.blocker():
         ly.data = []
@@ -426,5 +426,5 @@ def add_rois(viewer: napari.Viewer, slide: Slide, annotations: list[Annotation])
                 edge_width=3,
             )
     ly.properties = kwargs["properties"]
-    session.autosave_now(ly, viewer)
+    layer_registry.autosave_now(ly, viewer)
     return ly

@@ -34,7 +34,7 @@ from ..layers.labels import ROLE_SUGGESTIONS, ROLE_TILE_LABELS, suggestions_laye
 from ..results.labels import TileLabels
 from ..training.adapt import suggest_tiles
 from ..wsi.slide import Slide
-from . import session
+from . import layer_registry
 from .adapt_controller import AdaptController
 from .adapted_maps import AdaptedMaps
 from .label_tool import LabelTool
@@ -48,8 +48,8 @@ class CorrectPanel(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        session.install(napari_viewer)
-        self.case = session.case_of(napari_viewer)
+        layer_registry.install(napari_viewer)
+        self.case = layer_registry.case_of(napari_viewer)
         self.suggested: np.ndarray = np.zeros(0, dtype=np.int64)
         self.suggest_pos = -1
 
@@ -102,7 +102,7 @@ class CorrectPanel(QWidget):
             part.message.connect(self.status.setText)
         self.controller.changed.connect(self._buttons)
         self._buttons()
-        session.listen(self, self.case.analysis_finished, self.controller.on_analysis_finished)
+        layer_registry.listen(self, self.case.analysis_finished, self.controller.on_analysis_finished)
 
     # ------------------------------------------------------------------ what the parts say
     def _progress(self, fraction: float, text: str) -> None:
@@ -212,9 +212,9 @@ class CorrectPanel(QWidget):
         idx = suggest_tiles(res, self.labels_of(slide), int(n or self.n_suggest.value()))
         self.suggested, self.suggest_pos = idx, -1
         data, kwargs, kind = suggestions_layer(slide, res, idx)
-        ly = session.find_layer(self.viewer, slide, ROLE_SUGGESTIONS)
+        ly = layer_registry.find_layer(self.viewer, slide, ROLE_SUGGESTIONS)
         if ly is None:
-            session.add_layer(self.viewer, (data, kwargs, kind))
+            layer_registry.add_layer(self.viewer, (data, kwargs, kind))
         else:
             ly.data = data
             ly.features = kwargs["features"]
@@ -235,9 +235,9 @@ class CorrectPanel(QWidget):
         sy, sx = slide.mpp[1], slide.mpp[0]
         x, y = res.origins[i, 0] + s / 2, res.origins[i, 1] + s / 2
         self.viewer.camera.center = ((y - 0.5) * sy, (x - 0.5) * sx)
-        width_px = session.canvas_size(self.viewer)[0]
+        width_px = layer_registry.canvas_size(self.viewer)[0]
         self.viewer.camera.zoom = max(float(self.viewer.camera.zoom), width_px / (6 * s * sx))
-        ly = session.find_layer(self.viewer, slide, ROLE_SUGGESTIONS)
+        ly = layer_registry.find_layer(self.viewer, slide, ROLE_SUGGESTIONS)
         if ly is not None:
             ly.selected_data = {self.suggest_pos}
         d = res.describe_tile(i)

@@ -23,7 +23,7 @@ from ..outputs import check_output
 from ..resources import SAMPLE_SLIDE
 from ..wsi.annotations import Annotation, read_geojson, write_geojson
 from ..wsi.slide import is_slide_path
-from . import session
+from . import layer_registry, notices
 from .window import show_scale_bar
 
 
@@ -35,18 +35,18 @@ def _read_slide(path: str | list[str]) -> list[tuple[Any, dict, str]]:
     """Each slide's image now; its ROI and object layers once the image has drawn (a faster first frame)."""
     paths = [path] if isinstance(path, str) else list(path)
     viewer = _current_viewer()
-    session.install(viewer)
+    layer_registry.install(viewer)
     if viewer is not None:
         show_scale_bar(viewer)  # as `pathomics view` does: the layers are in µm
     out: list[tuple[Any, dict, str]] = []
     for p in paths:
         try:
-            image, *rest = session.open_slide_layers(p)
+            image, *rest = layer_registry.open_slide_layers(p)
         except PathomicsError as exc:
-            session.report(exc, f"cannot open {Path(p).name}")
+            notices.report(exc, f"cannot open {Path(p).name}")
             raise
         out.append(image)
-        out.extend(session.defer_layers(viewer, rest))
+        out.extend(layer_registry.defer_layers(viewer, rest))
     return out
 
 
@@ -54,23 +54,23 @@ def _read_geojson(path: str | list[str]) -> list[tuple[Any, dict, str]]:
     """ROIs onto the current slide when one is open (µm), else in level-0 px."""
     paths = [path] if isinstance(path, str) else list(path)
     viewer = _current_viewer()
-    slide_layer = session.active_slide_layer(viewer) if viewer is not None else None
-    slide = session.slide_of(slide_layer)
+    slide_layer = layer_registry.active_slide_layer(viewer) if viewer is not None else None
+    slide = layer_registry.slide_of(slide_layer)
     out = []
     for p in paths:
         try:
             res = read_geojson(p, bounds=slide.dimensions if slide else None)
         except PathomicsError as exc:
-            session.report(exc, f"cannot import {Path(p).name}")
+            notices.report(exc, f"cannot import {Path(p).name}")
             raise
         for w in res.warnings:
-            session.show_warning(f"{Path(p).name}: {w}")
+            notices.show_warning(f"{Path(p).name}: {w}")
         if slide is not None:
-            data, kwargs, kind = session.roi_layer_data(slide, res.annotations, res.objects)
+            data, kwargs, kind = layer_registry.roi_layer_data(slide, res.annotations, res.objects)
             kwargs["name"] = Path(p).stem
             kwargs["metadata"][ROLE] = ROLE_ROIS_IMPORT
             out.append((data, kwargs, kind))
-            out.extend(t for t in session.object_layers(slide, res.objects) if t[0] is not None and len(t[0]))
+            out.extend(t for t in layer_registry.object_layers(slide, res.objects) if t[0] is not None and len(t[0]))
         else:
             data, kwargs = annotations_to_shapes(res.annotations)
             kwargs.update(name=Path(p).stem, face_color="transparent", edge_width=3)
@@ -99,7 +99,7 @@ def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) ->
     verts = [np.asarray(d, dtype=float)[:, -2:] for d in data]
     if meta.get(ROLE) not in (ROLE_ROIS, ROLE_ROIS_IMPORT):
         viewer = _current_viewer()
-        slide = session.slide_of(session.active_slide_layer(viewer)) if viewer is not None else None
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(viewer)) if viewer is not None else None
         if slide is not None and slide.has_mpp:
             scale = np.asarray(attributes.get("scale", (1.0, 1.0)), dtype=float)[-2:]
             translate = np.asarray(attributes.get("translate", (0.0, 0.0)), dtype=float)[-2:]
@@ -120,14 +120,14 @@ def write_rois(path: str, data: list[np.ndarray], attributes: dict[str, Any]) ->
     inputs = [ly.metadata.get(SLIDE_PATH) for ly in (_current_viewer().layers if _current_viewer() else [])]
     write_geojson(objects, check_output(path, "GeoJSON", inputs=[i for i in inputs if i]))
     for note in notes:
-        session.show_warning(note)
+        notices.show_warning(note)
     return [path]
 
 
 def sample_slide() -> list[tuple[Any, dict, str]]:
     """The bundled real H&E slide (CMU-1-Small-Region, CC0), with its saved ROIs."""
     viewer = _current_viewer()
-    session.install(viewer)
+    layer_registry.install(viewer)
     if viewer is not None:
         show_scale_bar(viewer)
-    return session.open_slide_layers(SAMPLE_SLIDE)
+    return layer_registry.open_slide_layers(SAMPLE_SLIDE)

@@ -49,7 +49,7 @@ from ..scoring.engine_cache import load_bundle
 from ..training.adapt import describe_counts
 from ..units import DEFAULT_TILE_UM
 from ..wsi.slide import Slide
-from . import label_bindings, session
+from . import label_bindings, layer_registry, notices
 
 ERASE = "erase"
 
@@ -82,7 +82,7 @@ def case_bundle(case: Any) -> Bundle | None:
     try:
         return load_bundle(case.bundle_path)
     except PathomicsError as exc:
-        session.report(exc, "bundle refused")
+        notices.report(exc, "bundle refused")
         return None
 
 
@@ -92,7 +92,7 @@ class LabelTool(QWidget):
     def __init__(self, napari_viewer: napari.Viewer, say: Callable[[str], None]) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.case = session.case_of(napari_viewer)
+        self.case = layer_registry.case_of(napari_viewer)
         self.say = say  # the panel's status line
         self.extra_sets: list[tuple[Path, Path]] = []  # (slide, labels file) added by the user
         self.current = ""  # picked class, or ERASE
@@ -148,7 +148,7 @@ class LabelTool(QWidget):
         self.count.setWordWrap(True)
         bl.addWidget(self.count)
         self.refresh_classes()
-        session.listen(self, self.case.bundle_changed, self.refresh_classes)
+        layer_registry.listen(self, self.case.bundle_changed, self.refresh_classes)
 
     # ------------------------------------------------------------------ classes and palette
     def bundle(self) -> Bundle | None:
@@ -156,7 +156,7 @@ class LabelTool(QWidget):
 
     def fail(self, msg: str) -> None:
         self.say(f"⚠ {msg}")
-        session.show_warning(msg)
+        notices.show_warning(msg)
 
     def refresh_classes(self) -> None:
         """Palette buttons from the case's bundle: key, colour swatch, code and full name."""
@@ -205,9 +205,9 @@ class LabelTool(QWidget):
 
     # ------------------------------------------------------------------ labels
     def slide(self, warn: bool = True) -> Slide | None:
-        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
         if slide is None and warn:
-            session.show_warning("open a slide first")
+            notices.show_warning("open a slide first")
         return slide
 
     def _tile_size(self, slide: Slide) -> float:
@@ -234,7 +234,7 @@ class LabelTool(QWidget):
             except PathomicsError as exc:
                 lab, notes = None, [str(exc)]
             for note in notes:
-                session.show_warning(note)
+                notices.show_warning(note)
             if lab is None:
                 b = self.bundle()
                 lab = TileLabels(
@@ -257,11 +257,11 @@ class LabelTool(QWidget):
         try:
             lab.mapping = parse_mapping(self.mapping.toPlainText())
         except LabelsError as exc:
-            session.report(exc, "class mapping not saved")
+            notices.report(exc, "class mapping not saved")
         try:
             return lab.save(labels_path(slide.path), dict(zip(self._classes, self._colors)))
         except OSError as exc:
-            session.show_warning(f"labels of {slide.path.name} could not be saved: {exc}")
+            notices.show_warning(f"labels of {slide.path.name} could not be saved: {exc}")
             return None
 
     def draw(self, slide: Slide, cells: list[tuple[int, int]] | None = None) -> Any:
@@ -269,10 +269,10 @@ class LabelTool(QWidget):
         lab = self.case.labels.get(str(slide.path))
         if lab is None:
             return None
-        ly = session.find_layer(self.viewer, slide, ROLE_TILE_LABELS)
+        ly = layer_registry.find_layer(self.viewer, slide, ROLE_TILE_LABELS)
         n_rows, n_cols = lab.lattice_shape(slide.width, slide.height)
         if ly is None:
-            ly = session.add_layer(self.viewer, labels_layer(slide, lab, self._classes, self._colors))
+            ly = layer_registry.add_layer(self.viewer, labels_layer(slide, lab, self._classes, self._colors))
             label_bindings.bind(ly, self)
         elif cells is None or ly.data.shape != (n_rows * OUTLINE_K, n_cols * OUTLINE_K):
             ly.data = labels_layer(slide, lab, self._classes, self._colors)[0]
@@ -362,11 +362,11 @@ class LabelTool(QWidget):
                 force=force,
             )
         except PathomicsError as exc:
-            session.report(exc, "labels not imported")
+            notices.report(exc, "labels not imported")
             self.say(f"⚠ labels not imported: {exc}")
             return ""
         for note in notes:
-            session.show_warning(note)
+            notices.show_warning(note)
         cells = [(t.col, t.row) for t in new]
         before = len(lab)
         for cls in sorted({t.cls for t in new}):

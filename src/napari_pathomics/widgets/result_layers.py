@@ -3,7 +3,7 @@
 Shared by the Analyze, Score and correction panels. Layers are found by slide path and role in
 their metadata (``layers.ROLE``), so a rerun refreshes them and a second slide keeps its own.
 How results are drawn (``layers.Display``) and what each slide showed last belong to the viewer's
-case (``session.case_of``): the Analyze dock edits the display and every panel that shows results
+case (``layer_registry.case_of``): the Analyze dock edits the display and every panel that shows results
 draws with it. The status bar reads the tile under the cursor (top-3 classes) whichever layer is
 active.
 """
@@ -30,7 +30,7 @@ from ..layers import (
 )
 from ..results import TileResults
 from ..wsi.slide import Slide
-from .session import add_layer, case_of, find_layer, slide_layers, slide_of
+from .layer_registry import add_layer, case_of, find_layer, slide_layers, slide_of
 
 __all__ = ["show_results", "find_layer", "display_of", "redraw", "readout"]
 

@@ -27,12 +27,12 @@ from ..wsi.annotations import Annotation, GeoObject, ReadResult, read_geojson, w
 from ..wsi.slide import Slide
 from ..wsi.tiling import DEFAULT_MIN_TISSUE, TileGrid, plan_tiles
 from ..wsi.tissue import TissueMask, detect_tissue
-from . import session
+from . import layer_registry, notices
 from .controls import spin
 
 
 def tissue_layer_of(viewer: napari.Viewer, slide: Slide) -> Labels | None:
-    return session.find_layer(viewer, slide, ROLE_TISSUE, Labels)
+    return layer_registry.find_layer(viewer, slide, ROLE_TISSUE, Labels)
 
 
 def current_tissue(viewer: napari.Viewer, slide: Slide) -> TissueMask | None:
@@ -44,8 +44,8 @@ def current_tissue(viewer: napari.Viewer, slide: Slide) -> TissueMask | None:
 
 
 def current_rois(viewer: napari.Viewer, slide: Slide) -> list[Annotation]:
-    ly = session.roi_layer_of(viewer, slide)
-    return session.layer_annotations(ly) if ly is not None else []
+    ly = layer_registry.roi_layer_of(viewer, slide)
+    return layer_registry.layer_annotations(ly) if ly is not None else []
 
 
 class RoiTilesWidget(QWidget):
@@ -54,7 +54,7 @@ class RoiTilesWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        session.install(napari_viewer)
+        layer_registry.install(napari_viewer)
         self.last_grid: TileGrid | None = None
         self.import_worker: Any = None
         layout = QVBoxLayout(self)
@@ -107,15 +107,15 @@ class RoiTilesWidget(QWidget):
 
     # ------------------------------------------------------------------ helpers
     def _slide(self) -> Slide | None:
-        slide = session.slide_of(session.active_slide_layer(self.viewer))
+        slide = layer_registry.slide_of(layer_registry.active_slide_layer(self.viewer))
         if slide is None:
-            session.show_warning("open a slide first (File ▸ Open, or the Slide widget)")
+            notices.show_warning("open a slide first (File ▸ Open, or the Slide widget)")
         return slide
 
     def roi_layer(self, slide: Slide) -> Shapes:
-        ly = session.roi_layer_of(self.viewer, slide)
+        ly = layer_registry.roi_layer_of(self.viewer, slide)
         if ly is None:
-            ly = session.add_layer(self.viewer, session.roi_layer_data(slide, []))
+            ly = layer_registry.add_layer(self.viewer, layer_registry.roi_layer_data(slide, []))
         return ly
 
     # ------------------------------------------------------------------ ROIs
@@ -140,7 +140,7 @@ class RoiTilesWidget(QWidget):
         try:
             res = read_geojson(path, bounds=slide.dimensions)
         except PathomicsError as exc:
-            session.report(exc, "import failed")
+            notices.report(exc, "import failed")
             return 0
         return self._add_read(slide, path, res)
 
@@ -163,7 +163,7 @@ class RoiTilesWidget(QWidget):
         worker.returned.connect(lambda res: self._add_read(slide, path, res))
         worker.errored.connect(
             lambda exc: (
-                session.report(exc, "import failed"),
+                notices.report(exc, "import failed"),
                 self.roi_status.setText(f"{Path(path).name} not imported"),
             )
         )
@@ -173,13 +173,13 @@ class RoiTilesWidget(QWidget):
         return worker
 
     def _add_read(self, slide: Slide, path: str | Path, res: ReadResult) -> int:
-        if not any(session.slide_of(ly) is slide for ly in session.slide_layers(self.viewer)):
-            session.show_warning(
+        if not any(layer_registry.slide_of(ly) is slide for ly in layer_registry.slide_layers(self.viewer)):
+            notices.show_warning(
                 f"{Path(path).name}: {slide.path.name} was closed before its ROIs were read; nothing imported"
             )
             return 0
         for w in res.warnings:
-            session.show_warning(f"{Path(path).name}: {w}")
+            notices.show_warning(f"{Path(path).name}: {w}")
         self.add_annotations(slide, res.annotations, others=[o for o in res.objects if o not in res.annotations])
         others = len(res.objects) - len(res.annotations)
         self.roi_status.setText(
@@ -191,9 +191,9 @@ class RoiTilesWidget(QWidget):
     def add_annotations(self, slide: Slide, annotations: list[Annotation], others: list[GeoObject] = ()) -> Shapes:
         """Append ROIs (and other QuPath objects) to the slide's (drawn ones stay) and autosave."""
         ly = self.roi_layer(slide)
-        objects = session.layer_objects(ly) + list(annotations) + list(others)
+        objects = layer_registry.layer_objects(ly) + list(annotations) + list(others)
         merged = [o for o in objects if isinstance(o, Annotation)]
-        data, kwargs, _ = session.roi_layer_data(slide, merged, objects)
+        data, kwargs, _ = layer_registry.roi_layer_data(slide, merged, objects)
         ly.metadata["pathomics_annotations"] = kwargs["metadata"]["pathomics_annotations"]
         ly.metadata["pathomics_objects"] = objects
         with ly.events.data.blocker():
@@ -207,9 +207,9 @@ class RoiTilesWidget(QWidget):
                     edge_width=3,
                 )
         ly.properties = kwargs["properties"]
-        session.autosave_now(ly, self.viewer)
+        layer_registry.autosave_now(ly, self.viewer)
         if others:
-            session.show_object_layers(self.viewer, slide, objects)
+            layer_registry.show_object_layers(self.viewer, slide, objects)
         return ly
 
     def _export_dialog(self) -> None:
@@ -221,12 +221,12 @@ class RoiTilesWidget(QWidget):
         slide = self._slide()
         if slide is None:
             return 0
-        ly = session.roi_layer_of(self.viewer, slide)
-        objects = session.layer_objects(ly) if ly is not None else []
+        ly = layer_registry.roi_layer_of(self.viewer, slide)
+        objects = layer_registry.layer_objects(ly) if ly is not None else []
         try:
             write_geojson(objects, check_output(path, "GeoJSON", inputs=[slide.path]))
         except (OSError, PathomicsError) as exc:
-            session.report(exc, "export failed")
+            notices.report(exc, "export failed")
             return 0
         n = sum(isinstance(o, Annotation) for o in objects)
         self.roi_status.setText(
@@ -243,7 +243,7 @@ class RoiTilesWidget(QWidget):
         try:
             mask = detect_tissue(slide)
         except PathomicsError as exc:
-            session.report(exc, "tissue detection failed")
+            notices.report(exc, "tissue detection failed")
             return None
         old = tissue_layer_of(self.viewer, slide)
         if old is not None:
@@ -272,10 +272,10 @@ class RoiTilesWidget(QWidget):
         try:
             grid = self.plan(slide)
         except PathomicsError as exc:
-            session.report(exc, "tiling failed")
+            notices.report(exc, "tiling failed")
             self.tile_count.setText("—")
             return None
-        while (old := session.find_layer(self.viewer, slide, ROLE_TILE_GRID)) is not None:
+        while (old := layer_registry.find_layer(self.viewer, slide, ROLE_TILE_GRID)) is not None:
             self.viewer.layers.remove(old)
         data, kwargs, _ = tile_grid_overlay(slide, grid)
         self.viewer.add_image(data, **kwargs)

@@ -49,7 +49,7 @@ from ..scoring.engine_cache import load_bundle, shared_engine
 from ..scoring.plots import GROUP_COLORS
 from ..scoring.report import report_targets, write_report_html, write_report_json
 from ..units import years_short
-from . import session
+from . import layer_registry, notices
 from .clinical_panel import ClinicalPanel
 from .controls import ALERT_STYLE, action_row
 from .result_layers import show_results
@@ -63,7 +63,7 @@ class ScoreWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        session.install(napari_viewer)
+        layer_registry.install(napari_viewer)
         self.patient_score: Any = None
         self.signature: Any = None
         self.worker: Any = None
@@ -148,8 +148,8 @@ class ScoreWidget(QWidget):
         napari_viewer.layers.events.inserted.connect(self.refresh_slides)
         napari_viewer.layers.events.removed.connect(self.refresh_slides)
         self.refresh_slides()
-        self.case = session.case_of(napari_viewer)
-        session.listen(self, self.case.adapted_changed, self._on_adapted_head)
+        self.case = layer_registry.case_of(napari_viewer)
+        layer_registry.listen(self, self.case.adapted_changed, self._on_adapted_head)
 
     # ------------------------------------------------------------------ slides
     def refresh_slides(self, event: object = None) -> None:
@@ -159,8 +159,8 @@ class ScoreWidget(QWidget):
             if self.slides.item(i).checkState() == Qt.CheckState.Checked
         }
         self.slides.clear()
-        for ly in session.slide_layers(self.viewer):
-            path = str(session.slide_of(ly).path)
+        for ly in layer_registry.slide_layers(self.viewer):
+            path = str(layer_registry.slide_of(ly).path)
             item = QListWidgetItem(Path(path).name)
             item.setData(Qt.ItemDataRole.UserRole, path)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
@@ -174,7 +174,9 @@ class ScoreWidget(QWidget):
             if self.slides.item(i).checkState() == Qt.CheckState.Checked
         }
         return [
-            session.slide_of(ly) for ly in session.slide_layers(self.viewer) if str(session.slide_of(ly).path) in wanted
+            layer_registry.slide_of(ly)
+            for ly in layer_registry.slide_layers(self.viewer)
+            if str(layer_registry.slide_of(ly).path) in wanted
         ]
 
     # ------------------------------------------------------------------ scoring
@@ -184,14 +186,14 @@ class ScoreWidget(QWidget):
             return None
         slides = self.selected_slides()
         if not slides:
-            session.show_warning("open and tick at least one slide")
+            notices.show_warning("open and tick at least one slide")
             return None
         try:
             bundle = load_bundle(self.bundle_path.text())
             signature = load_signature(bundle)
             shared_engine(bundle)  # built in the UI thread, so the worker joins the tuned heap (see Engine)
         except PathomicsError as exc:
-            session.report(exc, "cannot score")
+            notices.report(exc, "cannot score")
             return None
         self.load_fields()
         self.manifest = dict(bundle.manifest)
@@ -216,7 +218,7 @@ class ScoreWidget(QWidget):
 
         worker = work()
         worker.returned.connect(lambda ps: self._show_safely(ps, signature))
-        worker.errored.connect(lambda exc: session.report(exc, "scoring failed"))
+        worker.errored.connect(lambda exc: notices.report(exc, "scoring failed"))
         worker.finished.connect(self._finished)
         self.worker = worker
         self.score_btn.setEnabled(False)
@@ -252,7 +254,7 @@ class ScoreWidget(QWidget):
         try:
             self._show(ps, signature)
         except Exception as exc:  # noqa: BLE001
-            session.report(exc, "cannot display the score")
+            notices.report(exc, "cannot display the score")
 
     def _show(self, ps: Any, signature: Any) -> None:
         self.patient_score = ps
@@ -389,7 +391,7 @@ class ScoreWidget(QWidget):
     def export_report(self, html_path: str | Path) -> tuple[Path, Path] | None:
         """Write the HTML report and its JSON twin (same name, .json)."""
         if self.patient_score is None:
-            session.show_warning("score a patient first")
+            notices.show_warning("score a patient first")
             return None
         ps = self.patient_score
         b = Path(ps.bundle["path"]) if ps.bundle.get("path") else None
@@ -401,7 +403,7 @@ class ScoreWidget(QWidget):
             )
             write_report_json(ps, json_path)
         except (PathomicsError, OSError) as exc:
-            session.report(exc, "report export failed")
+            notices.report(exc, "report export failed")
             return None
         self.status.setText(f"report written: {html_path.name} and {json_path.name}")
         return html_path, json_path

@@ -34,7 +34,7 @@ from ..layers import (
     slide_units,
 )
 from ..wsi.slide import SLIDE_EXTENSIONS, Slide
-from . import session
+from . import layer_registry, notices
 
 
 def _pixmap(rgb: np.ndarray, side: int = 160) -> QPixmap:
@@ -52,7 +52,7 @@ class SlideWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        session.install(napari_viewer)
+        layer_registry.install(napari_viewer)
         layout = QVBoxLayout(self)
 
         open_btn = QPushButton("Open slide…")
@@ -106,26 +106,26 @@ class SlideWidget(QWidget):
 
     def open_path(self, path: str | Path) -> None:
         try:
-            session.add_slide(self.viewer, path)
+            layer_registry.add_slide(self.viewer, path)
         except PathomicsError as exc:
-            session.report(exc, "cannot open slide")
+            notices.report(exc, "cannot open slide")
         self.refresh()
 
     def _apply_mpp(self) -> None:
-        layer = session.active_slide_layer(self.viewer)
-        slide = session.slide_of(layer)
+        layer = layer_registry.active_slide_layer(self.viewer)
+        slide = layer_registry.slide_of(layer)
         if slide is None:
-            session.show_warning("open a slide first")
+            notices.show_warning("open a slide first")
             return
         if self.mpp_spin.value() < 0.01:
-            session.show_warning("enter the slide's µm/px first (e.g. 0.25 at 40×, 0.5 at 20×)")
+            notices.show_warning("enter the slide's µm/px first (e.g. 0.25 at 40×, 0.5 at 20×)")
             return
         try:
             slide.set_mpp(float(self.mpp_spin.value()))
         except PathomicsError as exc:
-            session.report(exc)
+            notices.report(exc)
             return
-        session.withdraw(session.mpp_notice(slide))
+        notices.withdraw(layer_registry.mpp_notice(slide))
         self.apply_slide_units(slide)
         self.refresh()
 
@@ -134,7 +134,7 @@ class SlideWidget(QWidget):
         path = str(slide.path)
         for ly in self.viewer.layers:
             meta = ly.metadata
-            if session.slide_of(ly) is slide:
+            if layer_registry.slide_of(ly) is slide:
                 ly.scale = slide_scale(slide)
                 ly.units = slide_units(slide)
             elif meta.get(SLIDE_PATH) == path:
@@ -150,8 +150,8 @@ class SlideWidget(QWidget):
 
     # ------------------------------------------------------------------ display
     def refresh(self, event: object = None) -> None:
-        layer = session.active_slide_layer(self.viewer)
-        slide = session.slide_of(layer)
+        layer = layer_registry.active_slide_layer(self.viewer)
+        slide = layer_registry.slide_of(layer)
         while self.images_row.count():
             item = self.images_row.takeAt(0)
             if item.widget():

@@ -1,4 +1,4 @@
-"""Glue between a viewer's layers and its case: which slide a layer shows, its ROI layer, autosave.
+"""A viewer's layer registry, bound to its case: which slide a layer shows, its ROI layer, autosave.
 
 Slides travel in layer metadata (``pathomics_slide``) so every widget finds the open ``Slide``
 behind an image layer without reopening the file. ``case_of(viewer)`` is the viewer's Qt-free
@@ -52,7 +52,7 @@ from ..wsi.annotations import Annotation, GeoObject, QuPathObject
 from ..wsi.roi_store import load_saved_rois, save_rois, saved_rois_path
 from ..wsi.slide import Slide, open_slide
 from . import notices
-from .notices import report, show_error, show_info, show_warning, withdraw  # noqa: F401 - the docks call them as session.*
+from .notices import report, show_warning
 from .window import after_first_frame
 
 ROI_LAYER_SUFFIX = " ROIs"
