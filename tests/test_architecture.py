@@ -240,11 +240,25 @@ PRIVATE_NAPARI = (
 )
 
 
+def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The statements that run at import: ``body`` and what module-level if / try / with / loops hold."""
+    out = []
+    for node in body:
+        out.append(node)
+        if isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+            blocks = [node.body, node.orelse] if not isinstance(node, ast.With) else [node.body]
+            if isinstance(node, ast.Try):
+                blocks += [node.finalbody, *(h.body for h in node.handlers)]
+            for block in blocks:
+                out += _module_level(block)
+    return out
+
+
 def module_state(source: str) -> list[str]:
     """Module-level mutable state in ``source``: mutable literals, calls (bar ``IMMUTABLE_CALLS``), ``global``."""
     tree = ast.parse(source)
     out = []
-    for node in tree.body:
+    for node in _module_level(tree.body):
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names = [t.id for t in targets if isinstance(t, ast.Name)]
@@ -274,18 +288,42 @@ def private_napari(source: str) -> list[str]:
     return out
 
 
-def test_the_checks_below_can_fail() -> None:
+def widget_files() -> list[Path]:
+    return sorted(WIDGETS.rglob("*.py"))
+
+
+def too_long(paths: list[Path], limit: int = MAX_WIDGET_LINES) -> dict[str, int]:
+    """Files in ``paths`` over ``limit`` lines, with their line counts."""
+    counts = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in paths}
+    return {name: n for name, n in counts.items() if n > limit}
+
+
+def test_the_checks_below_can_fail(tmp_path: Path) -> None:
     bad = "CACHE = {}\nSEEN: list[int] = []\nTIMERS = weakref.WeakKeyDictionary()\ndef f():\n    global X\n"
     assert len(module_state(bad)) == 4
+    hidden = "if True:\n    _BY_VIEWER = {}\ntry:\n    import x\nexcept ImportError:\n    _SEEN = set()\n"
+    assert len(module_state(hidden)) == 2
+    assert (
+        module_state("def f():\n    out = []\n    return out\nclass A:\n    def g(self):\n        self.d = {}\n") == []
+    )
+    (tmp_path / "long.py").write_text("x = 1\n" * (MAX_WIDGET_LINES + 1))
+    (tmp_path / "short.py").write_text("x = 1\n" * MAX_WIDGET_LINES)
+    assert too_long(sorted(tmp_path.glob("*.py"))) == {"long.py": MAX_WIDGET_LINES + 1}
     assert module_state("__all__ = ['a']\nLOG = logging.getLogger('x')\nN = int('3')\nT = (1, 2)\n") == []
     assert private_napari("ly = viewer._add_layer_from_data(*t)\nw = viewer.window._qt_window\n") != []
     assert private_napari("w = viewer.window._qt_window  # napari has no public main window\n") == []
     assert private_napari("viewer.add_layer(Layer.create(*t))\n") == []
 
 
+def test_no_widgets_file_is_over_the_line_limit() -> None:
+    """A dock that outgrows this holds two concerns: split it by what it holds (as the Score dock's clinical panel)."""
+    long = too_long(widget_files())
+    assert not long, f"files under widgets/ over {MAX_WIDGET_LINES} lines: {long}"
+
+
 def test_widgets_keep_no_module_level_state() -> None:
     state = {}
-    for path in sorted(WIDGETS.glob("*.py")):
+    for path in widget_files():
         if found := module_state(path.read_text(encoding="utf-8")):
             state[path.name] = found
     assert not state, f"module-level mutable state in widgets/ (it belongs in the viewer's case): {state}"
@@ -293,7 +331,7 @@ def test_widgets_keep_no_module_level_state() -> None:
 
 def test_widgets_use_public_napari_api() -> None:
     found = {}
-    for path in sorted(WIDGETS.glob("*.py")):
+    for path in widget_files():
         if hits := private_napari(path.read_text(encoding="utf-8")):
             found[path.name] = hits
     assert not found, f"private napari attributes (say 'no public …' in a comment where napari has none): {found}"
