@@ -21,7 +21,7 @@ from napari_pathomics.layers import COLORBAR_KEY
 from napari_pathomics.layers.base import cam_role
 from napari_pathomics.resources import SAMPLE_SLIDE
 from napari_pathomics.results.status import RISK_CAM
-from napari_pathomics.widgets import session, window
+from napari_pathomics.widgets import layer_registry, window
 from napari_pathomics.widgets.app import finish_viewer
 from napari_pathomics.widgets.viewer import open_window
 from napari_pathomics.wsi.synthetic import write_slide
@@ -158,7 +158,7 @@ def test_a_pixel_size_set_by_the_user_is_marked_where_the_score_shows(screen, qt
     slide_dock, score = docks["Slide"], docks["Score"]
     slide_dock.mpp_spin.setValue(0.499)
     slide_dock._apply_mpp()
-    assert session.slide_of(session.active_slide_layer(viewer)).mpp_source == "user"
+    assert layer_registry.slide_of(layer_registry.active_slide_layer(viewer)).mpp_source == "user"
     worker = score.score()
     assert worker is not None
     qtbot.waitUntil(lambda: score.worker is None and score.patient_score is not None, timeout=300_000)
