@@ -163,7 +163,8 @@ def test_a_pixel_size_set_by_the_user_is_marked_where_the_score_shows(screen, qt
     assert worker is not None
     qtbot.waitUntil(lambda: score.worker is None and score.patient_score is not None, timeout=300_000)
     qtbot.wait(300)
-    area = score.out["area scored"]
-    assert "set by the user" in area.text(), area.text()
+    assert "µm/px 0.499, set by the user" in score.out["area scored"].text()
+    percentile = score.out["percentile"]  # the mark stands beside the figure it moves, on screen
+    assert "µm/px 0.499, set by the user" in percentile.text(), percentile.text()
     assert _shown_fraction(score.out["risk score"]) > 0.9  # the result scrolled into view
-    assert _shown_fraction(area) > 0.9, area.visibleRegion().boundingRect()
+    assert _shown_fraction(percentile) > 0.9, percentile.visibleRegion().boundingRect()

@@ -44,7 +44,7 @@ from ..errors import ClinicalError, PathomicsError
 from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature, ordinal, score_patient
 from ..scoring.combined import CombinedResult
-from ..scoring.context import CASE_TYPES, USER, case_source_text, refresh_context
+from ..scoring.context import CASE_TYPES, USER, case_source_text, mpp_set_by_user, refresh_context
 from ..scoring.engine_cache import load_bundle, shared_engine
 from ..scoring.plots import GROUP_COLORS
 from ..scoring.report import report_targets, write_report_html, write_report_json
@@ -55,6 +55,7 @@ from .controls import ALERT_STYLE, action_row
 from .result_layers import show_results
 from .roi_widget import current_rois
 from .score_plots import draw_score_plots
+from .window import bring_into_view
 
 
 class ScoreWidget(QWidget):
@@ -253,6 +254,7 @@ class ScoreWidget(QWidget):
         """An exception in a Qt slot would abort napari: report it instead."""
         try:
             self._show(ps, signature)
+            bring_into_view(self.out["risk score"].parentWidget())  # the result, not the form above it
         except Exception as exc:  # noqa: BLE001
             notices.report(exc, "cannot display the score")
 
@@ -263,8 +265,12 @@ class ScoreWidget(QWidget):
         sc = ps.score
         n_ref = signature.summary().get("n")
         self.out["risk score"].setText(f"{sc.risk:+.3f}")
-        self.out["percentile"].setText(
-            f"{ordinal(sc.percentile)} of the reference cohort" + (f" ({n_ref} patients)" if n_ref else "")
+        area = (ps.context or {}).get("area") or {}
+        user_mpp = mpp_set_by_user([r for r in area.get("slides", []) if r.get("used")], name_slides=len(ps.slides) > 1)
+        self.out["percentile"].setText(  # a pixel size the user set moves the percentile: say so beside it
+            f"{ordinal(sc.percentile)} of the reference cohort"
+            + (f" ({n_ref} patients)" if n_ref else "")
+            + "".join(f"; {note}" for note in user_mpp)
         )
         self.out["survival"].setText(
             " · ".join(f"{years_short(float(k), sc.time_unit)}: {100 * v:.0f} %" for k, v in sc.survival_at.items())
