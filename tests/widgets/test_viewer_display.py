@@ -97,7 +97,8 @@ def test_one_map_at_a_time_with_colour_bars_that_read_the_limits(make_napari_vie
     w.cam_scale.setCurrentIndex(1)
     w.show_view("cam:risk")
     ram = find_layer(viewer, slide, "cam:risk")
-    assert "per-tile" in ram.name and ram.metadata[SCALE_KEY]["limits"][1] <= 1.0 + 1e-6
+    assert "per-tile" in ram.metadata[SCALE_KEY]["scale"] and ram.metadata[SCALE_KEY]["limits"][1] <= 1.0 + 1e-6
+    assert "per-tile" in viewer.text_overlay.text  # the map's title says how it is scaled
     # Alt+2 selects the second map
     w._select(1)
     assert _visible_views(viewer, slide) == {"risk"}
