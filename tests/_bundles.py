@@ -75,3 +75,25 @@ def tiny_bundle(out: Path, seed: int = 0, signature: dict | None = None, input_s
         high_risk=["STR", "DEB"],
         name="tiny-test-resnet",
     )
+
+
+def nuclear_signature(nuclei_model: dict | None = None, seed: int = 1) -> dict:
+    """A signature of nuclear density only (fitted on a seeded table, ~2 s): scoring it segments nuclei.
+
+    ``nuclei_model`` is recorded in its feature spec as the nuclei method its features came from.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from napari_pathomics.signature import FeatureSpec, SignatureFitter
+
+    rng = np.random.default_rng(seed)
+    n = 80
+    dens = rng.normal(3000, 800, n)
+    t = rng.exponential(30 * np.exp(-(dens - 3000) / 800))
+    df = pd.DataFrame({"time": np.minimum(t, 60.0), "event": (t <= 60.0).astype(int)})
+    for stat, f in (("mean", 1.0), ("q10", 0.6), ("q50", 1.0), ("q90", 1.4)):
+        df[f"nuc_{stat}_density_mm2"] = dens * f + rng.normal(0, 60, n)
+    spec = FeatureSpec([], tme_stats=[], nuclear=["density_mm2"], nuclei_model=nuclei_model)
+    fitter = SignatureFitter(n_permutations=10, cross_validate=False)
+    return fitter.fit(df, "time", "event", list(df.columns[2:]), feature_spec=spec, name="nuclear").to_json()

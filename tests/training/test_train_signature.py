@@ -74,3 +74,32 @@ def test_missing_outcome_is_a_clear_error(tmp_path: Path) -> None:
             settings=TrainSettings(outcomes=str(tmp_path / "o.csv")),
             progress=False,
         )
+
+
+@pytest.mark.slow
+def test_train_signature_records_its_nuclei_model_and_score_warns_on_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from napari_pathomics.cli import main as cli_main
+    from napari_pathomics.scoring import load_signature
+
+    make_cohort(tmp_path / "c", CohortSpec(patients=32, seed=11, tiles_per_side=3), progress=False)
+    base = tiny_bundle(tmp_path / "base")
+    argv = ["train-signature", str(tmp_path / "c" / "cohort.csv"), "--time", "time", "--event", "event"]
+    argv += ["--outcomes", str(tmp_path / "c" / "outcomes.csv"), "--bundle", str(base.path)]
+    argv += ["--out", str(tmp_path / "new"), "--features", "tme,nuc", "--nuclei-model", "classical", "--no-tissue"]
+    argv += ["--permutations", "10", "--test-fraction", "0.2", "--amp", "fp32", "--threads", "1", "--quiet"]
+    assert cli_main([*argv, "--cache-dir", str(tmp_path / "emb"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["nuclei_model"]["name"] == "classical" and rep["nuclei_model"]["licence"].startswith("BSD")
+    sig = load_signature(Bundle.load(tmp_path / "new"))
+    assert sig.nuclei_model is not None and sig.nuclei_model["name"] == "classical"  # in the signature's spec
+    record = json.loads((tmp_path / "new" / "train_record.json").read_text())
+    assert record["nuclei_model"]["name"] == "classical" and record["settings"]["nuclei_model"] == "classical"
+    assert any(f.startswith("nuc_") for f in sig.features), sig.features  # this seeded cohort selects one
+    slide = next((tmp_path / "c").rglob("*.svs"))
+    argv = ["score", str(slide), "--bundle", str(tmp_path / "new"), "--amp", "fp32", "--quiet", "--json"]
+    assert cli_main([*argv, "--nuclei-model", "otsu"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["nuclei_model"]["name"] == "otsu"
+    assert any("'classical'" in w and "shift between nuclei methods" in w for w in doc["warnings"])

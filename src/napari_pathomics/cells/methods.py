@@ -29,12 +29,24 @@ from .nuclei import MAX_MPP, NucleiParams, Segmentation, check_he, segment_nucle
 from .otsu import segment_otsu
 from .stain import StainVectors, haematoxylin, slide_stain
 
-__all__ = ["NucleiMethod", "resolve_method", "DEFAULT_METHOD", "method_names", "Classical", "Otsu", "Learned"]
+__all__ = [
+    "NucleiMethod",
+    "resolve_method",
+    "method_spec",
+    "same_method",
+    "DEFAULT_METHOD",
+    "method_names",
+    "Classical",
+    "Otsu",
+    "Learned",
+]
 
 #: The default everywhere: the best shipped method on the 13 instance-labelled MoNuSeg training
 #: images that may be a default (``monuseg`` is non-commercial and opt-in), never one below the
 #: Otsu baseline (figures: docs/benchmarks.md, bench_nuclei).
 DEFAULT_METHOD = "otsu"
+#: The licence of the classical paths (this package's own code).
+LICENCE = "BSD-3-Clause (napari-pathomics)"
 
 
 class NucleiMethod(Protocol):
@@ -97,7 +109,7 @@ class Classical:
         return "classical"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "classical", "licence": "BSD-3-Clause (napari-pathomics)"}
+        return {"name": self.name, "kind": "classical", "licence": LICENCE, "key": self.key}
 
     def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:
         return segment_nuclei(
@@ -116,7 +128,7 @@ class Otsu:
         return "otsu"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": "classical", "licence": "BSD-3-Clause (napari-pathomics)"}
+        return {"name": self.name, "kind": "classical", "licence": LICENCE, "key": self.key}
 
     def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:
         arr = _check(rgb, mpp, check)
@@ -140,7 +152,7 @@ class Learned:
         return f"learned-{self.model.key}"
 
     def describe(self) -> dict[str, Any]:
-        return self.model.describe()
+        return {**self.model.describe(), "key": self.key}
 
     def segment(self, rgb, mpp, *, stain=None, reference_threshold=None, check=True, cancel=None) -> Segmentation:
         arr = _check(rgb, mpp, check)
@@ -173,3 +185,25 @@ def resolve_method(spec: str | Path | None = None) -> NucleiMethod:
     if p.is_dir():
         return Learned(load_model_folder(p))
     raise NucleiError(f"nuclei model {s!r}: neither a model folder nor one of {', '.join(method_names())}")
+
+
+def method_spec(method: NucleiMethod) -> str:
+    """What :func:`resolve_method` turns back into ``method`` in another process (a dask worker):
+    its name for the classical paths and shipped models, the model folder's absolute path otherwise."""
+    if isinstance(method, Learned):
+        path = method.model.path
+        for name, folder in NUCLEI_MODELS.items():
+            if folder.resolve() == path:
+                return name
+        return str(path)
+    return method.name
+
+
+def same_method(recorded: dict[str, Any] | None, method: NucleiMethod) -> bool:
+    """Whether ``recorded`` (a ``describe()`` saved with features) names ``method``: by the key that
+    identifies a method's output where both have one, else by name. Nothing recorded: True."""
+    if not recorded:
+        return True
+    if recorded.get("key"):
+        return str(recorded["key"]) == method.key
+    return str(recorded.get("name")) == method.name

@@ -17,8 +17,10 @@ from .common import (
     SCHEDULER,
     SEED,
     THREADS,
+    add_nuclei_model_option,
     args_dict,
     bounded,
+    nuclei_model_note,
     print_json,
 )
 
@@ -84,6 +86,7 @@ def _score_cohort(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         argv=sys.argv[1:],
         args=args_dict(args),
+        nuclei_model=args.nuclei_model,
     )
     s = rec["summary"]
     out = {
@@ -92,14 +95,26 @@ def _score_cohort(args: argparse.Namespace) -> int:
         "patients": rec["patients"]["patients"],
         "patients_scored": rec["patients"]["scored"],
         "wall_s": rec["timings"]["total_s"],
+        "nuclei_model": rec["nuclei_model"],
+        "warnings": rec["warnings"],
     }
+    note = nuclei_model_note(args.nuclei_model, rec["nuclei_model"])
     if args.json:
         print_json(out)
+        if note:
+            print(note, file=sys.stderr)
     else:
         print(
             f"{s['slides']} slides: {s['done']} scored, {s['skipped']} already complete, {s['failed']} failed; "
             f"{out['patients_scored']}/{out['patients']} patients scored in {out['wall_s']:.1f} s -> {rec['out']}"
         )
+        if rec["nuclei_model"] is not None:
+            m = rec["nuclei_model"]
+            print(f"  nuclear features: nuclei model {m['name']}, licence {m['licence']}")
+        if note:
+            print(f"  {note}")
+        for w in rec["warnings"]:
+            print(f"  warning: {w}")
         for sl in rec["slides"]:
             if sl["status"] == "failed":
                 print(f"  failed: {sl['slide_path']}: {sl['error']}", file=sys.stderr)
@@ -130,6 +145,7 @@ def _train_signature(args: argparse.Namespace) -> int:
         no_tissue=args.no_tissue,
         min_tissue=args.min_tissue,
         name=args.name,
+        nuclei_model=args.nuclei_model,
     )
     report = train_signature(
         args.cohort, args.out, bundle=args.bundle, settings=settings, progress=not args.quiet, argv=sys.argv[1:]
@@ -145,6 +161,12 @@ def _train_signature(args: argparse.Namespace) -> int:
             + (f" (oracle {orc:.3f})" if orc is not None else "")
             + f" -> {report['bundle']}"
         )
+        if report["nuclei_model"] is not None:
+            m = report["nuclei_model"]
+            print(f"  nuclear features: nuclei model {m['name']}, licence {m['licence']} (recorded in the signature)")
+    note = nuclei_model_note(args.nuclei_model, report["nuclei_model"])
+    if note:  # on stderr under --json, so stdout stays one JSON document
+        print(note if args.json else f"  {note}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -226,6 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-tissue", type=FRACTION, default=None, help="minimum ROI ∩ tissue fraction of a tile")
     p.add_argument("--no-tissue", action="store_true", help="tile the ROIs (or whole slide) without tissue detection")
     p.add_argument("--no-geojson", action="store_true", help="skip the per-slide QuPath GeoJSON export")
+    add_nuclei_model_option(p, for_features=True)
     p.add_argument(
         "--allow-missing",
         action="store_true",
@@ -262,6 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="feature families: tme, mil and/or nuc (per-patient nuclear features: mean and quantiles "
         "of the tiles' nuclear density, area, N:C ratio...; default tme,mil)",
     )
+    add_nuclei_model_option(p, for_features=True)
     p.add_argument("--oracle-col", default=None, help="column with a known true log-hazard (synthetic cohorts)")
     p.add_argument("--permutations", type=COUNT, default=1000, help="permutations of the cutoff p-value")
     p.add_argument("--cv", action="store_true", help="also run the nested CV of the signature fitter (slower)")

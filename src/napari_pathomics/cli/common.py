@@ -54,15 +54,24 @@ def add_slide_mpp_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_nuclei_model_option(parser: argparse.ArgumentParser) -> None:
-    """``--nuclei-model``: one option, one meaning, wherever nuclei are segmented."""
+def add_nuclei_model_option(parser: argparse.ArgumentParser, *, for_features: bool = False) -> None:
+    """``--nuclei-model``: one option, one meaning, wherever nuclei are segmented (``for_features``:
+    a command whose nuclei feed a signature's nuclear features, and only when it has them)."""
     parser.add_argument(
         "--nuclei-model",
         default=None,
         metavar="NAME|DIR",
         help="nuclei method: the shipped model monuseg (CC BY-NC-SA 4.0, non-commercial, opt-in), a model folder "
-        "from train-nuclei, 'otsu' (plain baseline) or 'classical' (default: the best shipped method)",
+        "from train-nuclei, 'otsu' (plain baseline) or 'classical' (default: the best shipped method)"
+        + ("; used for nuclear features only (no effect when there are none)" if for_features else ""),
     )
+
+
+def nuclei_model_note(given: str | None, used: dict[str, Any] | None) -> str | None:
+    """A short note when ``--nuclei-model`` was given but no nuclear feature needed nuclei."""
+    if given is None or used is not None:
+        return None
+    return f"note: no nuclear features here; --nuclei-model {given} has no effect"
 
 
 def args_dict(args: argparse.Namespace) -> dict[str, Any]:

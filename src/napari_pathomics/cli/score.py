@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..errors import ClinicalError, SignatureError
 from ..resources import DEFAULT_BUNDLE
 from ..units import years_short
-from .common import BATCH, add_slide_mpp_option, add_tta_option, print_json, progress_bar
+from .common import (
+    BATCH,
+    add_nuclei_model_option,
+    add_slide_mpp_option,
+    add_tta_option,
+    nuclei_model_note,
+    print_json,
+    progress_bar,
+)
 
 
 def _score(args: argparse.Namespace) -> int:
     from ..bundle import Bundle
+    from ..cells.methods import resolve_method
     from ..scoring import load_signature, ordinal, score_patient
     from ..scoring.combined import clinical_signature_for
     from ..scoring.report import report_targets, write_report_html, write_report_json
@@ -28,6 +38,7 @@ def _score(args: argparse.Namespace) -> int:
     signature = load_signature(bundle)
     values = _clinical_values(args.clinical)
     combined = clinical_signature_for(bundle, signature, values, option="--clinical")  # before any inference
+    nuclei = resolve_method(args.nuclei_model) if args.nuclei_model is not None else None  # a bad one fails here
     inputs = [*args.slides, *(args.roi or []), bundle.source, *bundle.path.iterdir()]
     html_path, json_path = report_targets(args.report, args.report_json, inputs)
     rois = [read_geojson(r).annotations for r in args.roi] if args.roi else None
@@ -54,6 +65,7 @@ def _score(args: argparse.Namespace) -> int:
             case_type=args.case_type,
             tta=args.tta,
             clinical=values,
+            nuclei_model=nuclei,
         )
     finally:
         if bar is not None:
@@ -62,8 +74,11 @@ def _score(args: argparse.Namespace) -> int:
         write_report_html(ps, html_path, signature=signature, combined=combined)
     if json_path is not None:
         write_report_json(ps, json_path)
+    note = nuclei_model_note(args.nuclei_model, ps.nuclei_model)
     if args.json:
         print_json(ps.to_json())
+        if note:
+            print(note, file=sys.stderr)
         return 0
     sc = ps.score
     ctx = ps.context
@@ -84,6 +99,10 @@ def _score(args: argparse.Namespace) -> int:
     ct = ctx["cancer_type"]
     if ct.get("note"):
         print(f"  cancer type: {ct['note']}")
+    if ps.nuclei_model is not None:
+        print(f"  nuclear features: nuclei model {ps.nuclei_model['name']}, licence {ps.nuclei_model['licence']}")
+    if note:
+        print(f"  {note}")
     if ps.clinical is not None:
         c = ps.clinical
         m = c["models"]
@@ -159,6 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=BATCH, default=32)
     p.add_argument("--amp", default="auto", help="auto (probed once), fp32, bf16 or fp16")
     add_tta_option(p)
+    add_nuclei_model_option(p, for_features=True)
     p.add_argument("--json", action="store_true", help="print all numbers as JSON")
     p.add_argument("--report", default=None, metavar="FILE.html", help="write the HTML case report (+ .json)")
     p.add_argument("--report-json", default=None, metavar="FILE.json", help="write the JSON report here")

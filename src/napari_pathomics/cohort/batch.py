@@ -21,15 +21,16 @@ from typing import Any
 
 from ..atomic import atomic_write_json
 from ..bundle import Bundle
+from ..cells.methods import NucleiMethod, method_spec
 from ..inference.engine import Engine
 from ..outputs import OutputError, check_output_dir
 from ..provenance import bundle_record, now_iso, run_record
 from ..resources import DEFAULT_BUNDLE
-from ..scoring import load_signature
+from ..scoring import load_signature, nuclei_method, nuclei_model_warning
 from .cluster import default_parallelism, run_tasks
 from .patients import write_patient_table
 from .table import CohortRow, CohortTable
-from .task import ScoreOptions, completed_record
+from .task import ScoreOptions, completed_record, patient_feature_spec
 
 __all__ = ["score_cohort", "resolve_amp", "RUN_KIND"]
 
@@ -65,16 +66,21 @@ def score_cohort(
     argv: Sequence[str] | None = None,
     args: dict[str, Any] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    nuclei_model: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score every slide of ``table`` into ``out``; returns the run record (also ``run.json``).
 
     ``scheduler``: address of an existing dask scheduler (``tcp://host:8786``); otherwise a
     ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` is started, or with
     ``workers=0`` the slides run in this process without dask (debugging, baseline timing).
+    ``nuclei_model`` is the nuclei method of a signature's nuclear features (a name or a model
+    folder; None: the default), resolved here before any slide is read (a bad one is a
+    NucleiError) and ignored when the features use no nuclei; the run record names it.
     """
     t_start = time.perf_counter()
     out = Path(out)
     b = Bundle.load(bundle or DEFAULT_BUNDLE)
+    nuclei, warnings = _nuclei_choice(b, nuclei_model)  # before any output: a bad model is one line
     inputs = [table.path, b.source, *[p for r in table.rows for p in (r.slide_path, r.roi_path)]]
     check_output_dir(out, [("patients.csv", "CSV table"), ("run.json", "JSON")], inputs)
     _check_own_outputs(out)
@@ -95,6 +101,8 @@ def score_cohort(
         no_tissue=no_tissue,
         geojson=geojson,
         cache_dir=str(out / "cache"),
+        nuclei_model=method_spec(nuclei) if nuclei is not None else None,
+        nuclei_key=nuclei.key if nuclei is not None else None,
     )
     records: dict[str, dict[str, Any]] = {}
     todo: list[CohortRow] = []
@@ -118,6 +126,8 @@ def score_cohort(
         cohort=str(table.path),
         out=str(out),
         bundle=bundle_record(b),
+        nuclei_model=nuclei.describe() if nuclei is not None else None,
+        warnings=warnings,
         settings={**asdict(opts), "amp_reason": amp_reason},
         cluster={},
         timings={},
@@ -141,7 +151,7 @@ def score_cohort(
             lambda: _write_run(out, record, table, records),
         )
     t_scored = time.perf_counter()
-    patients_info = write_patient_table(out, table, records, b)
+    patients_info = write_patient_table(out, table, records, b, nuclei)
     t_end = time.perf_counter()
     record["timings"].update(
         {
@@ -154,6 +164,18 @@ def score_cohort(
     record["patients"] = patients_info
     _write_run(out, record, table, records)
     return record
+
+
+def _nuclei_choice(b: Bundle, nuclei_model: str | Path | None) -> tuple[NucleiMethod | None, list[str]]:
+    """The nuclei method the patient features need (None: they need none; a given one is still
+    resolved, so a bad name fails) and the warning when the signature records another one."""
+    spec = patient_feature_spec(b)
+    uses = spec is not None and bool(spec.nuclear)
+    method = nuclei_method(nuclei_model) if uses or nuclei_model is not None else None
+    if not uses or method is None:
+        return None, []
+    shift = nuclei_model_warning(spec, method)
+    return method, [shift] if shift else []
 
 
 def _check_own_outputs(out: Path) -> None:

@@ -13,9 +13,10 @@ import pandas as pd
 
 from ..atomic import atomic_write_text
 from ..bundle import Bundle
+from ..cells.methods import NucleiMethod
 from ..errors import PathomicsError
 from ..results import TileResults
-from ..scoring import load_signature, nuclear_tile_values, score_tiles, slide_tiles, tile_features
+from ..scoring import load_signature, nuclear_tile_values, nuclei_method, score_tiles, slide_tiles, tile_features
 from ..signature import Signature
 from ..tables import safe_cell
 from .table import CohortTable
@@ -25,12 +26,21 @@ __all__ = ["write_patient_table"]
 
 
 def write_patient_table(
-    out: Path, table: CohortTable, records: dict[str, dict[str, Any]], bundle: Bundle
+    out: Path,
+    table: CohortTable,
+    records: dict[str, dict[str, Any]],
+    bundle: Bundle,
+    nuclei: NucleiMethod | None = None,
 ) -> dict[str, Any]:
-    """Write ``out/patients.csv``; returns a summary for ``run.json``."""
+    """Write ``out/patients.csv``; returns a summary for ``run.json``.
+
+    ``nuclei`` is the nuclei method of nuclear features (None: the default); the summary names it
+    (with its licence) when the features use nuclei.
+    """
     sig: Signature | None = load_signature(bundle) if bundle.signature_path is not None else None
     spec = sig.feature_spec if sig is not None else patient_feature_spec(bundle)
     assert spec is not None
+    method = nuclei_method(nuclei) if spec.nuclear else None
     rows = []
     for pid, prow in table.by_patient().items():
         ok = [r for r in prow if records.get(r.key, {}).get("status") in ("done", "skipped")]
@@ -43,7 +53,9 @@ def write_patient_table(
             for r in ok:
                 res = TileResults.load(slide_dir(out, r.key) / RESULTS_NAME)
                 # a signature with nuclear features gets them through the nuclei cache, like ``score``
-                tiles.append(slide_tiles(res, r.key, nuclear=nuclear_tile_values(r.slide_path, res, spec)))
+                tiles.append(
+                    slide_tiles(res, r.key, nuclear=nuclear_tile_values(r.slide_path, res, spec, method=method))
+                )
             base["n_tiles"] = int(sum(t.probs.shape[0] for t in tiles))
             entry = {
                 **base,
@@ -70,4 +82,5 @@ def write_patient_table(
         "signature": sig.name if sig is not None else None,
         "time_unit": sig.time_unit if sig is not None else None,
         "feature_spec": spec.to_json(),
+        "nuclei_model": method.describe() if method is not None else None,
     }

@@ -61,6 +61,10 @@ class ScoreOptions:
     no_tissue: bool = False
     geojson: bool = True
     cache_dir: str | None = None  # the engine's per-slide resume cache
+    #: the nuclei method of nuclear features (``cells.methods.method_spec``; None: the default)
+    nuclei_model: str | None = None
+    #: its key (``NucleiMethod.key``): a slide whose nuclei came from another method is run again
+    nuclei_key: str | None = None
 
     def result_key(self, roi_hash: str | None) -> str:
         """What makes a slide result reusable: same bundle (hence risk definition), tiling, device."""
@@ -140,6 +144,9 @@ def completed_record(out: str | Path, row: CohortRow, opts: ScoreOptions) -> dic
         for name in rec.get("outputs", []):
             if not (d / name).is_file():
                 return None
+        done_nuclei = rec.get("nuclei_model")
+        if isinstance(done_nuclei, dict) and done_nuclei.get("key") != opts.nuclei_key:
+            return None  # its nuclei came from another method: segment them again on a worker
         return rec
     except (OSError, ValueError, KeyError, PathomicsError):
         return None
@@ -153,17 +160,18 @@ def patient_feature_spec(bundle: Bundle) -> FeatureSpec | None:
     return FeatureSpec(classes=list(bundle.class_names), tme_stats=["mean", "frac"], combine="weighted")
 
 
-def _nuclei_on_worker(slide: Any, res: TileResults, bundle: Bundle) -> dict[str, Any]:
+def _nuclei_on_worker(slide: Any, res: TileResults, bundle: Bundle, nuclei_model: str | None) -> dict[str, Any]:
     """Segment this slide's nuclei here, on the worker, when the patient features need them: the
     nuclei cache then serves the patient table in the main process without segmenting again."""
     spec = patient_feature_spec(bundle)
     if spec is None or not spec.nuclear:
         return {}
     try:
-        nuclear_tile_values(slide, res, spec)
+        method = resolve_method(nuclei_model)
+        nuclear_tile_values(slide, res, spec, method=method)
     except PathomicsError as exc:  # the patient table retries and reports it
         return {"nuclei_error": one_line(exc)}
-    return {"nuclei_model": resolve_method(None).describe()}
+    return {"nuclei_model": method.describe()}
 
 
 def one_line(exc: BaseException) -> str:
@@ -242,7 +250,7 @@ def _score_slide_locked(row: dict[str, Any], o: ScoreOptions, out: str, t0: floa
         if not res.complete:
             raise CohortError("the engine stopped before every tile had a result")
         tn = time.perf_counter()
-        nuclei = _nuclei_on_worker(slide, res, engine.bundle)
+        nuclei = _nuclei_on_worker(slide, res, engine.bundle, o.nuclei_model)
         t_nuclei = time.perf_counter() - tn
     tw = time.perf_counter()
     risk_source = res.meta.get("risk_source", "class_weights")  # the engine applies a risk head

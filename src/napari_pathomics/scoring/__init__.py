@@ -12,6 +12,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "SlideSummary": "patient",
         "load_signature": "tiles",
         "nuclear_tile_values": "tiles",
+        "nuclei_method": "tiles",
+        "nuclei_model_warning": "tiles",
         "ordinal": "patient",
         "score_patient": "patient",
         "score_slide": "patient",

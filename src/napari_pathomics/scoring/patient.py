@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..bundle import Bundle
+from ..cells.methods import NucleiMethod
 from ..errors import CancelledError, SignatureError, TilingError
 from ..inference.analyze import analyze_slide
 from ..inference.engine import Engine
@@ -38,7 +39,16 @@ from ..wsi.slide import Slide, open_slide
 from .combined import CombinedResult, clinical_signature_for, combined_score
 from .context import case_context, slide_cancer_type
 from .engine_cache import shared_engine
-from .tiles import composition, load_signature, nuclear_tile_values, score_tiles, slide_tiles
+from .tiles import (
+    NucleiChoice,
+    composition,
+    load_signature,
+    nuclear_tile_values,
+    nuclei_method,
+    nuclei_model_warning,
+    score_tiles,
+    slide_tiles,
+)
 
 __all__ = [
     "PatientScore",
@@ -149,6 +159,8 @@ class PatientScore:
     context: dict[str, Any] = field(default_factory=dict)
     #: the combined (pathomics + clinical) score when clinical values were given (scoring.combined)
     clinical: CombinedResult | None = None
+    #: the nuclei method behind the nuclear features (name, licence, key); None when none were used
+    nuclei_model: dict[str, Any] | None = None
     # not serialised: what the report needs to draw overviews, and the widget to show layers
     results: list[TileResults | None] = field(default_factory=list, repr=False, compare=False)
     rois: list[list[Annotation] | None] = field(default_factory=list, repr=False, compare=False)
@@ -198,6 +210,7 @@ class PatientScore:
             "duration_s": self.duration_s,
             "disclaimer": self.disclaimer,
             "context": dict(self.context),
+            "nuclei_model": dict(self.nuclei_model) if self.nuclei_model is not None else None,
             **({"clinical": dict(self.clinical)} if self.clinical is not None else {}),
         }
 
@@ -243,6 +256,7 @@ class _Run:
     use_cache: bool
     cancel: threading.Event | None
     class_head: ClassHead | None
+    nuclei: NucleiMethod | None = None  # the nuclei method, when the signature has nuclear features
     engine: Engine | None = None
 
     def get_engine(self) -> Engine:
@@ -374,7 +388,9 @@ def score_slide(
     nuclear = None
     if summary.used and res is not None and sig.feature_spec is not None and sig.feature_spec.nuclear:
         report(f"{name}: nuclei on {summary.n_done} tiles", base + 0.9 * span)
-        nuclear = nuclear_tile_values(slide, res, sig.feature_spec, cancel=how.cancel, use_cache=how.use_cache)
+        nuclear = nuclear_tile_values(
+            slide, res, sig.feature_spec, cancel=how.cancel, use_cache=how.use_cache, method=how.nuclei
+        )
     return _ScoredSlide(summary, res, rois or None, nuclear)
 
 
@@ -418,6 +434,7 @@ def score_patient(
     class_head: ClassHead | None = None,
     tta: str = "none",
     clinical: Mapping[str, Any] | None = None,
+    nuclei_model: NucleiChoice = None,
 ) -> PatientScore:
     """Score one patient's slides with ``bundle``'s signature; inference runs where needed.
 
@@ -435,7 +452,11 @@ def score_patient(
     slide goes through the per-slide step (``inference.analyze_slide``); a slide without a tile
     to run, or without a classified tile, is left out with a warning. If no slide has a tile to
     run that is the step's TilingError; if none has a classified tile, or the bundle has no
-    signature, a :class:`SignatureError` says why.
+    signature, a :class:`SignatureError` says why. ``nuclei_model`` is the nuclei method of a
+    signature with nuclear features (a name, a model folder or a resolved method; None: the
+    default), resolved before any inference (a bad one is a NucleiError) and named in
+    ``PatientScore.nuclei_model``; a signature that records another method gets a warning, and
+    one without nuclear features ignores it.
     """
     t0 = time.perf_counter()
     started = now_iso()
@@ -449,9 +470,15 @@ def score_patient(
     given = _check_len("results", results, len(slides))
     if class_head is not None and any(r is not None for r in given):
         raise SignatureError("give either results or a class head, not both: results carry their own head")
+    spec = sig.feature_spec
+    uses_nuclei = spec is not None and bool(spec.nuclear)
+    method = nuclei_method(nuclei_model) if uses_nuclei or nuclei_model is not None else None
     how = _Run(bundle, device, batch_size, amp, tta, cache_dir, use_cache, cancel, class_head)
+    how.nuclei = method if uses_nuclei else None
     n = len(slides)
     warnings: list[str] = []
+    if how.nuclei is not None and (shift := nuclei_model_warning(spec, how.nuclei)):
+        warnings.append(shift)
     scored: list[_ScoredSlide] = []
     slide_objs: list[Any] = []
     for i, item in enumerate(slides):
@@ -512,6 +539,7 @@ def score_patient(
         duration_s=round(time.perf_counter() - t0, 3),
         warnings=warnings,
         context=ctx,
+        nuclei_model=how.nuclei.describe() if how.nuclei is not None else None,
         results=[s.results for s in scored],
         rois=[s.rois for s in scored],
         slide_objects=slide_objs,

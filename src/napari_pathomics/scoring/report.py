@@ -363,6 +363,7 @@ def render_report_html(
         "bundle_id": str(score.bundle.get("id")),
         "class_head": str((score.bundle.get("class_head") or {}).get("digest", "")),
         "tta": str(score.bundle.get("tta") or ""),
+        "nuclei_model": dict(score.nuclei_model) if score.nuclei_model else None,
         "disclaimer": score.disclaimer,
         "warnings": list(score.warnings),
         "risk": sc.risk,

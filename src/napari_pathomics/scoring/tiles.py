@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from ..bundle import Bundle
+from ..cells.methods import NucleiMethod, resolve_method, same_method
 from ..cells.run import run_nuclei
 from ..errors import CancelledError, SignatureError
 from ..inference.checks import check_values
@@ -24,7 +25,19 @@ from ..results import DONE, TileResults
 from ..signature import FeatureSpec, Signature, SignatureScore, SlideTiles
 from ..wsi.slide import Slide, open_slide
 
-__all__ = ["load_signature", "slide_tiles", "nuclear_tile_values", "tile_features", "score_tiles", "composition"]
+__all__ = [
+    "load_signature",
+    "slide_tiles",
+    "nuclear_tile_values",
+    "nuclei_method",
+    "nuclei_model_warning",
+    "tile_features",
+    "score_tiles",
+    "composition",
+]
+
+#: A nuclei method as callers give it: resolved, a name, a model folder, or None (the default).
+NucleiChoice: TypeAlias = NucleiMethod | str | Path | None
 
 
 def load_signature(bundle: Bundle) -> Signature:
@@ -63,11 +76,14 @@ def nuclear_tile_values(
     cancel: threading.Event | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
+    method: NucleiChoice = None,
 ) -> dict[str, np.ndarray] | None:
     """Per-tile nuclear values for ``res``'s tiles (None when ``spec`` needs none).
 
     Nuclei are segmented over exactly the result's tiles (the same lattice), through the nuclei
     cache, so the viewer, ``score``, ``score-cohort`` and ``train-signature`` get the same values.
+    ``method`` is the nuclei method (``--nuclei-model``; None: the default); the cache is keyed by
+    it, so two methods never share a segmentation.
     """
     if spec is not None and not spec.nuclear:
         return None
@@ -77,7 +93,7 @@ def nuclear_tile_values(
         grid = res.grid(s)
         if len(grid) == 0:
             return {}
-        run = run_nuclei(s, grid, cancel=cancel, cache_dir=cache_dir, use_cache=use_cache)
+        run = run_nuclei(s, grid, cancel=cancel, cache_dir=cache_dir, use_cache=use_cache, method=nuclei_method(method))
         nres = run.run_all()
         if not nres.complete:
             raise CancelledError(f"nuclei of {s.path.name} cancelled ({nres.n_done}/{len(nres)} tiles)")
@@ -85,6 +101,25 @@ def nuclear_tile_values(
     finally:
         if own:
             s.close()
+
+
+def nuclei_method(choice: NucleiChoice = None) -> NucleiMethod:
+    """The method ``choice`` names (None: the default); a bad name or folder is a NucleiError."""
+    return resolve_method(choice) if choice is None or isinstance(choice, (str, Path)) else choice
+
+
+def nuclei_model_warning(spec: FeatureSpec | None, method: NucleiMethod) -> str | None:
+    """A warning when ``spec``'s nuclear features were computed with another nuclei method than
+    ``method`` (features shift between methods); None when they match or nothing is recorded."""
+    recorded = spec.nuclei_model if spec is not None and spec.nuclear else None
+    if recorded is None or same_method(recorded, method):
+        return None
+    now = method.describe()
+    return (
+        f"the signature's nuclear features were computed with nuclei model {recorded.get('name')!r}, "
+        f"this score with {now['name']!r}: nuclear features shift between nuclei methods, so the risk "
+        "may not compare with the signature's cohort"
+    )
 
 
 def tile_features(spec: FeatureSpec | None, tiles: Sequence[SlideTiles], name: str = "") -> dict[str, float]:

@@ -31,7 +31,8 @@ Families
          density, mean nuclear area, mean N:C ratio, …) pooled over the tiles of all slides of
          a patient, tiles without a value ignored, summarised by their mean and quantiles:
          ``nuc_<stat>_<measure>`` with stat ``mean``, ``q10``, ``q50``, ``q90``… Nothing is
-         fitted; the measures and statistics are frozen in the spec like the others.
+         fitted; the measures and statistics are frozen in the spec like the others, with the
+         nuclei method the values came from where it is known (``nuclei_model``).
 """
 
 from __future__ import annotations
@@ -209,6 +210,9 @@ class FeatureSpec:
     source: str = "tiles"
     nuclear: list[str] | None = None  # nuclear measures (per-tile values), None = no nuclear family
     nuclear_stats: list[str] = field(default_factory=lambda: list(DEFAULT_NUCLEAR_STATS))
+    #: the nuclei method the nuclear values came from (its ``describe()``: name, licence, key), when
+    #: recorded: features shift between methods, so scoring with another one is worth a warning
+    nuclei_model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.classes = [str(c) for c in self.classes]
@@ -370,6 +374,7 @@ class FeatureSpec:
                         "measures": list(self.nuclear),
                         "stats": list(self.nuclear_stats),
                         "pooling": "tiles of all slides of the patient; tiles without a value ignored",
+                        **({"nuclei_model": dict(self.nuclei_model)} if self.nuclei_model else {}),
                     }
                 }
                 if self.nuclear
@@ -399,6 +404,7 @@ class FeatureSpec:
             source=str(obj.get("source", "tiles")),
             nuclear=list(nuc["measures"]) if nuc else None,
             nuclear_stats=list(nuc.get("stats", DEFAULT_NUCLEAR_STATS)) if nuc else list(DEFAULT_NUCLEAR_STATS),
+            nuclei_model=dict(nuc["nuclei_model"]) if nuc and isinstance(nuc.get("nuclei_model"), Mapping) else None,
         )
 
 

@@ -277,6 +277,12 @@ class Signature:
         return str(self._data.get("cancer_type") or "")
 
     @property
+    def nuclei_model(self) -> dict[str, Any] | None:
+        """The nuclei method its nuclear features came from (``describe()``), when it uses them and it is recorded."""
+        spec = self._spec
+        return dict(spec.nuclei_model) if spec is not None and spec.nuclear and spec.nuclei_model else None
+
+    @property
     def coefficients(self) -> dict[str, float]:
         return dict(zip(self.cox.covariates, map(float, self.cox.beta)))
 

@@ -15,7 +15,9 @@
    head fitted on all training patients.
 4. Per-patient features with the signature library's :class:`FeatureSpec`: TME composition
    (mean probability and argmax fraction per class, tile-weighted over slides) and the MIL
-   histogram + TF-IDF of patch risk and predictions (vocabulary/idf fitted on training patients).
+   histogram + TF-IDF of patch risk and predictions (vocabulary/idf fitted on training patients);
+   with ``nuc``, nuclear features from the nuclei method ``nuclei_model`` names, recorded in the
+   spec so that scoring with another method warns.
 5. :class:`SignatureFitter`: correlation filter -> univariate Cox -> LASSO-Cox -> X-tile cutoff,
    fitted on the training part only.
 6. Held-out evaluation (C-index, group HR, time-dependent AUC; with ``oracle_col`` also the
@@ -52,7 +54,7 @@ from ..inference.risk_head import RISK_HEAD_FILE, RiskHead
 from ..provenance import bundle_record, run_record
 from ..provenance import strict_json as jsonable
 from ..resources import DEFAULT_BUNDLE, cache_dir
-from ..scoring import nuclear_tile_values, shared_engine, slide_tiles
+from ..scoring import nuclear_tile_values, nuclei_method, shared_engine, slide_tiles
 from ..signature import FeatureSpec, SignatureFitter, concordance, hazard_ratio, time_dependent_auc
 from ..signature.cox import screenable_features, stratified_folds
 from ..units import TIME_UNITS, convert_time
@@ -89,6 +91,7 @@ class TrainSettings:
     no_tissue: bool = False
     min_tissue: float | None = None
     name: str | None = None
+    nuclei_model: str | None = None  # nuclei method of the nuc family (a name or model folder; None: the default)
 
     def validate(self) -> None:
         if self.time_unit not in TIME_UNITS:
@@ -224,6 +227,9 @@ def train_signature(
     """Run the whole pipeline and write the new bundle to ``out``; returns the report."""
     s = settings or TrainSettings()
     s.validate()
+    # the nuclei method, resolved before any work (a bad one is a NucleiError); unused without nuc
+    given = nuclei_method(s.nuclei_model) if s.nuclei_model is not None else None
+    nuclei = (given or nuclei_method()) if "nuc" in s.families else None
     t0 = time.perf_counter()
     table = read_cohort(cohort_csv)
     base_path = Path(bundle or DEFAULT_BUNDLE).expanduser()
@@ -294,7 +300,7 @@ def train_signature(
         t_nuc = time.perf_counter()
         for p in pids:
             for key, se in embs[p]:
-                nuclear[key] = nuclear_tile_values(slide_paths[key], se.results)
+                nuclear[key] = nuclear_tile_values(slide_paths[key], se.results, method=nuclei)
         timings_extra["nuclei_s"] = round(time.perf_counter() - t_nuc, 2)
     tiles = {
         p: [slide_tiles(se.results, key, risk=r, nuclear=nuclear.get(key)) for (key, se), r in zip(embs[p], risk[p])]
@@ -309,6 +315,7 @@ def train_signature(
         mil="mil" in s.families,
         source="tiles",
         nuclear=list(NUCLEAR_MEASURES) if "nuc" in s.families else None,
+        nuclei_model=nuclei.describe() if nuclei is not None else None,  # scoring warns on another method
     )
     spec.fit([tiles[p] for p in train_ids])
     X = spec.transform_many(tiles)
@@ -437,6 +444,7 @@ def train_signature(
         dropped_features=dropped,
         timings={"embeddings_s": round(t_emb, 2), **timings_extra, "total_s": round(time.perf_counter() - t0, 2)},
         engine={"amp": engine.amp.name, "device": str(engine.device)},
+        nuclei_model=nuclei.describe() if nuclei is not None else None,
     )
     man["provenance"] = {
         **(man.get("provenance") or {}),
@@ -465,5 +473,6 @@ def train_signature(
         "evaluation": evaluation,
         "timings": record["timings"],
         "n_features_in": len(feat_cols),
+        "nuclei_model": nuclei.describe() if nuclei is not None else None,
     }
     return jsonable(report)
