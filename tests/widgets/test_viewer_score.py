@@ -159,3 +159,23 @@ def test_score_in_context_and_combined_with_clinical_values(make_napari_viewer, 
         panel.set_values({n: ""})
     assert w.apply_clinical() is None and ps.clinical is None and "pathomics-only" in w.status.text()
     assert w.plots.count() == 2
+
+
+def test_the_nuclei_panels_choice_is_the_score_docks(make_napari_viewer, qtbot, tmp_path):
+    """One choice everywhere: the model picked in the Nuclei panel gives the Score dock's nuclear features."""
+    from _bundles import nuclear_signature, tiny_bundle
+    from napari_pathomics.widgets.cells_panel import CellsPanel
+
+    bundle = tiny_bundle(tmp_path / "bundle", signature=nuclear_signature())
+    slide_path = small_slide(tmp_path / "case.svs", seed=1, mpp=0.5)
+    viewer = make_napari_viewer()
+    layer_registry.add_slide(viewer, slide_path)
+    panel = CellsPanel(viewer)
+    w = ScoreWidget(viewer)
+    w.bundle_path.setText(str(bundle.path))
+    _score(qtbot, w)
+    assert w.patient_score.nuclei_model["name"] == "otsu"  # the default
+    panel.model.setCurrentIndex(panel.model.findData("classical"))
+    _score(qtbot, w)
+    assert w.patient_score.nuclei_model["name"] == "classical"
+    assert "nuclei model classical" in w.status.text(), w.status.text()

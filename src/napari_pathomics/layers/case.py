@@ -75,6 +75,7 @@ class Case:
         self.device = "auto"
         self.batch_size = 32
         self.cam_names: tuple[str, ...] = ()  # the activation maps an analysis computes
+        self.nuclei_model: str | None = None  # the Nuclei panel's choice (None: the default), also the Score's
         self.pending_layers: list[LayerTuple] = []  # held back until the slide has drawn
 
     # ------------------------------------------------------------------ slides
@@ -112,6 +113,10 @@ class Case:
         if new != (self.bundle_path, self.device, self.batch_size):
             self.bundle_path, self.device, self.batch_size = new
             self.bundle_changed.emit()
+
+    def set_nuclei_model(self, name: str | None) -> None:
+        """The nuclei method every dock segments with (the panel's chooser; the CLI's ``--nuclei-model``)."""
+        self.nuclei_model = name or None
 
     # ------------------------------------------------------------------ adapted head
     def set_adapted_head(self, bundle_id: str, head: Any | None) -> None:

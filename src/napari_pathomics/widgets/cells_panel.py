@@ -96,6 +96,8 @@ class CellsPanel(QWidget):
             self.model.addItem(f"{name} (default)" if name == DEFAULT_METHOD else name, name)
         self.model.setToolTip("nuclei method; 'monuseg' is CC BY-NC-SA 4.0 (non-commercial), never the default")
         bl.addWidget(self.model)
+        self.case = layer_registry.case_of(napari_viewer)
+        self.model.currentIndexChanged.connect(lambda _: self.case.set_nuclei_model(self.model.currentData()))
         self.run_btn, self.cancel_btn, self.progress, self.status = action_row(
             bl, ("Compute nuclei", self.compute), ("Cancel", self.cancel)
         )

@@ -202,7 +202,10 @@ class ScoreWidget(QWidget):
         patient = self.patient_id.text().strip() or None
         case_type = self.case_type.currentText().strip() or None
         self.cancel_event = threading.Event()
-        head = self.case.adapted_head(bundle.bundle_id)  # the Correct panel's, until saved or reverted
+        head = self.case.adapted_head(bundle.bundle_id)
+        nuclei_model = (
+            self.case.nuclei_model
+        )  # the Nuclei panel's choice  # the Correct panel's, until saved or reverted
 
         @thread_worker(ignore_errors=True)  # errored is reported below; no re-raise into Qt's loop
         def work() -> Any:
@@ -215,6 +218,7 @@ class ScoreWidget(QWidget):
                 progress=lambda msg, frac: None,
                 case_type=case_type,
                 class_head=head,
+                nuclei_model=nuclei_model,
             )
 
         worker = work()
@@ -283,6 +287,11 @@ class ScoreWidget(QWidget):
             + (
                 f" with the tissue classifier adapted in the Correct panel (not saved; head {adapted['digest']})"
                 if adapted
+                else ""
+            )
+            + (
+                f"; nuclear features from nuclei model {nuc['name']} ({nuc['licence']})"
+                if (nuc := ps.nuclei_model)
                 else ""
             )
         )
