@@ -12,20 +12,16 @@ percentile) and of lymphocyte-like ones, and the mean haematoxylin.
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
 from ..errors import ResultsError
-from ..provenance import json_default
-from ..results.status import BACKGROUND, DONE, FAILED, PENDING, STATUS_NAMES
+from ..results.lattice import LatticeResults
+from ..results.status import BACKGROUND, DONE, FAILED, PENDING
 from ..wsi.tiling import TileGrid, scatter
 from .features import NucleusTable, classify
 from .nuclei import NucleiParams
@@ -72,8 +68,12 @@ def _group_median(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 @dataclass
-class NucleiResults:
+class NucleiResults(LatticeResults):
     """Nuclei of one slide × parameters × grid; per-tile arrays are indexed like the grid."""
+
+    KIND = "nuclei"
+    FORMAT = NUCLEI_FORMAT
+    INCONSISTENT = "inconsistent nuclei arrays"
 
     cols: np.ndarray
     rows: np.ndarray
@@ -88,33 +88,12 @@ class NucleiResults:
 
     @classmethod
     def empty(cls, grid: TileGrid, meta: dict[str, Any] | None = None) -> NucleiResults:
-        n = len(grid)
         return cls(
-            cols=np.asarray(grid.cols, np.int64).copy(),
-            rows=np.asarray(grid.rows, np.int64).copy(),
-            origins=grid.origins,
-            tile_size_l0=float(grid.tile_size_l0),
-            n_cols=grid.n_cols,
-            n_rows=grid.n_rows,
-            status=np.zeros(n, dtype=np.int8),
-            tissue_mm2=np.zeros(n),
+            **cls.lattice_fields(grid),
+            tissue_mm2=np.zeros(len(grid)),
             nuclei=NucleusTable.empty(),
             meta=dict(meta or {}),
         )
-
-    def __len__(self) -> int:
-        return int(self.cols.size)
-
-    @property
-    def complete(self) -> bool:
-        return bool(np.all(self.status != PENDING))
-
-    @property
-    def n_done(self) -> int:
-        return int(np.count_nonzero(self.status != PENDING))
-
-    def counts(self) -> dict[str, int]:
-        return {name: int(np.count_nonzero(self.status == code)) for code, name in STATUS_NAMES.items()}
 
     @property
     def params(self) -> NucleiParams:
@@ -128,9 +107,6 @@ class NucleiResults:
         self._pending_count += len(table)
         self.tissue_mm2[i] = tissue_mm2
         self.status[i] = DONE
-
-    def mark(self, i: int, status: int) -> None:
-        self.status[i] = status
 
     def consolidate(self) -> None:
         """Fold tiles added since the last call into the table and refresh the slide-relative flags."""
@@ -186,20 +162,10 @@ class NucleiResults:
         """(n_rows, n_cols) float32 map of per-tile value ``name``; NaN where no tile."""
         return scatter(self.rows, self.cols, self.n_rows, self.n_cols, self.tile_values()[name]).astype(np.float32)
 
-    def tile_at(self, x: float, y: float) -> int | None:
-        c, r = int(math.floor(x / self.tile_size_l0)), int(math.floor(y / self.tile_size_l0))
-        hit = np.flatnonzero((self.cols == c) & (self.rows == r))
-        return int(hit[0]) if hit.size else None
-
     def describe_tile(self, i: int, values: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         """One tile's nuclear read-out (status, then every per-tile value)."""
         v = values if values is not None else self.tile_values()
-        out: dict[str, Any] = {
-            "index": int(i),
-            "x": int(self.origins[i, 0]),
-            "y": int(self.origins[i, 1]),
-            "status": STATUS_NAMES[int(self.status[i])],
-        }
+        out = self.tile_readout(i)
         if self.status[i] == DONE:
             out.update({k: float(v[k][i]) for k in TILE_FEATURES})
         return out
@@ -236,14 +202,7 @@ class NucleiResults:
     # ---- persistence ----------------------------------------------------------------------
     def to_npz_bytes(self) -> bytes:
         self.consolidate()
-        doc = {
-            "format": NUCLEI_FORMAT,
-            "tile_size_l0": self.tile_size_l0,
-            "n_cols": self.n_cols,
-            "n_rows": self.n_rows,
-            "meta": self.meta,
-            "counts": self.counts(),
-        }
+        doc = {**self.lattice_doc(), "meta": self.meta, "counts": self.counts()}
         arrays = {
             "cols": self.cols,
             "rows": self.rows,
@@ -251,50 +210,28 @@ class NucleiResults:
             "status": self.status,
             "tissue_mm2": self.tissue_mm2,
             **self.nuclei.to_arrays(),
-            "meta_json": np.array(json.dumps(doc, allow_nan=False, default=json_default)),
+            "meta_json": self.meta_json(doc),
         }
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # (numpy's stub reads ** as maybe allow_pickle)
-        return buf.getvalue()
-
-    def save(self, path: str | Path) -> Path:
-        return atomic_write_bytes(path, self.to_npz_bytes())
+        return self.npz_bytes(arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> NucleiResults:
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                doc = json.loads(str(z["meta_json"]))
-                if doc.get("format") != NUCLEI_FORMAT:
-                    raise ResultsError(f"{path.name}: nuclei format {doc.get('format')!r}, expected {NUCLEI_FORMAT}")
-                arrays = {k: z[k] for k in z.files}
-            res = cls(
-                cols=arrays["cols"].astype(np.int64),
-                rows=arrays["rows"].astype(np.int64),
-                origins=arrays["origins"].astype(np.int64),
-                tile_size_l0=float(doc["tile_size_l0"]),
-                n_cols=int(doc["n_cols"]),
-                n_rows=int(doc["n_rows"]),
-                status=arrays["status"].astype(np.int8),
-                tissue_mm2=arrays["tissue_mm2"].astype(np.float64),
-                nuclei=NucleusTable.from_arrays(arrays),
-                meta=dict(doc.get("meta", {})),
-            )
-        except ResultsError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-            raise ResultsError(f"{path.name}: not a readable nuclei file ({exc})") from None
-        n = len(res)
-        t = res.nuclei
-        if (
-            res.status.shape != (n,)
-            or res.origins.shape != (n, 2)
-            or (len(t) and (t.tile.max() >= n or t.tile.min() < 0))
-            or t.outline_offsets.shape != (len(t) + 1,)
-        ):
-            raise ResultsError(f"{path.name}: inconsistent nuclei arrays")
-        return res
+        """Read a saved nuclei file; ResultsError if it is not one (or of another format)."""
+        return cls.read_npz(path, cls._from_npz)
+
+    @classmethod
+    def _from_npz(cls, doc: dict[str, Any], z: Any) -> NucleiResults:
+        arrays = {k: z[k] for k in z.files}
+        return cls(
+            **cls.lattice_kwargs(doc, arrays),
+            tissue_mm2=arrays["tissue_mm2"].astype(np.float64),
+            nuclei=NucleusTable.from_arrays(arrays),
+        )
+
+    def shapes_ok(self) -> bool:
+        t, n = self.nuclei, len(self)
+        tiles_ok = not len(t) or (t.tile.max() < n and t.tile.min() >= 0)
+        return bool(tiles_ok) and t.outline_offsets.shape == (len(t) + 1,)
 
 
 __all__ += ["PENDING", "DONE", "FAILED", "BACKGROUND"]

@@ -10,10 +10,7 @@ the file is self-contained) written atomically, plus a human-readable ``.json`` 
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_set, atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import ResultsError
-from ..provenance import json_default, strict_json
+from ..provenance import strict_json
 from ..units import DEFAULT_MPP
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid, scatter, stitch_tiles
 from .export import tiles_csv, tiles_geojson
+from .lattice import LatticeResults
 from .status import BACKGROUND, DONE, FAILED, PENDING, STATUS_NAMES
 
 __all__ = ["PENDING", "DONE", "FAILED", "BACKGROUND", "STATUS_NAMES", "TileResults"]
@@ -43,8 +41,11 @@ def _emb_array(arr: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TileResults:
+class TileResults(LatticeResults):
     """Per-tile results; arrays are indexed like the ``TileGrid`` they were computed on."""
+
+    KIND = "results"
+    FORMAT = RESULTS_FORMAT
 
     cols: np.ndarray  # (N,) int64 lattice column
     rows: np.ndarray  # (N,) int64 lattice row
@@ -71,23 +72,14 @@ class TileResults:
         names, colors = list(class_names), list(class_colors)
         n, c = len(grid), len(names)
         return cls(
-            cols=np.asarray(grid.cols, dtype=np.int64).copy(),
-            rows=np.asarray(grid.rows, dtype=np.int64).copy(),
-            origins=grid.origins,
-            tile_size_l0=float(grid.tile_size_l0),
-            n_cols=grid.n_cols,
-            n_rows=grid.n_rows,
+            **cls.lattice_fields(grid),
             class_names=names,
             class_colors=colors,
             probs=np.full((n, c), np.nan, dtype=np.float32),
             risk=np.full(n, np.nan, dtype=np.float32),
-            status=np.zeros(n, dtype=np.int8),
             stain_fallback=np.zeros(n, dtype=bool),
             meta=dict(meta or {}),
         )
-
-    def __len__(self) -> int:
-        return int(self.cols.size)
 
     def grid(self, slide: Slide) -> TileGrid:
         """The TileGrid these results were computed on, rebuilt on ``slide``.
@@ -123,18 +115,6 @@ class TileResults:
             out[ok] = np.argmax(self.probs[ok], axis=1)
         return out
 
-    @property
-    def n_done(self) -> int:
-        return int(np.count_nonzero(self.status != PENDING))
-
-    @property
-    def complete(self) -> bool:
-        return bool(np.all(self.status != PENDING))
-
-    def counts(self) -> dict[str, int]:
-        """Tiles per status name (for progress and run records)."""
-        return {name: int(np.count_nonzero(self.status == code)) for code, name in STATUS_NAMES.items()}
-
     def lattice(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
         """One value per tile into an (n_rows, n_cols) image (see ``wsi.tiling.scatter``)."""
         return scatter(self.rows, self.cols, self.n_rows, self.n_cols, values, fill)
@@ -160,22 +140,10 @@ class TileResults:
         """
         return stitch_tiles(self.cams[name], self.rows, self.cols, self.n_rows, self.n_cols)
 
-    def tile_at(self, x: float, y: float) -> int | None:
-        """Index of the tile covering level-0 point (x, y), or None (for hover read-outs)."""
-        c, r = int(math.floor(x / self.tile_size_l0)), int(math.floor(y / self.tile_size_l0))
-        hit = np.flatnonzero((self.cols == c) & (self.rows == r))
-        return int(hit[0]) if hit.size else None
-
     def describe_tile(self, i: int) -> dict[str, Any]:
         """One tile's read-out: status, class, risk and probabilities by class name."""
-        st = int(self.status[i])
-        out: dict[str, Any] = {
-            "index": int(i),
-            "x": int(self.origins[i, 0]),
-            "y": int(self.origins[i, 1]),
-            "status": STATUS_NAMES[st],
-        }
-        if st == DONE:
+        out = self.tile_readout(i)
+        if self.status[i] == DONE:
             out["class"] = self.class_names[int(np.argmax(self.probs[i]))]
             out["risk"] = float(self.risk[i])
             out["probs"] = {n: float(p) for n, p in zip(self.class_names, self.probs[i])}
@@ -225,10 +193,7 @@ class TileResults:
     # ---- persistence ----------------------------------------------------------------------
     def _meta_doc(self) -> dict[str, Any]:
         return {
-            "format": RESULTS_FORMAT,
-            "tile_size_l0": self.tile_size_l0,
-            "n_cols": self.n_cols,
-            "n_rows": self.n_rows,
+            **self.lattice_doc(),
             "class_names": self.class_names,
             "class_colors": self.class_colors,
             "cams": sorted(self.cams),
@@ -245,76 +210,42 @@ class TileResults:
             "risk": self.risk,
             "status": self.status,
             "stain_fallback": self.stain_fallback,
-            "meta_json": np.array(json.dumps(strict_json(self._meta_doc()), allow_nan=False, default=json_default)),
+            "meta_json": self.meta_json(self._meta_doc()),
         }
         for name, arr in self.cams.items():
             arrays[f"cam__{name}"] = arr
         if self.emb is not None:
             arrays["emb"] = self.emb
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # (numpy's stub reads ** as maybe allow_pickle)
-        return buf.getvalue()
+        return self.npz_bytes(arrays)
 
     def files(self, name: str = "results.npz") -> dict[str, bytes]:
         """The ``.npz`` and its human-readable ``.json`` sidecar, as bytes (for writing as one set)."""
         sidecar = json.dumps(strict_json(self._meta_doc()), indent=2, allow_nan=False) + "\n"
         return {name: self.to_npz_bytes(), str(Path(name).with_suffix(".json")): sidecar.encode("utf-8")}
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``path`` (.npz) and its ``.json`` sidecar as one set (see ``atomic_write_set``)."""
-        path = Path(path)
-        atomic_write_set(path.parent, self.files(path.name))
-        return path
-
     @classmethod
     def load(cls, path: str | Path) -> TileResults:
         """Read a saved result; ResultsError if the file is not one (or of another format)."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                doc = json.loads(str(z["meta_json"]))
-                if doc.get("format") != RESULTS_FORMAT:
-                    raise ResultsError(f"{path.name}: results format {doc.get('format')!r}, expected {RESULTS_FORMAT}")
-                cams = {k[5:]: z[k].astype(np.float32) for k in z.files if k.startswith("cam__")}
-                res = cls(
-                    cols=z["cols"].astype(np.int64),
-                    rows=z["rows"].astype(np.int64),
-                    origins=z["origins"].astype(np.int64),
-                    tile_size_l0=float(doc["tile_size_l0"]),
-                    n_cols=int(doc["n_cols"]),
-                    n_rows=int(doc["n_rows"]),
-                    class_names=list(doc["class_names"]),
-                    class_colors=list(doc["class_colors"]),
-                    probs=z["probs"].astype(np.float32),
-                    risk=z["risk"].astype(np.float32),
-                    status=z["status"].astype(np.int8),
-                    stain_fallback=z["stain_fallback"].astype(bool),
-                    cams=cams,
-                    meta=dict(doc.get("meta", {})),
-                    emb=_emb_array(z["emb"]) if "emb" in z.files else None,
-                )
-        except ResultsError:
-            raise
-        except (
-            OSError,
-            KeyError,
-            ValueError,
-            TypeError,
-            AttributeError,
-            EOFError,
-            RecursionError,
-            zipfile.BadZipFile,
-        ) as exc:  # torn/empty files (BadZipFile, EOFError) and odd metadata
-            raise ResultsError(f"{path.name}: not a readable results file ({exc})") from None
-        n = len(res)
-        if (
-            res.probs.shape != (n, len(res.class_names))
-            or res.status.shape != (n,)
-            or res.origins.shape != (n, 2)
-            or (res.emb is not None and (res.emb.ndim != 2 or res.emb.shape[0] != n))
-        ):
-            raise ResultsError(f"{path.name}: inconsistent array shapes")
-        return res
+        return cls.read_npz(path, cls._from_npz)
+
+    @classmethod
+    def _from_npz(cls, doc: dict[str, Any], z: Any) -> TileResults:
+        return cls(
+            **cls.lattice_kwargs(doc, z),
+            class_names=list(doc["class_names"]),
+            class_colors=list(doc["class_colors"]),
+            probs=z["probs"].astype(np.float32),
+            risk=z["risk"].astype(np.float32),
+            stain_fallback=z["stain_fallback"].astype(bool),
+            cams={k[5:]: z[k].astype(np.float32) for k in z.files if k.startswith("cam__")},
+            emb=_emb_array(z["emb"]) if "emb" in z.files else None,
+        )
+
+    def shapes_ok(self) -> bool:
+        n = len(self)
+        return self.probs.shape == (n, len(self.class_names)) and (
+            self.emb is None or (self.emb.ndim == 2 and self.emb.shape[0] == n)
+        )
 
     # ---- export (see ``results.export``)
     def csv_text(self) -> str:
