@@ -20,13 +20,9 @@ progress bar and tests consume it alike. Design points:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
-import time
-import warnings
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import NucleiError, PathomicsError, RegionError, ResultsError
-from ..resources import cache_dir
-from ..results.status import BACKGROUND, FAILED, PENDING
+from ..errors import NucleiError, PathomicsError, RegionError
+from ..results.cache import CacheKey, digest_key, load_entry, nuclei_cache_path
+from ..results.run import LatticeRun, Progress
+from ..results.status import BACKGROUND, FAILED
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, stained_pixels, tissue_fraction
@@ -57,7 +54,7 @@ STAIN_SAMPLE_TILES = 12
 
 
 @dataclass
-class NucleiUpdate:
+class NucleiUpdate(Progress):
     """What one step of a run finished."""
 
     indices: np.ndarray  # grid indices finished in this step
@@ -67,15 +64,6 @@ class NucleiUpdate:
     from_cache: bool = False
     elapsed: float = 0.0
 
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-
-def nuclei_cache_path(slide_hash: str, key: str, grid_key: str, root: str | Path | None = None) -> Path:
-    base = Path(root) if root is not None else cache_dir("nuclei")
-    return base / f"{slide_hash[:16]}-{key[:16]}-{grid_key[:16]}.npz"
-
 
 def _params_key(
     params: NucleiParams,
@@ -84,7 +72,7 @@ def _params_key(
     stain: StainVectors | None = None,
     method: str = "classical",
 ) -> str:
-    doc = json.dumps(
+    return digest_key(
         {
             "params": params.to_json(),
             **({"method": method} if method != "classical" else {}),
@@ -92,10 +80,8 @@ def _params_key(
             "margin_um": margin_um,
             "v": 1,
             **({"stain": stain.to_json()} if stain is not None else {}),
-        },
-        sort_keys=True,
+        }
     )
-    return hashlib.sha256(doc.encode()).hexdigest()
 
 
 def sample_tiles(slide: Slide, grid: TileGrid, work_mpp: float, k: int = STAIN_SAMPLE_TILES) -> np.ndarray:
@@ -116,7 +102,7 @@ def sample_tiles(slide: Slide, grid: TileGrid, work_mpp: float, k: int = STAIN_S
     return arr[tissue_fraction(arr) >= DEFAULT_MIN_TILE_TISSUE] if len(arr) else arr
 
 
-class NucleiRun:
+class NucleiRun(LatticeRun[NucleiResults, NucleiUpdate]):
     """One slide's nuclei run: iterate for updates; ``results`` holds what is done."""
 
     def __init__(
@@ -147,6 +133,7 @@ class NucleiRun:
             )
         if not (math.isfinite(work_mpp) and 0.1 <= work_mpp <= 2.0):
             raise NucleiError(f"nuclei are segmented at 0.1–2 µm/px, not {work_mpp}")
+        super().__init__(NucleiResults.KIND, flush_seconds)
         self.slide, self.grid = slide, grid
         self.params = params or NucleiParams()
         self.method = method if method is not None and not isinstance(method, str) else resolve_method(method)
@@ -155,9 +142,6 @@ class NucleiRun:
         self.work_mpp = float(work_mpp)
         self.margin_um = float(margin_um)
         self.cancel = cancel or threading.Event()
-        self.flush_seconds = float(flush_seconds)
-        self.cache_warning: str | None = None
-        self._t0 = time.perf_counter()
         slide_hash = slide.file_hash()
         key = _params_key(self.params, self.work_mpp, self.margin_um, stain, self.method.key)
         meta = {
@@ -173,7 +157,7 @@ class NucleiRun:
             "tile_um": grid.tile_um,
         }
         self.cache_file = nuclei_cache_path(slide_hash, key, grid.key(), cache_dir) if use_cache else None
-        self.results = self._open(meta)
+        self.results = self._open(CacheKey(slide_hash, key, grid.key(), ("params_key",)), meta)
         self.stain: StainVectors | None  # None: estimated from the slide before the first tile
         if stain is not None:
             self.stain, self.reference = stain, self.results.meta.get("reference_threshold")
@@ -183,51 +167,14 @@ class NucleiRun:
             self.reference = self.results.meta.get("reference_threshold")
         else:
             self.stain, self.reference = None, None
-        self._iter: Iterator[NucleiUpdate] | None = None
 
-    def _open(self, meta: dict[str, Any]) -> NucleiResults:
-        if self.cache_file is not None and self.cache_file.is_file():
-            try:
-                res = NucleiResults.load(self.cache_file)
-                m = res.meta
-                if (m.get("slide_hash"), m.get("params_key"), m.get("grid_key")) == (
-                    meta["slide_hash"],
-                    meta["params_key"],
-                    meta["grid_key"],
-                ) and len(res) == len(self.grid):
-                    res.meta.update({k: v for k, v in meta.items() if k != "slide_hash"})
-                    return res
-            except ResultsError:
-                pass  # unreadable cache: recompute (it will be overwritten)
-        return NucleiResults.empty(self.grid, meta)
-
-    # ---- iteration ------------------------------------------------------------------------
-    def __iter__(self) -> NucleiRun:
-        return self
-
-    def __next__(self) -> NucleiUpdate:
-        if self._iter is None:
-            self._iter = self._steps()
-        return next(self._iter)
-
-    def run_all(self) -> NucleiResults:
-        for _ in self:
-            pass
-        return self.results
-
-    def flush(self) -> None:
-        """Write the results so far to the cache (a full or read-only cache warns once and goes on)."""
-        if self.cache_file is None:
-            return
-        try:
-            self.results.save(self.cache_file)
-        except OSError as exc:
-            self.cache_warning = (
-                f"nuclei cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
-                "this run is not cached and will not resume"
-            )
-            warnings.warn(self.cache_warning, RuntimeWarning, stacklevel=2)
-            self.cache_file = None
+    def _open(self, key: CacheKey, meta: dict[str, Any]) -> NucleiResults:
+        """The cached nuclei of this slide × parameters × grid if any, else all tiles pending."""
+        res = load_entry(self.cache_file, NucleiResults.load, key, self.grid)
+        if res is None:
+            return NucleiResults.empty(self.grid, meta)
+        res.meta.update({k: v for k, v in meta.items() if k != "slide_hash"})
+        return res
 
     def _prepare_stain(self) -> None:
         if self.stain is not None and self.reference is not None:
@@ -274,17 +221,17 @@ class NucleiRun:
         tissue_px = float(np.count_nonzero(stained_pixels(core)))
         res.add_tile(i, table.to_level0((ox, oy), scale), tissue_px * mpp_px * mpp_px / 1e6)
 
-    def _steps(self) -> Iterator[NucleiUpdate]:
+    def _steps(self) -> Generator[NucleiUpdate, None, None]:
         res = self.results
         total = len(res)
-        cached = np.flatnonzero(res.status != PENDING)
+        cached = res.settled()
         if cached.size:
-            yield NucleiUpdate(cached, int(cached.size), total, len(res.nuclei), True, self._elapsed())
-        todo = np.flatnonzero(res.status == PENDING)
+            yield NucleiUpdate(cached, int(cached.size), total, len(res.nuclei), True, self.elapsed())
+        todo = res.pending()
         if todo.size == 0:
             return
         self._prepare_stain()
-        last_flush = time.monotonic()
+        self.start_flush_clock()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathomics-nuclei-read")
         try:
             nxt: Future | None = pool.submit(self._read, int(todo[0]))
@@ -298,23 +245,17 @@ class NucleiRun:
                     res.meta.setdefault("errors", []).append(err)
                 else:
                     self._process(int(i), rgb, scale, margin_px)
-                if time.monotonic() - last_flush > self.flush_seconds:
-                    self.flush()
-                    last_flush = time.monotonic()
-                yield NucleiUpdate(np.array([i]), res.n_done, total, res.n_nuclei, False, self._elapsed())
+                self.flush_if_due()
+                yield NucleiUpdate(np.array([i]), res.n_done, total, res.n_nuclei, False, self.elapsed())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             res.consolidate()
             self.flush()
 
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self._t0
-
     def close(self) -> None:
         """Stop early: the results so far are flushed to the cache."""
         self.cancel.set()
-        if self._iter is not None:
-            self._iter.close()  # type: ignore[attr-defined]
+        super().close()
 
 
 def run_nuclei(slide: Slide, grid: TileGrid, **kw: Any) -> NucleiRun:

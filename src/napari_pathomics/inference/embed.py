@@ -9,8 +9,6 @@ inference.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import CohortError
 from ..results import DONE, FAILED, TileResults
+from ..results.cache import digest_key
 from ..wsi.annotations import read_geojson
 from ..wsi.slide import open_slide
 from .analyze import analyze_slide
@@ -30,18 +29,15 @@ __all__ = ["SlideEmbeddings", "backbone_key", "extract_slide"]
 def backbone_key(bundle: Bundle) -> str:
     """Identity of what produces the embeddings: weights, architecture, preprocessing, tiling."""
     m = bundle.manifest["model"]
-    blob = json.dumps(
-        [
-            bundle.file_hashes.get(m["weights"]),
-            m["architecture"],
-            m["input_size"],
-            m["tile_um"],
-            m["mpp"],
-            m["normalization"],
-        ],
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    doc = [
+        bundle.file_hashes.get(m["weights"]),
+        m["architecture"],
+        m["input_size"],
+        m["tile_um"],
+        m["mpp"],
+        m["normalization"],
+    ]
+    return digest_key(doc)[:16]
 
 
 @dataclass

@@ -26,14 +26,12 @@ run's results, statistics and cache file. Design points:
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import threading
 import time
-import warnings
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +40,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..bundle import Bundle
-from ..errors import InferenceError, ResultsError
-from ..results import BACKGROUND, DONE, FAILED, PENDING, TileResults, cache_path, patch_risk, patch_risk_weights
+from ..errors import InferenceError
+from ..results.cache import CacheKey, cache_path, load_entry, tagged_key
+from ..results.risk import patch_risk, patch_risk_weights
+from ..results.run import LatticeRun, Progress
+from ..results.status import BACKGROUND, DONE, FAILED, PENDING
+from ..results.tiles import TileResults
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, is_background
@@ -85,7 +87,7 @@ class Prediction:
 
 
 @dataclass
-class BatchUpdate:
+class BatchUpdate(Progress):
     """What one step of a run finished: for progress bars and streaming layers."""
 
     indices: np.ndarray  # (B,) grid indices finished in this step (done, failed or background)
@@ -99,10 +101,6 @@ class BatchUpdate:
     cams: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B, k, k); NaN rows if none
     from_cache: bool = False
     elapsed: float = 0.0  # seconds since the run started
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
 
 
 @dataclass
@@ -303,10 +301,7 @@ class Engine:
         tags = ([f"tta-{self.tta}"] if self.tta != "none" else []) + (
             [f"head-{self.head_digest}"] if self.head_digest and with_head else []
         )
-        if not tags:
-            return bundle_id
-        # a digest, not a suffix: cache file names keep the first 16 characters of the id
-        return hashlib.sha256(f"{bundle_id}+{'+'.join(tags)}".encode()).hexdigest()[:32]
+        return tagged_key(bundle_id, tags)
 
     def _meta(self, slide: Slide, grid: TileGrid, slide_hash: str, cache_id: str) -> dict[str, Any]:
         return {
@@ -344,11 +339,10 @@ class Engine:
         cache_id = self.cache_id_of(cache_id or self.bundle.bundle_id)
         meta = self._meta(slide, grid, slide_hash, cache_id)
         cache_file = cache_path(slide_hash, cache_id, grid.key(), cache_dir) if use_cache else None
-        if cache_file is not None and cache_file.is_file():
-            res = self._cached(cache_file, slide_hash, cache_id, grid)
-            if res is not None:
-                res.meta.update(meta)
-                return res, cache_file
+        res = self._cached(cache_file, slide_hash, cache_id, grid)
+        if res is not None:
+            res.meta.update(meta)
+            return res, cache_file
         if (
             cache_file is not None
             and self.class_head is not None
@@ -360,23 +354,13 @@ class Engine:
         return TileResults.empty(grid, self.bundle.class_names, self.bundle.class_colors, meta), cache_file
 
     @staticmethod
-    def _cached(path: Path, slide_hash: str, cache_id: str, grid: TileGrid) -> TileResults | None:
+    def _cached(path: Path | None, slide_hash: str, cache_id: str, grid: TileGrid) -> TileResults | None:
         """The cached results at ``path`` if they are this slide × ``cache_id`` × grid (None otherwise)."""
-        try:
-            res = TileResults.load(path)
-        except ResultsError:
-            return None  # unreadable cache: recompute (it will be overwritten)
-        m = res.meta
-        if (
-            (m.get("slide_hash"), m.get("cache_id", m.get("bundle_id")), m.get("grid_key"))
-            == (slide_hash, cache_id, grid.key())
-            and len(res) == len(grid)
-            and np.array_equal(res.cols, grid.cols)
-            and np.array_equal(res.rows, grid.rows)
-        ):
-            res.status[res.status == FAILED] = PENDING  # a tile that failed to decode is read again
-            return res
-        return None
+        key = CacheKey(slide_hash, cache_id, grid.key(), ("cache_id", "bundle_id"))
+        res = load_entry(path, TileResults.load, key, grid)
+        if res is not None:
+            res.mark(res.failed_mask, PENDING)  # a tile that failed to decode is read again
+        return res
 
     def _derived(
         self, slide_hash: str, grid: TileGrid, cache_dir: str | Path | None, meta: dict[str, Any]
@@ -395,10 +379,7 @@ class Engine:
             for i in (*own, adapt.get("root_bundle_id"), adapt.get("base_bundle_id"))
             if i
         ):
-            path = cache_path(slide_hash, base_id, grid.key(), cache_dir)
-            if not path.is_file():
-                continue
-            base = self._cached(path, slide_hash, base_id, grid)
+            base = self._cached(cache_path(slide_hash, base_id, grid.key(), cache_dir), slide_hash, base_id, grid)
             if (
                 base is None
                 or base.emb is None
@@ -502,7 +483,7 @@ class Engine:
         return _Prepared(idx, x, keep, failed, background, fallback, time.perf_counter() - t0, errors)
 
 
-class InferenceRun(Iterator[BatchUpdate]):
+class InferenceRun(LatticeRun[TileResults, BatchUpdate]):
     """One slide's run: iterate for updates; ``results``, ``stats`` and ``cache_file`` describe it."""
 
     def __init__(
@@ -519,6 +500,7 @@ class InferenceRun(Iterator[BatchUpdate]):
         cache_id: str | None = None,
         emb_dtype: str = "float16",
     ) -> None:
+        super().__init__(TileResults.KIND, engine.flush_seconds)
         self.engine = engine
         self.slide = slide
         self.grid = grid
@@ -526,41 +508,10 @@ class InferenceRun(Iterator[BatchUpdate]):
         self.cams = cams
         self.embeddings = embeddings
         self.emb_dtype = np.dtype(emb_dtype)
-        self.t_start = time.perf_counter()
         self.results, self.cache_file = engine.open_results(slide, grid, cache_dir, use_cache, cache_id)
         for name in cams:
             self.results.ensure_cam(name, engine.cam_size)
         self.stats: dict[str, float] = {}
-        self.cache_warning: str | None = None
-        self._gen: Generator[BatchUpdate, None, None] | None = None
-
-    def __next__(self) -> BatchUpdate:
-        if self._gen is None:
-            self._gen = self._steps()
-        return next(self._gen)
-
-    def close(self) -> None:
-        """Stop early (a consumer that breaks off): the results so far are flushed to the cache."""
-        if self._gen is not None:
-            self._gen.close()
-
-    def flush(self) -> None:
-        """Write the current results to the cache atomically (no-op without a cache).
-
-        A cache folder that is full or read-only does not stop the run: it goes on uncached, and
-        ``cache_warning`` (also a RuntimeWarning) says so once.
-        """
-        if self.cache_file is None:
-            return
-        try:
-            self.results.save(self.cache_file)
-        except OSError as exc:
-            self.cache_warning = (
-                f"results cache {self.cache_file.parent} is not writable ({exc.strerror or exc}); "
-                "this run is not cached and will not resume"
-            )
-            warnings.warn(self.cache_warning, RuntimeWarning, stacklevel=2)
-            self.cache_file = None
 
     def _todo(self) -> np.ndarray:
         res = self.results
@@ -573,7 +524,7 @@ class InferenceRun(Iterator[BatchUpdate]):
 
     def _steps(self) -> Generator[BatchUpdate, None, None]:
         eng, res = self.engine, self.results
-        cached = np.flatnonzero(res.status != PENDING)
+        cached = res.settled()
         if cached.size:
             yield self._update(cached, np.array([], dtype=np.int64), np.array([], dtype=np.int64), from_cache=True)
         if res.meta.get("derived_from") and self.cache_file is not None and not self.cache_file.is_file():
@@ -611,8 +562,7 @@ class InferenceRun(Iterator[BatchUpdate]):
                 pending.append(pool.submit(eng._prepare, slides, self.grid, batches[nxt], origins))
                 nxt += 1
 
-        last_flush = time.perf_counter()
-        flush_cost = 0.0
+        self.start_flush_clock()
         t_loop = time.perf_counter()
         try:
             for _ in range(eng.prefetch):
@@ -642,12 +592,7 @@ class InferenceRun(Iterator[BatchUpdate]):
                 upd_cams = self._process(prep)
                 stats["batches"] += 1
                 upd = self._update(prep.idx, prep.idx[prep.failed], prep.idx[prep.background], cams=upd_cams)
-                # flush every flush_seconds, but never spend more than ~5 % of the run writing
-                if time.perf_counter() - last_flush >= max(eng.flush_seconds, 20 * flush_cost):
-                    tf = time.perf_counter()
-                    self.flush()
-                    flush_cost = time.perf_counter() - tf
-                    last_flush = time.perf_counter()
+                self.flush_if_due()
                 yield upd
         finally:
             for f in pending:
@@ -720,7 +665,7 @@ class InferenceRun(Iterator[BatchUpdate]):
             total=len(res),
             cams=cams,
             from_cache=from_cache,
-            elapsed=time.perf_counter() - self.t_start,
+            elapsed=self.elapsed(),
         )
 
 

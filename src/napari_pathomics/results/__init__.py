@@ -1,4 +1,4 @@
-"""Per-tile results: TileResults and its file, their lattice base, the one patch-risk definition, cache, exports."""
+"""Per-tile results: TileResults and its file, their lattice base and run, the one patch-risk definition, cache, exports."""
 
 from ..lazy import lazy_exports
 
@@ -7,7 +7,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
     {
         "cache_path": "cache",
         "cache_root": "cache",
+        "nuclei_cache_path": "cache",
         "LatticeResults": "lattice",
+        "LatticeRun": "run",
         "read_csv": "export",
         "tiles_csv": "export",
         "tiles_geojson": "export",

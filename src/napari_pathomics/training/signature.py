@@ -53,7 +53,8 @@ from ..inference.embed import SlideEmbeddings, backbone_key, extract_slide
 from ..inference.risk_head import RISK_HEAD_FILE, RiskHead
 from ..provenance import bundle_record, run_record
 from ..provenance import strict_json as jsonable
-from ..resources import DEFAULT_BUNDLE, cache_dir
+from ..resources import DEFAULT_BUNDLE
+from ..results.cache import cache_root
 from ..scoring import nuclear_tile_values, nuclei_method, shared_engine, slide_tiles
 from ..signature import FeatureSpec, SignatureFitter, concordance, hazard_ratio, time_dependent_auc
 from ..signature.cox import screenable_features, stratified_folds
@@ -243,7 +244,7 @@ def train_signature(
     train_ids, test_ids = split_patients(pids, ev, s.test_fraction, s.seed)
     base = Bundle.load(bundle or DEFAULT_BUNDLE)
     engine, _ = shared_engine(base, device=s.device, batch_size=s.batch_size, amp=s.amp, num_threads=s.threads)
-    emb_cache = Path(s.cache_dir) if s.cache_dir else cache_dir("embeddings")
+    emb_cache = Path(s.cache_dir) if s.cache_dir else cache_root("embeddings")
 
     # 1. embeddings per slide (cached)
     t_emb = time.perf_counter()
