@@ -14,6 +14,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Engine": "engine",
         "InferenceRun": "engine",
         "Prediction": "engine",
+        "PatchRisk": "risk_head",
+        "bundle_patch_risk": "risk_head",
         "SlideRun": "analyze",
         "analyze_slide": "analyze",
         "plan_slide": "analyze",

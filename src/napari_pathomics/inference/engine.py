@@ -42,7 +42,6 @@ import numpy as np
 from ..bundle import Bundle
 from ..errors import InferenceError
 from ..results.cache import CacheKey, cache_path, load_entry, tagged_key
-from ..results.risk import patch_risk, patch_risk_weights
 from ..results.run import LatticeRun, Progress
 from ..results.status import BACKGROUND, DONE, FAILED, PENDING
 from ..results.tiles import TileResults
@@ -56,7 +55,7 @@ from .device import AmpChoice, autocast, choose_amp, configure_threads, select_d
 from .head import ClassHead, apply_head, load_class_head
 from .preprocess import preprocess_batch
 from .reader import ThreadSlides, read_tiles
-from .risk_head import load_risk_head
+from .risk_head import RiskHead, bundle_patch_risk
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -178,8 +177,7 @@ class Engine:
         self.flush_seconds = float(flush_seconds)
         self.reader_nice = int(reader_nice)
         check_values(bundle)  # the values validate-bundle checks (stain reference, patch-risk weights), before any work
-        self.weights = patch_risk_weights(bundle)
-        self.risk_head = load_risk_head(bundle)  # None: risk = class-weighted probabilities
+        self.patch_risk = bundle_patch_risk(bundle)  # its risk head, else class-weighted probabilities
         self.class_head = load_class_head(bundle)  # an adapted bundle's head (None: the weights' own)
         self.head_digest: str | None = None  # set for a head given in memory (with_class_head)
         self.keep_embeddings = bool(keep_embeddings)  # every computed tile's embedding goes into the results
@@ -189,6 +187,16 @@ class Engine:
         self._net: PatchModel | None = None
         self._amp: AmpChoice | None = None
         self._cam: GradCamRunner | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(C,) per-class patch-risk weights (the risk activation map's target, the risk without a head)."""
+        return self.patch_risk.weights
+
+    @property
+    def risk_head(self) -> RiskHead | None:
+        """The bundle's patch-risk head (None: risk = class-weighted probabilities)."""
+        return self.patch_risk.head
 
     # ---- model ----------------------------------------------------------------------------
     @property
@@ -265,7 +273,7 @@ class Engine:
             logits = net.logits(feats)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()[:n]
         emb = feats.float().reshape(feats.shape[0], -1).cpu().numpy()[:n]
-        risk = patch_risk(probs, self.weights) if self.risk_head is None else self.risk_head.predict(emb)
+        risk = self.patch_risk(probs, emb)
         return Prediction(probs, risk, emb)
 
     def predict_tensor(self, x: "torch.Tensor") -> np.ndarray:
@@ -319,7 +327,7 @@ class Engine:
             "slide_mpp": list(slide.mpp),
             "risk_weights": [float(w) for w in self.weights],
             "cam_size": self.cam_size,
-            "risk_source": "risk_head" if self.risk_head is not None else "class_weights",
+            "risk_source": self.patch_risk.source,
         }
 
     def open_results(
@@ -387,9 +395,7 @@ class Engine:
                 or list(base.class_names) != self.bundle.class_names
             ):
                 continue
-            res = apply_head(
-                base, self.class_head, self.weights, self.risk_head, meta={**meta, "derived_from": base_id}
-            )
+            res = apply_head(base, self.class_head, self.patch_risk, meta={**meta, "derived_from": base_id})
             res.class_colors = list(self.bundle.class_colors)
             return res
         return None

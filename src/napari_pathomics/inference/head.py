@@ -23,8 +23,8 @@ from safetensors.numpy import save
 
 from ..bundle import Bundle
 from ..errors import BundleError
-from ..results import DONE, PENDING, TileResults, patch_risk
-from .risk_head import MAX_HEAD_VALUE, RiskHead
+from ..results import DONE, PENDING, TileResults
+from .risk_head import MAX_HEAD_VALUE, PatchRisk, RiskHead
 
 __all__ = ["ClassHead", "HEAD_FILE", "load_class_head", "apply_head", "softmax"]
 
@@ -113,17 +113,18 @@ def load_class_head(bundle: Bundle) -> ClassHead | None:
 def apply_head(
     results: TileResults,
     head: ClassHead,
-    risk_weights: np.ndarray,
+    risk: PatchRisk | np.ndarray,
     risk_head: RiskHead | None = None,
     meta: dict | None = None,
 ) -> TileResults:
     """A copy of ``results`` whose probabilities and patch risk come from ``head`` on the kept embeddings.
 
-    Tiles with an embedding get new probabilities (and risk: the risk head on the embedding, else
-    the class weights on the probabilities); classified tiles without one become pending (a run
+    Tiles with an embedding get new probabilities and risk (``risk``: the engine's ``PatchRisk``,
+    or class weights with an optional ``risk_head``); classified tiles without one become pending (a run
     computes them); background and failed tiles stay as they are. CAMs depend on the head and are
     dropped (a run recomputes those asked for). Nothing touches the backbone.
     """
+    patch_risk = risk if isinstance(risk, PatchRisk) else PatchRisk(np.asarray(risk), risk_head)
     out = copy.copy(results)
     out.probs = results.probs.copy()
     out.risk = results.risk.copy()
@@ -144,7 +145,7 @@ def apply_head(
         emb = results.emb[idx].astype(np.float32)
         probs = head.probs(emb)
         out.probs[idx] = probs
-        out.risk[idx] = patch_risk(probs, risk_weights) if risk_head is None else risk_head.predict(emb)
+        out.risk[idx] = patch_risk(probs, emb)
     lost = done & ~has
     out.status[lost] = PENDING
     out.probs[lost] = np.nan

@@ -6,7 +6,10 @@ Bundles made by ``pathomics train-signature`` declare it in their manifest::
                   "definition": "sigmoid(((emb - mean) / scale) · weight + bias)", ...}
 
 The engine evaluates it in the same forward pass as the classifier, so the viewer, ``pathomics
-score`` and ``score-cohort`` all see the same per-patch risk.
+score`` and ``score-cohort`` all see the same per-patch risk. Whether a bundle's patch risk is
+its head or its class weights is decided in one place, ``bundle_patch_risk``, and computed by
+one function, ``PatchRisk.__call__``: the engine's forward pass and a head applied to cached
+embeddings (``inference.head.apply_head``) both go through it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from safetensors.numpy import save
 
 from ..bundle import Bundle
 from ..errors import BundleError
+from ..results.risk import patch_risk, patch_risk_weights
+
+__all__ = ["RISK_HEAD_FILE", "RiskHead", "load_risk_head", "PatchRisk", "bundle_patch_risk"]
 
 RISK_HEAD_FILE = "risk_head.safetensors"
 #: Bounds that keep ``(emb - mean) / scale @ weight`` finite in float64 for any finite float32 embedding.
@@ -81,3 +87,28 @@ def load_risk_head(bundle: Bundle) -> RiskHead | None:
     if big or abs(head.bias) > MAX_HEAD_VALUE:
         raise BundleError(f"{name}: risk head {(big or ['bias'])[0]} above ±{MAX_HEAD_VALUE:g} (it would overflow)")
     return head
+
+
+@dataclass(eq=False)
+class PatchRisk:
+    """How a bundle's patch risk is computed: its risk head on the embeddings, else class weights on the probabilities.
+
+    The class weights are kept either way: the risk activation map (Grad-CAM's target) uses them.
+    """
+
+    weights: np.ndarray  # (C,) per-class patch-risk weights (``results.patch_risk_weights``)
+    head: RiskHead | None = None
+
+    @property
+    def source(self) -> str:
+        """What the risk comes from, as run records name it."""
+        return "risk_head" if self.head is not None else "class_weights"
+
+    def __call__(self, probs: np.ndarray, emb: np.ndarray) -> np.ndarray:
+        """(B,) patch risk in [0, 1] of tiles with class probabilities ``probs`` (B, C) and embeddings ``emb`` (B, D)."""
+        return patch_risk(probs, self.weights) if self.head is None else self.head.predict(emb)
+
+
+def bundle_patch_risk(bundle: Bundle) -> PatchRisk:
+    """The bundle's patch risk: its risk head if it declares one, else its signature's (or model's) class weights."""
+    return PatchRisk(patch_risk_weights(bundle), load_risk_head(bundle))

@@ -798,9 +798,7 @@ def fit_and_apply(
     result = adapt_head(data.emb, data.y, base_head(engine), engine.bundle.class_names, cfg)
     meta = {"adapted": True, "adapted_labels": result.n}
     with one_blas_thread():  # small GEMMs: BLAS's thread pool only fights torch's for the cores
-        refreshed = {
-            p: apply_head(b, result.head, engine.weights, engine.risk_head, meta=meta) for p, b in (bases or {}).items()
-        }
+        refreshed = {p: apply_head(b, result.head, engine.patch_risk, meta=meta) for p, b in (bases or {}).items()}
     return Adapted(result, data, dict(bases or {}), refreshed)
 
 
