@@ -49,7 +49,7 @@ def part_tcga(repeats: int, bootstrap: int, seed: int) -> dict:
 
     from napari_pathomics.resources import DEFAULT_BUNDLE, TCGA_COHORT_CSV
     from napari_pathomics.signature import Signature, SignatureFitter, tcga_feature_spec
-    from napari_pathomics.signature.compare import fit_plain_cox
+    from napari_pathomics.signature._compare import fit_plain_cox
     from napari_pathomics.signature.cox import concordance, stratified_folds
 
     table = pd.read_csv(TCGA_COHORT_CSV).rename(columns={c: f"tme_mean_{c}" for c in CLASSES})

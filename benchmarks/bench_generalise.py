@@ -49,7 +49,7 @@ from napari_pathomics.inference.engine import TTA_MODES, Engine, tta_views  # no
 from napari_pathomics.inference.preprocess import preprocess_batch, resize_batch_uint8  # noqa: E402
 from napari_pathomics.inference.stain import MacenkoNormalizer  # noqa: E402
 from napari_pathomics.resources import DATA_DIR, DEFAULT_BUNDLE  # noqa: E402
-from napari_pathomics.training.augment import AugmentConfig  # noqa: E402
+from napari_pathomics.training._augment import AugmentConfig  # noqa: E402
 from napari_pathomics.training.patch import TrainConfig, _batched, _plain, fit_recipe  # noqa: E402
 from napari_pathomics.wsi.images import IMAGE_SUFFIXES, read_rgb  # noqa: E402
 

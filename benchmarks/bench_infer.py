@@ -102,7 +102,7 @@ def subset_grid(grid, n: int):
 
 def bench_model(engine, xs, amp: str) -> float:
     """Model alone, as the engine calls it (``predict_tensor``), on preprocessed batches: img/s."""
-    from napari_pathomics.inference.device import choose_amp
+    from napari_pathomics.inference._device import choose_amp
 
     engine._amp = choose_amp(engine.model, engine.device, engine.bundle.input_size, amp)
     engine.predict_tensor(xs[0])
@@ -114,7 +114,7 @@ def bench_model(engine, xs, amp: str) -> float:
 
 def bench_cam(engine, x) -> dict:
     """Grad-CAM (risk target) and a forward, alternated on one batch: seconds per tile."""
-    from napari_pathomics.inference.device import choose_amp
+    from napari_pathomics.inference._device import choose_amp
 
     engine._amp = choose_amp(engine.model, engine.device, engine.bundle.input_size, "bf16")
     engine._cam = None
@@ -133,7 +133,7 @@ def bench_prepare(engine, slide, grid, n_batches: int, normalize: bool = True) -
     """Reading (+ background check + Macenko + z-score) alone on one thread: tiles/s."""
     import torch
 
-    from napari_pathomics.inference.reader import ThreadSlides
+    from napari_pathomics.inference._reader import ThreadSlides
 
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -201,10 +201,10 @@ def run_for(bundle, slide, full_grid, args, label: str) -> dict:
     """
     import torch
 
-    from napari_pathomics.inference.device import tune_allocator
+    from napari_pathomics.inference._device import tune_allocator
+    from napari_pathomics.inference._reader import ThreadSlides
     from napari_pathomics.inference.engine import Engine
     from napari_pathomics.inference.preprocess import preprocess_batch
-    from napari_pathomics.inference.reader import ThreadSlides
 
     tune_allocator()  # what the engine does on CPU runs; parts measured under the same allocator
     grid = subset_grid(full_grid, args.tiles)

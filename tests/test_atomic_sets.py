@@ -26,9 +26,9 @@ from napari_pathomics import atomic
 from napari_pathomics.atomic import atomic_write_set
 from napari_pathomics.bundle import Bundle, staged_bundle, validate_bundle, write_bundle
 from napari_pathomics.cli import main as cli_main
+from napari_pathomics.cohort._task import DONE_NAME, slide_dir
 from napari_pathomics.cohort.batch import score_cohort
 from napari_pathomics.cohort.table import read_cohort
-from napari_pathomics.cohort.task import DONE_NAME, slide_dir
 from napari_pathomics.resources import DEFAULT_BUNDLE
 
 

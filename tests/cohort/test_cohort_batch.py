@@ -21,10 +21,10 @@ from _bundles import tiny_bundle
 from _cli import CLI
 from _slides import textured_he
 from napari_pathomics.cli import main
+from napari_pathomics.cohort._task import DONE_NAME, RESULTS_NAME, slide_dir
 from napari_pathomics.cohort.batch import score_cohort
 from napari_pathomics.cohort.generator import CohortSpec, make_cohort
 from napari_pathomics.cohort.table import read_cohort
-from napari_pathomics.cohort.task import DONE_NAME, RESULTS_NAME, slide_dir
 from napari_pathomics.inference.engine import Engine
 from napari_pathomics.results import TileResults
 from napari_pathomics.wsi.slide import open_slide

@@ -12,7 +12,7 @@ from shapely.geometry import box
 from _bundles import tiny_bundle
 from _slides import small_slide
 from napari_pathomics.cli import main
-from napari_pathomics.cohort.task import ScoreOptions, score_slide
+from napari_pathomics.cohort._task import ScoreOptions, score_slide
 from napari_pathomics.errors import TilingError
 from napari_pathomics.inference import analyze
 from napari_pathomics.inference.analyze import analyze_slide, plan_slide

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from _slides import textured_he
+from napari_pathomics.inference._cam import RISK_CAM, GradCamRunner, RiskTarget, make_targets
 from napari_pathomics.inference.backbones import build_model
-from napari_pathomics.inference.cam import RISK_CAM, GradCamRunner, RiskTarget, make_targets
 from napari_pathomics.inference.engine import Engine
 from napari_pathomics.layers import grid_transform
 from napari_pathomics.results import DONE, patch_risk, patch_risk_weights

@@ -15,9 +15,9 @@ from _bundles import CLASSES, tiny_bundle
 from _slides import small_slide
 from napari_pathomics.cli import main as cli_main
 from napari_pathomics.errors import InferenceError
-from napari_pathomics.inference.device import AMP_PROB_TOL, choose_amp
+from napari_pathomics.inference._device import AMP_PROB_TOL, choose_amp
+from napari_pathomics.inference._reader import read_tiles
 from napari_pathomics.inference.engine import Engine
-from napari_pathomics.inference.reader import read_tiles
 from napari_pathomics.results import BACKGROUND, DONE, FAILED, PENDING, TileResults, read_csv
 from napari_pathomics.wsi.slide import open_slide
 from napari_pathomics.wsi.tiling import plan_for_bundle, plan_tiles

@@ -11,8 +11,7 @@ import pytest
 
 from napari_pathomics.errors import ClinicalError, SignatureError
 from napari_pathomics.signature import Signature, SignatureFitter
-from napari_pathomics.signature.clinical import ClinicalSpec, Declared, parse_clinical
-from napari_pathomics.signature.compare import (
+from napari_pathomics.signature._compare import (
     _null_log_likelihood,
     bootstrap_delta_c,
     comparable_pairs,
@@ -20,6 +19,7 @@ from napari_pathomics.signature.compare import (
     likelihood_ratio_test,
     pair_concordance,
 )
+from napari_pathomics.signature.clinical import ClinicalSpec, Declared, parse_clinical
 from napari_pathomics.signature.cox import concordance, fit_lasso_cox
 from napari_pathomics.signature.model import signature_problems
 

@@ -7,7 +7,7 @@ import pytest
 from lifelines.statistics import logrank_test
 
 from napari_pathomics.errors import SignatureError
-from napari_pathomics.signature.cutoff import find_cutoff, lausen_schumacher_p, logrank_scores, logrank_statistics
+from napari_pathomics.signature._cutoff import find_cutoff, lausen_schumacher_p, logrank_scores, logrank_statistics
 
 
 def _planted(n: int = 500, cut: float = 0.6, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ from napari_pathomics.errors import BundleError, PathomicsError, SignatureError
 from napari_pathomics.resources import DEFAULT_BUNDLE
 from napari_pathomics.scoring.tiles import score_tiles
 from napari_pathomics.signature import FeatureSpec, Signature, SignatureFitter, SlideTiles
-from napari_pathomics.signature.evaluate import hazard_ratio, km_by_group, time_dependent_auc
+from napari_pathomics.signature._evaluate import hazard_ratio, km_by_group, time_dependent_auc
 
 
 @pytest.fixture(scope="module")

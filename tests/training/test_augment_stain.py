@@ -6,7 +6,7 @@ import numpy as np
 
 from napari_pathomics.inference.stain import estimate_stain
 from napari_pathomics.resources import DATA_DIR
-from napari_pathomics.training.augment import AugmentConfig, augment_tile, macenko_jitter
+from napari_pathomics.training._augment import AugmentConfig, augment_tile, macenko_jitter
 from napari_pathomics.wsi.images import read_rgb
 
 TILE = DATA_DIR / "tiles" / "nct-crc-he" / "TUM" / "VAL7K_TUM-TCGA-KECNIDCQ.png"

@@ -106,7 +106,7 @@ def test_bad_training_input(tmp_path: Path) -> None:
 
 
 def test_augmentation_is_seeded_and_changes_pixels() -> None:
-    from napari_pathomics.training.augment import augment_tile
+    from napari_pathomics.training._augment import augment_tile
     from napari_pathomics.wsi.images import read_rgb as read_image
 
     img = read_image(next((resources.NCT_TILES_DIR / "TUM").iterdir()))

@@ -7,7 +7,7 @@ a :class:`~napari_pathomics.cells.nuclei.Segmentation` and says what it is (name
 outputs, reports and JSON.
 
 Names: ``classical`` (``cells.nuclei``: adaptive haematoxylin contrast + watershed), ``otsu``
-(``cells.otsu``: the plain baseline), the shipped learned models by name (``resources.NUCLEI_MODELS``:
+(``cells._otsu``: the plain baseline), the shipped learned models by name (``resources.NUCLEI_MODELS``:
 ``monuseg``, CC BY-NC-SA 4.0, opt-in only), or a path to a model folder a user trained.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 from ..errors import NucleiError
 from ..resources import NUCLEI_MODELS
 from ..wsi.tissue import stained_pixels
+from ._otsu import segment_otsu
 from .learned import segment_learned
 from .model_folder import NucleiModel, load_model_folder
 from .nuclei import MAX_MPP, NucleiParams, Segmentation, check_he, segment_nuclei
-from .otsu import segment_otsu
 from .stain import StainVectors, haematoxylin, slide_stain
 
 __all__ = [
@@ -119,7 +119,7 @@ class Classical:
 
 @dataclass(frozen=True)
 class Otsu:
-    """``cells.otsu``: the plain haematoxylin Otsu + distance-transform watershed baseline."""
+    """``cells._otsu``: the plain haematoxylin Otsu + distance-transform watershed baseline."""
 
     name: str = "otsu"
 

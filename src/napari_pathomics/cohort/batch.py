@@ -1,11 +1,11 @@
 """``score-cohort``: every slide of a cohort table scored on dask.distributed, resumably.
 
-* **Slides are tasks** (``cohort.task``): one model per worker process, one slide at a time per
+* **Slides are tasks** (``cohort._task``): one model per worker process, one slide at a time per
   process, a failing slide recorded and the others going on.
 * **Same numbers everywhere.** The precision is resolved once here (``--amp auto`` probes on the
   client) and passed to every worker, so all slides of a run use the same dtype; with the same
   bundle, device, precision and torch threads the distributed results equal a direct engine run
-  bit for bit (tested). ``patients.csv`` is computed through ``scoring`` (``cohort.patients``).
+  bit for bit (tested). ``patients.csv`` is computed through ``scoring`` (``cohort._patients``).
 * **Resume.** Slides whose ``done.json`` still matches are skipped; the engine's own cache
   (``cache/``) resumes a slide interrupted mid-run.
 """
@@ -27,10 +27,10 @@ from ..outputs import OutputError, check_output_dir
 from ..provenance import bundle_record, now_iso, run_record
 from ..resources import DEFAULT_BUNDLE
 from ..scoring import load_signature, nuclei_method, nuclei_model_warning
-from .cluster import default_parallelism, run_tasks
-from .patients import write_patient_table
+from ._cluster import default_parallelism, run_tasks
+from ._patients import write_patient_table
+from ._task import ScoreOptions, completed_record, patient_feature_spec
 from .table import CohortRow, CohortTable
-from .task import ScoreOptions, completed_record, patient_feature_spec
 
 __all__ = ["score_cohort", "resolve_amp", "RUN_KIND"]
 

@@ -10,7 +10,7 @@ run's results, statistics and cache file. Design points:
   runs (JPEG decoding, cv2 and numpy release the GIL); each reader thread has its own handle on
   the slide file, so nothing is shared with the viewer's dask reads.
 * The model runs under ``inference_mode`` in channels_last, with bf16/fp16 autocast only where
-  :func:`~napari_pathomics.inference.device.choose_amp` found it correct and faster.
+  :func:`~napari_pathomics.inference._device.choose_amp` found it correct and faster.
 * One forward pass gives the embeddings, the class probabilities and the patch risk (the
   bundle's risk head, or ``results.patch_risk`` of the probabilities). The embeddings are kept
   with the results (float16) so a new head applies to a whole slide without the backbone; an
@@ -48,13 +48,13 @@ from ..results.tiles import TileResults
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, is_background
+from ._cam import GradCamRunner, make_targets, validate_cam_names
+from ._device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
+from ._reader import ThreadSlides, read_tiles
 from .backbones import PatchModel, build_model, set_classifier
-from .cam import GradCamRunner, make_targets, validate_cam_names
 from .checks import check_forward, check_values
-from .device import AmpChoice, autocast, choose_amp, configure_threads, select_device, tune_allocator
 from .head import ClassHead, apply_head, load_class_head
 from .preprocess import preprocess_batch
-from .reader import ThreadSlides, read_tiles
 from .risk_head import RiskHead, bundle_patch_risk
 
 if TYPE_CHECKING:  # pragma: no cover

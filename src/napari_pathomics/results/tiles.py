@@ -24,7 +24,7 @@ from ..provenance import strict_json
 from ..units import DEFAULT_MPP
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid, scatter, stitch_tiles
-from .export import tiles_csv, tiles_geojson
+from ._export import tiles_csv, tiles_geojson
 from .lattice import LatticeResults
 from .status import BACKGROUND, DONE, FAILED, PENDING, STATUS_NAMES
 
@@ -247,7 +247,7 @@ class TileResults(LatticeResults):
             self.emb is None or (self.emb.ndim == 2 and self.emb.shape[0] == n)
         )
 
-    # ---- export (see ``results.export``)
+    # ---- export (see ``results._export``)
     def csv_text(self) -> str:
         return tiles_csv(self)
 

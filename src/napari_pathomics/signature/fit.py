@@ -20,8 +20,10 @@ import pandas as pd
 from ..errors import ClinicalError, SignatureError
 from ..provenance import versions
 from ..units import DAYS_PER_UNIT, DEFAULT_HORIZONS
+from ._compare import adjusted_hazard_ratios, bootstrap_delta_c, fit_combined, fit_plain_cox, likelihood_ratio_test
+from ._cutoff import find_cutoff
+from ._evaluate import hazard_ratio, km_by_group, time_dependent_auc
 from .clinical import ClinicalSpec, Declared, canonical, fill_imputed, parse_clinical
-from .compare import adjusted_hazard_ratios, bootstrap_delta_c, fit_combined, fit_plain_cox, likelihood_ratio_test
 from .cox import (
     DEFAULT_PENALIZERS,
     FrozenCox,
@@ -31,8 +33,6 @@ from .cox import (
     stratified_folds,
     univariate_screen,
 )
-from .cutoff import find_cutoff
-from .evaluate import hazard_ratio, km_by_group, time_dependent_auc
 from .features import FeatureSpec
 from .model import SCHEMA_VERSION, SIGNATURE_KIND, Signature
 

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ClinicalError, SignatureError
+from ._compare import cox_table, likelihood_ratio_test
+from ._evaluate import hazard_ratio, km_curve
 from .clinical import canonical, is_missing, shown
-from .compare import cox_table, likelihood_ratio_test
-from .evaluate import hazard_ratio, km_curve
 from .fit import validate_survival
 
 MIN_EVENTS = 10

@@ -23,11 +23,11 @@ from jsonschema import Draft202012Validator
 
 from ..atomic import atomic_write_text
 from ..errors import ClinicalError, SignatureError
+from ._evaluate import percentile
+from ._values import MAX_PATCH_RISK_WEIGHT, size_problems, value_problems
 from .clinical import ClinicalSpec
 from .cox import FrozenCox
-from .evaluate import percentile
 from .features import FeatureSpec
-from .values import MAX_PATCH_RISK_WEIGHT, size_problems, value_problems
 
 SIGNATURE_KIND = "pathomics-signature"
 SCHEMA_VERSION = 1

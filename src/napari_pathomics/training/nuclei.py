@@ -44,7 +44,7 @@ from ..cells.model_folder import write_model_folder
 from ..cells.stain import haematoxylin
 from ..cells.unet import DEFAULT_DECODER, DEFAULT_ENCODER, OUTPUTS, build_unet
 from ..wsi.normalize import MacenkoNormalizer
-from .pretrained import load_imagenet_efficientnet_lite0
+from ._pretrained import load_imagenet_efficientnet_lite0
 
 __all__ = [
     "TrainConfig",

@@ -36,8 +36,8 @@ from ..inference.stain import MacenkoNormalizer
 from ..provenance import run_record
 from ..units import DEFAULT_MPP, DEFAULT_TILE_PX, DEFAULT_TILE_UM
 from ..wsi.images import IMAGE_SUFFIXES, ImageError, read_rgb
-from .augment import AugmentConfig, augment_batch
-from .pretrained import load_imagenet_efficientnet_lite0
+from ._augment import AugmentConfig, augment_batch
+from ._pretrained import load_imagenet_efficientnet_lite0
 
 __all__ = [
     "TrainConfig",

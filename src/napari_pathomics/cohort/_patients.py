@@ -19,8 +19,8 @@ from ..results import TileResults
 from ..scoring import load_signature, nuclear_tile_values, nuclei_method, score_tiles, slide_tiles, tile_features
 from ..signature import Signature
 from ..tables import safe_cell
+from ._task import RESULTS_NAME, one_line, patient_feature_spec, slide_dir
 from .table import CohortTable
-from .task import RESULTS_NAME, one_line, patient_feature_spec, slide_dir
 
 __all__ = ["write_patient_table"]
 

@@ -20,8 +20,8 @@ from typing import Any
 from tqdm import tqdm
 
 from ..errors import CohortError
+from ._task import ScoreOptions, one_line, score_slide, warm_worker
 from .table import CohortRow
-from .task import ScoreOptions, one_line, score_slide, warm_worker
 
 __all__ = ["default_parallelism", "worker_config", "run_tasks"]
 

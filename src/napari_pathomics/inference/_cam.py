@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import InferenceError
 from ..results.risk import risk_range, weighted_risk
 from ..results.status import RISK_CAM
+from ._device import autocast
 from .backbones import resolve_layer
-from .device import autocast
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
