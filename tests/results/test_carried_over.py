@@ -111,3 +111,30 @@ def test_a_forged_memo_is_not_believed(tmp_path, monkeypatch) -> None:
         memo.write_text(json.dumps(forged))
         assert file_fingerprint(f) == true
     assert len(calls) == 3  # each forged memo made it hash the file again
+
+
+def test_nuclei_tiles_that_failed_mid_rewrite_are_read_again(tmp_path) -> None:
+    from napari_pathomics.cells.run import run_nuclei
+
+    slide = _slide(tmp_path / "n.svs")
+    good = slide.read_bytes()
+    with tifffile.TiffFile(slide) as tf:
+        page = tf.pages[0]
+        spans = [(page.dataoffsets[i], page.databytecounts[i]) for i in (0, 1, 4, 5)]
+    bundle_ = Bundle.load(tiny_bundle(tmp_path / "b").path)
+    with open_slide(slide) as s:
+        grid = plan_for_bundle(s, bundle_, tissue=False)
+        run = run_nuclei(s, grid, method="otsu")  # fingerprint of the good file ...
+        with open(slide, "r+b") as fh:  # ... then the file is rewritten under the run
+            for off, n in spans:
+                fh.seek(off)
+                fh.write(b"\x00" * n)
+        run.run_all()
+    failed = run.results.counts()["failed"]
+    assert failed > 0
+    slide.write_bytes(good)  # restored
+    with open_slide(slide) as s:
+        again = run_nuclei(s, grid, method="otsu")
+        assert again.results.counts()["failed"] == 0 and again.results.pending().size == failed  # read again
+        again.run_all()
+    assert again.results.counts()["failed"] == 0, "nuclei tiles that failed during the rewrite were kept as failed"

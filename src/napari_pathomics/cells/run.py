@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import NucleiError, PathomicsError, RegionError
 from ..results.cache import CacheKey, digest_key, load_entry, nuclei_cache_path
 from ..results.run import LatticeRun, Progress
-from ..results.status import BACKGROUND, FAILED
+from ..results.status import BACKGROUND, FAILED, PENDING
 from ..wsi.slide import Slide
 from ..wsi.tiling import TileGrid
 from ..wsi.tissue import DEFAULT_MIN_TILE_TISSUE, stained_pixels, tissue_fraction
@@ -174,6 +174,8 @@ class NucleiRun(LatticeRun[NucleiResults, NucleiUpdate]):
         if res is None:
             return NucleiResults.empty(self.grid, meta)
         res.meta.update({k: v for k, v in meta.items() if k != "slide_hash"})
+        res.mark(res.failed_mask, PENDING)  # a tile that failed to decode is read again, as the engine does
+        res.meta.pop("errors", None)
         return res
 
     def _prepare_stain(self) -> None:
