@@ -31,7 +31,7 @@ from typing import Any, TypedDict, cast
 from ..bundle import Bundle
 from ..errors import ClinicalError, SignatureError
 from ..inference.checks import check_values
-from ..signature import Signature
+from ..signature import Signature, SignatureScore
 from ..signature.clinical import canonical, is_missing
 from ..signature.combined import score_combined
 from .context import group_headline, group_wording, model_evidence, validated_evidence
@@ -45,6 +45,7 @@ __all__ = [
     "clean_values",
     "combined_score",
     "interplay_docs",
+    "combined_as_score",
     "patient_level",
     "RESEARCH_ONLY",
 ]
@@ -118,6 +119,21 @@ class CombinedResult(_CombinedRequired, total=False):
     """What :func:`combined_score` gives (``PatientScore.clinical``; the ``clinical`` key of the JSON)."""
 
     image_only: _Side
+
+
+def combined_as_score(c: CombinedResult) -> SignatureScore:
+    """The combined result as a :class:`SignatureScore` (what the survival plots draw, in the dock and the report)."""
+    curve = c.get("survival_curve") or {}
+    return SignatureScore(
+        risk=c["risk"],
+        percentile=c["percentile"],
+        group=c["group"],
+        cutoff=c["cutoff"],
+        survival_at=dict(c.get("survival") or {}),
+        curve_times=list(curve.get("times", [])),
+        curve_survival=list(curve.get("survival", [])),
+        time_unit=c.get("time_unit", "days"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

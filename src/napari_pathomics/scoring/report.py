@@ -28,11 +28,11 @@ from ..errors import SignatureError
 from ..outputs import OutputError, check_output
 from ..provenance import now_iso, strict_json
 from ..results import TileResults
-from ..signature import Signature, SignatureScore
+from ..signature import Signature
 from ..units import years_label
 from ..wsi.annotations import Annotation
 from ..wsi.slide import Slide, open_slide
-from .combined import RESEARCH_ONLY, interplay_docs, load_clinical_signature
+from .combined import RESEARCH_ONLY, combined_as_score, interplay_docs, load_clinical_signature
 from .context import case_context
 from .patient import PatientScore, ordinal
 from .plots import composition_figure, figure_png, interplay_figure, plain_text, survival_figure
@@ -263,17 +263,7 @@ def _clinical_section(score: PatientScore, sig: Signature, combined: Signature |
     ]
     figs: list[bytes] = []
     if combined is not None:
-        curve = c.get("survival_curve") or {}
-        sc = SignatureScore(
-            risk=c["risk"],
-            percentile=c["percentile"],
-            group=c["group"],
-            cutoff=c["cutoff"],
-            survival_at=dict(c.get("survival") or {}),
-            curve_times=list(curve.get("times", [])),
-            curve_survival=list(curve.get("survival", [])),
-            time_unit=c.get("time_unit", "days"),
-        )
+        sc = combined_as_score(c)
         figs.append(
             figure_png(
                 survival_figure(

@@ -13,25 +13,9 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QVBoxLayout
 
-from ..scoring.combined import CombinedResult, interplay_docs
+from ..scoring.combined import combined_as_score, interplay_docs
 from ..scoring.plots import composition_figure, interplay_figure, survival_figure
-from ..signature import SignatureScore
 from .controls import clear_layout
-
-
-def _combined_as_score(c: CombinedResult) -> SignatureScore:
-    """The combined result in the shape ``survival_figure`` draws."""
-    curve = c.get("survival_curve") or {}
-    return SignatureScore(
-        risk=c["risk"],
-        percentile=c["percentile"],
-        group=c["group"],
-        cutoff=c["cutoff"],
-        survival_at=dict(c.get("survival") or {}),
-        curve_times=list(curve.get("times", [])),
-        curve_survival=list(curve.get("survival", [])),
-        time_unit=c.get("time_unit", "days"),
-    )
 
 
 def score_figures(ps: Any, signature: Any, combined: Any, width_in: float) -> list[Figure]:
@@ -42,7 +26,7 @@ def score_figures(ps: Any, signature: Any, combined: Any, width_in: float) -> li
         figs.append(
             survival_figure(
                 combined,
-                _combined_as_score(c),
+                combined_as_score(c),
                 figsize=(width_in, 3.6),
                 patient_label="this patient (pathomics + clinical)",
                 title="Combined model",
