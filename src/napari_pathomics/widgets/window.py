@@ -117,7 +117,10 @@ def bring_into_view(widget: QWidget) -> None:
 
 def _scroll_to(area: QScrollArea, widget: QWidget, margin: int = 8) -> None:
     """All of ``widget`` in ``area``'s view, or its top when it is taller than the view."""
-    content = area.widget()
+    try:
+        content = area.widget()
+    except RuntimeError:  # the dock was closed before the layout settled
+        return
     if content is None:
         return
     top = widget.mapTo(content, QPoint(0, 0)).y()
