@@ -49,7 +49,7 @@ def test_only_the_per_slide_step_plans_a_run() -> None:
     callers = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if _calls(p, {"analyze_slide"})}
     assert {
         "scoring/patient.py",
-        "cohort/task.py",
+        "cohort/_task.py",
         "cli/infer.py",
         "inference/embed.py",
         "widgets/analyze_widget.py",
