@@ -93,7 +93,7 @@ def measure(method_name: str, items: list, label: str, verbose: bool = True) -> 
     return mean
 
 
-def train_own(data: Path, folds: int, epochs: int | None, threads: int | None = None) -> None:
+def train_own(data: Path, folds: int, epochs: int | None, threads: int | None = None, keep: Path | None = None) -> None:
     """Cross-validated train-nuclei on monuseg-train: train on the other folds, measure on one."""
     items = monuseg(data)
     names = [it[0] for it in items]
@@ -129,6 +129,9 @@ def train_own(data: Path, folds: int, epochs: int | None, threads: int | None = 
                 flush=True,
             )
             res.append(measure(str(t / "model"), [it for it in items if it[0] in test], f"own fold {k + 1}"))
+            if keep is not None:  # the fold's model, to try inference settings on its unseen images later
+                shutil.copytree(t / "model", keep / f"fold{k + 1}", dirs_exist_ok=True)
+                (keep / f"fold{k + 1}" / "test.txt").write_text("\n".join(sorted(test)) + "\n")
     n = [len(names[k::folds]) for k in range(folds)]
     mean = {key: float(np.average([r[key] for r in res], weights=n)) for key in ("dice", "aji", "pq")}
     print(f"train-own cross-validated ({folds} folds by image, 13 monuseg-train images): " + json.dumps(mean))
@@ -144,9 +147,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of each training")
     ap.add_argument("--quiet", action="store_true", help="means only")
+    ap.add_argument("--keep", type=Path, default=None, help="with --train-own: keep each fold's model here")
     args = ap.parse_args()
     if args.train_own:
-        train_own(args.data, args.folds, args.epochs, args.threads)
+        train_own(args.data, args.folds, args.epochs, args.threads, args.keep)
         return
     sets = {"monuseg": ("monuseg-train", monuseg), "dsb": ("dsb held-out", dsb_heldout)}
     for s in args.sets.split(","):
