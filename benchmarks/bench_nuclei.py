@@ -131,7 +131,7 @@ def train_own(data: Path, folds: int, epochs: int | None, threads: int | None = 
             res.append(measure(str(t / "model"), [it for it in items if it[0] in test], f"own fold {k + 1}"))
             if keep is not None:  # the fold's model, to try inference settings on its unseen images later
                 shutil.copytree(t / "model", keep / f"fold{k + 1}", dirs_exist_ok=True)
-                (keep / f"fold{k + 1}" / "test.txt").write_text("\n".join(sorted(test)) + "\n")
+                (keep / f"fold{k + 1}.test.txt").write_text("\n".join(sorted(test)) + "\n")
     n = [len(names[k::folds]) for k in range(folds)]
     mean = {key: float(np.average([r[key] for r in res], weights=n)) for key in ("dice", "aji", "pq")}
     print(f"train-own cross-validated ({folds} folds by image, 13 monuseg-train images): " + json.dumps(mean))
