@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from _cli import CLI, assert_one_line, run_cli
@@ -219,6 +219,7 @@ csv_text = st.lists(
 
 
 @FAST
+@example("slide_path,a.svs,roi_path,patient_id\npatient_id,patient_id,\x00,patient_id")  # a NUL in a path
 @given(csv_text | st.text(max_size=80))
 def test_cohort_csv_only_cohort_error(tmp_path_factory, text: str) -> None:
     d = tmp_path_factory.mktemp("c")

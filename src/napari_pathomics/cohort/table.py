@@ -150,8 +150,11 @@ def read_cohort(path: str | Path, *, allow_missing: bool = False) -> CohortTable
             raise CohortError(f"{path.name} line {n}: empty patient_id")
         if not sp:
             raise CohortError(f"{path.name} line {n}: empty slide_path for patient {pid!r}")
-        slide = _resolve(base, sp)
         roi_text = get.get("roi_path", "")
+        for column, text in (("slide_path", sp), ("roi_path", roi_text)):
+            if "\x00" in text:  # no file system takes it; pathlib would raise ValueError
+                raise CohortError(f"{path.name} line {n}: {column} holds a NUL character")
+        slide = _resolve(base, sp)
         roi = _resolve(base, roi_text) if roi_text else None
         ident = _identity(slide)
         if (pid, ident) in seen_rows:
