@@ -99,3 +99,36 @@ def test_an_interrupted_run_resumes_after_its_last_epoch(tmp_path: Path) -> None
     assert said[0].startswith("resuming after epoch 1") and [h["epoch"] for h in state["history"]] == [1, 2]
     with pytest.raises(ValueError, match="other settings"):
         train_nuclei(samples[:1], tmp_path / "w", TrainConfig(**{**cfg.__dict__, "crop": 96}), val=samples[1:])
+
+
+def test_the_moving_average_is_kept_and_resumed(tmp_path: Path) -> None:
+    """A run cut after each epoch ends with the same averaged weights as one that was not cut."""
+    pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from napari_pathomics.training.nuclei import Sample, TrainConfig, train_nuclei
+
+    p = sorted((DSB / "images").glob("*.png"))[0]
+    s = Sample(
+        p.stem,
+        np.asarray(Image.open(p).convert("RGB")),
+        np.asarray(Image.open(DSB / "labels" / p.name)).astype(np.int32),
+        0.3,
+    )
+    cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch=2, crop=64, pretrained=False, ema=0.5, bf16=False)
+    whole, _ = train_nuclei([s], tmp_path / "whole", cfg, val=[])
+
+    def cut(step: int, total: int, figures: dict) -> None:
+        if step == 3:  # the first step of the second epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_nuclei([s], tmp_path / "cut", cfg, val=[], progress=cut)
+    resumed, _ = train_nuclei([s], tmp_path / "cut", cfg, val=[])
+    ck = load_file(str(tmp_path / "cut" / "checkpoint.safetensors"))
+    raw = {k[6:]: v for k, v in ck.items() if k.startswith("model.")}
+    avg = {k[4:]: v for k, v in ck.items() if k.startswith("ema.")}
+    for k, v in resumed.state_dict().items():
+        assert np.allclose(v.numpy(), whole.state_dict()[k].numpy(), atol=1e-5), k
+        assert np.allclose(v.numpy(), avg[k].numpy())
+    assert any(not np.allclose(raw[k].numpy(), avg[k].numpy()) for k in raw if raw[k].is_floating_point())

@@ -2,7 +2,7 @@
 
 DATA holds ``images/<name>.png`` with ``labels/<name>.png`` (16-bit instance labels) or QuPath
 GeoJSON nucleus detections beside the images. A validation split by image (at least one image)
-picks the best epoch and tunes the post-processing. Checkpoints go to ``.<MODEL_DIR>.train``
+picks the best epoch, gives the model's figures and, from three images on, tunes the post-processing. Checkpoints go to ``.<MODEL_DIR>.train``
 beside the output after every epoch: a killed run resumes when the same command is run again.
 The model folder is written whole at the end (``cells.model_folder``), ready for
 ``pathomics nuclei --nuclei-model MODEL_DIR``.
@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--val-fraction",
         type=FRACTION,
         default=0.15,
-        help="share of the images held out to pick the best epoch and tune post-processing (default 0.15, at least one; 0: none)",
+        help="share of the images held out to pick the best epoch (and, from 3 images on, tune post-processing); default 0.15, at least one; 0: none",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="model name (default: the folder name)")
