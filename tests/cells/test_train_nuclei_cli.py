@@ -69,6 +69,11 @@ def test_train_then_segment_with_the_new_model(tmp_path: Path) -> None:
     assert validate_model_folder(out) == []
     man = json.loads((out / "manifest.json").read_text())
     assert man["licence"] == "CC0-1.0" and len(man["training"]["data"]["validation"]) == 1
+    # figures from a run that held the validation image out; the model itself trained again on all
+    assert "val_aji" in man["training"]["validation_run"]["history"][0]
+    assert man["training"]["data"]["refit_on_all"] and len(man["training"]["data"]["train"]) == len(
+        list((d / "images").glob("*.png"))
+    )
     assert not (tmp_path / ".model.train").exists()  # the checkpoint folder goes once the model is written
     img = sorted((d / "images").glob("*.png"))[0]
     r = run_cli("nuclei", img, "--mpp", "0.3", "--out", tmp_path / "o", "--nuclei-model", out, "--json", timeout=600)

@@ -41,7 +41,7 @@ class PostParams:
     """Thresholds of the post-processing (stored in each model's manifest; tuned per model)."""
 
     foreground: float = 0.5  # nucleus probability above which a pixel is nucleus
-    marker: float = 0.5  # distance × (1 − boundary) above which a pixel seeds a nucleus
+    marker: float = 0.45  # distance × (1 − boundary) above which a pixel seeds a nucleus
     min_marker_px: int = 3  # smaller seeds are dropped (noise peaks), at model resolution
     min_area_px: int = 8  # smaller nuclei are dropped, at model resolution
 

@@ -1,8 +1,11 @@
 """``pathomics train-nuclei DATA --out MODEL_DIR``: train a learned nuclei model on labelled H&E images.
 
 DATA holds ``images/<name>.png`` with ``labels/<name>.png`` (16-bit instance labels) or QuPath
-GeoJSON nucleus detections beside the images. A validation split by image (at least one image)
-picks the best epoch, gives the model's figures and, from three images on, tunes the post-processing. Checkpoints go to ``.<MODEL_DIR>.train``
+GeoJSON nucleus detections beside the images. A first run holds out a validation split by image
+(at least one image): it gives the model's figures on images it did not see and, from three images
+on, tunes the post-processing. The model that ships is then trained again on every image with the
+same schedule (``--no-refit``: keep the first run's best epoch instead), because with a dozen
+images the held-out one is worth more as training data than as a judge. Checkpoints go to ``.<MODEL_DIR>.train``
 beside the output after every epoch: a killed run resumes when the same command is run again.
 The model folder is written whole at the end (``cells.model_folder``), ready for
 ``pathomics nuclei --nuclei-model MODEL_DIR``.
@@ -43,11 +46,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.restart and work.exists():
         shutil.rmtree(work)
     torch.set_num_threads(args.threads) if args.threads else None
-    bar = progress_bar(cfg.epochs * cfg.steps_per_epoch, quiet=args.quiet, unit="step")
+    refit = bool(val) and not args.no_refit
+    per_run = cfg.epochs * cfg.steps_per_epoch
+    bar = progress_bar(per_run * (2 if refit else 1), quiet=args.quiet, unit="step")
+    done = 0  # steps of the runs before this one
 
     def progress(step: int, total: int, fig: dict[str, float]) -> None:
         if bar is not None:
-            bar.n = step
+            bar.n = done + step
             bar.set_postfix_str(f"loss {fig['loss']:.3f}", refresh=True)
 
     def log(msg: str) -> None:
@@ -65,6 +71,16 @@ def _train(args: argparse.Namespace) -> int:
             progress=progress,
             log=log,
         )
+        ref = state.get("stain_reference")
+        norm = MacenkoNormalizer.from_dict(ref) if ref else None
+        post, figs = tune_post(net, val, cfg.mpp, norm) if val else (None, {})
+        if refit:
+            log(
+                f"validation Dice {figs['dice']:.3f}, AJI {figs['aji']:.3f}; training again on all {len(samples)} images"
+            )
+            done, held_out = per_run, state
+            net, state = train_nuclei(samples, work / "all", cfg, val=[], progress=progress, log=log)
+            state["validation_run"] = {"best_epoch": held_out.get("best_epoch"), "history": held_out["history"]}
     except KeyboardInterrupt:
         raise CancelledError(f"training interrupted; run the same command again to resume from {work}") from None
     except ValueError as exc:
@@ -72,15 +88,13 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    ref = state.get("stain_reference")
-    norm = MacenkoNormalizer.from_dict(ref) if ref else None
-    post, figs = tune_post(net, val, cfg.mpp, norm) if val else (None, {})
     data = {
         "folder": str(args.data),
         "images": len(samples),
         "nuclei": int(sum(int(s.labels.max()) for s in samples)),
-        "train": [s.name for s in train],
+        "train": [s.name for s in (samples if refit else train)],
         "validation": [s.name for s in val],
+        "refit_on_all": refit,
         "mpp": args.mpp,
     }
     export_model(
@@ -92,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
         licence=args.licence,
         attribution=args.attribution,
         data=data,
-        figures={"validation": figs} if figs else {},
+        figures={"validation": {**figs, "images": [s.name for s in val]}} if figs else {},
         post=post,
     )
     probs = validate_model_folder(out)
@@ -132,6 +146,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--attribution", default="", help="attribution the training data requires")
     p.add_argument("--threads", type=POSITIVE_INT, default=None, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="ship the held-out run's best epoch instead of training again on all images",
+    )
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights (no train extra needed)")
     p.add_argument("--restart", action="store_true", help="discard the checkpoint of an earlier run and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
