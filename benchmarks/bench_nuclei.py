@@ -149,6 +149,10 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="means only")
     ap.add_argument("--keep", type=Path, default=None, help="with --train-own: keep each fold's model here")
     args = ap.parse_args()
+    if not (args.data / "monuseg-train" / "labels").is_dir():
+        sys.exit(
+            f"bench_nuclei: no {args.data / 'monuseg-train' / 'labels'}; give --data (the shared data/nuclei folder)"
+        )
     if args.train_own:
         train_own(args.data, args.folds, args.epochs, args.threads, args.keep)
         return
