@@ -137,3 +137,26 @@ def test_the_moving_average_is_kept_and_resumed(tmp_path: Path) -> None:
         assert np.allclose(v.numpy(), whole.state_dict()[k].numpy(), atol=1e-5), k
         assert np.allclose(v.numpy(), avg[k].numpy())
     assert any(not np.allclose(raw[k].numpy(), avg[k].numpy()) for k in raw if raw[k].is_floating_point())
+
+
+def test_post_processing_is_tuned_only_from_three_validation_images() -> None:
+    """One image's best thresholds follow that image; from three on they are tuned, else the defaults stay."""
+    torch = pytest.importorskip("torch")
+    from napari_pathomics.cells.learned import PostParams
+    from napari_pathomics.training.nuclei import TUNE_MIN_IMAGES, Sample, tune_post
+
+    yy, xx = np.mgrid[:64, :64]
+    cheb = np.maximum(abs(yy - 31.5), abs(xx - 31.5))
+    truth = (cheb < 10).astype(np.int32)  # one 20-px nucleus
+    fg = np.where(truth > 0, 0.95, np.where(cheb < 14, 0.55, 0.02))  # a faint 4-px halo around it
+    maps = np.stack([np.log(fg / (1 - fg)), np.full(fg.shape, -10.0), np.clip(1 - cheb / 10, 0, 1)])
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):  # the same maps whatever the input
+            return torch.from_numpy(maps.astype(np.float32))[None]
+
+    s = Sample("a", np.full((64, 64, 3), 200, np.uint8), truth, 0.5)
+    kept, figs = tune_post(Fixed(), [s], 0.5)
+    assert kept == PostParams() and figs["aji"] < 0.6  # the halo counts at the default 0.5
+    tuned, figs = tune_post(Fixed(), [s] * TUNE_MIN_IMAGES, 0.5)
+    assert tuned.foreground > 0.55 and figs["aji"] > 0.95
