@@ -18,6 +18,7 @@ optimiser moments, progress), so a killed run resumes where the last epoch ended
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -299,8 +300,6 @@ def _with_weights(net: Any, ema: dict[str, Any] | None) -> Any:
     """``net`` itself, or a copy carrying the averaged weights."""
     if ema is None:
         return net
-    import copy
-
     avg = copy.deepcopy(net)
     avg.load_state_dict(ema)
     return avg
