@@ -3,10 +3,10 @@
 DATA holds ``images/<name>.png`` with ``labels/<name>.png`` (16-bit instance labels) or QuPath
 GeoJSON nucleus detections beside the images. A first run holds out a validation split by image
 (at least one image): it gives the model's figures on images it did not see and, from three images
-on, tunes the post-processing. The model that ships is then trained again on every image with the
-same schedule (``--no-refit``: keep the first run's best epoch instead), because with a dozen
-images the held-out one is worth more as training data than as a judge. Checkpoints go to ``.<MODEL_DIR>.train``
-beside the output after every epoch: a killed run resumes when the same command is run again.
+on, tunes the post-processing. The model written is then trained again on every image with the
+same schedule, so that no labelled image is left out of it (``--no-refit``: keep the first run's
+best epoch instead). Checkpoints go to ``.<MODEL_DIR>.train`` beside the output after every
+epoch: a killed run, in either part, resumes when the same command is run again.
 The model folder is written whole at the end (``cells.model_folder``), ready for
 ``pathomics nuclei --nuclei-model MODEL_DIR``.
 """

@@ -9,8 +9,9 @@ foreground, the inner rim of each nucleus, and each nucleus' distance transform 
 
 Loss: BCE + soft Dice on the foreground, BCE on the rim, MSE on the distance. ``pale_weight``
 can make pale nuclei (haematoxylin below the image's typical nucleus) weigh more in every term;
-it is off by default because it moved no cross-validated figure on MoNuSeg. What is validated and exported is an exponential moving
-average of the weights, steadier than any single epoch of a small training set.
+it is off by default because it moved no cross-validated figure on MoNuSeg. What is validated
+and exported is an exponential moving average of the weights, steadier than any single epoch
+of a small training set.
 
 Checkpoints are safetensors files written atomically after every epoch (weights, their average,
 optimiser moments, progress), so a killed run resumes where the last epoch ended.
