@@ -464,8 +464,8 @@ def export_model(
     return write_model_folder(out, net.state_dict(), manifest, text)
 
 
-#: Fewer validation images than this keep the default post-processing: thresholds tuned on one or
-#: two images follow that image's stain and density, and cost AJI on the next ones (bench_nuclei).
+#: Fewer validation images than this keep the default post-processing: thresholds tuned on a single
+#: image fit it and cost AJI on unseen ones (docs/benchmarks.md); three is a floor, not a tuned value.
 TUNE_MIN_IMAGES = 3
 
 
