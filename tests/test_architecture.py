@@ -40,6 +40,7 @@ GROUND = {
     "tables",
     "outputs",
     "lazy",
+    "dihedral",
     "__init__",
 }
 #: Third-party packages slow or optional enough to import only where they are used.

@@ -89,6 +89,33 @@ def test_tiled_prediction_covers_the_whole_image(tiny_model: Path) -> None:
     assert np.all(np.isfinite(maps)) and np.count_nonzero(maps[0] == 0) == 0  # every tile's centre written
 
 
+def test_flipped_views_average_the_maps_of_each_flip_brought_back(tiny_model: Path) -> None:
+    net = load_model_folder(tiny_model).network()
+    rgb = np.ascontiguousarray(np.tile(_dsb()[0], (2, 2, 1))[:192, :192])  # one tile, no padding to mirror
+    plain = predict_maps(net, rgb, tile=192)
+    mirrored = predict_maps(net, np.ascontiguousarray(rgb[:, ::-1]), tile=192)[:, :, ::-1]
+    both = predict_maps(net, rgb, tile=192, views=2)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(sig(both[:2]), (sig(plain[:2]) + sig(mirrored[:2])) / 2, atol=1e-4)
+    np.testing.assert_allclose(both[2], (plain[2] + mirrored[2]) / 2, atol=1e-4)
+    assert np.abs(both - plain).max() > 1e-3  # a random network is not flip-invariant: the views count
+    with pytest.raises(ValueError, match="views"):
+        predict_maps(net, rgb, views=3)
+
+
+def test_a_model_runs_with_the_views_its_manifest_names(tiny_model: Path, tmp_path: Path) -> None:
+    one = _copy(tiny_model, tmp_path / "one")
+    man = json.loads((one / "manifest.json").read_text())
+    man["post"]["views"] = 1
+    (one / "manifest.json").write_text(json.dumps(man))
+    a, b = load_model_folder(tiny_model), load_model_folder(one)
+    assert a.post.views == PostParams().views and b.post.views == 1
+    assert a.key != b.key  # cached results of one are never served for the other
+    man["post"]["views"] = 3
+    (one / "manifest.json").write_text(json.dumps(man))
+    assert any("views" in p for p in validate_model_folder(one))
+
+
 def _copy(src: Path, dst: Path) -> Path:
     import shutil
 

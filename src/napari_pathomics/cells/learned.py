@@ -4,6 +4,10 @@ The network (``cells.unet``) sees every image at the model's µm/px (0.5 by defa
 H&E StarDist): inputs are resampled to it and the labels brought back to the input's grid. Large
 images run in overlapping tiles whose centres are kept, so memory stays bounded and seams vanish.
 
+Each tile can be seen turned and flipped (``PostParams.views``, up to its 8 symmetries) and the
+maps averaged (probabilities, not logits): a nucleus cut in two by one view's marker is usually
+whole in the others, so averaged maps split and miss fewer nuclei, at one pass per view.
+
 Post-processing is one marker watershed at the model's resolution: markers are the connected
 peaks of ``distance × (1 − boundary)`` inside the predicted foreground, flooded over ``−distance``
 within it. At the input's resolution the labels are the nearest-upsampled labels clipped to the
@@ -18,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..dihedral import VIEW_COUNTS, dihedral_view, undo_dihedral_view
 from ..wsi.normalize import MacenkoNormalizer
 
 __all__ = [
@@ -36,14 +41,19 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+#: Views of new models and of manifests that name none (see docs/benchmarks.md).
+DEFAULT_VIEWS = 4
+
+
 @dataclass(frozen=True)
 class PostParams:
-    """Thresholds of the post-processing (stored in each model's manifest; tuned per model)."""
+    """How a model's maps become labels: views per tile and thresholds (stored in each model's manifest)."""
 
     foreground: float = 0.5  # nucleus probability above which a pixel is nucleus
     marker: float = 0.45  # distance × (1 − boundary) above which a pixel seeds a nucleus
     min_marker_px: int = 3  # smaller seeds are dropped (noise peaks), at model resolution
     min_area_px: int = 8  # smaller nuclei are dropped, at model resolution
+    views: int = DEFAULT_VIEWS  # symmetric views of each tile averaged (1, 2, 4 or 8; see ``dihedral``)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +94,7 @@ def segment_learned(
     cancel: Any = None,
 ) -> np.ndarray:
     """Instance labels of ``rgb`` (at ``mpp``) on its own grid."""
-    maps = predict_maps(net, model_input(rgb, mpp, model_mpp, normaliser), cancel=cancel)
+    maps = predict_maps(net, model_input(rgb, mpp, model_mpp, normaliser), cancel=cancel, views=post.views)
     lab = postprocess(maps, post)
     return labels_at(lab, _sigmoid(maps[0]), rgb.shape[:2], post.foreground)
 
@@ -141,16 +151,25 @@ def labels_at(labels: np.ndarray, fg_prob: np.ndarray, shape: tuple[int, int], t
 
 
 def predict_maps(
-    net: Any, rgb: np.ndarray, tile: int = 512, overlap: int = 32, bf16: bool | None = None, cancel: Any = None
+    net: Any,
+    rgb: np.ndarray,
+    tile: int = 512,
+    overlap: int = 32,
+    bf16: bool | None = None,
+    cancel: Any = None,
+    views: int = 1,
 ) -> np.ndarray:
     """(3, H, W) float32 maps of ``net`` on an RGB uint8 image already at the model's resolution.
 
     Runs in ``tile``-px tiles overlapping by ``overlap`` px on each side; only each tile's centre
-    is kept. ``bf16`` None or False runs float32, True bfloat16 autocast. ``cancel()`` → True
-    stops between tiles (raises ``InterruptedError``).
+    is kept. ``views`` > 1 averages that many symmetric views of each tile (``dihedral``). ``bf16`` None or
+    False runs float32, True bfloat16 autocast. ``cancel()`` → True stops between tiles (raises
+    ``InterruptedError``).
     """
     import torch  # heavy
 
+    if views not in VIEW_COUNTS:
+        raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
     if bf16 is None:
         bf16 = False  # measured slower than float32 for this depthwise-heavy network on AVX512-BF16/AMX CPUs
     h, w = rgb.shape[:2]
@@ -175,7 +194,7 @@ def predict_maps(
             if cancel is not None and cancel():
                 raise InterruptedError("cancelled")
             t = torch.from_numpy(np.ascontiguousarray(xp[y0:y1, x0:x1]))[None].permute(0, 3, 1, 2)  # channels-last
-            pred = net(t)[0].float().numpy()
+            pred = _view_mean(net, t, views)[0].numpy()
             # keep the centre: inner tiles drop ``overlap`` px on each side that has a neighbour
             cy0 = 0 if y0 == 0 else overlap
             cx0 = 0 if x0 == 0 else overlap
@@ -186,6 +205,21 @@ def predict_maps(
             if ty1 > ty0 and tx1 > tx0:
                 out[:, ty0:ty1, tx0:tx1] = pred[:, cy0 : cy0 + ty1 - ty0, cx0 : cx0 + tx1 - tx0]
     return out
+
+
+def _view_mean(net: Any, t: Any, views: int) -> Any:
+    """``net(t)`` as float32, or its mean over the first ``views`` symmetric views of ``t``, each
+    brought back; logits are averaged as probabilities."""
+    import torch  # heavy
+
+    if views == 1:
+        return net(t).float()
+    probs = []
+    for i in range(views):
+        y = undo_dihedral_view(net(dihedral_view(t, i)).float(), i)
+        probs.append(torch.cat([torch.sigmoid(y[:, :2]), y[:, 2:]], 1))
+    mean = torch.stack(probs).mean(0)
+    return torch.cat([torch.logit(mean[:, :2].clamp(1e-6, 1 - 1e-6)), mean[:, 2:]], 1)
 
 
 def _mult32(n: int) -> int:

@@ -7,7 +7,7 @@ part. Loading never unpickles or executes anything from the folder.
 
 Manifest keys: ``format`` (``napari-pathomics-nuclei``), ``format_version``, ``name``,
 ``licence`` (SPDX-like), ``attribution``, ``architecture`` (encoder, decoder, outputs), ``mpp``
-(the model's resolution), ``post`` (post-processing thresholds), ``training`` (data, settings,
+(the model's resolution), ``post`` (views per tile and post-processing thresholds), ``training`` (data, settings,
 history), ``figures`` (measured scores, with the data they were measured on), ``files``.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 
 from ..atomic import replace_dir
 from ..bundle.manifest import file_problems, read_manifest
+from ..dihedral import VIEW_COUNTS
 from ..errors import BundleError, NucleiError
 from ..provenance import sha256_file
 from ..wsi.normalize import MacenkoNormalizer
@@ -61,6 +62,10 @@ def validate_model_folder(path: str | Path) -> list[str]:
     arch = man["architecture"]
     if not isinstance(arch, dict) or not isinstance(arch.get("encoder"), str):
         probs.append("manifest.json: architecture.encoder must be a timm model name")
+    post = man["post"]
+    views = post.get("views", 1) if isinstance(post, dict) else None
+    if isinstance(views, bool) or views not in VIEW_COUNTS:
+        probs.append(f"manifest.json: post must be an object whose views is one of {VIEW_COUNTS}")
     listed = set(files) | {"manifest.json"}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
@@ -103,7 +108,7 @@ class NucleiModel:
     def key(self) -> str:
         """What identifies this model's output (cache keys): the weights and the post-processing."""
         blob = json.dumps(
-            [self.weights_sha256, self.manifest.get("post"), self.mpp, self.manifest.get("stain_reference")],
+            [self.weights_sha256, self.post.to_json(), self.mpp, self.manifest.get("stain_reference")],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..bundle import Bundle
+from ..dihedral import dihedral_views
 from ..errors import InferenceError
 from ..results.cache import CacheKey, cache_path, load_entry, tagged_key
 from ..results.run import LatticeRun, Progress
@@ -677,10 +678,4 @@ class InferenceRun(LatticeRun[TileResults, BatchUpdate]):
 
 def tta_views(x: "torch.Tensor", mode: str) -> list["torch.Tensor"]:
     """The dihedral views of an (N, C, H, W) batch for a TTA mode (the first is ``x`` itself)."""
-    if mode == "none":
-        return [x]
-    views = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
-    if mode == "d4":  # and the four transposed ones: 90° and 270° rotations, the two diagonal mirrors
-        t = x.transpose(-2, -1)
-        views += [t, t.flip(-1), t.flip(-2), t.flip(-2, -1)]
-    return views
+    return dihedral_views(x, TTA_MODES[mode])

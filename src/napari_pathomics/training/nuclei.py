@@ -476,7 +476,7 @@ def tune_post(
     their figures; the defaults, with their figures, when there are fewer than ``TUNE_MIN_IMAGES``."""
     maps = []
     for s in samples:
-        m = predict_maps(net, model_input(s.rgb, s.mpp, mpp, normaliser))
+        m = predict_maps(net, model_input(s.rgb, s.mpp, mpp, normaliser), views=PostParams().views)
         maps.append((s, m, 1.0 / (1.0 + np.exp(-m[0]))))
     grid = [PostParams()]
     if len(samples) >= TUNE_MIN_IMAGES:
