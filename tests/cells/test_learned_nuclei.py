@@ -47,6 +47,19 @@ def test_postprocess_splits_touching_nuclei_at_their_distance_peaks() -> None:
     assert merged.max() == 1
 
 
+def test_a_faint_nucleus_without_a_marker_is_kept_as_its_own() -> None:
+    yy, xx = np.mgrid[:40, :80]
+    truth = np.zeros((40, 80), np.int32)
+    dist = np.zeros((40, 80), np.float32)
+    for i, (cx, peak) in enumerate(((20, 1.0), (60, 0.4)), start=1):  # the second never reaches 0.45
+        r = np.hypot(yy - 20, xx - cx)
+        truth[r < 9] = i
+        dist = np.maximum(dist, peak * np.clip(1 - r / 9, 0, 1))
+    maps = np.stack([np.where(truth > 0, 6.0, -6.0), np.full(truth.shape, -6.0), dist]).astype(np.float32)
+    lab = postprocess(maps, PostParams())
+    assert lab.max() == 2 and aji(truth, lab) > 0.95
+
+
 def test_labels_come_back_on_the_input_grid_within_the_foreground() -> None:
     maps, truth = _two_touching_discs()
     lab = postprocess(maps, PostParams())

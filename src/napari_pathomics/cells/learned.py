@@ -9,8 +9,9 @@ maps averaged (probabilities, not logits): a nucleus cut in two by one view's ma
 whole in the others, so averaged maps split and miss fewer nuclei, at one pass per view.
 
 Post-processing is one marker watershed at the model's resolution: markers are the connected
-peaks of ``distance × (1 − boundary)`` inside the predicted foreground, flooded over ``−distance``
-within it. At the input's resolution the labels are the nearest-upsampled labels clipped to the
+peaks of ``distance × (1 − boundary)`` inside the predicted foreground, flooded down that same
+map within it; a piece of foreground that no marker reaches becomes a nucleus of its own. At the
+input's resolution the labels are the nearest-upsampled labels clipped to the
 bilinearly-upsampled foreground, so outlines follow the probability, not the coarse grid.
 """
 
@@ -112,13 +113,16 @@ def postprocess(maps: np.ndarray, p: PostParams = PostParams()) -> np.ndarray:
     energy = np.clip(maps[2], 0.0, 1.0) * (1.0 - _sigmoid(maps[1]))
     seeds = (energy > p.marker) & fg
     markers, n = ndi.label(seeds)
-    if n == 0:
-        return np.zeros(fg.shape, np.int32)
     sizes = np.bincount(markers.ravel(), minlength=n + 1)
     keep = sizes >= p.min_marker_px
     keep[0] = False
     markers = np.where(keep[markers], markers, 0)
-    labels = watershed(-energy, markers, mask=fg).astype(np.int32)
+    labels = watershed(-energy, markers, mask=fg).astype(np.int32) if keep.any() else np.zeros(fg.shape, np.int32)
+    # foreground that no seed reached (a faint nucleus whose distance never rose to the marker
+    # threshold) is a nucleus of its own, not dropped
+    orphans, n_orphans = ndi.label(fg & (labels == 0))
+    if n_orphans:
+        labels = np.where(orphans > 0, orphans + labels.max(), labels).astype(np.int32)
     areas = np.bincount(labels.ravel())
     small = areas < p.min_area_px
     small[0] = False
