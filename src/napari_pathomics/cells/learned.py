@@ -43,7 +43,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 #: Views of new models and of manifests that name none (see docs/benchmarks.md).
-DEFAULT_VIEWS = 4
+DEFAULT_VIEWS = 2
 
 
 @dataclass(frozen=True)

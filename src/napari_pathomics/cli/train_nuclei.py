@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", type=Path, help="folder with images/<name>.png and labels/<name>.png (or <name>.geojson)")
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--mpp", type=MPP, default=0.25, help="µm per pixel of the images (default 0.25, i.e. 40x)")
-    p.add_argument("--epochs", type=POSITIVE_INT, default=25, help="epochs of 40 steps (default 25)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=40, help="epochs of 40 steps (default 40)")
     p.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=40, help="batches of 8 crops per epoch (default 40)")
     p.add_argument(
         "--val-fraction",
