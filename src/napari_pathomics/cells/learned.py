@@ -166,9 +166,9 @@ def predict_maps(
     """(3, H, W) float32 maps of ``net`` on an RGB uint8 image already at the model's resolution.
 
     Runs in ``tile``-px tiles overlapping by ``overlap`` px on each side; only each tile's centre
-    is kept. ``views`` > 1 averages that many symmetric views of each tile (``dihedral``). ``bf16`` None or
-    False runs float32, True bfloat16 autocast. ``cancel()`` → True stops between tiles (raises
-    ``InterruptedError``).
+    is kept. ``views`` > 1 averages that many symmetric views of each tile (``dihedral``).
+    ``bf16`` None or False runs float32, True bfloat16 autocast. ``cancel()`` → True stops
+    between tiles (raises ``InterruptedError``).
     """
     import torch  # heavy
 
