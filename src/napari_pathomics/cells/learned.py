@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..dihedral import VIEW_COUNTS, dihedral_view, undo_dihedral_view
+from ..dihedral import dihedral_views, undo_dihedral_view
 from ..wsi.normalize import MacenkoNormalizer
 
 __all__ = [
@@ -172,8 +172,6 @@ def predict_maps(
     """
     import torch  # heavy
 
-    if views not in VIEW_COUNTS:
-        raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
     if bf16 is None:
         bf16 = False  # measured slower than float32 for this depthwise-heavy network on AVX512-BF16/AMX CPUs
     h, w = rgb.shape[:2]
@@ -216,11 +214,12 @@ def _view_mean(net: Any, t: Any, views: int) -> Any:
     brought back; logits are averaged as probabilities."""
     import torch  # heavy
 
+    seen = dihedral_views(t, views)  # refuses a count that is not a closed set of views
     if views == 1:
         return net(t).float()
     probs = []
-    for i in range(views):
-        y = undo_dihedral_view(net(dihedral_view(t, i)).float(), i)
+    for i, v in enumerate(seen):
+        y = undo_dihedral_view(net(v).float(), i)
         probs.append(torch.cat([torch.sigmoid(y[:, :2]), y[:, 2:]], 1))
     mean = torch.stack(probs).mean(0)
     return torch.cat([torch.logit(mean[:, :2].clamp(1e-6, 1 - 1e-6)), mean[:, 2:]], 1)
